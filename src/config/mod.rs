@@ -1,0 +1,681 @@
+//! tine's configuration: the `Config` type and its defaults, loading it from a TOML file
+//! with a diagnostic for every problem at `FILE:LINE:COLUMN`, and writing it back as TOML.
+//!
+//! The file has four sections, `[server]`, `[limits]`, `[log]` and `[app]`; any section or
+//! key left out takes its default, so an empty file is a valid config. `config/tine.toml`
+//! is the documented example and lists every key at its default.
+
+mod bind;
+mod diag;
+mod schema;
+mod units;
+
+use std::fmt;
+use std::fmt::Write as _;
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use toml::de::DeTable;
+
+pub use bind::BindAddr;
+pub use diag::{Diagnostic, Diagnostics, LoadError};
+pub use units::{format_duration, format_size, parse_duration, parse_size};
+
+use diag::Problem;
+use schema::SCHEMA;
+
+/// Every config key as "section.key", in the order of `config/tine.toml`.
+pub const KEYS: &[&str] = &[
+    "server.bind",
+    "server.backlog",
+    "server.workers",
+    "server.threads",
+    "server.max_connections",
+    "server.timeout",
+    "server.graceful_timeout",
+    "server.keepalive",
+    "limits.request_line",
+    "limits.headers",
+    "limits.header_field_size",
+    "limits.header_bytes",
+    "limits.body",
+    "log.level",
+    "app.handler",
+];
+
+/// Largest `server.backlog`: the kernel stores the backlog in 16 bits.
+pub const MAX_BACKLOG: usize = 65535;
+/// Largest `server.workers`. More processes than this only add memory and contention.
+pub const MAX_WORKERS: usize = 1024;
+/// Largest `server.threads`, per worker.
+pub const MAX_THREADS: usize = 1024;
+
+/// The accepted `log.level` names, quietest first.
+pub(crate) const LEVELS: [(&str, log::LevelFilter); 6] = [
+    ("off", log::LevelFilter::Off),
+    ("error", log::LevelFilter::Error),
+    ("warn", log::LevelFilter::Warn),
+    ("info", log::LevelFilter::Info),
+    ("debug", log::LevelFilter::Debug),
+    ("trace", log::LevelFilter::Trace),
+];
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// `[server]`: listening, processes and timeouts.
+    pub server: Server,
+    /// `[limits]`: bounds on what a client may send.
+    pub limits: Limits,
+    /// `[log]`: logging.
+    pub log: Log,
+    /// `[app]`: the application behind the server.
+    pub app: App,
+}
+
+/// `[server]`: where to listen, how many processes and threads, and timeouts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Server {
+    /// Addresses to listen on; never empty and without duplicates.
+    pub bind: Vec<BindAddr>,
+    /// Pending-connection queue length for each listening socket, 1 to 65535.
+    pub backlog: u32,
+    /// Number of worker processes.
+    pub workers: Workers,
+    /// Request-handling threads per worker, at most 1024.
+    pub threads: NonZeroUsize,
+    /// Open client connections per worker.
+    pub max_connections: NonZeroUsize,
+    /// A worker silent for longer than this is hung; never zero.
+    pub timeout: Duration,
+    /// How long workers may finish in-flight requests on shutdown or restart.
+    pub graceful_timeout: Duration,
+    /// How long an idle keep-alive connection stays open; zero disables keep-alive.
+    pub keepalive: Duration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            bind: vec![BindAddr::Tcp(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                8000,
+            )))],
+            backlog: 2048,
+            workers: Workers::Auto,
+            threads: NonZeroUsize::new(4).expect("4 is not zero"),
+            max_connections: NonZeroUsize::new(1000).expect("1000 is not zero"),
+            timeout: Duration::from_secs(30),
+            graceful_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(75),
+        }
+    }
+}
+
+/// How many worker processes to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workers {
+    /// Decided at startup from the machine; the config does not say how.
+    Auto,
+    /// Exactly this many, at most 1024.
+    Fixed(NonZeroUsize),
+}
+
+impl fmt::Display for Workers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Workers::Auto => f.write_str("auto"),
+            Workers::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl FromStr for Workers {
+    type Err = String;
+
+    /// Parses `"auto"` or a count from 1 to 1024, as `server.workers` accepts; for the
+    /// command line.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(Workers::Auto);
+        }
+        s.parse::<NonZeroUsize>()
+            .ok()
+            .filter(|n| n.get() <= MAX_WORKERS)
+            .map(Workers::Fixed)
+            .ok_or_else(|| {
+                format!(
+                    "invalid worker count {}: expected \"auto\" or a positive integer up to \
+                     {MAX_WORKERS}",
+                    units::quote(s)
+                )
+            })
+    }
+}
+
+/// `[limits]`: the most a client may send; larger requests are refused. The HTTP decoder
+/// enforces exactly these, so the type is shared.
+pub use crate::http::Limits;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_line: 8192,
+            headers: 100,
+            header_field_size: 8190,
+            header_bytes: 64 << 10,
+            body: 100 << 20,
+        }
+    }
+}
+
+/// `[log]`: logging.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Log {
+    /// The most verbose level written.
+    pub level: log::LevelFilter,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: log::LevelFilter::Info,
+        }
+    }
+}
+
+/// `[app]`: the application the server runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct App {
+    /// Which built-in handler answers requests.
+    pub handler: HandlerKind,
+}
+
+/// The built-in request handlers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HandlerKind {
+    /// A small built-in application for trying the server out.
+    #[default]
+    Demo,
+}
+
+impl HandlerKind {
+    /// Every handler, in the order error messages list them.
+    pub const ALL: &[HandlerKind] = &[HandlerKind::Demo];
+
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandlerKind::Demo => "demo",
+        }
+    }
+}
+
+impl fmt::Display for HandlerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for HandlerKind {
+    type Err = String;
+
+    /// Parses a handler name as `app.handler` accepts it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        HandlerKind::ALL
+            .iter()
+            .copied()
+            .find(|h| h.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<String> = HandlerKind::ALL
+                    .iter()
+                    .map(|h| format!("\"{h}\""))
+                    .collect();
+                format!(
+                    "unknown handler {}: expected one of {}",
+                    units::quote(s),
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+impl Config {
+    /// Parses and validates `text`; `source_name` is what diagnostics call the file (e.g.
+    /// "tine.toml" or the path as given).
+    ///
+    /// Every problem is reported, not just the first. A TOML syntax error is the exception
+    /// in one way: the document's structure is then uncertain, so only the syntax errors
+    /// are reported, since checking values of a half-understood document would mostly
+    /// produce noise.
+    ///
+    /// # Errors
+    ///
+    /// Every problem found, in file order, each located at a line and column.
+    pub fn from_toml_str(source_name: &str, text: &str) -> Result<Config, Diagnostics> {
+        let (doc, syntax_errors) = DeTable::parse_recoverable(text);
+        if !syntax_errors.is_empty() {
+            let mut problems: Vec<Problem> = syntax_errors
+                .iter()
+                .map(|e| syntax_problem(e, text))
+                .collect();
+            problems.dedup_by(|a, b| a.offset == b.offset && a.message == b.message);
+            return Err(diag::into_diagnostics(source_name, text, problems));
+        }
+        let mut config = Config::default();
+        let mut problems = Vec::new();
+        schema::apply(doc.get_ref(), &mut config, &mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(diag::into_diagnostics(source_name, text, problems))
+        }
+    }
+
+    /// Reads and validates a file; diagnostics name the path as given.
+    ///
+    /// # Errors
+    ///
+    /// `LoadError::Read` when the file cannot be read, `LoadError::Invalid` with every
+    /// problem in it otherwise (including text that is not UTF-8).
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let name = path.display().to_string();
+        match String::from_utf8(bytes) {
+            Ok(text) => Config::from_toml_str(&name, &text).map_err(LoadError::Invalid),
+            Err(e) => {
+                // Point at the first bad byte, located within the valid text before it.
+                let valid_up_to = e.utf8_error().valid_up_to();
+                let bytes = e.into_bytes();
+                let text = String::from_utf8_lossy(&bytes[..valid_up_to]);
+                let problem = Problem {
+                    offset: valid_up_to,
+                    key: None,
+                    message: "the file is not valid UTF-8, which TOML requires".to_owned(),
+                };
+                Err(LoadError::Invalid(diag::into_diagnostics(
+                    &name,
+                    &text,
+                    vec![problem],
+                )))
+            }
+        }
+    }
+
+    /// The effective config as TOML, every key, in the same layout as config/tine.toml.
+    ///
+    /// When `resolved_workers` is `Some((n, why))` and `workers` is `Auto`, writes
+    /// `workers = n` preceded by a comment line `# auto: why`. Otherwise the output parses
+    /// back to an equal `Config`.
+    pub fn to_toml(&self, resolved_workers: Option<(usize, &str)>) -> String {
+        let mut out = String::from(
+            "# tine: the effective configuration, every key included.\n\
+             # config/tine.toml explains each key in full.\n",
+        );
+        let defaults = Config::default();
+        for section in SCHEMA {
+            // Writing to a String cannot fail, so the fmt::Results below are ignored.
+            let _ = writeln!(out, "\n[{}]", section.name);
+            for key in section.keys {
+                let _ = writeln!(out, "\n# {} Default: {}.", key.help, (key.write)(&defaults));
+                let resolved = match (section.name, key.name, self.server.workers) {
+                    ("server", "workers", Workers::Auto) => resolved_workers,
+                    _ => None,
+                };
+                match resolved {
+                    Some((n, why)) => {
+                        // A line break in `why` would end the comment and corrupt the file.
+                        let why = why.replace(['\n', '\r'], " ");
+                        let _ = write!(out, "# auto: {why}\n{} = {n}\n", key.name);
+                    }
+                    None => {
+                        let _ = writeln!(out, "{} = {}", key.name, (key.write)(self));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn syntax_problem(error: &toml::de::Error, text: &str) -> Problem {
+    let span = error.span().unwrap_or(text.len()..text.len());
+    let mut message = error.message().to_owned();
+    // toml's message leaves out which key; its span covers it.
+    if message == "duplicate key" {
+        if let Some(key) = text.get(span.clone()) {
+            message = format!("duplicate key {}", units::quote(key));
+        }
+    }
+    Problem {
+        offset: span.start,
+        key: None,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    const EXAMPLE: &str = include_str!("../../config/tine.toml");
+
+    fn parse(text: &str) -> Config {
+        Config::from_toml_str("t.toml", text).unwrap_or_else(|d| panic!("{d}"))
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::from_toml_str("t.toml", text) {
+            Ok(config) => panic!("expected errors, got {config:?}"),
+            Err(d) => d.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::default();
+        assert_eq!(
+            c.server.bind,
+            ["127.0.0.1:8000".parse::<BindAddr>().unwrap()]
+        );
+        assert_eq!(c.server.backlog, 2048);
+        assert_eq!(c.server.workers, Workers::Auto);
+        assert_eq!(c.server.threads.get(), 4);
+        assert_eq!(c.server.max_connections.get(), 1000);
+        assert_eq!(c.server.timeout, Duration::from_secs(30));
+        assert_eq!(c.server.graceful_timeout, Duration::from_secs(30));
+        assert_eq!(c.server.keepalive, Duration::from_secs(75));
+        assert_eq!(c.limits.request_line, 8192);
+        assert_eq!(c.limits.headers, 100);
+        assert_eq!(c.limits.header_field_size, 8190);
+        assert_eq!(c.limits.header_bytes, 65_536);
+        assert_eq!(c.limits.body, 104_857_600);
+        assert_eq!(c.log.level, log::LevelFilter::Info);
+        assert_eq!(c.app.handler, HandlerKind::Demo);
+    }
+
+    #[test]
+    fn empty_and_partial_files_take_defaults() {
+        assert_eq!(parse(""), Config::default());
+        assert_eq!(parse("\n# only a comment\n\n"), Config::default());
+        assert_eq!(
+            parse("[server]\n[limits]\n[log]\n[app]\n"),
+            Config::default()
+        );
+        let c = parse("[server]\nthreads = 8\n");
+        let mut want = Config::default();
+        want.server.threads = NonZeroUsize::new(8).unwrap();
+        assert_eq!(c, want);
+    }
+
+    #[test]
+    fn every_value_form_is_read() {
+        let c = parse(
+            r#"
+[server]
+bind = ["0.0.0.0:80", "[::1]:8000", "unix:/run/tine.sock"]
+backlog = 65535
+workers = 16
+threads = 1024
+max_connections = 50_000
+timeout = "1m30s"
+graceful_timeout = "0s"
+keepalive = "500ms"
+
+[limits]
+request_line = "4K"
+headers = 0x20
+header_field_size = 4000
+header_bytes = "1MB"
+body = 0
+
+[log]
+level = "trace"
+
+[app]
+handler = "demo"
+"#,
+        );
+        let bind: Vec<BindAddr> = ["0.0.0.0:80", "[::1]:8000", "unix:/run/tine.sock"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(c.server.bind, bind);
+        assert_eq!(c.server.backlog, 65535);
+        assert_eq!(
+            c.server.workers,
+            Workers::Fixed(NonZeroUsize::new(16).unwrap())
+        );
+        assert_eq!(c.server.threads.get(), 1024);
+        assert_eq!(c.server.max_connections.get(), 50_000);
+        assert_eq!(c.server.timeout, Duration::from_secs(90));
+        assert_eq!(c.server.graceful_timeout, Duration::ZERO);
+        assert_eq!(c.server.keepalive, Duration::from_millis(500));
+        assert_eq!(c.limits.request_line, 4096);
+        assert_eq!(c.limits.headers, 32);
+        assert_eq!(c.limits.header_field_size, 4000);
+        assert_eq!(c.limits.header_bytes, 1_000_000);
+        assert_eq!(c.limits.body, 0);
+        assert_eq!(c.log.level, log::LevelFilter::Trace);
+    }
+
+    #[test]
+    fn alternative_spellings_are_read() {
+        let c = parse(
+            "server.bind = \"unix:tine.sock\"\nserver.workers = \"AUTO\"\nlog = { level = \"WARN\" }\n",
+        );
+        assert_eq!(c.server.bind, [BindAddr::Unix(PathBuf::from("tine.sock"))]);
+        assert_eq!(c.server.workers, Workers::Auto);
+        assert_eq!(c.log.level, log::LevelFilter::Warn);
+    }
+
+    #[test]
+    fn example_file_is_the_defaults_and_covers_every_key() {
+        assert_eq!(
+            Config::from_toml_str("config/tine.toml", EXAMPLE),
+            Ok(Config::default())
+        );
+        let doc = DeTable::parse(EXAMPLE).unwrap().into_inner();
+        for key in KEYS {
+            let (section, name) = key.split_once('.').unwrap();
+            let table = doc.get(section).unwrap_or_else(|| panic!("no [{section}]"));
+            assert!(
+                table.get_ref().get(name).is_some(),
+                "config/tine.toml does not set {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn example_file_documents_each_key_in_schema_order() {
+        let lines: Vec<&str> = EXAMPLE.lines().collect();
+        let mut section = "";
+        let mut seen = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name;
+            } else if let Some((key, _)) = line.split_once(" = ") {
+                if !line.starts_with('#') {
+                    assert!(
+                        i > 0 && lines[i - 1].starts_with('#'),
+                        "{section}.{key} has no comment right above it"
+                    );
+                    seen.push(format!("{section}.{key}"));
+                }
+            }
+        }
+        assert_eq!(seen, KEYS);
+    }
+
+    #[test]
+    fn to_toml_round_trips() {
+        let default = Config::default();
+        assert_eq!(parse(&default.to_toml(None)), default);
+
+        let mut custom = Config::default();
+        custom.server.bind = vec![
+            "[::]:443".parse().unwrap(),
+            "10.0.0.1:8080".parse().unwrap(),
+            BindAddr::Unix(PathBuf::from("/tmp/a \"quoted\" \\ path.sock")),
+        ];
+        custom.server.backlog = 1;
+        custom.server.workers = Workers::Fixed(NonZeroUsize::new(3).unwrap());
+        custom.server.threads = NonZeroUsize::new(1).unwrap();
+        custom.server.max_connections = NonZeroUsize::new(123_456).unwrap();
+        custom.server.timeout = Duration::from_millis(1_500);
+        custom.server.graceful_timeout = Duration::ZERO;
+        custom.server.keepalive = Duration::from_secs(7200);
+        custom.limits.request_line = 1;
+        custom.limits.headers = 1;
+        custom.limits.header_field_size = 1 << 20;
+        custom.limits.header_bytes = 3 << 30;
+        custom.limits.body = u64::MAX;
+        custom.log.level = log::LevelFilter::Off;
+        let text = custom.to_toml(Some((9, "ignored because workers is fixed")));
+        assert!(!text.contains("# auto:"), "{text}");
+        assert_eq!(parse(&text), custom);
+    }
+
+    #[test]
+    fn to_toml_writes_every_key_in_layout() {
+        let text = Config::default().to_toml(None);
+        let doc = DeTable::parse(&text).unwrap().into_inner();
+        for key in KEYS {
+            let (section, name) = key.split_once('.').unwrap();
+            assert!(
+                doc[section].get_ref().get(name).is_some(),
+                "{key} missing:\n{text}"
+            );
+        }
+        assert!(text.contains("\n[server]\n"));
+        assert!(text.contains("\nworkers = \"auto\"\n"), "{text}");
+        assert!(text.contains("\nbind = [\"127.0.0.1:8000\"]\n"), "{text}");
+        assert!(text.contains("\nheader_bytes = \"64KiB\"\n"), "{text}");
+        assert!(text.contains("\nheader_field_size = 8190\n"), "{text}");
+        assert!(text.contains("\nkeepalive = \"75s\"\n"), "{text}");
+        assert!(text.contains("\nlevel = \"info\"\n"), "{text}");
+        assert!(
+            text.contains("\n# Worker processes: \"auto\" or 1-1024. Default: \"auto\".\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn to_toml_shows_resolved_workers() {
+        let text = Config::default().to_toml(Some((6, "6 CPUs available\nto this process")));
+        assert!(
+            text.contains("\n# auto: 6 CPUs available to this process\nworkers = 6\n"),
+            "{text}"
+        );
+        let reread = parse(&text);
+        assert_eq!(
+            reread.server.workers,
+            Workers::Fixed(NonZeroUsize::new(6).unwrap())
+        );
+    }
+
+    #[test]
+    fn workers_from_str() {
+        assert_eq!("auto".parse::<Workers>(), Ok(Workers::Auto));
+        assert_eq!(
+            "1024".parse::<Workers>(),
+            Ok(Workers::Fixed(NonZeroUsize::new(1024).unwrap()))
+        );
+        for bad in ["0", "1025", "-1", "four", ""] {
+            let err = bad.parse::<Workers>().unwrap_err();
+            assert!(
+                err.ends_with("expected \"auto\" or a positive integer up to 1024"),
+                "{err}"
+            );
+        }
+        assert_eq!(Workers::Auto.to_string(), "auto");
+        assert_eq!(
+            Workers::Fixed(NonZeroUsize::new(5).unwrap()).to_string(),
+            "5"
+        );
+    }
+
+    #[test]
+    fn handler_names() {
+        assert_eq!(HandlerKind::Demo.to_string(), "demo");
+        assert_eq!("demo".parse::<HandlerKind>(), Ok(HandlerKind::Demo));
+        assert_eq!(
+            "static".parse::<HandlerKind>(),
+            Err("unknown handler \"static\": expected one of \"demo\"".to_owned())
+        );
+    }
+
+    #[test]
+    fn syntax_error_is_one_diagnostic_with_toml_message() {
+        assert_eq!(
+            errors("[server]\nthreads = \"four\nworkers = 2\n"),
+            ["t.toml:2:16: invalid basic string, expected `\"`"]
+        );
+        assert_eq!(
+            errors("[server]\nbody = 100MiB\n"),
+            ["t.toml:2:8: string values must be quoted, expected literal string"]
+        );
+    }
+
+    #[test]
+    fn several_syntax_errors_are_all_reported_without_value_errors() {
+        // threads = "x" is wrong too, but with the structure in doubt only syntax is reported.
+        assert_eq!(
+            errors("[server]\nthreads = \"x\"\nworkers = 1\nworkers = 2\n[server]\n"),
+            [
+                "t.toml:4:1: duplicate key \"workers\"",
+                "t.toml:5:2: duplicate key \"server\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn load_reads_files_and_names_them() {
+        let dir = std::env::temp_dir().join(format!("tine-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+
+        let good = dir.join("good.toml");
+        std::fs::write(&good, "[server]\nthreads = 2\n").unwrap();
+        assert_eq!(Config::load(&good).unwrap().server.threads.get(), 2);
+
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "[server]\nthreads = 0\n").unwrap();
+        let err = Config::load(&bad).unwrap_err();
+        assert!(matches!(err, LoadError::Invalid(_)));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:2:11: server.threads: expected a positive integer up to 1024, found 0",
+                bad.display()
+            )
+        );
+
+        let binary = dir.join("binary.toml");
+        std::fs::write(&binary, b"[server]\nthreads = \"\xff\"\n").unwrap();
+        assert_eq!(
+            Config::load(&binary).unwrap_err().to_string(),
+            format!(
+                "{}:2:12: the file is not valid UTF-8, which TOML requires",
+                binary.display()
+            )
+        );
+
+        let missing = dir.join("missing.toml");
+        let err = Config::load(&missing).unwrap_err();
+        assert!(matches!(&err, LoadError::Read { path, .. } if *path == missing));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "could not read {}: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

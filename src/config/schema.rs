@@ -1,0 +1,1052 @@
+//! The config schema, defined once: every section and key, how each value is checked and
+//! stored into a `Config`, and how it is written back as TOML. The walker that checks a
+//! parsed document against it, collecting every problem instead of stopping at the first,
+//! lives here too.
+
+use std::fmt::Write as _;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::diag::{Problem, describe, suggest};
+use super::units::{format_duration, format_size, parse_duration, parse_size, quote};
+use super::{
+    BindAddr, Config, HandlerKind, LEVELS, MAX_BACKLOG, MAX_THREADS, MAX_WORKERS, Workers,
+};
+
+/// A problem with one value, before the walker attaches the key it belongs to.
+pub(crate) struct Bad {
+    offset: usize,
+    message: String,
+}
+
+/// All problems with one key's value: a list can have several bad entries.
+pub(crate) struct Bads(Vec<Bad>);
+
+impl From<Bad> for Bads {
+    fn from(bad: Bad) -> Self {
+        Bads(vec![bad])
+    }
+}
+
+/// Checks one value and stores it into the config.
+type Read = fn(&Spanned<DeValue<'_>>, &mut Config) -> Result<(), Bads>;
+/// Renders the key's current value as a TOML value.
+type Write = fn(&Config) -> String;
+
+/// One key of a section.
+pub(crate) struct KeySpec {
+    pub(crate) name: &'static str,
+    /// One line for `Config::to_toml`; config/tine.toml carries the full explanation.
+    pub(crate) help: &'static str,
+    pub(crate) read: Read,
+    pub(crate) write: Write,
+}
+
+/// One `[section]` of the file.
+pub(crate) struct SectionSpec {
+    pub(crate) name: &'static str,
+    pub(crate) keys: &'static [KeySpec],
+}
+
+/// Every section and key, in the order config/tine.toml and `to_toml` present them.
+pub(crate) const SCHEMA: &[SectionSpec] = &[
+    SectionSpec {
+        name: "server",
+        keys: &[
+            KeySpec {
+                name: "bind",
+                help: "Addresses to listen on: \"IP:PORT\", \"[IPv6]:PORT\" or \"unix:PATH\".",
+                read: |v, c| {
+                    c.server.bind = read_bind(v)?;
+                    Ok(())
+                },
+                write: |c| {
+                    let addrs: Vec<String> = c
+                        .server
+                        .bind
+                        .iter()
+                        .map(|a| toml_string(&a.to_string()))
+                        .collect();
+                    format!("[{}]", addrs.join(", "))
+                },
+            },
+            KeySpec {
+                name: "backlog",
+                help: "Pending-connection queue length per listening socket (1-65535).",
+                read: |v, c| {
+                    let n = positive_int(v, Some(MAX_BACKLOG))?;
+                    c.server.backlog = u32::try_from(n).expect("bounded by MAX_BACKLOG");
+                    Ok(())
+                },
+                write: |c| c.server.backlog.to_string(),
+            },
+            KeySpec {
+                name: "workers",
+                help: "Worker processes: \"auto\" or 1-1024.",
+                read: |v, c| {
+                    c.server.workers = read_workers(v)?;
+                    Ok(())
+                },
+                write: |c| match c.server.workers {
+                    Workers::Auto => toml_string("auto"),
+                    Workers::Fixed(n) => n.to_string(),
+                },
+            },
+            KeySpec {
+                name: "threads",
+                help: "Request-handling threads per worker (1-1024).",
+                read: |v, c| {
+                    c.server.threads = positive_usize(v, Some(MAX_THREADS))?;
+                    Ok(())
+                },
+                write: |c| c.server.threads.to_string(),
+            },
+            KeySpec {
+                name: "max_connections",
+                help: "Most client connections one worker holds open at once.",
+                read: |v, c| {
+                    c.server.max_connections = positive_usize(v, None)?;
+                    Ok(())
+                },
+                write: |c| c.server.max_connections.to_string(),
+            },
+            KeySpec {
+                name: "timeout",
+                help: "A worker silent for longer than this is hung and is restarted (> 0).",
+                read: |v, c| {
+                    c.server.timeout = read_duration(v, true)?;
+                    Ok(())
+                },
+                write: |c| toml_string(&format_duration(c.server.timeout)),
+            },
+            KeySpec {
+                name: "graceful_timeout",
+                help: "On shutdown or restart, how long workers may finish requests.",
+                read: |v, c| {
+                    c.server.graceful_timeout = read_duration(v, false)?;
+                    Ok(())
+                },
+                write: |c| toml_string(&format_duration(c.server.graceful_timeout)),
+            },
+            KeySpec {
+                name: "keepalive",
+                help: "How long an idle keep-alive connection is kept open; \"0s\" disables.",
+                read: |v, c| {
+                    c.server.keepalive = read_duration(v, false)?;
+                    Ok(())
+                },
+                write: |c| toml_string(&format_duration(c.server.keepalive)),
+            },
+        ],
+    },
+    SectionSpec {
+        name: "limits",
+        keys: &[
+            KeySpec {
+                name: "request_line",
+                help: "Longest request line (method, target, version), in bytes.",
+                read: |v, c| {
+                    c.limits.request_line = size_usize(v)?;
+                    Ok(())
+                },
+                write: |c| toml_size(c.limits.request_line as u64),
+            },
+            KeySpec {
+                name: "headers",
+                help: "Most header fields in one request.",
+                read: |v, c| {
+                    c.limits.headers = positive_usize(v, None)?.get();
+                    Ok(())
+                },
+                write: |c| c.limits.headers.to_string(),
+            },
+            KeySpec {
+                name: "header_field_size",
+                help: "Longest single header line, name and value, in bytes.",
+                read: |v, c| {
+                    c.limits.header_field_size = size_usize(v)?;
+                    Ok(())
+                },
+                write: |c| toml_size(c.limits.header_field_size as u64),
+            },
+            KeySpec {
+                name: "header_bytes",
+                help: "Largest request head (request line plus all headers), in bytes.",
+                read: |v, c| {
+                    c.limits.header_bytes = size_usize(v)?;
+                    Ok(())
+                },
+                write: |c| toml_size(c.limits.header_bytes as u64),
+            },
+            KeySpec {
+                name: "body",
+                help: "Largest request body, in bytes; 0 refuses any body.",
+                read: |v, c| {
+                    c.limits.body = read_size(v, false)?;
+                    Ok(())
+                },
+                write: |c| toml_size(c.limits.body),
+            },
+        ],
+    },
+    SectionSpec {
+        name: "log",
+        keys: &[KeySpec {
+            name: "level",
+            help: "One of \"off\", \"error\", \"warn\", \"info\", \"debug\", \"trace\".",
+            read: |v, c| {
+                c.log.level = read_level(v)?;
+                Ok(())
+            },
+            write: |c| toml_string(&c.log.level.as_str().to_ascii_lowercase()),
+        }],
+    },
+    SectionSpec {
+        name: "app",
+        keys: &[KeySpec {
+            name: "handler",
+            help: "The application that answers requests: \"demo\".",
+            read: |v, c| {
+                c.app.handler = read_handler(v)?;
+                Ok(())
+            },
+            write: |c| toml_string(&c.app.handler.to_string()),
+        }],
+    },
+];
+
+/// Checks `doc` against the schema, storing good values into `config` and every problem
+/// into `problems`.
+pub(crate) fn apply(doc: &DeTable<'_>, config: &mut Config, problems: &mut Vec<Problem>) {
+    for (name, value) in doc {
+        let Some(section) = SCHEMA.iter().find(|s| s.name == name.get_ref()) else {
+            problems.push(unknown_top_level(name, value));
+            continue;
+        };
+        match value.get_ref() {
+            DeValue::Table(table) => apply_section(section, table, config, problems),
+            other => problems.push(Problem {
+                offset: value.span().start,
+                key: Some(section.name.to_owned()),
+                message: format!(
+                    "expected a table (the [{}] section), found {}",
+                    section.name,
+                    describe(other)
+                ),
+            }),
+        }
+    }
+}
+
+fn apply_section(
+    section: &SectionSpec,
+    table: &DeTable<'_>,
+    config: &mut Config,
+    problems: &mut Vec<Problem>,
+) {
+    for (name, value) in table {
+        let Some(key) = section.keys.iter().find(|k| k.name == name.get_ref()) else {
+            problems.push(unknown_key(section, name));
+            continue;
+        };
+        if let Err(Bads(bads)) = (key.read)(value, config) {
+            let full = format!("{}.{}", section.name, key.name);
+            problems.extend(bads.into_iter().map(|bad| Problem {
+                offset: bad.offset,
+                key: Some(full.clone()),
+                message: bad.message,
+            }));
+        }
+    }
+}
+
+fn unknown_key(section: &SectionSpec, name: &Spanned<std::borrow::Cow<'_, str>>) -> Problem {
+    let names: Vec<&str> = section.keys.iter().map(|k| k.name).collect();
+    let shown = display_key(name.get_ref());
+    let hint = if let Some(close) = suggest(name.get_ref(), &names) {
+        format!(" (did you mean \"{close}\"?)")
+    } else if let Some(home) = home_section(name.get_ref()) {
+        format!(" ({shown} belongs in [{home}])")
+    } else {
+        format!("; [{}] accepts {}", section.name, names.join(", "))
+    };
+    Problem {
+        offset: name.span().start,
+        key: None,
+        message: format!("unknown key {}.{shown}{hint}", section.name),
+    }
+}
+
+fn unknown_top_level(
+    name: &Spanned<std::borrow::Cow<'_, str>>,
+    value: &Spanned<DeValue<'_>>,
+) -> Problem {
+    let sections: Vec<&str> = SCHEMA.iter().map(|s| s.name).collect();
+    let shown = display_key(name.get_ref());
+    let is_table = |v: &DeValue<'_>| matches!(v, DeValue::Table(_));
+    let looks_like_section = match value.get_ref() {
+        DeValue::Array(items) => !items.is_empty() && items.iter().all(|i| is_table(i.get_ref())),
+        other => is_table(other),
+    };
+    let message = if looks_like_section {
+        match suggest(name.get_ref(), &sections) {
+            Some(close) => format!("unknown section [{shown}] (did you mean \"{close}\"?)"),
+            None => format!("unknown section [{shown}]; sections are {}", section_list()),
+        }
+    } else if let Some(home) = home_section(name.get_ref()) {
+        format!("unknown key {shown} at the top level ({shown} belongs in [{home}])")
+    } else {
+        format!(
+            "unknown key {shown} at the top level; every key belongs in a section: {}",
+            section_list()
+        )
+    };
+    Problem {
+        offset: name.span().start,
+        key: None,
+        message,
+    }
+}
+
+/// The section that has a key spelled like `name`, for keys put in the wrong section.
+fn home_section(name: &str) -> Option<&'static str> {
+    let wanted = name.replace('-', "_");
+    SCHEMA
+        .iter()
+        .find(|section| {
+            section
+                .keys
+                .iter()
+                .any(|k| k.name.eq_ignore_ascii_case(&wanted))
+        })
+        .map(|section| section.name)
+}
+
+fn section_list() -> String {
+    let names: Vec<String> = SCHEMA.iter().map(|s| format!("[{}]", s.name)).collect();
+    names.join(", ")
+}
+
+/// Shows a key as it would be written: bare when TOML allows, quoted otherwise.
+fn display_key(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare { name.to_owned() } else { quote(name) }
+}
+
+fn bad(value: &Spanned<DeValue<'_>>, message: String) -> Bad {
+    Bad {
+        offset: value.span().start,
+        message,
+    }
+}
+
+/// "expected X, found Y", with a hint when a number was written as a string.
+fn expected(value: &Spanned<DeValue<'_>>, what: &str) -> Bad {
+    let hint = match value.get_ref() {
+        DeValue::String(s) if s.trim().parse::<i64>().is_ok() => " (write numbers without quotes)",
+        _ => "",
+    };
+    bad(
+        value,
+        format!("expected {what}, found {}{hint}", describe(value.get_ref())),
+    )
+}
+
+/// The integer's value; `None` for other types. TOML integers are 64-bit, so i128 holds
+/// every one the parser hands over, of any radix or sign.
+fn integer(value: &DeValue<'_>) -> Option<i128> {
+    match value {
+        DeValue::Integer(i) => {
+            Some(i128::from_str_radix(i.as_str(), i.radix()).unwrap_or(i128::MAX))
+        }
+        _ => None,
+    }
+}
+
+/// An integer from 1 to `max` (or to the largest `usize` when there is no stated maximum).
+fn positive_int(value: &Spanned<DeValue<'_>>, max: Option<usize>) -> Result<usize, Bad> {
+    let Some(n) = integer(value.get_ref()) else {
+        return Err(expected(value, "a positive integer"));
+    };
+    let (limit, what) = match max {
+        Some(max) => (max, format!("a positive integer up to {max}")),
+        None => (usize::MAX, "a positive integer".to_owned()),
+    };
+    usize::try_from(n)
+        .ok()
+        .filter(|n| (1..=limit).contains(n))
+        .ok_or_else(|| expected(value, &what))
+}
+
+fn positive_usize(value: &Spanned<DeValue<'_>>, max: Option<usize>) -> Result<NonZeroUsize, Bad> {
+    let n = positive_int(value, max)?;
+    Ok(NonZeroUsize::new(n).expect("positive_int checked n >= 1"))
+}
+
+fn read_workers(value: &Spanned<DeValue<'_>>) -> Result<Workers, Bad> {
+    let what = format!("\"auto\" or a positive integer up to {MAX_WORKERS}");
+    match value.get_ref() {
+        DeValue::String(s) if s.eq_ignore_ascii_case("auto") => Ok(Workers::Auto),
+        DeValue::Integer(_) => match positive_usize(value, Some(MAX_WORKERS)) {
+            Ok(n) => Ok(Workers::Fixed(n)),
+            Err(_) => Err(expected(value, &what)),
+        },
+        _ => Err(expected(value, &what)),
+    }
+}
+
+fn read_bind(value: &Spanned<DeValue<'_>>) -> Result<Vec<BindAddr>, Bads> {
+    let items = match value.get_ref() {
+        DeValue::String(s) => {
+            return s
+                .parse::<BindAddr>()
+                .map(|addr| vec![addr])
+                .map_err(|e| bad(value, e).into());
+        }
+        DeValue::Array(items) if items.is_empty() => {
+            return Err(expected(value, "at least one address").into());
+        }
+        DeValue::Array(items) => items,
+        _ => {
+            return Err(expected(
+                value,
+                "an address like \"127.0.0.1:8000\" or a list of addresses",
+            )
+            .into());
+        }
+    };
+    // Each accepted address with its spelling, since "[0::1]:8000" duplicates "[::1]:8000".
+    let mut seen: Vec<(BindAddr, &str)> = Vec::with_capacity(items.len());
+    let mut bads = Vec::new();
+    for item in items {
+        let DeValue::String(written) = item.get_ref() else {
+            bads.push(expected(item, "an address string like \"127.0.0.1:8000\""));
+            continue;
+        };
+        match written.parse::<BindAddr>() {
+            Ok(addr) => match seen.iter().find(|(earlier, _)| *earlier == addr) {
+                Some((_, first)) => {
+                    let same = if first == written {
+                        String::new()
+                    } else {
+                        format!(" the same address as {} listed before;", quote(first))
+                    };
+                    bads.push(bad(
+                        item,
+                        format!(
+                            "duplicate address {}:{same} each address may be listed only once",
+                            quote(written)
+                        ),
+                    ));
+                }
+                None => seen.push((addr, written)),
+            },
+            Err(e) => bads.push(bad(item, e)),
+        }
+    }
+    if bads.is_empty() {
+        Ok(seen.into_iter().map(|(addr, _)| addr).collect())
+    } else {
+        Err(Bads(bads))
+    }
+}
+
+fn read_duration(value: &Spanned<DeValue<'_>>, positive: bool) -> Result<Duration, Bad> {
+    let DeValue::String(s) = value.get_ref() else {
+        return Err(expected(
+            value,
+            "a duration with a unit like \"30s\" or \"500ms\"",
+        ));
+    };
+    let d = parse_duration(s).map_err(|e| bad(value, e))?;
+    if positive && d.is_zero() {
+        return Err(expected(value, "a duration greater than zero"));
+    }
+    Ok(d)
+}
+
+const SIZE_EXPECTED: &str = "a size: a number of bytes, or a string like \"64KiB\" or \"100MiB\"";
+
+fn read_size(value: &Spanned<DeValue<'_>>, positive: bool) -> Result<u64, Bad> {
+    let too_small = || {
+        let what = if positive {
+            "a size greater than zero"
+        } else {
+            "a size of zero or more bytes"
+        };
+        expected(value, what)
+    };
+    let n = match value.get_ref() {
+        DeValue::String(s) => parse_size(s).map_err(|e| bad(value, e))?,
+        other => match integer(other) {
+            Some(n) if n < 0 => return Err(too_small()),
+            Some(n) => u64::try_from(n).map_err(|_| {
+                bad(
+                    value,
+                    format!("{n} bytes is too large: sizes must fit in 64 bits"),
+                )
+            })?,
+            None => return Err(expected(value, SIZE_EXPECTED)),
+        },
+    };
+    if positive && n == 0 {
+        return Err(too_small());
+    }
+    Ok(n)
+}
+
+/// A positive size that must also fit in memory, since it bounds a buffer.
+fn size_usize(value: &Spanned<DeValue<'_>>) -> Result<usize, Bad> {
+    let n = read_size(value, true)?;
+    usize::try_from(n).map_err(|_| {
+        bad(
+            value,
+            format!("{n} bytes is too large for this machine's address space"),
+        )
+    })
+}
+
+fn read_level(value: &Spanned<DeValue<'_>>) -> Result<log::LevelFilter, Bad> {
+    let found = match value.get_ref() {
+        DeValue::String(s) => LEVELS.iter().find(|(name, _)| s.eq_ignore_ascii_case(name)),
+        _ => None,
+    };
+    found.map(|(_, level)| *level).ok_or_else(|| {
+        let names: Vec<String> = LEVELS
+            .iter()
+            .map(|(name, _)| format!("\"{name}\""))
+            .collect();
+        expected(value, &format!("one of {}", names.join(", ")))
+    })
+}
+
+fn read_handler(value: &Spanned<DeValue<'_>>) -> Result<HandlerKind, Bad> {
+    let found = match value.get_ref() {
+        DeValue::String(s) => s.parse::<HandlerKind>().ok(),
+        _ => None,
+    };
+    found.ok_or_else(|| {
+        let names: Vec<String> = HandlerKind::ALL
+            .iter()
+            .map(|h| format!("\"{h}\""))
+            .collect();
+        expected(value, &format!("one of {}", names.join(", ")))
+    })
+}
+
+/// A TOML basic string. Written by hand rather than through `toml::Value`, which switches
+/// to multi-line strings for some content; one key must stay on one line.
+pub(crate) fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() && u32::from(c) < 0x80 => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Sizes with a unit are written as strings, plain byte counts as integers.
+fn toml_size(n: u64) -> String {
+    let text = format_size(n);
+    if text.bytes().all(|b| b.is_ascii_digit()) && i64::try_from(n).is_ok() {
+        text
+    } else {
+        toml_string(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KEYS;
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::from_toml_str("t.toml", text) {
+            Ok(config) => panic!("expected errors, got {config:?}"),
+            Err(d) => d.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// The single diagnostic for `key = value` under `[section]`, at line 2.
+    fn error_for(section: &str, key: &str, value: &str) -> String {
+        let lines = errors(&format!("[{section}]\n{key} = {value}\n"));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        lines.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn the_two_documented_examples() {
+        let threads = "[server]\nbind = \"127.0.0.1:8000\"\nbacklog = 2048\n\n\n# four?\nthreads = \"four\"\n";
+        assert_eq!(
+            errors(threads),
+            ["tine.toml:7:11: server.threads: expected a positive integer, found \"four\""]
+                .map(|s| s.replace("tine.toml", "t.toml"))
+        );
+        let d = Config::from_toml_str("tine.toml", "[server]\ntimeout=30\n").unwrap_err();
+        // Column 9 is where the value starts; "timeout" alone fills columns 1-7.
+        assert_eq!(
+            d.to_string(),
+            "tine.toml:2:9: server.timeout: expected a duration with a unit like \"30s\" or \"500ms\", found 30"
+        );
+        assert_eq!(
+            errors("[server]\nthreads = 1\nworker = 4\n"),
+            ["t.toml:3:1: unknown key server.worker (did you mean \"workers\"?)"]
+        );
+    }
+
+    #[test]
+    fn unknown_key_with_suggestion() {
+        assert_eq!(
+            errors("[limits]\nheader = 10\n"),
+            ["t.toml:2:1: unknown key limits.header (did you mean \"headers\"?)"]
+        );
+        assert_eq!(
+            errors("[server]\n  Max-Connections = 10\n"),
+            ["t.toml:2:3: unknown key server.Max-Connections (did you mean \"max_connections\"?)"]
+        );
+    }
+
+    #[test]
+    fn unknown_key_without_suggestion_lists_the_accepted_keys() {
+        assert_eq!(
+            errors("[log]\nformat = \"json\"\n"),
+            ["t.toml:2:1: unknown key log.format; [log] accepts level"]
+        );
+        assert_eq!(
+            errors("[server]\n\"two words\" = 1\n"),
+            [
+                "t.toml:2:1: unknown key server.\"two words\"; [server] accepts bind, backlog, \
+                 workers, threads, max_connections, timeout, graceful_timeout, keepalive"
+            ]
+        );
+    }
+
+    #[test]
+    fn key_in_the_wrong_section_names_its_section() {
+        assert_eq!(
+            errors("[server]\nlevel = \"debug\"\n"),
+            ["t.toml:2:1: unknown key server.level (level belongs in [log])"]
+        );
+        assert_eq!(
+            errors("threads = 4\nfoo = 1\n"),
+            [
+                "t.toml:1:1: unknown key threads at the top level (threads belongs in [server])",
+                "t.toml:2:1: unknown key foo at the top level; every key belongs in a section: \
+                 [server], [limits], [log], [app]",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_section() {
+        assert_eq!(
+            errors("[sever]\nthreads = 4\n"),
+            ["t.toml:1:2: unknown section [sever] (did you mean \"server\"?)"]
+        );
+        assert_eq!(
+            errors("[tls]\ncert = \"x\"\n[[route]]\n"),
+            [
+                "t.toml:1:2: unknown section [tls]; sections are [server], [limits], [log], [app]",
+                "t.toml:3:3: unknown section [route]; sections are [server], [limits], [log], [app]",
+            ]
+        );
+        assert_eq!(
+            errors("[server.tls]\n"),
+            [
+                "t.toml:1:9: unknown key server.tls; [server] accepts bind, backlog, workers, \
+                 threads, max_connections, timeout, graceful_timeout, keepalive"
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_types_name_expected_and_found() {
+        let table = [
+            (
+                "log",
+                "level",
+                "{ a = 1 }",
+                "log.level: expected one of \"off\", \"error\", \"warn\", \"info\", \"debug\", \"trace\", found a table",
+            ),
+            (
+                "app",
+                "handler",
+                "true",
+                "app.handler: expected one of \"demo\", found true",
+            ),
+            (
+                "server",
+                "threads",
+                "4.0",
+                "server.threads: expected a positive integer, found 4.0",
+            ),
+            (
+                "server",
+                "threads",
+                "[4]",
+                "server.threads: expected a positive integer, found [4]",
+            ),
+            (
+                "server",
+                "backlog",
+                "\"100\"",
+                "server.backlog: expected a positive integer, found \"100\" (write numbers without quotes)",
+            ),
+            (
+                "server",
+                "workers",
+                "\"4\"",
+                "server.workers: expected \"auto\" or a positive integer up to 1024, found \"4\" (write numbers without quotes)",
+            ),
+            (
+                "server",
+                "workers",
+                "\"many\"",
+                "server.workers: expected \"auto\" or a positive integer up to 1024, found \"many\"",
+            ),
+            (
+                "server",
+                "keepalive",
+                "1979-05-27",
+                "server.keepalive: expected a duration with a unit like \"30s\" or \"500ms\", found the date-time 1979-05-27",
+            ),
+            (
+                "server",
+                "bind",
+                "8000",
+                "server.bind: expected an address like \"127.0.0.1:8000\" or a list of addresses, found 8000",
+            ),
+            (
+                "limits",
+                "body",
+                "true",
+                "limits.body: expected a size: a number of bytes, or a string like \"64KiB\" or \"100MiB\", found true",
+            ),
+        ];
+        for (section, key, value, want) in table {
+            let got = error_for(section, key, value);
+            assert_eq!(got, format!("t.toml:2:{}: {want}", key.len() + 4));
+        }
+        assert_eq!(
+            errors("server = \"fast\"\n[app]\nhandler = \"demo\"\n"),
+            ["t.toml:1:10: server: expected a table (the [server] section), found \"fast\""]
+        );
+        assert_eq!(
+            errors("[[log]]\nlevel = \"info\"\n"),
+            ["t.toml:1:1: log: expected a table (the [log] section), found an array of tables"]
+        );
+    }
+
+    #[test]
+    fn out_of_range_values() {
+        let table = [
+            (
+                "server",
+                "backlog",
+                "0",
+                "expected a positive integer up to 65535, found 0",
+            ),
+            (
+                "server",
+                "backlog",
+                "65536",
+                "expected a positive integer up to 65535, found 65536",
+            ),
+            (
+                "server",
+                "workers",
+                "0",
+                "expected \"auto\" or a positive integer up to 1024, found 0",
+            ),
+            (
+                "server",
+                "workers",
+                "1025",
+                "expected \"auto\" or a positive integer up to 1024, found 1025",
+            ),
+            (
+                "server",
+                "threads",
+                "-4",
+                "expected a positive integer up to 1024, found -4",
+            ),
+            (
+                "server",
+                "threads",
+                "0x401",
+                "expected a positive integer up to 1024, found 0x401",
+            ),
+            (
+                "server",
+                "max_connections",
+                "0",
+                "expected a positive integer, found 0",
+            ),
+            (
+                "limits",
+                "headers",
+                "-1",
+                "expected a positive integer, found -1",
+            ),
+            (
+                "limits",
+                "request_line",
+                "0",
+                "expected a size greater than zero, found 0",
+            ),
+            (
+                "limits",
+                "header_field_size",
+                "\"0KiB\"",
+                "expected a size greater than zero, found \"0KiB\"",
+            ),
+            (
+                "limits",
+                "header_bytes",
+                "-1",
+                "expected a size greater than zero, found -1",
+            ),
+            (
+                "limits",
+                "body",
+                "-1",
+                "expected a size of zero or more bytes, found -1",
+            ),
+            (
+                "server",
+                "timeout",
+                "\"0ms\"",
+                "expected a duration greater than zero, found \"0ms\"",
+            ),
+        ];
+        for (section, key, value, want) in table {
+            let got = error_for(section, key, value);
+            assert_eq!(
+                got,
+                format!("t.toml:2:{}: {section}.{key}: {want}", key.len() + 4)
+            );
+        }
+        // Zero is a meaningful value for these.
+        let c = Config::from_toml_str(
+            "t.toml",
+            "[server]\ngraceful_timeout = \"0s\"\nkeepalive = \"0s\"\n[limits]\nbody = 0\n",
+        )
+        .unwrap();
+        assert!(c.server.graceful_timeout.is_zero() && c.server.keepalive.is_zero());
+        assert_eq!(c.limits.body, 0);
+    }
+
+    #[test]
+    fn bad_durations() {
+        assert_eq!(
+            error_for("server", "keepalive", "\"75\""),
+            "t.toml:2:13: server.keepalive: invalid duration \"75\": add a unit (ms, s, m or h), like \"75s\" or \"75ms\""
+        );
+        assert_eq!(
+            error_for("server", "graceful_timeout", "\"30 sec\""),
+            "t.toml:2:20: server.graceful_timeout: invalid duration \"30 sec\": expected whole \
+             numbers each followed by a unit (ms, s, m or h), like \"30s\", \"500ms\" or \"1m30s\""
+        );
+        assert_eq!(
+            error_for("server", "timeout", "\"2d\""),
+            "t.toml:2:11: server.timeout: invalid duration \"2d\": unknown unit \"d\"; use ms, s, m or h"
+        );
+    }
+
+    #[test]
+    fn bad_sizes() {
+        assert_eq!(
+            error_for("limits", "body", "\"1.5GiB\""),
+            "t.toml:2:8: limits.body: invalid size \"1.5GiB\": expected a whole number of bytes, \
+             optionally followed by a unit, like \"512\", \"8KiB\" or \"100MiB\""
+        );
+        assert_eq!(
+            error_for("limits", "header_bytes", "\"64kib\""),
+            "t.toml:2:16: limits.header_bytes: invalid size \"64kib\": unknown unit \"kib\"; use B, \
+             K or KiB, M or MiB, G or GiB, T or TiB (powers of 1024), or KB, MB, GB, TB (powers of 1000)"
+        );
+        assert_eq!(
+            error_for("limits", "body", "\"16EiB\""),
+            "t.toml:2:8: limits.body: invalid size \"16EiB\": too large: sizes must fit in 64 bits"
+        );
+        assert_eq!(
+            error_for("limits", "body", "99999999999999999999"),
+            "t.toml:2:8: limits.body: 99999999999999999999 bytes is too large: sizes must fit in 64 bits"
+        );
+    }
+
+    #[test]
+    fn bad_bind_addresses_are_each_reported() {
+        assert_eq!(
+            errors("[server]\nbind = [\"127.0.0.1\", \"[::1]:8000\", 80, \"unix:\"]\n"),
+            [
+                "t.toml:2:9: server.bind: invalid address \"127.0.0.1\": missing port, like \
+                 \"127.0.0.1:8000\"; accepted forms: \"IP:PORT\" like \"127.0.0.1:8000\", \
+                 \"[IPv6]:PORT\" like \"[::1]:8000\", or \"unix:PATH\"",
+                "t.toml:2:36: server.bind: expected an address string like \"127.0.0.1:8000\", found 80",
+                "t.toml:2:40: server.bind: invalid address \"unix:\": the unix socket path is empty; \
+                 write it after \"unix:\", like \"unix:/run/tine.sock\"",
+            ]
+        );
+        assert_eq!(
+            error_for("server", "bind", "\"localhost:8000\""),
+            "t.toml:2:8: server.bind: invalid address \"localhost:8000\": \"localhost\" is not an IP \
+             address, and host names are not resolved; accepted forms: \"IP:PORT\" like \
+             \"127.0.0.1:8000\", \"[IPv6]:PORT\" like \"[::1]:8000\", or \"unix:PATH\""
+        );
+        assert_eq!(
+            error_for("server", "bind", "[]"),
+            "t.toml:2:8: server.bind: expected at least one address, found an empty array"
+        );
+    }
+
+    #[test]
+    fn duplicate_bind_addresses() {
+        assert_eq!(
+            errors(
+                "[server]\nbind = [\"127.0.0.1:80\", \"[::1]:80\", \"127.0.0.1:80\", \"[0::1]:80\"]\n"
+            ),
+            [
+                "t.toml:2:37: server.bind: duplicate address \"127.0.0.1:80\": each address may be \
+                 listed only once",
+                "t.toml:2:53: server.bind: duplicate address \"[0::1]:80\": the same address as \
+                 \"[::1]:80\" listed before; each address may be listed only once",
+            ]
+        );
+    }
+
+    #[test]
+    fn several_errors_are_all_reported_in_file_order() {
+        let text = "\
+[server]
+bind = [\"0.0.0.0\"]
+worker = 4
+threads = \"four\"
+timeout = 30
+
+[limits]
+body = \"10 MiB\"
+
+[logs]
+level = \"debug\"
+
+[app]
+handler = \"static\"
+";
+        let got = errors(text);
+        let positions: Vec<&str> = got.iter().map(|l| l.split(' ').next().unwrap()).collect();
+        assert_eq!(
+            positions,
+            [
+                "t.toml:2:9:",
+                "t.toml:3:1:",
+                "t.toml:4:11:",
+                "t.toml:5:11:",
+                "t.toml:8:8:",
+                "t.toml:10:2:",
+                "t.toml:14:11:"
+            ],
+            "{got:#?}"
+        );
+        assert!(
+            got[0]
+                .starts_with("t.toml:2:9: server.bind: invalid address \"0.0.0.0\": missing port")
+        );
+        assert_eq!(
+            got[1],
+            "t.toml:3:1: unknown key server.worker (did you mean \"workers\"?)"
+        );
+        assert_eq!(
+            got[2],
+            "t.toml:4:11: server.threads: expected a positive integer, found \"four\""
+        );
+        assert!(got[3].starts_with("t.toml:5:11: server.timeout: expected a duration"));
+        assert!(got[4].starts_with("t.toml:8:8: limits.body: invalid size \"10 MiB\""));
+        assert_eq!(
+            got[5],
+            "t.toml:10:2: unknown section [logs] (did you mean \"log\"?)"
+        );
+        assert_eq!(
+            got[6],
+            "t.toml:14:11: app.handler: expected one of \"demo\", found \"static\""
+        );
+    }
+
+    #[test]
+    fn positions_count_characters_not_bytes() {
+        assert_eq!(
+            errors("# é\n[app]\n\"é\" = 1\n")[0].split(' ').next(),
+            Some("t.toml:3:1:")
+        );
+        assert_eq!(
+            error_for("log", "level", "\"\u{e9}\u{e9}\""),
+            "t.toml:2:9: log.level: expected one of \"off\", \"error\", \"warn\", \"info\", \
+             \"debug\", \"trace\", found \"éé\""
+        );
+        assert_eq!(
+            errors("\u{feff}[server]\nthreads = 0\nbacklog = 0\nbind = [\"\u{e9}\", \"x\"]\n")
+                .iter()
+                .map(|l| l.split(' ').next().unwrap())
+                .collect::<Vec<_>>(),
+            [
+                "t.toml:2:11:",
+                "t.toml:3:11:",
+                "t.toml:4:9:",
+                "t.toml:4:14:"
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_constant_matches_the_schema() {
+        let from_schema: Vec<String> = SCHEMA
+            .iter()
+            .flat_map(|s| s.keys.iter().map(move |k| format!("{}.{}", s.name, k.name)))
+            .collect();
+        assert_eq!(from_schema, KEYS);
+    }
+
+    #[test]
+    fn toml_strings_parse_back() {
+        for s in [
+            "plain",
+            "a\"b\\c",
+            "line\nbreak\ttab\r",
+            "nul\0 del\u{7f} bell\u{7}",
+            "é ✓",
+        ] {
+            let doc = format!("v = {}", toml_string(s));
+            assert_eq!(doc.lines().count(), 1, "{doc}");
+            let table = DeTable::parse(&doc).unwrap_or_else(|e| panic!("{doc}: {e}"));
+            assert_eq!(
+                table.get_ref().get("v").unwrap().get_ref().as_str(),
+                Some(s)
+            );
+        }
+    }
+
+    #[test]
+    fn sizes_are_written_as_integers_or_strings() {
+        assert_eq!(toml_size(8190), "8190");
+        assert_eq!(toml_size(0), "0");
+        assert_eq!(toml_size(8192), "\"8KiB\"");
+        assert_eq!(toml_size(u64::MAX), "\"18446744073709551615\"");
+    }
+}

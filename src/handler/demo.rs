@@ -1,0 +1,177 @@
+//! The built-in `demo` application: a few small routes for trying tine, for its tests and for
+//! benchmarks.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /` | `Hello, World!` |
+//! | `GET /sleep?ms=N` | sleeps N ms (at most 60000) on the pool thread, like a blocking database call |
+//! | `GET /cpu?n=N` | N rounds of a small CPU-bound loop, and the result |
+//! | `GET /bytes?n=N` | an N-byte body (at most 1 GiB) |
+//! | `POST /echo` | the request body, byte for byte |
+//! | `GET /pid` | the worker's process id |
+//! | `GET /panic` | panics, so the server answers 500 |
+//!
+//! `HEAD` is accepted wherever `GET` is. Anything else is 404 (or 405 for a known path with the
+//! wrong method).
+
+use std::time::Duration;
+
+use super::{Handler, Request, Response};
+
+/// The longest `/sleep` the demo honours, so a typo cannot park a thread for hours.
+pub const MAX_SLEEP_MS: u64 = 60_000;
+/// The largest `/bytes` body.
+pub const MAX_BYTES: u64 = 1 << 30;
+/// The most `/cpu` rounds, about a second of work on a current CPU.
+pub const MAX_CPU_ROUNDS: u64 = 100_000_000;
+
+/// The demo application.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Demo;
+
+impl Handler for Demo {
+    fn handle(&self, request: Request) -> Response {
+        let read_only = matches!(request.method(), "GET" | "HEAD");
+        match (request.path(), read_only) {
+            ("/", true) => Response::text(200, "Hello, World!"),
+            ("/sleep", true) => match number_param(&request, "ms", MAX_SLEEP_MS) {
+                Ok(ms) => {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    Response::text(200, format!("slept {ms} ms\n"))
+                }
+                Err(problem) => Response::text(400, problem),
+            },
+            ("/cpu", true) => match number_param(&request, "n", MAX_CPU_ROUNDS) {
+                Ok(rounds) => Response::text(200, format!("{}\n", burn_cpu(rounds))),
+                Err(problem) => Response::text(400, problem),
+            },
+            ("/bytes", true) => match number_param(&request, "n", MAX_BYTES) {
+                // The bound above keeps the cast lossless on every 64-bit target tine supports.
+                Ok(n) => Response::new(200)
+                    .with_header("Content-Type", "application/octet-stream")
+                    .with_body(vec![b'x'; n as usize]),
+                Err(problem) => Response::text(400, problem),
+            },
+            ("/pid", true) => Response::text(200, format!("{}\n", std::process::id())),
+            ("/panic", true) => panic!("the demo's /panic route panics on purpose"),
+            ("/echo", _) if request.method() == "POST" => {
+                let content_type = request
+                    .header("Content-Type")
+                    .unwrap_or(b"application/octet-stream")
+                    .to_vec();
+                Response::new(200)
+                    .with_header("Content-Type", content_type)
+                    .with_body(request.into_body())
+            }
+            ("/" | "/sleep" | "/cpu" | "/bytes" | "/pid" | "/panic" | "/echo", _) => {
+                Response::text(405, "method not allowed\n").with_header(
+                    "Allow",
+                    if request.path() == "/echo" {
+                        "POST"
+                    } else {
+                        "GET, HEAD"
+                    },
+                )
+            }
+            _ => Response::text(404, "not found\n"),
+        }
+    }
+}
+
+/// Reads the query parameter `name` as a number from 0 to `max`; a missing parameter is 0.
+fn number_param(request: &Request, name: &str, max: u64) -> Result<u64, String> {
+    let Some(text) = request.query_param(name) else {
+        return Ok(0);
+    };
+    match text.parse::<u64>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!(
+            "query parameter {name} must be a whole number from 0 to {max}, found {text:?}\n"
+        )),
+    }
+}
+
+/// A small loop the optimiser cannot remove: an xorshift walk whose final state is returned.
+fn burn_cpu(rounds: u64) -> u64 {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..rounds {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+    }
+    std::hint::black_box(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(target: &str) -> Response {
+        Demo.handle(Request::builder("GET", target).build())
+    }
+
+    #[test]
+    fn hello() {
+        let response = get("/");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.body_bytes(), b"Hello, World!");
+    }
+
+    #[test]
+    fn bytes_returns_exactly_n() {
+        assert_eq!(get("/bytes?n=1000").body_bytes().len(), 1000);
+        assert_eq!(get("/bytes").body_bytes().len(), 0);
+        assert_eq!(get("/bytes?n=-1").status(), 400);
+        assert_eq!(get(&format!("/bytes?n={}", MAX_BYTES + 1)).status(), 400);
+    }
+
+    #[test]
+    fn sleep_is_bounded_and_validated() {
+        assert_eq!(get("/sleep?ms=1").status(), 200);
+        assert_eq!(get("/sleep?ms=60001").status(), 400);
+        assert_eq!(get("/sleep?ms=abc").status(), 400);
+    }
+
+    #[test]
+    fn cpu_depends_on_rounds() {
+        assert_ne!(get("/cpu?n=10").body_bytes(), get("/cpu?n=11").body_bytes());
+    }
+
+    #[test]
+    fn echo_returns_the_body() {
+        let request = Request::builder("POST", "/echo")
+            .header("Content-Type", "text/csv")
+            .body(&b"a,b\n1,2\n"[..])
+            .build();
+        let response = Demo.handle(request);
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.body_bytes(), b"a,b\n1,2\n");
+        assert!(
+            response
+                .headers()
+                .iter()
+                .any(|(name, value)| name == "Content-Type" && value == b"text/csv")
+        );
+    }
+
+    #[test]
+    fn wrong_method_and_unknown_path() {
+        assert_eq!(
+            Demo.handle(Request::builder("GET", "/echo").build())
+                .status(),
+            405
+        );
+        assert_eq!(
+            Demo.handle(Request::builder("DELETE", "/").build())
+                .status(),
+            405
+        );
+        assert_eq!(get("/nope").status(), 404);
+    }
+
+    #[test]
+    #[should_panic(expected = "on purpose")]
+    fn panic_route_panics() {
+        get("/panic");
+    }
+}

@@ -1,0 +1,469 @@
+//! Response serialisation: status lines, heads with server-owned framing, chunks and the small
+//! plain-text error responses, written straight into the connection's output buffer.
+
+use super::{HttpError, Version, is_token};
+
+/// The standard reason phrase for `status` (RFC 9110 names), or "" for an unknown code.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        102 => "Processing",
+        103 => "Early Hints",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        207 => "Multi-Status",
+        208 => "Already Reported",
+        226 => "IM Used",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        305 => "Use Proxy",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        423 => "Locked",
+        424 => "Failed Dependency",
+        425 => "Too Early",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        451 => "Unavailable For Legal Reasons",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        506 => "Variant Also Negotiates",
+        507 => "Insufficient Storage",
+        508 => "Loop Detected",
+        510 => "Not Extended",
+        511 => "Network Authentication Required",
+        _ => "",
+    }
+}
+
+/// Whether a response with this status may carry a body (not 1xx, 204 or 304).
+pub fn status_allows_body(status: u16) -> bool {
+    !((100..200).contains(&status) || status == 204 || status == 304)
+}
+
+/// Writes a response head: status line, `Date` and `Server: tine` (unless `headers` has them),
+/// the caller's headers, framing and `Connection`, and the blank line.
+///
+/// `body_len` Some(n) writes `Content-Length: n`; None writes `Transfer-Encoding: chunked` for
+/// HTTP/1.1. For HTTP/1.0, None means a close-delimited body, so `Connection: close` is written
+/// whatever `keep_alive` says and the caller must close after the body. 1xx and 204 get no framing
+/// header; 304 gets the given length as-is and nothing for None. `Connection: close` is written
+/// when `!keep_alive`, `Connection: keep-alive` for an HTTP/1.0 keep-alive response.
+/// Content-Length, Transfer-Encoding and Connection in `headers` are skipped: framing and
+/// persistence belong to the server. Names and values are written as given (see [`valid_header`]).
+pub fn write_response_head(
+    out: &mut Vec<u8>,
+    version: Version,
+    status: u16,
+    headers: &[(String, Vec<u8>)],
+    body_len: Option<u64>,
+    keep_alive: bool,
+    date: &[u8],
+) {
+    write_status_line(out, version, status);
+    let has_date = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("date"));
+    let has_server = headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("server"));
+    if !has_date {
+        write_field(out, b"Date", date);
+    }
+    if !has_server {
+        out.extend_from_slice(b"Server: tine\r\n");
+    }
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("connection")
+        {
+            continue;
+        }
+        write_field(out, name.as_bytes(), value);
+    }
+    let mut close_delimited = false;
+    if (100..200).contains(&status) || status == 204 {
+        // RFC 9110 §8.6: no Content-Length in these, and no body to frame.
+    } else {
+        match (body_len, version) {
+            (Some(n), _) => write_content_length(out, n),
+            (None, _) if status == 304 => {}
+            (None, Version::Http11) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+            (None, Version::Http10) => close_delimited = true,
+        }
+    }
+    if !keep_alive || close_delimited {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if version == Version::Http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes one chunk of a chunked body; empty data writes nothing, since an empty chunk would
+/// end the body.
+pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    write_hex(out, data.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the last chunk and the empty trailer section that end a chunked body.
+pub fn write_last_chunk(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"0\r\n\r\n");
+}
+
+/// Writes a complete small error response for `err`, always closing the connection:
+/// status line, Date, Server, `Content-Type: text/plain; charset=utf-8`, Content-Length,
+/// `Connection: close`, and the body `"{status} {reason phrase}: {err.reason}\n"`
+/// (`"{status}: {err.reason}\n"` for a status without a phrase).
+pub fn error_response(out: &mut Vec<u8>, err: &HttpError, date: &[u8]) {
+    let phrase = reason_phrase(err.status);
+    write_status_line(out, Version::Http11, err.status);
+    write_field(out, b"Date", date);
+    out.extend_from_slice(b"Server: tine\r\n");
+    let with_body = status_allows_body(err.status);
+    if with_body {
+        out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\n");
+        let phrase_len = if phrase.is_empty() {
+            0
+        } else {
+            phrase.len() + 1
+        };
+        let len = decimal_len(u64::from(err.status)) + phrase_len + 2 + err.reason.len() + 1;
+        write_content_length(out, len as u64);
+    }
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    if with_body {
+        write_u64(out, u64::from(err.status));
+        if !phrase.is_empty() {
+            out.push(b' ');
+            out.extend_from_slice(phrase.as_bytes());
+        }
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(err.reason.as_bytes());
+        out.push(b'\n');
+    }
+}
+
+/// True when `name` is a token and `value` holds no CR, LF or NUL: the bytes that would let a
+/// handler's header split the response or truncate it in a C consumer.
+pub fn valid_header(name: &str, value: &[u8]) -> bool {
+    is_token(name.as_bytes()) && !value.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0))
+}
+
+fn write_status_line(out: &mut Vec<u8>, version: Version, status: u16) {
+    out.extend_from_slice(version.as_str().as_bytes());
+    out.push(b' ');
+    write_u64(out, u64::from(status));
+    // The SP stays even without a phrase: status-line = version SP code SP [reason-phrase].
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_content_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"Content-Length: ");
+    write_u64(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Decimal digits of `n` without going through `fmt`.
+pub(crate) fn write_u64(out: &mut Vec<u8>, n: u64) {
+    write_radix(out, n, 10);
+}
+
+fn write_hex(out: &mut Vec<u8>, n: u64) {
+    write_radix(out, n, 16);
+}
+
+fn write_radix(out: &mut Vec<u8>, mut n: u64, radix: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    // u64::MAX has 20 decimal digits, fewer in any larger radix.
+    let mut buf = [0u8; 20];
+    let mut len = 0;
+    for slot in buf.iter_mut().rev() {
+        *slot = DIGITS
+            .get(usize::try_from(n % radix).unwrap_or(0))
+            .copied()
+            .unwrap_or(b'0');
+        n /= radix;
+        len += 1;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(buf.get(buf.len() - len..).unwrap_or_default());
+}
+
+fn decimal_len(mut n: u64) -> usize {
+    let mut len = 1;
+    while n >= 10 {
+        n /= 10;
+        len += 1;
+    }
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
+
+    fn head(
+        version: Version,
+        status: u16,
+        headers: &[(&str, &str)],
+        body_len: Option<u64>,
+        keep_alive: bool,
+    ) -> String {
+        let headers: Vec<(String, Vec<u8>)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect();
+        let mut out = Vec::new();
+        write_response_head(
+            &mut out, version, status, &headers, body_len, keep_alive, DATE,
+        );
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn plain_200_with_length() {
+        assert_eq!(
+            head(
+                Version::Http11,
+                200,
+                &[("Content-Type", "text/html")],
+                Some(12),
+                true
+            ),
+            "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: tine\r\n\
+             Content-Type: text/html\r\nContent-Length: 12\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn chunked_and_close() {
+        assert_eq!(
+            head(Version::Http11, 404, &[], None, false),
+            "HTTP/1.1 404 Not Found\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: tine\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn http10_keep_alive_and_close() {
+        assert_eq!(
+            head(Version::Http10, 200, &[], Some(0), true),
+            "HTTP/1.0 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: tine\r\n\
+             Content-Length: 0\r\nConnection: keep-alive\r\n\r\n"
+        );
+        assert_eq!(
+            head(Version::Http10, 200, &[], Some(3), false),
+            "HTTP/1.0 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: tine\r\n\
+             Content-Length: 3\r\nConnection: close\r\n\r\n"
+        );
+        // No length on HTTP/1.0 can only be delimited by closing.
+        assert_eq!(
+            head(Version::Http10, 200, &[], None, true),
+            "HTTP/1.0 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: tine\r\n\
+             Connection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn caller_date_server_kept_and_framing_headers_dropped() {
+        assert_eq!(
+            head(
+                Version::Http11,
+                200,
+                &[
+                    ("server", "custom"),
+                    ("DATE", "yesterday"),
+                    ("content-length", "99"),
+                    ("Transfer-Encoding", "gzip"),
+                    ("Connection", "upgrade"),
+                    ("X-A", "1"),
+                    ("X-A", "2"),
+                ],
+                Some(5),
+                true
+            ),
+            "HTTP/1.1 200 OK\r\nserver: custom\r\nDATE: yesterday\r\nX-A: 1\r\nX-A: 2\r\n\
+             Content-Length: 5\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn bodiless_statuses() {
+        assert_eq!(
+            head(Version::Http11, 204, &[], Some(10), true),
+            "HTTP/1.1 204 No Content\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: tine\r\n\r\n"
+        );
+        assert_eq!(
+            head(Version::Http11, 204, &[], None, true),
+            "HTTP/1.1 204 No Content\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: tine\r\n\r\n"
+        );
+        assert_eq!(
+            head(Version::Http11, 304, &[("ETag", "\"x\"")], Some(1234), true),
+            "HTTP/1.1 304 Not Modified\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: tine\r\n\
+             ETag: \"x\"\r\nContent-Length: 1234\r\n\r\n"
+        );
+        assert_eq!(
+            head(Version::Http11, 304, &[], None, true),
+            "HTTP/1.1 304 Not Modified\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: tine\r\n\r\n"
+        );
+        assert_eq!(
+            head(Version::Http11, 103, &[("Link", "</a>")], Some(3), true),
+            "HTTP/1.1 103 Early Hints\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: tine\r\n\
+             Link: </a>\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn unknown_status_keeps_the_space() {
+        assert!(head(Version::Http11, 599, &[], Some(0), true).starts_with("HTTP/1.1 599 \r\n"));
+    }
+
+    #[test]
+    fn chunks() {
+        let mut out = Vec::new();
+        write_chunk(&mut out, b"");
+        assert!(out.is_empty());
+        write_chunk(&mut out, b"hello");
+        write_chunk(&mut out, &[b'x'; 26]);
+        write_last_chunk(&mut out);
+        let mut expected = b"5\r\nhello\r\n1a\r\n".to_vec();
+        expected.extend_from_slice(&[b'x'; 26]);
+        expected.extend_from_slice(b"\r\n0\r\n\r\n");
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn error_responses() {
+        let mut out = Vec::new();
+        error_response(&mut out, &HttpError::new(400, "invalid header name"), DATE);
+        let body = "400 Bad Request: invalid header name\n";
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "HTTP/1.1 400 Bad Request\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: tine\r\n\
+                 Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            )
+        );
+
+        let mut out = Vec::new();
+        error_response(&mut out, &HttpError::new(599, "odd"), DATE);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 599 \r\n"));
+        assert!(text.ends_with("Content-Length: 9\r\nConnection: close\r\n\r\n599: odd\n"));
+    }
+
+    #[test]
+    fn every_error_status_body_matches_its_length() {
+        for status in [400, 408, 413, 414, 431, 500, 501, 503, 505] {
+            let mut out = Vec::new();
+            error_response(&mut out, &HttpError::new(status, "why"), DATE);
+            let text = String::from_utf8(out).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(len, body.len(), "{status}");
+            assert_eq!(body, format!("{status} {}: why\n", reason_phrase(status)));
+        }
+    }
+
+    #[test]
+    fn numbers() {
+        for n in [0u64, 7, 10, 99, 100, 65535, u64::MAX] {
+            let mut out = Vec::new();
+            write_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+            assert_eq!(decimal_len(n), n.to_string().len());
+            let mut out = Vec::new();
+            write_hex(&mut out, n);
+            assert_eq!(out, format!("{n:x}").as_bytes());
+        }
+    }
+
+    #[test]
+    fn phrases_and_body_rules() {
+        assert_eq!(reason_phrase(200), "OK");
+        assert_eq!(reason_phrase(413), "Content Too Large");
+        assert_eq!(reason_phrase(431), "Request Header Fields Too Large");
+        assert_eq!(reason_phrase(505), "HTTP Version Not Supported");
+        assert_eq!(reason_phrase(299), "");
+        assert_eq!(reason_phrase(0), "");
+        for s in [100, 101, 199, 204, 304] {
+            assert!(!status_allows_body(s), "{s}");
+        }
+        for s in [200, 201, 205, 301, 303, 400, 500] {
+            assert!(status_allows_body(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn header_validation() {
+        assert!(valid_header("X-Ok", b"any value\twith tab \x80"));
+        assert!(valid_header("x", b""));
+        assert!(!valid_header("", b"v"));
+        assert!(!valid_header("Bad Name", b"v"));
+        assert!(!valid_header("Bad:Name", b"v"));
+        assert!(!valid_header("X", b"a\r\nInjected: 1"));
+        assert!(!valid_header("X", b"a\nb"));
+        assert!(!valid_header("X", b"a\0b"));
+    }
+}

@@ -1,0 +1,284 @@
+//! tine: a pre-fork HTTP/1.1 application server daemon for Linux.
+//!
+//! A master process reads one TOML file, works out how many workers to run, binds the listening
+//! sockets and forks the workers, which share them. Each worker runs a mio event loop that owns
+//! every client socket and a fixed thread pool that runs the application's [`handler::Handler`],
+//! so blocking application code never stalls the loop and a slow client never holds a thread.
+//!
+//! The binary is a thin shell over [`main_with_args`]; a Rust program can embed the same server
+//! with its own handler through [`run`].
+
+pub mod cli;
+pub mod config;
+pub mod cpu;
+pub mod handler;
+pub mod http;
+pub mod listeners;
+pub mod logging;
+pub mod master;
+pub mod pool;
+pub mod sys;
+pub mod worker;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::process::ExitCode;
+
+use cli::{Command, Mode, UsageError};
+use config::{Config, HandlerKind, LoadError, Workers};
+use handler::{BuildError, HandlerFactory, WorkerInfo};
+use listeners::BindError;
+use master::{Master, MasterError};
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: a usage or config error (`EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+/// Exit status: an internal error (`EX_SOFTWARE`).
+pub const EXIT_INTERNAL: u8 = 70;
+/// Exit status: an OS error such as a failed bind (`EX_OSERR`).
+pub const EXIT_OS: u8 = 71;
+
+/// Why tine stopped with an error.
+#[derive(Debug)]
+pub enum Error {
+    /// The command line was wrong.
+    Usage(UsageError),
+    /// The config file could not be read or is invalid.
+    Config(LoadError),
+    /// A listening socket could not be opened.
+    Bind(BindError),
+    /// The master could not set itself up or keep running.
+    Master(MasterError),
+}
+
+impl Error {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) | Error::Config(LoadError::Invalid(_)) => EXIT_USAGE,
+            Error::Config(LoadError::Read { .. }) => EXIT_USAGE,
+            Error::Bind(_) => EXIT_OS,
+            Error::Master(MasterError::AppBuildFailed { .. }) => EXIT_INTERNAL,
+            Error::Master(_) => EXIT_OS,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(err) => write!(f, "{err}"),
+            Error::Config(LoadError::Invalid(diagnostics)) => {
+                let count = diagnostics.0.len();
+                let noun = if count == 1 { "problem" } else { "problems" };
+                write!(
+                    f,
+                    "{diagnostics}\n{count} {noun} in the config; nothing was changed"
+                )
+            }
+            Error::Config(err) => write!(f, "{err}"),
+            Error::Bind(err) => write!(f, "{err}"),
+            Error::Master(err) => write!(f, "{err}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Describes an I/O error the way a log line should: `permission denied`, not
+/// `Permission denied (os error 13)`.
+pub fn describe_io(err: &io::Error) -> String {
+    if err.raw_os_error().is_some() {
+        let text = err.to_string();
+        let text = match text.find(" (os error") {
+            Some(end) => &text[..end],
+            None => &text,
+        };
+        let mut chars = text.chars();
+        match chars.next() {
+            Some(first) => first.to_lowercase().chain(chars).collect(),
+            None => String::new(),
+        }
+    } else {
+        err.to_string()
+    }
+}
+
+/// Runs the `tine` command line (arguments after the program name) with the built-in
+/// handlers, and returns the process exit status. Errors are printed to stderr.
+pub fn main_with_args<I>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = OsString>,
+{
+    match run(args, None) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(err) => {
+            eprintln!("tine: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// Runs tine with the given command-line arguments. `factory` builds the application in each
+/// worker; without one, the config's `[app] handler` chooses a built-in handler.
+pub fn run<I>(args: I, factory: Option<&dyn HandlerFactory>) -> Result<(), Error>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    let command = cli::parse(args).map_err(Error::Usage)?;
+    match command.mode {
+        Mode::Help => {
+            print!("{}", cli::HELP);
+            return Ok(());
+        }
+        Mode::Version => {
+            println!("tine {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        _ => {}
+    }
+    let config = load_config(&command)?;
+    let workers = resolve_workers(&config);
+    match command.mode {
+        Mode::CheckConfig => {
+            let source = command.config.as_ref().map_or_else(
+                || "built-in defaults".to_owned(),
+                |p| p.display().to_string(),
+            );
+            let binds: Vec<String> = config.server.bind.iter().map(|b| b.to_string()).collect();
+            println!(
+                "{source}: ok ({} workers × {} threads, {} handler, listening on {})",
+                workers.count,
+                config.server.threads,
+                config.app.handler,
+                binds.join(", ")
+            );
+            Ok(())
+        }
+        Mode::PrintConfig => {
+            let why = workers.explanation.trim_start_matches("auto: ");
+            print!("{}", config.to_toml(Some((workers.count, why))));
+            Ok(())
+        }
+        _ => serve(config, workers, factory),
+    }
+}
+
+fn load_config(command: &Command) -> Result<Config, Error> {
+    let mut config = match &command.config {
+        Some(path) => Config::load(path).map_err(Error::Config)?,
+        None => Config::default(),
+    };
+    let overrides = &command.overrides;
+    if !overrides.bind.is_empty() {
+        config.server.bind = overrides.bind.clone();
+    }
+    if let Some(workers) = overrides.workers {
+        config.server.workers = workers;
+    }
+    if let Some(threads) = overrides.threads {
+        config.server.threads = threads;
+    }
+    Ok(config)
+}
+
+/// The worker count and how it was decided.
+#[derive(Debug, Clone)]
+struct WorkerCount {
+    count: usize,
+    explanation: String,
+}
+
+fn resolve_workers(config: &Config) -> WorkerCount {
+    match config.server.workers {
+        Workers::Fixed(n) => WorkerCount {
+            count: n.get(),
+            explanation: "set in the config or on the command line".to_owned(),
+        },
+        Workers::Auto => {
+            let budget = cpu::detect(sys::affinity_cpus());
+            WorkerCount {
+                count: budget.workers,
+                explanation: budget.explanation,
+            }
+        }
+    }
+}
+
+/// The factory for a built-in handler.
+fn builtin_factory(kind: HandlerKind) -> impl HandlerFactory {
+    move |_worker: &WorkerInfo| -> Result<handler::demo::Demo, BuildError> {
+        match kind {
+            HandlerKind::Demo => Ok(handler::demo::Demo),
+        }
+    }
+}
+
+fn serve(
+    config: Config,
+    workers: WorkerCount,
+    factory: Option<&dyn HandlerFactory>,
+) -> Result<(), Error> {
+    logging::init(config.log.level);
+    log::info!(
+        "tine {} starting (pid {})",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    );
+    log::info!("workers: {} ({})", workers.count, workers.explanation);
+    match sys::raise_open_files_limit() {
+        Ok(limit) => log::debug!("open files limit: {limit}"),
+        Err(err) => log::warn!("could not raise the open files limit: {err}"),
+    }
+    let listeners =
+        listeners::bind_all(&config.server.bind, config.server.backlog).map_err(Error::Bind)?;
+    for listener in &listeners {
+        match listener.local_addr() {
+            Ok(config::BindAddr::Tcp(addr)) => log::info!("listening on http://{addr}"),
+            Ok(addr) => log::info!("listening on {addr}"),
+            Err(err) => log::warn!("listening on a socket whose address is unknown: {err}"),
+        }
+    }
+    let builtin = builtin_factory(config.app.handler);
+    let factory = factory.unwrap_or(&builtin);
+    let master = Master::new(config, workers.count, listeners, factory).map_err(Error::Master)?;
+    master.run().map_err(Error::Master)
+}
+
+/// The README's code examples, compiled and run as doc tests so they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_read_like_prose() {
+        let denied = io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(describe_io(&denied), "permission denied");
+        let custom = io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another server is listening on it",
+        );
+        assert_eq!(describe_io(&custom), "another server is listening on it");
+    }
+
+    #[test]
+    fn exit_codes_follow_sysexits() {
+        let usage = Error::Usage(UsageError("x".into()));
+        assert_eq!(usage.exit_code(), EXIT_USAGE);
+        let bind = Error::Bind(BindError {
+            addr: "0.0.0.0:80".parse().unwrap(),
+            source: io::Error::from_raw_os_error(libc::EACCES),
+        });
+        assert_eq!(bind.exit_code(), EXIT_OS);
+        assert_eq!(
+            bind.to_string(),
+            "could not bind 0.0.0.0:80: permission denied"
+        );
+    }
+}

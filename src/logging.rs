@@ -1,0 +1,110 @@
+//! The error log: one line per event, stamped with the UTC time, the level and who wrote it
+//! (`master` or `worker N`, with the pid), written to stderr.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::LevelFilter;
+
+/// 0 for the master, otherwise the worker's slot.
+static ROLE: AtomicUsize = AtomicUsize::new(0);
+static PID: AtomicU32 = AtomicU32::new(0);
+
+/// Who is writing the log lines of this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The supervising process.
+    Master,
+    /// A worker, by its slot in the master's table (from 1).
+    Worker(usize),
+}
+
+/// Installs the logger for this process and its future children. Calling it twice keeps the
+/// first logger and only changes the level.
+pub fn init(level: LevelFilter) {
+    set_role(Role::Master);
+    let installed = env_logger::Builder::new()
+        // The global max level below does the filtering, so a reload can change it in place.
+        .filter_level(LevelFilter::Trace)
+        .filter_module("mio", LevelFilter::Warn)
+        .format(|out, record| {
+            let mut line = Vec::with_capacity(128);
+            write_stamp(&mut line, SystemTime::now());
+            let _ = write!(line, " {:<5} ", record.level());
+            write_who(&mut line);
+            let _ = writeln!(line, ": {}", record.args());
+            out.write_all(&line)
+        })
+        .target(env_logger::Target::Stderr)
+        .try_init()
+        .is_ok();
+    let _ = installed;
+    set_level(level);
+}
+
+/// Changes the level of messages that are written.
+pub fn set_level(level: LevelFilter) {
+    log::set_max_level(level);
+}
+
+/// Records who this process is; a worker calls it right after fork.
+pub fn set_role(role: Role) {
+    let slot = match role {
+        Role::Master => 0,
+        Role::Worker(slot) => slot,
+    };
+    ROLE.store(slot, Ordering::Relaxed);
+    PID.store(std::process::id(), Ordering::Relaxed);
+}
+
+fn write_who(out: &mut Vec<u8>) {
+    let pid = PID.load(Ordering::Relaxed);
+    let _ = match ROLE.load(Ordering::Relaxed) {
+        0 => write!(out, "master[{pid}]"),
+        slot => write!(out, "worker {slot}[{pid}]"),
+    };
+}
+
+/// Writes `2026-11-23T09:30:00.123Z`.
+fn write_stamp(out: &mut Vec<u8>, now: SystemTime) {
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (year, month, day, hour, minute, second, _) =
+        crate::http::civil_from_unix(since_epoch.as_secs());
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{:03}Z",
+        since_epoch.subsec_millis()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn stamp_is_rfc3339_utc_with_millis() {
+        let mut out = Vec::new();
+        write_stamp(
+            &mut out,
+            UNIX_EPOCH + Duration::from_millis(784_111_777_042),
+        );
+        assert_eq!(out, b"1994-11-06T08:49:37.042Z");
+    }
+
+    #[test]
+    fn who_names_master_and_workers() {
+        set_role(Role::Worker(3));
+        let mut out = Vec::new();
+        write_who(&mut out);
+        assert_eq!(
+            out,
+            format!("worker 3[{}]", std::process::id()).into_bytes()
+        );
+        set_role(Role::Master);
+        out.clear();
+        write_who(&mut out);
+        assert_eq!(out, format!("master[{}]", std::process::id()).into_bytes());
+    }
+}

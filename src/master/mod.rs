@@ -1,0 +1,497 @@
+//! The master process: forks the workers, then only supervises them.
+//!
+//! It is single-threaded and never starts a thread, so `fork` stays safe. Signals become intents
+//! at the edge ([`Intent`]); each turn of the loop reaps exited children, then reconciles the
+//! wanted workers against the live ones through the pure [`table::WorkerTable`].
+
+pub mod table;
+
+use std::fmt;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::Signal;
+use signal_hook::consts::{
+    SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2,
+};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::config::Config;
+use crate::handler::HandlerFactory;
+use crate::listeners::Listener;
+use crate::sys::{self, ExitHow, Forked};
+use crate::worker::{self, EXIT_APP_BUILD_FAILED, WorkerContext};
+use table::{Action, WorkerTable};
+
+const SIGNALS: Token = Token(0);
+const READY_PIPE: Token = Token(1);
+
+/// How long the loop sleeps at most between checks of its timers.
+const TICK: Duration = Duration::from_secs(1);
+/// How long a fast stop waits for workers to exit before killing them.
+const FAST_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// What the operator asked for, whatever signal carried it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    /// Finish in-flight requests, then exit (SIGTERM).
+    GracefulStop,
+    /// Exit now (SIGINT, SIGQUIT).
+    FastStop,
+    /// One more worker (SIGTTIN).
+    AddWorker,
+    /// One fewer worker, never below one (SIGTTOU).
+    RemoveWorker,
+    /// A child changed state (SIGCHLD).
+    ReapChildren,
+    /// Signals whose feature is not in this version (SIGHUP reload, SIGUSR1 log reopening,
+    /// SIGUSR2 binary upgrade): logged and otherwise ignored, never fatal.
+    Unsupported(i32),
+}
+
+impl Intent {
+    /// The intent a signal carries.
+    pub fn from_signal(signal: i32) -> Intent {
+        match signal {
+            SIGTERM => Intent::GracefulStop,
+            SIGINT | SIGQUIT => Intent::FastStop,
+            SIGTTIN => Intent::AddWorker,
+            SIGTTOU => Intent::RemoveWorker,
+            SIGCHLD => Intent::ReapChildren,
+            other => Intent::Unsupported(other),
+        }
+    }
+}
+
+/// The master failed in a way that ends it.
+#[derive(Debug)]
+pub enum MasterError {
+    /// Setting up the event loop, signals or the readiness pipe failed.
+    Setup {
+        /// The step that failed.
+        step: &'static str,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// `fork` failed while starting the first workers.
+    Fork(io::Error),
+    /// The application could not be built, so no worker can serve.
+    AppBuildFailed {
+        /// The slot whose worker reported it.
+        slot: usize,
+    },
+}
+
+impl fmt::Display for MasterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MasterError::Setup { step, source } => {
+                write!(f, "could not {step}: {}", crate::describe_io(source))
+            }
+            MasterError::Fork(source) => {
+                write!(f, "could not fork a worker: {}", crate::describe_io(source))
+            }
+            MasterError::AppBuildFailed { slot } => write!(
+                f,
+                "worker {slot} could not build the application (its error is logged above); stopping"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MasterError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Workers starting; READY not yet sent.
+    Starting,
+    /// Serving.
+    Running,
+    /// Stopping; `deadline` is when the remaining workers get SIGKILL.
+    Stopping { deadline: Instant, killed: bool },
+}
+
+/// Everything the master needs to run.
+pub struct Master<'a> {
+    config: Config,
+    listeners: Vec<Listener>,
+    factory: &'a dyn HandlerFactory,
+    table: WorkerTable,
+    phase: Phase,
+    // Master-only state, dropped in each child right after fork.
+    poll: Option<Poll>,
+    signals: Option<Signals>,
+    ready_rx: Option<mio::unix::pipe::Receiver>,
+    ready_tx: OwnedFd,
+    ready_buf: Vec<u8>,
+    failure: Option<MasterError>,
+}
+
+impl<'a> Master<'a> {
+    /// Prepares the master: event loop, signal handlers and the pipe workers report ready on.
+    pub fn new(
+        config: Config,
+        workers: usize,
+        listeners: Vec<Listener>,
+        factory: &'a dyn HandlerFactory,
+    ) -> Result<Self, MasterError> {
+        let setup =
+            |step: &'static str| move |source: io::Error| MasterError::Setup { step, source };
+        let poll = Poll::new().map_err(setup("create the event loop"))?;
+        let mut signals = Signals::new([
+            SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGHUP, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU,
+        ])
+        .map_err(setup("install signal handlers"))?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(setup("watch signals"))?;
+        let (read_end, write_end) = sys::pipe().map_err(setup("create the readiness pipe"))?;
+        let mut ready_rx = mio::unix::pipe::Receiver::from(read_end);
+        poll.registry()
+            .register(&mut ready_rx, READY_PIPE, Interest::READABLE)
+            .map_err(setup("watch the readiness pipe"))?;
+        Ok(Master {
+            config,
+            listeners,
+            factory,
+            table: WorkerTable::new(workers),
+            phase: Phase::Starting,
+            poll: Some(poll),
+            signals: Some(signals),
+            ready_rx: Some(ready_rx),
+            ready_tx: write_end,
+            ready_buf: Vec::new(),
+            failure: None,
+        })
+    }
+
+    /// Runs until the master is told to stop and every worker has exited.
+    pub fn run(mut self) -> Result<(), MasterError> {
+        let mut events = Events::with_capacity(64);
+        loop {
+            self.reconcile()?;
+            if let Phase::Stopping { deadline, killed } = self.phase {
+                if self.table.live_count() == 0 {
+                    self.finish();
+                    return match self.failure.take() {
+                        Some(failure) => Err(failure),
+                        None => Ok(()),
+                    };
+                }
+                if !killed && Instant::now() >= deadline {
+                    let left = self.table.live_count();
+                    log::warn!("{left} workers still running at the stop deadline; killing them");
+                    self.signal_all(Signal::SIGKILL);
+                    self.phase = Phase::Stopping {
+                        deadline,
+                        killed: true,
+                    };
+                }
+            }
+            let timeout = self.poll_timeout();
+            let poll = self.poll.as_mut().expect("the master keeps its poll");
+            if let Err(err) = poll.poll(&mut events, Some(timeout))
+                && err.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(MasterError::Setup {
+                    step: "wait for events",
+                    source: err,
+                });
+            }
+            let mut intents = Vec::new();
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS => {
+                        let signals = self.signals.as_mut().expect("the master keeps its signals");
+                        intents.extend(signals.pending().map(Intent::from_signal));
+                    }
+                    READY_PIPE => self.read_ready_reports(),
+                    _ => {}
+                }
+            }
+            // Children are reaped every turn, so a coalesced SIGCHLD never leaves one behind.
+            self.reap();
+            for intent in intents {
+                self.apply(intent);
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        let now = Instant::now();
+        let mut timeout = TICK;
+        if let Some(at) = self.table.next_restart() {
+            timeout = timeout.min(at.saturating_duration_since(now));
+        }
+        if let Phase::Stopping {
+            deadline,
+            killed: false,
+        } = self.phase
+        {
+            timeout = timeout.min(deadline.saturating_duration_since(now));
+        }
+        timeout
+    }
+
+    fn apply(&mut self, intent: Intent) {
+        match intent {
+            Intent::GracefulStop => self.begin_stop(true, "SIGTERM"),
+            Intent::FastStop => self.begin_stop(false, "SIGINT/SIGQUIT"),
+            Intent::AddWorker | Intent::RemoveWorker if self.stopping() => {}
+            Intent::AddWorker => {
+                self.table.set_desired(self.table.desired() + 1);
+                log::info!("SIGTTIN: now {} workers", self.table.desired());
+            }
+            Intent::RemoveWorker => {
+                let before = self.table.desired();
+                self.table.set_desired(before.saturating_sub(1));
+                if self.table.desired() == before {
+                    log::info!("SIGTTOU: already at the minimum of 1 worker");
+                } else {
+                    log::info!("SIGTTOU: now {} workers", self.table.desired());
+                }
+            }
+            Intent::ReapChildren => {}
+            Intent::Unsupported(signal) => {
+                let name = Signal::try_from(signal).map_or("signal", |s| s.as_str());
+                log::warn!("{name} received; this version of tine does not act on it, ignored");
+            }
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        matches!(self.phase, Phase::Stopping { .. })
+    }
+
+    fn begin_stop(&mut self, graceful: bool, why: &str) {
+        let now = Instant::now();
+        let wait = if graceful {
+            // Workers enforce graceful_timeout themselves; the margin lets them exit on their own.
+            self.config.server.graceful_timeout + Duration::from_secs(1)
+        } else {
+            FAST_STOP_GRACE
+        };
+        let deadline = match self.phase {
+            Phase::Stopping { deadline, killed } => {
+                if graceful || killed {
+                    return;
+                }
+                // A fast stop during a graceful one shortens the wait.
+                deadline.min(now + wait)
+            }
+            _ => now + wait,
+        };
+        let workers = self.table.live_count();
+        if graceful {
+            log::info!(
+                "{why}: graceful stop, {workers} workers finishing in-flight requests (up to {:?})",
+                self.config.server.graceful_timeout
+            );
+        } else {
+            log::info!("{why}: fast stop of {workers} workers");
+        }
+        let _ = sys::sd_notify("STOPPING=1");
+        self.phase = Phase::Stopping {
+            deadline,
+            killed: false,
+        };
+        self.signal_all(if graceful {
+            Signal::SIGTERM
+        } else {
+            Signal::SIGQUIT
+        });
+    }
+
+    fn signal_all(&mut self, signal: Signal) {
+        let pids: Vec<u32> = self.table.live().map(|(_, w)| w.pid).collect();
+        for pid in pids {
+            if let Err(err) = sys::send_signal(pid, signal) {
+                log::error!("could not send {} to worker {pid}: {err}", signal.as_str());
+            }
+            self.table.mark_retiring(pid);
+        }
+    }
+
+    fn reconcile(&mut self) -> Result<(), MasterError> {
+        if self.stopping() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        for action in self.table.plan(now) {
+            match action {
+                Action::Spawn { slot } => match self.spawn(slot) {
+                    Ok(pid) => {
+                        self.table.spawned(slot, pid, now);
+                        log::debug!("started worker {slot} (pid {pid})");
+                    }
+                    Err(err) if self.phase == Phase::Starting => {
+                        return Err(MasterError::Fork(err));
+                    }
+                    Err(err) => {
+                        // The slot stays empty and is retried on the next turn.
+                        log::error!("could not fork worker {slot}: {err}");
+                    }
+                },
+                Action::Retire { slot, pid } => {
+                    log::info!("retiring worker {slot} (pid {pid})");
+                    if let Err(err) = sys::send_signal(pid, Signal::SIGTERM) {
+                        log::error!("could not signal worker {pid}: {err}");
+                    }
+                    self.table.mark_retiring(pid);
+                }
+            }
+        }
+        if self.phase == Phase::Starting && self.table.all_ready() {
+            self.phase = Phase::Running;
+            self.announce_ready();
+        }
+        Ok(())
+    }
+
+    fn announce_ready(&self) {
+        let workers = self.table.desired();
+        let threads = self.config.server.threads;
+        log::info!("ready: {workers} workers × {threads} threads");
+        let status = format!("READY=1\nSTATUS={workers} workers, {threads} threads each");
+        if let Err(err) = sys::sd_notify(&status) {
+            log::warn!("could not notify the service manager: {err}");
+        }
+    }
+
+    fn spawn(&mut self, slot: usize) -> io::Result<u32> {
+        let blocked = sys::block_signals()?;
+        match sys::fork() {
+            Err(err) => {
+                let _ = blocked.restore();
+                Err(err)
+            }
+            Ok(Forked::Parent(pid)) => {
+                blocked.restore()?;
+                Ok(pid)
+            }
+            Ok(Forked::Child) => {
+                // The worker must not share the master's event loop or run its signal actions.
+                drop(self.signals.take());
+                drop(self.ready_rx.take());
+                drop(self.poll.take());
+                worker::run(WorkerContext {
+                    slot,
+                    config: &self.config,
+                    listeners: &self.listeners,
+                    factory: self.factory,
+                    ready: &self.ready_tx,
+                    blocked,
+                })
+            }
+        }
+    }
+
+    fn read_ready_reports(&mut self) {
+        let Some(pipe) = self.ready_rx.as_mut() else {
+            return;
+        };
+        let mut chunk = [0u8; 512];
+        loop {
+            match pipe.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => self.ready_buf.extend_from_slice(&chunk[..n]),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        let whole = self.ready_buf.len() / 4 * 4;
+        let reports: Vec<u32> = self.ready_buf[..whole]
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        self.ready_buf.drain(..whole);
+        for pid in reports {
+            if let Some(slot) = self.table.mark_ready(pid) {
+                log::debug!("worker {slot} (pid {pid}) is ready");
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            let (pid, how) = match sys::reap_child() {
+                Ok(Some(exit)) => exit,
+                Ok(None) => return,
+                Err(err) => {
+                    log::error!("waitpid failed: {err}");
+                    return;
+                }
+            };
+            let now = Instant::now();
+            let Some(departure) = self.table.exited(pid, now) else {
+                log::debug!("reaped unknown child {pid} ({how})");
+                continue;
+            };
+            let slot = departure.slot;
+            let lived = format_lifetime(departure.lived);
+            let expected = departure.was_retiring && how == ExitHow::Code(0);
+            if expected {
+                log::info!("worker {slot} (pid {pid}) exited after {lived}");
+            } else if self.stopping() {
+                log::warn!("worker {slot} (pid {pid}) {how} after {lived} while stopping");
+            } else if departure.restart_in.is_zero() {
+                log::warn!("worker {slot} (pid {pid}) {how} after {lived}; starting a replacement");
+            } else {
+                log::warn!(
+                    "worker {slot} (pid {pid}) {how} after {lived}; restarting it in {:?} (it keeps dying young)",
+                    departure.restart_in
+                );
+            }
+            if how == ExitHow::Code(EXIT_APP_BUILD_FAILED) && self.phase == Phase::Starting {
+                // Every worker builds the same application: if one cannot, none can, and
+                // retrying forever would hide the error from the operator.
+                self.failure = Some(MasterError::AppBuildFailed { slot });
+                self.begin_stop(false, "application failed to build");
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        for listener in &self.listeners {
+            listener.remove_socket_file();
+        }
+        log::info!("stopped");
+    }
+}
+
+/// `1.2s`, `3m04s`, `2h05m`: short and exact enough for a log line.
+fn format_lifetime(lived: Duration) -> String {
+    let secs = lived.as_secs();
+    if secs < 60 {
+        format!("{:.1}s", lived.as_secs_f64())
+    } else if secs < 3600 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{}h{:02}m", secs / 3600, secs % 3600 / 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_become_intents() {
+        assert_eq!(Intent::from_signal(SIGTERM), Intent::GracefulStop);
+        assert_eq!(Intent::from_signal(SIGINT), Intent::FastStop);
+        assert_eq!(Intent::from_signal(SIGQUIT), Intent::FastStop);
+        assert_eq!(Intent::from_signal(SIGTTIN), Intent::AddWorker);
+        assert_eq!(Intent::from_signal(SIGTTOU), Intent::RemoveWorker);
+        assert_eq!(Intent::from_signal(SIGCHLD), Intent::ReapChildren);
+        assert_eq!(Intent::from_signal(SIGHUP), Intent::Unsupported(SIGHUP));
+    }
+
+    #[test]
+    fn lifetimes_read_well() {
+        assert_eq!(format_lifetime(Duration::from_millis(1234)), "1.2s");
+        assert_eq!(format_lifetime(Duration::from_secs(184)), "3m04s");
+        assert_eq!(format_lifetime(Duration::from_secs(7500)), "2h05m");
+    }
+}

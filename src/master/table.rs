@@ -1,0 +1,341 @@
+//! The master's worker table: which slots should have a worker, which have one, and what to do
+//! about the difference. Pure bookkeeping (no processes, no clock reads), so every rule is
+//! unit-tested; the master feeds it events and carries out the actions it plans.
+
+use std::time::{Duration, Instant};
+
+/// The first wait before restarting a worker that died young; it doubles with each further
+/// early death of that slot, up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait before restarting a worker that keeps dying young.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A worker that lived at least this long died of something other than a crash loop.
+pub const HEALTHY_LIFETIME: Duration = Duration::from_secs(5);
+
+/// A live worker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerProcess {
+    /// Its pid.
+    pub pid: u32,
+    /// When it was forked.
+    pub started: Instant,
+    /// Whether it has reported that its application is built and its loop is running.
+    pub ready: bool,
+    /// Whether it has been told to stop.
+    pub retiring: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Slot {
+    worker: Option<WorkerProcess>,
+    /// Early deaths in a row, for the restart backoff.
+    early_deaths: u32,
+    /// No restart before this.
+    not_before: Option<Instant>,
+}
+
+/// What the master should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Fork a worker into this slot (numbered from 1).
+    Spawn {
+        /// The slot.
+        slot: usize,
+    },
+    /// Tell this worker to stop gracefully: its slot is no longer wanted.
+    Retire {
+        /// The slot.
+        slot: usize,
+        /// The worker's pid.
+        pid: u32,
+    },
+}
+
+/// What the table learned from a child's exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Departure {
+    /// The worker's slot.
+    pub slot: usize,
+    /// How long it lived.
+    pub lived: Duration,
+    /// Whether it had reported ready.
+    pub was_ready: bool,
+    /// Whether it was told to stop (so its exit was expected).
+    pub was_retiring: bool,
+    /// How long its slot waits before a replacement starts (zero when the slot is not wanted
+    /// or the worker lived long enough).
+    pub restart_in: Duration,
+}
+
+/// Slots 1..=desired want a worker; slots above it are retired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerTable {
+    slots: Vec<Slot>,
+    desired: usize,
+}
+
+impl WorkerTable {
+    /// A table wanting `desired` workers, none running yet.
+    pub fn new(desired: usize) -> Self {
+        let mut table = WorkerTable {
+            slots: Vec::new(),
+            desired: 0,
+        };
+        table.set_desired(desired);
+        table
+    }
+
+    /// How many workers are wanted.
+    pub fn desired(&self) -> usize {
+        self.desired
+    }
+
+    /// Changes how many workers are wanted; never below one.
+    pub fn set_desired(&mut self, desired: usize) {
+        self.desired = desired.max(1);
+        while self.slots.len() < self.desired {
+            self.slots.push(Slot {
+                worker: None,
+                early_deaths: 0,
+                not_before: None,
+            });
+        }
+    }
+
+    /// Records a worker forked into `slot`.
+    pub fn spawned(&mut self, slot: usize, pid: u32, now: Instant) {
+        if let Some(entry) = slot.checked_sub(1).and_then(|i| self.slots.get_mut(i)) {
+            entry.worker = Some(WorkerProcess {
+                pid,
+                started: now,
+                ready: false,
+                retiring: false,
+            });
+            entry.not_before = None;
+        }
+    }
+
+    /// Records that the worker `pid` is up; returns its slot if it is known.
+    pub fn mark_ready(&mut self, pid: u32) -> Option<usize> {
+        let index = self.index_of(pid)?;
+        if let Some(worker) = self.slots[index].worker.as_mut() {
+            worker.ready = true;
+        }
+        Some(index + 1)
+    }
+
+    /// Records that the worker `pid` was told to stop.
+    pub fn mark_retiring(&mut self, pid: u32) {
+        if let Some(index) = self.index_of(pid)
+            && let Some(worker) = self.slots[index].worker.as_mut()
+        {
+            worker.retiring = true;
+        }
+    }
+
+    /// Records that `pid` exited; `None` when it was not one of ours.
+    pub fn exited(&mut self, pid: u32, now: Instant) -> Option<Departure> {
+        let index = self.index_of(pid)?;
+        let slot_number = index + 1;
+        let wanted = slot_number <= self.desired;
+        let entry = &mut self.slots[index];
+        let worker = entry.worker.take()?;
+        let lived = now.saturating_duration_since(worker.started);
+        let mut restart_in = Duration::ZERO;
+        if worker.retiring || lived >= HEALTHY_LIFETIME {
+            entry.early_deaths = 0;
+        } else {
+            entry.early_deaths = entry.early_deaths.saturating_add(1);
+            restart_in = backoff(entry.early_deaths);
+        }
+        if !wanted {
+            restart_in = Duration::ZERO;
+        }
+        entry.not_before = (!restart_in.is_zero()).then(|| now + restart_in);
+        Some(Departure {
+            slot: slot_number,
+            lived,
+            was_ready: worker.ready,
+            was_retiring: worker.retiring,
+            restart_in,
+        })
+    }
+
+    /// What to do now to bring the live workers in line with the wanted ones.
+    pub fn plan(&self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for (index, entry) in self.slots.iter().enumerate() {
+            let slot = index + 1;
+            match entry.worker {
+                None if slot <= self.desired && entry.not_before.is_none_or(|at| now >= at) => {
+                    actions.push(Action::Spawn { slot });
+                }
+                Some(worker) if slot > self.desired && !worker.retiring => {
+                    actions.push(Action::Retire {
+                        slot,
+                        pid: worker.pid,
+                    });
+                }
+                _ => {}
+            }
+        }
+        actions
+    }
+
+    /// When the next delayed restart is due, if any is waiting.
+    pub fn next_restart(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(index, entry)| *index < self.desired && entry.worker.is_none())
+            .filter_map(|(_, entry)| entry.not_before)
+            .min()
+    }
+
+    /// True when every wanted slot has a worker that reported ready.
+    pub fn all_ready(&self) -> bool {
+        self.slots[..self.desired]
+            .iter()
+            .all(|entry| entry.worker.is_some_and(|w| w.ready && !w.retiring))
+    }
+
+    /// Every live worker with its slot.
+    pub fn live(&self) -> impl Iterator<Item = (usize, WorkerProcess)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(index, entry)| entry.worker.map(|w| (index + 1, w)))
+    }
+
+    /// How many workers are alive.
+    pub fn live_count(&self) -> usize {
+        self.live().count()
+    }
+
+    fn index_of(&self, pid: u32) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|entry| entry.worker.is_some_and(|w| w.pid == pid))
+    }
+}
+
+/// 100 ms, 200 ms, 400 ms, … capped at [`MAX_BACKOFF`].
+fn backoff(early_deaths: u32) -> Duration {
+    let factor = 1u32 << early_deaths.saturating_sub(1).min(16);
+    FIRST_BACKOFF.saturating_mul(factor).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spawn_all(table: &mut WorkerTable, now: Instant, first_pid: u32) {
+        for (n, action) in table.plan(now).into_iter().enumerate() {
+            match action {
+                Action::Spawn { slot } => table.spawned(slot, first_pid + n as u32, now),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_table_spawns_every_slot() {
+        let now = Instant::now();
+        let table = WorkerTable::new(3);
+        assert_eq!(
+            table.plan(now),
+            vec![
+                Action::Spawn { slot: 1 },
+                Action::Spawn { slot: 2 },
+                Action::Spawn { slot: 3 }
+            ]
+        );
+    }
+
+    #[test]
+    fn ready_only_when_every_wanted_worker_reported() {
+        let now = Instant::now();
+        let mut table = WorkerTable::new(2);
+        spawn_all(&mut table, now, 100);
+        assert!(table.plan(now).is_empty());
+        assert!(!table.all_ready());
+        assert_eq!(table.mark_ready(100), Some(1));
+        assert!(!table.all_ready());
+        assert_eq!(table.mark_ready(101), Some(2));
+        assert!(table.all_ready());
+        assert_eq!(table.mark_ready(999), None);
+    }
+
+    #[test]
+    fn a_healthy_worker_that_dies_is_replaced_at_once() {
+        let start = Instant::now();
+        let mut table = WorkerTable::new(2);
+        spawn_all(&mut table, start, 100);
+        let later = start + Duration::from_secs(60);
+        let departure = table.exited(101, later).expect("known pid");
+        assert_eq!(departure.slot, 2);
+        assert_eq!(departure.lived, Duration::from_secs(60));
+        assert_eq!(departure.restart_in, Duration::ZERO);
+        assert_eq!(table.plan(later), vec![Action::Spawn { slot: 2 }]);
+        assert_eq!(table.exited(4242, later), None);
+    }
+
+    #[test]
+    fn a_crash_loop_backs_off_exponentially_and_resets_when_healthy() {
+        let mut now = Instant::now();
+        let mut table = WorkerTable::new(1);
+        let mut waits = Vec::new();
+        for pid in 1..=9 {
+            table.spawned(1, pid, now);
+            now += Duration::from_millis(10);
+            let departure = table.exited(pid, now).unwrap();
+            waits.push(departure.restart_in);
+            assert!(table.plan(now).is_empty(), "must wait before restarting");
+            assert_eq!(table.next_restart(), Some(now + departure.restart_in));
+            now += departure.restart_in;
+            assert_eq!(table.plan(now), vec![Action::Spawn { slot: 1 }]);
+        }
+        assert_eq!(waits[0], Duration::from_millis(100));
+        assert_eq!(waits[1], Duration::from_millis(200));
+        assert_eq!(waits[2], Duration::from_millis(400));
+        assert_eq!(*waits.last().unwrap(), MAX_BACKOFF);
+        table.spawned(1, 50, now);
+        let departure = table.exited(50, now + HEALTHY_LIFETIME).unwrap();
+        assert_eq!(departure.restart_in, Duration::ZERO);
+    }
+
+    #[test]
+    fn fewer_workers_retires_the_highest_slots_once() {
+        let now = Instant::now();
+        let mut table = WorkerTable::new(3);
+        spawn_all(&mut table, now, 100);
+        table.set_desired(1);
+        let plan = table.plan(now);
+        assert_eq!(
+            plan,
+            vec![
+                Action::Retire { slot: 2, pid: 101 },
+                Action::Retire { slot: 3, pid: 102 }
+            ]
+        );
+        table.mark_retiring(101);
+        table.mark_retiring(102);
+        assert!(table.plan(now).is_empty());
+        let departure = table.exited(102, now).unwrap();
+        assert!(departure.was_retiring);
+        assert_eq!(departure.restart_in, Duration::ZERO);
+        assert!(table.plan(now).is_empty(), "a retired slot is not refilled");
+        assert_eq!(table.live_count(), 2);
+    }
+
+    #[test]
+    fn desired_never_drops_below_one_and_grows_new_slots() {
+        let now = Instant::now();
+        let mut table = WorkerTable::new(1);
+        table.set_desired(0);
+        assert_eq!(table.desired(), 1);
+        spawn_all(&mut table, now, 1);
+        table.set_desired(2);
+        assert_eq!(table.plan(now), vec![Action::Spawn { slot: 2 }]);
+    }
+}

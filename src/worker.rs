@@ -1,0 +1,770 @@
+//! A worker process: one mio event loop that owns every client socket, and a fixed pool of
+//! threads that run the application's handler.
+//!
+//! The loop accepts, reads until a whole request (head and body) is buffered, hands it to the
+//! pool, and writes the response when the pool hands it back. A worker whose pool is full, or
+//! that holds `max_connections`, stops taking connections from the shared listeners, so the
+//! kernel gives them to a worker that has room.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::config::Config;
+use crate::handler::{HandlerFactory, Headers, Request, WorkerInfo};
+use crate::http::{self, DateCache, Decoded, Decoder, HttpError, RequestHead, Version};
+use crate::listeners::{Listener, MioListener, Stream};
+use crate::logging::{self, Role};
+use crate::pool::{Finished, Job, Pool};
+use crate::sys;
+
+/// Exit code of a worker that could not build its application (gunicorn's `WORKER_BOOT_ERROR`).
+pub const EXIT_APP_BUILD_FAILED: i32 = 3;
+/// Exit code of a worker that could not set up its event loop or pool.
+pub const EXIT_SETUP_FAILED: i32 = 4;
+
+const WAKER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const FIRST_LISTENER: usize = 2;
+/// Connection tokens start here, well clear of the listeners'.
+const FIRST_CONN: usize = 1 << 20;
+
+/// How long the loop sleeps at most, so timers are checked at least this often.
+const TICK: Duration = Duration::from_secs(1);
+/// How long a closing connection keeps draining the client's unread bytes, so the close does
+/// not turn into a reset that destroys the response in flight.
+const LINGER: Duration = Duration::from_secs(2);
+/// Read size for client sockets.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What the master hands a new worker.
+pub struct WorkerContext<'a> {
+    /// The worker's slot, from 1.
+    pub slot: usize,
+    /// The config the worker runs with.
+    pub config: &'a Config,
+    /// The shared listening sockets.
+    pub listeners: &'a [Listener],
+    /// Builds the application after fork.
+    pub factory: &'a dyn HandlerFactory,
+    /// Where the worker reports that it is up: its pid, 4 bytes little-endian.
+    pub ready: &'a OwnedFd,
+    /// The signal mask the master blocked around fork; restored once the worker's own signal
+    /// handlers are in place.
+    pub blocked: sys::SignalsBlocked,
+}
+
+/// Runs a worker until it is told to stop; never returns.
+pub fn run(context: WorkerContext<'_>) -> ! {
+    let slot = context.slot;
+    logging::set_role(Role::Worker(slot));
+    sys::set_thread_name(&format!("tine worker {slot}"));
+    crate::pool::install_panic_hook();
+    match Worker::start(context) {
+        Ok(mut worker) => {
+            worker.run();
+            log::debug!("worker stopped");
+            sys::exit_now(0)
+        }
+        Err((code, message)) => {
+            log::error!("{message}");
+            sys::exit_now(code)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Finishing in-flight requests; no new connections, no keep-alive.
+    Stopping {
+        deadline: Instant,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnState {
+    /// Waiting for, or reading, a request.
+    Reading,
+    /// The request is with the pool.
+    InPool,
+    /// Writing a response.
+    Writing,
+    /// Response done, write side shut; draining what the client still sends, then closing.
+    Lingering,
+}
+
+struct Conn {
+    stream: Stream,
+    peer: Option<SocketAddr>,
+    serial: u64,
+    state: ConnState,
+    decoder: Decoder,
+    /// Bytes read from the client; `read_start..read_end` are not yet decoded.
+    read_buf: Vec<u8>,
+    read_start: usize,
+    read_end: usize,
+    /// The response head (and small bodies) being written, and how much of it is out.
+    out_head: Vec<u8>,
+    out_body: Vec<u8>,
+    written: usize,
+    keep_alive: bool,
+    /// When the connection's current wait runs out (idle, reading, writing or lingering).
+    deadline: Instant,
+    /// The version and method of the request being answered, which shape the response.
+    version: Version,
+    head_request: bool,
+}
+
+impl Conn {
+    fn pending_input(&self) -> &[u8] {
+        &self.read_buf[self.read_start..self.read_end]
+    }
+
+    fn out_len(&self) -> usize {
+        self.out_head.len() + self.out_body.len()
+    }
+}
+
+struct Worker {
+    poll: Poll,
+    signals: Signals,
+    listeners: Vec<MioListener>,
+    accepting: bool,
+    pool: Pool,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    live_conns: usize,
+    in_flight: usize,
+    next_serial: u64,
+    phase: Phase,
+    dates: DateCache,
+    limits: http::Limits,
+    threads: usize,
+    max_connections: usize,
+    timeout: Duration,
+    keepalive: Duration,
+    graceful_timeout: Duration,
+    master_pid: u32,
+    finished: Vec<Finished>,
+}
+
+impl Worker {
+    fn start(context: WorkerContext<'_>) -> Result<Worker, (i32, String)> {
+        let setup = |what: &str, err: io::Error| (EXIT_SETUP_FAILED, format!("{what}: {err}"));
+        let config = context.config;
+        let poll = Poll::new().map_err(|e| setup("could not create the event loop", e))?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT])
+            .map_err(|e| setup("could not install signal handlers", e))?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| setup("could not watch signals", e))?;
+        context
+            .blocked
+            .restore()
+            .map_err(|e| setup("could not unblock signals", e))?;
+
+        let threads = config.server.threads.get();
+        let info = WorkerInfo {
+            slot: context.slot,
+            pid: std::process::id(),
+            threads,
+        };
+        let handler = context.factory.build(&info).map_err(|err| {
+            (
+                EXIT_APP_BUILD_FAILED,
+                format!(
+                    "could not build the {} application: {err}",
+                    config.app.handler
+                ),
+            )
+        })?;
+        let waker = Waker::new(poll.registry(), WAKER)
+            .map_err(|e| setup("could not create the pool's waker", e))?;
+        let pool = Pool::start(threads, handler, waker, &format!("w{}", context.slot))
+            .map_err(|e| setup("could not start the thread pool", e))?;
+
+        let mut listeners = Vec::with_capacity(context.listeners.len());
+        for listener in context.listeners {
+            listeners.push(
+                listener
+                    .to_mio()
+                    .map_err(|e| setup("could not take over a listening socket", e))?,
+            );
+        }
+        let mut worker = Worker {
+            poll,
+            signals,
+            listeners,
+            accepting: false,
+            pool,
+            conns: Vec::new(),
+            free: Vec::new(),
+            live_conns: 0,
+            in_flight: 0,
+            next_serial: 0,
+            phase: Phase::Running,
+            dates: DateCache::new(),
+            limits: config.limits,
+            threads,
+            max_connections: config.server.max_connections.get(),
+            timeout: config.server.timeout,
+            keepalive: config.server.keepalive,
+            graceful_timeout: config.server.graceful_timeout,
+            master_pid: std::os::unix::process::parent_id(),
+            finished: Vec::new(),
+        };
+        worker
+            .set_accepting(true)
+            .map_err(|e| setup("could not watch the listening sockets", e))?;
+        // The master counts the worker as up once this arrives.
+        let pid = std::process::id().to_le_bytes();
+        context
+            .ready
+            .try_clone()
+            .map(std::fs::File::from)
+            .and_then(|mut pipe| pipe.write_all(&pid))
+            .map_err(|e| setup("could not report readiness", e))?;
+        log::debug!(
+            "worker up: {threads} threads, {} listeners",
+            worker.listeners.len()
+        );
+        Ok(worker)
+    }
+
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut last_sweep = Instant::now();
+        loop {
+            if let Err(err) = self.poll.poll(&mut events, Some(TICK))
+                && err.kind() != io::ErrorKind::Interrupted
+            {
+                log::error!("event loop failed: {err}; stopping");
+                return;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => self.on_finished(),
+                    SIGNALS => {
+                        if self.on_signals() {
+                            return;
+                        }
+                    }
+                    Token(n) if n >= FIRST_CONN => self.on_conn_event(n - FIRST_CONN),
+                    Token(n) => self.on_listener(n - FIRST_LISTENER),
+                }
+            }
+            let now = Instant::now();
+            if now.duration_since(last_sweep) >= TICK {
+                last_sweep = now;
+                self.sweep(now);
+            }
+            if let Phase::Stopping { deadline } = self.phase {
+                if self.live_conns == 0 {
+                    return;
+                }
+                if now >= deadline {
+                    log::warn!(
+                        "graceful stop timed out after {:?} with {} connections open ({} requests in flight); exiting",
+                        self.graceful_timeout,
+                        self.live_conns,
+                        self.in_flight
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Returns true when the worker must exit now.
+    fn on_signals(&mut self) -> bool {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for signal in pending {
+            match signal {
+                SIGTERM => self.begin_stop("SIGTERM"),
+                _ => {
+                    log::info!("fast stop on signal {signal}");
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn begin_stop(&mut self, why: &str) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        log::debug!(
+            "graceful stop ({why}): finishing {} requests in flight, closing idle connections",
+            self.in_flight
+        );
+        self.phase = Phase::Stopping {
+            deadline: Instant::now() + self.graceful_timeout,
+        };
+        let _ = self.set_accepting(false);
+        self.listeners.clear();
+        for index in 0..self.conns.len() {
+            let idle = self.conns[index].as_ref().is_some_and(|conn| {
+                conn.state == ConnState::Reading
+                    && conn.decoder.is_idle()
+                    && conn.pending_input().is_empty()
+            });
+            if idle {
+                self.close(index);
+            }
+        }
+    }
+
+    fn set_accepting(&mut self, on: bool) -> io::Result<()> {
+        if self.accepting == on {
+            return Ok(());
+        }
+        let registry = self.poll.registry();
+        for (i, listener) in self.listeners.iter_mut().enumerate() {
+            if on {
+                registry.register(listener, Token(FIRST_LISTENER + i), Interest::READABLE)?;
+            } else {
+                registry.deregister(listener)?;
+            }
+        }
+        self.accepting = on;
+        Ok(())
+    }
+
+    /// Takes connections only while there is room in the pool and under `max_connections`;
+    /// otherwise they wait in the kernel's queue for a worker that has room.
+    fn update_accepting(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let has_room = self.in_flight < self.threads && self.live_conns < self.max_connections;
+        if let Err(err) = self.set_accepting(has_room) {
+            log::error!("could not change listener registration: {err}");
+        }
+    }
+
+    fn on_listener(&mut self, index: usize) {
+        loop {
+            if !self.accepting {
+                return;
+            }
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.add_conn(stream, peer),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) if is_transient_accept_error(&err) => {
+                    log::debug!("accept: {err}");
+                    continue;
+                }
+                Err(err) => {
+                    // Out of file descriptors or memory: stop taking connections for now; the
+                    // sweep turns accepting back on, so this cannot spin.
+                    log::error!("accept failed: {err}; pausing accepts");
+                    let _ = self.set_accepting(false);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, mut stream: Stream, peer: Option<SocketAddr>) {
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        let token = Token(FIRST_CONN + index);
+        if let Err(err) = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::error!("could not watch a new connection: {err}");
+            self.free.push(index);
+            return;
+        }
+        self.next_serial += 1;
+        self.conns[index] = Some(Conn {
+            stream,
+            peer,
+            serial: self.next_serial,
+            state: ConnState::Reading,
+            decoder: Decoder::new(self.limits),
+            read_buf: Vec::new(),
+            read_start: 0,
+            read_end: 0,
+            out_head: Vec::new(),
+            out_body: Vec::new(),
+            written: 0,
+            keep_alive: true,
+            deadline: Instant::now() + self.idle_wait(),
+            version: Version::Http11,
+            head_request: false,
+        });
+        self.live_conns += 1;
+        self.update_accepting();
+        // The client may already have sent its request; edge-triggered events for data that
+        // arrived before registration are not guaranteed, so look now.
+        self.drive_read(index);
+    }
+
+    fn idle_wait(&self) -> Duration {
+        if self.keepalive.is_zero() {
+            self.timeout
+        } else {
+            self.keepalive
+        }
+    }
+
+    fn on_conn_event(&mut self, index: usize) {
+        let Some(state) = self
+            .conns
+            .get(index)
+            .and_then(|c| c.as_ref())
+            .map(|c| c.state)
+        else {
+            return;
+        };
+        match state {
+            ConnState::Reading => self.drive_read(index),
+            ConnState::Writing => self.drive_write(index),
+            ConnState::Lingering => self.drive_linger(index),
+            // Bytes that arrive while the handler runs wait in the socket; they are read once
+            // the response is out.
+            ConnState::InPool => {}
+        }
+    }
+
+    /// Decodes what is buffered, reading more until a request is complete or the socket has
+    /// nothing more for now.
+    fn drive_read(&mut self, index: usize) {
+        let timeout = self.timeout;
+        loop {
+            let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+                return;
+            };
+            if conn.state != ConnState::Reading {
+                return;
+            }
+            match conn
+                .decoder
+                .decode(&conn.read_buf[conn.read_start..conn.read_end])
+            {
+                Err(err) => {
+                    log::debug!("bad request from {}: {err}", peer_text(conn.peer));
+                    self.respond_error(index, &err);
+                    return;
+                }
+                Ok(Decoded::Complete {
+                    consumed,
+                    head,
+                    body,
+                }) => {
+                    conn.read_start += consumed;
+                    self.dispatch(index, head, body);
+                    return;
+                }
+                Ok(Decoded::NeedMore { consumed }) => {
+                    conn.read_start += consumed;
+                    if conn.decoder.take_continue() {
+                        // Small and written before any body byte is read; if the socket can't
+                        // take 25 bytes right now, the client sends the body anyway after its
+                        // own wait (RFC 9110 §10.1.1).
+                        let _ = conn.stream.write(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                }
+            }
+            let idle_before = conn.decoder.is_idle() && conn.pending_input().is_empty();
+            match read_more(conn) {
+                Ok(0) => {
+                    // The client closed its side; whatever partial request there was is gone.
+                    self.close(index);
+                    return;
+                }
+                Ok(_) => {
+                    if idle_before {
+                        // A new request started: it has `timeout` to arrive in full.
+                        conn.deadline = Instant::now() + timeout;
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    log::debug!("read from {}: {err}", peer_text(conn.peer));
+                    self.close(index);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, index: usize, head: RequestHead, body: Vec<u8>) {
+        let stopping = self.phase != Phase::Running;
+        let keepalive_off = self.keepalive.is_zero();
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        conn.keep_alive = head.keep_alive && !stopping && !keepalive_off;
+        conn.version = head.version;
+        conn.head_request = head.method == "HEAD";
+        conn.state = ConnState::InPool;
+        let RequestHead {
+            method,
+            target,
+            version,
+            headers,
+            ..
+        } = head;
+        let request = Request::from_parts(
+            method,
+            target,
+            version,
+            Headers::from_fields(headers),
+            body,
+            conn.peer,
+        );
+        self.in_flight += 1;
+        self.pool.submit(Job {
+            conn: index,
+            serial: conn.serial,
+            request,
+        });
+        self.update_accepting();
+    }
+
+    fn on_finished(&mut self) {
+        let mut finished = std::mem::take(&mut self.finished);
+        self.pool.take_finished(&mut finished);
+        for done in finished.drain(..) {
+            self.in_flight -= 1;
+            self.write_response(done);
+        }
+        self.finished = finished;
+        self.update_accepting();
+    }
+
+    fn write_response(&mut self, done: Finished) {
+        let Finished {
+            conn: index,
+            serial,
+            response,
+            ..
+        } = done;
+        let stopping = self.phase != Phase::Running;
+        let date = self.dates.get(SystemTime::now());
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        if conn.serial != serial || conn.state != ConnState::InPool {
+            // The connection this answer belongs to is gone.
+            return;
+        }
+        if stopping {
+            conn.keep_alive = false;
+        }
+        let is_head = conn.head_request;
+        let (status, mut headers, body) = response.into_parts();
+        headers.retain(|(name, value)| {
+            let ok = http::valid_header(name, value);
+            if !ok {
+                log::error!("the handler returned an invalid header {name:?}; dropped it");
+            }
+            ok
+        });
+        let body = if http::status_allows_body(status) {
+            body
+        } else {
+            Vec::new()
+        };
+        conn.out_head.clear();
+        // 1xx, 204 and 304 carry no body and no framing: a 304's length is the stored
+        // representation's, which the server does not know.
+        let body_len = http::status_allows_body(status).then_some(body.len() as u64);
+        http::write_response_head(
+            &mut conn.out_head,
+            conn.version,
+            status,
+            &headers,
+            body_len,
+            conn.keep_alive,
+            date,
+        );
+        conn.out_body = if is_head { Vec::new() } else { body };
+        conn.written = 0;
+        conn.state = ConnState::Writing;
+        conn.deadline = Instant::now() + self.timeout;
+        self.drive_write(index);
+    }
+
+    fn respond_error(&mut self, index: usize, err: &HttpError) {
+        let date = self.dates.get(SystemTime::now());
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        conn.out_head.clear();
+        http::error_response(&mut conn.out_head, err, date);
+        conn.out_body.clear();
+        conn.written = 0;
+        conn.keep_alive = false;
+        conn.state = ConnState::Writing;
+        conn.deadline = Instant::now() + self.timeout;
+        self.drive_write(index);
+    }
+
+    fn drive_write(&mut self, index: usize) {
+        let timeout = self.timeout;
+        let idle_wait = self.idle_wait();
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        while conn.written < conn.out_len() {
+            let head_len = conn.out_head.len();
+            let result = if conn.written < head_len {
+                let slices = [
+                    IoSlice::new(&conn.out_head[conn.written..]),
+                    IoSlice::new(&conn.out_body),
+                ];
+                conn.stream.write_vectored(&slices)
+            } else {
+                conn.stream.write(&conn.out_body[conn.written - head_len..])
+            };
+            match result {
+                Ok(0) => {
+                    self.close(index);
+                    return;
+                }
+                Ok(n) => {
+                    conn.written += n;
+                    conn.deadline = Instant::now() + timeout;
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    log::debug!("write to {}: {err}", peer_text(conn.peer));
+                    self.close(index);
+                    return;
+                }
+            }
+        }
+        // The response is out.
+        conn.out_body = Vec::new();
+        conn.out_head.clear();
+        conn.written = 0;
+        if conn.keep_alive {
+            conn.state = ConnState::Reading;
+            conn.deadline = Instant::now() + idle_wait;
+            // A pipelined request may already be buffered or waiting in the socket.
+            self.drive_read(index);
+        } else {
+            conn.stream.shutdown_write();
+            conn.state = ConnState::Lingering;
+            conn.deadline = Instant::now() + LINGER;
+            self.drive_linger(index);
+        }
+    }
+
+    fn drive_linger(&mut self, index: usize) {
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut sink = [0u8; 4096];
+        loop {
+            match conn.stream.read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        self.close(index);
+    }
+
+    fn close(&mut self, index: usize) {
+        let Some(mut conn) = self.conns.get_mut(index).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        // A request still with the pool stays counted in flight until its answer comes back,
+        // finds the serial gone, and is dropped.
+        self.free.push(index);
+        self.live_conns -= 1;
+        self.update_accepting();
+    }
+
+    /// Once a second: time out idle, slow and stuck connections, and notice an orphaned worker.
+    fn sweep(&mut self, now: Instant) {
+        if self.phase == Phase::Running && std::os::unix::process::parent_id() != self.master_pid {
+            log::warn!("the master (pid {}) is gone; stopping", self.master_pid);
+            self.begin_stop("master gone");
+        }
+        if self.phase == Phase::Running && !self.accepting {
+            self.update_accepting();
+        }
+        for index in 0..self.conns.len() {
+            let Some(conn) = self.conns[index].as_ref() else {
+                continue;
+            };
+            if now < conn.deadline {
+                continue;
+            }
+            let idle = conn.decoder.is_idle() && conn.pending_input().is_empty();
+            let (state, peer) = (conn.state, conn.peer);
+            match state {
+                ConnState::Reading if idle => self.close(index),
+                ConnState::Reading => {
+                    log::debug!("request from {} timed out", peer_text(peer));
+                    self.respond_error(
+                        index,
+                        &HttpError {
+                            status: 408,
+                            reason: "the request did not arrive in time",
+                        },
+                    );
+                }
+                ConnState::InPool => {}
+                ConnState::Writing | ConnState::Lingering => self.close(index),
+            }
+        }
+    }
+}
+
+/// Reads once into the connection's buffer, growing it when it is nearly full and reclaiming
+/// the space of decoded bytes first.
+fn read_more(conn: &mut Conn) -> io::Result<usize> {
+    if conn.read_start == conn.read_end {
+        conn.read_start = 0;
+        conn.read_end = 0;
+    } else if conn.read_start > 0 && conn.read_buf.len() - conn.read_end < READ_CHUNK / 2 {
+        conn.read_buf.copy_within(conn.read_start..conn.read_end, 0);
+        conn.read_end -= conn.read_start;
+        conn.read_start = 0;
+    }
+    if conn.read_buf.len() - conn.read_end < READ_CHUNK / 2 {
+        let grown = (conn.read_buf.len() * 2).max(READ_CHUNK);
+        conn.read_buf.resize(grown, 0);
+    }
+    let n = conn.stream.read(&mut conn.read_buf[conn.read_end..])?;
+    conn.read_end += n;
+    Ok(n)
+}
+
+/// Errors from `accept` that concern only the one connection (it was reset before we took it).
+fn is_transient_accept_error(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM)
+    )
+}
+
+fn peer_text(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "a unix socket client".to_owned(), |p| p.to_string())
+}

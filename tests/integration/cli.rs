@@ -1,0 +1,117 @@
+//! The command line: --check-config, --print-config, usage errors and exit codes.
+
+use crate::util::{TempDir, run_tine};
+
+const BUNDLED_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/tine.toml");
+
+#[test]
+fn check_config_accepts_the_bundled_config() {
+    let dir = TempDir::new();
+    let (status, stdout, stderr) = run_tine(&dir, &["--check-config", "-c", BUNDLED_CONFIG]);
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert!(stdout.contains(": ok"), "stdout: {stdout}");
+}
+
+#[test]
+fn check_config_lists_every_error_with_its_line_and_exits_64() {
+    let dir = TempDir::new();
+    let path = dir.write(
+        "tine.toml",
+        "[server]\nthreads = \"four\"\nworker = 3\n\n[limits]\nbody = \"lots\"\n",
+    );
+    let path = path.to_str().unwrap();
+    let (status, stdout, stderr) = run_tine(&dir, &["--check-config", "-c", path]);
+    assert_eq!(status.code(), Some(64), "stdout: {stdout} stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{path}:2:11: server.threads: expected a positive integer, found \"four\""
+        )),
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{path}:3:1: unknown key server.worker (did you mean \"workers\"?)"
+        )),
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{path}:6:8: limits.body")),
+        "stderr: {stderr}"
+    );
+    assert!(stderr.contains("3 problems"), "stderr: {stderr}");
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let dir = TempDir::new();
+    let (status, _, stderr) = run_tine(&dir, &["--check-config", "-c", "nope.toml"]);
+    assert_eq!(status.code(), Some(64));
+    assert!(stderr.contains("nope.toml"), "stderr: {stderr}");
+}
+
+#[test]
+fn print_config_resolves_the_worker_count_and_round_trips() {
+    let dir = TempDir::new();
+    let (status, stdout, stderr) = run_tine(&dir, &["--print-config"]);
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    let workers = crate::util::printed_workers(&stdout);
+    assert!(workers >= 3, "auto gives at least 2 x 1 + 1: {stdout}");
+    assert!(stdout.contains("# auto:"), "{stdout}");
+    // What it prints is itself a valid config.
+    let printed = dir.write("printed.toml", &stdout);
+    let (status, _, stderr) = run_tine(&dir, &["--check-config", "-c", printed.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+}
+
+#[test]
+fn command_line_overrides_the_file() {
+    let dir = TempDir::new();
+    let path = dir.write("tine.toml", "[server]\nworkers = 2\nthreads = 2\n");
+    let (status, stdout, _) = run_tine(
+        &dir,
+        &[
+            "--print-config",
+            "-c",
+            path.to_str().unwrap(),
+            "--workers",
+            "7",
+            "-t",
+            "3",
+            "--bind",
+            "[::1]:9999",
+        ],
+    );
+    assert_eq!(status.code(), Some(0));
+    assert!(stdout.contains("workers = 7"), "{stdout}");
+    assert!(stdout.contains("threads = 3"), "{stdout}");
+    assert!(stdout.contains("[::1]:9999"), "{stdout}");
+}
+
+#[test]
+fn usage_errors_exit_64_and_help_documents_exit_codes() {
+    let dir = TempDir::new();
+    let (status, _, stderr) = run_tine(&dir, &["--workers", "four"]);
+    assert_eq!(status.code(), Some(64));
+    assert!(stderr.contains("--workers"), "{stderr}");
+    let (status, stdout, _) = run_tine(&dir, &["--help"]);
+    assert_eq!(status.code(), Some(0));
+    for code in ["64", "70", "71"] {
+        assert!(stdout.contains(code), "help lacks exit code {code}");
+    }
+    let (status, stdout, _) = run_tine(&dir, &["--version"]);
+    assert_eq!(status.code(), Some(0));
+    assert!(stdout.starts_with("tine "), "{stdout}");
+}
+
+#[test]
+fn a_failed_bind_exits_71_and_says_why() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = TempDir::new();
+    let (status, _, stderr) = run_tine(&dir, &["--bind", &addr, "--workers", "1"]);
+    assert_eq!(status.code(), Some(71), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!("could not bind {addr}: address already in use")),
+        "stderr: {stderr}"
+    );
+}

@@ -1,0 +1,7 @@
+//! Integration tests: each drives the real `tine` binary in a temp dir of its own.
+
+mod cgroup;
+mod cli;
+mod serve;
+mod supervise;
+mod util;

@@ -1,0 +1,208 @@
+//! Serving HTTP: the demo routes, keep-alive, request bodies, bad requests and the pool.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crate::util::{Server, read_response, read_response_head};
+
+const ONE_WORKER: &str = "[server]\nworkers = 1\nthreads = 4\n";
+
+#[test]
+fn demo_routes_answer() {
+    let server = Server::start(ONE_WORKER);
+    let hello = server.get("/");
+    assert_eq!(hello.status, 200);
+    assert_eq!(hello.text(), "Hello, World!");
+    assert_eq!(
+        hello.header("Content-Type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(hello.header("Server"), Some("tine"));
+    assert!(hello.header("Date").is_some_and(|d| d.ends_with(" GMT")));
+
+    assert_eq!(server.get("/bytes?n=100000").body.len(), 100_000);
+    assert_eq!(server.get("/sleep?ms=10").status, 200);
+    assert_eq!(server.get("/cpu?n=1000").status, 200);
+    assert_eq!(server.get("/nothing-here").status, 404);
+
+    let pid: u32 = server.get("/pid").text().trim().parse().unwrap();
+    assert_eq!(server.workers(), vec![pid], "/pid names the only worker");
+}
+
+#[test]
+fn a_handler_panic_is_a_500_and_the_worker_keeps_serving() {
+    let server = Server::start(ONE_WORKER);
+    let before = server.workers();
+    assert_eq!(server.get("/panic").status, 500);
+    assert_eq!(server.get("/").status, 200);
+    assert_eq!(server.workers(), before, "no worker was replaced");
+    assert!(server.log().contains("panic"), "the panic is logged");
+}
+
+#[test]
+fn echo_returns_content_length_and_chunked_bodies() {
+    let server = Server::start(ONE_WORKER);
+    let body = "x".repeat(70_000);
+    let response = server.request(&format!(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), body);
+
+    let chunked = server.request(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n",
+    );
+    assert_eq!(chunked.status, 200);
+    assert_eq!(chunked.text(), "hello, world");
+}
+
+#[test]
+fn keep_alive_serves_many_requests_on_one_connection_including_pipelined() {
+    let server = Server::start(ONE_WORKER);
+    let mut stream = server.connect();
+    for _ in 0..3 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let response = read_response(&mut stream).unwrap();
+        assert_eq!(response.text(), "Hello, World!");
+        assert_eq!(response.header("Connection"), None);
+    }
+    // Three requests in one write: three responses, in order.
+    stream
+        .write_all(
+            b"GET /bytes?n=1 HTTP/1.1\r\nHost: t\r\n\r\nGET /bytes?n=2 HTTP/1.1\r\nHost: t\r\n\r\n\
+              GET /bytes?n=3 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    for n in 1..=3 {
+        let response = read_response(&mut stream).unwrap();
+        assert_eq!(response.body.len(), n);
+    }
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut rest).unwrap();
+    assert!(rest.is_empty(), "the server closed after Connection: close");
+}
+
+#[test]
+fn head_gets_the_length_but_no_body() {
+    let server = Server::start(ONE_WORKER);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"HEAD /bytes?n=5000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let head = read_response_head(&mut stream).unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("Content-Length"), Some("5000"));
+    // The next response on the connection starts right away: no body bytes came in between.
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().text(), "Hello, World!");
+}
+
+#[test]
+fn http_1_0_closes_unless_keep_alive_is_asked_for() {
+    let server = Server::start(ONE_WORKER);
+    let response = server.request("GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("Connection"), Some("close"));
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    let response = read_response(&mut stream).unwrap();
+    assert_eq!(response.header("Connection"), Some("keep-alive"));
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().status, 200);
+}
+
+#[test]
+fn malformed_requests_get_a_4xx_and_a_close() {
+    let server = Server::start(ONE_WORKER);
+    let cases = [
+        ("GARBAGE\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\n\r\n", 400), // no Host
+        ("GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
+        ("GET / HTTP/1.1\r\nHost: t\r\nBad Name: x\r\n\r\n", 400),
+        (
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        (
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n",
+            400,
+        ),
+    ];
+    for (raw, status) in cases {
+        let mut stream = server.connect();
+        stream.write_all(raw.as_bytes()).unwrap();
+        let response = read_response(&mut stream).unwrap();
+        assert_eq!(response.status, status, "for {raw:?}");
+        assert_eq!(response.header("Connection"), Some("close"), "for {raw:?}");
+    }
+    let long_target = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(10_000));
+    assert_eq!(server.request(&long_target).status, 414);
+    // The worker is unharmed.
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn a_body_over_the_limit_is_413_before_it_is_read() {
+    let server = Server::start("[server]\nworkers = 1\n[limits]\nbody = \"1KiB\"\n");
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n")
+        .unwrap();
+    let response = read_response(&mut stream).unwrap();
+    assert_eq!(response.status, 413);
+}
+
+#[test]
+fn four_threads_run_eight_slow_requests_in_two_waves() {
+    let server = Server::start("[server]\nworkers = 1\nthreads = 4\n");
+    let started = Instant::now();
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                stream
+                    .write_all(
+                        b"GET /sleep?ms=300 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                    )
+                    .unwrap();
+                read_response(&mut stream).unwrap()
+            })
+        })
+        .collect();
+    let responses: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let elapsed = started.elapsed();
+    assert!(responses.iter().all(|r| r.status == 200));
+    // Four threads cannot sleep 8 × 300 ms in less than two rounds...
+    assert!(elapsed >= Duration::from_millis(600), "took {elapsed:?}");
+    // ...and four at a time finish far sooner than one at a time (2.4 s); the bound is generous.
+    assert!(elapsed < Duration::from_millis(2300), "took {elapsed:?}");
+}
+
+#[test]
+fn serves_on_a_unix_socket() {
+    let dir = crate::util::TempDir::new();
+    let socket = dir.path().join("tine.sock");
+    let config = format!(
+        "[server]\nworkers = 1\nbind = [\"127.0.0.1:0\", \"unix:{}\"]\n",
+        socket.display()
+    );
+    let server = Server::start(&config);
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.ends_with("Hello, World!"), "{out}");
+    drop(server);
+}

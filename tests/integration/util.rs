@@ -1,0 +1,371 @@
+//! Test helpers: run the real `tine` binary in a fresh temp dir, wait for it by the systemd
+//! readiness handshake, talk HTTP to it, and always kill and reap its whole process group.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// Generous bound for anything that should take milliseconds.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A directory of the test's own, removed when dropped.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "tine-it-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path.join(name);
+        std::fs::write(&path, contents).expect("write test file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+pub fn tine_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tine")
+}
+
+/// Runs `tine` with `args` to completion (for --check-config, --print-config and the like).
+pub fn run_tine(dir: &TempDir, args: &[&str]) -> (ExitStatus, String, String) {
+    let output = Command::new(tine_bin())
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .expect("run tine");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A running tine master, in its own process group.
+pub struct Server {
+    child: Option<Child>,
+    /// Kept so the directory (config, log, notify socket) lives as long as the server.
+    _dir: TempDir,
+    pub addr: SocketAddr,
+    log_path: PathBuf,
+    notify: UnixDatagram,
+}
+
+impl Server {
+    /// Starts tine on `config` (a TOML text; a `bind` on 127.0.0.1 port 0 is added unless
+    /// `config` sets `bind`), and waits for `READY=1`.
+    pub fn start(config: &str) -> Server {
+        Server::start_with(config, &[])
+    }
+
+    pub fn start_with(config: &str, args: &[&str]) -> Server {
+        let dir = TempDir::new();
+        let config = if config.contains("bind") {
+            config.to_owned()
+        } else if config.contains("[server]") {
+            config.replacen("[server]", "[server]\nbind = [\"127.0.0.1:0\"]", 1)
+        } else {
+            format!("[server]\nbind = [\"127.0.0.1:0\"]\n{config}")
+        };
+        let config_path = dir.write("tine.toml", &config);
+        let notify_path = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let log_path = dir.path().join("tine.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(tine_bin())
+            .arg("-c")
+            .arg(&config_path)
+            .args(args)
+            .current_dir(dir.path())
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("spawn tine");
+        let mut server = Server {
+            child: Some(child),
+            _dir: dir,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            log_path,
+            notify,
+        };
+        server.wait_for_notify("READY=1");
+        server.addr = server.listening_addr();
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Waits for the master to send a notify message containing `needle`.
+    pub fn wait_for_notify(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if message.lines().any(|line| line == needle) {
+                    return message;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "tine exited with {status} before sending {needle}; log:\n{}",
+                    self.log()
+                );
+            }
+        }
+        panic!("no {needle} within {WAIT:?}; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn listening_addr(&self) -> SocketAddr {
+        let log = self.log();
+        let line = log
+            .lines()
+            .find_map(|line| line.split("listening on http://").nth(1))
+            .unwrap_or_else(|| panic!("no listening line in log:\n{log}"));
+        line.trim().parse().expect("listening address")
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid() as i32), signal).expect("signal tine");
+    }
+
+    /// Waits for the master to exit, within `WAIT`.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        let child = self.child.as_mut().unwrap();
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("tine did not exit within {WAIT:?}; log:\n{}", self.log());
+    }
+
+    /// The pids of the master's live (not zombie) children.
+    pub fn workers(&self) -> Vec<u32> {
+        children_of(self.pid())
+    }
+
+    /// Waits until `check` holds for the worker list, within `WAIT`.
+    pub fn wait_workers(&self, what: &str, check: impl Fn(&[u32]) -> bool) -> Vec<u32> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let workers = self.workers();
+            if check(&workers) {
+                return workers;
+            }
+            if Instant::now() >= deadline {
+                panic!("{what}: workers are {workers:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect to tine");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream
+    }
+
+    pub fn get(&self, target: &str) -> Response {
+        self.request(&format!(
+            "GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        ))
+    }
+
+    /// Sends raw request bytes on a new connection and reads one response.
+    pub fn request(&self, raw: &str) -> Response {
+        let mut stream = self.connect();
+        stream.write_all(raw.as_bytes()).unwrap();
+        read_response(&mut stream).unwrap_or_else(|e| panic!("{e}; log:\n{}", self.log()))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // The whole group: the master and every worker it forked.
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Live children of `parent`, from /proc.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command name: state, ppid, ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == parent && state != "Z" {
+            pids.push(pid);
+        }
+    }
+    pids.sort_unstable();
+    pids
+}
+
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z")
+        })
+        .unwrap_or(false)
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads one response from `stream` (Content-Length, chunked, or until close). Responses to
+/// HEAD must be read with [`read_response_head`].
+pub fn read_response(stream: &mut TcpStream) -> Result<Response, String> {
+    read_response_inner(stream, false)
+}
+
+pub fn read_response_head(stream: &mut TcpStream) -> Result<Response, String> {
+    read_response_inner(stream, true)
+}
+
+fn read_response_inner(stream: &mut TcpStream, head_only: bool) -> Result<Response, String> {
+    // Byte by byte up to the end of the head, so bytes of a pipelined next response stay in
+    // the socket for the next call.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = stream
+            .read(&mut byte)
+            .map_err(|e| format!("reading response head: {e}"))?;
+        if n == 0 {
+            return Err(format!(
+                "connection closed before a full response head: {:?}",
+                String::from_utf8_lossy(&head)
+            ));
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut response = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
+        return Ok(response);
+    }
+    if let Some(len) = response.header("Content-Length") {
+        let len: usize = len.parse().map_err(|_| "bad Content-Length".to_owned())?;
+        let mut body = vec![0u8; len];
+        stream
+            .read_exact(&mut body)
+            .map_err(|e| format!("reading a {len}-byte body: {e}"))?;
+        response.body = body;
+    } else if response
+        .header("Transfer-Encoding")
+        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
+    {
+        return Err("chunked responses are not expected from these tests".to_owned());
+    } else {
+        stream
+            .read_to_end(&mut response.body)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(response)
+}
+
+/// The `workers = N` that `--print-config` printed.
+pub fn printed_workers(printed: &str) -> usize {
+    printed
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("workers = "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no workers line in:\n{printed}"))
+}
