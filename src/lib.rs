@@ -16,7 +16,9 @@ pub mod http;
 pub mod listeners;
 pub mod logging;
 pub mod master;
+pub mod pidfile;
 pub mod pool;
+pub mod scoreboard;
 pub mod sys;
 pub mod worker;
 
@@ -51,6 +53,17 @@ pub enum Error {
     Bind(BindError),
     /// The master could not set itself up or keep running.
     Master(MasterError),
+    /// `[server] user` or `group` cannot be used.
+    Identity(String),
+    /// The pid file is held by a live process, or cannot be written.
+    Pidfile(pidfile::PidfileError),
+    /// `[server] chdir` failed.
+    Chdir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
 }
 
 impl Error {
@@ -59,8 +72,9 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Config(LoadError::Invalid(_)) => EXIT_USAGE,
             Error::Config(LoadError::Read { .. }) => EXIT_USAGE,
-            Error::Bind(_) => EXIT_OS,
-            Error::Master(MasterError::AppBuildFailed { .. }) => EXIT_INTERNAL,
+            Error::Identity(_) => EXIT_USAGE,
+            Error::Bind(_) | Error::Pidfile(_) | Error::Chdir { .. } => EXIT_OS,
+            Error::Master(MasterError::BootFailed { .. }) => EXIT_INTERNAL,
             Error::Master(_) => EXIT_OS,
         }
     }
@@ -81,6 +95,14 @@ impl fmt::Display for Error {
             Error::Config(err) => write!(f, "{err}"),
             Error::Bind(err) => write!(f, "{err}"),
             Error::Master(err) => write!(f, "{err}"),
+            Error::Identity(why) => write!(f, "{why}"),
+            Error::Pidfile(err) => write!(f, "{err}"),
+            Error::Chdir { path, source } => write!(
+                f,
+                "could not change to directory {}: {}",
+                path.display(),
+                describe_io(source)
+            ),
         }
     }
 }
@@ -221,19 +243,34 @@ fn serve(
     workers: WorkerCount,
     factory: Option<&dyn HandlerFactory>,
 ) -> Result<(), Error> {
+    let server = &config.server;
+    let identity = resolve_identity(server.user.as_deref(), server.group.as_deref())?;
     logging::init(config.log.level);
+    sys::set_thread_name("tine: master");
     log::info!(
         "tine {} starting (pid {})",
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
     log::info!("workers: {} ({})", workers.count, workers.explanation);
-    match sys::raise_open_files_limit() {
-        Ok(limit) => log::debug!("open files limit: {limit}"),
+    if identity.is_unchanged() && sys::is_root() {
+        log::warn!("running as root without [server] user: the application runs as root too");
+    }
+    if let Some(mask) = server.umask {
+        sys::set_umask(mask);
+    }
+    // Each worker holds its connections plus the listeners, its pipes and the app's own files.
+    let wanted_files = server.max_connections.get() as u64 + 256;
+    match sys::ensure_open_files(wanted_files) {
+        Ok(limit) if limit < wanted_files => log::warn!(
+            "the open files limit is {limit}, but max_connections = {} needs about {wanted_files}; \
+             raise the hard limit (LimitNOFILE= under systemd)",
+            server.max_connections
+        ),
+        Ok(_) => {}
         Err(err) => log::warn!("could not raise the open files limit: {err}"),
     }
-    let listeners =
-        listeners::bind_all(&config.server.bind, config.server.backlog).map_err(Error::Bind)?;
+    let listeners = listeners::bind_all(&server.bind, server.backlog).map_err(Error::Bind)?;
     for listener in &listeners {
         match listener.local_addr() {
             Ok(config::BindAddr::Tcp(addr)) => log::info!("listening on http://{addr}"),
@@ -241,10 +278,45 @@ fn serve(
             Err(err) => log::warn!("listening on a socket whose address is unknown: {err}"),
         }
     }
+    let pidfile = match &server.pidfile {
+        Some(path) => Some(pidfile::Pidfile::create(path).map_err(Error::Pidfile)?),
+        None => None,
+    };
+    if let Some(dir) = &server.chdir {
+        std::env::set_current_dir(dir).map_err(|source| Error::Chdir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
     let builtin = builtin_factory(config.app.handler);
     let factory = factory.unwrap_or(&builtin);
-    let master = Master::new(config, workers.count, listeners, factory).map_err(Error::Master)?;
-    master.run().map_err(Error::Master)
+    let master =
+        Master::new(config, workers.count, listeners, factory, identity).map_err(Error::Master)?;
+    let outcome = master.run().map_err(Error::Master);
+    drop(pidfile);
+    outcome
+}
+
+/// Resolves `[server] user` and `group`, and checks that switching to them is possible.
+fn resolve_identity(user: Option<&str>, group: Option<&str>) -> Result<sys::Identity, Error> {
+    let identity = sys::resolve_identity(user, group)
+        .map_err(|why| Error::Identity(format!("server.user/group: {why}")))?;
+    if !identity.is_unchanged() && !sys::is_root() {
+        let (uid, gid) = sys::current_ids();
+        let same_user = identity.user.as_ref().is_none_or(|(_, u)| *u == uid);
+        if !same_user || identity.gid.is_some_and(|g| g != gid) {
+            return Err(Error::Identity(
+                "server.user/group: switching user or group needs tine to be started as root"
+                    .to_owned(),
+            ));
+        }
+        // Already that user and group: nothing to switch, and no privilege to do it with.
+        return Ok(sys::Identity {
+            user: None,
+            gid: None,
+        });
+    }
+    Ok(identity)
 }
 
 /// The README's code examples, compiled and run as doc tests so they cannot go stale.

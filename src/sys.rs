@@ -166,16 +166,233 @@ pub fn set_thread_name(name: &str) {
     }
 }
 
-/// Raises the soft limit on open files to the hard limit, so `max_connections` is not capped by
-/// a low default; returns the new soft limit.
-pub fn raise_open_files_limit() -> io::Result<u64> {
+/// Milliseconds on the system's monotonic clock, which every process on the machine shares, so
+/// a worker's heartbeat can be compared with the master's clock.
+pub fn monotonic_ms() -> u64 {
+    use nix::time::{ClockId, clock_gettime};
+    match clock_gettime(ClockId::CLOCK_MONOTONIC) {
+        Ok(now) => (now.tv_sec() as u64) * 1000 + (now.tv_nsec() as u64) / 1_000_000,
+        // CLOCK_MONOTONIC cannot fail on Linux; a zero reads as "no heartbeat yet".
+        Err(_) => 0,
+    }
+}
+
+/// A zero-filled memory region shared by the master and every worker it forks, viewed as
+/// 64-bit atomics.
+pub struct SharedMemory {
+    ptr: std::ptr::NonNull<std::ffi::c_void>,
+    words: usize,
+}
+
+// SAFETY: the region is only ever accessed through `AtomicU64`s, which are safe to share
+// between threads; the pointer itself is never written through non-atomically.
+unsafe impl Send for SharedMemory {}
+// SAFETY: as above: all access is atomic.
+unsafe impl Sync for SharedMemory {}
+
+impl std::fmt::Debug for SharedMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMemory")
+            .field("words", &self.words)
+            .finish()
+    }
+}
+
+impl SharedMemory {
+    /// Maps `words` zeroed 64-bit words shared with future children.
+    pub fn new(words: usize) -> io::Result<SharedMemory> {
+        use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+        let len = std::num::NonZeroUsize::new(words.max(1) * 8)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty mapping"))?;
+        // SAFETY: an anonymous mapping at an address the kernel chooses cannot alias any
+        // existing Rust object; MAP_SHARED makes the pages shared with children after fork.
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )
+        }
+        .map_err(io::Error::from)?;
+        Ok(SharedMemory {
+            ptr,
+            words: words.max(1),
+        })
+    }
+
+    /// The region as atomics.
+    pub fn words(&self) -> &[std::sync::atomic::AtomicU64] {
+        // SAFETY: the mapping is `words * 8` bytes, page-aligned (so aligned for AtomicU64),
+        // zero-initialised by the kernel (a valid AtomicU64 bit pattern), lives as long as
+        // `self`, and is only accessed atomically, by this process and its children.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.ptr.as_ptr().cast::<std::sync::atomic::AtomicU64>(),
+                self.words,
+            )
+        }
+    }
+}
+
+impl Drop for SharedMemory {
+    fn drop(&mut self) {
+        // SAFETY: the pointer and length are exactly the mapping made in `new`, and the
+        // borrow of `words()` cannot outlive `self`.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.words * 8) };
+    }
+}
+
+/// The process's private memory (pages not shared with any other process), in bytes, from
+/// `/proc/self/smaps_rollup`.
+pub fn private_memory() -> io::Result<u64> {
+    let text = std::fs::read_to_string("/proc/self/smaps_rollup")?;
+    parse_private_memory(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no Private_Clean/Private_Dirty in /proc/self/smaps_rollup",
+        )
+    })
+}
+
+/// Sums `Private_Clean` and `Private_Dirty` (kB) of an smaps_rollup text, in bytes.
+pub fn parse_private_memory(text: &str) -> Option<u64> {
+    let mut total = None;
+    for line in text.lines() {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        if name == "Private_Clean" || name == "Private_Dirty" {
+            let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+            total = Some(total.unwrap_or(0) + kb * 1024);
+        }
+    }
+    total
+}
+
+/// Whether a process with this pid exists (it may belong to another user).
+pub fn process_exists(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    match nix::sys::signal::kill(Pid::from_raw(raw), None) {
+        Ok(()) | Err(Errno::EPERM) => true,
+        Err(_) => false,
+    }
+}
+
+/// A user and group resolved from the config, for workers to switch to.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The user's name (for supplementary groups) and id.
+    pub user: Option<(CString, u32)>,
+    /// The group id.
+    pub gid: Option<u32>,
+}
+
+/// Resolves `user` and `group` (names or numeric ids) in the master, before any fork: the
+/// name service may read files and take locks, which is no job for a freshly forked child.
+pub fn resolve_identity(user: Option<&str>, group: Option<&str>) -> Result<Identity, String> {
+    use nix::unistd::{Gid, Group, Uid, User};
+    let user = match user {
+        None => None,
+        Some(spec) => {
+            let found = match spec.parse::<u32>() {
+                Ok(id) => User::from_uid(Uid::from_raw(id)),
+                Err(_) => User::from_name(spec),
+            }
+            .map_err(|e| format!("could not look up user {spec:?}: {}", e.desc()))?
+            .ok_or_else(|| format!("user {spec:?} does not exist"))?;
+            Some(found)
+        }
+    };
+    let gid = match group {
+        None => user.as_ref().map(|u| u.gid.as_raw()),
+        Some(spec) => {
+            let found = match spec.parse::<u32>() {
+                Ok(id) => Group::from_gid(Gid::from_raw(id)),
+                Err(_) => Group::from_name(spec),
+            }
+            .map_err(|e| format!("could not look up group {spec:?}: {}", e.desc()))?
+            .ok_or_else(|| format!("group {spec:?} does not exist"))?;
+            Some(found.gid.as_raw())
+        }
+    };
+    let user = match user {
+        Some(u) => Some((
+            CString::new(u.name.clone())
+                .map_err(|_| format!("user name {:?} has a NUL", u.name))?,
+            u.uid.as_raw(),
+        )),
+        None => None,
+    };
+    Ok(Identity { user, gid })
+}
+
+impl Identity {
+    /// True when there is nothing to switch to.
+    pub fn is_unchanged(&self) -> bool {
+        self.user.is_none() && self.gid.is_none()
+    }
+}
+
+/// Switches the calling process to `identity`: supplementary groups, then the group, then the
+/// user, and checks that the user cannot be regained.
+pub fn drop_privileges(identity: &Identity) -> io::Result<()> {
+    use nix::unistd::{Gid, Uid, getuid, initgroups, setgid, setgroups, setuid};
+    if let Some(gid) = identity.gid {
+        let gid = Gid::from_raw(gid);
+        match &identity.user {
+            Some((name, _)) => initgroups(name, gid)?,
+            None => setgroups(&[gid])?,
+        }
+        setgid(gid)?;
+    }
+    if let Some((_, uid)) = &identity.user {
+        let uid = Uid::from_raw(*uid);
+        setuid(uid)?;
+        if !uid.is_root() && setuid(Uid::from_raw(0)).is_ok() {
+            return Err(io::Error::other(
+                "root privileges could be regained after setuid",
+            ));
+        }
+        if getuid() != uid {
+            return Err(io::Error::other("setuid did not take effect"));
+        }
+    }
+    Ok(())
+}
+
+/// The process's real user and group ids.
+pub fn current_ids() -> (u32, u32) {
+    (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    )
+}
+
+/// Whether the process runs as root.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Sets the file mode creation mask.
+pub fn set_umask(mask: u32) {
+    use nix::sys::stat::Mode;
+    nix::sys::stat::umask(Mode::from_bits_truncate(mask as libc::mode_t));
+}
+
+/// Ensures the soft open-files limit is at least `wanted`, raising it up to the hard limit;
+/// returns the resulting soft limit.
+pub fn ensure_open_files(wanted: u64) -> io::Result<u64> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
-    if soft < hard {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
-        return Ok(hard);
+    if soft >= wanted {
+        return Ok(soft);
     }
-    Ok(soft)
+    let target = wanted.min(hard);
+    setrlimit(Resource::RLIMIT_NOFILE, target, hard).map_err(io::Error::from)?;
+    Ok(target)
 }
 
 /// A non-blocking, close-on-exec pipe: `(read end, write end)`.
@@ -314,6 +531,49 @@ mod tests {
         std::fs::write(dir.join("plain"), b"x").unwrap();
         assert!(bind_unix(&dir.join("plain"), 16).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn shared_memory_is_shared_with_a_child() {
+        use std::sync::atomic::Ordering;
+        let shared = SharedMemory::new(16).unwrap();
+        assert!(
+            shared
+                .words()
+                .iter()
+                .all(|w| w.load(Ordering::Relaxed) == 0)
+        );
+        shared.words()[3].store(7, Ordering::Relaxed);
+        assert_eq!(shared.words()[3].load(Ordering::Relaxed), 7);
+    }
+
+    #[test]
+    fn private_memory_sums_clean_and_dirty() {
+        let text = "55d0-7ffd ---p 00000000 00:00 0 [rollup]\nRss: 900 kB\nPss: 500 kB\n\
+                    Shared_Clean: 100 kB\nPrivate_Clean: 20 kB\nPrivate_Dirty: 300 kB\n";
+        assert_eq!(parse_private_memory(text), Some(320 * 1024));
+        assert_eq!(parse_private_memory("Rss: 1 kB\n"), None);
+        assert!(private_memory().unwrap() > 0);
+    }
+
+    #[test]
+    fn identities_resolve_names_and_ids() {
+        let root = resolve_identity(Some("root"), None).unwrap();
+        assert_eq!(root.user.as_ref().map(|u| u.1), Some(0));
+        assert_eq!(root.gid, Some(0));
+        let by_id = resolve_identity(Some("0"), Some("0")).unwrap();
+        assert_eq!(by_id.gid, Some(0));
+        let err = resolve_identity(Some("no-such-user-tine"), None).unwrap_err();
+        assert_eq!(err, "user \"no-such-user-tine\" does not exist");
+        let err = resolve_identity(None, Some("no-such-group-tine")).unwrap_err();
+        assert_eq!(err, "group \"no-such-group-tine\" does not exist");
+        assert!(resolve_identity(None, None).unwrap().is_unchanged());
+    }
+
+    #[test]
+    fn this_process_exists() {
+        assert!(process_exists(std::process::id()));
+        assert!(!process_exists(u32::MAX));
     }
 
     #[test]

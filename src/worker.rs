@@ -21,12 +21,24 @@ use crate::http::{self, DateCache, Decoded, Decoder, HttpError, RequestHead, Ver
 use crate::listeners::{Listener, MioListener, Stream};
 use crate::logging::{self, Role};
 use crate::pool::{Finished, Job, Pool};
+use crate::scoreboard::{RetireReason, Scoreboard, SlotHandle};
 use crate::sys;
 
 /// Exit code of a worker that could not build its application (gunicorn's `WORKER_BOOT_ERROR`).
 pub const EXIT_APP_BUILD_FAILED: i32 = 3;
 /// Exit code of a worker that could not set up its event loop or pool.
 pub const EXIT_SETUP_FAILED: i32 = 4;
+/// Exit code of a worker that could not switch to the configured user and group.
+pub const EXIT_PRIVILEGES_FAILED: i32 = 5;
+
+/// Whether a worker's exit code says it failed while starting, before serving anything: at
+/// start-up the master stops rather than restart workers that can never come up.
+pub fn is_boot_failure(code: i32) -> bool {
+    matches!(
+        code,
+        EXIT_APP_BUILD_FAILED | EXIT_SETUP_FAILED | EXIT_PRIVILEGES_FAILED
+    )
+}
 
 const WAKER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -34,8 +46,11 @@ const FIRST_LISTENER: usize = 2;
 /// Connection tokens start here, well clear of the listeners'.
 const FIRST_CONN: usize = 1 << 20;
 
-/// How long the loop sleeps at most, so timers are checked at least this often.
-const TICK: Duration = Duration::from_secs(1);
+/// How long the loop sleeps at most, so timers are checked and the heartbeat written at least
+/// this often; shorter when `timeout` or `request_timeout` is short.
+const MAX_TICK: Duration = Duration::from_secs(1);
+/// How often a worker with `max_worker_memory` measures itself.
+const MEMORY_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How long a closing connection keeps draining the client's unread bytes, so the close does
 /// not turn into a reset that destroys the response in flight.
 const LINGER: Duration = Duration::from_secs(2);
@@ -57,13 +72,19 @@ pub struct WorkerContext<'a> {
     /// The signal mask the master blocked around fork; restored once the worker's own signal
     /// handlers are in place.
     pub blocked: sys::SignalsBlocked,
+    /// The shared scoreboard, and this worker's slot in it.
+    pub scoreboard: &'a Scoreboard,
+    /// This worker's scoreboard slot.
+    pub board: usize,
+    /// The user and group to switch to before any application code runs.
+    pub identity: &'a sys::Identity,
 }
 
 /// Runs a worker until it is told to stop; never returns.
 pub fn run(context: WorkerContext<'_>) -> ! {
     let slot = context.slot;
     logging::set_role(Role::Worker(slot));
-    sys::set_thread_name(&format!("tine worker {slot}"));
+    sys::set_thread_name(&format!("tine: worker {slot}"));
     crate::pool::install_panic_hook();
     match Worker::start(context) {
         Ok(mut worker) => {
@@ -119,6 +140,10 @@ struct Conn {
     /// The version and method of the request being answered, which shape the response.
     version: Version,
     head_request: bool,
+    /// When the request now with the pool was handed over, and (with `request_timeout` on)
+    /// its method and target for the log line should it run too long.
+    dispatched_at: Instant,
+    label: Option<String>,
 }
 
 impl Conn {
@@ -131,8 +156,9 @@ impl Conn {
     }
 }
 
-struct Worker {
+struct Worker<'a> {
     poll: Poll,
+    board: SlotHandle<'a>,
     signals: Signals,
     listeners: Vec<MioListener>,
     accepting: bool,
@@ -147,15 +173,23 @@ struct Worker {
     limits: http::Limits,
     threads: usize,
     max_connections: usize,
-    timeout: Duration,
     keepalive: Duration,
+    header_timeout: Duration,
+    body_timeout: Duration,
+    request_timeout: Duration,
     graceful_timeout: Duration,
+    /// Recycle after this many requests, jitter included; `None` never.
+    max_requests: Option<u64>,
+    max_worker_memory: u64,
+    served: u64,
+    tick: Duration,
+    last_memory_check: Instant,
     master_pid: u32,
     finished: Vec<Finished>,
 }
 
-impl Worker {
-    fn start(context: WorkerContext<'_>) -> Result<Worker, (i32, String)> {
+impl<'a> Worker<'a> {
+    fn start(context: WorkerContext<'a>) -> Result<Worker<'a>, (i32, String)> {
         let setup = |what: &str, err: io::Error| (EXIT_SETUP_FAILED, format!("{what}: {err}"));
         let config = context.config;
         let poll = Poll::new().map_err(|e| setup("could not create the event loop", e))?;
@@ -168,6 +202,15 @@ impl Worker {
             .blocked
             .restore()
             .map_err(|e| setup("could not unblock signals", e))?;
+        sys::drop_privileges(context.identity).map_err(|err| {
+            (
+                EXIT_PRIVILEGES_FAILED,
+                format!(
+                    "could not switch to the configured user and group: {}",
+                    crate::describe_io(&err)
+                ),
+            )
+        })?;
 
         let threads = config.server.threads.get();
         let info = WorkerInfo {
@@ -197,8 +240,18 @@ impl Worker {
                     .map_err(|e| setup("could not take over a listening socket", e))?,
             );
         }
+        let server = &config.server;
+        let max_requests = (server.max_requests > 0)
+            .then(|| server.max_requests + jitter(server.max_requests_jitter));
+        let tick = [server.timeout / 4, server.request_timeout / 4]
+            .into_iter()
+            .filter(|d| !d.is_zero())
+            .fold(MAX_TICK, Duration::min)
+            .max(Duration::from_millis(10));
+        let board = context.scoreboard.handle(context.board);
         let mut worker = Worker {
             poll,
+            board,
             signals,
             listeners,
             accepting: false,
@@ -212,10 +265,17 @@ impl Worker {
             dates: DateCache::new(),
             limits: config.limits,
             threads,
-            max_connections: config.server.max_connections.get(),
-            timeout: config.server.timeout,
-            keepalive: config.server.keepalive,
-            graceful_timeout: config.server.graceful_timeout,
+            max_connections: server.max_connections.get(),
+            keepalive: server.keepalive,
+            header_timeout: server.header_timeout,
+            body_timeout: server.body_timeout,
+            request_timeout: server.request_timeout,
+            graceful_timeout: server.graceful_timeout,
+            max_requests,
+            max_worker_memory: server.max_worker_memory,
+            served: 0,
+            tick,
+            last_memory_check: Instant::now(),
             master_pid: std::os::unix::process::parent_id(),
             finished: Vec::new(),
         };
@@ -223,6 +283,8 @@ impl Worker {
             .set_accepting(true)
             .map_err(|e| setup("could not watch the listening sockets", e))?;
         // The master counts the worker as up once this arrives.
+        worker.board.ready(std::process::id());
+        worker.beat();
         let pid = std::process::id().to_le_bytes();
         context
             .ready
@@ -241,7 +303,7 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
         loop {
-            if let Err(err) = self.poll.poll(&mut events, Some(TICK))
+            if let Err(err) = self.poll.poll(&mut events, Some(self.tick))
                 && err.kind() != io::ErrorKind::Interrupted
             {
                 log::error!("event loop failed: {err}; stopping");
@@ -260,9 +322,10 @@ impl Worker {
                 }
             }
             let now = Instant::now();
-            if now.duration_since(last_sweep) >= TICK {
+            if now.duration_since(last_sweep) >= self.tick {
                 last_sweep = now;
                 self.sweep(now);
+                self.beat();
             }
             if let Phase::Stopping { deadline } = self.phase {
                 if self.live_conns == 0 {
@@ -294,6 +357,16 @@ impl Worker {
             }
         }
         false
+    }
+
+    /// Stops taking work because of `reason` and announces it to the master, which starts a
+    /// replacement at once; the worker finishes what it has, then exits.
+    fn retire(&mut self, reason: RetireReason) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        self.board.retire(reason);
+        self.begin_stop(&reason.to_string());
     }
 
     fn begin_stop(&mut self, why: &str) {
@@ -408,6 +481,8 @@ impl Worker {
             deadline: Instant::now() + self.idle_wait(),
             version: Version::Http11,
             head_request: false,
+            dispatched_at: Instant::now(),
+            label: None,
         });
         self.live_conns += 1;
         self.update_accepting();
@@ -418,10 +493,20 @@ impl Worker {
 
     fn idle_wait(&self) -> Duration {
         if self.keepalive.is_zero() {
-            self.timeout
+            self.header_timeout
         } else {
             self.keepalive
         }
+    }
+
+    /// Publishes this worker's progress to the master.
+    fn beat(&self) {
+        self.board.beat(
+            sys::monotonic_ms(),
+            self.served,
+            self.in_flight,
+            self.live_conns,
+        );
     }
 
     fn on_conn_event(&mut self, index: usize) {
@@ -446,7 +531,7 @@ impl Worker {
     /// Decodes what is buffered, reading more until a request is complete or the socket has
     /// nothing more for now.
     fn drive_read(&mut self, index: usize) {
-        let timeout = self.timeout;
+        let (header_timeout, body_timeout) = (self.header_timeout, self.body_timeout);
         loop {
             let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
                 return;
@@ -474,6 +559,11 @@ impl Worker {
                 }
                 Ok(Decoded::NeedMore { consumed }) => {
                     conn.read_start += consumed;
+                    if consumed > 0 {
+                        // Head bytes are consumed only with the whole head, so this is body
+                        // progress (or the head just completed): the body clock restarts.
+                        conn.deadline = Instant::now() + body_timeout;
+                    }
                     if conn.decoder.take_continue() {
                         // Small and written before any body byte is read; if the socket can't
                         // take 25 bytes right now, the client sends the body anyway after its
@@ -491,8 +581,8 @@ impl Worker {
                 }
                 Ok(_) => {
                     if idle_before {
-                        // A new request started: it has `timeout` to arrive in full.
-                        conn.deadline = Instant::now() + timeout;
+                        // A new request started: its head has `header_timeout` to arrive.
+                        conn.deadline = Instant::now() + header_timeout;
                     }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
@@ -515,6 +605,9 @@ impl Worker {
         conn.keep_alive = head.keep_alive && !stopping && !keepalive_off;
         conn.version = head.version;
         conn.head_request = head.method == "HEAD";
+        conn.dispatched_at = Instant::now();
+        conn.label =
+            (!self.request_timeout.is_zero()).then(|| format!("{} {}", head.method, head.target));
         conn.state = ConnState::InPool;
         let RequestHead {
             method,
@@ -545,9 +638,15 @@ impl Worker {
         self.pool.take_finished(&mut finished);
         for done in finished.drain(..) {
             self.in_flight -= 1;
+            self.served += 1;
             self.write_response(done);
         }
         self.finished = finished;
+        if let Some(limit) = self.max_requests
+            && self.served >= limit
+        {
+            self.retire(RetireReason::MaxRequests(self.served));
+        }
         self.update_accepting();
     }
 
@@ -600,7 +699,7 @@ impl Worker {
         conn.out_body = if is_head { Vec::new() } else { body };
         conn.written = 0;
         conn.state = ConnState::Writing;
-        conn.deadline = Instant::now() + self.timeout;
+        conn.deadline = Instant::now() + self.body_timeout;
         self.drive_write(index);
     }
 
@@ -615,12 +714,12 @@ impl Worker {
         conn.written = 0;
         conn.keep_alive = false;
         conn.state = ConnState::Writing;
-        conn.deadline = Instant::now() + self.timeout;
+        conn.deadline = Instant::now() + self.body_timeout;
         self.drive_write(index);
     }
 
     fn drive_write(&mut self, index: usize) {
-        let timeout = self.timeout;
+        let timeout = self.body_timeout;
         let idle_wait = self.idle_wait();
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return;
@@ -709,10 +808,32 @@ impl Worker {
         if self.phase == Phase::Running && !self.accepting {
             self.update_accepting();
         }
+        if self.max_worker_memory > 0
+            && now.duration_since(self.last_memory_check) >= MEMORY_CHECK_EVERY
+        {
+            self.last_memory_check = now;
+            match sys::private_memory() {
+                Ok(bytes) if bytes > self.max_worker_memory => {
+                    self.retire(RetireReason::Memory(bytes));
+                }
+                Ok(_) => {}
+                Err(err) => log::warn!("could not measure this worker's memory: {err}"),
+            }
+        }
+        let mut oldest_dispatch: Option<Instant> = None;
         for index in 0..self.conns.len() {
             let Some(conn) = self.conns[index].as_ref() else {
                 continue;
             };
+            if conn.state == ConnState::InPool {
+                oldest_dispatch =
+                    Some(oldest_dispatch.map_or(conn.dispatched_at, |t| t.min(conn.dispatched_at)));
+                let ran = now.duration_since(conn.dispatched_at);
+                if !self.request_timeout.is_zero() && ran > self.request_timeout {
+                    self.request_timed_out(index, ran);
+                }
+                continue;
+            }
             if now < conn.deadline {
                 continue;
             }
@@ -734,7 +855,53 @@ impl Worker {
                 ConnState::Writing | ConnState::Lingering => self.close(index),
             }
         }
+        let oldest_ms = oldest_dispatch.map_or(0, |t| {
+            let age = now.duration_since(t).as_millis() as u64;
+            sys::monotonic_ms().saturating_sub(age).max(1)
+        });
+        self.board.oldest_request(oldest_ms);
     }
+
+    /// Answers a request whose handler ran past `request_timeout` with 504, so the client is
+    /// not left hanging, and recycles the worker: its thread is stuck, and only a new process
+    /// gets it back. The other requests in flight finish first.
+    fn request_timed_out(&mut self, index: usize, ran: Duration) {
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let label = conn.label.take().unwrap_or_else(|| "a request".to_owned());
+        log::warn!(
+            "{label} from {} ran past request_timeout ({:?}); answered 504 and recycling this worker",
+            peer_text(conn.peer),
+            self.request_timeout
+        );
+        // Its answer, if it ever comes, finds the connection no longer waiting and is dropped.
+        conn.state = ConnState::Reading;
+        self.respond_error(
+            index,
+            &HttpError {
+                status: 504,
+                reason: "the application did not answer in time",
+            },
+        );
+        self.retire(RetireReason::RequestTimeout(ran.as_millis() as u64));
+    }
+}
+
+/// A random count from 0 to `max`, different in every worker, so workers given the same
+/// `max_requests` do not all recycle at once.
+fn jitter(max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    let mut x =
+        u64::from(std::process::id()) ^ sys::monotonic_ms().rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..4 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    x % (max + 1)
 }
 
 /// Reads once into the connection's buffer, growing it when it is nearly full and reclaiming

@@ -13,7 +13,7 @@ mod units;
 use std::fmt;
 use std::fmt::Write as _;
 use std::num::NonZeroUsize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -36,6 +36,17 @@ pub const KEYS: &[&str] = &[
     "server.timeout",
     "server.graceful_timeout",
     "server.keepalive",
+    "server.header_timeout",
+    "server.body_timeout",
+    "server.request_timeout",
+    "server.max_requests",
+    "server.max_requests_jitter",
+    "server.max_worker_memory",
+    "server.pidfile",
+    "server.user",
+    "server.group",
+    "server.umask",
+    "server.chdir",
     "limits.request_line",
     "limits.headers",
     "limits.header_field_size",
@@ -94,6 +105,29 @@ pub struct Server {
     pub graceful_timeout: Duration,
     /// How long an idle keep-alive connection stays open; zero disables keep-alive.
     pub keepalive: Duration,
+    /// A request head must arrive in full within this; never zero.
+    pub header_timeout: Duration,
+    /// A request body must make progress at least this often; never zero.
+    pub body_timeout: Duration,
+    /// A request whose handler runs longer is answered 504 and its worker replaced; zero is off.
+    pub request_timeout: Duration,
+    /// A worker is recycled after serving this many requests; zero is never.
+    pub max_requests: u64,
+    /// Up to this many extra requests, chosen at random per worker, so workers do not recycle
+    /// together.
+    pub max_requests_jitter: u64,
+    /// A worker whose private memory grows past this many bytes is recycled; zero is off.
+    pub max_worker_memory: u64,
+    /// Where the master writes its pid; `None` writes none.
+    pub pidfile: Option<PathBuf>,
+    /// The user (name or numeric id) workers run as; `None` keeps the master's.
+    pub user: Option<String>,
+    /// The group (name or numeric id) workers run as; `None` is the user's primary group.
+    pub group: Option<String>,
+    /// The file mode creation mask for the master and workers; `None` keeps the inherited one.
+    pub umask: Option<u32>,
+    /// The directory the master changes to after binding; `None` stays put.
+    pub chdir: Option<PathBuf>,
 }
 
 impl Default for Server {
@@ -110,6 +144,17 @@ impl Default for Server {
             timeout: Duration::from_secs(30),
             graceful_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(75),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            request_timeout: Duration::ZERO,
+            max_requests: 0,
+            max_requests_jitter: 0,
+            max_worker_memory: 0,
+            pidfile: None,
+            user: None,
+            group: None,
+            umask: None,
+            chdir: None,
         }
     }
 }

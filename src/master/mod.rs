@@ -21,15 +21,19 @@ use signal_hook_mio::v1_0::Signals;
 use crate::config::Config;
 use crate::handler::HandlerFactory;
 use crate::listeners::Listener;
+use crate::scoreboard::{self, Scoreboard, WorkerState};
 use crate::sys::{self, ExitHow, Forked};
-use crate::worker::{self, EXIT_APP_BUILD_FAILED, WorkerContext};
+use crate::worker::{self, WorkerContext};
 use table::{Action, WorkerTable};
 
 const SIGNALS: Token = Token(0);
 const READY_PIPE: Token = Token(1);
 
-/// How long the loop sleeps at most between checks of its timers.
-const TICK: Duration = Duration::from_secs(1);
+/// How long the loop sleeps at most between checks of its timers and the heartbeats.
+const MAX_TICK: Duration = Duration::from_secs(1);
+/// How long a hung worker has between SIGABRT (which may leave a core dump to debug it by)
+/// and SIGKILL.
+const HUNG_KILL_GRACE: Duration = Duration::from_secs(2);
 /// How long a fast stop waits for workers to exit before killing them.
 const FAST_STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -77,11 +81,16 @@ pub enum MasterError {
     },
     /// `fork` failed while starting the first workers.
     Fork(io::Error),
-    /// The application could not be built, so no worker can serve.
-    AppBuildFailed {
+    /// A worker failed while starting (the application could not be built, or the worker
+    /// could not switch user), so no worker can serve.
+    BootFailed {
         /// The slot whose worker reported it.
         slot: usize,
+        /// The worker's exit code.
+        code: i32,
     },
+    /// The scoreboard has no free slot for another worker.
+    ScoreboardFull,
 }
 
 impl fmt::Display for MasterError {
@@ -93,9 +102,14 @@ impl fmt::Display for MasterError {
             MasterError::Fork(source) => {
                 write!(f, "could not fork a worker: {}", crate::describe_io(source))
             }
-            MasterError::AppBuildFailed { slot } => write!(
+            MasterError::BootFailed { slot, code } => write!(
                 f,
-                "worker {slot} could not build the application (its error is logged above); stopping"
+                "worker {slot} failed to start (exit code {code}; its error is logged above), so no worker can; stopped"
+            ),
+            MasterError::ScoreboardFull => write!(
+                f,
+                "no free scoreboard slot: {} worker processes at once is the most tine tracks",
+                scoreboard::CAPACITY
             ),
         }
     }
@@ -120,6 +134,11 @@ pub struct Master<'a> {
     factory: &'a dyn HandlerFactory,
     table: WorkerTable,
     phase: Phase,
+    scoreboard: Scoreboard,
+    identity: sys::Identity,
+    tick: Duration,
+    last_status: String,
+    last_status_at: Option<Instant>,
     // Master-only state, dropped in each child right after fork.
     poll: Option<Poll>,
     signals: Option<Signals>,
@@ -136,6 +155,7 @@ impl<'a> Master<'a> {
         workers: usize,
         listeners: Vec<Listener>,
         factory: &'a dyn HandlerFactory,
+        identity: sys::Identity,
     ) -> Result<Self, MasterError> {
         let setup =
             |step: &'static str| move |source: io::Error| MasterError::Setup { step, source };
@@ -152,7 +172,14 @@ impl<'a> Master<'a> {
         poll.registry()
             .register(&mut ready_rx, READY_PIPE, Interest::READABLE)
             .map_err(setup("watch the readiness pipe"))?;
+        let scoreboard = Scoreboard::new().map_err(setup("map the scoreboard"))?;
+        let tick = (config.server.timeout / 4).clamp(Duration::from_millis(10), MAX_TICK);
         Ok(Master {
+            scoreboard,
+            identity,
+            tick,
+            last_status: String::new(),
+            last_status_at: None,
             config,
             listeners,
             factory,
@@ -171,7 +198,9 @@ impl<'a> Master<'a> {
     pub fn run(mut self) -> Result<(), MasterError> {
         let mut events = Events::with_capacity(64);
         loop {
+            self.watch_workers();
             self.reconcile()?;
+            self.report_status();
             if let Phase::Stopping { deadline, killed } = self.phase {
                 if self.table.live_count() == 0 {
                     self.finish();
@@ -221,7 +250,7 @@ impl<'a> Master<'a> {
 
     fn poll_timeout(&self) -> Duration {
         let now = Instant::now();
-        let mut timeout = TICK;
+        let mut timeout = self.tick;
         if let Some(at) = self.table.next_restart() {
             timeout = timeout.min(at.saturating_duration_since(now));
         }
@@ -321,19 +350,24 @@ impl<'a> Master<'a> {
         let now = Instant::now();
         for action in self.table.plan(now) {
             match action {
-                Action::Spawn { slot } => match self.spawn(slot) {
-                    Ok(pid) => {
-                        self.table.spawned(slot, pid, now);
-                        log::debug!("started worker {slot} (pid {pid})");
+                Action::Spawn { slot } => {
+                    let Some(board) = self.table.free_board(scoreboard::CAPACITY) else {
+                        return Err(MasterError::ScoreboardFull);
+                    };
+                    match self.spawn(slot, board) {
+                        Ok(pid) => {
+                            self.table.spawned(slot, pid, board, now);
+                            log::debug!("started worker {slot} (pid {pid})");
+                        }
+                        Err(err) if self.phase == Phase::Starting => {
+                            return Err(MasterError::Fork(err));
+                        }
+                        Err(err) => {
+                            // The slot stays empty and is retried on the next turn.
+                            log::error!("could not fork worker {slot}: {err}");
+                        }
                     }
-                    Err(err) if self.phase == Phase::Starting => {
-                        return Err(MasterError::Fork(err));
-                    }
-                    Err(err) => {
-                        // The slot stays empty and is retried on the next turn.
-                        log::error!("could not fork worker {slot}: {err}");
-                    }
-                },
+                }
                 Action::Retire { slot, pid } => {
                     log::info!("retiring worker {slot} (pid {pid})");
                     if let Err(err) = sys::send_signal(pid, Signal::SIGTERM) {
@@ -350,6 +384,74 @@ impl<'a> Master<'a> {
         Ok(())
     }
 
+    /// Reads every worker's scoreboard slot: starts replacements for workers that are
+    /// recycling themselves, and kills the ones whose heartbeat stopped.
+    fn watch_workers(&mut self) {
+        if self.stopping() {
+            return;
+        }
+        let now = Instant::now();
+        let now_ms = sys::monotonic_ms();
+        let timeout = self.config.server.timeout;
+        let workers: Vec<(usize, table::WorkerProcess)> = self.table.live().collect();
+        for (slot, worker) in workers {
+            let view = self.scoreboard.view(worker.board);
+            if view.state == WorkerState::Retiring && !worker.retiring {
+                let reason = view
+                    .retire
+                    .map_or_else(|| "it asked to".to_owned(), |r| r.to_string());
+                log::info!(
+                    "worker {slot} (pid {}) is recycling: it {reason}; starting its replacement",
+                    worker.pid
+                );
+                self.table.detach(worker.pid);
+            }
+            let silent = Duration::from_millis(now_ms.saturating_sub(view.heartbeat_ms));
+            match worker.aborted_at {
+                None if silent > timeout => {
+                    log::warn!(
+                        "worker {} (slot {slot}) missed its heartbeat for {}; killing it",
+                        worker.pid,
+                        format_lifetime(silent)
+                    );
+                    if let Err(err) = sys::send_signal(worker.pid, Signal::SIGABRT) {
+                        log::error!("could not signal worker {}: {err}", worker.pid);
+                    }
+                    self.table.mark_aborted(worker.pid, now);
+                }
+                Some(at) if now.duration_since(at) >= HUNG_KILL_GRACE => {
+                    let _ = sys::send_signal(worker.pid, Signal::SIGKILL);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Tells the service manager how things stand, at most once a second and only on change.
+    fn report_status(&mut self) {
+        if self.phase != Phase::Running
+            || self
+                .last_status_at
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        let (mut busy, mut served) = (0, 0);
+        let mut workers = 0;
+        for (_, worker) in self.table.live() {
+            let view = self.scoreboard.view(worker.board);
+            busy += view.busy;
+            served += view.requests;
+            workers += 1;
+        }
+        let status = format!("{workers} workers, {busy} busy, {served} requests served");
+        if status != self.last_status {
+            let _ = sys::sd_notify(&format!("STATUS={status}"));
+            self.last_status = status;
+        }
+        self.last_status_at = Some(Instant::now());
+    }
+
     fn announce_ready(&self) {
         let workers = self.table.desired();
         let threads = self.config.server.threads;
@@ -360,7 +462,8 @@ impl<'a> Master<'a> {
         }
     }
 
-    fn spawn(&mut self, slot: usize) -> io::Result<u32> {
+    fn spawn(&mut self, slot: usize, board: usize) -> io::Result<u32> {
+        self.scoreboard.reset(board, sys::monotonic_ms());
         let blocked = sys::block_signals()?;
         match sys::fork() {
             Err(err) => {
@@ -383,6 +486,9 @@ impl<'a> Master<'a> {
                     factory: self.factory,
                     ready: &self.ready_tx,
                     blocked,
+                    scoreboard: &self.scoreboard,
+                    board,
+                    identity: &self.identity,
                 })
             }
         }
@@ -444,11 +550,20 @@ impl<'a> Master<'a> {
                     departure.restart_in
                 );
             }
-            if how == ExitHow::Code(EXIT_APP_BUILD_FAILED) && self.phase == Phase::Starting {
-                // Every worker builds the same application: if one cannot, none can, and
-                // retrying forever would hide the error from the operator.
-                self.failure = Some(MasterError::AppBuildFailed { slot });
-                self.begin_stop(false, "application failed to build");
+            if let ExitHow::Code(code) = how
+                && worker::is_boot_failure(code)
+                && self.phase == Phase::Starting
+            {
+                // Every worker builds the same application as the same user: if one cannot,
+                // none can, and retrying for ever would hide the error from the operator.
+                self.failure = Some(MasterError::BootFailed { slot, code });
+                self.begin_stop(false, "a worker failed to start");
+            } else if !departure.restart_in.is_zero() {
+                let status = format!(
+                    "STATUS=worker {slot} keeps dying ({how}); restarting it in {:?}",
+                    departure.restart_in
+                );
+                let _ = sys::sd_notify(&status);
             }
         }
     }

@@ -17,12 +17,16 @@ pub const HEALTHY_LIFETIME: Duration = Duration::from_secs(5);
 pub struct WorkerProcess {
     /// Its pid.
     pub pid: u32,
+    /// Its slot in the scoreboard.
+    pub board: usize,
     /// When it was forked.
     pub started: Instant,
     /// Whether it has reported that its application is built and its loop is running.
     pub ready: bool,
-    /// Whether it has been told to stop.
+    /// Whether it has been told to stop, or is recycling itself.
     pub retiring: bool,
+    /// When it was found hung and sent SIGABRT.
+    pub aborted_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +60,8 @@ pub enum Action {
 pub struct Departure {
     /// The worker's slot.
     pub slot: usize,
+    /// Its scoreboard slot, now free.
+    pub board: usize,
     /// How long it lived.
     pub lived: Duration,
     /// Whether it had reported ready.
@@ -72,6 +78,9 @@ pub struct Departure {
 pub struct WorkerTable {
     slots: Vec<Slot>,
     desired: usize,
+    /// Workers that left their slot to a replacement while they finish (recycling), with the
+    /// slot they had.
+    detached: Vec<(usize, WorkerProcess)>,
 }
 
 impl WorkerTable {
@@ -80,6 +89,7 @@ impl WorkerTable {
         let mut table = WorkerTable {
             slots: Vec::new(),
             desired: 0,
+            detached: Vec::new(),
         };
         table.set_desired(desired);
         table
@@ -102,14 +112,22 @@ impl WorkerTable {
         }
     }
 
-    /// Records a worker forked into `slot`.
-    pub fn spawned(&mut self, slot: usize, pid: u32, now: Instant) {
+    /// The lowest scoreboard slot no live worker uses, below `capacity`.
+    pub fn free_board(&self, capacity: usize) -> Option<usize> {
+        let used: Vec<usize> = self.live().map(|(_, w)| w.board).collect();
+        (0..capacity).find(|board| !used.contains(board))
+    }
+
+    /// Records a worker forked into `slot`, using scoreboard slot `board`.
+    pub fn spawned(&mut self, slot: usize, pid: u32, board: usize, now: Instant) {
         if let Some(entry) = slot.checked_sub(1).and_then(|i| self.slots.get_mut(i)) {
             entry.worker = Some(WorkerProcess {
                 pid,
+                board,
                 started: now,
                 ready: false,
                 retiring: false,
+                aborted_at: None,
             });
             entry.not_before = None;
         }
@@ -126,15 +144,51 @@ impl WorkerTable {
 
     /// Records that the worker `pid` was told to stop.
     pub fn mark_retiring(&mut self, pid: u32) {
-        if let Some(index) = self.index_of(pid)
-            && let Some(worker) = self.slots[index].worker.as_mut()
-        {
+        if let Some(worker) = self.worker_mut(pid) {
             worker.retiring = true;
         }
     }
 
+    /// Records that the worker `pid` was found hung and sent SIGABRT at `now`.
+    pub fn mark_aborted(&mut self, pid: u32, now: Instant) {
+        if let Some(worker) = self.worker_mut(pid) {
+            worker.aborted_at = Some(now);
+        }
+    }
+
+    /// Moves the worker `pid` out of its slot while it finishes its work, so a replacement
+    /// can start in the slot at once; returns the slot. Recycling uses this: the new worker
+    /// is up before the old one is gone.
+    pub fn detach(&mut self, pid: u32) -> Option<usize> {
+        let index = self.index_of(pid)?;
+        let mut worker = self.slots[index].worker.take()?;
+        worker.retiring = true;
+        self.slots[index].not_before = None;
+        self.detached.push((index + 1, worker));
+        Some(index + 1)
+    }
+
+    fn worker_mut(&mut self, pid: u32) -> Option<&mut WorkerProcess> {
+        self.slots
+            .iter_mut()
+            .filter_map(|entry| entry.worker.as_mut())
+            .chain(self.detached.iter_mut().map(|(_, w)| w))
+            .find(|w| w.pid == pid)
+    }
+
     /// Records that `pid` exited; `None` when it was not one of ours.
     pub fn exited(&mut self, pid: u32, now: Instant) -> Option<Departure> {
+        if let Some(position) = self.detached.iter().position(|(_, w)| w.pid == pid) {
+            let (slot, worker) = self.detached.swap_remove(position);
+            return Some(Departure {
+                slot,
+                board: worker.board,
+                lived: now.saturating_duration_since(worker.started),
+                was_ready: worker.ready,
+                was_retiring: true,
+                restart_in: Duration::ZERO,
+            });
+        }
         let index = self.index_of(pid)?;
         let slot_number = index + 1;
         let wanted = slot_number <= self.desired;
@@ -154,6 +208,7 @@ impl WorkerTable {
         entry.not_before = (!restart_in.is_zero()).then(|| now + restart_in);
         Some(Departure {
             slot: slot_number,
+            board: worker.board,
             lived,
             was_ready: worker.ready,
             was_retiring: worker.retiring,
@@ -199,12 +254,13 @@ impl WorkerTable {
             .all(|entry| entry.worker.is_some_and(|w| w.ready && !w.retiring))
     }
 
-    /// Every live worker with its slot.
+    /// Every live worker with its slot, those detached while recycling included.
     pub fn live(&self) -> impl Iterator<Item = (usize, WorkerProcess)> + '_ {
         self.slots
             .iter()
             .enumerate()
             .filter_map(|(index, entry)| entry.worker.map(|w| (index + 1, w)))
+            .chain(self.detached.iter().copied())
     }
 
     /// How many workers are alive.
@@ -232,7 +288,7 @@ mod tests {
     fn spawn_all(table: &mut WorkerTable, now: Instant, first_pid: u32) {
         for (n, action) in table.plan(now).into_iter().enumerate() {
             match action {
-                Action::Spawn { slot } => table.spawned(slot, first_pid + n as u32, now),
+                Action::Spawn { slot } => table.spawned(slot, first_pid + n as u32, n, now),
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -286,7 +342,7 @@ mod tests {
         let mut table = WorkerTable::new(1);
         let mut waits = Vec::new();
         for pid in 1..=9 {
-            table.spawned(1, pid, now);
+            table.spawned(1, pid, 0, now);
             now += Duration::from_millis(10);
             let departure = table.exited(pid, now).unwrap();
             waits.push(departure.restart_in);
@@ -299,7 +355,7 @@ mod tests {
         assert_eq!(waits[1], Duration::from_millis(200));
         assert_eq!(waits[2], Duration::from_millis(400));
         assert_eq!(*waits.last().unwrap(), MAX_BACKOFF);
-        table.spawned(1, 50, now);
+        table.spawned(1, 50, 0, now);
         let departure = table.exited(50, now + HEALTHY_LIFETIME).unwrap();
         assert_eq!(departure.restart_in, Duration::ZERO);
     }
@@ -326,6 +382,46 @@ mod tests {
         assert_eq!(departure.restart_in, Duration::ZERO);
         assert!(table.plan(now).is_empty(), "a retired slot is not refilled");
         assert_eq!(table.live_count(), 2);
+    }
+
+    #[test]
+    fn a_detached_worker_is_replaced_at_once_and_still_tracked() {
+        let now = Instant::now();
+        let mut table = WorkerTable::new(2);
+        spawn_all(&mut table, now, 100);
+        table.mark_ready(100);
+        table.mark_ready(101);
+        assert_eq!(table.detach(100), Some(1));
+        assert_eq!(table.plan(now), vec![Action::Spawn { slot: 1 }]);
+        assert_eq!(
+            table.free_board(8),
+            Some(2),
+            "boards 0 and 1 are still in use"
+        );
+        table.spawned(1, 102, 2, now);
+        assert_eq!(table.live_count(), 3);
+        assert!(!table.all_ready(), "the replacement has not reported yet");
+        table.mark_ready(102);
+        assert!(table.all_ready());
+        let departure = table.exited(100, now + Duration::from_secs(1)).unwrap();
+        assert_eq!((departure.slot, departure.board), (1, 0));
+        assert!(departure.was_retiring);
+        assert_eq!(departure.restart_in, Duration::ZERO);
+        assert!(
+            table.plan(now).is_empty(),
+            "the slot already has its replacement"
+        );
+        assert_eq!(table.free_board(8), Some(0));
+        assert_eq!(table.live_count(), 2);
+    }
+
+    #[test]
+    fn aborted_workers_are_remembered() {
+        let now = Instant::now();
+        let mut table = WorkerTable::new(1);
+        spawn_all(&mut table, now, 7);
+        table.mark_aborted(7, now);
+        assert_eq!(table.live().next().unwrap().1.aborted_at, Some(now));
     }
 
     #[test]

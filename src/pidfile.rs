@@ -1,0 +1,161 @@
+//! The pid file: written atomically once the listeners are bound, refused when a live process
+//! already holds it, replaced when its process is gone, and removed when the master exits.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::sys;
+
+/// A pid file this process wrote; dropping it removes the file if it still names us.
+#[derive(Debug)]
+pub struct Pidfile {
+    path: PathBuf,
+    pid: u32,
+}
+
+/// Why the pid file could not be written.
+#[derive(Debug)]
+pub enum PidfileError {
+    /// It names a process that is still running.
+    Held {
+        /// The file.
+        path: PathBuf,
+        /// The live process it names.
+        pid: u32,
+    },
+    /// Reading or writing it failed.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for PidfileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PidfileError::Held { path, pid } => write!(
+                f,
+                "pid file {} names pid {pid}, which is running: is another tine using it?",
+                path.display()
+            ),
+            PidfileError::Io { path, source } => write!(
+                f,
+                "could not write pid file {}: {}",
+                path.display(),
+                crate::describe_io(source)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PidfileError {}
+
+impl Pidfile {
+    /// Writes this process's pid to `path`, through a temporary file and a rename so no reader
+    /// ever sees a half-written file.
+    pub fn create(path: &Path) -> Result<Pidfile, PidfileError> {
+        let io_error = |source| PidfileError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        // Absolute, so removal still finds it after `chdir`.
+        let path = std::path::absolute(path).map_err(io_error)?;
+        let pid = std::process::id();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                if let Ok(old) = text.trim().parse::<u32>()
+                    && old != pid
+                    && sys::process_exists(old)
+                {
+                    return Err(PidfileError::Held { path, pid: old });
+                }
+                // Unparsable, ours, or its process is gone: a stale file to replace.
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(io_error(err)),
+        }
+        let mut temporary = path.clone().into_os_string();
+        temporary.push(format!(".{pid}.tmp"));
+        let temporary = PathBuf::from(temporary);
+        std::fs::write(&temporary, format!("{pid}\n")).map_err(io_error)?;
+        if let Err(err) = std::fs::rename(&temporary, &path) {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(io_error(err));
+        }
+        Ok(Pidfile { path, pid })
+    }
+
+    /// The file's absolute path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Pidfile {
+    fn drop(&mut self) {
+        // Only our own: a successor may already have written its pid here.
+        let ours = std::fs::read_to_string(&self.path)
+            .is_ok_and(|text| text.trim() == self.pid.to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tine-pidfile-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn written_then_removed() {
+        let dir = temp_dir("plain");
+        let path = dir.join("tine.pid");
+        let pidfile = Pidfile::create(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, format!("{}\n", std::process::id()));
+        drop(pidfile);
+        assert!(!path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_stale_file_is_replaced_and_a_live_one_refused() {
+        let dir = temp_dir("stale");
+        let path = dir.join("tine.pid");
+        // No process has pid u32::MAX - 1: stale.
+        std::fs::write(&path, format!("{}\n", u32::MAX - 1)).unwrap();
+        let pidfile = Pidfile::create(&path).expect("stale file replaced");
+        drop(pidfile);
+        std::fs::write(&path, "not a pid\n").unwrap();
+        drop(Pidfile::create(&path).expect("garbage replaced"));
+        // pid 1 always runs.
+        std::fs::write(&path, "1\n").unwrap();
+        match Pidfile::create(&path) {
+            Err(PidfileError::Held { pid: 1, .. }) => {}
+            other => panic!("expected Held, got {other:?}"),
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n", "left alone");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_successors_file_is_not_removed() {
+        let dir = temp_dir("successor");
+        let path = dir.join("tine.pid");
+        let pidfile = Pidfile::create(&path).unwrap();
+        std::fs::write(&path, "1\n").unwrap();
+        drop(pidfile);
+        assert!(path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

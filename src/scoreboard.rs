@@ -1,0 +1,256 @@
+//! The scoreboard: one slot of shared memory per worker process, written by the worker's event
+//! loop and read by the master. It carries the heartbeat (the loop's proof of progress), the
+//! request and connection counts, and a worker's own decision to recycle itself.
+//!
+//! Apache httpd's scoreboard and unicorn's shared tick are the references: no syscall, no
+//! message, just stores the master reads when it looks.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::sys::SharedMemory;
+
+/// Words per slot: one cache line, so workers never share a line.
+const WORDS: usize = 8;
+const PID: usize = 0;
+const STATE: usize = 1;
+const HEARTBEAT: usize = 2;
+const REQUESTS: usize = 3;
+const BUSY: usize = 4;
+const CONNECTIONS: usize = 5;
+const OLDEST_REQUEST: usize = 6;
+const RETIRE: usize = 7;
+
+/// How many worker processes the scoreboard can track at once, old and new generations and
+/// retiring workers included.
+pub const CAPACITY: usize = 4096;
+
+/// What a worker says about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    /// Forked; building its application.
+    Starting,
+    /// Serving.
+    Ready,
+    /// Recycling itself: no new connections, finishing what it has, then exiting.
+    Retiring,
+}
+
+/// Why a worker recycles itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetireReason {
+    /// It served `max_requests` (plus its jitter) requests; the count.
+    MaxRequests(u64),
+    /// Its private memory passed `max_worker_memory`; the bytes.
+    Memory(u64),
+    /// A request ran past `request_timeout`; that request's run time in ms.
+    RequestTimeout(u64),
+}
+
+impl RetireReason {
+    fn encode(self) -> u64 {
+        let (code, detail) = match self {
+            RetireReason::MaxRequests(n) => (1, n),
+            RetireReason::Memory(bytes) => (2, bytes),
+            RetireReason::RequestTimeout(ms) => (3, ms),
+        };
+        (detail.min(u64::MAX >> 8) << 8) | code
+    }
+
+    fn decode(word: u64) -> Option<RetireReason> {
+        let detail = word >> 8;
+        match word & 0xff {
+            1 => Some(RetireReason::MaxRequests(detail)),
+            2 => Some(RetireReason::Memory(detail)),
+            3 => Some(RetireReason::RequestTimeout(detail)),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for RetireReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            RetireReason::MaxRequests(n) => write!(f, "served {n} requests (max_requests)"),
+            RetireReason::Memory(bytes) => write!(
+                f,
+                "uses {} MiB of private memory (max_worker_memory)",
+                bytes >> 20
+            ),
+            RetireReason::RequestTimeout(ms) => {
+                write!(f, "a request ran {ms} ms, past request_timeout")
+            }
+        }
+    }
+}
+
+/// A snapshot of one slot, for the master and the status output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotView {
+    /// The worker's pid, or 0 for a free slot.
+    pub pid: u32,
+    /// What the worker says it is doing.
+    pub state: WorkerState,
+    /// The monotonic time of its last heartbeat, in ms.
+    pub heartbeat_ms: u64,
+    /// Requests it has answered.
+    pub requests: u64,
+    /// Requests with its pool right now.
+    pub busy: u64,
+    /// Open client connections.
+    pub connections: u64,
+    /// Monotonic ms when its oldest request in the pool started; 0 when none.
+    pub oldest_request_ms: u64,
+    /// Why it is recycling itself, once it is.
+    pub retire: Option<RetireReason>,
+}
+
+/// The shared table of slots.
+#[derive(Debug)]
+pub struct Scoreboard {
+    memory: SharedMemory,
+}
+
+impl Scoreboard {
+    /// Maps a scoreboard of [`CAPACITY`] slots; do this before forking any worker.
+    pub fn new() -> io::Result<Scoreboard> {
+        Ok(Scoreboard {
+            memory: SharedMemory::new(CAPACITY * WORDS)?,
+        })
+    }
+
+    fn word(&self, slot: usize, field: usize) -> &AtomicU64 {
+        &self.memory.words()[slot * WORDS + field]
+    }
+
+    /// Prepares `slot` for a worker about to be forked, with a first heartbeat of `now_ms` so
+    /// its start-up time counts against `timeout` like any other silence.
+    pub fn reset(&self, slot: usize, now_ms: u64) {
+        for field in 0..WORDS {
+            self.word(slot, field).store(0, Ordering::Relaxed);
+        }
+        self.word(slot, STATE).store(0, Ordering::Relaxed);
+        self.word(slot, HEARTBEAT).store(now_ms, Ordering::Release);
+    }
+
+    /// A worker's handle on its own slot.
+    pub fn handle(&self, slot: usize) -> SlotHandle<'_> {
+        SlotHandle { board: self, slot }
+    }
+
+    /// Reads a slot.
+    pub fn view(&self, slot: usize) -> SlotView {
+        let load = |field| self.word(slot, field).load(Ordering::Acquire);
+        SlotView {
+            pid: load(PID) as u32,
+            state: match load(STATE) {
+                1 => WorkerState::Ready,
+                2 => WorkerState::Retiring,
+                _ => WorkerState::Starting,
+            },
+            heartbeat_ms: load(HEARTBEAT),
+            requests: load(REQUESTS),
+            busy: load(BUSY),
+            connections: load(CONNECTIONS),
+            oldest_request_ms: load(OLDEST_REQUEST),
+            retire: RetireReason::decode(load(RETIRE)),
+        }
+    }
+}
+
+/// What a worker writes into its slot. Only the worker's event loop writes, so plain stores
+/// suffice; the master only reads.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotHandle<'a> {
+    board: &'a Scoreboard,
+    slot: usize,
+}
+
+impl SlotHandle<'_> {
+    fn store(&self, field: usize, value: u64) {
+        self.board
+            .word(self.slot, field)
+            .store(value, Ordering::Release);
+    }
+
+    /// Records the worker's pid and that it is serving.
+    pub fn ready(&self, pid: u32) {
+        self.store(PID, u64::from(pid));
+        self.store(STATE, 1);
+    }
+
+    /// Proves progress and publishes the counters.
+    pub fn beat(&self, now_ms: u64, requests: u64, busy: usize, connections: usize) {
+        self.store(HEARTBEAT, now_ms);
+        self.store(REQUESTS, requests);
+        self.store(BUSY, busy as u64);
+        self.store(CONNECTIONS, connections as u64);
+    }
+
+    /// Publishes when the oldest request now in the pool started (0 for none).
+    pub fn oldest_request(&self, started_ms: u64) {
+        self.store(OLDEST_REQUEST, started_ms);
+    }
+
+    /// Announces that the worker is recycling itself, so the master starts its replacement.
+    pub fn retire(&self, reason: RetireReason) {
+        self.store(RETIRE, reason.encode());
+        self.store(STATE, 2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_writes_and_the_master_reads() {
+        let board = Scoreboard::new().unwrap();
+        board.reset(5, 1000);
+        let fresh = board.view(5);
+        assert_eq!(fresh.state, WorkerState::Starting);
+        assert_eq!(fresh.heartbeat_ms, 1000);
+        let handle = board.handle(5);
+        handle.ready(4242);
+        handle.beat(2000, 17, 3, 9);
+        handle.oldest_request(1500);
+        let view = board.view(5);
+        assert_eq!(view.pid, 4242);
+        assert_eq!(view.state, WorkerState::Ready);
+        assert_eq!(
+            (
+                view.heartbeat_ms,
+                view.requests,
+                view.busy,
+                view.connections
+            ),
+            (2000, 17, 3, 9)
+        );
+        assert_eq!(view.oldest_request_ms, 1500);
+        assert_eq!(view.retire, None);
+        assert_eq!(board.view(4).pid, 0, "neighbouring slots are untouched");
+        handle.retire(RetireReason::MaxRequests(1000));
+        let view = board.view(5);
+        assert_eq!(view.state, WorkerState::Retiring);
+        assert_eq!(view.retire, Some(RetireReason::MaxRequests(1000)));
+        board.reset(5, 3000);
+        assert_eq!(board.view(5).retire, None);
+        assert_eq!(board.view(5).pid, 0);
+    }
+
+    #[test]
+    fn retire_reasons_round_trip_and_read_well() {
+        for reason in [
+            RetireReason::MaxRequests(1),
+            RetireReason::Memory(600 << 20),
+            RetireReason::RequestTimeout(1234),
+        ] {
+            assert_eq!(RetireReason::decode(reason.encode()), Some(reason));
+        }
+        assert_eq!(RetireReason::decode(0), None);
+        assert_eq!(
+            RetireReason::Memory(600 << 20).to_string(),
+            "uses 600 MiB of private memory (max_worker_memory)"
+        );
+    }
+}
