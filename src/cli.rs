@@ -35,8 +35,10 @@ SIGNALS (to the master):
 EXIT STATUS:
     0   success
     64  usage or config error (every problem is listed, with file:line:column)
-    70  internal error (e.g. the application could not be built)
-    71  OS error (e.g. could not bind 0.0.0.0:80: permission denied)
+    70  internal error (a worker could not start, e.g. the application
+        could not be built)
+    71  OS error (e.g. could not bind 0.0.0.0:80: permission denied, or
+        the pid file is held by a running process)
 
 See tine(8) and tine.toml(5).
 ";

@@ -49,6 +49,9 @@ const FIRST_CONN: usize = 1 << 20;
 /// How long the loop sleeps at most, so timers are checked and the heartbeat written at least
 /// this often; shorter when `timeout` or `request_timeout` is short.
 const MAX_TICK: Duration = Duration::from_secs(1);
+/// When a worker recycles itself, how long an idle keep-alive connection stays open for a
+/// request that may already be on its way.
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
 /// How often a worker with `max_worker_memory` measures itself.
 const MEMORY_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How long a closing connection keeps draining the client's unread bytes, so the close does
@@ -67,8 +70,9 @@ pub struct WorkerContext<'a> {
     pub listeners: &'a [Listener],
     /// Builds the application after fork.
     pub factory: &'a dyn HandlerFactory,
-    /// Where the worker reports that it is up: its pid, 4 bytes little-endian.
-    pub ready: &'a OwnedFd,
+    /// Where the worker asks the master to look at its scoreboard slot now (when it is up,
+    /// and when it starts recycling itself): its pid, 4 bytes little-endian.
+    pub report: &'a OwnedFd,
     /// The signal mask the master blocked around fork; restored once the worker's own signal
     /// handlers are in place.
     pub blocked: sys::SignalsBlocked,
@@ -97,6 +101,15 @@ pub fn run(context: WorkerContext<'_>) -> ! {
             sys::exit_now(code)
         }
     }
+}
+
+/// What a stopping worker does with its idle keep-alive connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdleConnections {
+    /// Close them at once: the operator asked the server to stop.
+    Close,
+    /// Let each finish a request already under way: the worker is only being replaced.
+    Drain,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +172,7 @@ impl Conn {
 struct Worker<'a> {
     poll: Poll,
     board: SlotHandle<'a>,
+    report: std::fs::File,
     signals: Signals,
     listeners: Vec<MioListener>,
     accepting: bool,
@@ -249,9 +263,15 @@ impl<'a> Worker<'a> {
             .fold(MAX_TICK, Duration::min)
             .max(Duration::from_millis(10));
         let board = context.scoreboard.handle(context.board);
+        let report = context
+            .report
+            .try_clone()
+            .map(std::fs::File::from)
+            .map_err(|e| setup("could not take over the report pipe", e))?;
         let mut worker = Worker {
             poll,
             board,
+            report,
             signals,
             listeners,
             accepting: false,
@@ -282,15 +302,11 @@ impl<'a> Worker<'a> {
         worker
             .set_accepting(true)
             .map_err(|e| setup("could not watch the listening sockets", e))?;
-        // The master counts the worker as up once this arrives.
+        // The master counts the worker as up once it reads this.
         worker.board.ready(std::process::id());
         worker.beat();
-        let pid = std::process::id().to_le_bytes();
-        context
-            .ready
-            .try_clone()
-            .map(std::fs::File::from)
-            .and_then(|mut pipe| pipe.write_all(&pid))
+        worker
+            .report_to_master()
             .map_err(|e| setup("could not report readiness", e))?;
         log::debug!(
             "worker up: {threads} threads, {} listeners",
@@ -349,7 +365,7 @@ impl<'a> Worker<'a> {
         let pending: Vec<i32> = self.signals.pending().collect();
         for signal in pending {
             match signal {
-                SIGTERM => self.begin_stop("SIGTERM"),
+                SIGTERM => self.begin_stop("SIGTERM", IdleConnections::Close),
                 _ => {
                     log::info!("fast stop on signal {signal}");
                     return true;
@@ -366,10 +382,19 @@ impl<'a> Worker<'a> {
             return;
         }
         self.board.retire(reason);
-        self.begin_stop(&reason.to_string());
+        if let Err(err) = self.report_to_master() {
+            // The master still sees the slot on its next heartbeat check.
+            log::warn!("could not tell the master this worker is recycling: {err}");
+        }
+        self.begin_stop(&reason.to_string(), IdleConnections::Drain);
     }
 
-    fn begin_stop(&mut self, why: &str) {
+    /// Wakes the master to read this worker's scoreboard slot.
+    fn report_to_master(&mut self) -> io::Result<()> {
+        self.report.write_all(&std::process::id().to_le_bytes())
+    }
+
+    fn begin_stop(&mut self, why: &str, idle_connections: IdleConnections) {
         if self.phase != Phase::Running {
             return;
         }
@@ -382,14 +407,27 @@ impl<'a> Worker<'a> {
         };
         let _ = self.set_accepting(false);
         self.listeners.clear();
+        let idle_wait = self.idle_wait();
+        let now = Instant::now();
         for index in 0..self.conns.len() {
-            let idle = self.conns[index].as_ref().is_some_and(|conn| {
-                conn.state == ConnState::Reading
-                    && conn.decoder.is_idle()
-                    && conn.pending_input().is_empty()
-            });
-            if idle {
-                self.close(index);
+            let Some(conn) = self.conns[index].as_mut() else {
+                continue;
+            };
+            let idle = conn.state == ConnState::Reading
+                && conn.decoder.is_idle()
+                && conn.pending_input().is_empty();
+            if !idle {
+                continue;
+            }
+            match idle_connections {
+                IdleConnections::Close => self.close(index),
+                IdleConnections::Drain => {
+                    // Closing a keep-alive connection races with a request the client may be
+                    // sending right now; give it a moment to arrive (it is then answered with
+                    // `Connection: close`) and close the connection once it has been quiet.
+                    let last_active = conn.deadline.checked_sub(idle_wait).unwrap_or(now);
+                    conn.deadline = conn.deadline.min((last_active + DRAIN_IDLE).max(now));
+                }
             }
         }
     }
@@ -639,14 +677,15 @@ impl<'a> Worker<'a> {
         for done in finished.drain(..) {
             self.in_flight -= 1;
             self.served += 1;
+            if let Some(limit) = self.max_requests
+                && self.served >= limit
+            {
+                // Before the response goes out, so it carries `Connection: close`.
+                self.retire(RetireReason::MaxRequests(self.served));
+            }
             self.write_response(done);
         }
         self.finished = finished;
-        if let Some(limit) = self.max_requests
-            && self.served >= limit
-        {
-            self.retire(RetireReason::MaxRequests(self.served));
-        }
         self.update_accepting();
     }
 
@@ -803,7 +842,7 @@ impl<'a> Worker<'a> {
     fn sweep(&mut self, now: Instant) {
         if self.phase == Phase::Running && std::os::unix::process::parent_id() != self.master_pid {
             log::warn!("the master (pid {}) is gone; stopping", self.master_pid);
-            self.begin_stop("master gone");
+            self.begin_stop("master gone", IdleConnections::Close);
         }
         if self.phase == Phase::Running && !self.accepting {
             self.update_accepting();

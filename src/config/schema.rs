@@ -726,6 +726,47 @@ mod tests {
         }
     }
 
+    #[test]
+    fn supervision_and_hygiene_keys() {
+        let config = Config::from_toml_str(
+            "t.toml",
+            "[server]\nrequest_timeout = \"5s\"\nmax_requests = 1000\nmax_requests_jitter = 50\n\
+             max_worker_memory = \"512MiB\"\npidfile = \"/run/tine.pid\"\nuser = \"nobody\"\n\
+             group = \"\"\numask = \"0027\"\nchdir = \"/srv\"\nheader_timeout = \"2s\"\n",
+        )
+        .unwrap();
+        let server = &config.server;
+        assert_eq!(server.request_timeout, Duration::from_secs(5));
+        assert_eq!(
+            (server.max_requests, server.max_requests_jitter),
+            (1000, 50)
+        );
+        assert_eq!(server.max_worker_memory, 512 << 20);
+        assert_eq!(server.pidfile, Some(PathBuf::from("/run/tine.pid")));
+        assert_eq!(server.user.as_deref(), Some("nobody"));
+        assert_eq!(server.group, None);
+        assert_eq!(server.umask, Some(0o027));
+        assert_eq!(server.chdir, Some(PathBuf::from("/srv")));
+        assert_eq!(server.header_timeout, Duration::from_secs(2));
+        let octal = Config::from_toml_str("t.toml", "[server]\numask = 0o077\n").unwrap();
+        assert_eq!(octal.server.umask, Some(0o077));
+        let printed = config.to_toml(None);
+        assert_eq!(Config::from_toml_str("p.toml", &printed).unwrap(), config);
+    }
+
+    #[test]
+    fn supervision_key_errors() {
+        assert!(error_for("server", "max_requests", "-1").contains("an integer of zero or more"));
+        assert!(error_for("server", "umask", "\"0999\"").contains("an octal mask"));
+        assert!(error_for("server", "umask", "0o1000").contains("an octal mask"));
+        assert!(error_for("server", "user", "0").contains("a string"));
+        assert!(error_for("server", "header_timeout", "\"0s\"").contains("greater than zero"));
+        assert!(
+            error_for("server", "request_timeout", "5").contains("add a unit")
+                || error_for("server", "request_timeout", "5").contains("a duration")
+        );
+    }
+
     /// The single diagnostic for `key = value` under `[section]`, at line 2.
     fn error_for(section: &str, key: &str, value: &str) -> String {
         let lines = errors(&format!("[{section}]\n{key} = {value}\n"));

@@ -27,7 +27,7 @@ use crate::worker::{self, WorkerContext};
 use table::{Action, WorkerTable};
 
 const SIGNALS: Token = Token(0);
-const READY_PIPE: Token = Token(1);
+const REPORT_PIPE: Token = Token(1);
 
 /// How long the loop sleeps at most between checks of its timers and the heartbeats.
 const MAX_TICK: Duration = Duration::from_secs(1);
@@ -142,9 +142,9 @@ pub struct Master<'a> {
     // Master-only state, dropped in each child right after fork.
     poll: Option<Poll>,
     signals: Option<Signals>,
-    ready_rx: Option<mio::unix::pipe::Receiver>,
-    ready_tx: OwnedFd,
-    ready_buf: Vec<u8>,
+    report_rx: Option<mio::unix::pipe::Receiver>,
+    report_tx: OwnedFd,
+    report_buf: Vec<u8>,
     failure: Option<MasterError>,
 }
 
@@ -167,11 +167,11 @@ impl<'a> Master<'a> {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(setup("watch signals"))?;
-        let (read_end, write_end) = sys::pipe().map_err(setup("create the readiness pipe"))?;
-        let mut ready_rx = mio::unix::pipe::Receiver::from(read_end);
+        let (read_end, write_end) = sys::pipe().map_err(setup("create the report pipe"))?;
+        let mut report_rx = mio::unix::pipe::Receiver::from(read_end);
         poll.registry()
-            .register(&mut ready_rx, READY_PIPE, Interest::READABLE)
-            .map_err(setup("watch the readiness pipe"))?;
+            .register(&mut report_rx, REPORT_PIPE, Interest::READABLE)
+            .map_err(setup("watch the report pipe"))?;
         let scoreboard = Scoreboard::new().map_err(setup("map the scoreboard"))?;
         let tick = (config.server.timeout / 4).clamp(Duration::from_millis(10), MAX_TICK);
         Ok(Master {
@@ -187,9 +187,9 @@ impl<'a> Master<'a> {
             phase: Phase::Starting,
             poll: Some(poll),
             signals: Some(signals),
-            ready_rx: Some(ready_rx),
-            ready_tx: write_end,
-            ready_buf: Vec::new(),
+            report_rx: Some(report_rx),
+            report_tx: write_end,
+            report_buf: Vec::new(),
             failure: None,
         })
     }
@@ -236,7 +236,7 @@ impl<'a> Master<'a> {
                         let signals = self.signals.as_mut().expect("the master keeps its signals");
                         intents.extend(signals.pending().map(Intent::from_signal));
                     }
-                    READY_PIPE => self.read_ready_reports(),
+                    REPORT_PIPE => self.read_reports(),
                     _ => {}
                 }
             }
@@ -477,14 +477,14 @@ impl<'a> Master<'a> {
             Ok(Forked::Child) => {
                 // The worker must not share the master's event loop or run its signal actions.
                 drop(self.signals.take());
-                drop(self.ready_rx.take());
+                drop(self.report_rx.take());
                 drop(self.poll.take());
                 worker::run(WorkerContext {
                     slot,
                     config: &self.config,
                     listeners: &self.listeners,
                     factory: self.factory,
-                    ready: &self.ready_tx,
+                    report: &self.report_tx,
                     blocked,
                     scoreboard: &self.scoreboard,
                     board,
@@ -494,25 +494,25 @@ impl<'a> Master<'a> {
         }
     }
 
-    fn read_ready_reports(&mut self) {
-        let Some(pipe) = self.ready_rx.as_mut() else {
+    fn read_reports(&mut self) {
+        let Some(pipe) = self.report_rx.as_mut() else {
             return;
         };
         let mut chunk = [0u8; 512];
         loop {
             match pipe.read(&mut chunk) {
                 Ok(0) => break,
-                Ok(n) => self.ready_buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => self.report_buf.extend_from_slice(&chunk[..n]),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }
         }
-        let whole = self.ready_buf.len() / 4 * 4;
-        let reports: Vec<u32> = self.ready_buf[..whole]
+        let whole = self.report_buf.len() / 4 * 4;
+        let reports: Vec<u32> = self.report_buf[..whole]
             .chunks_exact(4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        self.ready_buf.drain(..whole);
+        self.report_buf.drain(..whole);
         for pid in reports {
             if let Some(slot) = self.table.mark_ready(pid) {
                 log::debug!("worker {slot} (pid {pid}) is ready");
@@ -531,6 +531,16 @@ impl<'a> Master<'a> {
                 }
             };
             let now = Instant::now();
+            // A worker that recycled itself and exited before the master noticed: it is
+            // still a recycle, not a crash (and no reason for a restart delay).
+            let recycled = self.table.live().any(|(_, w)| {
+                w.pid == pid
+                    && !w.retiring
+                    && self.scoreboard.view(w.board).state == WorkerState::Retiring
+            });
+            if recycled {
+                self.table.detach(pid);
+            }
             let Some(departure) = self.table.exited(pid, now) else {
                 log::debug!("reaped unknown child {pid} ({how})");
                 continue;

@@ -109,3 +109,189 @@ fn unsupported_signals_do_not_stop_the_server() {
     assert_eq!(server.get("/").status, 200);
     assert!(process_alive(server.pid()));
 }
+
+#[test]
+fn a_stopped_worker_misses_its_heartbeat_and_is_replaced() {
+    let server = Server::start("[server]\nworkers = 1\ntimeout = \"1s\"\n");
+    let before = server.workers();
+    kill(Pid::from_raw(before[0] as i32), Signal::SIGSTOP).unwrap();
+    let after = server.wait_workers("a replacement for the stopped worker", |w| {
+        w.len() == 1 && w[0] != before[0]
+    });
+    assert!(!process_alive(before[0]));
+    let log = server.log();
+    assert!(
+        log.contains(&format!(
+            "worker {} (slot 1) missed its heartbeat for",
+            before[0]
+        )),
+        "log:\n{log}"
+    );
+    assert_eq!(server.get("/pid").text().trim(), after[0].to_string());
+}
+
+#[test]
+fn sigint_does_not_wait_for_requests_in_flight() {
+    let mut server = Server::start("[server]\nworkers = 1\n");
+    let mut slow = server.connect();
+    slow.write_all(b"GET /sleep?ms=20000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    server.signal(Signal::SIGINT);
+    assert_eq!(server.wait_exit().code(), Some(0));
+    // Far less than the 20 s the request would have taken.
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn request_timeout_answers_504_and_replaces_the_worker_while_others_finish() {
+    let server = Server::start(
+        "[server]\nworkers = 1\nthreads = 4\nrequest_timeout = \"1s\"\ngraceful_timeout = \"10s\"\n",
+    );
+    let first = server.workers();
+    let mut stuck = server.connect();
+    stuck
+        .write_all(b"GET /sleep?ms=5000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    // A well-behaved request on the same worker, still running when the stuck one is answered
+    // 504 (at 1 s to 1.25 s), and itself shorter than request_timeout.
+    std::thread::sleep(Duration::from_millis(600));
+    let mut neighbour = server.connect();
+    neighbour
+        .write_all(b"GET /sleep?ms=800 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let timed_out = read_response(&mut stuck).unwrap();
+    assert_eq!(timed_out.status, 504);
+    assert_eq!(timed_out.header("Connection"), Some("close"));
+    let finished = read_response(&mut neighbour).unwrap();
+    assert_eq!(finished.status, 200, "the neighbour finishes normally");
+    server.wait_workers("the recycled worker replaced", |w| {
+        w.len() == 1 && !w.contains(&first[0])
+    });
+    let log = server.log();
+    assert!(log.contains("GET /sleep?ms=5000"), "log:\n{log}");
+    assert!(log.contains("past request_timeout"), "log:\n{log}");
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn max_requests_recycles_workers_without_failing_a_request() {
+    let server =
+        Server::start("[server]\nworkers = 2\nmax_requests = 50\nmax_requests_jitter = 10\n");
+    let first = server.workers();
+    let addr = server.addr;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut seen = std::collections::BTreeSet::new();
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                for _ in 0..100 {
+                    stream
+                        .write_all(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
+                        .unwrap();
+                    let response = read_response(&mut stream).unwrap();
+                    assert_eq!(response.status, 200);
+                    seen.insert(response.text());
+                    if response.header("Connection") == Some("close") {
+                        // A recycling worker closes after its last answer: reconnect.
+                        stream = std::net::TcpStream::connect(addr).unwrap();
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut pids = std::collections::BTreeSet::new();
+    for client in clients {
+        pids.extend(client.join().expect("every request succeeded"));
+    }
+    // 400 requests over 2 workers of at most 60 each: several generations served.
+    assert!(pids.len() >= 4, "pids seen: {pids:?}");
+    let now = server.wait_workers("two workers", |w| w.len() == 2);
+    assert!(
+        now.iter().all(|pid| !first.contains(pid)),
+        "{first:?} vs {now:?}"
+    );
+    assert!(
+        server
+            .log()
+            .contains("(max_requests); starting its replacement")
+    );
+}
+
+#[test]
+fn the_pidfile_names_the_master_refuses_a_live_holder_and_goes_away() {
+    let dir = TempDir::new();
+    let pidfile = dir.path().join("tine.pid");
+    let config = format!(
+        "[server]\nworkers = 1\npidfile = \"{}\"\n",
+        pidfile.display()
+    );
+    let mut server = Server::start(&config);
+    let written = std::fs::read_to_string(&pidfile).unwrap();
+    assert_eq!(written.trim(), server.pid().to_string());
+    // A second server on the same pid file refuses to start.
+    let second = dir.write(
+        "second.toml",
+        &config.replace("[server]\n", "[server]\nbind = [\"127.0.0.1:0\"]\n"),
+    );
+    let (status, _, stderr) = run_tine(&dir, &["-c", second.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(71), "{stderr}");
+    assert!(stderr.contains("which is running"), "{stderr}");
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0));
+    assert!(!pidfile.exists(), "removed on exit");
+}
+
+#[test]
+fn workers_drop_privileges_when_started_as_root() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED workers_drop_privileges_when_started_as_root: not running as root");
+        return;
+    }
+    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+        eprintln!("SKIPPED workers_drop_privileges_when_started_as_root: no user nobody");
+        return;
+    };
+    let server = Server::start("[server]\nworkers = 1\nuser = \"nobody\"\n");
+    let worker = server.workers()[0];
+    let uid_of = |pid: u32| -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap()
+            .to_owned()
+    };
+    let expected = nobody.uid.as_raw().to_string();
+    assert!(
+        uid_of(worker)
+            .split_whitespace()
+            .skip(1)
+            .all(|id| id == expected),
+        "worker {}",
+        uid_of(worker)
+    );
+    assert!(
+        uid_of(server.pid()).split_whitespace().nth(1) == Some("0"),
+        "the master stays root"
+    );
+    assert_eq!(server.get("/").status, 200);
+    assert!(!server.log().contains("running as root without"));
+}
+
+#[test]
+fn an_unknown_user_is_a_config_error() {
+    let dir = TempDir::new();
+    let path = dir.write("tine.toml", "[server]\nuser = \"no-such-user-tine\"\n");
+    let (status, _, stderr) = run_tine(
+        &dir,
+        &["-c", path.to_str().unwrap(), "--bind", "127.0.0.1:0"],
+    );
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("user \"no-such-user-tine\" does not exist"),
+        "{stderr}"
+    );
+}
