@@ -31,7 +31,7 @@ use cli::{Command, Mode, UsageError};
 use config::{Config, HandlerKind, LoadError, Workers};
 use handler::{BuildError, HandlerFactory, WorkerInfo};
 use listeners::BindError;
-use master::{Master, MasterError};
+use master::{Loaded, Master, MasterError, MasterSetup};
 
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
@@ -57,6 +57,11 @@ pub enum Error {
     Identity(String),
     /// The pid file is held by a live process, or cannot be written.
     Pidfile(pidfile::PidfileError),
+    /// Sockets handed over by systemd or an old master could not be taken over.
+    Inherit {
+        /// What went wrong.
+        source: io::Error,
+    },
     /// `[server] chdir` failed.
     Chdir {
         /// The directory.
@@ -73,7 +78,9 @@ impl Error {
             Error::Usage(_) | Error::Config(LoadError::Invalid(_)) => EXIT_USAGE,
             Error::Config(LoadError::Read { .. }) => EXIT_USAGE,
             Error::Identity(_) => EXIT_USAGE,
-            Error::Bind(_) | Error::Pidfile(_) | Error::Chdir { .. } => EXIT_OS,
+            Error::Bind(_) | Error::Pidfile(_) | Error::Chdir { .. } | Error::Inherit { .. } => {
+                EXIT_OS
+            }
             Error::Master(MasterError::BootFailed { .. }) => EXIT_INTERNAL,
             Error::Master(_) => EXIT_OS,
         }
@@ -97,6 +104,11 @@ impl fmt::Display for Error {
             Error::Master(err) => write!(f, "{err}"),
             Error::Identity(why) => write!(f, "{why}"),
             Error::Pidfile(err) => write!(f, "{err}"),
+            Error::Inherit { source } => write!(
+                f,
+                "could not take over the inherited listening sockets: {}",
+                describe_io(source)
+            ),
             Error::Chdir { path, source } => write!(
                 f,
                 "could not change to directory {}: {}",
@@ -149,7 +161,8 @@ pub fn run<I>(args: I, factory: Option<&dyn HandlerFactory>) -> Result<(), Error
 where
     I: IntoIterator<Item = OsString>,
 {
-    let command = cli::parse(args).map_err(Error::Usage)?;
+    let args: Vec<OsString> = args.into_iter().collect();
+    let command = cli::parse(args.clone()).map_err(Error::Usage)?;
     match command.mode {
         Mode::Help => {
             print!("{}", cli::HELP);
@@ -184,7 +197,7 @@ where
             print!("{}", config.to_toml(Some((workers.count, why))));
             Ok(())
         }
-        _ => serve(config, workers, factory),
+        _ => serve(&command, args, config, workers, factory),
     }
 }
 
@@ -239,12 +252,18 @@ fn builtin_factory(kind: HandlerKind) -> impl HandlerFactory {
 }
 
 fn serve(
+    command: &Command,
+    args: Vec<OsString>,
     config: Config,
     workers: WorkerCount,
     factory: Option<&dyn HandlerFactory>,
 ) -> Result<(), Error> {
+    // First, before anything could start a thread or read the environment: sockets handed
+    // over by systemd or by the master this one upgrades.
+    let inherited = sys::take_listen_fds().map_err(|source| Error::Inherit { source })?;
     let server = &config.server;
     let identity = resolve_identity(server.user.as_deref(), server.group.as_deref())?;
+    let unix = unix_options(&config).map_err(Error::Identity)?;
     logging::init(config.log.level);
     sys::set_thread_name("tine: master");
     log::info!(
@@ -270,16 +289,41 @@ fn serve(
         Ok(_) => {}
         Err(err) => log::warn!("could not raise the open files limit: {err}"),
     }
-    let listeners = listeners::bind_all(&server.bind, server.backlog).map_err(Error::Bind)?;
+    let upgrade_from = inherited.upgrade_from;
+    let mut listeners = Vec::new();
+    for (fd, name) in inherited.fds {
+        // From an upgrade, names are the configured addresses (sockets systemd gave the old
+        // master carry a prefix); from systemd, every socket is an activated one.
+        let (name, activated) = match name.as_deref() {
+            Some(n) if upgrade_from.is_some() => match n.strip_prefix(master::ACTIVATED_PREFIX) {
+                Some(rest) => (Some(rest.to_owned()), true),
+                None => (Some(n.to_owned()), false),
+            },
+            _ => (name.clone(), true),
+        };
+        let listener = listeners::Listener::adopt(fd, name.as_deref(), activated)
+            .map_err(|source| Error::Inherit { source })?;
+        listeners.push(listener);
+    }
+    let fresh = listeners::bind_missing(&server.bind, &listeners, server.backlog, &unix)
+        .map_err(Error::Bind)?;
+    listeners.extend(fresh);
     for listener in &listeners {
+        let how = if upgrade_from.is_some() {
+            " (inherited from the old master)"
+        } else if listener.activated {
+            " (from systemd)"
+        } else {
+            ""
+        };
         match listener.local_addr() {
-            Ok(config::BindAddr::Tcp(addr)) => log::info!("listening on http://{addr}"),
-            Ok(addr) => log::info!("listening on {addr}"),
+            Ok(config::BindAddr::Tcp(addr)) => log::info!("listening on http://{addr}{how}"),
+            Ok(addr) => log::info!("listening on {addr}{how}"),
             Err(err) => log::warn!("listening on a socket whose address is unknown: {err}"),
         }
     }
     let pidfile = match &server.pidfile {
-        Some(path) => Some(pidfile::Pidfile::create(path).map_err(Error::Pidfile)?),
+        Some(path) => Some(pidfile::Pidfile::create(path, upgrade_from).map_err(Error::Pidfile)?),
         None => None,
     };
     if let Some(dir) = &server.chdir {
@@ -290,11 +334,61 @@ fn serve(
     }
     let builtin = builtin_factory(config.app.handler);
     let factory = factory.unwrap_or(&builtin);
-    let master =
-        Master::new(config, workers.count, listeners, factory, identity).map_err(Error::Master)?;
+    let reload = || -> Result<Loaded, String> {
+        let config = load_config(command).map_err(|err| err.to_string())?;
+        let unix = unix_options(&config)?;
+        let workers = resolve_workers(&config);
+        log::info!("workers: {} ({})", workers.count, workers.explanation);
+        Ok(Loaded {
+            config,
+            workers: workers.count,
+            unix,
+        })
+    };
+    // The path the binary was started from: after a deploy it names the new build, which
+    // is what an upgrade should run.
+    let exe = std::env::current_exe().unwrap_or_else(|_| std::path::PathBuf::from("tine"));
+    let exe = exe
+        .to_str()
+        .and_then(|s| s.strip_suffix(" (deleted)"))
+        .map(std::path::PathBuf::from)
+        .unwrap_or(exe);
+    let master = Master::new(MasterSetup {
+        config,
+        workers: workers.count,
+        listeners,
+        factory,
+        identity,
+        load: &reload,
+        exe,
+        args,
+        upgrade_from,
+        unix,
+    })
+    .map_err(Error::Master)?;
     let outcome = master.run().map_err(Error::Master);
     drop(pidfile);
     outcome
+}
+
+/// `[server] socket_mode` and `socket_owner`, resolved.
+fn unix_options(config: &Config) -> Result<listeners::UnixOptions, String> {
+    let owner = match &config.server.socket_owner {
+        None => None,
+        Some(spec) => {
+            let (user, group) = match spec.split_once(':') {
+                Some((user, group)) => (user, Some(group)),
+                None => (spec.as_str(), None),
+            };
+            let identity = sys::resolve_identity(Some(user), group)
+                .map_err(|why| format!("server.socket_owner: {why}"))?;
+            Some((identity.user.map(|(_, uid)| uid), identity.gid))
+        }
+    };
+    Ok(listeners::UnixOptions {
+        mode: config.server.socket_mode,
+        owner,
+    })
 }
 
 /// Resolves `[server] user` and `group`, and checks that switching to them is possible.

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use mio::event::Source;
@@ -12,12 +13,21 @@ use mio::{Interest, Registry, Token};
 use crate::config::BindAddr;
 use crate::sys;
 
-/// A bound, listening socket as the master holds it.
+/// A bound, listening socket as the master holds it, with the config address it serves.
 #[derive(Debug)]
-pub enum Listener {
-    /// A TCP socket.
+pub struct Listener {
+    /// The address as configured (`127.0.0.1:0` stays port 0 here): a reload keeps the
+    /// socket whose configured address is still listed.
+    pub bind: BindAddr,
+    /// Handed over by systemd (socket activation): kept whatever `bind` says.
+    pub activated: bool,
+    socket: Socket,
+}
+
+#[derive(Debug)]
+enum Socket {
     Tcp(std::net::TcpListener),
-    /// A Unix stream socket, with the path the master removes when it exits.
+    /// With the path the master removes when it exits.
     Unix(std::os::unix::net::UnixListener, PathBuf),
 }
 
@@ -47,53 +57,113 @@ impl std::error::Error for BindError {
     }
 }
 
-/// Binds every configured address, in order; the first failure is returned and the sockets
-/// already opened are closed.
-pub fn bind_all(binds: &[BindAddr], backlog: u32) -> Result<Vec<Listener>, BindError> {
+/// How Unix sockets are created: `[server] socket_mode` and `socket_owner`, resolved.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnixOptions {
+    /// Permission bits.
+    pub mode: Option<u32>,
+    /// Owner and group ids.
+    pub owner: Option<(Option<u32>, Option<u32>)>,
+}
+
+/// Binds every address of `binds` that no listener in `existing` serves yet, in order; the
+/// first failure is returned and the sockets opened by this call are closed.
+pub fn bind_missing(
+    binds: &[BindAddr],
+    existing: &[Listener],
+    backlog: u32,
+    unix: &UnixOptions,
+) -> Result<Vec<Listener>, BindError> {
     binds
         .iter()
+        .filter(|addr| !existing.iter().any(|l| l.serves(addr)))
         .map(|addr| {
             let bound = match addr {
-                BindAddr::Tcp(socket_addr) => {
-                    sys::bind_tcp(*socket_addr, backlog).map(Listener::Tcp)
-                }
-                BindAddr::Unix(path) => {
-                    sys::bind_unix(path, backlog).map(|l| Listener::Unix(l, path.clone()))
-                }
+                BindAddr::Tcp(socket_addr) => sys::bind_tcp(*socket_addr, backlog).map(Socket::Tcp),
+                BindAddr::Unix(path) => sys::bind_unix(path, backlog, unix.mode, unix.owner)
+                    .map(|l| Socket::Unix(l, path.clone())),
             };
-            bound.map_err(|source| BindError {
-                addr: addr.clone(),
-                source,
-            })
+            bound
+                .map(|socket| Listener {
+                    bind: addr.clone(),
+                    activated: false,
+                    socket,
+                })
+                .map_err(|source| BindError {
+                    addr: addr.clone(),
+                    source,
+                })
         })
         .collect()
 }
 
 impl Listener {
+    /// Takes over an inherited listening socket (from systemd or from the master that started
+    /// this one). `name` is its configured address when the giver knew it.
+    pub fn adopt(fd: OwnedFd, name: Option<&str>, activated: bool) -> io::Result<Listener> {
+        let local = sys::socket_local_addr(&fd)?;
+        let socket = match &local {
+            BindAddr::Tcp(_) => {
+                let listener = std::net::TcpListener::from(fd);
+                listener.set_nonblocking(true)?;
+                Socket::Tcp(listener)
+            }
+            BindAddr::Unix(path) => {
+                let listener = std::os::unix::net::UnixListener::from(fd);
+                listener.set_nonblocking(true)?;
+                Socket::Unix(listener, path.clone())
+            }
+        };
+        let bind = name
+            .and_then(|n| n.parse::<BindAddr>().ok())
+            .unwrap_or(local);
+        Ok(Listener {
+            bind,
+            activated,
+            socket,
+        })
+    }
+
+    /// Whether this socket serves the configured address `addr`.
+    pub fn serves(&self, addr: &BindAddr) -> bool {
+        &self.bind == addr
+    }
+
     /// The address actually bound (with the port the kernel chose for port 0), in the same form
     /// as the config's `bind`.
     pub fn local_addr(&self) -> io::Result<BindAddr> {
-        match self {
-            Listener::Tcp(listener) => listener.local_addr().map(BindAddr::Tcp),
-            Listener::Unix(_, path) => Ok(BindAddr::Unix(path.clone())),
+        match &self.socket {
+            Socket::Tcp(listener) => listener.local_addr().map(BindAddr::Tcp),
+            Socket::Unix(_, path) => Ok(BindAddr::Unix(path.clone())),
+        }
+    }
+
+    /// The socket's file descriptor, for handing it to a new master on upgrade.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.socket {
+            Socket::Tcp(listener) => listener.as_fd(),
+            Socket::Unix(listener, _) => listener.as_fd(),
         }
     }
 
     /// A worker's own handle on the shared socket, ready for its event loop.
     pub fn to_mio(&self) -> io::Result<MioListener> {
-        Ok(match self {
-            Listener::Tcp(listener) => {
+        Ok(match &self.socket {
+            Socket::Tcp(listener) => {
                 MioListener::Tcp(mio::net::TcpListener::from_std(listener.try_clone()?))
             }
-            Listener::Unix(listener, _) => {
+            Socket::Unix(listener, _) => {
                 MioListener::Unix(mio::net::UnixListener::from_std(listener.try_clone()?))
             }
         })
     }
 
-    /// Removes a Unix socket's file; for the master's clean exit.
+    /// Removes a Unix socket's file; for the master's clean exit, and for a listener a reload
+    /// dropped. Sockets systemd handed over belong to systemd and are left alone.
     pub fn remove_socket_file(&self) {
-        if let Listener::Unix(_, path) = self {
+        if let Socket::Unix(_, path) = &self.socket
+            && !self.activated
+        {
             let _ = std::fs::remove_file(path);
         }
     }

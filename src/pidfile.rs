@@ -56,7 +56,9 @@ impl std::error::Error for PidfileError {}
 impl Pidfile {
     /// Writes this process's pid to `path`, through a temporary file and a rename so no reader
     /// ever sees a half-written file.
-    pub fn create(path: &Path) -> Result<Pidfile, PidfileError> {
+    /// `predecessor` is the master this one replaces in a binary upgrade: its pid in the file
+    /// is taken over, not refused.
+    pub fn create(path: &Path, predecessor: Option<u32>) -> Result<Pidfile, PidfileError> {
         let io_error = |source| PidfileError::Io {
             path: path.to_owned(),
             source,
@@ -68,6 +70,7 @@ impl Pidfile {
             Ok(text) => {
                 if let Ok(old) = text.trim().parse::<u32>()
                     && old != pid
+                    && Some(old) != predecessor
                     && sys::process_exists(old)
                 {
                     return Err(PidfileError::Held { path, pid: old });
@@ -120,7 +123,7 @@ mod tests {
     fn written_then_removed() {
         let dir = temp_dir("plain");
         let path = dir.join("tine.pid");
-        let pidfile = Pidfile::create(&path).unwrap();
+        let pidfile = Pidfile::create(&path, None).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, format!("{}\n", std::process::id()));
         drop(pidfile);
@@ -134,17 +137,19 @@ mod tests {
         let path = dir.join("tine.pid");
         // No process has pid u32::MAX - 1: stale.
         std::fs::write(&path, format!("{}\n", u32::MAX - 1)).unwrap();
-        let pidfile = Pidfile::create(&path).expect("stale file replaced");
+        let pidfile = Pidfile::create(&path, None).expect("stale file replaced");
         drop(pidfile);
         std::fs::write(&path, "not a pid\n").unwrap();
-        drop(Pidfile::create(&path).expect("garbage replaced"));
+        drop(Pidfile::create(&path, None).expect("garbage replaced"));
         // pid 1 always runs.
         std::fs::write(&path, "1\n").unwrap();
-        match Pidfile::create(&path) {
+        match Pidfile::create(&path, None) {
             Err(PidfileError::Held { pid: 1, .. }) => {}
             other => panic!("expected Held, got {other:?}"),
         }
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n", "left alone");
+        let taken = Pidfile::create(&path, Some(1)).expect("a predecessor's file is taken over");
+        drop(taken);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -152,7 +157,7 @@ mod tests {
     fn a_successors_file_is_not_removed() {
         let dir = temp_dir("successor");
         let path = dir.join("tine.pid");
-        let pidfile = Pidfile::create(&path).unwrap();
+        let pidfile = Pidfile::create(&path, None).unwrap();
         std::fs::write(&path, "1\n").unwrap();
         drop(pidfile);
         assert!(path.exists());

@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::Path;
 
@@ -429,7 +429,12 @@ pub fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListe
 /// A socket file left by a server that is gone (connecting to it is refused) is replaced; one
 /// with a live server behind it is refused with `AddrInUse`, and a file that is not a socket is
 /// never removed.
-pub fn bind_unix(path: &Path, backlog: u32) -> io::Result<UnixListener> {
+pub fn bind_unix(
+    path: &Path,
+    backlog: u32,
+    mode: Option<u32>,
+    owner: Option<(Option<u32>, Option<u32>)>,
+) -> io::Result<UnixListener> {
     use std::os::unix::fs::FileTypeExt;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
@@ -458,8 +463,190 @@ pub fn bind_unix(path: &Path, backlog: u32) -> io::Result<UnixListener> {
         None,
     )?;
     socket::bind(fd.as_raw_fd(), &socket::UnixAddr::new(path)?)?;
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    if let Some((uid, gid)) = owner {
+        nix::unistd::chown(
+            path,
+            uid.map(nix::unistd::Uid::from_raw),
+            gid.map(nix::unistd::Gid::from_raw),
+        )?;
+    }
     socket::listen(&fd, backlog_of(backlog)?)?;
     Ok(UnixListener::from(fd))
+}
+
+/// The address a listening socket is bound to, in the config's form.
+pub fn socket_local_addr(fd: &OwnedFd) -> io::Result<crate::config::BindAddr> {
+    use crate::config::BindAddr;
+    let addr: SockaddrStorage = socket::getsockname(fd.as_raw_fd())?;
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Ok(BindAddr::Tcp(SocketAddr::from((v4.ip(), v4.port()))));
+    }
+    if let Some(v6) = addr.as_sockaddr_in6() {
+        return Ok(BindAddr::Tcp(SocketAddr::from((v6.ip(), v6.port()))));
+    }
+    if let Some(path) = addr.as_unix_addr().and_then(|u| u.path()) {
+        return Ok(BindAddr::Unix(path.to_owned()));
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "not a TCP or Unix path socket",
+    ))
+}
+
+/// The first file descriptor of a socket-activation hand-over (`SD_LISTEN_FDS_START`).
+pub const LISTEN_FDS_START: i32 = 3;
+
+/// The environment variable naming the master that started this one for a binary upgrade.
+pub const UPGRADE_FROM_ENV: &str = "TINE_UPGRADE_FROM";
+
+/// Listening sockets handed to this process at start.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    /// The sockets, with the names the giver gave them.
+    pub fds: Vec<(OwnedFd, Option<String>)>,
+    /// The old master's pid, when this process was started by `SIGUSR2`.
+    pub upgrade_from: Option<u32>,
+}
+
+/// Takes the listening sockets handed over the systemd way (`LISTEN_FDS`, `LISTEN_PID`,
+/// `LISTEN_FDNAMES`), with their names, and removes those variables so workers and the
+/// application never see them. Nothing is taken unless `LISTEN_PID` is this process, or the
+/// old master that started this one for an upgrade (it cannot know the new pid before exec).
+pub fn take_listen_fds() -> io::Result<Inherited> {
+    use std::os::fd::FromRawFd;
+    let pid = std::env::var("LISTEN_PID").ok();
+    let count = std::env::var("LISTEN_FDS").ok();
+    let names = std::env::var("LISTEN_FDNAMES").ok();
+    let upgrade_from = std::env::var(UPGRADE_FROM_ENV)
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .filter(|&p| p == std::os::unix::process::parent_id());
+    for name in [
+        "LISTEN_PID",
+        "LISTEN_FDS",
+        "LISTEN_FDNAMES",
+        UPGRADE_FROM_ENV,
+    ] {
+        // SAFETY: called by the master at start-up, before it forks or any thread exists, so
+        // nothing can read the environment concurrently.
+        unsafe { std::env::remove_var(name) };
+    }
+    let (Some(pid), Some(count)) = (pid, count) else {
+        return Ok(Inherited {
+            fds: Vec::new(),
+            upgrade_from,
+        });
+    };
+    let pid = pid.trim().parse::<u32>().ok();
+    if pid != Some(std::process::id()) && (pid.is_none() || pid != upgrade_from) {
+        return Ok(Inherited {
+            fds: Vec::new(),
+            upgrade_from,
+        });
+    }
+    let count: i32 = count.trim().parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("LISTEN_FDS={count:?} is not a number"),
+        )
+    })?;
+    let names: Vec<String> = names
+        .map(|n| n.split(':').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut fds = Vec::new();
+    for i in 0..count.max(0) {
+        let raw = LISTEN_FDS_START + i;
+        // Validate before taking ownership: a number that is not an open fd must not become
+        // an OwnedFd.
+        if nix::fcntl::fcntl(
+            // SAFETY: only used for this F_GETFD probe, which does not take ownership.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) },
+            nix::fcntl::FcntlArg::F_GETFD,
+        )
+        .is_err()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("LISTEN_FDS names fd {raw}, which is not open"),
+            ));
+        }
+        // SAFETY: the protocol hands these fds to this process alone (LISTEN_PID matched), the
+        // probe above showed the fd is open, and nothing else in the process owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )?;
+        let name = names
+            .get(i as usize)
+            .filter(|n| !n.is_empty())
+            .map(|n| unescape_fd_name(n));
+        fds.push((fd, name));
+    }
+    Ok(Inherited { fds, upgrade_from })
+}
+
+/// `LISTEN_FDNAMES` separates names with `:`, which addresses contain: escape it (and `%`).
+fn escape_fd_name(name: &str) -> String {
+    name.replace('%', "%25").replace(':', "%3A")
+}
+
+fn unescape_fd_name(name: &str) -> String {
+    name.replace("%3A", ":").replace("%25", "%")
+}
+
+/// Starts `exe` with `args` as a new master for a binary upgrade, handing it `fds` the
+/// socket-activation way: they become fds 3, 4, … in the child, with `LISTEN_FDS` and
+/// `LISTEN_FDNAMES` set, `LISTEN_PID` and [`UPGRADE_FROM_ENV`] naming this process. Returns the
+/// child's pid.
+pub fn spawn_upgrade(
+    exe: &Path,
+    args: &[std::ffi::OsString],
+    fds: &[(BorrowedFd<'_>, String)],
+) -> io::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let raw: Vec<i32> = fds.iter().map(|(fd, _)| fd.as_raw_fd()).collect();
+    let names: Vec<String> = fds.iter().map(|(_, name)| escape_fd_name(name)).collect();
+    let mut command = std::process::Command::new(exe);
+    command
+        .args(args)
+        .env("LISTEN_FDS", raw.len().to_string())
+        .env("LISTEN_FDNAMES", names.join(":"))
+        .env("LISTEN_PID", std::process::id().to_string())
+        .env(UPGRADE_FROM_ENV, std::process::id().to_string());
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // calls that are safe there (fcntl, dup2, close, one allocation: malloc cannot be mid-call
+    // in another thread, because there is none);
+    // the master is single-threaded, so no lock can be held across the fork.
+    unsafe {
+        command.pre_exec(move || {
+            // First move every fd out of the way, above any target number, then into place,
+            // so no dup2 overwrites an fd that is still to be moved.
+            let mut high = Vec::with_capacity(raw.len());
+            for &fd in &raw {
+                let moved = libc::fcntl(fd, libc::F_DUPFD, 100 + raw.len() as i32);
+                if moved < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                high.push(moved);
+            }
+            for (i, &fd) in high.iter().enumerate() {
+                let target = LISTEN_FDS_START + i as i32;
+                if libc::dup2(fd, target) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // dup2 clears FD_CLOEXEC on the target, so it survives exec.
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    Ok(child.id())
 }
 
 fn backlog_of(backlog: u32) -> io::Result<Backlog> {
@@ -520,16 +707,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tine-sys-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.sock");
-        let live = bind_unix(&path, 16).expect("first bind");
-        let err = bind_unix(&path, 16).expect_err("live socket must be refused");
+        let live = bind_unix(&path, 16, None, None).expect("first bind");
+        let err = bind_unix(&path, 16, None, None).expect_err("live socket must be refused");
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         drop(live);
         // The file stays behind after the listener closes: a stale socket.
         assert!(path.exists());
-        let again = bind_unix(&path, 16).expect("stale socket replaced");
+        let again = bind_unix(&path, 16, Some(0o600), None).expect("stale socket replaced");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
         drop(again);
         std::fs::write(dir.join("plain"), b"x").unwrap();
-        assert!(bind_unix(&dir.join("plain"), 16).is_err());
+        assert!(bind_unix(&dir.join("plain"), 16, None, None).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -568,6 +758,21 @@ mod tests {
         let err = resolve_identity(None, Some("no-such-group-tine")).unwrap_err();
         assert_eq!(err, "group \"no-such-group-tine\" does not exist");
         assert!(resolve_identity(None, None).unwrap().is_unchanged());
+    }
+
+    #[test]
+    fn fd_names_survive_the_colon_separated_list() {
+        for name in [
+            "127.0.0.1:8000",
+            "[::1]:80",
+            "unix:/run/a%b.sock",
+            "activated:x:1",
+        ] {
+            let escaped = escape_fd_name(name);
+            assert!(!escaped.contains(':'), "{escaped}");
+            assert_eq!(unescape_fd_name(&escaped), name);
+        }
+        assert_eq!(unescape_fd_name("tine.socket"), "tine.socket");
     }
 
     #[test]

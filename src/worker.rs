@@ -12,7 +12,7 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
@@ -67,7 +67,7 @@ pub struct WorkerContext<'a> {
     /// The config the worker runs with.
     pub config: &'a Config,
     /// The shared listening sockets.
-    pub listeners: &'a [Listener],
+    pub listeners: &'a [&'a Listener],
     /// Builds the application after fork.
     pub factory: &'a dyn HandlerFactory,
     /// Where the worker asks the master to look at its scoreboard slot now (when it is up,
@@ -207,7 +207,7 @@ impl<'a> Worker<'a> {
         let setup = |what: &str, err: io::Error| (EXIT_SETUP_FAILED, format!("{what}: {err}"));
         let config = context.config;
         let poll = Poll::new().map_err(|e| setup("could not create the event loop", e))?;
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT])
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGUSR2])
             .map_err(|e| setup("could not install signal handlers", e))?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
@@ -366,6 +366,8 @@ impl<'a> Worker<'a> {
         for signal in pending {
             match signal {
                 SIGTERM => self.begin_stop("SIGTERM", IdleConnections::Close),
+                // Replaced by a reload or an upgrade: drain rather than reset anything.
+                SIGUSR2 => self.begin_stop("replaced", IdleConnections::Drain),
                 _ => {
                     log::info!("fast stop on signal {signal}");
                     return true;

@@ -47,6 +47,8 @@ pub const KEYS: &[&str] = &[
     "server.group",
     "server.umask",
     "server.chdir",
+    "server.socket_mode",
+    "server.socket_owner",
     "limits.request_line",
     "limits.headers",
     "limits.header_field_size",
@@ -128,6 +130,10 @@ pub struct Server {
     pub umask: Option<u32>,
     /// The directory the master changes to after binding; `None` stays put.
     pub chdir: Option<PathBuf>,
+    /// The permission bits of Unix sockets in `bind`; `None` leaves them to the umask.
+    pub socket_mode: Option<u32>,
+    /// The owner (`user` or `user:group`) of Unix sockets in `bind`; `None` leaves it.
+    pub socket_owner: Option<String>,
 }
 
 impl Default for Server {
@@ -155,6 +161,8 @@ impl Default for Server {
             group: None,
             umask: None,
             chdir: None,
+            socket_mode: None,
+            socket_owner: None,
         }
     }
 }

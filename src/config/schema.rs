@@ -242,6 +242,24 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 },
                 write: |c| optional_toml(c.server.chdir.as_ref().map(|p| p.display().to_string())),
             },
+            KeySpec {
+                name: "socket_mode",
+                help: "Permissions of unix sockets in bind, octal like \"0660\"; \"\" follows the umask.",
+                read: |v, c| {
+                    c.server.socket_mode = read_umask(v)?;
+                    Ok(())
+                },
+                write: |c| optional_toml(c.server.socket_mode.map(|m| format!("{m:04o}"))),
+            },
+            KeySpec {
+                name: "socket_owner",
+                help: "Owner of unix sockets in bind, \"user\" or \"user:group\"; \"\" leaves it.",
+                read: |v, c| {
+                    c.server.socket_owner = optional_string(v)?;
+                    Ok(())
+                },
+                write: |c| optional_toml(c.server.socket_owner.clone()),
+            },
         ],
     },
     SectionSpec {

@@ -6,9 +6,11 @@
 
 pub mod table;
 
+use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
@@ -20,7 +22,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
 use crate::handler::HandlerFactory;
-use crate::listeners::Listener;
+use crate::listeners::{Listener, UnixOptions};
 use crate::scoreboard::{self, Scoreboard, WorkerState};
 use crate::sys::{self, ExitHow, Forked};
 use crate::worker::{self, WorkerContext};
@@ -50,8 +52,12 @@ pub enum Intent {
     RemoveWorker,
     /// A child changed state (SIGCHLD).
     ReapChildren,
-    /// Signals whose feature is not in this version (SIGHUP reload, SIGUSR1 log reopening,
-    /// SIGUSR2 binary upgrade): logged and otherwise ignored, never fatal.
+    /// Re-read the config and replace the workers with ones running it (SIGHUP).
+    Reload,
+    /// Start the binary on disk as a new master and hand it the sockets (SIGUSR2).
+    Upgrade,
+    /// Signals whose feature is not in this version (SIGUSR1 log reopening): logged and
+    /// otherwise ignored, never fatal.
     Unsupported(i32),
 }
 
@@ -64,6 +70,8 @@ impl Intent {
             SIGTTIN => Intent::AddWorker,
             SIGTTOU => Intent::RemoveWorker,
             SIGCHLD => Intent::ReapChildren,
+            SIGHUP => Intent::Reload,
+            SIGUSR2 => Intent::Upgrade,
             other => Intent::Unsupported(other),
         }
     }
@@ -127,9 +135,66 @@ enum Phase {
     Stopping { deadline: Instant, killed: bool },
 }
 
+/// A config re-read for a reload, with what the master works out from it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The validated config, command-line overrides applied.
+    pub config: Config,
+    /// How many workers it asks for.
+    pub workers: usize,
+    /// How Unix sockets it binds are created.
+    pub unix: UnixOptions,
+}
+
+/// Re-reads the config; the error is the full text to log (every problem, one per line).
+pub type LoadConfig<'a> = &'a dyn Fn() -> Result<Loaded, String>;
+
+/// What the master starts with.
+pub struct MasterSetup<'a> {
+    /// The config.
+    pub config: Config,
+    /// How many workers to run.
+    pub workers: usize,
+    /// The listening sockets, bound or inherited.
+    pub listeners: Vec<Listener>,
+    /// Builds the application in each worker.
+    pub factory: &'a dyn HandlerFactory,
+    /// The user and group workers switch to.
+    pub identity: sys::Identity,
+    /// Re-reads the config on SIGHUP.
+    pub load: LoadConfig<'a>,
+    /// The binary and arguments SIGUSR2 starts as the new master.
+    pub exe: PathBuf,
+    /// The arguments this master was started with.
+    pub args: Vec<OsString>,
+    /// The master this one replaces (binary upgrade), told to stop once this one is ready.
+    pub upgrade_from: Option<u32>,
+    /// How Unix sockets are created.
+    pub unix: UnixOptions,
+}
+
+/// A reload in progress.
+#[derive(Debug)]
+struct Reload {
+    /// The config to return to if the new workers cannot start.
+    old_config: Config,
+    started: Instant,
+}
+
 /// Everything the master needs to run.
 pub struct Master<'a> {
     config: Config,
+    load: LoadConfig<'a>,
+    unix: UnixOptions,
+    reload: Option<Reload>,
+    reload_again: bool,
+    exe: PathBuf,
+    args: Vec<OsString>,
+    upgrade_from: Option<u32>,
+    /// The new master started by SIGUSR2, until it takes over or fails.
+    upgrade_child: Option<u32>,
+    /// Set once the sockets belong to a new master: nothing of theirs is removed on exit.
+    handed_over: bool,
     listeners: Vec<Listener>,
     factory: &'a dyn HandlerFactory,
     table: WorkerTable,
@@ -150,13 +215,19 @@ pub struct Master<'a> {
 
 impl<'a> Master<'a> {
     /// Prepares the master: event loop, signal handlers and the pipe workers report ready on.
-    pub fn new(
-        config: Config,
-        workers: usize,
-        listeners: Vec<Listener>,
-        factory: &'a dyn HandlerFactory,
-        identity: sys::Identity,
-    ) -> Result<Self, MasterError> {
+    pub fn new(setup: MasterSetup<'a>) -> Result<Self, MasterError> {
+        let MasterSetup {
+            config,
+            workers,
+            listeners,
+            factory,
+            identity,
+            load,
+            exe,
+            args,
+            upgrade_from,
+            unix,
+        } = setup;
         let setup =
             |step: &'static str| move |source: io::Error| MasterError::Setup { step, source };
         let poll = Poll::new().map_err(setup("create the event loop"))?;
@@ -175,6 +246,15 @@ impl<'a> Master<'a> {
         let scoreboard = Scoreboard::new().map_err(setup("map the scoreboard"))?;
         let tick = (config.server.timeout / 4).clamp(Duration::from_millis(10), MAX_TICK);
         Ok(Master {
+            load,
+            unix,
+            reload: None,
+            reload_again: false,
+            exe,
+            args,
+            upgrade_from,
+            upgrade_child: None,
+            handed_over: false,
             scoreboard,
             identity,
             tick,
@@ -266,7 +346,19 @@ impl<'a> Master<'a> {
 
     fn apply(&mut self, intent: Intent) {
         match intent {
-            Intent::GracefulStop => self.begin_stop(true, "SIGTERM"),
+            Intent::GracefulStop => {
+                if let Some(child) = self.upgrade_child
+                    && sys::process_exists(child)
+                {
+                    // The new master is ready and asks this one to go.
+                    log::info!("upgrade: the new master (pid {child}) has taken over");
+                    let _ = sys::sd_notify(&format!("MAINPID={child}"));
+                    self.handed_over = true;
+                    self.begin_stop(true, "upgrade complete");
+                } else {
+                    self.begin_stop(true, "SIGTERM");
+                }
+            }
             Intent::FastStop => self.begin_stop(false, "SIGINT/SIGQUIT"),
             Intent::AddWorker | Intent::RemoveWorker if self.stopping() => {}
             Intent::AddWorker => {
@@ -283,6 +375,17 @@ impl<'a> Master<'a> {
                 }
             }
             Intent::ReapChildren => {}
+            Intent::Reload if self.stopping() => {}
+            Intent::Reload => {
+                if self.reload.is_some() || self.phase == Phase::Starting {
+                    // One reload at a time; this one starts when the current one ends.
+                    self.reload_again = true;
+                } else {
+                    self.begin_reload();
+                }
+            }
+            Intent::Upgrade if self.stopping() => {}
+            Intent::Upgrade => self.begin_upgrade(),
             Intent::Unsupported(signal) => {
                 let name = Signal::try_from(signal).map_or("signal", |s| s.as_str());
                 log::warn!("{name} received; this version of tine does not act on it, ignored");
@@ -295,6 +398,7 @@ impl<'a> Master<'a> {
     }
 
     fn begin_stop(&mut self, graceful: bool, why: &str) {
+        self.reload_again = false;
         let now = Instant::now();
         let wait = if graceful {
             // Workers enforce graceful_timeout themselves; the margin lets them exit on their own.
@@ -326,10 +430,12 @@ impl<'a> Master<'a> {
             deadline,
             killed: false,
         };
-        self.signal_all(if graceful {
-            Signal::SIGTERM
-        } else {
-            Signal::SIGQUIT
+        // Handing over to a new master, the workers drain their keep-alive connections
+        // instead of closing them: the new master's workers take over the clients.
+        self.signal_all(match (graceful, self.handed_over) {
+            (true, false) => Signal::SIGTERM,
+            (true, true) => Signal::SIGUSR2,
+            (false, _) => Signal::SIGQUIT,
         });
     }
 
@@ -380,8 +486,193 @@ impl<'a> Master<'a> {
         if self.phase == Phase::Starting && self.table.all_ready() {
             self.phase = Phase::Running;
             self.announce_ready();
+            if let Some(old) = self.upgrade_from.take() {
+                // This master is up: the one it replaces can go.
+                log::info!(
+                    "upgrade: this master is ready; telling the old master (pid {old}) to stop"
+                );
+                let _ = sys::sd_notify(&format!("MAINPID={}", std::process::id()));
+                if let Err(err) = sys::send_signal(old, Signal::SIGTERM) {
+                    log::error!("could not signal the old master {old}: {err}");
+                }
+            }
+            if self.reload_again {
+                self.reload_again = false;
+                self.begin_reload();
+            }
+        }
+        if self.reload.is_some() && self.table.all_ready() {
+            // Every new worker is up: whatever remains of the old generation goes now.
+            while let Some(pid) = self.table.retire_one_previous() {
+                self.retire_old(pid);
+            }
+            if self.table.previous_count() == 0 {
+                self.finish_reload();
+            }
         }
         Ok(())
+    }
+
+    /// Reads the config again and starts a new generation of workers with it. Nothing changes
+    /// unless the whole file is valid and every new address could be bound.
+    fn begin_reload(&mut self) {
+        let _ = sys::sd_notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading",
+            sys::monotonic_ms().saturating_mul(1000)
+        ));
+        log::info!("SIGHUP: reloading the config");
+        let loaded = match (self.load)() {
+            Ok(loaded) => loaded,
+            Err(text) => {
+                for line in text.lines() {
+                    log::error!("reload failed: {line}");
+                }
+                log::error!("reload failed; still serving with the previous config");
+                let _ = sys::sd_notify(
+                    "READY=1\nSTATUS=reload failed: the config has errors (see the log); still serving the previous config",
+                );
+                return;
+            }
+        };
+        let Loaded {
+            mut config,
+            workers,
+            unix,
+        } = loaded;
+        for key in keep_restart_only_settings(&self.config, &mut config) {
+            log::warn!(
+                "reload: server.{key} changed, which takes a restart; keeping the old value"
+            );
+        }
+        let new = match crate::listeners::bind_missing(
+            &config.server.bind,
+            &self.listeners,
+            config.server.backlog,
+            &unix,
+        ) {
+            Ok(new) => new,
+            Err(err) => {
+                log::error!("reload failed: {err}; still serving with the previous config");
+                let _ = sys::sd_notify(&format!(
+                    "READY=1\nSTATUS=reload failed: {err}; still serving the previous config"
+                ));
+                return;
+            }
+        };
+        for listener in &new {
+            if let Ok(addr) = listener.local_addr() {
+                log::info!("reload: now also listening on {addr}");
+            }
+        }
+        self.listeners.extend(new);
+        self.unix = unix;
+        crate::logging::set_level(config.log.level);
+        let old_config = std::mem::replace(&mut self.config, config);
+        self.tick = (self.config.server.timeout / 4).clamp(Duration::from_millis(10), MAX_TICK);
+        self.table.begin_generation();
+        self.table.set_desired(workers);
+        self.reload = Some(Reload {
+            old_config,
+            started: Instant::now(),
+        });
+        log::info!("reload: starting {workers} workers with the new config");
+    }
+
+    /// Tells a worker of the previous generation to finish what it has and exit.
+    fn retire_old(&mut self, pid: u32) {
+        // SIGUSR2 asks a worker to drain: its idle keep-alive clients get a moment to send a
+        // request, answered with `Connection: close`, so a reload resets no connection.
+        if let Err(err) = sys::send_signal(pid, Signal::SIGUSR2) {
+            log::error!("could not signal worker {pid}: {err}");
+        }
+    }
+
+    fn finish_reload(&mut self) {
+        let Some(reload) = self.reload.take() else {
+            return;
+        };
+        self.close_unused_listeners();
+        let workers = self.table.desired();
+        log::info!(
+            "reload complete in {}: {workers} workers with the new config",
+            format_lifetime(reload.started.elapsed())
+        );
+        let _ = sys::sd_notify(&format!(
+            "READY=1\nSTATUS=reloaded: {workers} workers, {} threads each",
+            self.config.server.threads
+        ));
+        self.last_status.clear();
+        if self.reload_again {
+            self.reload_again = false;
+            self.begin_reload();
+        }
+    }
+
+    /// Puts the previous generation back after the new one failed to start.
+    fn rollback_reload(&mut self, why: &str) {
+        let Some(reload) = self.reload.take() else {
+            return;
+        };
+        log::error!("reload failed: {why}; going back to the previous config");
+        self.config = reload.old_config;
+        crate::logging::set_level(self.config.log.level);
+        self.tick = (self.config.server.timeout / 4).clamp(Duration::from_millis(10), MAX_TICK);
+        for pid in self.table.rollback_generation() {
+            let _ = sys::send_signal(pid, Signal::SIGTERM);
+        }
+        self.close_unused_listeners();
+        let _ = sys::sd_notify(&format!(
+            "READY=1\nSTATUS=reload failed: {why}; still serving the previous config"
+        ));
+    }
+
+    /// Closes listeners the current config no longer lists (sockets systemd handed over stay).
+    fn close_unused_listeners(&mut self) {
+        let binds = self.config.server.bind.clone();
+        self.listeners.retain(|listener| {
+            let keep = listener.activated || binds.iter().any(|b| listener.serves(b));
+            if !keep {
+                log::info!("no longer listening on {}", listener.bind);
+                listener.remove_socket_file();
+            }
+            keep
+        });
+    }
+
+    /// Starts the binary on disk as a new master, handing it every listening socket. The new
+    /// master tells this one to stop once its workers are ready; if it fails, this one keeps
+    /// serving.
+    fn begin_upgrade(&mut self) {
+        if let Some(pid) = self.upgrade_child {
+            log::warn!("SIGUSR2: an upgrade is already under way (new master pid {pid})");
+            return;
+        }
+        let fds: Vec<(std::os::fd::BorrowedFd<'_>, String)> = self
+            .listeners
+            .iter()
+            .map(|l| {
+                let name = if l.activated {
+                    format!("{ACTIVATED_PREFIX}{}", l.bind)
+                } else {
+                    l.bind.to_string()
+                };
+                (l.as_fd(), name)
+            })
+            .collect();
+        match sys::spawn_upgrade(&self.exe, &self.args, &fds) {
+            Ok(pid) => {
+                log::info!(
+                    "SIGUSR2: started {} as the new master (pid {pid}); serving until it is ready",
+                    self.exe.display()
+                );
+                self.upgrade_child = Some(pid);
+            }
+            Err(err) => log::error!(
+                "upgrade failed: could not start {}: {}; still serving",
+                self.exe.display(),
+                crate::describe_io(&err)
+            ),
+        }
     }
 
     /// Reads every worker's scoreboard slot: starts replacements for workers that are
@@ -479,10 +770,16 @@ impl<'a> Master<'a> {
                 drop(self.signals.take());
                 drop(self.report_rx.take());
                 drop(self.poll.take());
+                let binds = &self.config.server.bind;
+                let listeners: Vec<&Listener> = self
+                    .listeners
+                    .iter()
+                    .filter(|l| l.activated || binds.iter().any(|b| l.serves(b)))
+                    .collect();
                 worker::run(WorkerContext {
                     slot,
                     config: &self.config,
-                    listeners: &self.listeners,
+                    listeners: &listeners,
                     factory: self.factory,
                     report: &self.report_tx,
                     blocked,
@@ -514,8 +811,16 @@ impl<'a> Master<'a> {
             .collect();
         self.report_buf.drain(..whole);
         for pid in reports {
-            if let Some(slot) = self.table.mark_ready(pid) {
+            let newly = !self.table.is_ready(pid);
+            if let Some(slot) = self.table.mark_ready(pid)
+                && newly
+            {
                 log::debug!("worker {slot} (pid {pid}) is ready");
+                if self.reload.is_some()
+                    && let Some(old) = self.table.retire_one_previous()
+                {
+                    self.retire_old(old);
+                }
             }
         }
     }
@@ -530,6 +835,17 @@ impl<'a> Master<'a> {
                     return;
                 }
             };
+            if Some(pid) == self.upgrade_child {
+                self.upgrade_child = None;
+                if self.handed_over {
+                    continue;
+                }
+                log::error!("upgrade failed: the new master (pid {pid}) {how}; still serving");
+                let _ = sys::sd_notify(&format!(
+                    "STATUS=upgrade failed: the new master {how}; still serving"
+                ));
+                continue;
+            }
             let now = Instant::now();
             // A worker that recycled itself and exited before the master noticed: it is
             // still a recycle, not a crash (and no reason for a restart delay).
@@ -560,7 +876,10 @@ impl<'a> Master<'a> {
                     departure.restart_in
                 );
             }
-            if let ExitHow::Code(code) = how
+            let boot_failure = matches!(how, ExitHow::Code(code) if worker::is_boot_failure(code));
+            if boot_failure && self.reload.is_some() && !departure.was_retiring {
+                self.rollback_reload(&format!("a new worker {how} while starting"));
+            } else if let ExitHow::Code(code) = how
                 && worker::is_boot_failure(code)
                 && self.phase == Phase::Starting
             {
@@ -579,11 +898,43 @@ impl<'a> Master<'a> {
     }
 
     fn finish(&mut self) {
-        for listener in &self.listeners {
-            listener.remove_socket_file();
+        if !self.handed_over {
+            for listener in &self.listeners {
+                listener.remove_socket_file();
+            }
         }
         log::info!("stopped");
     }
+}
+
+/// Marks, in the names handed to a new master, sockets that came from systemd.
+pub const ACTIVATED_PREFIX: &str = "activated:";
+
+/// Keeps the settings a reload cannot change in a running server (the master's own identity
+/// and files) at their running values in `new`; returns the keys that differed.
+fn keep_restart_only_settings(running: &Config, new: &mut Config) -> Vec<&'static str> {
+    let (old, server) = (&running.server, &mut new.server);
+    let mut changed = Vec::new();
+    macro_rules! keep {
+        ($($key:ident),+) => {
+            $(
+                if server.$key != old.$key {
+                    changed.push(stringify!($key));
+                    server.$key = old.$key.clone();
+                }
+            )+
+        };
+    }
+    keep!(
+        user,
+        group,
+        pidfile,
+        umask,
+        chdir,
+        socket_owner,
+        socket_mode
+    );
+    changed
 }
 
 /// `1.2s`, `3m04s`, `2h05m`: short and exact enough for a log line.
@@ -610,7 +961,20 @@ mod tests {
         assert_eq!(Intent::from_signal(SIGTTIN), Intent::AddWorker);
         assert_eq!(Intent::from_signal(SIGTTOU), Intent::RemoveWorker);
         assert_eq!(Intent::from_signal(SIGCHLD), Intent::ReapChildren);
-        assert_eq!(Intent::from_signal(SIGHUP), Intent::Unsupported(SIGHUP));
+        assert_eq!(Intent::from_signal(SIGHUP), Intent::Reload);
+        assert_eq!(Intent::from_signal(SIGUSR2), Intent::Upgrade);
+        assert_eq!(Intent::from_signal(SIGUSR1), Intent::Unsupported(SIGUSR1));
+    }
+
+    #[test]
+    fn a_reload_keeps_restart_only_settings() {
+        let running = Config::default();
+        let mut new = Config::default();
+        new.server.user = Some("nobody".to_owned());
+        new.server.threads = std::num::NonZeroUsize::new(9).unwrap();
+        assert_eq!(keep_restart_only_settings(&running, &mut new), vec!["user"]);
+        assert_eq!(new.server.user, None, "kept at the running value");
+        assert_eq!(new.server.threads.get(), 9, "applies to new workers");
     }
 
     #[test]

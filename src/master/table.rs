@@ -81,6 +81,9 @@ pub struct WorkerTable {
     /// Workers that left their slot to a replacement while they finish (recycling), with the
     /// slot they had.
     detached: Vec<(usize, WorkerProcess)>,
+    /// The generation before a reload: still serving until the new one is up, one retired for
+    /// each new worker that reports ready.
+    previous: Vec<(usize, WorkerProcess)>,
 }
 
 impl WorkerTable {
@@ -90,6 +93,7 @@ impl WorkerTable {
             slots: Vec::new(),
             desired: 0,
             detached: Vec::new(),
+            previous: Vec::new(),
         };
         table.set_desired(desired);
         table
@@ -173,13 +177,89 @@ impl WorkerTable {
             .iter_mut()
             .filter_map(|entry| entry.worker.as_mut())
             .chain(self.detached.iter_mut().map(|(_, w)| w))
+            .chain(self.previous.iter_mut().map(|(_, w)| w))
             .find(|w| w.pid == pid)
+    }
+
+    /// Whether the worker `pid` of the current generation has reported ready.
+    pub fn is_ready(&self, pid: u32) -> bool {
+        self.index_of(pid)
+            .and_then(|i| self.slots[i].worker)
+            .is_some_and(|w| w.ready)
+    }
+
+    /// Starts a new generation for a reload: every current worker moves to the previous
+    /// generation and keeps serving, and every slot is free for a new worker.
+    pub fn begin_generation(&mut self) {
+        for (index, entry) in self.slots.iter_mut().enumerate() {
+            entry.early_deaths = 0;
+            entry.not_before = None;
+            match entry.worker.take() {
+                Some(worker) if !worker.retiring => self.previous.push((index + 1, worker)),
+                Some(worker) => self.detached.push((index + 1, worker)),
+                None => {}
+            }
+        }
+    }
+
+    /// Moves one worker of the previous generation to the retiring ones and returns its pid,
+    /// to be told to stop; `None` once the previous generation is all gone.
+    pub fn retire_one_previous(&mut self) -> Option<u32> {
+        let (slot, mut worker) = self.previous.pop()?;
+        worker.retiring = true;
+        let pid = worker.pid;
+        self.detached.push((slot, worker));
+        Some(pid)
+    }
+
+    /// How many workers of the previous generation still serve.
+    pub fn previous_count(&self) -> usize {
+        self.previous.len()
+    }
+
+    /// Undoes a reload: the previous generation takes its slots back (the table wants as many
+    /// workers as it has), and the new generation's workers are returned, to be stopped.
+    pub fn rollback_generation(&mut self) -> Vec<u32> {
+        let mut stop = Vec::new();
+        for (index, entry) in self.slots.iter_mut().enumerate() {
+            if let Some(mut worker) = entry.worker.take() {
+                worker.retiring = true;
+                stop.push(worker.pid);
+                self.detached.push((index + 1, worker));
+            }
+            entry.not_before = None;
+            entry.early_deaths = 0;
+        }
+        let previous = std::mem::take(&mut self.previous);
+        self.set_desired(previous.len());
+        self.desired = previous.len().max(1);
+        for (slot, worker) in previous {
+            let free = match self.slots.get(slot - 1) {
+                Some(entry) if entry.worker.is_none() && slot <= self.desired => slot,
+                _ => match self.slots[..self.desired]
+                    .iter()
+                    .position(|e| e.worker.is_none())
+                {
+                    Some(index) => index + 1,
+                    None => continue,
+                },
+            };
+            self.slots[free - 1].worker = Some(worker);
+        }
+        stop
     }
 
     /// Records that `pid` exited; `None` when it was not one of ours.
     pub fn exited(&mut self, pid: u32, now: Instant) -> Option<Departure> {
-        if let Some(position) = self.detached.iter().position(|(_, w)| w.pid == pid) {
-            let (slot, worker) = self.detached.swap_remove(position);
+        let leaving = if let Some(position) = self.detached.iter().position(|(_, w)| w.pid == pid) {
+            Some(self.detached.swap_remove(position))
+        } else {
+            self.previous
+                .iter()
+                .position(|(_, w)| w.pid == pid)
+                .map(|position| self.previous.swap_remove(position))
+        };
+        if let Some((slot, worker)) = leaving {
             return Some(Departure {
                 slot,
                 board: worker.board,
@@ -261,6 +341,7 @@ impl WorkerTable {
             .enumerate()
             .filter_map(|(index, entry)| entry.worker.map(|w| (index + 1, w)))
             .chain(self.detached.iter().copied())
+            .chain(self.previous.iter().copied())
     }
 
     /// How many workers are alive.
@@ -413,6 +494,57 @@ mod tests {
         );
         assert_eq!(table.free_board(8), Some(0));
         assert_eq!(table.live_count(), 2);
+    }
+
+    #[test]
+    fn a_new_generation_replaces_the_old_one_worker_by_worker() {
+        let now = Instant::now();
+        let mut table = WorkerTable::new(2);
+        spawn_all(&mut table, now, 100);
+        table.mark_ready(100);
+        table.mark_ready(101);
+        table.set_desired(3);
+        table.begin_generation();
+        assert_eq!(table.previous_count(), 2);
+        assert_eq!(table.live_count(), 2, "the old generation still serves");
+        assert_eq!(table.plan(now).len(), 3, "three new workers to start");
+        for (n, slot) in (1..=3).enumerate() {
+            table.spawned(slot, 200 + n as u32, 10 + n, now);
+        }
+        assert!(!table.is_ready(200));
+        table.mark_ready(200);
+        assert!(table.is_ready(200));
+        let first = table.retire_one_previous().unwrap();
+        table.mark_ready(201);
+        let second = table.retire_one_previous().unwrap();
+        assert_eq!(table.retire_one_previous(), None);
+        let mut retired = vec![first, second];
+        retired.sort_unstable();
+        assert_eq!(retired, vec![100, 101]);
+        let departure = table.exited(100, now).unwrap();
+        assert!(departure.was_retiring);
+        assert_eq!(departure.restart_in, Duration::ZERO);
+        assert!(table.plan(now).is_empty());
+    }
+
+    #[test]
+    fn a_failed_generation_rolls_back() {
+        let now = Instant::now();
+        let mut table = WorkerTable::new(2);
+        spawn_all(&mut table, now, 100);
+        table.mark_ready(100);
+        table.mark_ready(101);
+        table.set_desired(4);
+        table.begin_generation();
+        table.spawned(1, 300, 5, now);
+        let stop = table.rollback_generation();
+        assert_eq!(stop, vec![300]);
+        assert_eq!(table.desired(), 2);
+        assert!(table.all_ready(), "the old workers are back in their slots");
+        assert!(table.plan(now).is_empty());
+        assert_eq!(table.previous_count(), 0);
+        let departure = table.exited(300, now).unwrap();
+        assert!(departure.was_retiring);
     }
 
     #[test]

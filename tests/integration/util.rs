@@ -153,6 +153,21 @@ impl Server {
         panic!("no {needle} within {WAIT:?}; log:\n{}", self.log());
     }
 
+    /// Waits for a notify message with a line starting with `prefix`; returns the rest of it.
+    pub fn wait_for_notify_prefix(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if let Some(rest) = message.lines().find_map(|l| l.strip_prefix(prefix)) {
+                    return rest.to_owned();
+                }
+            }
+        }
+        panic!("no {prefix} within {WAIT:?}; log:\n{}", self.log());
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
@@ -368,4 +383,99 @@ pub fn printed_workers(printed: &str) -> usize {
         .find_map(|line| line.trim().strip_prefix("workers = "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no workers line in:\n{printed}"))
+}
+
+/// Clients that keep requesting until stopped: some over keep-alive connections, some over a
+/// fresh connection per request, some slow (`/sleep`). Every failure is recorded.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(u64, Vec<String>)>>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug)]
+pub struct LoadReport {
+    pub ok: u64,
+    pub failures: Vec<String>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let kinds = ["/", "/bytes?n=2000", "/sleep?ms=100"];
+        let mut threads = Vec::new();
+        for (n, path) in kinds.iter().enumerate() {
+            for keep_alive in [true, false] {
+                let stop = stop.clone();
+                let path = path.to_string();
+                threads.push(std::thread::spawn(move || {
+                    let _ = n;
+                    let mut ok = 0;
+                    let mut failures = Vec::new();
+                    let mut conn: Option<TcpStream> = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        let stream = match conn.take() {
+                            Some(stream) => stream,
+                            None => match TcpStream::connect(addr) {
+                                Ok(stream) => {
+                                    stream.set_read_timeout(Some(WAIT)).unwrap();
+                                    stream
+                                }
+                                Err(err) => {
+                                    failures.push(format!("connect: {err}"));
+                                    continue;
+                                }
+                            },
+                        };
+                        let mut stream = stream;
+                        let close = if keep_alive {
+                            ""
+                        } else {
+                            "Connection: close\r\n"
+                        };
+                        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{close}\r\n");
+                        if let Err(err) = stream.write_all(request.as_bytes()) {
+                            failures.push(format!("write {path}: {err}"));
+                            continue;
+                        }
+                        match read_response(&mut stream) {
+                            Ok(response) if response.status == 200 => {
+                                ok += 1;
+                                if keep_alive && response.header("Connection") != Some("close") {
+                                    conn = Some(stream);
+                                }
+                            }
+                            Ok(response) => {
+                                failures.push(format!("{path}: status {}", response.status))
+                            }
+                            Err(err) => failures.push(format!("{path}: {err}")),
+                        }
+                    }
+                    (ok, failures)
+                }));
+            }
+        }
+        Load { stop, threads }
+    }
+
+    pub fn stop(self) -> LoadReport {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut report = LoadReport {
+            ok: 0,
+            failures: Vec::new(),
+        };
+        for thread in self.threads {
+            let (ok, failures) = thread.join().expect("load thread");
+            report.ok += ok;
+            report.failures.extend(failures);
+        }
+        report
+    }
+}
+
+impl Server {
+    /// Rewrites the config file the server was started with.
+    pub fn rewrite_config(&self, config: &str) {
+        std::fs::write(self._dir.path().join("tine.toml"), config).expect("rewrite config");
+    }
 }
