@@ -13,6 +13,11 @@ pub const MAX_LEADING_EMPTY_LINES: usize = 16;
 /// Longest chunk-size line (size and extensions, excluding CRLF) accepted in a chunked body.
 pub const MAX_CHUNK_LINE: usize = 4096;
 
+/// Most bytes of chunk extensions (counting leading zeros of chunk sizes too) accepted across one
+/// chunked body. tine ignores extensions; 16 KiB is hyper's bound and far more than any client
+/// that uses them sends.
+pub const MAX_CHUNK_EXTENSIONS: usize = 16 * 1024;
+
 /// What [`Decoder::decode`] made of the buffer.
 #[derive(Debug)]
 pub enum Decoded {

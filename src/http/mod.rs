@@ -22,6 +22,8 @@
 //!   ([`RequestHead::authority`]). Host, wherever it is required or present, must be a valid
 //!   `uri-host [":" port]` without userinfo; more than one Host is 400 in HTTP/1.0 too.
 //! - `Expect` may only hold `100-continue`; anything else is 417.
+//! - Trailer fields are checked like header fields, bounded by the header limits and dropped;
+//!   one that names a framing or routing field (Content-Length, Transfer-Encoding, Host) is 400.
 //! - Every limit is checked at the byte that breaks it, and the chunked decoder is a byte-level
 //!   state machine, so a request gets the same result however its bytes are split across reads.
 
@@ -35,7 +37,9 @@ mod target;
 use std::fmt;
 
 pub use date::{DateCache, civil_from_unix, http_date};
-pub use decoder::{Decoded, Decoder, MAX_CHUNK_LINE, MAX_LEADING_EMPTY_LINES};
+pub use decoder::{
+    Decoded, Decoder, MAX_CHUNK_EXTENSIONS, MAX_CHUNK_LINE, MAX_LEADING_EMPTY_LINES,
+};
 pub use request::{Limits, RequestHead};
 pub use response::{
     error_response, reason_phrase, status_allows_body, valid_header, write_chunk, write_last_chunk,

@@ -1151,6 +1151,73 @@ fn fuzz_corpus_is_valid_unmutated() {
 }
 
 #[test]
+fn trailers_never_carry_framing_fields() {
+    for trailer in [
+        &b"Content-Length: 5"[..],
+        b"content-length:5",
+        b"CONTENT-LENGTH: 0",
+        b"Transfer-Encoding: chunked",
+        b"transfer-encoding: gzip",
+        b"Host: evil.example",
+        b"HOST:",
+    ] {
+        let body = cat(&[b"3\r\nabc\r\n0\r\nX-Ok: 1\r\n", trailer, b"\r\n\r\n"]);
+        assert_eq!(
+            Decoder::new(lim())
+                .decode(&cat(&[CHUNKED_HEAD, &body]))
+                .unwrap_err(),
+            HttpError::new(400, "framing field in trailers"),
+            "{}",
+            String::from_utf8_lossy(trailer)
+        );
+        assert_eq!(chunked(lim(), &body), Err(400));
+    }
+    // Names that merely start like, end like or contain a forbidden one are ordinary trailers.
+    for trailer in [
+        &b"Content-Lengthx: 5"[..],
+        b"Content-Lengt: 5",
+        b"X-Content-Length: 5",
+        b"Hostname: a",
+        b"Hos: a",
+        b"Transfer-Encodings: x",
+        b"Content-Type: text/plain",
+        b"H: a",
+    ] {
+        let body = cat(&[b"3\r\nabc\r\n0\r\n", trailer, b"\r\n\r\n"]);
+        assert_eq!(
+            chunked(lim(), &body),
+            Ok(b"abc".to_vec()),
+            "{}",
+            String::from_utf8_lossy(trailer)
+        );
+    }
+}
+
+#[test]
+fn chunk_extensions_are_bounded_across_the_body() {
+    // Sixteen one-byte chunks, each with ";" and a 1023-byte name: 16 KiB of extensions exactly.
+    let chunk = |name_len: usize| cat(&[b"1;", &vec![b'e'; name_len], b"\r\nx\r\n"]);
+    let body = |extra: usize| {
+        let mut b = Vec::new();
+        for i in 0..16 {
+            b.extend_from_slice(&chunk(if i == 0 { 1023 + extra } else { 1023 }));
+        }
+        b.extend_from_slice(b"0\r\n\r\n");
+        b
+    };
+    assert_eq!(MAX_CHUNK_EXTENSIONS, 16 * 1024);
+    assert_eq!(chunked(lim(), &body(0)), Ok(vec![b'x'; 16]));
+    let mut d = Decoder::new(lim());
+    assert_eq!(
+        d.decode(&cat(&[CHUNKED_HEAD, &body(1)])).unwrap_err(),
+        HttpError::new(400, "chunk extensions too long")
+    );
+    // Leading zeros of sizes count too, so a body cannot be padded out with them instead.
+    let padded: Vec<u8> = cat(&[&b"0".repeat(MAX_CHUNK_LINE - 1), b"1\r\nx\r\n"]).repeat(5);
+    assert_eq!(chunked(lim(), &cat(&[&padded, b"0\r\n\r\n"])), Err(400));
+}
+
+#[test]
 fn continue_is_never_signalled_for_a_rejected_request() {
     for head in [
         // Over the body limit: 413 before any body is asked for.
