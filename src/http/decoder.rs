@@ -172,6 +172,14 @@ impl Decoder {
         mem::take(&mut self.continue_pending)
     }
 
+    /// True between a complete head and the end of its body: the head has arrived and been
+    /// accepted, and body bytes are still due. A caller timing out a slow head uses the head
+    /// deadline while this is false (and [`Decoder::is_idle`] is false), the body deadline while
+    /// it is true. False after an error.
+    pub fn reading_body(&self) -> bool {
+        matches!(self.state, State::Body { .. })
+    }
+
     /// True while no byte of the next request has been seen by [`Decoder::decode`] (ignored empty
     /// lines do not count), so an idle connection can be closed quietly. False after an error.
     pub fn is_idle(&self) -> bool {

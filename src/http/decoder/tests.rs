@@ -1218,6 +1218,42 @@ fn chunk_extensions_are_bounded_across_the_body() {
 }
 
 #[test]
+fn reading_body_spans_head_to_end_of_body() {
+    let mut d = Decoder::new(lim());
+    assert!(!d.reading_body());
+    let head = b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n";
+    assert!(matches!(
+        d.decode(&head[..head.len() - 1]),
+        Ok(Decoded::NeedMore { consumed: 0 })
+    ));
+    assert!(!d.reading_body(), "the head is not complete yet");
+    assert!(matches!(d.decode(head), Ok(Decoded::NeedMore { .. })));
+    assert!(d.reading_body(), "head complete, no body yet");
+    assert!(matches!(d.decode(b"ab"), Ok(Decoded::NeedMore { .. })));
+    assert!(d.reading_body());
+    assert!(matches!(d.decode(b"c"), Ok(Decoded::Complete { .. })));
+    assert!(!d.reading_body());
+    assert!(d.is_idle());
+
+    // A bodiless request never enters the body state.
+    assert!(matches!(
+        d.decode(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Ok(Decoded::Complete { .. })
+    ));
+    assert!(!d.reading_body());
+
+    // Chunked: true through the trailers, false once an error closes the body.
+    let mut d = Decoder::new(lim());
+    assert!(matches!(
+        d.decode(&cat(&[CHUNKED_HEAD, b"1\r\nx\r\n0\r\nT: 1\r\n"])),
+        Ok(Decoded::NeedMore { .. })
+    ));
+    assert!(d.reading_body());
+    assert!(d.decode(b"\x00").is_err());
+    assert!(!d.reading_body());
+}
+
+#[test]
 fn continue_is_never_signalled_for_a_rejected_request() {
     for head in [
         // Over the body limit: 413 before any body is asked for.
