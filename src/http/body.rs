@@ -5,7 +5,7 @@
 //! until their CRLF: nothing has to be rescanned when they trickle in, and the decoder holds no
 //! partial line, only a few counters.
 
-use super::decoder::MAX_CHUNK_LINE;
+use super::decoder::{MAX_CHUNK_EXTENSIONS, MAX_CHUNK_LINE};
 use super::{HttpError, Limits, is_field_value_byte, is_tchar};
 
 /// Progress of a body after feeding it some bytes.
@@ -88,7 +88,17 @@ pub(crate) struct ChunkedBody {
     trailer_bytes: usize,
     /// Length of the current trailer field line, excluding CRLF.
     trailer_line: usize,
+    /// Bytes of chunk extensions and leading zeros of chunk sizes in the whole body so far.
+    ext_bytes: usize,
+    /// Length of the current trailer field name so far.
+    trailer_name_len: usize,
+    /// Bit `i` set while the current trailer name is still a prefix of `FORBIDDEN_TRAILERS[i]`.
+    forbidden_candidates: u8,
 }
+
+/// Fields that must never arrive as trailers: they frame or route the message, and a front proxy
+/// that merged trailers into the head would see a different request from ours.
+const FORBIDDEN_TRAILERS: [&[u8]; 3] = [b"content-length", b"transfer-encoding", b"host"];
 
 const BAD_SIZE: HttpError = HttpError::new(400, "invalid chunk size");
 const BAD_EXT: HttpError = HttpError::new(400, "invalid chunk extension");
@@ -106,6 +116,9 @@ impl ChunkedBody {
             trailer_fields: 0,
             trailer_bytes: 0,
             trailer_line: 0,
+            ext_bytes: 0,
+            trailer_name_len: 0,
+            forbidden_candidates: 0,
         }
     }
 
@@ -194,6 +207,11 @@ impl ChunkedBody {
             (Size, b' ' | b'\t') => BwsBeforeSemi,
             (Size, _) => {
                 let digit = hex_value(b).ok_or(BAD_SIZE)?;
+                if self.size == 0 {
+                    // A leading zero carries no information: count it with the extensions so a
+                    // body cannot be padded out with them for free.
+                    self.count_ext_byte()?;
+                }
                 self.size = self
                     .size
                     .checked_mul(16)
@@ -260,10 +278,21 @@ impl ChunkedBody {
                 if self.trailer_fields > limits.headers {
                     return Err(HttpError::new(431, "too many trailer fields"));
                 }
+                self.trailer_name_len = 0;
+                self.forbidden_candidates = (1 << FORBIDDEN_TRAILERS.len()) - 1;
+                self.match_trailer_name(b);
                 TrailerName
             }
-            (TrailerName, b':') => TrailerValue,
-            (TrailerName, _) if is_tchar(b) => TrailerName,
+            (TrailerName, b':') => {
+                if self.trailer_name_is_forbidden() {
+                    return Err(HttpError::new(400, "framing field in trailers"));
+                }
+                TrailerValue
+            }
+            (TrailerName, _) if is_tchar(b) => {
+                self.match_trailer_name(b);
+                TrailerName
+            }
             (TrailerValue, b'\r') => TrailerLineLf,
             (TrailerValue, _) if is_field_value_byte(b) => TrailerValue,
             (TrailerStart | TrailerName | TrailerValue, _) => return Err(BAD_TRAILER),
@@ -276,7 +305,51 @@ impl ChunkedBody {
             // Data and Done never reach here: feed handles them without calling step.
             (Data | Done, _) => self.state,
         };
+        if matches!(
+            self.state,
+            BwsBeforeSemi
+                | ExtNameStart
+                | ExtName
+                | BwsAfterName
+                | ExtValueStart
+                | ExtToken
+                | ExtQuoted
+                | ExtQuotedEscape
+                | ExtQuotedEnd
+        ) {
+            self.count_ext_byte()?;
+        }
         Ok(())
+    }
+
+    /// Bounds chunk extensions over the whole body, not only per line: each chunk may carry a
+    /// line of them for one byte of data, so the per-line limit alone would let a body within
+    /// the size limit make us parse thousands of times its size.
+    fn count_ext_byte(&mut self) -> Result<(), HttpError> {
+        self.ext_bytes += 1;
+        if self.ext_bytes > MAX_CHUNK_EXTENSIONS {
+            return Err(HttpError::new(400, "chunk extensions too long"));
+        }
+        Ok(())
+    }
+
+    /// Narrows the forbidden names the current trailer name could still be, by its next byte.
+    fn match_trailer_name(&mut self, b: u8) {
+        for (i, name) in FORBIDDEN_TRAILERS.iter().enumerate() {
+            let same = name
+                .get(self.trailer_name_len)
+                .is_some_and(|c| c.eq_ignore_ascii_case(&b));
+            if !same {
+                self.forbidden_candidates &= !(1 << i);
+            }
+        }
+        self.trailer_name_len += 1;
+    }
+
+    fn trailer_name_is_forbidden(&self) -> bool {
+        FORBIDDEN_TRAILERS.iter().enumerate().any(|(i, name)| {
+            self.forbidden_candidates & (1 << i) != 0 && name.len() == self.trailer_name_len
+        })
     }
 
     /// Rejects a chunk as soon as its partial size pushes the body over the limit: more digits can

@@ -13,6 +13,11 @@ pub const MAX_LEADING_EMPTY_LINES: usize = 16;
 /// Longest chunk-size line (size and extensions, excluding CRLF) accepted in a chunked body.
 pub const MAX_CHUNK_LINE: usize = 4096;
 
+/// Most bytes of chunk extensions (counting leading zeros of chunk sizes too) accepted across one
+/// chunked body. tine ignores extensions; 16 KiB is hyper's bound and far more than any client
+/// that uses them sends.
+pub const MAX_CHUNK_EXTENSIONS: usize = 16 * 1024;
+
 /// What [`Decoder::decode`] made of the buffer.
 #[derive(Debug)]
 pub enum Decoded {
@@ -165,6 +170,14 @@ impl Decoder {
     /// `HTTP/1.1 100 Continue\r\n\r\n`.
     pub fn take_continue(&mut self) -> bool {
         mem::take(&mut self.continue_pending)
+    }
+
+    /// True between a complete head and the end of its body: the head has arrived and been
+    /// accepted, and body bytes are still due. A caller timing out a slow head uses the head
+    /// deadline while this is false (and [`Decoder::is_idle`] is false), the body deadline while
+    /// it is true. False after an error.
+    pub fn reading_body(&self) -> bool {
+        matches!(self.state, State::Body { .. })
     }
 
     /// True while no byte of the next request has been seen by [`Decoder::decode`] (ignored empty

@@ -14,9 +14,16 @@
 //! - Transfer-Encoding is accepted only as exactly `chunked`: codings stacked before `chunked`
 //!   (gzip, unknown ones) get 501, a list whose final coding is not `chunked` gets 400, because
 //!   the body length cannot then be determined, and so do empty list elements.
-//! - Content-Length may repeat (in one list or several fields) only with equal values.
-//! - The request target may hold UTF-8 beyond ASCII (clients send raw paths); invalid UTF-8,
-//!   whitespace and controls are 400. More than one Host is 400 in HTTP/1.0 too.
+//! - Content-Length must be digits only; a list (`5, 5`) is 400, and repeated fields must agree.
+//! - The request target may hold UTF-8 beyond ASCII in its path and query (clients send raw
+//!   paths); invalid UTF-8, whitespace, controls and a fragment are 400. Its form must suit the
+//!   method: `*` only with OPTIONS, `host:port` only with CONNECT, which is then answered 501.
+//!   Absolute-form must be http or https with a valid authority, and takes precedence over Host
+//!   ([`RequestHead::authority`]). Host, wherever it is required or present, must be a valid
+//!   `uri-host [":" port]` without userinfo; more than one Host is 400 in HTTP/1.0 too.
+//! - `Expect` may only hold `100-continue`; anything else is 417.
+//! - Trailer fields are checked like header fields, bounded by the header limits and dropped;
+//!   one that names a framing or routing field (Content-Length, Transfer-Encoding, Host) is 400.
 //! - Every limit is checked at the byte that breaks it, and the chunked decoder is a byte-level
 //!   state machine, so a request gets the same result however its bytes are split across reads.
 
@@ -25,11 +32,14 @@ mod date;
 mod decoder;
 mod request;
 mod response;
+mod target;
 
 use std::fmt;
 
 pub use date::{DateCache, civil_from_unix, http_date};
-pub use decoder::{Decoded, Decoder, MAX_CHUNK_LINE, MAX_LEADING_EMPTY_LINES};
+pub use decoder::{
+    Decoded, Decoder, MAX_CHUNK_EXTENSIONS, MAX_CHUNK_LINE, MAX_LEADING_EMPTY_LINES,
+};
 pub use request::{Limits, RequestHead};
 pub use response::{
     error_response, reason_phrase, status_allows_body, valid_header, write_chunk, write_last_chunk,

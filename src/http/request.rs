@@ -1,7 +1,10 @@
 //! Request heads: finding where a head ends under the size limits, parsing it with httparse,
 //! and tine's own validation (request line, fields, Host, connection persistence, body framing).
 
+use std::borrow::Cow;
+
 use super::decoder::MAX_LEADING_EMPTY_LINES;
+use super::target::{Port, TargetForm, classify, valid_authority};
 use super::{HttpError, Version, is_field_value_byte, is_tchar, is_token};
 
 /// Size limits applied to every request; exceeding one is an error with the status noted.
@@ -35,6 +38,8 @@ pub struct RequestHead {
     pub headers: Vec<(String, Vec<u8>)>,
     /// Whether the connection may carry another request after this one's response.
     pub keep_alive: bool,
+    /// The target's form, which says where the authority and the path are.
+    form: TargetForm,
 }
 
 impl RequestHead {
@@ -44,6 +49,36 @@ impl RequestHead {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_slice())
+    }
+
+    /// The effective authority (`host[:port]`, as received): an absolute-form target's, which
+    /// takes precedence over Host (RFC 9112 §3.2.2), else the Host field's. None for an HTTP/1.0
+    /// request without Host and for an empty Host, which RFC 9112 §3.3 leaves to a configured
+    /// default. Both sources were validated, so the text holds no userinfo and a port is numeric.
+    pub fn authority(&self) -> Option<&str> {
+        let text = match &self.form {
+            TargetForm::Absolute(span) => self.target.get(span.clone()),
+            TargetForm::Origin | TargetForm::Asterisk | TargetForm::Authority => self
+                .header("host")
+                .and_then(|v| std::str::from_utf8(v).ok()),
+        };
+        text.filter(|t| !t.is_empty())
+    }
+
+    /// The target in origin-form (`/path?query`), the part an application routes on: an
+    /// absolute-form target without its scheme and authority, with the empty path read as `/`
+    /// (RFC 9112 §3.2.1), and `*` for `OPTIONS *`. Borrowed except for the rare `http://a?q`.
+    pub fn path_and_query(&self) -> Cow<'_, str> {
+        match &self.form {
+            TargetForm::Absolute(span) => match self.target.get(span.end..) {
+                Some(rest) if rest.starts_with('/') => Cow::Borrowed(rest),
+                Some(rest) if !rest.is_empty() => Cow::Owned(format!("/{rest}")),
+                _ => Cow::Borrowed("/"),
+            },
+            TargetForm::Origin | TargetForm::Asterisk | TargetForm::Authority => {
+                Cow::Borrowed(&self.target)
+            }
+        }
     }
 
     /// All values of fields named `name`, in order.
@@ -261,27 +296,49 @@ pub(crate) fn parse_head(
         }
         headers.push((h.name.to_owned(), value.to_vec()));
     }
+    let form = classify(method.as_bytes(), target.as_bytes())?;
     let mut head = RequestHead {
         method: method.to_owned(),
         target: target.to_owned(),
         version,
         headers,
         keep_alive: false,
+        form,
     };
 
     check_host(&head)?;
     head.keep_alive = keep_alive(&head);
     let framing = framing(&head, limits)?;
-    let expect_continue = version == Version::Http11
-        && framing != Framing::Empty
-        && head
-            .header_values("expect")
-            .any(|v| list_has(v, b"100-continue"));
+    if head.form == TargetForm::Authority {
+        // Only CONNECT gets here. Tunnelling is a proxy's job; the request was well-formed, so
+        // the answer is "not implemented" rather than "bad request".
+        return Err(HttpError::new(501, "CONNECT is not supported"));
+    }
+    let expect_continue =
+        expects_continue(&head)? && version == Version::Http11 && framing != Framing::Empty;
     Ok(ParsedHead {
         head,
         framing,
         expect_continue,
     })
+}
+
+/// RFC 9110 §10.1.1: `100-continue` is the only expectation there is; any other is answered 417.
+/// An HTTP/1.0 client's `100-continue` is checked the same way and then ignored by the caller.
+fn expects_continue(head: &RequestHead) -> Result<bool, HttpError> {
+    let mut found = false;
+    for value in head.header_values("expect") {
+        for item in value.split(|&b| b == b',') {
+            let item = trim_ows(item);
+            if item.eq_ignore_ascii_case(b"100-continue") {
+                found = true;
+            } else if !item.is_empty() {
+                // Empty list elements are no expectation at all (RFC 9110 §5.6.1).
+                return Err(HttpError::new(417, "unsupported expectation"));
+            }
+        }
+    }
+    Ok(found)
 }
 
 fn map_httparse_error(e: httparse::Error) -> HttpError {
@@ -326,7 +383,9 @@ fn check_request_line(line: &[u8]) -> Result<Version, HttpError> {
     }
 }
 
-/// RFC 9112 §3.2: one Host in HTTP/1.1, never more than one, and a plausible value.
+/// RFC 9112 §3.2: one Host in HTTP/1.1, never more than one, and a valid `uri-host [":" port]`.
+/// An empty Host is allowed (RFC 9112 §3.3 leaves the authority to a configured default); it is
+/// still validated when an absolute-form target overrides it, since a proxy may route on it.
 fn check_host(head: &RequestHead) -> Result<(), HttpError> {
     let mut hosts = head.header_values("host");
     let first = hosts.next();
@@ -335,37 +394,11 @@ fn check_host(head: &RequestHead) -> Result<(), HttpError> {
     }
     match first {
         None if head.version == Version::Http11 => Err(HttpError::new(400, "missing Host header")),
-        Some(v) if !v.iter().all(|&b| is_host_byte(b)) => {
+        Some(v) if !v.is_empty() && !valid_authority(v, Port::Optional) => {
             Err(HttpError::new(400, "invalid Host header"))
         }
         _ => Ok(()),
     }
-}
-
-/// Bytes of `uri-host [ ":" port ]`: unreserved, pct-encoded, sub-delims, IP-literal brackets.
-fn is_host_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'%'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'['
-                | b']'
-        )
 }
 
 /// RFC 9112 §9.3: HTTP/1.1 persists unless `close`; HTTP/1.0 only with `keep-alive` (and no `close`).
@@ -422,17 +455,16 @@ fn framing(head: &RequestHead, limits: &Limits) -> Result<Framing, HttpError> {
     if !has_cl {
         return Ok(Framing::Empty);
     }
+    // A list (`5, 5`) is refused even when its values agree: RFC 9110 §8.6 lets us, and the
+    // parsers in front of us disagree on lists. Repeated fields must all say the same.
     let mut length: Option<u64> = None;
     for value in head.header_values("content-length") {
-        for item in value.split(|&b| b == b',') {
-            let n = parse_decimal(trim_ows(item))
-                .ok_or(HttpError::new(400, "invalid Content-Length"))?;
-            match length {
-                Some(prev) if prev != n => {
-                    return Err(HttpError::new(400, "conflicting Content-Length values"));
-                }
-                _ => length = Some(n),
+        let n = parse_decimal(value).ok_or(HttpError::new(400, "invalid Content-Length"))?;
+        match length {
+            Some(prev) if prev != n => {
+                return Err(HttpError::new(400, "conflicting Content-Length values"));
             }
+            _ => length = Some(n),
         }
     }
     match length {
@@ -617,6 +649,7 @@ mod tests {
         );
         assert!(parse(b"GET / HTTP/1.1\r\nHost:\r\n\r\n").is_ok());
         assert!(parse(b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n").is_ok());
+        assert!(parse(b"GET / HTTP/1.1\r\nHost: a.example:65535\r\n\r\n").is_ok());
         for (buf, reason) in [
             (&b"GET / HTTP/1.1\r\n\r\n"[..], "missing Host header"),
             (
@@ -633,6 +666,29 @@ mod tests {
             ),
             (
                 b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+                "invalid Host header",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: user@a\r\n\r\n",
+                "invalid Host header",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a:65536\r\n\r\n",
+                "invalid Host header",
+            ),
+            (b"GET / HTTP/1.1\r\nHost: a:\r\n\r\n", "invalid Host header"),
+            (
+                b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+                "invalid Host header",
+            ),
+            (
+                b"GET / HTTP/1.0\r\nHost: a:b\r\n\r\n",
+                "invalid Host header",
+            ),
+            // Absolute-form overrides Host but does not excuse a missing or bad one.
+            (b"GET http://a/ HTTP/1.1\r\n\r\n", "missing Host header"),
+            (
+                b"GET http://a/ HTTP/1.1\r\nHost: a b\r\n\r\n",
                 "invalid Host header",
             ),
         ] {
@@ -697,7 +753,8 @@ mod tests {
         let cases: &[(&[u8], Result<Framing, u16>)] = &[
             (b"Content-Length: 5", Ok(Framing::Length(5))),
             (b"Content-Length: 0", Ok(Framing::Empty)),
-            (b"Content-Length: 5, 5", Ok(Framing::Length(5))),
+            (b"Content-Length: 5, 5", Err(400)),
+            (b"Content-Length: 5,5", Err(400)),
             (
                 b"Content-Length: 5\r\nContent-Length: 5",
                 Ok(Framing::Length(5)),
@@ -774,5 +831,98 @@ mod tests {
         assert!(!expect(
             b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n"
         ));
+    }
+
+    #[test]
+    fn authority_prefers_the_absolute_target() {
+        let head = |buf: &[u8]| parse(buf).unwrap().head;
+        let cases: &[(&[u8], Option<&str>, &str)] = &[
+            (
+                b"GET /x?y HTTP/1.1\r\nHost: a.example:8080\r\n\r\n",
+                Some("a.example:8080"),
+                "/x?y",
+            ),
+            (
+                b"GET http://b.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n",
+                Some("b.example"),
+                "/x",
+            ),
+            (
+                b"GET HTTPS://[::1]:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+                Some("[::1]:443"),
+                "/",
+            ),
+            (
+                b"GET http://b?q=1 HTTP/1.1\r\nHost: a\r\n\r\n",
+                Some("b"),
+                "/?q=1",
+            ),
+            (b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", Some("a"), "*"),
+            (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", None, "/"),
+            (b"GET / HTTP/1.0\r\n\r\n", None, "/"),
+            (b"GET http://b/ HTTP/1.0\r\n\r\n", Some("b"), "/"),
+        ];
+        for (buf, authority, path) in cases {
+            let h = head(buf);
+            assert_eq!(
+                h.authority(),
+                *authority,
+                "{}",
+                String::from_utf8_lossy(buf)
+            );
+            assert_eq!(
+                h.path_and_query(),
+                *path,
+                "{}",
+                String::from_utf8_lossy(buf)
+            );
+        }
+        // A caller that rewrites the public target never makes authority() panic.
+        let mut h = head(b"GET http://b.example/x HTTP/1.1\r\nHost: a\r\n\r\n");
+        h.target = "/".to_owned();
+        assert_eq!(h.authority(), None);
+        assert_eq!(h.path_and_query(), "/");
+    }
+
+    #[test]
+    fn target_form_must_suit_the_method() {
+        let status = |buf: &[u8]| parse(buf).map(|_| 200).unwrap_or_else(|e| e.status);
+        assert_eq!(
+            status(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"),
+            501
+        );
+        assert_eq!(status(b"CONNECT / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET a:443 HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
+        assert_eq!(status(b"GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        // A malformed CONNECT is a 400 before it is a 501.
+        assert_eq!(status(b"CONNECT a:443 HTTP/1.1\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn expectations() {
+        let expect = |value: &str| {
+            let buf = format!(
+                "PUT / HTTP/1.1\r\nHost: a\r\nExpect: {value}\r\nContent-Length: 1\r\n\r\n"
+            );
+            parse(buf.as_bytes())
+                .map(|p| p.expect_continue)
+                .map_err(|e| e.status)
+        };
+        assert_eq!(expect("100-continue"), Ok(true));
+        assert_eq!(expect("100-CONTINUE"), Ok(true));
+        assert_eq!(expect("100-continue, 100-continue"), Ok(true));
+        assert_eq!(expect(""), Ok(false));
+        assert_eq!(expect(" , "), Ok(false));
+        assert_eq!(expect("200-ok"), Err(417));
+        assert_eq!(expect("100-continue, foo"), Err(417));
+        assert_eq!(expect("100-continue=1"), Err(417));
+        assert_eq!(expect("100-continuex"), Err(417));
+        // Unknown expectations are refused whatever the version or body.
+        assert_eq!(
+            parse(b"GET / HTTP/1.0\r\nExpect: foo\r\n\r\n").unwrap_err(),
+            HttpError::new(417, "unsupported expectation")
+        );
     }
 }

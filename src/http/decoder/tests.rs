@@ -87,11 +87,45 @@ fn run_whole(limits: Limits, input: &[u8]) -> (Vec<Out>, usize) {
     run_split(limits, input, || usize::MAX)
 }
 
-/// Runs `input` whole and one byte at a time, asserts both agree, and returns the outcomes.
+/// Feeds `input` in pieces of exactly these sizes (the rest in one piece).
+fn run_pieces(limits: Limits, input: &[u8], sizes: &[usize]) -> (Vec<Out>, usize) {
+    let mut sizes = sizes.iter().copied();
+    run_split(limits, input, || sizes.next().unwrap_or(usize::MAX))
+}
+
+/// Piece sizes that cut `input` right after every CRLF and between every CR and its LF: the
+/// boundaries where a line-oriented parser is most likely to lose its place.
+fn crlf_pieces(input: &[u8]) -> Vec<usize> {
+    let mut cuts = vec![0];
+    for (i, pair) in input.windows(2).enumerate() {
+        if pair == b"\r\n" {
+            cuts.extend([i + 1, i + 2]);
+        }
+    }
+    cuts.push(input.len());
+    cuts.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+/// Runs `input` whole, one byte at a time, cut at every CRLF and in random pieces; asserts that
+/// all agree, and returns the outcomes.
 fn run(limits: Limits, input: &[u8]) -> Vec<Out> {
+    let text = String::from_utf8_lossy(input);
     let whole = run_whole(limits, input);
-    let bytewise = run_split(limits, input, || 1);
-    assert_eq!(whole, bytewise, "{}", String::from_utf8_lossy(input));
+    assert_eq!(whole, run_split(limits, input, || 1), "bytewise: {text}");
+    assert_eq!(
+        whole,
+        run_pieces(limits, input, &crlf_pieces(input)),
+        "at CRLFs: {text}"
+    );
+    let mut rng = XorShift(input.len() as u64 * 0x9E37_79B9 + 1);
+    for _ in 0..3 {
+        let max = 1 + rng.below(input.len().min(64));
+        assert_eq!(
+            whole,
+            run_split(limits, input, || 1 + rng.below(max)),
+            "random pieces up to {max}: {text}"
+        );
+    }
     whole.0
 }
 
@@ -125,10 +159,22 @@ fn head_rule_table() {
         ),
         (b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", Ok(b"")),
         (
-            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+            b"GET HTTP://example.com HTTP/1.1\r\nHost: other\r\n\r\n",
             Ok(b""),
         ),
-        (b"M-SEARCH * HTTP/1.1\r\nHost: a\r\n\r\n", Ok(b"")),
+        (
+            b"GET https://[2001:db8::1]:8443/x HTTP/1.1\r\nHost: a\r\n\r\n",
+            Ok(b""),
+        ),
+        (b"GET //x HTTP/1.1\r\nHost: a\r\n\r\n", Ok(b"")),
+        // CONNECT is well-formed but not implemented.
+        (
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+            Err(501),
+        ),
+        (b"M-SEARCH /ssdp HTTP/1.1\r\nHost: a\r\n\r\n", Ok(b"")),
+        // `*` is for OPTIONS alone (RFC 9112 §3.2.4); SSDP's M-SEARCH * is a UDP affair.
+        (b"M-SEARCH * HTTP/1.1\r\nHost: a\r\n\r\n", Err(400)),
         (b"get /lower HTTP/1.1\r\nHost: a\r\n\r\n", Ok(b"")),
         (b"GET / HTTP/1.0\r\n\r\n", Ok(b"")),
         (b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(b"")),
@@ -161,6 +207,18 @@ fn head_rule_table() {
         (b"GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n", Err(400)),
         (b"GET /\t HTTP/1.1\r\nHost: a\r\n\r\n", Err(400)),
         (b"GET /\xc3 HTTP/1.1\r\nHost: a\r\n\r\n", Err(400)),
+        // target forms
+        (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", Err(400)),
+        (b"GET example.com:80 HTTP/1.1\r\nHost: a\r\n\r\n", Err(400)),
+        (b"GET x HTTP/1.1\r\nHost: a\r\n\r\n", Err(400)),
+        (b"GET /a#f HTTP/1.1\r\nHost: a\r\n\r\n", Err(400)),
+        (b"GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n", Err(400)),
+        (b"GET http:/a HTTP/1.1\r\nHost: a\r\n\r\n", Err(400)),
+        (b"GET http:///a HTTP/1.1\r\nHost: a\r\n\r\n", Err(400)),
+        (b"GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n", Err(400)),
+        (b"GET http://a:99999/ HTTP/1.1\r\nHost: a\r\n\r\n", Err(400)),
+        (b"CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n", Err(400)),
+        (b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n", Err(400)),
         // field names
         (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", Err(400)),
         (b"GET / HTTP/1.1\r\nHost\t: a\r\n\r\n", Err(400)),
@@ -198,6 +256,26 @@ fn head_rule_table() {
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Err(400)),
         (b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", Err(400)),
         (b"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n", Err(400)),
+        (b"GET / HTTP/1.1\r\nHost: a:99999\r\n\r\n", Err(400)),
+        (b"GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", Err(400)),
+        (b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", Err(400)),
+        (b"GET / HTTP/1.1\r\nHost: a, b\r\n\r\n", Err(400)),
+        (b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", Ok(b"")),
+        (b"GET / HTTP/1.1\r\nHost:  a.example:80 \r\n\r\n", Ok(b"")),
+        (b"GET http://a/ HTTP/1.1\r\n\r\n", Err(400)),
+        // Expect
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            Ok(b""),
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nExpect: foo\r\n\r\n",
+            Err(417),
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nExpect: x\r\n\r\n",
+            Err(417),
+        ),
     ];
     for (input, expected) in cases {
         let expected = expected.map(<[u8]>::to_vec);
@@ -258,7 +336,7 @@ fn framing_and_smuggling_table() {
         (post(b"Content-Length:  5 \r\n", b"hello"), Ok(b"hello")),
         (post(b"Content-Length: 005\r\n", b"hello"), Ok(b"hello")),
         (post(b"Content-Length: 0\r\n", b""), Ok(b"")),
-        (post(b"Content-Length: 5, 5\r\n", b"hello"), Ok(b"hello")),
+        (post(b"Content-Length: 5, 5\r\n", b"hello"), Err(400)),
         (
             post(b"Content-Length: 5\r\nContent-Length: 5\r\n", b"hello"),
             Ok(b"hello"),
@@ -967,10 +1045,13 @@ fn corpus() -> Vec<Vec<u8>> {
             CHUNKED_HEAD,
             b"4;a=b\r\nWiki\r\n5;q=\"x\\\"y\"\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nT: v\r\n\r\n",
         ]),
-        b"\r\nPUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2, 2\r\n\r\nhi\
+        b"\r\nPUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi\
           GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
             .to_vec(),
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n".to_vec(),
+        b"OPTIONS * HTTP/1.1\r\nHost: [::1]:80\r\n\r\n\
+          GET http://a.example:8080/x?y HTTP/1.1\r\nHost: b\r\n\r\n"
+            .to_vec(),
     ]
 }
 
@@ -1027,13 +1108,18 @@ fn fuzz_never_panics_and_splits_agree() {
         };
         let whole = run_whole(limits, &input);
         let bytewise = run_split(limits, &input, || 1);
+        let at_crlf = run_pieces(limits, &input, &crlf_pieces(&input));
         let mut split_rng = XorShift(rng.next() | 1);
         let random = run_split(limits, &input, || 1 + split_rng.below(8));
         assert_eq!(whole, bytewise, "round {round}: {input:?}");
+        assert_eq!(whole, at_crlf, "round {round}: {input:?}");
         assert_eq!(whole, random, "round {round}: {input:?}");
         for o in &whole.0 {
             match o {
-                Out::Req { .. } => completes += 1,
+                Out::Req { body, .. } => {
+                    assert!(body.len() as u64 <= limits.body, "round {round}");
+                    completes += 1;
+                }
                 Out::Err(_) => errors += 1,
             }
         }
@@ -1062,4 +1148,179 @@ fn fuzz_corpus_is_valid_unmutated() {
             assert!(!outs.is_empty(), "seed {i}");
         }
     }
+}
+
+#[test]
+fn trailers_never_carry_framing_fields() {
+    for trailer in [
+        &b"Content-Length: 5"[..],
+        b"content-length:5",
+        b"CONTENT-LENGTH: 0",
+        b"Transfer-Encoding: chunked",
+        b"transfer-encoding: gzip",
+        b"Host: evil.example",
+        b"HOST:",
+    ] {
+        let body = cat(&[b"3\r\nabc\r\n0\r\nX-Ok: 1\r\n", trailer, b"\r\n\r\n"]);
+        assert_eq!(
+            Decoder::new(lim())
+                .decode(&cat(&[CHUNKED_HEAD, &body]))
+                .unwrap_err(),
+            HttpError::new(400, "framing field in trailers"),
+            "{}",
+            String::from_utf8_lossy(trailer)
+        );
+        assert_eq!(chunked(lim(), &body), Err(400));
+    }
+    // Names that merely start like, end like or contain a forbidden one are ordinary trailers.
+    for trailer in [
+        &b"Content-Lengthx: 5"[..],
+        b"Content-Lengt: 5",
+        b"X-Content-Length: 5",
+        b"Hostname: a",
+        b"Hos: a",
+        b"Transfer-Encodings: x",
+        b"Content-Type: text/plain",
+        b"H: a",
+    ] {
+        let body = cat(&[b"3\r\nabc\r\n0\r\n", trailer, b"\r\n\r\n"]);
+        assert_eq!(
+            chunked(lim(), &body),
+            Ok(b"abc".to_vec()),
+            "{}",
+            String::from_utf8_lossy(trailer)
+        );
+    }
+}
+
+#[test]
+fn chunk_extensions_are_bounded_across_the_body() {
+    // Sixteen one-byte chunks, each with ";" and a 1023-byte name: 16 KiB of extensions exactly.
+    let chunk = |name_len: usize| cat(&[b"1;", &vec![b'e'; name_len], b"\r\nx\r\n"]);
+    let body = |extra: usize| {
+        let mut b = Vec::new();
+        for i in 0..16 {
+            b.extend_from_slice(&chunk(if i == 0 { 1023 + extra } else { 1023 }));
+        }
+        b.extend_from_slice(b"0\r\n\r\n");
+        b
+    };
+    assert_eq!(MAX_CHUNK_EXTENSIONS, 16 * 1024);
+    assert_eq!(chunked(lim(), &body(0)), Ok(vec![b'x'; 16]));
+    let mut d = Decoder::new(lim());
+    assert_eq!(
+        d.decode(&cat(&[CHUNKED_HEAD, &body(1)])).unwrap_err(),
+        HttpError::new(400, "chunk extensions too long")
+    );
+    // Leading zeros of sizes count too, so a body cannot be padded out with them instead.
+    let padded: Vec<u8> = cat(&[&b"0".repeat(MAX_CHUNK_LINE - 1), b"1\r\nx\r\n"]).repeat(5);
+    assert_eq!(chunked(lim(), &cat(&[&padded, b"0\r\n\r\n"])), Err(400));
+}
+
+#[test]
+fn reading_body_spans_head_to_end_of_body() {
+    let mut d = Decoder::new(lim());
+    assert!(!d.reading_body());
+    let head = b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n";
+    assert!(matches!(
+        d.decode(&head[..head.len() - 1]),
+        Ok(Decoded::NeedMore { consumed: 0 })
+    ));
+    assert!(!d.reading_body(), "the head is not complete yet");
+    assert!(matches!(d.decode(head), Ok(Decoded::NeedMore { .. })));
+    assert!(d.reading_body(), "head complete, no body yet");
+    assert!(matches!(d.decode(b"ab"), Ok(Decoded::NeedMore { .. })));
+    assert!(d.reading_body());
+    assert!(matches!(d.decode(b"c"), Ok(Decoded::Complete { .. })));
+    assert!(!d.reading_body());
+    assert!(d.is_idle());
+
+    // A bodiless request never enters the body state.
+    assert!(matches!(
+        d.decode(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Ok(Decoded::Complete { .. })
+    ));
+    assert!(!d.reading_body());
+
+    // Chunked: true through the trailers, false once an error closes the body.
+    let mut d = Decoder::new(lim());
+    assert!(matches!(
+        d.decode(&cat(&[CHUNKED_HEAD, b"1\r\nx\r\n0\r\nT: 1\r\n"])),
+        Ok(Decoded::NeedMore { .. })
+    ));
+    assert!(d.reading_body());
+    assert!(d.decode(b"\x00").is_err());
+    assert!(!d.reading_body());
+}
+
+#[test]
+fn continue_is_never_signalled_for_a_rejected_request() {
+    for head in [
+        // Over the body limit: 413 before any body is asked for.
+        &b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1001\r\n\r\n"[..],
+        // An expectation we cannot meet alongside the one we can.
+        b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue, x-other\r\nContent-Length: 1\r\n\r\n",
+        b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1, 1\r\n\r\n",
+        b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+        b"PUT * HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+    ] {
+        let mut d = Decoder::new(lim());
+        assert!(d.decode(head).is_err(), "{}", String::from_utf8_lossy(head));
+        assert!(!d.take_continue(), "{}", String::from_utf8_lossy(head));
+    }
+}
+
+#[test]
+fn requests_inside_bodies_stay_bodies() {
+    let inner = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let outer_cl = cat(&[
+        format!(
+            "POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+            inner.len()
+        )
+        .as_bytes(),
+        inner,
+    ]);
+    let outer_chunked = cat(&[
+        CHUNKED_HEAD,
+        format!("{:x}\r\n", inner.len()).as_bytes(),
+        inner,
+        b"\r\n0\r\n\r\n",
+    ]);
+    // A chunk that holds what looks like the end of the body and a request after it.
+    let fake_end = b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let outer_fake_end = cat(&[
+        CHUNKED_HEAD,
+        format!("{:x}\r\n", fake_end.len()).as_bytes(),
+        fake_end,
+        b"\r\n0\r\n\r\n",
+    ]);
+    let after = b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n";
+    for (outer, body) in [
+        (outer_cl, &inner[..]),
+        (outer_chunked, inner),
+        (outer_fake_end, fake_end),
+    ] {
+        let outs = run(lim(), &cat(&[&outer, after]));
+        let targets: Vec<&str> = outs
+            .iter()
+            .map(|o| match o {
+                Out::Req { target, .. } => target.as_str(),
+                Out::Err(e) => panic!("{e}"),
+            })
+            .collect();
+        assert_eq!(
+            targets,
+            ["/c", "/after"],
+            "{}",
+            String::from_utf8_lossy(&outer)
+        );
+        assert!(matches!(&outs[0], Out::Req { body: b, .. } if b == body));
+    }
+}
+
+#[test]
+fn crlf_pieces_cut_where_promised() {
+    assert_eq!(crlf_pieces(b"ab\r\ncd\r\n"), [3, 1, 3, 1, 0]);
+    assert_eq!(crlf_pieces(b"abc"), [3]);
 }
