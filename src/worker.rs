@@ -711,14 +711,20 @@ impl<'a> Worker<'a> {
             conn.keep_alive = false;
         }
         let is_head = conn.head_request;
-        let (status, mut headers, body) = response.into_parts();
-        headers.retain(|(name, value)| {
-            let ok = http::valid_header(name, value);
-            if !ok {
-                log::error!("the handler returned an invalid header {name:?}; dropped it");
-            }
-            ok
-        });
+        let (mut status, mut headers, mut body) = response.into_parts();
+        if let Some((name, _)) = headers.iter().find(|(n, v)| !http::valid_header(n, v)) {
+            // Writing it could split the response in two; the whole answer becomes a 500.
+            log::error!(
+                "the handler returned an invalid header field {name:?} (a name that is not a \
+                 token, or CR, LF or NUL in the value); answered 500 instead"
+            );
+            status = 500;
+            headers = vec![(
+                "Content-Type".to_owned(),
+                b"text/plain; charset=utf-8".to_vec(),
+            )];
+            body = b"500 Internal Server Error\n".to_vec();
+        }
         let body = if http::status_allows_body(status) {
             body
         } else {

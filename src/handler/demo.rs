@@ -10,6 +10,7 @@
 //! | `POST /echo` | the request body, byte for byte |
 //! | `GET /pid` | the worker's process id |
 //! | `GET /panic` | panics, so the server answers 500 |
+//! | `GET /header?name=N&value=V` | 200 with the response header `N: V` as given (percent-decoded), for trying the server's response-splitting defence |
 //!
 //! `HEAD` is accepted wherever `GET` is. Anything else is 404 (or 405 for a known path with the
 //! wrong method).
@@ -53,6 +54,11 @@ impl Handler for Demo {
                 Err(problem) => Response::text(400, problem),
             },
             ("/pid", true) => Response::text(200, format!("{}\n", std::process::id())),
+            ("/header", true) => {
+                let name = request.query_param("name").unwrap_or_default();
+                let value = request.query_param("value").unwrap_or_default();
+                Response::text(200, "header set\n").with_header(&name, value)
+            }
             ("/panic", true) => panic!("the demo's /panic route panics on purpose"),
             ("/echo", _) if request.method() == "POST" => {
                 let content_type = request
@@ -63,7 +69,7 @@ impl Handler for Demo {
                     .with_header("Content-Type", content_type)
                     .with_body(request.into_body())
             }
-            ("/" | "/sleep" | "/cpu" | "/bytes" | "/pid" | "/panic" | "/echo", _) => {
+            ("/" | "/sleep" | "/cpu" | "/bytes" | "/pid" | "/panic" | "/header" | "/echo", _) => {
                 Response::text(405, "method not allowed\n").with_header(
                     "Allow",
                     if request.path() == "/echo" {

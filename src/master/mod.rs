@@ -195,6 +195,9 @@ pub struct Master<'a> {
     upgrade_child: Option<u32>,
     /// Set once the sockets belong to a new master: nothing of theirs is removed on exit.
     handed_over: bool,
+    /// How often to send `WATCHDOG=1` (half of systemd's `WATCHDOG_USEC`), and when it was
+    /// last sent.
+    watchdog: Option<(Duration, Instant)>,
     listeners: Vec<Listener>,
     factory: &'a dyn HandlerFactory,
     table: WorkerTable,
@@ -255,6 +258,7 @@ impl<'a> Master<'a> {
             upgrade_from,
             upgrade_child: None,
             handed_over: false,
+            watchdog: watchdog_interval(upgrade_from).map(|every| (every, Instant::now())),
             scoreboard,
             identity,
             tick,
@@ -299,6 +303,7 @@ impl<'a> Master<'a> {
                     };
                 }
             }
+            self.feed_watchdog();
             let timeout = self.poll_timeout();
             let poll = self.poll.as_mut().expect("the master keeps its poll");
             if let Err(err) = poll.poll(&mut events, Some(timeout))
@@ -331,6 +336,9 @@ impl<'a> Master<'a> {
     fn poll_timeout(&self) -> Duration {
         let now = Instant::now();
         let mut timeout = self.tick;
+        if let Some((every, _)) = self.watchdog {
+            timeout = timeout.min(every);
+        }
         if let Some(at) = self.table.next_restart() {
             timeout = timeout.min(at.saturating_duration_since(now));
         }
@@ -718,6 +726,17 @@ impl<'a> Master<'a> {
         }
     }
 
+    /// Proves to systemd that this loop turns: sent from the loop itself, so a master stuck
+    /// anywhere stops feeding the watchdog and systemd restarts it.
+    fn feed_watchdog(&mut self) {
+        if let Some((every, last)) = self.watchdog
+            && last.elapsed() >= every
+        {
+            let _ = sys::sd_notify("WATCHDOG=1");
+            self.watchdog = Some((every, Instant::now()));
+        }
+    }
+
     /// Tells the service manager how things stand, at most once a second and only on change.
     fn report_status(&mut self) {
         if self.phase != Phase::Running
@@ -905,6 +924,19 @@ impl<'a> Master<'a> {
         }
         log::info!("stopped");
     }
+}
+
+/// Half of systemd's `WATCHDOG_USEC`, when the watchdog is on and meant for this process
+/// (`WATCHDOG_PID`, when set, names it or the master it upgrades).
+fn watchdog_interval(upgrade_from: Option<u32>) -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        let pid: u32 = pid.trim().parse().ok()?;
+        if pid != std::process::id() && Some(pid) != upgrade_from {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
 /// Marks, in the names handed to a new master, sockets that came from systemd.

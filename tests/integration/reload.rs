@@ -217,3 +217,23 @@ impl Drop for GroupGuard {
             nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.0 as i32), Signal::SIGKILL);
     }
 }
+
+#[test]
+fn the_watchdog_is_fed_when_systemd_asks_for_it() {
+    let mut server = Server::start_with_env(BASE, &[("WATCHDOG_USEC", "400000")]);
+    // Half the interval: several within a generous wait.
+    for _ in 0..3 {
+        server.wait_for_notify("WATCHDOG=1");
+    }
+}
+
+#[test]
+fn status_and_stopping_reach_systemd() {
+    let mut server = Server::start(BASE);
+    server.get("/");
+    let status = server.wait_for_notify_prefix("STATUS=");
+    assert!(status.contains("workers"), "{status}");
+    server.signal(Signal::SIGTERM);
+    server.wait_for_notify("STOPPING=1");
+    assert_eq!(server.wait_exit().code(), Some(0));
+}

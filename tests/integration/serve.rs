@@ -206,3 +206,59 @@ fn serves_on_a_unix_socket() {
     assert!(out.ends_with("Hello, World!"), "{out}");
     drop(server);
 }
+
+#[test]
+fn a_handler_header_with_crlf_becomes_a_500_never_a_split_response() {
+    let server = Server::start(ONE_WORKER);
+    let fine = server.get("/header?name=X-Demo&value=ok");
+    assert_eq!(fine.status, 200);
+    assert_eq!(fine.header("X-Demo"), Some("ok"));
+    let split = server.get("/header?name=X-Demo&value=a%0d%0aX-Injected:%201");
+    assert_eq!(split.status, 500);
+    assert_eq!(split.header("X-Injected"), None);
+    assert_eq!(split.header("X-Demo"), None);
+    let bad_name = server.get("/header?name=Bad%20Name&value=x");
+    assert_eq!(bad_name.status, 500);
+    assert!(server.log().contains("invalid header field"));
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body_and_other_expectations_are_417() {
+    let server = Server::start(ONE_WORKER);
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    let interim = read_response_head(&mut stream).unwrap();
+    assert_eq!(interim.status, 100);
+    stream.write_all(b"hello").unwrap();
+    let response = read_response(&mut stream).unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "hello");
+    let refused = server.request(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: something-else\r\n\r\nhello",
+    );
+    assert_eq!(refused.status, 417);
+    // A body over the limit is refused without a 100 Continue first.
+    let server = Server::start("[server]\nworkers = 1\n[limits]\nbody = \"4\"\n");
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().status, 413);
+}
+
+#[test]
+fn a_slow_drip_head_gets_408() {
+    let server = Server::start("[server]\nworkers = 1\nheader_timeout = \"1s\"\n");
+    let mut stream = server.connect();
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
+    // Never finished: the head must arrive within header_timeout.
+    let response = read_response(&mut stream).unwrap();
+    assert_eq!(response.status, 408);
+    assert_eq!(response.header("Connection"), Some("close"));
+}

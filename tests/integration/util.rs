@@ -88,6 +88,14 @@ impl Server {
     }
 
     pub fn start_with(config: &str, args: &[&str]) -> Server {
+        Server::start_full(config, args, &[])
+    }
+
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Server {
+        Server::start_full(config, &[], env)
+    }
+
+    fn start_full(config: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = TempDir::new();
         let config = if config.contains("bind") {
             config.to_owned()
@@ -110,6 +118,7 @@ impl Server {
             .args(args)
             .current_dir(dir.path())
             .env("NOTIFY_SOCKET", &notify_path)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
