@@ -13,6 +13,12 @@ tine - a pre-fork HTTP/1.1 application server
 
 USAGE:
     tine [OPTIONS]
+    tine status [-c FILE] [--json]
+
+COMMANDS:
+    status              Ask the running master (through [server] control_socket)
+                        for each worker's pid, slot, generation, age, state,
+                        requests, busy threads, oldest request and memory
 
 OPTIONS:
     -c, --config FILE   Read the TOML config FILE (without it: built-in defaults,
@@ -24,6 +30,7 @@ OPTIONS:
     -t, --threads N     Pool threads per worker
         --check-config  Validate the config, print a summary and exit
         --print-config  Print the effective config as TOML and exit
+        --json          With status: print JSON instead of a table
     -V, --version       Print the version and exit
     -h, --help          Print this help and exit
 
@@ -56,6 +63,11 @@ pub enum Mode {
     Version,
     /// Print the help.
     Help,
+    /// Ask the running master for its status.
+    Status {
+        /// As JSON rather than a table.
+        json: bool,
+    },
 }
 
 /// Settings given on the command line, which override the file's.
@@ -144,6 +156,13 @@ where
             "--check-config" => set_mode(&mut command, Mode::CheckConfig, name)?,
             "--print-config" => set_mode(&mut command, Mode::PrintConfig, name)?,
             "-V" | "--version" => command.mode = Mode::Version,
+            "status" if command.mode == Mode::Serve => {
+                command.mode = Mode::Status { json: false };
+            }
+            "--json" => match command.mode {
+                Mode::Status { .. } => command.mode = Mode::Status { json: true },
+                _ => return Err(UsageError("--json goes with the status command".to_owned())),
+            },
             "-h" | "--help" => command.mode = Mode::Help,
             _ if inline.is_some() => {
                 return Err(UsageError(format!("unknown option {name}")));
@@ -246,6 +265,18 @@ mod tests {
             Mode::Help
         );
         assert!(parse_strs(&["--check-config", "--print-config"]).is_err());
+    }
+
+    #[test]
+    fn the_status_command() {
+        assert_eq!(
+            parse_strs(&["status"]).unwrap().mode,
+            Mode::Status { json: false }
+        );
+        let command = parse_strs(&["status", "-c", "a.toml", "--json"]).unwrap();
+        assert_eq!(command.mode, Mode::Status { json: true });
+        assert_eq!(command.config, Some(PathBuf::from("a.toml")));
+        assert!(parse_strs(&["--json"]).is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod master;
 pub mod pidfile;
 pub mod pool;
 pub mod scoreboard;
+pub mod status;
 pub mod sys;
 pub mod worker;
 
@@ -57,6 +58,13 @@ pub enum Error {
     Identity(String),
     /// The pid file is held by a live process, or cannot be written.
     Pidfile(pidfile::PidfileError),
+    /// `tine status` could not talk to the master.
+    Control {
+        /// The control socket.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
     /// Sockets handed over by systemd or an old master could not be taken over.
     Inherit {
         /// What went wrong.
@@ -78,9 +86,11 @@ impl Error {
             Error::Usage(_) | Error::Config(LoadError::Invalid(_)) => EXIT_USAGE,
             Error::Config(LoadError::Read { .. }) => EXIT_USAGE,
             Error::Identity(_) => EXIT_USAGE,
-            Error::Bind(_) | Error::Pidfile(_) | Error::Chdir { .. } | Error::Inherit { .. } => {
-                EXIT_OS
-            }
+            Error::Bind(_)
+            | Error::Pidfile(_)
+            | Error::Chdir { .. }
+            | Error::Inherit { .. }
+            | Error::Control { .. } => EXIT_OS,
             Error::Master(MasterError::BootFailed { .. }) => EXIT_INTERNAL,
             Error::Master(_) => EXIT_OS,
         }
@@ -104,6 +114,12 @@ impl fmt::Display for Error {
             Error::Master(err) => write!(f, "{err}"),
             Error::Identity(why) => write!(f, "{why}"),
             Error::Pidfile(err) => write!(f, "{err}"),
+            Error::Control { path, source } => write!(
+                f,
+                "could not ask the master at {}: {} (is tine running with this config?)",
+                path.display(),
+                describe_io(source)
+            ),
             Error::Inherit { source } => write!(
                 f,
                 "could not take over the inherited listening sockets: {}",
@@ -175,6 +191,9 @@ where
         _ => {}
     }
     let config = load_config(&command)?;
+    if let Mode::Status { json } = command.mode {
+        return print_status(&command, &config, json);
+    }
     let workers = resolve_workers(&config);
     match command.mode {
         Mode::CheckConfig => {
@@ -199,6 +218,34 @@ where
         }
         _ => serve(&command, args, config, workers, factory),
     }
+}
+
+/// `tine status`: asks the running master over its control socket and prints the answer.
+fn print_status(command: &Command, config: &Config, json: bool) -> Result<(), Error> {
+    use std::io::{Read, Write};
+    let source = command.config.as_ref().map_or_else(
+        || "the built-in defaults".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let Some(path) = &config.server.control_socket else {
+        return Err(Error::Usage(UsageError(format!(
+            "{source} sets no [server] control_socket, so there is nothing to ask"
+        ))));
+    };
+    let failed = |source: io::Error| Error::Control {
+        path: path.clone(),
+        source,
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(failed)?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(failed)?;
+    let request: &[u8] = if json { b"status json\n" } else { b"status\n" };
+    stream.write_all(request).map_err(failed)?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).map_err(failed)?;
+    print!("{answer}");
+    Ok(())
 }
 
 fn load_config(command: &Command) -> Result<Config, Error> {

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sys::SharedMemory;
 
-/// Words per slot: one cache line, so workers never share a line.
-const WORDS: usize = 8;
+/// Words per slot: four cache lines, so workers never share a line.
+const WORDS: usize = 32;
 const PID: usize = 0;
 const STATE: usize = 1;
 const HEARTBEAT: usize = 2;
@@ -20,6 +20,16 @@ const BUSY: usize = 4;
 const CONNECTIONS: usize = 5;
 const OLDEST_REQUEST: usize = 6;
 const RETIRE: usize = 7;
+const STATUS_CLASSES: usize = 8;
+const DURATION_SUM_US: usize = 13;
+const DURATION_BUCKETS: usize = 14;
+
+/// Upper bounds of the request duration histogram's buckets, in microseconds; a last bucket
+/// (`+Inf`) counts the rest. Prometheus-style, from 1 ms to 10 s.
+pub const DURATION_BOUNDS_US: [u64; 13] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000,
+];
 
 /// How many worker processes the scoreboard can track at once, old and new generations and
 /// retiring workers included.
@@ -103,6 +113,12 @@ pub struct SlotView {
     pub oldest_request_ms: u64,
     /// Why it is recycling itself, once it is.
     pub retire: Option<RetireReason>,
+    /// Responses by status class: index 0 is 1xx, … 4 is 5xx.
+    pub status_classes: [u64; 5],
+    /// The sum of request durations, in microseconds.
+    pub duration_sum_us: u64,
+    /// Requests per duration bucket ([`DURATION_BOUNDS_US`], then `+Inf`), not cumulative.
+    pub duration_buckets: [u64; 14],
 }
 
 /// The shared table of slots.
@@ -154,6 +170,9 @@ impl Scoreboard {
             connections: load(CONNECTIONS),
             oldest_request_ms: load(OLDEST_REQUEST),
             retire: RetireReason::decode(load(RETIRE)),
+            status_classes: std::array::from_fn(|i| load(STATUS_CLASSES + i)),
+            duration_sum_us: load(DURATION_SUM_US),
+            duration_buckets: std::array::from_fn(|i| load(DURATION_BUCKETS + i)),
         }
     }
 }
@@ -179,10 +198,13 @@ impl SlotHandle<'_> {
         self.store(STATE, 1);
     }
 
-    /// Proves progress and publishes the counters.
-    pub fn beat(&self, now_ms: u64, requests: u64, busy: usize, connections: usize) {
+    /// Proves progress.
+    pub fn beat(&self, now_ms: u64) {
         self.store(HEARTBEAT, now_ms);
-        self.store(REQUESTS, requests);
+    }
+
+    /// Publishes how busy the worker is now.
+    pub fn load(&self, busy: usize, connections: usize) {
         self.store(BUSY, busy as u64);
         self.store(CONNECTIONS, connections as u64);
     }
@@ -190,6 +212,27 @@ impl SlotHandle<'_> {
     /// Publishes when the oldest request now in the pool started (0 for none).
     pub fn oldest_request(&self, started_ms: u64) {
         self.store(OLDEST_REQUEST, started_ms);
+    }
+
+    /// Counts one response with `status` that took `duration_us` from hand-over to answer.
+    pub fn record(&self, status: u16, duration_us: u64) {
+        let add = |field: usize, n: u64| {
+            let word = self.board.word(self.slot, field);
+            // One writer (this worker's loop): a load and a store, no locked instruction.
+            word.store(
+                word.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
+        };
+        add(REQUESTS, 1);
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        add(STATUS_CLASSES + class, 1);
+        add(DURATION_SUM_US, duration_us);
+        let bucket = DURATION_BOUNDS_US
+            .iter()
+            .position(|&bound| duration_us <= bound)
+            .unwrap_or(DURATION_BOUNDS_US.len());
+        add(DURATION_BUCKETS + bucket, 1);
     }
 
     /// Announces that the worker is recycling itself, so the master starts its replacement.
@@ -212,7 +255,11 @@ mod tests {
         assert_eq!(fresh.heartbeat_ms, 1000);
         let handle = board.handle(5);
         handle.ready(4242);
-        handle.beat(2000, 17, 3, 9);
+        handle.beat(2000);
+        handle.load(3, 9);
+        for _ in 0..17 {
+            handle.record(200, 1);
+        }
         handle.oldest_request(1500);
         let view = board.view(5);
         assert_eq!(view.pid, 4242);
@@ -236,6 +283,26 @@ mod tests {
         board.reset(5, 3000);
         assert_eq!(board.view(5).retire, None);
         assert_eq!(board.view(5).pid, 0);
+    }
+
+    #[test]
+    fn responses_are_counted_by_class_and_duration() {
+        let board = Scoreboard::new().unwrap();
+        board.reset(0, 0);
+        let handle = board.handle(0);
+        handle.record(200, 800);
+        handle.record(204, 3_000);
+        handle.record(404, 20_000_000);
+        handle.record(503, 50_000);
+        let view = board.view(0);
+        assert_eq!(view.status_classes, [0, 2, 0, 1, 1]);
+        assert_eq!(view.duration_sum_us, 800 + 3_000 + 20_000_000 + 50_000);
+        assert_eq!(view.duration_buckets[0], 1, "800 us <= 1 ms");
+        assert_eq!(view.duration_buckets[2], 1, "3 ms <= 5 ms");
+        assert_eq!(view.duration_buckets[5], 1, "50 ms <= 50 ms");
+        assert_eq!(view.duration_buckets[13], 1, "20 s goes to +Inf");
+        board.reset(0, 0);
+        assert_eq!(board.view(0).status_classes, [0; 5]);
     }
 
     #[test]

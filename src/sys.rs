@@ -255,6 +255,13 @@ pub fn private_memory() -> io::Result<u64> {
     })
 }
 
+/// Another process's private memory in bytes, from its `smaps_rollup`.
+pub fn private_memory_of(pid: u32) -> io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    parse_private_memory(&text)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Private_* lines"))
+}
+
 /// Sums `Private_Clean` and `Private_Dirty` (kB) of an smaps_rollup text, in bytes.
 pub fn parse_private_memory(text: &str) -> Option<u64> {
     let mut total = None;

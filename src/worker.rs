@@ -412,6 +412,11 @@ impl<'a> Worker<'a> {
         let idle_wait = self.idle_wait();
         let now = Instant::now();
         for index in 0..self.conns.len() {
+            if idle_connections == IdleConnections::Close {
+                // A request may be waiting in the socket, unread: take it in (it is answered
+                // with `Connection: close`) rather than drop it with the connection.
+                self.drive_read(index);
+            }
             let Some(conn) = self.conns[index].as_mut() else {
                 continue;
             };
@@ -453,6 +458,7 @@ impl<'a> Worker<'a> {
     /// Takes connections only while there is room in the pool and under `max_connections`;
     /// otherwise they wait in the kernel's queue for a worker that has room.
     fn update_accepting(&mut self) {
+        self.board.load(self.in_flight, self.live_conns);
         if self.phase != Phase::Running {
             return;
         }
@@ -541,12 +547,7 @@ impl<'a> Worker<'a> {
 
     /// Publishes this worker's progress to the master.
     fn beat(&self) {
-        self.board.beat(
-            sys::monotonic_ms(),
-            self.served,
-            self.in_flight,
-            self.live_conns,
-        );
+        self.board.beat(sys::monotonic_ms());
     }
 
     fn on_conn_event(&mut self, index: usize) {
@@ -725,6 +726,8 @@ impl<'a> Worker<'a> {
             )];
             body = b"500 Internal Server Error\n".to_vec();
         }
+        self.board
+            .record(status, conn.dispatched_at.elapsed().as_micros() as u64);
         let body = if http::status_allows_body(status) {
             body
         } else {
@@ -755,6 +758,7 @@ impl<'a> Worker<'a> {
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
+        self.board.record(err.status, 0);
         conn.out_head.clear();
         http::error_response(&mut conn.out_head, err, date);
         conn.out_body.clear();

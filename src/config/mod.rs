@@ -49,12 +49,14 @@ pub const KEYS: &[&str] = &[
     "server.chdir",
     "server.socket_mode",
     "server.socket_owner",
+    "server.control_socket",
     "limits.request_line",
     "limits.headers",
     "limits.header_field_size",
     "limits.header_bytes",
     "limits.body",
     "log.level",
+    "metrics.bind",
     "app.handler",
 ];
 
@@ -84,6 +86,8 @@ pub struct Config {
     pub limits: Limits,
     /// `[log]`: logging.
     pub log: Log,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: Metrics,
     /// `[app]`: the application behind the server.
     pub app: App,
 }
@@ -134,6 +138,8 @@ pub struct Server {
     pub socket_mode: Option<u32>,
     /// The owner (`user` or `user:group`) of Unix sockets in `bind`; `None` leaves it.
     pub socket_owner: Option<String>,
+    /// The master's control socket, for `tine status`; `None` opens none.
+    pub control_socket: Option<PathBuf>,
 }
 
 impl Default for Server {
@@ -163,6 +169,7 @@ impl Default for Server {
             chdir: None,
             socket_mode: None,
             socket_owner: None,
+            control_socket: None,
         }
     }
 }
@@ -244,6 +251,13 @@ impl Default for Log {
 pub struct App {
     /// Which built-in handler answers requests.
     pub handler: HandlerKind,
+}
+
+/// `[metrics]`: where the master serves `/metrics` and `/healthz`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// The address; `None` serves no metrics.
+    pub bind: Option<std::net::SocketAddr>,
 }
 
 /// The built-in request handlers.

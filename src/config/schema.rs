@@ -260,6 +260,22 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 },
                 write: |c| optional_toml(c.server.socket_owner.clone()),
             },
+            KeySpec {
+                name: "control_socket",
+                help: "Unix socket where the master answers `tine status`; \"\" opens none.",
+                read: |v, c| {
+                    c.server.control_socket = optional_string(v)?.map(PathBuf::from);
+                    Ok(())
+                },
+                write: |c| {
+                    optional_toml(
+                        c.server
+                            .control_socket
+                            .as_ref()
+                            .map(|p| p.display().to_string()),
+                    )
+                },
+            },
         ],
     },
     SectionSpec {
@@ -322,6 +338,23 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 Ok(())
             },
             write: |c| toml_string(&c.log.level.as_str().to_ascii_lowercase()),
+        }],
+    },
+    SectionSpec {
+        name: "metrics",
+        keys: &[KeySpec {
+            name: "bind",
+            help: "Address for /metrics and /healthz, like \"127.0.0.1:9100\"; \"\" serves none.",
+            read: |v, c| {
+                c.metrics.bind = match optional_string(v)? {
+                    None => None,
+                    Some(text) => Some(text.parse::<std::net::SocketAddr>().map_err(|_| {
+                        expected(v, "an IP address and port like \"127.0.0.1:9100\", or \"\"")
+                    })?),
+                };
+                Ok(())
+            },
+            write: |c| optional_toml(c.metrics.bind.map(|a| a.to_string())),
         }],
     },
     SectionSpec {
@@ -852,7 +885,7 @@ mod tests {
             [
                 "t.toml:1:1: unknown key threads at the top level (threads belongs in [server])",
                 "t.toml:2:1: unknown key foo at the top level; every key belongs in a section: \
-                 [server], [limits], [log], [app]",
+                 [server], [limits], [log], [metrics], [app]",
             ]
         );
     }
@@ -866,8 +899,8 @@ mod tests {
         assert_eq!(
             errors("[tls]\ncert = \"x\"\n[[route]]\n"),
             [
-                "t.toml:1:2: unknown section [tls]; sections are [server], [limits], [log], [app]",
-                "t.toml:3:3: unknown section [route]; sections are [server], [limits], [log], [app]",
+                "t.toml:1:2: unknown section [tls]; sections are [server], [limits], [log], [metrics], [app]",
+                "t.toml:3:3: unknown section [route]; sections are [server], [limits], [log], [metrics], [app]",
             ]
         );
         let errs = errors("[server.tls]\n");

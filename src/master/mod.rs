@@ -4,6 +4,7 @@
 //! at the edge ([`Intent`]); each turn of the loop reaps exited children, then reconciles the
 //! wanted workers against the live ones through the pure [`table::WorkerTable`].
 
+pub mod ops;
 pub mod table;
 
 use std::ffi::OsString;
@@ -23,7 +24,8 @@ use signal_hook_mio::v1_0::Signals;
 use crate::config::Config;
 use crate::handler::HandlerFactory;
 use crate::listeners::{Listener, UnixOptions};
-use crate::scoreboard::{self, Scoreboard, WorkerState};
+use crate::scoreboard::{self, RetireReason, Scoreboard, WorkerState};
+use crate::status;
 use crate::sys::{self, ExitHow, Forked};
 use crate::worker::{self, WorkerContext};
 use table::{Action, WorkerTable};
@@ -99,6 +101,8 @@ pub enum MasterError {
     },
     /// The scoreboard has no free slot for another worker.
     ScoreboardFull,
+    /// The control socket or the metrics address could not be opened.
+    Ops(ops::OpsError),
 }
 
 impl fmt::Display for MasterError {
@@ -114,6 +118,7 @@ impl fmt::Display for MasterError {
                 f,
                 "worker {slot} failed to start (exit code {code}; its error is logged above), so no worker can; stopped"
             ),
+            MasterError::Ops(err) => write!(f, "{err}"),
             MasterError::ScoreboardFull => write!(
                 f,
                 "no free scoreboard slot: {} worker processes at once is the most tine tracks",
@@ -198,6 +203,13 @@ pub struct Master<'a> {
     /// How often to send `WATCHDOG=1` (half of systemd's `WATCHDOG_USEC`), and when it was
     /// last sent.
     watchdog: Option<(Duration, Instant)>,
+    /// The control socket and metrics endpoint.
+    ops: Option<ops::Ops>,
+    started: Instant,
+    /// Counters of workers that are gone, so totals never go down.
+    retired: status::Totals,
+    /// Replacements by reason, in [`RESTART_REASONS`] order.
+    restarts: [u64; RESTART_REASONS.len()],
     listeners: Vec<Listener>,
     factory: &'a dyn HandlerFactory,
     table: WorkerTable,
@@ -247,6 +259,19 @@ impl<'a> Master<'a> {
             .register(&mut report_rx, REPORT_PIPE, Interest::READABLE)
             .map_err(setup("watch the report pipe"))?;
         let scoreboard = Scoreboard::new().map_err(setup("map the scoreboard"))?;
+        let ops = ops::Ops::open(
+            config.server.control_socket.as_deref(),
+            config.metrics.bind,
+            upgrade_from.is_some(),
+            poll.registry(),
+        )
+        .map_err(MasterError::Ops)?;
+        if let Some(path) = &config.server.control_socket {
+            log::info!("control socket at {} (tine status)", path.display());
+        }
+        if let Some(addr) = ops.metrics_addr() {
+            log::info!("metrics on http://{addr}/metrics and /healthz");
+        }
         let tick = (config.server.timeout / 4).clamp(Duration::from_millis(10), MAX_TICK);
         Ok(Master {
             load,
@@ -259,6 +284,10 @@ impl<'a> Master<'a> {
             upgrade_child: None,
             handed_over: false,
             watchdog: watchdog_interval(upgrade_from).map(|every| (every, Instant::now())),
+            ops: Some(ops),
+            started: Instant::now(),
+            retired: status::Totals::default(),
+            restarts: [0; RESTART_REASONS.len()],
             scoreboard,
             identity,
             tick,
@@ -304,6 +333,9 @@ impl<'a> Master<'a> {
                 }
             }
             self.feed_watchdog();
+            if let (Some(ops), Some(poll)) = (self.ops.as_mut(), self.poll.as_ref()) {
+                ops.expire(poll.registry());
+            }
             let timeout = self.poll_timeout();
             let poll = self.poll.as_mut().expect("the master keeps its poll");
             if let Err(err) = poll.poll(&mut events, Some(timeout))
@@ -315,8 +347,14 @@ impl<'a> Master<'a> {
                 });
             }
             let mut intents = Vec::new();
+            let mut ops_requests = Vec::new();
             for event in events.iter() {
                 match event.token() {
+                    token if ops::Ops::owns(token) => {
+                        if let (Some(ops), Some(poll)) = (self.ops.as_mut(), self.poll.as_ref()) {
+                            ops_requests.extend(ops.on_event(token, poll.registry()));
+                        }
+                    }
                     SIGNALS => {
                         let signals = self.signals.as_mut().expect("the master keeps its signals");
                         intents.extend(signals.pending().map(Intent::from_signal));
@@ -327,6 +365,7 @@ impl<'a> Master<'a> {
             }
             // Children are reaped every turn, so a coalesced SIGCHLD never leaves one behind.
             self.reap();
+            self.answer_operators(ops_requests);
             for intent in intents {
                 self.apply(intent);
             }
@@ -548,9 +587,7 @@ impl<'a> Master<'a> {
             unix,
         } = loaded;
         for key in keep_restart_only_settings(&self.config, &mut config) {
-            log::warn!(
-                "reload: server.{key} changed, which takes a restart; keeping the old value"
-            );
+            log::warn!("reload: {key} changed, which takes a restart; keeping the old value");
         }
         let new = match crate::listeners::bind_missing(
             &config.server.bind,
@@ -737,6 +774,142 @@ impl<'a> Master<'a> {
         }
     }
 
+    /// Keeps a departed worker's counters in the totals and counts why it went.
+    fn count_departure(&mut self, departure: &table::Departure, how: ExitHow) {
+        let view = self.scoreboard.view(departure.board);
+        self.retired.add(&totals_of(&view));
+        if self.stopping() {
+            return;
+        }
+        let reason = match view.retire {
+            Some(RetireReason::MaxRequests(_)) => "max_requests",
+            Some(RetireReason::Memory(_)) => "max_worker_memory",
+            Some(RetireReason::RequestTimeout(_)) => "request_timeout",
+            None if departure.was_hung => "hung",
+            None if departure.was_retiring => "reload",
+            None if how == ExitHow::Code(0) => "exited",
+            None => "crashed",
+        };
+        if let Some(i) = RESTART_REASONS.iter().position(|r| *r == reason) {
+            self.restarts[i] += 1;
+        }
+    }
+
+    /// What `tine status` and `/metrics` show.
+    fn snapshot(&self) -> status::Snapshot {
+        let now_ms = sys::monotonic_ms();
+        let mut totals = self.retired.clone();
+        let mut workers = Vec::new();
+        for (slot, worker) in self.table.live() {
+            let view = self.scoreboard.view(worker.board);
+            totals.add(&totals_of(&view));
+            let state = if worker.retiring {
+                "stopping"
+            } else if view.state == WorkerState::Retiring {
+                "recycling"
+            } else if worker.ready {
+                "ready"
+            } else {
+                "starting"
+            };
+            workers.push(status::WorkerStatus {
+                pid: worker.pid,
+                slot,
+                generation: worker.generation,
+                age: worker.started.elapsed(),
+                state,
+                requests: view.requests,
+                busy: view.busy,
+                connections: view.connections,
+                oldest_request: (view.oldest_request_ms > 0)
+                    .then(|| Duration::from_millis(now_ms.saturating_sub(view.oldest_request_ms))),
+                memory: sys::private_memory_of(worker.pid).ok(),
+            });
+        }
+        workers.sort_by_key(|w| (w.slot, w.generation));
+        let phase = match self.phase {
+            Phase::Starting => "starting",
+            Phase::Stopping { .. } => "stopping",
+            Phase::Running if self.reload.is_some() => "reloading",
+            Phase::Running => "running",
+        };
+        status::Snapshot {
+            master_pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION"),
+            uptime: self.started.elapsed(),
+            phase,
+            desired: self.table.desired(),
+            threads: self.config.server.threads.get(),
+            workers,
+            totals,
+            restarts: RESTART_REASONS
+                .iter()
+                .copied()
+                .zip(self.restarts.iter().copied())
+                .collect(),
+            listen_queues: self.listen_queues(),
+        }
+    }
+
+    /// Accept-queue lengths of the TCP listeners, from /proc/net/tcp{,6}.
+    fn listen_queues(&self) -> Vec<(String, u64)> {
+        let mut rows = Vec::new();
+        for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            if let Ok(text) = std::fs::read_to_string(file) {
+                rows.extend(status::parse_listen_queues(&text));
+            }
+        }
+        self.listeners
+            .iter()
+            .filter_map(|l| match l.local_addr() {
+                Ok(crate::config::BindAddr::Tcp(addr)) => {
+                    let key = status::proc_net_key(addr);
+                    let depth = rows.iter().find(|(k, _)| *k == key).map(|(_, d)| *d)?;
+                    Some((addr.to_string(), depth))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn answer_operators(&mut self, requests: Vec<(usize, ops::OpsRequest)>) {
+        if requests.is_empty() {
+            return;
+        }
+        let snapshot = self.snapshot();
+        let (Some(ops), Some(poll)) = (self.ops.as_mut(), self.poll.as_ref()) else {
+            return;
+        };
+        for (index, request) in requests {
+            let response = match request {
+                ops::OpsRequest::StatusTable => status::render_table(&snapshot).into_bytes(),
+                ops::OpsRequest::StatusJson => status::render_json(&snapshot).into_bytes(),
+                ops::OpsRequest::Metrics => ops::http_response(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    &status::render_prometheus(&snapshot),
+                ),
+                ops::OpsRequest::Health if snapshot.healthy() => {
+                    ops::http_response(200, "text/plain; charset=utf-8", "ok\n")
+                }
+                ops::OpsRequest::Health => ops::http_response(
+                    503,
+                    "text/plain; charset=utf-8",
+                    &format!("{}\n", snapshot.phase),
+                ),
+                ops::OpsRequest::Unknown if ops.is_http(index) => ops::http_response(
+                    404,
+                    "text/plain; charset=utf-8",
+                    "try /metrics or /healthz\n",
+                ),
+                ops::OpsRequest::Unknown => {
+                    b"unknown command; try \"status\" or \"status json\"\n".to_vec()
+                }
+            };
+            ops.answer(index, response, poll.registry());
+        }
+    }
+
     /// Tells the service manager how things stand, at most once a second and only on change.
     fn report_status(&mut self) {
         if self.phase != Phase::Running
@@ -786,6 +959,7 @@ impl<'a> Master<'a> {
             }
             Ok(Forked::Child) => {
                 // The worker must not share the master's event loop or run its signal actions.
+                drop(self.ops.take());
                 drop(self.signals.take());
                 drop(self.report_rx.take());
                 drop(self.poll.take());
@@ -880,6 +1054,7 @@ impl<'a> Master<'a> {
                 log::debug!("reaped unknown child {pid} ({how})");
                 continue;
             };
+            self.count_departure(&departure, how);
             let slot = departure.slot;
             let lived = format_lifetime(departure.lived);
             let expected = departure.was_retiring && how == ExitHow::Code(0);
@@ -921,8 +1096,32 @@ impl<'a> Master<'a> {
             for listener in &self.listeners {
                 listener.remove_socket_file();
             }
+            if let Some(ops) = &self.ops {
+                ops.remove_control_file();
+            }
         }
         log::info!("stopped");
+    }
+}
+
+/// Why workers were replaced, as `/metrics` labels them.
+pub const RESTART_REASONS: [&str; 7] = [
+    "crashed",
+    "exited",
+    "hung",
+    "max_requests",
+    "max_worker_memory",
+    "request_timeout",
+    "reload",
+];
+
+/// A worker's counters as totals.
+fn totals_of(view: &crate::scoreboard::SlotView) -> status::Totals {
+    status::Totals {
+        requests: view.requests,
+        status_classes: view.status_classes,
+        duration_sum_us: view.duration_sum_us,
+        duration_buckets: view.duration_buckets,
     }
 }
 
@@ -951,7 +1150,7 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) -> Vec<&'stati
         ($($key:ident),+) => {
             $(
                 if server.$key != old.$key {
-                    changed.push(stringify!($key));
+                    changed.push(concat!("server.", stringify!($key)));
                     server.$key = old.$key.clone();
                 }
             )+
@@ -964,8 +1163,13 @@ fn keep_restart_only_settings(running: &Config, new: &mut Config) -> Vec<&'stati
         umask,
         chdir,
         socket_owner,
-        socket_mode
+        socket_mode,
+        control_socket
     );
+    if new.metrics.bind != running.metrics.bind {
+        changed.push("metrics.bind");
+        new.metrics.bind = running.metrics.bind;
+    }
     changed
 }
 
@@ -1004,7 +1208,10 @@ mod tests {
         let mut new = Config::default();
         new.server.user = Some("nobody".to_owned());
         new.server.threads = std::num::NonZeroUsize::new(9).unwrap();
-        assert_eq!(keep_restart_only_settings(&running, &mut new), vec!["user"]);
+        assert_eq!(
+            keep_restart_only_settings(&running, &mut new),
+            vec!["server.user"]
+        );
         assert_eq!(new.server.user, None, "kept at the running value");
         assert_eq!(new.server.threads.get(), 9, "applies to new workers");
     }

@@ -27,6 +27,8 @@ pub struct WorkerProcess {
     pub retiring: bool,
     /// When it was found hung and sent SIGABRT.
     pub aborted_at: Option<Instant>,
+    /// The reload generation that started it (0 for the workers started first).
+    pub generation: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +70,8 @@ pub struct Departure {
     pub was_ready: bool,
     /// Whether it was told to stop (so its exit was expected).
     pub was_retiring: bool,
+    /// Whether it was found hung and killed.
+    pub was_hung: bool,
     /// How long its slot waits before a replacement starts (zero when the slot is not wanted
     /// or the worker lived long enough).
     pub restart_in: Duration,
@@ -84,6 +88,8 @@ pub struct WorkerTable {
     /// The generation before a reload: still serving until the new one is up, one retired for
     /// each new worker that reports ready.
     previous: Vec<(usize, WorkerProcess)>,
+    /// How many reloads have started a new generation.
+    generation: u32,
 }
 
 impl WorkerTable {
@@ -94,6 +100,7 @@ impl WorkerTable {
             desired: 0,
             detached: Vec::new(),
             previous: Vec::new(),
+            generation: 0,
         };
         table.set_desired(desired);
         table
@@ -132,6 +139,7 @@ impl WorkerTable {
                 ready: false,
                 retiring: false,
                 aborted_at: None,
+                generation: self.generation,
             });
             entry.not_before = None;
         }
@@ -191,6 +199,7 @@ impl WorkerTable {
     /// Starts a new generation for a reload: every current worker moves to the previous
     /// generation and keeps serving, and every slot is free for a new worker.
     pub fn begin_generation(&mut self) {
+        self.generation += 1;
         for (index, entry) in self.slots.iter_mut().enumerate() {
             entry.early_deaths = 0;
             entry.not_before = None;
@@ -220,6 +229,7 @@ impl WorkerTable {
     /// Undoes a reload: the previous generation takes its slots back (the table wants as many
     /// workers as it has), and the new generation's workers are returned, to be stopped.
     pub fn rollback_generation(&mut self) -> Vec<u32> {
+        self.generation = self.generation.saturating_sub(1);
         let mut stop = Vec::new();
         for (index, entry) in self.slots.iter_mut().enumerate() {
             if let Some(mut worker) = entry.worker.take() {
@@ -266,6 +276,7 @@ impl WorkerTable {
                 lived: now.saturating_duration_since(worker.started),
                 was_ready: worker.ready,
                 was_retiring: true,
+                was_hung: worker.aborted_at.is_some(),
                 restart_in: Duration::ZERO,
             });
         }
@@ -292,6 +303,7 @@ impl WorkerTable {
             lived,
             was_ready: worker.ready,
             was_retiring: worker.retiring,
+            was_hung: worker.aborted_at.is_some(),
             restart_in,
         })
     }

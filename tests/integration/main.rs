@@ -2,6 +2,7 @@
 
 mod cgroup;
 mod cli;
+mod operate;
 mod reload;
 mod serve;
 mod supervise;

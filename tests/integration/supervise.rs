@@ -146,19 +146,19 @@ fn sigint_does_not_wait_for_requests_in_flight() {
 #[test]
 fn request_timeout_answers_504_and_replaces_the_worker_while_others_finish() {
     let server = Server::start(
-        "[server]\nworkers = 1\nthreads = 4\nrequest_timeout = \"1s\"\ngraceful_timeout = \"10s\"\n",
+        "[server]\nworkers = 1\nthreads = 4\nrequest_timeout = \"2s\"\ngraceful_timeout = \"10s\"\n",
     );
     let first = server.workers();
     let mut stuck = server.connect();
     stuck
-        .write_all(b"GET /sleep?ms=5000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /sleep?ms=10000 HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     // A well-behaved request on the same worker, still running when the stuck one is answered
-    // 504 (at 1 s to 1.25 s), and itself shorter than request_timeout.
-    std::thread::sleep(Duration::from_millis(600));
+    // 504 (at 2 s to 2.5 s), and itself well within request_timeout.
+    std::thread::sleep(Duration::from_millis(1000));
     let mut neighbour = server.connect();
     neighbour
-        .write_all(b"GET /sleep?ms=800 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /sleep?ms=1200 HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     let timed_out = read_response(&mut stuck).unwrap();
     assert_eq!(timed_out.status, 504);
@@ -169,7 +169,7 @@ fn request_timeout_answers_504_and_replaces_the_worker_while_others_finish() {
         w.len() == 1 && !w.contains(&first[0])
     });
     let log = server.log();
-    assert!(log.contains("GET /sleep?ms=5000"), "log:\n{log}");
+    assert!(log.contains("GET /sleep?ms=10000"), "log:\n{log}");
     assert!(log.contains("past request_timeout"), "log:\n{log}");
     assert_eq!(server.get("/").status, 200);
 }

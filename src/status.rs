@@ -1,0 +1,501 @@
+//! What the master knows about its workers, rendered three ways: a table for `tine status`,
+//! JSON for scripts, and the Prometheus text format for `/metrics`. Pure: the master gathers a
+//! [`Snapshot`] from its table, the scoreboard and /proc, and these functions only format it.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::scoreboard::DURATION_BOUNDS_US;
+
+/// One worker, as the status shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerStatus {
+    /// Process id.
+    pub pid: u32,
+    /// Slot in the master's table.
+    pub slot: usize,
+    /// Which reload generation started it (0 for the first).
+    pub generation: u32,
+    /// How long it has lived.
+    pub age: Duration,
+    /// `starting`, `ready`, `recycling` or `stopping`.
+    pub state: &'static str,
+    /// Requests answered.
+    pub requests: u64,
+    /// Requests with its pool now.
+    pub busy: u64,
+    /// Open client connections.
+    pub connections: u64,
+    /// How long its oldest request in the pool has been running.
+    pub oldest_request: Option<Duration>,
+    /// Private memory in bytes, when it could be read.
+    pub memory: Option<u64>,
+}
+
+/// Counters that only grow: live workers' plus those of workers already gone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Requests answered.
+    pub requests: u64,
+    /// Responses by status class, 1xx to 5xx.
+    pub status_classes: [u64; 5],
+    /// Sum of request durations in microseconds.
+    pub duration_sum_us: u64,
+    /// Requests per duration bucket (not cumulative), the last one `+Inf`.
+    pub duration_buckets: [u64; 14],
+}
+
+impl Totals {
+    /// Adds `other` into these totals.
+    pub fn add(&mut self, other: &Totals) {
+        self.requests += other.requests;
+        self.duration_sum_us += other.duration_sum_us;
+        for (mine, theirs) in self.status_classes.iter_mut().zip(other.status_classes) {
+            *mine += theirs;
+        }
+        for (mine, theirs) in self.duration_buckets.iter_mut().zip(other.duration_buckets) {
+            *mine += theirs;
+        }
+    }
+}
+
+/// Everything the status outputs show.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The master's pid.
+    pub master_pid: u32,
+    /// tine's version.
+    pub version: &'static str,
+    /// How long the master has run.
+    pub uptime: Duration,
+    /// `starting`, `running`, `reloading` or `stopping`.
+    pub phase: &'static str,
+    /// Workers wanted.
+    pub desired: usize,
+    /// Pool threads per worker.
+    pub threads: usize,
+    /// Every live worker.
+    pub workers: Vec<WorkerStatus>,
+    /// Counters of every worker that ever ran.
+    pub totals: Totals,
+    /// Worker restarts by reason (`crashed`, `hung`, `max_requests`, …), in a stable order.
+    pub restarts: Vec<(&'static str, u64)>,
+    /// Connections waiting in each TCP listener's accept queue, where Linux shows it.
+    pub listen_queues: Vec<(String, u64)>,
+}
+
+impl Snapshot {
+    /// Whether the server takes connections (for `/healthz`).
+    pub fn healthy(&self) -> bool {
+        matches!(self.phase, "running" | "reloading")
+    }
+
+    fn busy(&self) -> u64 {
+        self.workers.iter().map(|w| w.busy).sum()
+    }
+}
+
+/// The `tine status` table.
+pub fn render_table(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "tine {} master {} {}, up {}: {} of {} workers, {} threads each, {} busy, {} requests served",
+        snapshot.version,
+        snapshot.master_pid,
+        snapshot.phase,
+        human(snapshot.uptime),
+        snapshot.workers.len(),
+        snapshot.desired,
+        snapshot.threads,
+        snapshot.busy(),
+        snapshot.totals.requests,
+    );
+    let _ = writeln!(
+        out,
+        "{:>8} {:>4} {:>4} {:>8} {:<10} {:>10} {:>5} {:>6} {:>8} {:>9}",
+        "PID", "SLOT", "GEN", "AGE", "STATE", "REQUESTS", "BUSY", "CONNS", "OLDEST", "MEMORY"
+    );
+    for w in &snapshot.workers {
+        let _ = writeln!(
+            out,
+            "{:>8} {:>4} {:>4} {:>8} {:<10} {:>10} {:>5} {:>6} {:>8} {:>9}",
+            w.pid,
+            w.slot,
+            w.generation,
+            human(w.age),
+            w.state,
+            w.requests,
+            w.busy,
+            w.connections,
+            w.oldest_request.map_or_else(|| "-".to_owned(), human),
+            w.memory.map_or_else(|| "-".to_owned(), mebibytes),
+        );
+    }
+    let memory: u64 = snapshot.workers.iter().filter_map(|w| w.memory).sum();
+    let _ = writeln!(
+        out,
+        "{:>8} {:>4} {:>4} {:>8} {:<10} {:>10} {:>5} {:>6} {:>8} {:>9}",
+        "total",
+        "",
+        "",
+        "",
+        "",
+        snapshot.workers.iter().map(|w| w.requests).sum::<u64>(),
+        snapshot.busy(),
+        snapshot.workers.iter().map(|w| w.connections).sum::<u64>(),
+        "",
+        mebibytes(memory),
+    );
+    out
+}
+
+/// The `tine status --json` object.
+pub fn render_json(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "{{\"master_pid\":{},\"version\":{},\"phase\":{},\"uptime_seconds\":{},\"workers_desired\":{},\"threads\":{},\"requests\":{},\"busy\":{},\"workers\":[",
+        snapshot.master_pid,
+        json_string(snapshot.version),
+        json_string(snapshot.phase),
+        snapshot.uptime.as_secs(),
+        snapshot.desired,
+        snapshot.threads,
+        snapshot.totals.requests,
+        snapshot.busy(),
+    );
+    for (i, w) in snapshot.workers.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            "{{\"pid\":{},\"slot\":{},\"generation\":{},\"age_seconds\":{},\"state\":{},\"requests\":{},\"busy\":{},\"connections\":{},\"oldest_request_ms\":{},\"memory_bytes\":{}}}",
+            w.pid,
+            w.slot,
+            w.generation,
+            w.age.as_secs(),
+            json_string(w.state),
+            w.requests,
+            w.busy,
+            w.connections,
+            w.oldest_request
+                .map_or_else(|| "null".to_owned(), |d| d.as_millis().to_string()),
+            w.memory
+                .map_or_else(|| "null".to_owned(), |m| m.to_string()),
+        );
+    }
+    out.push_str("],\"restarts\":{");
+    for (i, (reason, count)) in snapshot.restarts.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{}:{count}", json_string(reason));
+    }
+    out.push_str("}}\n");
+    out
+}
+
+/// The Prometheus text exposition format.
+pub fn render_prometheus(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    let metric = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+    };
+    metric(
+        &mut out,
+        "tine_requests_total",
+        "counter",
+        "Responses sent, by status class.",
+    );
+    for (i, count) in snapshot.totals.status_classes.iter().enumerate() {
+        let _ = writeln!(out, "tine_requests_total{{code=\"{}xx\"}} {count}", i + 1);
+    }
+    metric(
+        &mut out,
+        "tine_request_duration_seconds",
+        "histogram",
+        "Time from a request's hand-over to the pool to its response.",
+    );
+    let mut cumulative = 0;
+    for (i, count) in snapshot.totals.duration_buckets.iter().enumerate() {
+        cumulative += count;
+        let le = DURATION_BOUNDS_US
+            .get(i)
+            .map_or_else(|| "+Inf".to_owned(), |us| seconds(*us));
+        let _ = writeln!(
+            out,
+            "tine_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "tine_request_duration_seconds_sum {}",
+        seconds(snapshot.totals.duration_sum_us)
+    );
+    let _ = writeln!(out, "tine_request_duration_seconds_count {cumulative}");
+    metric(
+        &mut out,
+        "tine_busy_threads",
+        "gauge",
+        "Requests being handled by pool threads now.",
+    );
+    let _ = writeln!(out, "tine_busy_threads {}", snapshot.busy());
+    metric(
+        &mut out,
+        "tine_threads",
+        "gauge",
+        "Pool threads across live workers.",
+    );
+    let _ = writeln!(
+        out,
+        "tine_threads {}",
+        snapshot.workers.len() * snapshot.threads
+    );
+    metric(&mut out, "tine_workers", "gauge", "Live worker processes.");
+    let _ = writeln!(out, "tine_workers {}", snapshot.workers.len());
+    metric(
+        &mut out,
+        "tine_workers_desired",
+        "gauge",
+        "Worker processes wanted.",
+    );
+    let _ = writeln!(out, "tine_workers_desired {}", snapshot.desired);
+    metric(
+        &mut out,
+        "tine_connections",
+        "gauge",
+        "Open client connections.",
+    );
+    let _ = writeln!(
+        out,
+        "tine_connections {}",
+        snapshot.workers.iter().map(|w| w.connections).sum::<u64>()
+    );
+    metric(
+        &mut out,
+        "tine_worker_restarts_total",
+        "counter",
+        "Workers replaced, by reason.",
+    );
+    for (reason, count) in &snapshot.restarts {
+        let _ = writeln!(
+            out,
+            "tine_worker_restarts_total{{reason=\"{reason}\"}} {count}"
+        );
+    }
+    if !snapshot.listen_queues.is_empty() {
+        metric(
+            &mut out,
+            "tine_listen_queue",
+            "gauge",
+            "Connections waiting in a listener's accept queue.",
+        );
+        for (addr, depth) in &snapshot.listen_queues {
+            let _ = writeln!(out, "tine_listen_queue{{listener=\"{addr}\"}} {depth}");
+        }
+    }
+    metric(
+        &mut out,
+        "tine_up",
+        "gauge",
+        "1 while the server takes connections, 0 while it starts or stops.",
+    );
+    let _ = writeln!(out, "tine_up {}", u8::from(snapshot.healthy()));
+    out
+}
+
+/// Connections waiting in the accept queue of each listening socket, from the text of
+/// `/proc/net/tcp` or `/proc/net/tcp6`: for sockets in LISTEN state the `rx_queue` column is
+/// the queue's length. Keys are `(hex address as the file writes it, port)`.
+pub fn parse_listen_queues(proc_net_tcp: &str) -> Vec<((String, u16), u64)> {
+    proc_net_tcp
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1)?;
+            let state = fields.nth(1)?;
+            let queues = fields.next()?;
+            if state != "0A" {
+                return None;
+            }
+            let (address, port) = local.split_once(':')?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            let rx = u64::from_str_radix(queues.split_once(':')?.1, 16).ok()?;
+            Some(((address.to_owned(), port), rx))
+        })
+        .collect()
+}
+
+/// How /proc/net/tcp{,6} writes a local address: the IP's bytes as little-endian 32-bit hex
+/// words, and the port.
+pub fn proc_net_key(addr: std::net::SocketAddr) -> (String, u16) {
+    let hex = match addr.ip() {
+        std::net::IpAddr::V4(ip) => format!("{:08X}", u32::from_le_bytes(ip.octets())),
+        std::net::IpAddr::V6(ip) => ip
+            .octets()
+            .chunks_exact(4)
+            .map(|w| format!("{:08X}", u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+            .collect(),
+    };
+    (hex, addr.port())
+}
+
+fn seconds(us: u64) -> String {
+    let text = format!("{:.6}", us as f64 / 1e6);
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    text.to_owned()
+}
+
+fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 86_400 {
+        format!("{}d{:02}h", secs / 86_400, secs % 86_400 / 3600)
+    } else if secs >= 3600 {
+        format!("{}h{:02}m", secs / 3600, secs % 3600 / 60)
+    } else if secs >= 60 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else if secs >= 1 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+fn mebibytes(bytes: u64) -> String {
+    format!("{:.1}MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        let mut totals = Totals {
+            requests: 3,
+            status_classes: [0, 2, 0, 1, 0],
+            duration_sum_us: 1_500,
+            duration_buckets: [0; 14],
+        };
+        totals.duration_buckets[0] = 2;
+        totals.duration_buckets[13] = 1;
+        Snapshot {
+            master_pid: 10,
+            version: "0.1.0",
+            uptime: Duration::from_secs(75),
+            phase: "running",
+            desired: 2,
+            threads: 4,
+            workers: vec![
+                WorkerStatus {
+                    pid: 11,
+                    slot: 1,
+                    generation: 0,
+                    age: Duration::from_secs(70),
+                    state: "ready",
+                    requests: 2,
+                    busy: 1,
+                    connections: 3,
+                    oldest_request: Some(Duration::from_millis(250)),
+                    memory: Some(3 << 20),
+                },
+                WorkerStatus {
+                    pid: 12,
+                    slot: 2,
+                    generation: 1,
+                    age: Duration::from_secs(5),
+                    state: "starting",
+                    requests: 1,
+                    busy: 0,
+                    connections: 0,
+                    oldest_request: None,
+                    memory: None,
+                },
+            ],
+            totals,
+            restarts: vec![("crashed", 1), ("hung", 0)],
+            listen_queues: vec![("127.0.0.1:8000".to_owned(), 4)],
+        }
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_worker_and_totals() {
+        let table = render_table(&sample());
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        assert!(lines[0].contains("2 of 2 workers, 4 threads each, 1 busy, 3 requests served"));
+        assert!(lines[1].contains("PID") && lines[1].contains("MEMORY"));
+        assert!(
+            lines[2].contains("ready") && lines[2].contains("250ms") && lines[2].contains("3.0MiB")
+        );
+        assert!(lines[3].contains("starting"));
+        assert!(lines[4].starts_with("   total"));
+    }
+
+    #[test]
+    fn json_is_well_formed_enough_to_read_back() {
+        let json = render_json(&sample());
+        assert!(json.starts_with("{\"master_pid\":10,\"version\":\"0.1.0\",\"phase\":\"running\""));
+        assert!(json.contains("\"oldest_request_ms\":250"));
+        assert!(json.contains("\"oldest_request_ms\":null"));
+        assert!(json.contains("\"restarts\":{\"crashed\":1,\"hung\":0}"));
+        assert_eq!(json.matches('{').count(), json.matches('}').count());
+        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+
+    #[test]
+    fn prometheus_histogram_is_cumulative() {
+        let text = render_prometheus(&sample());
+        assert!(text.contains("tine_requests_total{code=\"2xx\"} 2\n"));
+        assert!(text.contains("tine_request_duration_seconds_bucket{le=\"0.001\"} 2\n"));
+        assert!(text.contains("tine_request_duration_seconds_bucket{le=\"10\"} 2\n"));
+        assert!(text.contains("tine_request_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("tine_request_duration_seconds_count 3\n"));
+        assert!(text.contains("tine_request_duration_seconds_sum 0.0015\n"));
+        assert!(text.contains("tine_worker_restarts_total{reason=\"crashed\"} 1\n"));
+        assert!(text.contains("tine_listen_queue{listener=\"127.0.0.1:8000\"} 4\n"));
+        assert!(text.contains("tine_up 1\n"));
+        assert!(text.contains("tine_busy_threads 1\n"));
+    }
+
+    #[test]
+    fn proc_net_keys() {
+        assert_eq!(
+            proc_net_key("127.0.0.1:8000".parse().unwrap()),
+            ("0100007F".to_owned(), 8000)
+        );
+        assert_eq!(
+            proc_net_key("[::1]:80".parse().unwrap()),
+            ("00000000000000000000000001000000".to_owned(), 80)
+        );
+    }
+
+    #[test]
+    fn listen_queues_come_from_listening_rows_only() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F40 00000000:0000 0A 00000000:00000005 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n   1: 0100007F:1F40 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n";
+        assert_eq!(
+            parse_listen_queues(text),
+            vec![(("0100007F".to_owned(), 8000), 5)]
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! Operating tine: `tine status` through the control socket, `/metrics` and `/healthz`.
+
+use std::io::{Read, Write};
+
+use nix::sys::signal::Signal;
+
+use crate::util::{Server, TempDir, read_response, run_tine};
+
+fn metrics_get(addr: &str, path: &str) -> crate::util::Response {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: m\r\n\r\n").as_bytes())
+        .unwrap();
+    read_response(&mut stream).unwrap()
+}
+
+#[test]
+fn status_shows_every_worker_as_a_table_and_as_json() {
+    let dir = TempDir::new();
+    let control = dir.path().join("tine.ctl");
+    let config = format!(
+        "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 2\ncontrol_socket = \"{}\"\n",
+        control.display()
+    );
+    let server = Server::start(&config);
+    for _ in 0..5 {
+        assert_eq!(server.get("/").status, 200);
+    }
+    let path = dir.write("tine.toml", &config);
+    let (status, table, stderr) = run_tine(&dir, &["status", "-c", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let workers = server.workers();
+    for pid in &workers {
+        assert!(table.contains(&pid.to_string()), "{table}");
+    }
+    assert!(table.contains("2 of 2 workers"), "{table}");
+    assert!(table.contains("5 requests served"), "{table}");
+    assert!(table.contains("ready"), "{table}");
+    let (status, json, _) = run_tine(&dir, &["status", "-c", path.to_str().unwrap(), "--json"]);
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        json.contains(&format!("\"master_pid\":{}", server.pid())),
+        "{json}"
+    );
+    assert!(json.contains("\"requests\":5"), "{json}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&control).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the control socket is private");
+}
+
+#[test]
+fn status_without_a_control_socket_says_so() {
+    let dir = TempDir::new();
+    let (status, _, stderr) = run_tine(&dir, &["status"]);
+    assert_eq!(status.code(), Some(64));
+    assert!(stderr.contains("control_socket"), "{stderr}");
+    let path = dir.write(
+        "t.toml",
+        "[server]\ncontrol_socket = \"/nonexistent/tine.ctl\"\n",
+    );
+    let (status, _, stderr) = run_tine(&dir, &["status", "-c", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(71));
+    assert!(stderr.contains("is tine running"), "{stderr}");
+}
+
+#[test]
+fn metrics_and_healthz_come_from_the_master() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_addr = probe.local_addr().unwrap().to_string();
+    drop(probe);
+    let mut server = Server::start(&format!(
+        "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\n[metrics]\nbind = \"{metrics_addr}\"\n"
+    ));
+    assert_eq!(server.get("/").status, 200);
+    assert_eq!(server.get("/nothing").status, 404);
+    assert_eq!(server.get("/panic").status, 500);
+    let metrics = metrics_get(&metrics_addr, "/metrics");
+    assert_eq!(metrics.status, 200);
+    let text = metrics.text();
+    assert!(
+        text.contains("tine_requests_total{code=\"2xx\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tine_requests_total{code=\"4xx\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tine_requests_total{code=\"5xx\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tine_request_duration_seconds_count 3\n"),
+        "{text}"
+    );
+    assert!(text.contains("tine_workers 1\n"), "{text}");
+    assert!(text.contains("tine_listen_queue{listener="), "{text}");
+    let health = metrics_get(&metrics_addr, "/healthz");
+    assert_eq!(health.status, 200);
+    assert_eq!(metrics_get(&metrics_addr, "/other").status, 404);
+    // Counters survive a worker's death.
+    let worker = server.workers()[0];
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker as i32), Signal::SIGKILL).unwrap();
+    server.wait_workers("a replacement", |w| w.len() == 1 && w[0] != worker);
+    let text = metrics_get(&metrics_addr, "/metrics").text();
+    assert!(
+        text.contains("tine_requests_total{code=\"2xx\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tine_worker_restarts_total{reason=\"crashed\"} 1\n"),
+        "{text}"
+    );
+    // While stopping, the health check says so (the master answers until it exits).
+    let mut slow = server.connect();
+    slow.write_all(b"GET /sleep?ms=1500 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    server.signal(Signal::SIGTERM);
+    server.wait_for_notify("STOPPING=1");
+    assert_eq!(metrics_get(&metrics_addr, "/healthz").status, 503);
+    let mut rest = Vec::new();
+    let _ = read_response(&mut slow);
+    let _ = slow.read_to_end(&mut rest);
+}
