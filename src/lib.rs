@@ -58,6 +58,13 @@ pub enum Error {
     Identity(String),
     /// The pid file is held by a live process, or cannot be written.
     Pidfile(pidfile::PidfileError),
+    /// `[log] error_log` could not be opened.
+    ErrorLog {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
     /// `tine status` could not talk to the master.
     Control {
         /// The control socket.
@@ -90,7 +97,8 @@ impl Error {
             | Error::Pidfile(_)
             | Error::Chdir { .. }
             | Error::Inherit { .. }
-            | Error::Control { .. } => EXIT_OS,
+            | Error::Control { .. }
+            | Error::ErrorLog { .. } => EXIT_OS,
             Error::Master(MasterError::BootFailed { .. }) => EXIT_INTERNAL,
             Error::Master(_) => EXIT_OS,
         }
@@ -114,6 +122,12 @@ impl fmt::Display for Error {
             Error::Master(err) => write!(f, "{err}"),
             Error::Identity(why) => write!(f, "{why}"),
             Error::Pidfile(err) => write!(f, "{err}"),
+            Error::ErrorLog { path, source } => write!(
+                f,
+                "could not open the error log {}: {}",
+                path.display(),
+                describe_io(source)
+            ),
             Error::Control { path, source } => write!(
                 f,
                 "could not ask the master at {}: {} (is tine running with this config?)",
@@ -312,6 +326,18 @@ fn serve(
     let identity = resolve_identity(server.user.as_deref(), server.group.as_deref())?;
     let unix = unix_options(&config).map_err(Error::Identity)?;
     logging::init(config.log.level);
+    if let Some(path) = &config.log.error_log {
+        logging::set_file(Some(path)).map_err(|source| Error::ErrorLog {
+            path: path.clone(),
+            source,
+        })?;
+        if let Some((_, uid)) = &identity.user {
+            logging::give_to(*uid).map_err(|source| Error::ErrorLog {
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
     sys::set_thread_name("tine: master");
     log::info!(
         "tine {} starting (pid {})",

@@ -1,8 +1,12 @@
 //! The error log: one line per event, stamped with the UTC time, the level and who wrote it
-//! (`master` or `worker N`, with the pid), written to stderr.
+//! (`master` or `worker N`, with the pid), written to stderr or appended to a file that
+//! SIGUSR1 reopens (for logrotate).
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::LevelFilter;
@@ -18,6 +22,70 @@ pub enum Role {
     Master,
     /// A worker, by its slot in the master's table (from 1).
     Worker(usize),
+}
+
+/// The error log file, when there is one: its path, and the open file lines go to.
+static FILE: Mutex<Option<(PathBuf, File)>> = Mutex::new(None);
+
+/// Writes each formatted line to the error log file, or to stderr when there is none.
+struct Sink;
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut file = FILE.lock().unwrap_or_else(PoisonError::into_inner);
+        match file.as_mut() {
+            Some((_, file)) => file.write(buf),
+            None => io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+/// Sends the error log to `path` (appending) instead of stderr; `None` goes back to stderr.
+pub fn set_file(path: Option<&Path>) -> io::Result<()> {
+    let opened = match path {
+        Some(path) => Some((path.to_owned(), open_append(path)?)),
+        None => None,
+    };
+    *FILE.lock().unwrap_or_else(PoisonError::into_inner) = opened;
+    Ok(())
+}
+
+/// Reopens the error log file at its path (after logrotate moved it away).
+pub fn reopen() -> io::Result<()> {
+    reopen_for(None)
+}
+
+/// Reopens the error log file, giving a newly created one to `owner` (the user workers run
+/// as), so workers can reopen it after they dropped privileges.
+pub fn reopen_for(owner: Option<u32>) -> io::Result<()> {
+    let mut file = FILE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((path, current)) = file.as_mut() {
+        *current = open_append(path)?;
+        if let Some(uid) = owner {
+            crate::sys::chown_file(path, uid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Gives the current error log file to `uid`, so workers running as that user can reopen it.
+pub fn give_to(uid: u32) -> io::Result<()> {
+    let file = FILE.lock().unwrap_or_else(PoisonError::into_inner);
+    match file.as_ref() {
+        Some((path, _)) => crate::sys::chown_file(path, uid),
+        None => Ok(()),
+    }
 }
 
 /// Installs the logger for this process and its future children. Calling it twice keeps the
@@ -36,7 +104,7 @@ pub fn init(level: LevelFilter) {
             let _ = writeln!(line, ": {}", record.args());
             out.write_all(&line)
         })
-        .target(env_logger::Target::Stderr)
+        .target(env_logger::Target::Pipe(Box::new(Sink)))
         .try_init()
         .is_ok();
     let _ = installed;
@@ -91,6 +159,25 @@ mod tests {
             UNIX_EPOCH + Duration::from_millis(784_111_777_042),
         );
         assert_eq!(out, b"1994-11-06T08:49:37.042Z");
+    }
+
+    #[test]
+    fn the_file_is_appended_to_and_reopened() {
+        let dir = std::env::temp_dir().join(format!("tine-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("error.log");
+        set_file(Some(&path)).unwrap();
+        Sink.write_all(b"one\n").unwrap();
+        // logrotate moves the file away; lines keep going to it until the reopen.
+        let rotated = dir.join("error.log.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        Sink.write_all(b"two\n").unwrap();
+        reopen().unwrap();
+        Sink.write_all(b"three\n").unwrap();
+        set_file(None).unwrap();
+        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "one\ntwo\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -378,6 +378,11 @@ pub fn current_ids() -> (u32, u32) {
     )
 }
 
+/// Gives the file at `path` to the user `uid` (its group unchanged).
+pub fn chown_file(path: &Path, uid: u32) -> io::Result<()> {
+    nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(uid)), None).map_err(io::Error::from)
+}
+
 /// Whether the process runs as root.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()

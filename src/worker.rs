@@ -12,7 +12,7 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR2};
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
@@ -207,7 +207,7 @@ impl<'a> Worker<'a> {
         let setup = |what: &str, err: io::Error| (EXIT_SETUP_FAILED, format!("{what}: {err}"));
         let config = context.config;
         let poll = Poll::new().map_err(|e| setup("could not create the event loop", e))?;
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGUSR2])
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2])
             .map_err(|e| setup("could not install signal handlers", e))?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
@@ -368,6 +368,11 @@ impl<'a> Worker<'a> {
                 SIGTERM => self.begin_stop("SIGTERM", IdleConnections::Close),
                 // Replaced by a reload or an upgrade: drain rather than reset anything.
                 SIGUSR2 => self.begin_stop("replaced", IdleConnections::Drain),
+                SIGUSR1 => {
+                    if let Err(err) = logging::reopen() {
+                        log::error!("could not reopen the error log: {err}");
+                    }
+                }
                 _ => {
                     log::info!("fast stop on signal {signal}");
                     return true;

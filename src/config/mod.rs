@@ -56,6 +56,7 @@ pub const KEYS: &[&str] = &[
     "limits.header_bytes",
     "limits.body",
     "log.level",
+    "log.error_log",
     "metrics.bind",
     "app.handler",
 ];
@@ -236,12 +237,15 @@ impl Default for Limits {
 pub struct Log {
     /// The most verbose level written.
     pub level: log::LevelFilter,
+    /// Where the error log goes: `None` is stderr, otherwise a file appended to.
+    pub error_log: Option<PathBuf>,
 }
 
 impl Default for Log {
     fn default() -> Self {
         Log {
             level: log::LevelFilter::Info,
+            error_log: None,
         }
     }
 }

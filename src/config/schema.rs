@@ -330,15 +330,37 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
     },
     SectionSpec {
         name: "log",
-        keys: &[KeySpec {
-            name: "level",
-            help: "One of \"off\", \"error\", \"warn\", \"info\", \"debug\", \"trace\".",
-            read: |v, c| {
-                c.log.level = read_level(v)?;
-                Ok(())
+        keys: &[
+            KeySpec {
+                name: "level",
+                help: "One of \"off\", \"error\", \"warn\", \"info\", \"debug\", \"trace\".",
+                read: |v, c| {
+                    c.log.level = read_level(v)?;
+                    Ok(())
+                },
+                write: |c| toml_string(&c.log.level.as_str().to_ascii_lowercase()),
             },
-            write: |c| toml_string(&c.log.level.as_str().to_ascii_lowercase()),
-        }],
+            KeySpec {
+                name: "error_log",
+                help: "Where the error log goes: \"-\" for stderr, or a file appended to.",
+                read: |v, c| {
+                    c.log.error_log = match optional_string(v)?.as_deref() {
+                        None => return Err(expected(v, "\"-\" or a file path").into()),
+                        Some("-") => None,
+                        Some(path) => Some(PathBuf::from(path)),
+                    };
+                    Ok(())
+                },
+                write: |c| {
+                    toml_string(
+                        &c.log
+                            .error_log
+                            .as_ref()
+                            .map_or_else(|| "-".to_owned(), |p| p.display().to_string()),
+                    )
+                },
+            },
+        ],
     },
     SectionSpec {
         name: "metrics",
@@ -861,7 +883,7 @@ mod tests {
     fn unknown_key_without_suggestion_lists_the_accepted_keys() {
         assert_eq!(
             errors("[log]\nformat = \"json\"\n"),
-            ["t.toml:2:1: unknown key log.format; [log] accepts level"]
+            ["t.toml:2:1: unknown key log.format; [log] accepts level, error_log"]
         );
         let errs = errors("[server]\n\"two words\" = 1\n");
         assert_eq!(errs.len(), 1);

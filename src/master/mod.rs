@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
+#[cfg(test)]
+use signal_hook::consts::SIGWINCH;
 use signal_hook::consts::{
     SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2,
 };
@@ -58,8 +60,9 @@ pub enum Intent {
     Reload,
     /// Start the binary on disk as a new master and hand it the sockets (SIGUSR2).
     Upgrade,
-    /// Signals whose feature is not in this version (SIGUSR1 log reopening): logged and
-    /// otherwise ignored, never fatal.
+    /// Reopen the log files, after logrotate moved them (SIGUSR1).
+    ReopenLogs,
+    /// Any other signal the master listens for: logged and otherwise ignored, never fatal.
     Unsupported(i32),
 }
 
@@ -74,6 +77,7 @@ impl Intent {
             SIGCHLD => Intent::ReapChildren,
             SIGHUP => Intent::Reload,
             SIGUSR2 => Intent::Upgrade,
+            SIGUSR1 => Intent::ReopenLogs,
             other => Intent::Unsupported(other),
         }
     }
@@ -433,6 +437,16 @@ impl<'a> Master<'a> {
             }
             Intent::Upgrade if self.stopping() => {}
             Intent::Upgrade => self.begin_upgrade(),
+            Intent::ReopenLogs => {
+                match crate::logging::reopen_for(self.identity.user.as_ref().map(|(_, uid)| *uid)) {
+                    Ok(()) => log::info!("SIGUSR1: log files reopened"),
+                    Err(err) => log::error!("SIGUSR1: could not reopen the error log: {err}"),
+                }
+                let pids: Vec<u32> = self.table.live().map(|(_, w)| w.pid).collect();
+                for pid in pids {
+                    let _ = sys::send_signal(pid, Signal::SIGUSR1);
+                }
+            }
             Intent::Unsupported(signal) => {
                 let name = Signal::try_from(signal).map_or("signal", |s| s.as_str());
                 log::warn!("{name} received; this version of tine does not act on it, ignored");
@@ -612,6 +626,12 @@ impl<'a> Master<'a> {
         self.listeners.extend(new);
         self.unix = unix;
         crate::logging::set_level(config.log.level);
+        if config.log.error_log != self.config.log.error_log
+            && let Err(err) = crate::logging::set_file(config.log.error_log.as_deref())
+        {
+            log::error!("reload: could not open the new error log: {err}; keeping the old one");
+            config.log.error_log = self.config.log.error_log.clone();
+        }
         let old_config = std::mem::replace(&mut self.config, config);
         self.tick = (self.config.server.timeout / 4).clamp(Duration::from_millis(10), MAX_TICK);
         self.table.begin_generation();
@@ -1199,7 +1219,8 @@ mod tests {
         assert_eq!(Intent::from_signal(SIGCHLD), Intent::ReapChildren);
         assert_eq!(Intent::from_signal(SIGHUP), Intent::Reload);
         assert_eq!(Intent::from_signal(SIGUSR2), Intent::Upgrade);
-        assert_eq!(Intent::from_signal(SIGUSR1), Intent::Unsupported(SIGUSR1));
+        assert_eq!(Intent::from_signal(SIGUSR1), Intent::ReopenLogs);
+        assert_eq!(Intent::from_signal(SIGWINCH), Intent::Unsupported(SIGWINCH));
     }
 
     #[test]

@@ -123,3 +123,44 @@ fn metrics_and_healthz_come_from_the_master() {
     let _ = read_response(&mut slow);
     let _ = slow.read_to_end(&mut rest);
 }
+
+#[test]
+fn the_error_log_goes_to_its_file_and_sigusr1_reopens_it_for_logrotate() {
+    let dir = TempDir::new();
+    let log = dir.path().join("error.log");
+    let server = Server::start_logging_to(
+        &format!(
+            "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\n[log]\nerror_log = \"{}\"\n",
+            log.display()
+        ),
+        &log,
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("listening on http://"), "{text}");
+    let rotated = dir.path().join("error.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    server.signal(Signal::SIGUSR1);
+    let deadline = std::time::Instant::now() + crate::util::WAIT;
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("log files reopened")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reopen line in the new file"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The worker writes to the new file too: a handler panic is logged by the worker.
+    assert_eq!(server.get("/panic").status, 500);
+    let deadline = std::time::Instant::now() + crate::util::WAIT;
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("worker 1[")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker did not reopen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        !std::fs::read_to_string(&rotated)
+            .unwrap()
+            .contains("panicked")
+    );
+}

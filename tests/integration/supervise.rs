@@ -102,14 +102,6 @@ fn ttin_and_ttou_change_the_worker_count() {
 }
 
 #[test]
-fn unsupported_signals_do_not_stop_the_server() {
-    let server = Server::start("[server]\nworkers = 1\n");
-    server.signal(Signal::SIGUSR1);
-    assert_eq!(server.get("/").status, 200);
-    assert!(process_alive(server.pid()));
-}
-
-#[test]
 fn a_stopped_worker_misses_its_heartbeat_and_is_replaced() {
     let server = Server::start("[server]\nworkers = 1\ntimeout = \"1s\"\n");
     let before = server.workers();

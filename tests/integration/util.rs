@@ -77,6 +77,8 @@ pub struct Server {
     _dir: TempDir,
     pub addr: SocketAddr,
     log_path: PathBuf,
+    /// The config's `[log] error_log` file, when the test set one.
+    error_log: Option<PathBuf>,
     notify: UnixDatagram,
 }
 
@@ -95,7 +97,21 @@ impl Server {
         Server::start_full(config, &[], env)
     }
 
+    /// Starts tine whose config sends the error log to `error_log`.
+    pub fn start_logging_to(config: &str, error_log: &Path) -> Server {
+        Server::start_inner(config, &[], &[], Some(error_log.to_owned()))
+    }
+
     fn start_full(config: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_inner(config, args, env, None)
+    }
+
+    fn start_inner(
+        config: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        error_log: Option<PathBuf>,
+    ) -> Server {
         let dir = TempDir::new();
         let config = if config.contains("bind") {
             config.to_owned()
@@ -130,6 +146,7 @@ impl Server {
             _dir: dir,
             addr: "127.0.0.1:0".parse().unwrap(),
             log_path,
+            error_log,
             notify,
         };
         server.wait_for_notify("READY=1");
@@ -178,7 +195,11 @@ impl Server {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        let mut log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        if let Some(path) = &self.error_log {
+            log.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+        }
+        log
     }
 
     fn listening_addr(&self) -> SocketAddr {
