@@ -37,6 +37,9 @@ OPTIONS:
 SIGNALS (to the master):
     TERM                graceful stop: finish in-flight requests, then exit 0
     INT, QUIT           fast stop: workers exit at once, then exit 0
+    HUP                 reload the config; a bad file changes nothing
+    USR2                upgrade: start the binary on disk as the new master
+    USR1                reopen the error log
     TTIN, TTOU          one more / one fewer worker (never below one)
 
 EXIT STATUS:
