@@ -688,6 +688,26 @@ pub fn sd_notify(state: &str) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Sends up to `count` bytes of `file`, from `*offset`, to the socket `socket` with
+/// `sendfile(2)`, and advances `*offset` by what was sent.
+///
+/// The bytes go from the page cache to the socket without passing through user memory. On a
+/// non-blocking socket whose buffer is full this is `WouldBlock`; `Ok(0)` means the file ended
+/// before `*offset`. Any kind of socket works as the destination (TCP or Unix).
+pub fn sendfile(
+    socket: std::os::fd::BorrowedFd<'_>,
+    file: &std::fs::File,
+    offset: &mut u64,
+    count: usize,
+) -> io::Result<usize> {
+    let mut position = libc::off64_t::try_from(*offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset out of range"))?;
+    let sent = nix::sys::sendfile::sendfile64(socket, file, Some(&mut position), count)
+        .map_err(io::Error::from)?;
+    *offset += sent as u64;
+    Ok(sent)
+}
+
 /// Ends the process at once with `code`, without running destructors or flushing stdio
 /// buffers the child may share with its parent. For a worker whose work is done.
 pub fn exit_now(code: i32) -> ! {
@@ -785,6 +805,31 @@ mod tests {
             assert_eq!(unescape_fd_name(&escaped), name);
         }
         assert_eq!(unescape_fd_name("tine.socket"), "tine.socket");
+    }
+
+    #[test]
+    fn sendfile_sends_a_region_and_advances_the_offset() {
+        use std::io::{Read, Write};
+        use std::os::fd::AsFd;
+        let dir = std::env::temp_dir().join(format!("tine-sendfile-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("data");
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(b"0123456789")
+            .unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        let mut offset = 3;
+        let sent = sendfile(theirs.as_fd(), &file, &mut offset, 4).unwrap();
+        assert_eq!((sent, offset), (4, 7));
+        let mut offset = 10;
+        assert_eq!(sendfile(theirs.as_fd(), &file, &mut offset, 4).unwrap(), 0);
+        drop(theirs);
+        let mut got = String::new();
+        ours.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "3456");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

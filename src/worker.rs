@@ -6,9 +6,10 @@
 //! that holds `max_connections`, stops taking connections from the shared listeners, so the
 //! kernel gives them to a worker that has room.
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -16,7 +17,7 @@ use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
-use crate::handler::{HandlerFactory, Headers, Request, WorkerInfo};
+use crate::handler::{Body, HandlerFactory, Headers, Request, WorkerInfo};
 use crate::http::{self, DateCache, Decoded, Decoder, HttpError, RequestHead, Version};
 use crate::listeners::{Listener, MioListener, Stream};
 use crate::logging::{self, Role};
@@ -59,6 +60,11 @@ const MEMORY_CHECK_EVERY: Duration = Duration::from_secs(5);
 const LINGER: Duration = Duration::from_secs(2);
 /// Read size for client sockets.
 const READ_CHUNK: usize = 16 * 1024;
+/// Most bytes one connection writes before the loop turns to other connections; a client that
+/// takes more than this at once resumes after the next poll.
+const WRITE_BUDGET: usize = 1 << 20;
+/// Most buffers handed to one `writev`.
+const MAX_IOVECS: usize = 16;
 
 /// What the master hands a new worker.
 pub struct WorkerContext<'a> {
@@ -143,10 +149,9 @@ struct Conn {
     read_buf: Vec<u8>,
     read_start: usize,
     read_end: usize,
-    /// The response head (and small bodies) being written, and how much of it is out.
-    out_head: Vec<u8>,
-    out_body: Vec<u8>,
-    written: usize,
+    /// The response being written: its head and any bytes body, then its file region.
+    out: OutQueue,
+    file: Option<FileOut>,
     keep_alive: bool,
     /// When the connection's current wait runs out (idle, reading, writing or lingering).
     deadline: Instant,
@@ -164,8 +169,17 @@ impl Conn {
         &self.read_buf[self.read_start..self.read_end]
     }
 
-    fn out_len(&self) -> usize {
-        self.out_head.len() + self.out_body.len()
+    /// Whether every byte of the response is out.
+    fn response_sent(&self) -> bool {
+        self.out.is_empty() && self.file.is_none()
+    }
+
+    /// The socket's descriptor, for `sendfile`.
+    fn socket_fd(&self) -> BorrowedFd<'_> {
+        match &self.stream {
+            Stream::Tcp(stream) => stream.as_fd(),
+            Stream::Unix(stream) => stream.as_fd(),
+        }
     }
 }
 
@@ -200,6 +214,9 @@ struct Worker<'a> {
     last_memory_check: Instant,
     master_pid: u32,
     finished: Vec<Finished>,
+    /// Connections (index, serial) that stopped writing at their budget with the socket still
+    /// writable: edge-triggered readiness will not report them again, so the loop resumes them.
+    write_backlog: Vec<(usize, u64)>,
 }
 
 impl<'a> Worker<'a> {
@@ -298,6 +315,7 @@ impl<'a> Worker<'a> {
             last_memory_check: Instant::now(),
             master_pid: std::os::unix::process::parent_id(),
             finished: Vec::new(),
+            write_backlog: Vec::new(),
         };
         worker
             .set_accepting(true)
@@ -319,7 +337,12 @@ impl<'a> Worker<'a> {
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
         loop {
-            if let Err(err) = self.poll.poll(&mut events, Some(self.tick))
+            let wait = if self.write_backlog.is_empty() {
+                self.tick
+            } else {
+                Duration::ZERO
+            };
+            if let Err(err) = self.poll.poll(&mut events, Some(wait))
                 && err.kind() != io::ErrorKind::Interrupted
             {
                 log::error!("event loop failed: {err}; stopping");
@@ -337,6 +360,7 @@ impl<'a> Worker<'a> {
                     Token(n) => self.on_listener(n - FIRST_LISTENER),
                 }
             }
+            self.drive_backlog();
             let now = Instant::now();
             if now.duration_since(last_sweep) >= self.tick {
                 last_sweep = now;
@@ -525,9 +549,8 @@ impl<'a> Worker<'a> {
             read_buf: Vec::new(),
             read_start: 0,
             read_end: 0,
-            out_head: Vec::new(),
-            out_body: Vec::new(),
-            written: 0,
+            out: OutQueue::default(),
+            file: None,
             keep_alive: true,
             deadline: Instant::now() + self.idle_wait(),
             version: Version::Http11,
@@ -729,21 +752,17 @@ impl<'a> Worker<'a> {
                 "Content-Type".to_owned(),
                 b"text/plain; charset=utf-8".to_vec(),
             )];
-            body = b"500 Internal Server Error\n".to_vec();
+            body = Body::Bytes(b"500 Internal Server Error\n".to_vec());
         }
         self.board
             .record(status, conn.dispatched_at.elapsed().as_micros() as u64);
-        let body = if http::status_allows_body(status) {
-            body
-        } else {
-            Vec::new()
-        };
-        conn.out_head.clear();
         // 1xx, 204 and 304 carry no body and no framing: a 304's length is the stored
         // representation's, which the server does not know.
-        let body_len = http::status_allows_body(status).then_some(body.len() as u64);
+        let with_body = http::status_allows_body(status);
+        let body_len = if with_body { body.len() } else { None };
+        let mut head = Vec::with_capacity(256);
         http::write_response_head(
-            &mut conn.out_head,
+            &mut head,
             conn.version,
             status,
             &headers,
@@ -751,8 +770,22 @@ impl<'a> Worker<'a> {
             conn.keep_alive,
             date,
         );
-        conn.out_body = if is_head { Vec::new() } else { body };
-        conn.written = 0;
+        conn.out.clear();
+        conn.out.push(head);
+        conn.file = None;
+        if with_body && !is_head {
+            match body {
+                Body::Bytes(bytes) => conn.out.push(bytes),
+                Body::File(region) => {
+                    let (file, offset, remaining) = region.into_parts();
+                    conn.file = (remaining > 0).then_some(FileOut {
+                        file,
+                        offset,
+                        remaining,
+                    });
+                }
+            }
+        }
         conn.state = ConnState::Writing;
         conn.deadline = Instant::now() + self.body_timeout;
         self.drive_write(index);
@@ -764,40 +797,70 @@ impl<'a> Worker<'a> {
             return;
         };
         self.board.record(err.status, 0);
-        conn.out_head.clear();
-        http::error_response(&mut conn.out_head, err, date);
-        conn.out_body.clear();
-        conn.written = 0;
+        let mut out = Vec::with_capacity(256);
+        http::error_response(&mut out, err, date);
+        conn.out.clear();
+        conn.out.push(out);
+        conn.file = None;
         conn.keep_alive = false;
         conn.state = ConnState::Writing;
         conn.deadline = Instant::now() + self.body_timeout;
         self.drive_write(index);
     }
 
+    /// Writes what the connection has to send until the socket is full or the response is out.
+    ///
+    /// Bytes go out with `writev`, a file region with `sendfile`. One call sends at most
+    /// [`WRITE_BUDGET`] bytes; a connection with more to send and a socket still taking it is
+    /// queued to continue after the next poll, so one fast download cannot starve the others.
     fn drive_write(&mut self, index: usize) {
         let timeout = self.body_timeout;
         let idle_wait = self.idle_wait();
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
-        while conn.written < conn.out_len() {
-            let head_len = conn.out_head.len();
-            let result = if conn.written < head_len {
-                let slices = [
-                    IoSlice::new(&conn.out_head[conn.written..]),
-                    IoSlice::new(&conn.out_body),
-                ];
-                conn.stream.write_vectored(&slices)
+        if conn.state != ConnState::Writing {
+            return;
+        }
+        let mut budget = WRITE_BUDGET;
+        while !conn.response_sent() {
+            if budget == 0 {
+                self.write_backlog.push((index, conn.serial));
+                return;
+            }
+            let result = if !conn.out.is_empty() {
+                conn.out.write_to(&mut conn.stream)
+            } else if let Some(file) = &conn.file {
+                let count = usize::try_from(file.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(budget);
+                let mut offset = file.offset;
+                let result = sys::sendfile(conn.socket_fd(), &file.file, &mut offset, count);
+                if let (Ok(sent), Some(file)) = (&result, &mut conn.file) {
+                    file.offset = offset;
+                    file.remaining -= *sent as u64;
+                    if file.remaining == 0 {
+                        conn.file = None;
+                    }
+                }
+                result
             } else {
-                conn.stream.write(&conn.out_body[conn.written - head_len..])
+                break;
             };
             match result {
                 Ok(0) => {
+                    if conn.file.is_some() && conn.out.is_empty() {
+                        log::warn!(
+                            "a file being sent to {} ended before the length its response \
+                             announced; closing the connection",
+                            peer_text(conn.peer)
+                        );
+                    }
                     self.close(index);
                     return;
                 }
                 Ok(n) => {
-                    conn.written += n;
+                    budget = budget.saturating_sub(n);
                     conn.deadline = Instant::now() + timeout;
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
@@ -810,9 +873,6 @@ impl<'a> Worker<'a> {
             }
         }
         // The response is out.
-        conn.out_body = Vec::new();
-        conn.out_head.clear();
-        conn.written = 0;
         if conn.keep_alive {
             conn.state = ConnState::Reading;
             conn.deadline = Instant::now() + idle_wait;
@@ -823,6 +883,25 @@ impl<'a> Worker<'a> {
             conn.state = ConnState::Lingering;
             conn.deadline = Instant::now() + LINGER;
             self.drive_linger(index);
+        }
+    }
+
+    /// Continues the writes that [`Worker::drive_write`] paused at its budget.
+    fn drive_backlog(&mut self) {
+        let mut backlog = std::mem::take(&mut self.write_backlog);
+        for (index, serial) in backlog.drain(..) {
+            let current = self
+                .conns
+                .get(index)
+                .and_then(Option::as_ref)
+                .is_some_and(|conn| conn.serial == serial);
+            if current {
+                self.drive_write(index);
+            }
+        }
+        if self.write_backlog.is_empty() {
+            // Keep the allocation for the next turn.
+            self.write_backlog = backlog;
         }
     }
 
@@ -990,4 +1069,132 @@ fn is_transient_accept_error(err: &io::Error) -> bool {
 
 fn peer_text(peer: Option<SocketAddr>) -> String {
     peer.map_or_else(|| "a unix socket client".to_owned(), |p| p.to_string())
+}
+
+/// The bytes of a response still to be written: a queue of buffers (the head, a bytes body),
+/// written with `writev` without first copying them into one.
+#[derive(Debug, Default)]
+struct OutQueue {
+    buffers: VecDeque<Vec<u8>>,
+    /// Bytes of the front buffer already written.
+    front_written: usize,
+}
+
+impl OutQueue {
+    /// Queues `bytes` after what is already queued.
+    fn push(&mut self, bytes: Vec<u8>) {
+        if !bytes.is_empty() {
+            self.buffers.push_back(bytes);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buffers.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.buffers.clear();
+        self.front_written = 0;
+    }
+
+    /// Bytes queued and not yet written.
+    #[cfg(test)]
+    fn unsent(&self) -> usize {
+        self.buffers.iter().map(Vec::len).sum::<usize>() - self.front_written
+    }
+
+    /// Writes once, as much as `out` takes, and drops what was written.
+    fn write_to(&mut self, out: &mut impl Write) -> io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut count = 0;
+        for (slot, buffer) in slices.iter_mut().zip(&self.buffers) {
+            let start = if count == 0 { self.front_written } else { 0 };
+            *slot = IoSlice::new(&buffer[start..]);
+            count += 1;
+        }
+        let written = out.write_vectored(&slices[..count])?;
+        self.consume(written);
+        Ok(written)
+    }
+
+    fn consume(&mut self, mut written: usize) {
+        while let Some(front) = self.buffers.front() {
+            let left = front.len() - self.front_written;
+            if written < left {
+                self.front_written += written;
+                return;
+            }
+            written -= left;
+            self.buffers.pop_front();
+            self.front_written = 0;
+        }
+    }
+}
+
+/// The part of a file region still to be sent.
+#[derive(Debug)]
+struct FileOut {
+    file: std::fs::File,
+    offset: u64,
+    remaining: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes at most `max` bytes per call.
+    struct Trickle {
+        max: usize,
+        got: Vec<u8>,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.max);
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_out_queue_writes_its_buffers_in_order_across_short_writes() {
+        for max in [1, 2, 3, 7, 100] {
+            let mut queue = OutQueue::default();
+            queue.push(b"head\r\n".to_vec());
+            queue.push(Vec::new());
+            queue.push(b"body".to_vec());
+            queue.push(b"!".to_vec());
+            assert_eq!(queue.unsent(), 11);
+            let mut out = Trickle {
+                max,
+                got: Vec::new(),
+            };
+            while !queue.is_empty() {
+                let before = queue.unsent();
+                let n = queue.write_to(&mut out).unwrap();
+                assert_eq!(queue.unsent(), before - n);
+            }
+            assert_eq!(out.got, b"head\r\nbody!", "max {max}");
+        }
+    }
+
+    #[test]
+    fn clearing_the_out_queue_forgets_a_partial_write() {
+        let mut queue = OutQueue::default();
+        queue.push(b"abc".to_vec());
+        queue.consume(1);
+        queue.clear();
+        queue.push(b"xyz".to_vec());
+        let mut out = Trickle {
+            max: 10,
+            got: Vec::new(),
+        };
+        queue.write_to(&mut out).unwrap();
+        assert_eq!(out.got, b"xyz");
+    }
 }

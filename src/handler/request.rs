@@ -1,0 +1,281 @@
+//! The `Request` a handler receives: method, target, version, header fields, body and where it
+//! came from, with percent-decoding helpers for paths and queries.
+
+use std::net::SocketAddr;
+
+pub use crate::http::Version;
+
+/// A request's header fields: order kept, duplicates kept, names compared case-insensitively.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers {
+    fields: Vec<(String, Vec<u8>)>,
+}
+
+impl Headers {
+    /// Wraps fields in the order they were received.
+    pub fn from_fields(fields: Vec<(String, Vec<u8>)>) -> Self {
+        Headers { fields }
+    }
+
+    /// The first value of the field `name`, compared case-insensitively.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_slice())
+    }
+
+    /// The first value of `name` as text, if it is valid UTF-8.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name)
+            .and_then(|value| std::str::from_utf8(value).ok())
+    }
+
+    /// Every value of the field `name`, in the order received.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.fields
+            .iter()
+            .filter(move |(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_slice())
+    }
+
+    /// Every field as `(name, value)`, in the order received.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.fields
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_slice()))
+    }
+
+    /// How many fields there are, duplicates counted.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// True when there are no fields.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+}
+
+/// One HTTP request, head and body fully buffered.
+#[derive(Clone, Debug)]
+pub struct Request {
+    method: String,
+    target: String,
+    version: Version,
+    headers: Headers,
+    body: Vec<u8>,
+    peer: Option<SocketAddr>,
+}
+
+impl Request {
+    /// Starts building a request, for tests and for embedding.
+    pub fn builder(method: &str, target: &str) -> RequestBuilder {
+        RequestBuilder {
+            request: Request::from_parts(
+                method.to_owned(),
+                target.to_owned(),
+                Version::Http11,
+                Headers::default(),
+                Vec::new(),
+                None,
+            ),
+        }
+    }
+
+    /// Assembles a request from its decoded parts; the worker's event loop uses it, and so
+    /// can code that embeds tine.
+    pub fn from_parts(
+        method: String,
+        target: String,
+        version: Version,
+        headers: Headers,
+        body: Vec<u8>,
+        peer: Option<SocketAddr>,
+    ) -> Request {
+        Request {
+            method,
+            target,
+            version,
+            headers,
+            body,
+            peer,
+        }
+    }
+
+    /// The method, e.g. `GET`.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The request target exactly as received, e.g. `/search?q=tine`.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The path part of the target, still percent-encoded (`/search`).
+    pub fn path(&self) -> &str {
+        let end = self.target.find(['?', '#']).unwrap_or(self.target.len());
+        &self.target[..end]
+    }
+
+    /// The query string without the `?`, if there is one (`q=tine`).
+    pub fn query(&self) -> Option<&str> {
+        let start = self.target.find('?')? + 1;
+        let rest = &self.target[start..];
+        Some(&rest[..rest.find('#').unwrap_or(rest.len())])
+    }
+
+    /// The first value of the query parameter `name`, percent-decoded (`+` is a space).
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query()?.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key) == name).then(|| percent_decode(value))
+        })
+    }
+
+    /// The protocol version the client spoke.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The header fields.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name)
+    }
+
+    /// The request body (empty when the request had none).
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Takes the body out of the request without copying it.
+    pub fn into_body(self) -> Vec<u8> {
+        self.body
+    }
+
+    /// The peer's address, for TCP listeners.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+}
+
+/// Builds a [`Request`]; see [`Request::builder`].
+#[derive(Debug)]
+pub struct RequestBuilder {
+    request: Request,
+}
+
+impl RequestBuilder {
+    /// Sets the protocol version.
+    pub fn version(mut self, version: Version) -> Self {
+        self.request.version = version;
+        self
+    }
+
+    /// Adds a header field.
+    pub fn header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.request
+            .headers
+            .fields
+            .push((name.to_owned(), value.into()));
+        self
+    }
+
+    /// Replaces all header fields.
+    pub fn headers(mut self, headers: Headers) -> Self {
+        self.request.headers = headers;
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.request.body = body.into();
+        self
+    }
+
+    /// Sets the peer address.
+    pub fn peer(mut self, peer: Option<SocketAddr>) -> Self {
+        self.request.peer = peer;
+        self
+    }
+
+    /// Finishes the request.
+    pub fn build(self) -> Request {
+        self.request
+    }
+}
+
+/// Decodes `%XX` escapes and `+` (as a space); invalid escapes are kept as they are, and
+/// invalid UTF-8 becomes U+FFFD.
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).and_then(|pair| {
+                    let text = std::str::from_utf8(pair).ok()?;
+                    u8::from_str_radix(text, 16).ok()
+                });
+                if let Some(byte) = hex {
+                    out.push(byte);
+                    i += 2;
+                } else {
+                    out.push(b'%');
+                }
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_and_query_split_the_target() {
+        let request = Request::builder("GET", "/a/b?x=1&y=two%20words+too#frag").build();
+        assert_eq!(request.path(), "/a/b");
+        assert_eq!(request.query(), Some("x=1&y=two%20words+too"));
+        assert_eq!(request.query_param("x").as_deref(), Some("1"));
+        assert_eq!(request.query_param("y").as_deref(), Some("two words too"));
+        assert_eq!(request.query_param("z"), None);
+        let bare = Request::builder("GET", "/plain").build();
+        assert_eq!(bare.path(), "/plain");
+        assert_eq!(bare.query(), None);
+    }
+
+    #[test]
+    fn percent_decode_keeps_invalid_escapes() {
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%e2%82%ac"), "€");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+    }
+
+    #[test]
+    fn headers_are_case_insensitive_and_keep_duplicates() {
+        let request = Request::builder("GET", "/")
+            .header("X-Tag", "one")
+            .header("x-tag", "two")
+            .header("Host", "example")
+            .build();
+        assert_eq!(request.header("x-TAG"), Some(&b"one"[..]));
+        let all: Vec<_> = request.headers().get_all("X-Tag").collect();
+        assert_eq!(all, vec![&b"one"[..], &b"two"[..]]);
+        assert_eq!(request.headers().len(), 3);
+        assert_eq!(request.headers().get_str("host"), Some("example"));
+    }
+}
