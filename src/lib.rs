@@ -8,9 +8,11 @@
 //! The binary is a thin shell over [`main_with_args`]; a Rust program can embed the same server
 //! with its own handler through [`run`].
 
+pub mod access_log;
 pub mod cli;
 pub mod config;
 pub mod cpu;
+pub mod forwarded;
 pub mod handler;
 pub mod http;
 pub mod listeners;
@@ -58,7 +60,7 @@ pub enum Error {
     Identity(String),
     /// The pid file is held by a live process, or cannot be written.
     Pidfile(pidfile::PidfileError),
-    /// `[log] error_log` could not be opened.
+    /// `[log] error_log` or `access_log` could not be opened.
     ErrorLog {
         /// The file.
         path: std::path::PathBuf,
@@ -124,7 +126,7 @@ impl fmt::Display for Error {
             Error::Pidfile(err) => write!(f, "{err}"),
             Error::ErrorLog { path, source } => write!(
                 f,
-                "could not open the error log {}: {}",
+                "could not open the log file {}: {}",
                 path.display(),
                 describe_io(source)
             ),
@@ -337,6 +339,13 @@ fn serve(
                 source,
             })?;
         }
+    }
+    if let Some(access_log::Target::File(path)) = &config.log.access_log {
+        let owner = identity.user.as_ref().map(|(_, uid)| *uid);
+        logging::prepare_file(path, owner).map_err(|source| Error::ErrorLog {
+            path: path.clone(),
+            source,
+        })?;
     }
     sys::set_thread_name("tine: master");
     log::info!(

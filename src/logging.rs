@@ -79,6 +79,16 @@ pub fn reopen_for(owner: Option<u32>) -> io::Result<()> {
     Ok(())
 }
 
+/// Creates the log file at `path` if it is missing and gives it to `owner`, so workers that
+/// switched to that user can open and reopen it (for the access log, which workers write).
+pub fn prepare_file(path: &Path, owner: Option<u32>) -> io::Result<()> {
+    open_append(path)?;
+    match owner {
+        Some(uid) => crate::sys::chown_file(path, uid),
+        None => Ok(()),
+    }
+}
+
 /// Gives the current error log file to `uid`, so workers running as that user can reopen it.
 pub fn give_to(uid: u32) -> io::Result<()> {
     let file = FILE.lock().unwrap_or_else(PoisonError::into_inner);

@@ -16,7 +16,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::access_log::{self, AccessLog};
 use crate::config::Config;
+use crate::forwarded;
 use crate::handler::{Body, HandlerFactory, Headers, Request, WorkerInfo};
 use crate::http::{self, DateCache, Decoded, Decoder, HttpError, RequestHead, Version};
 use crate::listeners::{Listener, MioListener, Stream};
@@ -99,6 +101,9 @@ pub fn run(context: WorkerContext<'_>) -> ! {
     match Worker::start(context) {
         Ok(mut worker) => {
             worker.run();
+            if let Some(access_log) = worker.access_log.as_mut() {
+                access_log.finish();
+            }
             log::debug!("worker stopped");
             sys::exit_now(0)
         }
@@ -162,6 +167,18 @@ struct Conn {
     /// its method and target for the log line should it run too long.
     dispatched_at: Instant,
     label: Option<String>,
+    /// What the access log records about the request being answered (only with a log).
+    access: Option<AccessInfo>,
+}
+
+/// The request's side of an access log line, kept from dispatch to response.
+struct AccessInfo {
+    remote: String,
+    method: String,
+    target: String,
+    version: &'static str,
+    user_agent: String,
+    referer: String,
 }
 
 impl Conn {
@@ -185,6 +202,9 @@ impl Conn {
 
 struct Worker<'a> {
     poll: Poll,
+    slot: usize,
+    access_log: Option<AccessLog>,
+    trusted: Vec<forwarded::Trusted>,
     board: SlotHandle<'a>,
     report: std::fs::File,
     signals: Signals,
@@ -285,8 +305,18 @@ impl<'a> Worker<'a> {
             .try_clone()
             .map(std::fs::File::from)
             .map_err(|e| setup("could not take over the report pipe", e))?;
+        let access_log = match &config.log.access_log {
+            Some(target) => Some(
+                AccessLog::open(target, config.log.access_log_format.clone())
+                    .map_err(|e| setup("could not open the access log", e))?,
+            ),
+            None => None,
+        };
         let mut worker = Worker {
             poll,
+            slot: context.slot,
+            access_log,
+            trusted: server.forwarded_allow_ips.clone(),
             board,
             report,
             signals,
@@ -365,6 +395,9 @@ impl<'a> Worker<'a> {
             if now.duration_since(last_sweep) >= self.tick {
                 last_sweep = now;
                 self.sweep(now);
+                if let Some(access_log) = self.access_log.as_mut() {
+                    access_log.tick();
+                }
                 self.beat();
             }
             if let Phase::Stopping { deadline } = self.phase {
@@ -395,6 +428,9 @@ impl<'a> Worker<'a> {
                 SIGUSR1 => {
                     if let Err(err) = logging::reopen() {
                         log::error!("could not reopen the error log: {err}");
+                    }
+                    if let Some(access_log) = self.access_log.as_mut() {
+                        access_log.reopen();
                     }
                 }
                 _ => {
@@ -557,6 +593,7 @@ impl<'a> Worker<'a> {
             head_request: false,
             dispatched_at: Instant::now(),
             label: None,
+            access: None,
         });
         self.live_conns += 1;
         self.update_accepting();
@@ -678,6 +715,33 @@ impl<'a> Worker<'a> {
         conn.label =
             (!self.request_timeout.is_zero()).then(|| format!("{} {}", head.method, head.target));
         conn.state = ConnState::InPool;
+        if self.access_log.is_some() {
+            let client = forwarded::client(
+                conn.peer.map(|p| p.ip()),
+                head.header("Forwarded")
+                    .and_then(|v| std::str::from_utf8(v).ok()),
+                head.header("X-Forwarded-For")
+                    .and_then(|v| std::str::from_utf8(v).ok()),
+                head.header("X-Forwarded-Proto")
+                    .and_then(|v| std::str::from_utf8(v).ok()),
+                &self.trusted,
+            );
+            let text = |name: &str| {
+                head.header(name)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            conn.access = Some(AccessInfo {
+                remote: client
+                    .addr
+                    .map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+                method: head.method.clone(),
+                target: head.target.clone(),
+                version: head.version.as_str(),
+                user_agent: text("User-Agent"),
+                referer: text("Referer"),
+            });
+        }
         let RequestHead {
             method,
             target,
@@ -760,6 +824,22 @@ impl<'a> Worker<'a> {
         // representation's, which the server does not know.
         let with_body = http::status_allows_body(status);
         let body_len = if with_body { body.len() } else { None };
+        if let (Some(log), Some(info)) = (self.access_log.as_mut(), conn.access.take()) {
+            let sent = if is_head { 0 } else { body_len.unwrap_or(0) };
+            log.log(&access_log::Entry {
+                time: SystemTime::now(),
+                remote: &info.remote,
+                method: &info.method,
+                target: &info.target,
+                version: info.version,
+                status,
+                bytes: sent,
+                duration_us: conn.dispatched_at.elapsed().as_micros() as u64,
+                user_agent: &info.user_agent,
+                referer: &info.referer,
+                worker: self.slot,
+            });
+        }
         let mut head = Vec::with_capacity(256);
         http::write_response_head(
             &mut head,
@@ -797,6 +877,36 @@ impl<'a> Worker<'a> {
             return;
         };
         self.board.record(err.status, 0);
+        if let Some(log) = self.access_log.as_mut() {
+            // A request that never parsed has only its peer; one that timed out in the
+            // handler still has what it was.
+            let info = conn.access.take();
+            let peer = conn
+                .peer
+                .map_or_else(|| "-".to_owned(), |p| p.ip().to_string());
+            let (remote, method, target, version) = match &info {
+                Some(i) => (
+                    i.remote.as_str(),
+                    i.method.as_str(),
+                    i.target.as_str(),
+                    i.version,
+                ),
+                None => (peer.as_str(), "-", "-", "-"),
+            };
+            log.log(&access_log::Entry {
+                time: SystemTime::now(),
+                remote,
+                method,
+                target,
+                version,
+                status: err.status,
+                bytes: 0,
+                duration_us: 0,
+                user_agent: info.as_ref().map_or("", |i| i.user_agent.as_str()),
+                referer: info.as_ref().map_or("", |i| i.referer.as_str()),
+                worker: self.slot,
+            });
+        }
         let mut out = Vec::with_capacity(256);
         http::error_response(&mut out, err, date);
         conn.out.clear();

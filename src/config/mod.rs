@@ -50,6 +50,7 @@ pub const KEYS: &[&str] = &[
     "server.socket_mode",
     "server.socket_owner",
     "server.control_socket",
+    "server.forwarded_allow_ips",
     "limits.request_line",
     "limits.headers",
     "limits.header_field_size",
@@ -57,6 +58,8 @@ pub const KEYS: &[&str] = &[
     "limits.body",
     "log.level",
     "log.error_log",
+    "log.access_log",
+    "log.access_log_format",
     "metrics.bind",
     "app.handler",
 ];
@@ -141,6 +144,8 @@ pub struct Server {
     pub socket_owner: Option<String>,
     /// The master's control socket, for `tine status`; `None` opens none.
     pub control_socket: Option<PathBuf>,
+    /// Proxies whose `Forwarded`/`X-Forwarded-*` headers are believed.
+    pub forwarded_allow_ips: Vec<crate::forwarded::Trusted>,
 }
 
 impl Default for Server {
@@ -171,6 +176,10 @@ impl Default for Server {
             socket_mode: None,
             socket_owner: None,
             control_socket: None,
+            forwarded_allow_ips: vec![crate::forwarded::Trusted::Net(
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                32,
+            )],
         }
     }
 }
@@ -239,6 +248,10 @@ pub struct Log {
     pub level: log::LevelFilter,
     /// Where the error log goes: `None` is stderr, otherwise a file appended to.
     pub error_log: Option<PathBuf>,
+    /// Where the access log goes; `None` writes none.
+    pub access_log: Option<crate::access_log::Target>,
+    /// How access log lines look.
+    pub access_log_format: crate::access_log::Format,
 }
 
 impl Default for Log {
@@ -246,6 +259,8 @@ impl Default for Log {
         Log {
             level: log::LevelFilter::Info,
             error_log: None,
+            access_log: None,
+            access_log_format: crate::access_log::Format::Combined,
         }
     }
 }

@@ -276,6 +276,23 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                     )
                 },
             },
+            KeySpec {
+                name: "forwarded_allow_ips",
+                help: "Proxies whose Forwarded/X-Forwarded-* headers are believed: IPs, networks, or \"*\".",
+                read: |v, c| {
+                    c.server.forwarded_allow_ips = read_trusted(v)?;
+                    Ok(())
+                },
+                write: |c| {
+                    let items: Vec<String> = c
+                        .server
+                        .forwarded_allow_ips
+                        .iter()
+                        .map(|t| toml_string(&t.to_string()))
+                        .collect();
+                    format!("[{}]", items.join(", "))
+                },
+            },
         ],
     },
     SectionSpec {
@@ -359,6 +376,39 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                             .map_or_else(|| "-".to_owned(), |p| p.display().to_string()),
                     )
                 },
+            },
+            KeySpec {
+                name: "access_log",
+                help: "Where the access log goes: \"\" for none, \"-\" for stdout, or a file.",
+                read: |v, c| {
+                    c.log.access_log = match optional_string(v)?.as_deref() {
+                        None => None,
+                        Some("-") => Some(crate::access_log::Target::Stdout),
+                        Some(path) => Some(crate::access_log::Target::File(PathBuf::from(path))),
+                    };
+                    Ok(())
+                },
+                write: |c| {
+                    toml_string(match &c.log.access_log {
+                        None => "",
+                        Some(crate::access_log::Target::Stdout) => "-",
+                        Some(crate::access_log::Target::File(path)) => {
+                            path.to_str().unwrap_or_default()
+                        }
+                    })
+                },
+            },
+            KeySpec {
+                name: "access_log_format",
+                help: "\"combined\", \"json\", or a template like \"{remote} {status} {duration_us}\".",
+                read: |v, c| {
+                    let DeValue::String(text) = v.get_ref() else {
+                        return Err(expected(v, "a string").into());
+                    };
+                    c.log.access_log_format = text.parse().map_err(|e| bad(v, e))?;
+                    Ok(())
+                },
+                write: |c| toml_string(&c.log.access_log_format.to_string()),
             },
         ],
     },
@@ -715,6 +765,33 @@ fn read_handler(value: &Spanned<DeValue<'_>>) -> Result<HandlerKind, Bad> {
     })
 }
 
+/// A list of trusted proxies (or a single string).
+fn read_trusted(value: &Spanned<DeValue<'_>>) -> Result<Vec<crate::forwarded::Trusted>, Bads> {
+    let parse = |item: &Spanned<DeValue<'_>>| match item.get_ref() {
+        DeValue::String(s) => s.parse().map_err(|e| bad(item, e)),
+        _ => Err(expected(item, "an IP address or network as a string")),
+    };
+    match value.get_ref() {
+        DeValue::String(_) => Ok(vec![parse(value)?]),
+        DeValue::Array(items) => {
+            let mut good = Vec::new();
+            let mut bads = Vec::new();
+            for item in items {
+                match parse(item) {
+                    Ok(t) => good.push(t),
+                    Err(b) => bads.push(b),
+                }
+            }
+            if bads.is_empty() {
+                Ok(good)
+            } else {
+                Err(Bads(bads))
+            }
+        }
+        _ => Err(expected(value, "a list of IP addresses or networks").into()),
+    }
+}
+
 /// An integer of zero or more.
 fn non_negative_int(value: &Spanned<DeValue<'_>>) -> Result<u64, Bad> {
     integer(value.get_ref())
@@ -883,7 +960,9 @@ mod tests {
     fn unknown_key_without_suggestion_lists_the_accepted_keys() {
         assert_eq!(
             errors("[log]\nformat = \"json\"\n"),
-            ["t.toml:2:1: unknown key log.format; [log] accepts level, error_log"]
+            [
+                "t.toml:2:1: unknown key log.format; [log] accepts level, error_log, access_log, access_log_format"
+            ]
         );
         let errs = errors("[server]\n\"two words\" = 1\n");
         assert_eq!(errs.len(), 1);

@@ -438,7 +438,13 @@ impl<'a> Master<'a> {
             Intent::Upgrade if self.stopping() => {}
             Intent::Upgrade => self.begin_upgrade(),
             Intent::ReopenLogs => {
-                match crate::logging::reopen_for(self.identity.user.as_ref().map(|(_, uid)| *uid)) {
+                let owner = self.identity.user.as_ref().map(|(_, uid)| *uid);
+                if let Some(crate::access_log::Target::File(path)) = &self.config.log.access_log
+                    && let Err(err) = crate::logging::prepare_file(path, owner)
+                {
+                    log::error!("SIGUSR1: could not create the new access log: {err}");
+                }
+                match crate::logging::reopen_for(owner) {
                     Ok(()) => log::info!("SIGUSR1: log files reopened"),
                     Err(err) => log::error!("SIGUSR1: could not reopen the error log: {err}"),
                 }

@@ -164,3 +164,67 @@ fn the_error_log_goes_to_its_file_and_sigusr1_reopens_it_for_logrotate() {
             .contains("panicked")
     );
 }
+
+#[test]
+fn the_access_log_records_each_response_in_the_chosen_format() {
+    let dir = TempDir::new();
+    let log = dir.path().join("access.log");
+    let server = Server::start(&format!(
+        "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\n[log]\naccess_log = \"{}\"\naccess_log_format = \"json\"\n",
+        log.display()
+    ));
+    let response = server.request(
+        "GET /bytes?n=7 HTTP/1.1\r\nHost: t\r\nUser-Agent: probe/1\r\nReferer: http://r/\r\nX-Forwarded-For: 198.51.100.7\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(response.status, 200);
+    assert_eq!(server.request("BAD\r\n\r\n").status, 400);
+    // Lines reach the file within about a second (the writer flushes at least that often).
+    let deadline = std::time::Instant::now() + crate::util::WAIT;
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 2 {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "access log: {text:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let first = text.lines().next().unwrap();
+    // The peer is 127.0.0.1, trusted by default: the forwarded address is the client.
+    assert!(first.contains("\"remote\":\"198.51.100.7\""), "{first}");
+    assert!(
+        first.contains("\"method\":\"GET\",\"target\":\"/bytes?n=7\""),
+        "{first}"
+    );
+    assert!(first.contains("\"status\":200,\"bytes\":7"), "{first}");
+    assert!(
+        first.contains("\"user_agent\":\"probe/1\",\"referer\":\"http://r/\""),
+        "{first}"
+    );
+    let second = text.lines().nth(1).unwrap();
+    assert!(second.contains("\"status\":400"), "{second}");
+    assert!(second.contains("\"remote\":\"127.0.0.1\""), "{second}");
+}
+
+#[test]
+fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
+    let dir = TempDir::new();
+    let log = dir.path().join("access.log");
+    let server = Server::start(&format!(
+        "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\nforwarded_allow_ips = [\"10.0.0.0/8\"]\n\
+         [log]\naccess_log = \"{}\"\naccess_log_format = \"{{remote}} {{status}}\"\n",
+        log.display()
+    ));
+    server.request(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: close\r\n\r\n",
+    );
+    let deadline = std::time::Instant::now() + crate::util::WAIT;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if !text.is_empty() {
+            assert_eq!(text, "127.0.0.1 200\n");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
