@@ -283,6 +283,30 @@ mod tests {
     }
 
     #[test]
+    fn man_page_documents_every_long_flag() {
+        const MAN_PAGE: &str = include_str!("../man/tine.8");
+        let mut flags: Vec<&str> = HELP
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|word| word.starts_with("--") && word.len() > 2)
+            .collect();
+        flags.sort_unstable();
+        flags.dedup();
+        assert!(flags.len() >= 8, "flags found in HELP: {flags:?}");
+        let lines: Vec<&str> = MAN_PAGE.lines().collect();
+        for flag in flags {
+            // roff writes a hyphen as `\-`; OPTIONS names each flag in bold on a `.TP` line.
+            let roff = format!("\\fB{}\\fR", flag.replace('-', "\\-"));
+            let documented = lines
+                .windows(2)
+                .any(|pair| pair[0].starts_with(".TP") && pair[1].contains(&roff));
+            assert!(
+                documented,
+                "man/tine.8 OPTIONS does not document {flag}: add `.TP` then a line with {roff}"
+            );
+        }
+    }
+
+    #[test]
     fn errors_name_the_argument() {
         let err = parse_strs(&["--workers", "four"]).unwrap_err();
         assert!(

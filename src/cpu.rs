@@ -28,8 +28,9 @@ pub fn workers_for(cpus: f64) -> usize {
     if cpus.is_nan() || cpus <= 0.0 {
         return 1;
     }
-    // `as` saturates, so even an absurd value cannot wrap around to zero workers.
-    ((2.0 * cpus).floor() as usize).saturating_add(1)
+    // `as` saturates, so even an absurd value cannot wrap around to zero workers; past 1024
+    // (server.workers' own limit) more processes only add memory and contention.
+    ((2.0 * cpus).floor() as usize).saturating_add(1).min(1024)
 }
 
 /// Reads the real /proc and /sys.
@@ -634,7 +635,12 @@ mod tests {
         for cpus in [0.0, -1.0, f64::NAN, f64::NEG_INFINITY] {
             assert_eq!(workers_for(cpus), 1, "cpus {cpus}");
         }
-        assert_eq!(workers_for(f64::INFINITY), usize::MAX);
+        assert_eq!(
+            workers_for(f64::INFINITY),
+            1024,
+            "capped at server.workers' limit"
+        );
+        assert_eq!(workers_for(1000.0), 1024);
     }
 
     #[test]

@@ -207,6 +207,14 @@ where
         _ => {}
     }
     let config = load_config(&command)?;
+    if command.mode == Mode::CheckConfig {
+        // Names that exist only on the machine are checked too, as the start would.
+        resolve_identity(
+            config.server.user.as_deref(),
+            config.server.group.as_deref(),
+        )?;
+        unix_options(&config).map_err(Error::Identity)?;
+    }
     if let Mode::Status { json } = command.mode {
         return print_status(&command, &config, json);
     }
@@ -232,7 +240,15 @@ where
             print!("{}", config.to_toml(Some((workers.count, why))));
             Ok(())
         }
-        _ => serve(&command, args, config, workers, factory),
+        _ => {
+            // Reloads re-read the file after `chdir` may have moved the process: keep its
+            // absolute path.
+            let mut command = command;
+            if let Some(path) = command.config.take() {
+                command.config = Some(std::path::absolute(&path).unwrap_or(path));
+            }
+            serve(&command, args, config, workers, factory)
+        }
     }
 }
 
@@ -372,6 +388,8 @@ fn serve(
         Err(err) => log::warn!("could not raise the open files limit: {err}"),
     }
     let upgrade_from = inherited.upgrade_from;
+    // Where an upgrade starts the next master: here, whatever `chdir` does later.
+    let start_dir = std::env::current_dir().ok();
     let mut listeners = Vec::new();
     for (fd, name) in inherited.fds {
         // From an upgrade, names are the configured addresses (sockets systemd gave the old
@@ -385,6 +403,11 @@ fn serve(
         };
         let listener = listeners::Listener::adopt(fd, name.as_deref(), activated)
             .map_err(|source| Error::Inherit { source })?;
+        // An old master's socket this config no longer lists is closed, not kept unserved.
+        if !listener.activated && !server.bind.iter().any(|b| listener.serves(b)) {
+            log::info!("not keeping {}: no longer in bind", listener.bind);
+            continue;
+        }
         listeners.push(listener);
     }
     let fresh = listeners::bind_missing(&server.bind, &listeners, server.backlog, &unix)
@@ -418,13 +441,11 @@ fn serve(
     let factory = factory.unwrap_or(&builtin);
     let reload = || -> Result<Loaded, String> {
         let config = load_config(command).map_err(|err| err.to_string())?;
-        let unix = unix_options(&config)?;
         let workers = resolve_workers(&config);
         log::info!("workers: {} ({})", workers.count, workers.explanation);
         Ok(Loaded {
             config,
             workers: workers.count,
-            unix,
         })
     };
     // The path the binary was started from: after a deploy it names the new build, which
@@ -446,6 +467,7 @@ fn serve(
         args,
         upgrade_from,
         unix,
+        start_dir,
     })
     .map_err(Error::Master)?;
     let outcome = master.run().map_err(Error::Master);

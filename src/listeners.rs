@@ -81,7 +81,8 @@ pub fn bind_missing(
             let bound = match addr {
                 BindAddr::Tcp(socket_addr) => sys::bind_tcp(*socket_addr, backlog).map(Socket::Tcp),
                 BindAddr::Unix(path) => sys::bind_unix(path, backlog, unix.mode, unix.owner)
-                    .map(|l| Socket::Unix(l, path.clone())),
+                    // Absolute, so the file is still found to remove after `chdir`.
+                    .map(|l| Socket::Unix(l, std::path::absolute(path).unwrap_or(path.clone()))),
             };
             bound
                 .map(|socket| Listener {

@@ -12,6 +12,9 @@ use crate::sys;
 pub struct Pidfile {
     path: PathBuf,
     pid: u32,
+    /// The master this one replaced in an upgrade: if it still runs when this one exits (the
+    /// upgrade failed), the file goes back to it.
+    predecessor: Option<u32>,
 }
 
 /// Why the pid file could not be written.
@@ -88,7 +91,11 @@ impl Pidfile {
             let _ = std::fs::remove_file(&temporary);
             return Err(io_error(err));
         }
-        Ok(Pidfile { path, pid })
+        Ok(Pidfile {
+            path,
+            pid,
+            predecessor,
+        })
     }
 
     /// The file's absolute path.
@@ -102,8 +109,16 @@ impl Drop for Pidfile {
         // Only our own: a successor may already have written its pid here.
         let ours = std::fs::read_to_string(&self.path)
             .is_ok_and(|text| text.trim() == self.pid.to_string());
-        if ours {
-            let _ = std::fs::remove_file(&self.path);
+        if !ours {
+            return;
+        }
+        match self.predecessor.filter(|&old| sys::process_exists(old)) {
+            Some(old) => {
+                let _ = std::fs::write(&self.path, format!("{old}\n"));
+            }
+            None => {
+                let _ = std::fs::remove_file(&self.path);
+            }
         }
     }
 }
@@ -149,7 +164,13 @@ mod tests {
         }
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n", "left alone");
         let taken = Pidfile::create(&path, Some(1)).expect("a predecessor's file is taken over");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n", std::process::id())
+        );
         drop(taken);
+        // The predecessor (pid 1) still runs: the file goes back to it.
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

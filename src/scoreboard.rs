@@ -55,6 +55,8 @@ pub enum RetireReason {
     Memory(u64),
     /// A request ran past `request_timeout`; that request's run time in ms.
     RequestTimeout(u64),
+    /// It was told to make way (SIGUSR2: a reload, an upgrade, or an operator).
+    Replaced,
 }
 
 impl RetireReason {
@@ -63,6 +65,7 @@ impl RetireReason {
             RetireReason::MaxRequests(n) => (1, n),
             RetireReason::Memory(bytes) => (2, bytes),
             RetireReason::RequestTimeout(ms) => (3, ms),
+            RetireReason::Replaced => (4, 0),
         };
         (detail.min(u64::MAX >> 8) << 8) | code
     }
@@ -73,6 +76,7 @@ impl RetireReason {
             1 => Some(RetireReason::MaxRequests(detail)),
             2 => Some(RetireReason::Memory(detail)),
             3 => Some(RetireReason::RequestTimeout(detail)),
+            4 => Some(RetireReason::Replaced),
             _ => None,
         }
     }
@@ -90,6 +94,7 @@ impl std::fmt::Display for RetireReason {
             RetireReason::RequestTimeout(ms) => {
                 write!(f, "a request ran {ms} ms, past request_timeout")
             }
+            RetireReason::Replaced => write!(f, "was told to make way (SIGUSR2)"),
         }
     }
 }
@@ -311,6 +316,7 @@ mod tests {
             RetireReason::MaxRequests(1),
             RetireReason::Memory(600 << 20),
             RetireReason::RequestTimeout(1234),
+            RetireReason::Replaced,
         ] {
             assert_eq!(RetireReason::decode(reason.encode()), Some(reason));
         }

@@ -383,6 +383,14 @@ pub fn chown_file(path: &Path, uid: u32) -> io::Result<()> {
     nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(uid)), None).map_err(io::Error::from)
 }
 
+/// Records that this process now feeds systemd's watchdog (after an upgrade), so the master
+/// it starts next recognises `WATCHDOG_PID` too.
+pub fn claim_watchdog() {
+    // SAFETY: called by the master on its own thread before it forks or starts anything that
+    // could read the environment concurrently; the master has no other thread.
+    unsafe { std::env::set_var("WATCHDOG_PID", std::process::id().to_string()) };
+}
+
 /// Whether the process runs as root.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -618,6 +626,7 @@ fn unescape_fd_name(name: &str) -> String {
 pub fn spawn_upgrade(
     exe: &Path,
     args: &[std::ffi::OsString],
+    dir: Option<&Path>,
     fds: &[(BorrowedFd<'_>, String)],
 ) -> io::Result<u32> {
     use std::os::unix::process::CommandExt;
@@ -630,6 +639,9 @@ pub fn spawn_upgrade(
         .env("LISTEN_FDNAMES", names.join(":"))
         .env("LISTEN_PID", std::process::id().to_string())
         .env(UPGRADE_FROM_ENV, std::process::id().to_string());
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
     // SAFETY: the closure runs in the forked child before exec and only makes
     // calls that are safe there (fcntl, dup2, close, one allocation: malloc cannot be mid-call
     // in another thread, because there is none);

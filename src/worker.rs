@@ -423,8 +423,10 @@ impl<'a> Worker<'a> {
         for signal in pending {
             match signal {
                 SIGTERM => self.begin_stop("SIGTERM", IdleConnections::Close),
-                // Replaced by a reload or an upgrade: drain rather than reset anything.
-                SIGUSR2 => self.begin_stop("replaced", IdleConnections::Drain),
+                // Replaced by a reload or an upgrade, or by an operator: drain rather than
+                // reset anything, and tell the master, which starts a replacement if it
+                // did not ask for this itself.
+                SIGUSR2 => self.retire(RetireReason::Replaced),
                 SIGUSR1 => {
                     if let Err(err) = logging::reopen() {
                         log::error!("could not reopen the error log: {err}");

@@ -599,6 +599,62 @@ handler = "demo"
         assert_eq!(seen, KEYS);
     }
 
+    const MAN_PAGE: &str = include_str!("../../man/tine.toml.5");
+
+    /// The keys a tine.toml(5) page documents, as "section.key": each is a `.TP` line followed
+    /// by `.B key`, under a `.SS [section]` heading. A key named anywhere else does not count.
+    fn man_page_keys(page: &str) -> Vec<String> {
+        let mut section: Option<&str> = None;
+        let mut keys = Vec::new();
+        let mut lines = page.lines().peekable();
+        while let Some(line) = lines.next() {
+            if let Some(heading) = line.strip_prefix(".SS ") {
+                section = heading
+                    .trim()
+                    .strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'));
+            } else if line.starts_with(".SH") {
+                section = None;
+            } else if line == ".TP" || line.starts_with(".TP ") {
+                let name = lines.peek().and_then(|next| next.strip_prefix(".B "));
+                if let (Some(section), Some(name)) = (section, name) {
+                    keys.push(format!("{section}.{}", name.trim()));
+                }
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn man_page_keys_are_found_only_in_their_entries() {
+        let page = ".SH DESCRIPTION\n.TP\n.B threads\n.SS Values\n.TP\n.B bind\n\
+                    .SH KEYS\n.SS [server]\n.TP\n.B threads\nThreads; see\n.B backlog\n\
+                    .TP 8\n.B bind\n.SS [log]\n.TP\n.B level\n";
+        assert_eq!(
+            man_page_keys(page),
+            ["server.threads", "server.bind", "log.level"]
+        );
+    }
+
+    #[test]
+    fn man_page_documents_every_key_and_no_other() {
+        let documented = man_page_keys(MAN_PAGE);
+        for key in KEYS {
+            let (section, name) = key.split_once('.').unwrap();
+            assert!(
+                documented.iter().any(|d| d == key),
+                "man/tine.toml.5 does not document {key}: add `.TP` then `.B {name}` under \
+                 `.SS [{section}]`, with its type, default, range and what a reload does"
+            );
+        }
+        for key in &documented {
+            assert!(
+                KEYS.contains(&key.as_str()),
+                "man/tine.toml.5 documents {key}, which is not in KEYS"
+            );
+        }
+    }
+
     #[test]
     fn to_toml_round_trips() {
         let default = Config::default();

@@ -151,8 +151,6 @@ pub struct Loaded {
     pub config: Config,
     /// How many workers it asks for.
     pub workers: usize,
-    /// How Unix sockets it binds are created.
-    pub unix: UnixOptions,
 }
 
 /// Re-reads the config; the error is the full text to log (every problem, one per line).
@@ -180,6 +178,8 @@ pub struct MasterSetup<'a> {
     pub upgrade_from: Option<u32>,
     /// How Unix sockets are created.
     pub unix: UnixOptions,
+    /// The directory the master started in, where an upgrade starts the next one.
+    pub start_dir: Option<PathBuf>,
 }
 
 /// A reload in progress.
@@ -200,6 +200,7 @@ pub struct Master<'a> {
     exe: PathBuf,
     args: Vec<OsString>,
     upgrade_from: Option<u32>,
+    start_dir: Option<PathBuf>,
     /// The new master started by SIGUSR2, until it takes over or fails.
     upgrade_child: Option<u32>,
     /// Set once the sockets belong to a new master: nothing of theirs is removed on exit.
@@ -246,6 +247,7 @@ impl<'a> Master<'a> {
             args,
             upgrade_from,
             unix,
+            start_dir,
         } = setup;
         let setup =
             |step: &'static str| move |source: io::Error| MasterError::Setup { step, source };
@@ -286,6 +288,7 @@ impl<'a> Master<'a> {
             args,
             upgrade_from,
             upgrade_child: None,
+            start_dir,
             handed_over: false,
             watchdog: watchdog_interval(upgrade_from).map(|every| (every, Instant::now())),
             ops: Some(ops),
@@ -412,6 +415,12 @@ impl<'a> Master<'a> {
             }
             Intent::FastStop => self.begin_stop(false, "SIGINT/SIGQUIT"),
             Intent::AddWorker | Intent::RemoveWorker if self.stopping() => {}
+            Intent::AddWorker if self.table.desired() >= crate::config::MAX_WORKERS => {
+                log::warn!(
+                    "SIGTTIN: already at the maximum of {} workers",
+                    crate::config::MAX_WORKERS
+                );
+            }
             Intent::AddWorker => {
                 self.table.set_desired(self.table.desired() + 1);
                 log::info!("SIGTTIN: now {} workers", self.table.desired());
@@ -604,7 +613,6 @@ impl<'a> Master<'a> {
         let Loaded {
             mut config,
             workers,
-            unix,
         } = loaded;
         for key in keep_restart_only_settings(&self.config, &mut config) {
             log::warn!("reload: {key} changed, which takes a restart; keeping the old value");
@@ -613,7 +621,8 @@ impl<'a> Master<'a> {
             &config.server.bind,
             &self.listeners,
             config.server.backlog,
-            &unix,
+            // socket_mode and socket_owner take a restart: the running ones apply.
+            &self.unix,
         ) {
             Ok(new) => new,
             Err(err) => {
@@ -630,7 +639,14 @@ impl<'a> Master<'a> {
             }
         }
         self.listeners.extend(new);
-        self.unix = unix;
+        let wanted_files = config.server.max_connections.get() as u64 + 256;
+        if let Ok(limit) = sys::ensure_open_files(wanted_files)
+            && limit < wanted_files
+        {
+            log::warn!(
+                "reload: the open files limit is {limit}, below the {wanted_files} max_connections needs"
+            );
+        }
         crate::logging::set_level(config.log.level);
         if config.log.error_log != self.config.log.error_log
             && let Err(err) = crate::logging::set_file(config.log.error_log.as_deref())
@@ -730,7 +746,7 @@ impl<'a> Master<'a> {
                 (l.as_fd(), name)
             })
             .collect();
-        match sys::spawn_upgrade(&self.exe, &self.args, &fds) {
+        match sys::spawn_upgrade(&self.exe, &self.args, self.start_dir.as_deref(), &fds) {
             Ok(pid) => {
                 log::info!(
                     "SIGUSR2: started {} as the new master (pid {pid}); serving until it is ready",
@@ -811,6 +827,7 @@ impl<'a> Master<'a> {
             Some(RetireReason::MaxRequests(_)) => "max_requests",
             Some(RetireReason::Memory(_)) => "max_worker_memory",
             Some(RetireReason::RequestTimeout(_)) => "request_timeout",
+            Some(RetireReason::Replaced) => "reload",
             None if departure.was_hung => "hung",
             None if departure.was_retiring => "reload",
             None if how == ExitHow::Code(0) => "exited",
@@ -1092,7 +1109,8 @@ impl<'a> Master<'a> {
                 log::warn!("worker {slot} (pid {pid}) {how} after {lived}; starting a replacement");
             } else {
                 log::warn!(
-                    "worker {slot} (pid {pid}) {how} after {lived}; restarting it in {:?} (it keeps dying young)",
+                    "worker {slot} (pid {pid}) {how} after {lived}, within {:?} of starting; restarting it in {:?}",
+                    table::HEALTHY_LIFETIME,
                     departure.restart_in
                 );
             }
@@ -1160,6 +1178,7 @@ fn watchdog_interval(upgrade_from: Option<u32>) -> Option<Duration> {
         if pid != std::process::id() && Some(pid) != upgrade_from {
             return None;
         }
+        sys::claim_watchdog();
     }
     (usec > 0).then(|| Duration::from_micros(usec / 2))
 }

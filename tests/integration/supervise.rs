@@ -286,3 +286,21 @@ fn an_unknown_user_is_a_config_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_worker_told_to_make_way_is_replaced_without_a_backoff() {
+    let server = Server::start("[server]\nworkers = 1\n");
+    let before = server.workers();
+    kill(Pid::from_raw(before[0] as i32), Signal::SIGUSR2).unwrap();
+    server.wait_workers("a replacement", |w| w.len() == 1 && w[0] != before[0]);
+    let log = server.log();
+    assert!(
+        log.contains("was told to make way (SIGUSR2); starting its replacement"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("of starting; restarting it in"),
+        "no crash-loop backoff: {log}"
+    );
+    assert_eq!(server.get("/").status, 200);
+}
