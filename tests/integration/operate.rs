@@ -95,6 +95,7 @@ fn metrics_and_healthz_come_from_the_master() {
     );
     assert!(text.contains("tine_workers 1\n"), "{text}");
     assert!(text.contains("tine_listen_queue{listener="), "{text}");
+    check_with_prometheus_parser(&text);
     let health = metrics_get(&metrics_addr, "/healthz");
     assert_eq!(health.status, 200);
     assert_eq!(metrics_get(&metrics_addr, "/other").status, 404);
@@ -227,4 +228,44 @@ fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
         assert!(std::time::Instant::now() < deadline);
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// Parses the exposition with the Prometheus project's own Python parser (installed by
+/// `.ci/run`), so the format is checked by the reference implementation, not by us.
+fn check_with_prometheus_parser(text: &str) {
+    let script = "import sys\n\
+                  from prometheus_client.parser import text_string_to_metric_families\n\
+                  families = list(text_string_to_metric_families(sys.stdin.read()))\n\
+                  names = {f.name for f in families}\n\
+                  assert 'tine_requests' in names and 'tine_request_duration_seconds' in names, names\n\
+                  print(len(families))\n";
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import prometheus_client"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!(
+            "SKIPPED the Prometheus parser check: python3 with prometheus_client is not \
+             installed (.ci/run installs it)"
+        );
+        return;
+    }
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "the Prometheus parser refused /metrics: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
