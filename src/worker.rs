@@ -590,7 +590,9 @@ impl<'a> Worker<'a> {
             out: OutQueue::default(),
             file: None,
             keep_alive: true,
-            deadline: Instant::now() + self.idle_wait(),
+            // A new connection's first request has header_timeout to arrive, as nginx's
+            // client_header_timeout: an idle connection that never spoke costs less time.
+            deadline: Instant::now() + self.header_timeout,
             version: Version::Http11,
             head_request: false,
             dispatched_at: Instant::now(),
