@@ -29,7 +29,7 @@ use std::process::ExitCode;
 
 use cli::{Command, Mode, UsageError};
 use config::{Config, HandlerKind, LoadError, Workers};
-use handler::{BuildError, HandlerFactory, WorkerInfo};
+use handler::{BuildError, Handler, HandlerFactory, WorkerInfo};
 use listeners::BindError;
 use master::{Master, MasterError};
 
@@ -229,11 +229,19 @@ fn resolve_workers(config: &Config) -> WorkerCount {
     }
 }
 
-/// The factory for a built-in handler.
-fn builtin_factory(kind: HandlerKind) -> impl HandlerFactory {
-    move |_worker: &WorkerInfo| -> Result<handler::demo::Demo, BuildError> {
-        match kind {
-            HandlerKind::Demo => Ok(handler::demo::Demo),
+/// Builds the built-in handler that `[app] handler` names.
+struct Builtin {
+    app: config::App,
+}
+
+impl HandlerFactory for Builtin {
+    fn build(&self, _worker: &WorkerInfo) -> Result<Box<dyn Handler>, BuildError> {
+        match self.app.handler {
+            HandlerKind::Demo => Ok(Box::new(handler::demo::Demo)),
+            HandlerKind::Static => {
+                let options = handler::static_files::StaticOptions::from(&self.app);
+                Ok(Box::new(handler::static_files::StaticFiles::new(options)?))
+            }
         }
     }
 }
@@ -288,7 +296,9 @@ fn serve(
             source,
         })?;
     }
-    let builtin = builtin_factory(config.app.handler);
+    let builtin = Builtin {
+        app: config.app.clone(),
+    };
     let factory = factory.unwrap_or(&builtin);
     let master =
         Master::new(config, workers.count, listeners, factory, identity).map_err(Error::Master)?;

@@ -54,6 +54,12 @@ pub const KEYS: &[&str] = &[
     "limits.body",
     "log.level",
     "app.handler",
+    "app.root",
+    "app.index",
+    "app.listing",
+    "app.follow_symlinks",
+    "app.cache_control",
+    "app.precompressed",
 ];
 
 /// Largest `server.backlog`: the kernel stores the backlog in 16 bits.
@@ -231,11 +237,39 @@ impl Default for Log {
     }
 }
 
-/// `[app]`: the application the server runs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// `[app]`: the application the server runs, and the settings of the `static` handler.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct App {
     /// Which built-in handler answers requests.
     pub handler: HandlerKind,
+    /// `static`: the directory served, relative to the directory tine runs in.
+    pub root: PathBuf,
+    /// `static`: file names tried, in order, for a request naming a directory; each a plain
+    /// file name.
+    pub index: Vec<String>,
+    /// `static`: answer a directory without an index file with an HTML listing (else 404).
+    pub listing: bool,
+    /// `static`: follow symbolic links wherever they lead; when false, only to somewhere
+    /// under `root`.
+    pub follow_symlinks: bool,
+    /// `static`: the `Cache-Control` value sent with files; `None` sends none.
+    pub cache_control: Option<String>,
+    /// `static`: serve `FILE.br` or `FILE.gz` beside `FILE` to clients that accept them.
+    pub precompressed: bool,
+}
+
+impl Default for App {
+    fn default() -> Self {
+        App {
+            handler: HandlerKind::default(),
+            root: PathBuf::from("public"),
+            index: vec!["index.html".to_owned()],
+            listing: false,
+            follow_symlinks: false,
+            cache_control: None,
+            precompressed: false,
+        }
+    }
 }
 
 /// The built-in request handlers.
@@ -244,16 +278,19 @@ pub enum HandlerKind {
     /// A small built-in application for trying the server out.
     #[default]
     Demo,
+    /// The files under `[app] root`.
+    Static,
 }
 
 impl HandlerKind {
     /// Every handler, in the order error messages list them.
-    pub const ALL: &[HandlerKind] = &[HandlerKind::Demo];
+    pub const ALL: &[HandlerKind] = &[HandlerKind::Demo, HandlerKind::Static];
 
     /// The name used in the config file.
     pub fn as_str(self) -> &'static str {
         match self {
             HandlerKind::Demo => "demo",
+            HandlerKind::Static => "static",
         }
     }
 }
@@ -443,6 +480,10 @@ mod tests {
         assert_eq!(c.limits.body, 104_857_600);
         assert_eq!(c.log.level, log::LevelFilter::Info);
         assert_eq!(c.app.handler, HandlerKind::Demo);
+        assert_eq!(c.app.root, PathBuf::from("public"));
+        assert_eq!(c.app.index, ["index.html"]);
+        assert!(!c.app.listing && !c.app.follow_symlinks && !c.app.precompressed);
+        assert_eq!(c.app.cache_control, None);
     }
 
     #[test]
@@ -650,9 +691,56 @@ handler = "demo"
     fn handler_names() {
         assert_eq!(HandlerKind::Demo.to_string(), "demo");
         assert_eq!("demo".parse::<HandlerKind>(), Ok(HandlerKind::Demo));
+        assert_eq!("static".parse::<HandlerKind>(), Ok(HandlerKind::Static));
         assert_eq!(
-            "static".parse::<HandlerKind>(),
-            Err("unknown handler \"static\": expected one of \"demo\"".to_owned())
+            "wsgi".parse::<HandlerKind>(),
+            Err("unknown handler \"wsgi\": expected one of \"demo\", \"static\"".to_owned())
+        );
+    }
+
+    #[test]
+    fn static_keys_are_read_and_written_back() {
+        let c = parse(
+            "[app]\nhandler = \"static\"\nroot = \"/srv/www\"\nindex = [\"index.htm\", \"default.html\"]\n\
+             listing = true\nfollow_symlinks = true\ncache_control = \"public, max-age=3600\"\n\
+             precompressed = true\n",
+        );
+        assert_eq!(c.app.handler, HandlerKind::Static);
+        assert_eq!(c.app.root, PathBuf::from("/srv/www"));
+        assert_eq!(c.app.index, ["index.htm", "default.html"]);
+        assert!(c.app.listing && c.app.follow_symlinks && c.app.precompressed);
+        assert_eq!(c.app.cache_control.as_deref(), Some("public, max-age=3600"));
+        assert_eq!(parse(&c.to_toml(None)), c);
+        let none = parse("[app]\nindex = []\ncache_control = \"\"\n");
+        assert!(none.app.index.is_empty());
+        assert_eq!(none.app.cache_control, None);
+    }
+
+    #[test]
+    fn the_bundled_static_config_is_valid_and_serves_public() {
+        let text = include_str!("../../config/static.toml");
+        let c = parse(text);
+        assert_eq!(c.app.handler, HandlerKind::Static);
+        assert_eq!(c.app.root, PathBuf::from("public"));
+    }
+
+    #[test]
+    fn static_key_errors() {
+        assert_eq!(
+            errors("[app]\nroot = \"\"\nlisting = \"yes\"\nindex = [\"ok\", \"../up\", 3]\n"),
+            [
+                "t.toml:2:8: app.root: expected a directory path, found \"\"",
+                "t.toml:3:11: app.listing: expected true or false, found \"yes\"",
+                "t.toml:4:16: app.index: expected a plain file name (no \"/\", not \".\" or \"..\"), found \"../up\"",
+                "t.toml:4:25: app.index: expected a file name string, found 3",
+            ]
+        );
+        assert_eq!(
+            errors("[app]\ncache_control = \"a\\nb\"\nindex = \"index.html\"\n"),
+            [
+                "t.toml:2:17: app.cache_control: must not contain control characters",
+                "t.toml:3:9: app.index: expected a list of file names, like [\"index.html\"], found \"index.html\"",
+            ]
         );
     }
 

@@ -27,6 +27,7 @@
 pub mod demo;
 mod request;
 mod response;
+pub mod static_files;
 
 pub use request::{Headers, Request, RequestBuilder, Version, percent_decode};
 pub use response::{Body, FileRegion, HeaderFields, Response};

@@ -3,5 +3,6 @@
 mod cgroup;
 mod cli;
 mod serve;
+mod static_files;
 mod supervise;
 mod util;
