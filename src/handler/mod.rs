@@ -29,7 +29,10 @@ mod request;
 mod response;
 pub mod static_files;
 
-pub use request::{Headers, Request, RequestBuilder, Version, percent_decode};
+pub use request::{
+    Headers, Request, RequestBuilder, Version, percent_decode, percent_decode_bytes,
+    percent_decode_path,
+};
 pub use response::{Body, FileRegion, HeaderFields, Response};
 use std::error::Error as StdError;
 

@@ -211,32 +211,66 @@ impl RequestBuilder {
     }
 }
 
-/// Decodes `%XX` escapes and `+` (as a space); invalid escapes are kept as they are, and
-/// invalid UTF-8 becomes U+FFFD.
+/// Decodes a query-string component or form field: `%XX` escapes, and `+` as a space. An
+/// invalid escape is kept as it is, and invalid UTF-8 becomes U+FFFD.
+///
+/// ```
+/// assert_eq!(tine::handler::percent_decode("two+words%21"), "two words!");
+/// ```
 pub fn percent_decode(text: &str) -> String {
+    String::from_utf8_lossy(&decode(text, true)).into_owned()
+}
+
+/// Decodes a path or path segment: `%XX` escapes only, since `+` is a plus sign in a path. An
+/// invalid escape is kept as it is, and invalid UTF-8 becomes U+FFFD.
+///
+/// ```
+/// assert_eq!(tine::handler::percent_decode_path("/a+b/%C3%A9t%C3%A9"), "/a+b/été");
+/// ```
+pub fn percent_decode_path(text: &str) -> String {
+    String::from_utf8_lossy(&decode(text, false)).into_owned()
+}
+
+/// The bytes a path's `%XX` escapes stand for, without reading them as UTF-8 (a file name on
+/// Linux is bytes); `+` is kept, and an invalid escape is kept as it is.
+///
+/// ```
+/// assert_eq!(tine::handler::percent_decode_bytes("%FF%2f+"), b"\xff/+");
+/// ```
+pub fn percent_decode_bytes(text: &str) -> Vec<u8> {
+    decode(text, false)
+}
+
+fn decode(text: &str, plus_is_space: bool) -> Vec<u8> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|pair| {
-                    let text = std::str::from_utf8(pair).ok()?;
-                    u8::from_str_radix(text, 16).ok()
-                });
-                if let Some(byte) = hex {
-                    out.push(byte);
-                    i += 2;
-                } else {
-                    out.push(b'%');
-                }
+        let byte = bytes[i];
+        let escaped = match bytes.get(i + 1..i + 3) {
+            Some(&[high, low]) if byte == b'%' => hex_value(high).zip(hex_value(low)),
+            _ => None,
+        };
+        match escaped {
+            Some((high, low)) => {
+                out.push(high << 4 | low);
+                i += 3;
             }
-            byte => out.push(byte),
+            None => {
+                out.push(if plus_is_space && byte == b'+' {
+                    b' '
+                } else {
+                    byte
+                });
+                i += 1;
+            }
         }
-        i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    (digit as char).to_digit(16).map(|value| value as u8)
 }
 
 #[cfg(test)]
@@ -263,6 +297,15 @@ mod tests {
         assert_eq!(percent_decode("%zz"), "%zz");
         assert_eq!(percent_decode("%e2%82%ac"), "€");
         assert_eq!(percent_decode("%ff"), "\u{fffd}");
+        assert_eq!(
+            percent_decode_path("%+1%-1"),
+            "%+1%-1",
+            "only hex digits escape"
+        );
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("a+b"), "a b");
+        assert_eq!(percent_decode_path("a+b%20c"), "a+b c");
+        assert_eq!(percent_decode_bytes("%C3%A9%00%zz"), b"\xc3\xa9\0%zz");
     }
 
     #[test]

@@ -1,0 +1,188 @@
+//! Embedded applications: the examples, built by `cargo test` alongside the tests, run as real
+//! servers through `tine::Server`, with the tine command line, signals and processes.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+use crate::util::{Response, TempDir, WAIT, children_of, read_response};
+
+/// The example binary `name` as `cargo test` built it (`target/debug/examples/NAME-HASH`),
+/// the newest if there are several.
+fn example(name: &str) -> Option<PathBuf> {
+    let test_binary = std::env::current_exe().ok()?;
+    let dir = test_binary.parent()?.parent()?.join("examples");
+    let prefix = format!("{name}-");
+    std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter(|entry| {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            file.starts_with(&prefix) && !file.contains('.')
+        })
+        .max_by_key(|entry| entry.metadata().and_then(|m| m.modified()).ok())
+        .map(|entry| entry.path())
+}
+
+/// An example running as a server, its process group killed and reaped when dropped.
+struct ExampleServer {
+    child: Child,
+    _dir: TempDir,
+    log_path: PathBuf,
+    addr: SocketAddr,
+}
+
+impl ExampleServer {
+    /// Runs the example `name` with `config` and `--bind 127.0.0.1:0`, and waits for
+    /// `READY=1`; `None` when the example has not been built (`cargo test --test ...` alone
+    /// does not build examples).
+    fn start(name: &str, config: &str) -> Option<ExampleServer> {
+        let Some(binary) = example(name) else {
+            eprintln!("SKIPPED: the example {name} is not built; run the whole `cargo test`");
+            return None;
+        };
+        let dir = TempDir::new();
+        let config_path = dir.write("app.toml", config);
+        let notify_path = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let log_path = dir.path().join("app.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--bind", "127.0.0.1:0"])
+            .current_dir(dir.path())
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("spawn the example");
+        let mut server = ExampleServer {
+            child,
+            _dir: dir,
+            log_path,
+            addr: "127.0.0.1:0".parse().unwrap(),
+        };
+        let deadline = Instant::now() + WAIT;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Ok(n) = notify.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1")
+            {
+                break;
+            }
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("{name} exited with {status}; log:\n{}", server.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} not ready; log:\n{}",
+                server.log()
+            );
+        }
+        let log = server.log();
+        server.addr = log
+            .lines()
+            .find_map(|line| line.split("listening on http://").nth(1))
+            .and_then(|addr| addr.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no listening line:\n{log}"));
+        Some(server)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn get(&self, target: &str) -> Response {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream
+            .write_all(
+                format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .unwrap();
+        read_response(&mut stream).unwrap_or_else(|e| panic!("{e}; log:\n{}", self.log()))
+    }
+
+    fn stop(&mut self) -> ExitStatus {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ExampleServer {
+    fn drop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_hello_example_serves_with_the_tine_command_line() {
+    let Some(mut server) = ExampleServer::start("hello", "[server]\nworkers = 2\n") else {
+        return;
+    };
+    assert_eq!(
+        children_of(server.child.id()).len(),
+        2,
+        "two forked workers"
+    );
+    assert_eq!(server.get("/").text(), "Hello, World!\n");
+    assert_eq!(server.get("/hello/t%C3%AEne+2").text(), "Hello, tîne+2!\n");
+    assert_eq!(server.get("/nope").status, 404);
+    assert_eq!(server.stop().code(), Some(0), "log:\n{}", server.log());
+}
+
+#[test]
+fn the_per_worker_example_keeps_state_in_each_worker() {
+    let Some(server) = ExampleServer::start("per_worker", "[server]\nworkers = 2\nthreads = 2\n")
+    else {
+        return;
+    };
+    let workers = children_of(server.child.id());
+    // Each answer names its worker and that worker's own count; over many connections both
+    // workers answer, and each counts only what it served.
+    let mut last_count = std::collections::HashMap::new();
+    for _ in 0..40 {
+        let text = server.get("/").text();
+        let pid: u32 = text
+            .split("(pid ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(workers.contains(&pid), "{pid} is not a worker: {text}");
+        let count: u64 = text
+            .split(": ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{text}"));
+        let previous = last_count.insert(pid, count).unwrap_or(0);
+        assert_eq!(count, previous + 1, "worker {pid} counts its own requests");
+    }
+    let first = server.get("/slow?n=12").text();
+    assert!(first.starts_with("12² = 144"), "{first}");
+}
