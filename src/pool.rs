@@ -2,7 +2,10 @@
 //!
 //! The event loop submits fully buffered requests; a pool thread calls the handler, catches a
 //! panic as a 500, and hands the response back through a completion list and a `mio::Waker`.
-//! Pool threads never touch a client socket, so a slow client costs a buffer, never a thread.
+//! For a streamed body the loop submits one "next chunk" job at a time, when the connection is
+//! ready for more, and a pool thread pulls the chunk from the stream. Pool threads never touch a
+//! client socket, so a slow client costs a buffer, never a thread; and all application code
+//! (handlers, streams, even dropping a stream) runs here, never on the loop.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -12,30 +15,81 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::handler::{Handler, Request, Response};
+use crate::handler::{BodyStream, Handler, Request, Response};
 
-/// One request for the pool, tagged with the connection it came from.
+/// Work for the pool, tagged with the connection it belongs to.
 #[derive(Debug)]
 pub struct Job {
     /// The connection's slab index in the event loop.
     pub conn: usize,
     /// Tells a reused slab index apart from the connection that submitted the job.
     pub serial: u64,
-    /// The request.
-    pub request: Request,
+    /// What to do.
+    pub work: Work,
 }
 
-/// A handler's answer, on its way back to the event loop.
+/// What a pool thread does for a [`Job`].
+pub enum Work {
+    /// Call the handler.
+    Request(Request),
+    /// Pull the next chunk of a streamed body.
+    NextChunk(BodyStream),
+    /// Drop a stream the connection no longer needs (the client left, or the response has no
+    /// body), so its destructor runs on a pool thread rather than on the loop.
+    Discard(BodyStream),
+}
+
+impl std::fmt::Debug for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Work::Request(request) => f.debug_tuple("Request").field(request).finish(),
+            Work::NextChunk(_) => f.write_str("NextChunk"),
+            Work::Discard(_) => f.write_str("Discard"),
+        }
+    }
+}
+
+/// A finished job, on its way back to the event loop.
 #[derive(Debug)]
 pub struct Finished {
     /// The connection's slab index.
     pub conn: usize,
     /// The serial of the job.
     pub serial: u64,
-    /// The response to write.
-    pub response: Response,
-    /// Whether the handler panicked (the response is then a 500).
-    pub panicked: bool,
+    /// What came of it.
+    pub outcome: Outcome,
+}
+
+/// What a job produced.
+pub enum Outcome {
+    /// The handler's response.
+    Response {
+        /// The response to write.
+        response: Response,
+        /// Whether the handler panicked (the response is then a 500).
+        panicked: bool,
+    },
+    /// The next chunk of a stream, and the stream to pull the one after from.
+    Chunk(Vec<u8>, BodyStream),
+    /// The stream has ended (and was dropped on the pool thread).
+    StreamEnded,
+    /// The stream panicked; the response cannot be completed.
+    StreamFailed,
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Response { response, panicked } => f
+                .debug_struct("Response")
+                .field("response", response)
+                .field("panicked", panicked)
+                .finish(),
+            Outcome::Chunk(chunk, _) => write!(f, "Chunk({} bytes)", chunk.len()),
+            Outcome::StreamEnded => f.write_str("StreamEnded"),
+            Outcome::StreamFailed => f.write_str("StreamFailed"),
+        }
+    }
 }
 
 struct Queue {
@@ -148,7 +202,9 @@ fn run_thread(shared: &Shared) {
                     .unwrap_or_else(PoisonError::into_inner);
             }
         };
-        let finished = run_job(&*shared.handler, job);
+        let Some(finished) = run_job(&*shared.handler, job) else {
+            continue;
+        };
         let was_empty = {
             let mut done = lock(&shared.finished);
             let was_empty = done.is_empty();
@@ -201,12 +257,56 @@ pub fn install_panic_hook() {
     }));
 }
 
-fn run_job(handler: &dyn Handler, job: Job) -> Finished {
-    let Job {
+/// Runs one job; `None` when there is nothing to hand back.
+fn run_job(handler: &dyn Handler, job: Job) -> Option<Finished> {
+    let Job { conn, serial, work } = job;
+    let outcome = match work {
+        Work::Request(request) => run_handler(handler, request),
+        Work::NextChunk(stream) => next_chunk(stream),
+        Work::Discard(stream) => {
+            // A destructor that panics only loses its own clean-up.
+            let _ = catch_unwind(AssertUnwindSafe(|| drop(stream)));
+            return None;
+        }
+    };
+    Some(Finished {
         conn,
         serial,
-        request,
-    } = job;
+        outcome,
+    })
+}
+
+fn next_chunk(mut stream: BodyStream) -> Outcome {
+    HANDLER_PANIC.with(|slot| *slot.borrow_mut() = Some(None));
+    let pulled = catch_unwind(AssertUnwindSafe(|| {
+        loop {
+            match stream.next() {
+                // Empty chunks carry nothing; pulling on here saves the loop a round trip.
+                Some(chunk) if chunk.is_empty() => continue,
+                other => break other,
+            }
+        }
+    }));
+    let panic = HANDLER_PANIC
+        .with(|slot| slot.borrow_mut().take())
+        .flatten();
+    match pulled {
+        Ok(Some(chunk)) => Outcome::Chunk(chunk, stream),
+        Ok(None) => {
+            let _ = catch_unwind(AssertUnwindSafe(|| drop(stream)));
+            Outcome::StreamEnded
+        }
+        Err(_) => {
+            log::error!(
+                "a streamed response body panicked: {}; closing its connection",
+                panic.as_deref().unwrap_or("no description")
+            );
+            Outcome::StreamFailed
+        }
+    }
+}
+
+fn run_handler(handler: &dyn Handler, request: Request) -> Outcome {
     let started = Instant::now();
     let method = request.method().to_owned();
     let target = request.target().to_owned();
@@ -218,9 +318,7 @@ fn run_job(handler: &dyn Handler, job: Job) -> Finished {
         .with(|slot| slot.borrow_mut().take())
         .flatten();
     match outcome {
-        Ok(response) => Finished {
-            conn,
-            serial,
+        Ok(response) => Outcome::Response {
             response,
             panicked: false,
         },
@@ -230,9 +328,7 @@ fn run_job(handler: &dyn Handler, job: Job) -> Finished {
                 started.elapsed(),
                 panic.as_deref().unwrap_or("no description")
             );
-            Finished {
-                conn,
-                serial,
+            Outcome::Response {
                 response: Response::text(500, "500 Internal Server Error\n"),
                 panicked: true,
             }
@@ -264,16 +360,26 @@ mod tests {
         done
     }
 
+    fn request_job(conn: usize, serial: u64, target: &str) -> Job {
+        Job {
+            conn,
+            serial,
+            work: Work::Request(Request::builder("GET", target).build()),
+        }
+    }
+
+    fn response_of(finished: &Finished) -> &Response {
+        match &finished.outcome {
+            Outcome::Response { response, .. } => response,
+            other => panic!("expected a response, got {other:?}"),
+        }
+    }
+
     #[test]
     fn runs_jobs_and_wakes_the_loop() {
         let (mut poll, pool) = pool_with(2, |r: Request| Response::text(200, r.path().to_owned()));
         for conn in 0..5 {
-            let request = Request::builder("GET", &format!("/{conn}")).build();
-            pool.submit(Job {
-                conn,
-                serial: 7,
-                request,
-            });
+            pool.submit(request_job(conn, 7, &format!("/{conn}")));
         }
         let mut done = wait_for(&mut poll, &pool, 5);
         done.sort_by_key(|f| f.conn);
@@ -282,7 +388,7 @@ mod tests {
             assert_eq!(finished.conn, conn);
             assert_eq!(finished.serial, 7);
             assert_eq!(
-                finished.response.body_bytes(),
+                response_of(finished).body_bytes(),
                 format!("/{conn}").as_bytes()
             );
         }
@@ -297,21 +403,90 @@ mod tests {
             }
             Response::text(200, "ok")
         });
+        pool.submit(request_job(1, 1, "/boom"));
+        pool.submit(request_job(2, 1, "/fine"));
+        let mut done = wait_for(&mut poll, &pool, 2);
+        done.sort_by_key(|f| f.conn);
+        assert!(matches!(
+            done[0].outcome,
+            Outcome::Response { panicked: true, .. }
+        ));
+        assert_eq!(response_of(&done[0]).status(), 500);
+        assert_eq!(response_of(&done[1]).status(), 200);
+        pool.shutdown();
+    }
+
+    #[test]
+    fn streams_are_pulled_one_chunk_per_job_skipping_empty_ones() {
+        let (mut poll, pool) = pool_with(1, |_: Request| Response::new(200));
+        let chunks = vec![b"one".to_vec(), Vec::new(), b"two".to_vec()];
+        let mut stream: BodyStream = Box::new(chunks.into_iter());
+        let mut got = Vec::new();
+        loop {
+            pool.submit(Job {
+                conn: 3,
+                serial: 9,
+                work: Work::NextChunk(stream),
+            });
+            let done = wait_for(&mut poll, &pool, 1).pop().expect("an answer");
+            assert_eq!((done.conn, done.serial), (3, 9));
+            match done.outcome {
+                Outcome::Chunk(chunk, rest) => {
+                    got.push(chunk);
+                    stream = rest;
+                }
+                Outcome::StreamEnded => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
+        pool.shutdown();
+    }
+
+    #[test]
+    fn a_panicking_stream_fails_and_discarded_streams_are_dropped_on_the_pool() {
+        let (mut poll, pool) = pool_with(1, |_: Request| Response::new(200));
+        let bad: BodyStream = Box::new((0..3).map(|n| {
+            assert!(n < 1, "the stream broke");
+            vec![b'x']
+        }));
         pool.submit(Job {
             conn: 1,
             serial: 1,
-            request: Request::builder("GET", "/boom").build(),
+            work: Work::NextChunk(bad),
         });
+        let first = wait_for(&mut poll, &pool, 1).pop().unwrap();
+        let Outcome::Chunk(_, bad) = first.outcome else {
+            panic!("{:?}", first.outcome);
+        };
+        pool.submit(Job {
+            conn: 1,
+            serial: 1,
+            work: Work::NextChunk(bad),
+        });
+        let second = wait_for(&mut poll, &pool, 1).pop().unwrap();
+        assert!(matches!(second.outcome, Outcome::StreamFailed));
+
+        struct Flag(std::sync::mpsc::Sender<std::thread::ThreadId>);
+        impl Iterator for Flag {
+            type Item = Vec<u8>;
+            fn next(&mut self) -> Option<Vec<u8>> {
+                None
+            }
+        }
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                let _ = self.0.send(std::thread::current().id());
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
         pool.submit(Job {
             conn: 2,
             serial: 1,
-            request: Request::builder("GET", "/fine").build(),
+            work: Work::Discard(Box::new(Flag(tx))),
         });
-        let mut done = wait_for(&mut poll, &pool, 2);
-        done.sort_by_key(|f| f.conn);
-        assert_eq!(done[0].response.status(), 500);
-        assert!(done[0].panicked);
-        assert_eq!(done[1].response.status(), 200);
+        let dropped_on = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_ne!(dropped_on, std::thread::current().id());
         pool.shutdown();
     }
 }

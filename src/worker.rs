@@ -17,11 +17,11 @@ use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
-use crate::handler::{Body, HandlerFactory, Headers, Request, WorkerInfo};
+use crate::handler::{Body, BodyStream, HandlerFactory, Headers, Request, Response, WorkerInfo};
 use crate::http::{self, DateCache, Decoded, Decoder, HttpError, RequestHead, Version};
 use crate::listeners::{Listener, MioListener, Stream};
 use crate::logging::{self, Role};
-use crate::pool::{Finished, Job, Pool};
+use crate::pool::{Finished, Job, Outcome, Pool, Work};
 use crate::scoreboard::{RetireReason, Scoreboard, SlotHandle};
 use crate::sys;
 
@@ -65,6 +65,10 @@ const READ_CHUNK: usize = 16 * 1024;
 const WRITE_BUDGET: usize = 1 << 20;
 /// Most buffers handed to one `writev`.
 const MAX_IOVECS: usize = 16;
+/// A streamed body's next chunk is asked for once less than this is left to write, so the
+/// producer works while the socket drains, and a connection never holds much more than this
+/// plus one chunk.
+const LOW_WATER: usize = 64 * 1024;
 
 /// What the master hands a new worker.
 pub struct WorkerContext<'a> {
@@ -149,9 +153,11 @@ struct Conn {
     read_buf: Vec<u8>,
     read_start: usize,
     read_end: usize,
-    /// The response being written: its head and any bytes body, then its file region.
+    /// The response being written: its head and any bytes body (or the chunks of a stream
+    /// so far), then its file region, or the rest of its stream.
     out: OutQueue,
     file: Option<FileOut>,
+    streamed: Option<StreamOut>,
     keep_alive: bool,
     /// When the connection's current wait runs out (idle, reading, writing or lingering).
     deadline: Instant,
@@ -171,7 +177,28 @@ impl Conn {
 
     /// Whether every byte of the response is out.
     fn response_sent(&self) -> bool {
-        self.out.is_empty() && self.file.is_none()
+        self.out.is_empty() && self.file.is_none() && self.streamed.is_none()
+    }
+
+    /// Takes the stream's producer for a pool thread to pull the next chunk, when it is with
+    /// the loop and little is left to write.
+    fn producer_to_pull(&mut self) -> Option<BodyStream> {
+        if self.out.unsent() >= LOW_WATER {
+            return None;
+        }
+        match self.streamed.take() {
+            Some(StreamOut::Ready { producer, chunked }) => {
+                self.streamed = Some(StreamOut::Pulling {
+                    chunked,
+                    since: Instant::now(),
+                });
+                Some(producer)
+            }
+            other => {
+                self.streamed = other;
+                None
+            }
+        }
     }
 
     /// The socket's descriptor, for `sendfile`.
@@ -214,6 +241,8 @@ struct Worker<'a> {
     last_memory_check: Instant,
     master_pid: u32,
     finished: Vec<Finished>,
+    /// "Next chunk" jobs with the pool.
+    pulls: usize,
     /// Connections (index, serial) that stopped writing at their budget with the socket still
     /// writable: edge-triggered readiness will not report them again, so the loop resumes them.
     write_backlog: Vec<(usize, u64)>,
@@ -315,6 +344,7 @@ impl<'a> Worker<'a> {
             last_memory_check: Instant::now(),
             master_pid: std::os::unix::process::parent_id(),
             finished: Vec::new(),
+            pulls: 0,
             write_backlog: Vec::new(),
         };
         worker
@@ -478,7 +508,8 @@ impl<'a> Worker<'a> {
         if self.phase != Phase::Running {
             return;
         }
-        let has_room = self.in_flight < self.threads && self.live_conns < self.max_connections;
+        let has_room =
+            self.in_flight + self.pulls < self.threads && self.live_conns < self.max_connections;
         if let Err(err) = self.set_accepting(has_room) {
             log::error!("could not change listener registration: {err}");
         }
@@ -538,6 +569,7 @@ impl<'a> Worker<'a> {
             read_end: 0,
             out: OutQueue::default(),
             file: None,
+            streamed: None,
             keep_alive: true,
             deadline: Instant::now() + self.idle_wait(),
             version: Version::Http11,
@@ -565,7 +597,7 @@ impl<'a> Worker<'a> {
         self.board.beat(
             sys::monotonic_ms(),
             self.served,
-            self.in_flight,
+            self.in_flight + self.pulls,
             self.live_conns,
         );
     }
@@ -689,7 +721,7 @@ impl<'a> Worker<'a> {
         self.pool.submit(Job {
             conn: index,
             serial: conn.serial,
-            request,
+            work: Work::Request(request),
         });
         self.update_accepting();
     }
@@ -697,35 +729,118 @@ impl<'a> Worker<'a> {
     fn on_finished(&mut self) {
         let mut finished = std::mem::take(&mut self.finished);
         self.pool.take_finished(&mut finished);
-        for done in finished.drain(..) {
-            self.in_flight -= 1;
-            self.served += 1;
-            if let Some(limit) = self.max_requests
-                && self.served >= limit
-            {
-                // Before the response goes out, so it carries `Connection: close`.
-                self.retire(RetireReason::MaxRequests(self.served));
+        for Finished {
+            conn,
+            serial,
+            outcome,
+        } in finished.drain(..)
+        {
+            match outcome {
+                Outcome::Response { response, .. } => {
+                    self.in_flight -= 1;
+                    self.served += 1;
+                    if let Some(limit) = self.max_requests
+                        && self.served >= limit
+                    {
+                        // Before the response goes out, so it carries `Connection: close`.
+                        self.retire(RetireReason::MaxRequests(self.served));
+                    }
+                    self.write_response(conn, serial, response);
+                }
+                Outcome::Chunk(chunk, producer) => {
+                    self.pulls -= 1;
+                    self.on_chunk(conn, serial, Some((chunk, producer)));
+                }
+                Outcome::StreamEnded => {
+                    self.pulls -= 1;
+                    self.on_chunk(conn, serial, None);
+                }
+                Outcome::StreamFailed => {
+                    self.pulls -= 1;
+                    if self.is_current(conn, serial) {
+                        self.close(conn);
+                    }
+                }
             }
-            self.write_response(done);
         }
         self.finished = finished;
         self.update_accepting();
     }
 
-    fn write_response(&mut self, done: Finished) {
-        let Finished {
+    /// Whether the connection at `index` is still the one with `serial`.
+    fn is_current(&self, index: usize, serial: u64) -> bool {
+        self.conns
+            .get(index)
+            .and_then(Option::as_ref)
+            .is_some_and(|conn| conn.serial == serial)
+    }
+
+    /// Hands a stream the loop no longer needs to a pool thread to drop.
+    fn discard(&mut self, index: usize, serial: u64, producer: BodyStream) {
+        self.pool.submit(Job {
             conn: index,
             serial,
-            response,
-            ..
-        } = done;
+            work: Work::Discard(producer),
+        });
+    }
+
+    /// Queues a streamed body's next chunk (or its end) and writes on.
+    fn on_chunk(&mut self, index: usize, serial: u64, next: Option<(Vec<u8>, BodyStream)>) {
+        let timeout = self.body_timeout;
+        let waiting = self
+            .conns
+            .get_mut(index)
+            .and_then(Option::as_mut)
+            .filter(|conn| conn.serial == serial && conn.state == ConnState::Writing);
+        let Some(conn) = waiting else {
+            if let Some((_, producer)) = next {
+                self.discard(index, serial, producer);
+            }
+            return;
+        };
+        let Some(StreamOut::Pulling { chunked, .. }) = conn.streamed else {
+            if let Some((_, producer)) = next {
+                self.discard(index, serial, producer);
+            }
+            return;
+        };
+        let mut framed = Vec::new();
+        match next {
+            Some((chunk, producer)) => {
+                if chunked {
+                    framed.reserve(chunk.len() + 16);
+                    http::write_chunk(&mut framed, &chunk);
+                } else {
+                    framed = chunk;
+                }
+                conn.streamed = Some(StreamOut::Ready { producer, chunked });
+            }
+            None => {
+                if chunked {
+                    http::write_last_chunk(&mut framed);
+                }
+                conn.streamed = None;
+            }
+        }
+        conn.out.push(framed);
+        conn.deadline = Instant::now() + timeout;
+        self.drive_write(index);
+    }
+
+    fn write_response(&mut self, index: usize, serial: u64, response: Response) {
         let stopping = self.phase != Phase::Running;
         let date = self.dates.get(SystemTime::now());
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            if let Body::Stream(producer) = response.into_parts().2 {
+                self.discard(index, serial, producer);
+            }
             return;
         };
         if conn.serial != serial || conn.state != ConnState::InPool {
             // The connection this answer belongs to is gone.
+            if let Body::Stream(producer) = response.into_parts().2 {
+                self.discard(index, serial, producer);
+            }
             return;
         }
         if stopping {
@@ -744,6 +859,10 @@ impl<'a> Worker<'a> {
         // representation's, which the server does not know.
         let with_body = http::status_allows_body(status);
         let body_len = if with_body { body.len() } else { None };
+        if with_body && body_len.is_none() && conn.version == Version::Http10 {
+            // HTTP/1.0 has no chunked coding: the body ends where the connection does.
+            conn.keep_alive = false;
+        }
         let mut head = Vec::with_capacity(256);
         http::write_response_head(
             &mut head,
@@ -757,21 +876,32 @@ impl<'a> Worker<'a> {
         conn.out.clear();
         conn.out.push(head);
         conn.file = None;
-        if with_body && !is_head {
-            match body {
-                Body::Bytes(bytes) => conn.out.push(bytes),
-                Body::File(region) => {
-                    let (file, offset, remaining) = region.into_parts();
-                    conn.file = (remaining > 0).then_some(FileOut {
-                        file,
-                        offset,
-                        remaining,
-                    });
-                }
+        conn.streamed = None;
+        let mut unused = None;
+        match body {
+            Body::Bytes(bytes) if with_body && !is_head => conn.out.push(bytes),
+            Body::File(region) if with_body && !is_head => {
+                let (file, offset, remaining) = region.into_parts();
+                conn.file = (remaining > 0).then_some(FileOut {
+                    file,
+                    offset,
+                    remaining,
+                });
             }
+            Body::Stream(producer) if with_body && !is_head => {
+                conn.streamed = Some(StreamOut::Ready {
+                    producer,
+                    chunked: conn.version == Version::Http11,
+                });
+            }
+            Body::Stream(producer) => unused = Some(producer),
+            Body::Bytes(_) | Body::File(_) => {}
         }
         conn.state = ConnState::Writing;
         conn.deadline = Instant::now() + self.body_timeout;
+        if let Some(producer) = unused {
+            self.discard(index, serial, producer);
+        }
         self.drive_write(index);
     }
 
@@ -785,6 +915,7 @@ impl<'a> Worker<'a> {
         conn.out.clear();
         conn.out.push(out);
         conn.file = None;
+        conn.streamed = None;
         conn.keep_alive = false;
         conn.state = ConnState::Writing;
         conn.deadline = Instant::now() + self.body_timeout;
@@ -793,23 +924,31 @@ impl<'a> Worker<'a> {
 
     /// Writes what the connection has to send until the socket is full or the response is out.
     ///
-    /// Bytes go out with `writev`, a file region with `sendfile`. One call sends at most
-    /// [`WRITE_BUDGET`] bytes; a connection with more to send and a socket still taking it is
-    /// queued to continue after the next poll, so one fast download cannot starve the others.
+    /// Bytes go out with `writev`, a file region with `sendfile`; a stream's next chunk is
+    /// asked of the pool once less than [`LOW_WATER`] bytes are left to write. One call sends
+    /// at most [`WRITE_BUDGET`] bytes; a connection with more to send and a socket still taking
+    /// it is queued to continue after the next poll, so one fast download cannot starve the
+    /// others.
     fn drive_write(&mut self, index: usize) {
         let timeout = self.body_timeout;
-        let idle_wait = self.idle_wait();
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
         if conn.state != ConnState::Writing {
             return;
         }
+        let serial = conn.serial;
         let mut budget = WRITE_BUDGET;
-        while !conn.response_sent() {
+        let mut pull = None;
+        let step = loop {
+            if conn.response_sent() {
+                break WriteStep::Done;
+            }
+            if pull.is_none() {
+                pull = conn.producer_to_pull();
+            }
             if budget == 0 {
-                self.write_backlog.push((index, conn.serial));
-                return;
+                break WriteStep::Paused;
             }
             let result = if !conn.out.is_empty() {
                 conn.out.write_to(&mut conn.stream)
@@ -828,7 +967,8 @@ impl<'a> Worker<'a> {
                 }
                 result
             } else {
-                break;
+                // Only the stream is left, and its next chunk is with the pool.
+                break WriteStep::Waiting;
             };
             match result {
                 Ok(0) => {
@@ -839,23 +979,46 @@ impl<'a> Worker<'a> {
                             peer_text(conn.peer)
                         );
                     }
-                    self.close(index);
-                    return;
+                    break WriteStep::Close;
                 }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                     conn.deadline = Instant::now() + timeout;
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break WriteStep::Waiting,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => {
                     log::debug!("write to {}: {err}", peer_text(conn.peer));
-                    self.close(index);
-                    return;
+                    break WriteStep::Close;
                 }
             }
+        };
+        if let Some(producer) = pull {
+            if step == WriteStep::Close {
+                self.discard(index, serial, producer);
+            } else {
+                self.pulls += 1;
+                self.pool.submit(Job {
+                    conn: index,
+                    serial,
+                    work: Work::NextChunk(producer),
+                });
+            }
         }
-        // The response is out.
+        match step {
+            WriteStep::Done => self.finish_response(index),
+            WriteStep::Paused => self.write_backlog.push((index, serial)),
+            WriteStep::Waiting => {}
+            WriteStep::Close => self.close(index),
+        }
+    }
+
+    /// The response is out: wait for the next request, or close.
+    fn finish_response(&mut self, index: usize) {
+        let idle_wait = self.idle_wait();
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
         if conn.keep_alive {
             conn.state = ConnState::Reading;
             conn.deadline = Instant::now() + idle_wait;
@@ -911,7 +1074,10 @@ impl<'a> Worker<'a> {
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
         // A request still with the pool stays counted in flight until its answer comes back,
-        // finds the serial gone, and is dropped.
+        // finds the serial gone, and is dropped; so does a stream's chunk being pulled.
+        if let Some(StreamOut::Ready { producer, .. }) = conn.streamed.take() {
+            self.discard(index, conn.serial, producer);
+        }
         self.free.push(index);
         self.live_conns -= 1;
         self.update_accepting();
@@ -952,6 +1118,16 @@ impl<'a> Worker<'a> {
                 }
                 continue;
             }
+            if let Some(StreamOut::Pulling { since, .. }) = conn.streamed {
+                // The producer, not the client, is behind: the write clock waits for it, and
+                // request_timeout bounds it as it bounds a handler.
+                oldest_dispatch = Some(oldest_dispatch.map_or(since, |t| t.min(since)));
+                let ran = now.duration_since(since);
+                if !self.request_timeout.is_zero() && ran > self.request_timeout {
+                    self.stream_timed_out(index, ran);
+                }
+                continue;
+            }
             if now < conn.deadline {
                 continue;
             }
@@ -978,6 +1154,23 @@ impl<'a> Worker<'a> {
             sys::monotonic_ms().saturating_sub(age).max(1)
         });
         self.board.oldest_request(oldest_ms);
+    }
+
+    /// Closes a connection whose stream took longer than `request_timeout` to produce its next
+    /// chunk (its head is out, so a 504 is no longer possible; the client sees the body cut
+    /// short), and recycles the worker, whose thread is stuck in the stream.
+    fn stream_timed_out(&mut self, index: usize, ran: Duration) {
+        let Some(conn) = self.conns.get(index).and_then(Option::as_ref) else {
+            return;
+        };
+        log::warn!(
+            "a streamed response to {} produced no chunk within request_timeout ({:?}); closed \
+             the connection and recycling this worker",
+            peer_text(conn.peer),
+            self.request_timeout
+        );
+        self.close(index);
+        self.retire(RetireReason::RequestTimeout(ran.as_millis() as u64));
     }
 
     /// Answers a request whose handler ran past `request_timeout` with 504, so the client is
@@ -1061,12 +1254,15 @@ struct OutQueue {
     buffers: VecDeque<Vec<u8>>,
     /// Bytes of the front buffer already written.
     front_written: usize,
+    /// Bytes queued and not yet written.
+    unsent: usize,
 }
 
 impl OutQueue {
     /// Queues `bytes` after what is already queued.
     fn push(&mut self, bytes: Vec<u8>) {
         if !bytes.is_empty() {
+            self.unsent += bytes.len();
             self.buffers.push_back(bytes);
         }
     }
@@ -1078,12 +1274,12 @@ impl OutQueue {
     fn clear(&mut self) {
         self.buffers.clear();
         self.front_written = 0;
+        self.unsent = 0;
     }
 
     /// Bytes queued and not yet written.
-    #[cfg(test)]
     fn unsent(&self) -> usize {
-        self.buffers.iter().map(Vec::len).sum::<usize>() - self.front_written
+        self.unsent
     }
 
     /// Writes once, as much as `out` takes, and drops what was written.
@@ -1101,6 +1297,7 @@ impl OutQueue {
     }
 
     fn consume(&mut self, mut written: usize) {
+        self.unsent -= written.min(self.unsent);
         while let Some(front) = self.buffers.front() {
             let left = front.len() - self.front_written;
             if written < left {
@@ -1112,6 +1309,31 @@ impl OutQueue {
             self.front_written = 0;
         }
     }
+}
+
+/// Where a streamed body is.
+enum StreamOut {
+    /// With the loop, until the connection has drained below [`LOW_WATER`].
+    Ready {
+        producer: BodyStream,
+        /// Framed with the chunked coding (HTTP/1.1), or delimited by the close (HTTP/1.0).
+        chunked: bool,
+    },
+    /// A pool thread is pulling the next chunk, since `since`.
+    Pulling { chunked: bool, since: Instant },
+}
+
+/// How a call of [`Worker::drive_write`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteStep {
+    /// The whole response is out.
+    Done,
+    /// The write budget is spent; continue after the next poll.
+    Paused,
+    /// The socket is full, or the next chunk is not here yet.
+    Waiting,
+    /// The connection failed or cannot be completed.
+    Close,
 }
 
 /// The part of a file region still to be sent.

@@ -33,7 +33,7 @@ pub use request::{
     Headers, Request, RequestBuilder, Version, percent_decode, percent_decode_bytes,
     percent_decode_path,
 };
-pub use response::{Body, FileRegion, HeaderFields, Response};
+pub use response::{Body, BodyStream, FileRegion, HeaderFields, Response};
 use std::error::Error as StdError;
 
 /// An application: called from pool threads, one call per request.

@@ -186,3 +186,130 @@ fn the_per_worker_example_keeps_state_in_each_worker() {
     let first = server.get("/slow?n=12").text();
     assert!(first.starts_with("12² = 144"), "{first}");
 }
+
+/// The resident set size of `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Reads one chunk of a chunked body: `Some(data)`, or `None` at the last chunk (whose empty
+/// trailer section is read too).
+fn read_chunk(reader: &mut impl std::io::BufRead) -> Option<Vec<u8>> {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let size = usize::from_str_radix(line.trim_end(), 16)
+        .unwrap_or_else(|_| panic!("bad chunk line {line:?}"));
+    let mut data = vec![0u8; size + 2];
+    reader.read_exact(&mut data).unwrap();
+    assert!(data.ends_with(b"\r\n"), "a chunk must end with CRLF");
+    data.truncate(size);
+    if size == 0 {
+        return None;
+    }
+    Some(data)
+}
+
+#[test]
+fn a_streamed_body_to_a_slow_reader_keeps_memory_flat_and_the_worker_serving() {
+    let server = crate::util::Server::start("[server]\nworkers = 1\nthreads = 2\n");
+    let worker = server.workers()[0];
+    let (chunks, size) = (1600, 64 * 1024);
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            format!("GET /stream?n={chunks}&size={size} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    let head = crate::util::read_response_head(&mut stream).unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("Transfer-Encoding"), Some("chunked"));
+    assert_eq!(head.header("Content-Length"), None);
+    let mut reader = std::io::BufReader::with_capacity(16 * 1024, stream);
+
+    let rss_at_start = rss_kib(worker);
+    let started = Instant::now();
+    let mut received = 0;
+    let mut served_meanwhile = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        let chunk = read_chunk(&mut reader).expect("the stream is far from over");
+        let letter = b'a' + (received % 26) as u8;
+        assert!(chunk.len() == size && chunk.iter().all(|&b| b == letter));
+        received += 1;
+        // Other requests on the same worker are answered meanwhile, and promptly.
+        let asked = Instant::now();
+        assert_eq!(server.get("/sleep?ms=5").status, 200);
+        assert!(asked.elapsed() < Duration::from_secs(2));
+        served_meanwhile += 1;
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let rss_while_slow = rss_kib(worker);
+    assert!(served_meanwhile >= 10, "{served_meanwhile}");
+    assert!(
+        received < chunks / 4,
+        "a slow reader took {received} chunks"
+    );
+    // A producer racing ahead would have buffered the rest of the 100 MiB by now.
+    assert!(
+        rss_while_slow < rss_at_start + 16 * 1024,
+        "the worker grew from {rss_at_start} KiB to {rss_while_slow} KiB"
+    );
+
+    // The rest at full speed: every chunk, in order, then the end.
+    while let Some(chunk) = read_chunk(&mut reader) {
+        let letter = b'a' + (received % 26) as u8;
+        assert!(chunk.len() == size && chunk.iter().all(|&b| b == letter));
+        received += 1;
+    }
+    assert_eq!(received, chunks);
+    // Keep-alive survives the stream.
+    let mut stream = reader.into_inner();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().text(), "Hello, World!");
+}
+
+#[test]
+fn streams_are_close_delimited_for_http_1_0_and_bodiless_for_head() {
+    let server = crate::util::Server::start("[server]\nworkers = 1\n");
+    let old = server.request("GET /stream?n=3&size=5 HTTP/1.0\r\n\r\n");
+    assert_eq!(old.status, 200);
+    assert_eq!(old.header("Transfer-Encoding"), None);
+    assert_eq!(old.header("Connection"), Some("close"));
+    assert_eq!(old.text(), "aaaaabbbbbccccc");
+
+    let mut stream = server.connect();
+    stream
+        .write_all(b"HEAD /stream?n=3&size=5 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let head = crate::util::read_response_head(&mut stream).unwrap();
+    assert_eq!(head.header("Transfer-Encoding"), Some("chunked"));
+    stream
+        .write_all(b"GET /stream?n=0 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let empty = crate::util::read_response_head(&mut stream).unwrap();
+    assert_eq!(
+        empty.status, 200,
+        "no body bytes came between the two heads"
+    );
+    let mut reader = std::io::BufReader::new(stream);
+    assert_eq!(
+        read_chunk(&mut reader),
+        None,
+        "an empty stream is just the last chunk"
+    );
+
+    // A client that leaves mid-stream costs the worker nothing lasting.
+    let mut quitter = server.connect();
+    quitter
+        .write_all(b"GET /stream?n=100000&size=65536 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    crate::util::read_response_head(&mut quitter).unwrap();
+    drop(quitter);
+    assert_eq!(server.get("/").text(), "Hello, World!");
+}
