@@ -63,6 +63,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Most bytes one connection writes before the loop turns to other connections; a client that
 /// takes more than this at once resumes after the next poll.
 const WRITE_BUDGET: usize = 1 << 20;
+/// Once a request body is going to a file, decoded bytes are written out in pieces of at least
+/// this many, so a body trickling in does not cost a write per read.
+const SPILL_CHUNK: usize = 64 * 1024;
 /// Most buffers handed to one `writev`.
 const MAX_IOVECS: usize = 16;
 /// A streamed body's next chunk is asked for once less than this is left to write, so the
@@ -158,6 +161,8 @@ struct Conn {
     out: OutQueue,
     file: Option<FileOut>,
     streamed: Option<StreamOut>,
+    /// The temporary file the request body being read goes to, once it outgrew `body_buffer`.
+    spill: Option<Spill>,
     keep_alive: bool,
     /// When the connection's current wait runs out (idle, reading, writing or lingering).
     deadline: Instant,
@@ -226,6 +231,8 @@ struct Worker<'a> {
     phase: Phase,
     dates: DateCache,
     limits: http::Limits,
+    /// Request bodies larger than this go to a temporary file as they arrive.
+    body_buffer: u64,
     threads: usize,
     max_connections: usize,
     keepalive: Duration,
@@ -329,7 +336,8 @@ impl<'a> Worker<'a> {
             next_serial: 0,
             phase: Phase::Running,
             dates: DateCache::new(),
-            limits: config.limits,
+            limits: config.limits.http(),
+            body_buffer: config.limits.body_buffer,
             threads,
             max_connections: server.max_connections.get(),
             keepalive: server.keepalive,
@@ -570,6 +578,7 @@ impl<'a> Worker<'a> {
             out: OutQueue::default(),
             file: None,
             streamed: None,
+            spill: None,
             keep_alive: true,
             deadline: Instant::now() + self.idle_wait(),
             version: Version::Http11,
@@ -625,6 +634,7 @@ impl<'a> Worker<'a> {
     /// nothing more for now.
     fn drive_read(&mut self, index: usize) {
         let (header_timeout, body_timeout) = (self.header_timeout, self.body_timeout);
+        let body_buffer = self.body_buffer;
         loop {
             let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
                 return;
@@ -647,11 +657,18 @@ impl<'a> Worker<'a> {
                     body,
                 }) => {
                     conn.read_start += consumed;
-                    self.dispatch(index, head, body);
+                    match store_body(conn, body, body_buffer) {
+                        Ok(body) => self.dispatch(index, head, body),
+                        Err(err) => self.body_not_stored(index, &err),
+                    }
                     return;
                 }
                 Ok(Decoded::NeedMore { consumed }) => {
                     conn.read_start += consumed;
+                    if let Err(err) = spill_as_needed(conn, body_buffer) {
+                        self.body_not_stored(index, &err);
+                        return;
+                    }
                     if consumed > 0 {
                         // Head bytes are consumed only with the whole head, so this is body
                         // progress (or the head just completed): the body clock restarts.
@@ -689,7 +706,22 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn dispatch(&mut self, index: usize, head: RequestHead, body: Vec<u8>) {
+    /// Answers 500 for a request whose body could not be written to its temporary file.
+    fn body_not_stored(&mut self, index: usize, err: &io::Error) {
+        log::error!(
+            "could not write a request body to a temporary file in {}: {err}",
+            std::env::temp_dir().display()
+        );
+        self.respond_error(
+            index,
+            &HttpError {
+                status: 500,
+                reason: "the request body could not be stored",
+            },
+        );
+    }
+
+    fn dispatch(&mut self, index: usize, head: RequestHead, body: StoredBody) {
         let stopping = self.phase != Phase::Running;
         let keepalive_off = self.keepalive.is_zero();
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
@@ -709,14 +741,15 @@ impl<'a> Worker<'a> {
             headers,
             ..
         } = head;
-        let request = Request::from_parts(
-            method,
-            target,
-            version,
-            Headers::from_fields(headers),
-            body,
-            conn.peer,
-        );
+        let request = Request::builder(&method, &target)
+            .version(version)
+            .headers(Headers::from_fields(headers))
+            .peer(conn.peer);
+        let request = match body {
+            StoredBody::Memory(bytes) => request.body(bytes),
+            StoredBody::File(file, len) => request.body_file(file, len),
+        }
+        .build();
         self.in_flight += 1;
         self.pool.submit(Job {
             conn: index,
@@ -916,6 +949,7 @@ impl<'a> Worker<'a> {
         conn.out.push(out);
         conn.file = None;
         conn.streamed = None;
+        conn.spill = None;
         conn.keep_alive = false;
         conn.state = ConnState::Writing;
         conn.deadline = Instant::now() + self.body_timeout;
@@ -1233,6 +1267,64 @@ fn read_more(conn: &mut Conn) -> io::Result<usize> {
     let n = conn.stream.read(&mut conn.read_buf[conn.read_end..])?;
     conn.read_end += n;
     Ok(n)
+}
+
+/// A request body, as the worker hands it on.
+enum StoredBody {
+    Memory(Vec<u8>),
+    /// A temporary file, rewound, and the body's length.
+    File(std::fs::File, u64),
+}
+
+/// The temporary file a request body is going to.
+struct Spill {
+    file: std::fs::File,
+    len: u64,
+}
+
+/// Moves the body decoded so far to the connection's temporary file once it is larger than
+/// `body_buffer` (creating the file then), and from then on whenever a piece has gathered.
+fn spill_as_needed(conn: &mut Conn, body_buffer: u64) -> io::Result<()> {
+    let buffered = conn.decoder.body_buffered();
+    let due = match conn.spill {
+        Some(_) => buffered >= SPILL_CHUNK,
+        None => buffered as u64 > body_buffer,
+    };
+    if due {
+        let bytes = conn.decoder.take_body();
+        spill(conn, &bytes)?;
+    }
+    Ok(())
+}
+
+/// Appends `bytes` to the connection's temporary file, creating it first if need be.
+fn spill(conn: &mut Conn, bytes: &[u8]) -> io::Result<()> {
+    if conn.spill.is_none() {
+        conn.spill = Some(Spill {
+            file: sys::anonymous_temp_file()?,
+            len: 0,
+        });
+    }
+    if let Some(spill) = &mut conn.spill {
+        spill.file.write_all(bytes)?;
+        spill.len += bytes.len() as u64;
+    }
+    Ok(())
+}
+
+/// The finished body: in memory when it is at most `body_buffer` bytes, else in its file.
+fn store_body(conn: &mut Conn, rest: Vec<u8>, body_buffer: u64) -> io::Result<StoredBody> {
+    if conn.spill.is_none() && rest.len() as u64 <= body_buffer {
+        return Ok(StoredBody::Memory(rest));
+    }
+    spill(conn, &rest)?;
+    match conn.spill.take() {
+        Some(Spill { mut file, len }) => {
+            std::io::Seek::rewind(&mut file)?;
+            Ok(StoredBody::File(file, len))
+        }
+        None => Ok(StoredBody::Memory(Vec::new())),
+    }
 }
 
 /// Errors from `accept` that concern only the one connection (it was reset before we took it).

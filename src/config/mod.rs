@@ -52,6 +52,7 @@ pub const KEYS: &[&str] = &[
     "limits.header_field_size",
     "limits.header_bytes",
     "limits.body",
+    "limits.body_buffer",
     "log.level",
     "app.handler",
     "app.root",
@@ -206,9 +207,37 @@ impl FromStr for Workers {
     }
 }
 
-/// `[limits]`: the most a client may send; larger requests are refused. The HTTP decoder
-/// enforces exactly these, so the type is shared.
-pub use crate::http::Limits;
+/// `[limits]`: the most a client may send (larger requests are refused), and how much of a
+/// request body is kept in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest request line in bytes, excluding its CRLF (414).
+    pub request_line: usize,
+    /// Most header fields in a head, and most trailer fields in a chunked body (431).
+    pub headers: usize,
+    /// Longest single field line, excluding its CRLF (431).
+    pub header_field_size: usize,
+    /// Largest head in bytes (431).
+    pub header_bytes: usize,
+    /// Largest request body in bytes after chunked decoding (413).
+    pub body: u64,
+    /// A request body larger than this is written to an unlinked temporary file as it arrives,
+    /// instead of being held in memory.
+    pub body_buffer: u64,
+}
+
+impl Limits {
+    /// The limits the HTTP decoder enforces.
+    pub fn http(&self) -> crate::http::Limits {
+        crate::http::Limits {
+            request_line: self.request_line,
+            headers: self.headers,
+            header_field_size: self.header_field_size,
+            header_bytes: self.header_bytes,
+            body: self.body,
+        }
+    }
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -218,6 +247,7 @@ impl Default for Limits {
             header_field_size: 8190,
             header_bytes: 64 << 10,
             body: 100 << 20,
+            body_buffer: 1 << 20,
         }
     }
 }
@@ -478,6 +508,7 @@ mod tests {
         assert_eq!(c.limits.header_field_size, 8190);
         assert_eq!(c.limits.header_bytes, 65_536);
         assert_eq!(c.limits.body, 104_857_600);
+        assert_eq!(c.limits.body_buffer, 1_048_576);
         assert_eq!(c.log.level, log::LevelFilter::Info);
         assert_eq!(c.app.handler, HandlerKind::Demo);
         assert_eq!(c.app.root, PathBuf::from("public"));

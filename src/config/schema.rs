@@ -292,6 +292,15 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 },
                 write: |c| toml_size(c.limits.body),
             },
+            KeySpec {
+                name: "body_buffer",
+                help: "Bodies larger than this go to a temporary file instead of memory.",
+                read: |v, c| {
+                    c.limits.body_buffer = read_size(v, false)?;
+                    Ok(())
+                },
+                write: |c| toml_size(c.limits.body_buffer),
+            },
         ],
     },
     SectionSpec {

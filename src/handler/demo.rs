@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use super::{Handler, Request, Response};
+use super::{FileRegion, Handler, Request, Response};
 
 /// The longest `/sleep` the demo honours, so a typo cannot park a thread for hours.
 pub const MAX_SLEEP_MS: u64 = 60_000;
@@ -77,9 +77,18 @@ impl Handler for Demo {
                     .header("Content-Type")
                     .unwrap_or(b"application/octet-stream")
                     .to_vec();
-                Response::new(200)
-                    .with_header("Content-Type", content_type)
-                    .with_body(request.into_body())
+                let echo = Response::new(200).with_header("Content-Type", content_type);
+                // A large body is already in a file: send it back from there.
+                let len = request.body_len();
+                match request.body_file().map(std::fs::File::try_clone) {
+                    Some(Ok(file)) => echo.with_file(FileRegion::new(file, 0, len)),
+                    Some(Err(err)) => {
+                        log::error!("could not reopen a request body's file: {err}");
+                        Response::text(500, "500 Internal Server Error\n")
+                    }
+                    // In memory: taking it cannot fail and does not copy.
+                    None => echo.with_body(request.into_body().unwrap_or_default()),
+                }
             }
             ("/" | "/sleep" | "/cpu" | "/bytes" | "/stream" | "/pid" | "/panic" | "/echo", _) => {
                 Response::text(405, "method not allowed\n").with_header(

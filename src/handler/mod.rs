@@ -30,7 +30,7 @@ mod response;
 pub mod static_files;
 
 pub use request::{
-    Headers, Request, RequestBuilder, Version, percent_decode, percent_decode_bytes,
+    BodyReader, Headers, Request, RequestBuilder, Version, percent_decode, percent_decode_bytes,
     percent_decode_path,
 };
 pub use response::{Body, BodyStream, FileRegion, HeaderFields, Response};

@@ -1,7 +1,11 @@
 //! The `Request` a handler receives: method, target, version, header fields, body and where it
 //! came from, with percent-decoding helpers for paths and queries.
 
+use std::fs::File;
+use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 pub use crate::http::Version;
 
@@ -57,15 +61,44 @@ impl Headers {
     }
 }
 
-/// One HTTP request, head and body fully buffered.
+/// One HTTP request, head and body fully received.
+///
+/// A body up to `[limits] body_buffer` is held in memory; a larger one was written to an
+/// unlinked temporary file as it arrived. [`Request::body_reader`] reads either;
+/// [`Request::body`] gives the bytes of one held in memory.
+///
+/// ```
+/// use std::io::Read;
+/// use tine::handler::Request;
+///
+/// let request = Request::builder("POST", "/upload?name=a+b").body("data").build();
+/// assert_eq!(request.query_param("name").as_deref(), Some("a b"));
+/// assert_eq!(request.body(), Some(&b"data"[..]));
+/// let mut text = String::new();
+/// request.body_reader().read_to_string(&mut text)?;
+/// assert_eq!(text, "data");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Request {
     method: String,
     target: String,
     version: Version,
     headers: Headers,
-    body: Vec<u8>,
+    body: BodyStore,
     peer: Option<SocketAddr>,
+}
+
+/// Where a request's body is.
+#[derive(Clone, Debug)]
+enum BodyStore {
+    Memory(Vec<u8>),
+    /// An unlinked temporary file, shared by clones of the request; each reader keeps its own
+    /// position.
+    File {
+        file: Arc<File>,
+        len: u64,
+    },
 }
 
 impl Request {
@@ -83,8 +116,7 @@ impl Request {
         }
     }
 
-    /// Assembles a request from its decoded parts; the worker's event loop uses it, and so
-    /// can code that embeds tine.
+    /// Assembles a request from its decoded parts, with a body in memory.
     pub fn from_parts(
         method: String,
         target: String,
@@ -98,7 +130,7 @@ impl Request {
             target,
             version,
             headers,
-            body,
+            body: BodyStore::Memory(body),
             peer,
         }
     }
@@ -149,19 +181,105 @@ impl Request {
         self.headers.get(name)
     }
 
-    /// The request body (empty when the request had none).
-    pub fn body(&self) -> &[u8] {
-        &self.body
+    /// The body's length in bytes (0 when the request had none).
+    pub fn body_len(&self) -> u64 {
+        match &self.body {
+            BodyStore::Memory(bytes) => bytes.len() as u64,
+            BodyStore::File { len, .. } => *len,
+        }
     }
 
-    /// Takes the body out of the request without copying it.
-    pub fn into_body(self) -> Vec<u8> {
-        self.body
+    /// The body when it is held in memory (empty when the request had none); `None` for a
+    /// body larger than `[limits] body_buffer`, which is in a temporary file: read it with
+    /// [`Request::body_reader`].
+    pub fn body(&self) -> Option<&[u8]> {
+        match &self.body {
+            BodyStore::Memory(bytes) => Some(bytes),
+            BodyStore::File { .. } => None,
+        }
+    }
+
+    /// A reader over the body, wherever it is. Each reader starts at the beginning.
+    pub fn body_reader(&self) -> BodyReader<'_> {
+        match &self.body {
+            BodyStore::Memory(bytes) => BodyReader::Memory(bytes),
+            BodyStore::File { file, len } => BodyReader::File {
+                file,
+                position: 0,
+                len: *len,
+            },
+        }
+    }
+
+    /// The temporary file holding a body larger than `[limits] body_buffer`, from offset 0 for
+    /// [`Request::body_len`] bytes; `None` for a body in memory. The file is already unlinked:
+    /// it goes away with the request.
+    pub fn body_file(&self) -> Option<&File> {
+        match &self.body {
+            BodyStore::Memory(_) => None,
+            BodyStore::File { file, .. } => Some(file),
+        }
+    }
+
+    /// Takes the body out of the request: without copying when it is in memory, read from its
+    /// file otherwise.
+    ///
+    /// # Errors
+    ///
+    /// When a body in a temporary file cannot be read.
+    pub fn into_body(self) -> io::Result<Vec<u8>> {
+        match self.body {
+            BodyStore::Memory(bytes) => Ok(bytes),
+            BodyStore::File { .. } => {
+                let mut bytes = Vec::with_capacity(usize::try_from(self.body_len()).unwrap_or(0));
+                self.body_reader().read_to_end(&mut bytes)?;
+                Ok(bytes)
+            }
+        }
     }
 
     /// The peer's address, for TCP listeners.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer
+    }
+}
+
+/// Reads a request's body from memory or from its temporary file; see
+/// [`Request::body_reader`].
+#[derive(Debug)]
+pub enum BodyReader<'a> {
+    /// The rest of a body held in memory.
+    Memory(&'a [u8]),
+    /// A body in a file, read with positioned reads so readers do not disturb one another.
+    File {
+        /// The file.
+        file: &'a File,
+        /// The next byte to read.
+        position: u64,
+        /// The body's length.
+        len: u64,
+    },
+}
+
+impl Read for BodyReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            BodyReader::Memory(rest) => rest.read(buf),
+            BodyReader::File {
+                file,
+                position,
+                len,
+            } => {
+                let left = len.saturating_sub(*position);
+                let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                if want == 0 {
+                    return Ok(0);
+                }
+                let n = file.read_at(&mut buf[..want], *position)?;
+                *position += n as u64;
+                Ok(n)
+            }
+        }
     }
 }
 
@@ -193,9 +311,19 @@ impl RequestBuilder {
         self
     }
 
-    /// Sets the body.
+    /// Sets the body, held in memory.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.request.body = body.into();
+        self.request.body = BodyStore::Memory(body.into());
+        self
+    }
+
+    /// Sets the body to the first `len` bytes of `file`, as the server does for a body larger
+    /// than `[limits] body_buffer`.
+    pub fn body_file(mut self, file: File, len: u64) -> Self {
+        self.request.body = BodyStore::File {
+            file: Arc::new(file),
+            len,
+        };
         self
     }
 
@@ -306,6 +434,38 @@ mod tests {
         assert_eq!(percent_decode("a+b"), "a b");
         assert_eq!(percent_decode_path("a+b%20c"), "a+b c");
         assert_eq!(percent_decode_bytes("%C3%A9%00%zz"), b"\xc3\xa9\0%zz");
+    }
+
+    #[test]
+    fn bodies_in_memory_and_in_files_read_alike() {
+        let memory = Request::builder("POST", "/").body("0123456789").build();
+        assert_eq!(memory.body_len(), 10);
+        assert_eq!(memory.body(), Some(&b"0123456789"[..]));
+        assert!(memory.body_file().is_none());
+
+        let mut file = std::fs::File::open("/proc/self/cmdline").unwrap();
+        let mut expected = Vec::new();
+        file.read_to_end(&mut expected).unwrap();
+        expected.truncate(5);
+        let spilled = Request::builder("POST", "/")
+            .body_file(file, expected.len() as u64)
+            .build();
+        assert_eq!(spilled.body(), None);
+        assert!(spilled.body_file().is_some());
+        assert_eq!(spilled.body_len(), 5);
+        // Two readers, and a clone's reader, each from the start.
+        let twin = spilled.clone();
+        let mut first = spilled.body_reader();
+        let mut one = [0u8; 2];
+        first.read_exact(&mut one).unwrap();
+        let mut all = Vec::new();
+        twin.body_reader().read_to_end(&mut all).unwrap();
+        assert_eq!(all, expected);
+        let mut rest = Vec::new();
+        first.read_to_end(&mut rest).unwrap();
+        assert_eq!([&one[..], &rest].concat(), expected);
+        assert_eq!(spilled.into_body().unwrap(), expected);
+        assert_eq!(memory.into_body().unwrap(), b"0123456789");
     }
 
     #[test]

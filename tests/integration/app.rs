@@ -313,3 +313,69 @@ fn streams_are_close_delimited_for_http_1_0_and_bodiless_for_head() {
     drop(quitter);
     assert_eq!(server.get("/").text(), "Hello, World!");
 }
+
+/// The worker's descriptors that point at unlinked files in the temp dir.
+fn unlinked_temp_files(pid: u32) -> Vec<String> {
+    let tmp = std::env::temp_dir();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+                .map(|link| link.to_string_lossy().into_owned())
+                .filter(|link| {
+                    link.starts_with(&*tmp.to_string_lossy()) && link.ends_with("(deleted)")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_request_body_over_body_buffer_goes_to_an_unlinked_file_not_memory() {
+    let server = crate::util::Server::start(
+        "[server]\nworkers = 1\n[limits]\nbody = \"1GiB\"\nbody_buffer = \"64KiB\"\n",
+    );
+    let worker = server.workers()[0];
+    let rss_at_start = rss_kib(worker);
+    let size = 32 << 20;
+    let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    let (first, rest) = data.split_at(24 << 20);
+    stream.write_all(first).unwrap();
+    // Mid-body: the worker writes what arrived to a file with no name...
+    let deadline = Instant::now() + WAIT;
+    while unlinked_temp_files(worker).is_empty() {
+        assert!(Instant::now() < deadline, "no temporary file appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // ...and does not hold the body in memory.
+    let rss_mid_body = rss_kib(worker);
+    assert!(
+        rss_mid_body < rss_at_start + 8 * 1024,
+        "the worker grew from {rss_at_start} KiB to {rss_mid_body} KiB"
+    );
+    stream.write_all(rest).unwrap();
+    let echoed = read_response(&mut stream).unwrap();
+    assert_eq!(echoed.status, 200);
+    assert!(echoed.body == data, "the echoed body differs");
+    // Once answered, the file is gone with the request.
+    let deadline = Instant::now() + WAIT;
+    while !unlinked_temp_files(worker).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the temporary file outlived its request"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A small body never touches a file.
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nsmall")
+        .unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().text(), "small");
+}
