@@ -1,10 +1,13 @@
 //! State built in each worker after fork: a request counter and a small cache that belong to
-//! one worker process, never shared with the others, the way a database connection would be.
+//! one worker process, never shared with the others, the way a database connection would be;
+//! and the rest of a worker's life: told when it begins to stop, dropped before it exits.
 //!
 //! ```sh
 //! cargo run --example per_worker -- --bind 127.0.0.1:8000 --workers 3
 //! curl localhost:8000/              # which worker answered, and how many it has served
+//! curl localhost:8000/whoami        # the client's address and the listener it came in on
 //! curl 'localhost:8000/slow?n=7'    # computed once per worker, then from that worker's cache
+//! kill -TERM <master pid>           # each worker logs that it is stopping, then its drop
 //! ```
 
 use std::collections::HashMap;
@@ -52,6 +55,18 @@ impl Handler for Worker {
                     self.greeting, self.info.slot, self.info.pid, self.info.threads
                 ),
             ),
+            "/whoami" => Response::text(
+                200,
+                format!(
+                    "peer {} on {}\n",
+                    request
+                        .peer_addr()
+                        .map_or_else(|| "a unix socket client".to_owned(), |p| p.to_string()),
+                    request
+                        .listener()
+                        .map_or_else(|| "no listener".to_owned(), |l| l.to_string())
+                ),
+            ),
             "/slow" => {
                 let Some(n) = request.query_param("n").and_then(|n| n.parse::<u64>().ok()) else {
                     return Response::text(400, "expected /slow?n=NUMBER\n");
@@ -70,6 +85,26 @@ impl Handler for Worker {
             }
             _ => Response::text(404, "not found\n"),
         }
+    }
+
+    fn on_stop(&self) {
+        // On the event loop: note it and return; requests in flight are still being answered.
+        log::info!(
+            "app in worker {} stopping after {} requests",
+            self.info.slot,
+            self.served.load(Ordering::Relaxed)
+        );
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Every request is answered: the place to flush, close connections, say goodbye.
+        let cached = self.cache.lock().map_or(0, |cache| cache.len());
+        log::info!(
+            "app in worker {} dropped with {cached} cached results",
+            self.info.slot
+        );
     }
 }
 

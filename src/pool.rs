@@ -13,7 +13,7 @@ use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::handler::{BodyStream, Handler, Request, Response};
 
@@ -172,6 +172,47 @@ impl Pool {
         } else {
             into.append(&mut finished);
         }
+    }
+
+    /// The handler the threads run.
+    pub fn handler(&self) -> &dyn Handler {
+        &*self.shared.handler
+    }
+
+    /// Stops the threads once the queue is empty, waits up to `limit` for them, and then drops
+    /// the handler (on a thread of its own, within what is left of `limit`, so a destructor
+    /// that hangs cannot hold the caller). Jobs already queued still run.
+    ///
+    /// Returns whether the handler was dropped: false when a thread was still busy at the
+    /// limit (the handler is then left alone, since that thread still uses it), or its
+    /// destructor did not finish in time.
+    pub fn shutdown_within(self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let Pool { shared, threads } = self;
+        lock(&shared.queue).closed = true;
+        shared.work_ready.notify_all();
+        while !threads.iter().all(JoinHandle::is_finished) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for handle in threads {
+            let _ = handle.join();
+        }
+        let (done, dropped) = std::sync::mpsc::channel();
+        let dropper = std::thread::Builder::new()
+            .name("drop-app".to_owned())
+            .spawn(move || {
+                // Every pool thread has exited, so this is the last reference.
+                let clean = catch_unwind(AssertUnwindSafe(|| drop(shared))).is_ok();
+                let _ = done.send(clean);
+            });
+        if dropper.is_err() {
+            return false;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        dropped.recv_timeout(left).unwrap_or(false)
     }
 
     /// Stops the threads once the queue is empty and waits for them. Jobs already queued still
@@ -339,7 +380,6 @@ fn run_handler(handler: &dyn Handler, request: Request) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn pool_with<H: Handler>(threads: usize, handler: H) -> (mio::Poll, Pool) {
         let poll = mio::Poll::new().unwrap();
@@ -414,6 +454,82 @@ mod tests {
         assert_eq!(response_of(&done[0]).status(), 500);
         assert_eq!(response_of(&done[1]).status(), 200);
         pool.shutdown();
+    }
+
+    /// A handler that reports its drop, and can be made slow to answer or to drop.
+    struct Tracked {
+        dropped: std::sync::mpsc::Sender<()>,
+        drop_takes: Duration,
+    }
+
+    impl Handler for Tracked {
+        fn handle(&self, request: Request) -> Response {
+            let ms: u64 = request
+                .query_param("ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(ms));
+            Response::new(200)
+        }
+    }
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            std::thread::sleep(self.drop_takes);
+            let _ = self.dropped.send(());
+        }
+    }
+
+    #[test]
+    fn shutdown_within_drops_the_handler_when_the_threads_are_free_in_time() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (mut poll, pool) = pool_with(
+            2,
+            Tracked {
+                dropped: tx,
+                drop_takes: Duration::ZERO,
+            },
+        );
+        pool.submit(request_job(1, 1, "/?ms=50"));
+        wait_for(&mut poll, &pool, 1);
+        assert!(pool.shutdown_within(Duration::from_secs(5)));
+        assert!(
+            rx.try_recv().is_ok(),
+            "dropped before shutdown_within returned"
+        );
+    }
+
+    #[test]
+    fn shutdown_within_gives_up_on_a_busy_thread_or_a_slow_drop() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (_poll, pool) = pool_with(
+            1,
+            Tracked {
+                dropped: tx,
+                drop_takes: Duration::ZERO,
+            },
+        );
+        pool.submit(request_job(1, 1, "/?ms=2000"));
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        assert!(!pool.shutdown_within(Duration::from_millis(100)));
+        assert!(started.elapsed() < Duration::from_millis(1000));
+        assert!(
+            rx.try_recv().is_err(),
+            "never dropped under a running request"
+        );
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        let slow_drop = Tracked {
+            dropped: tx,
+            drop_takes: Duration::from_millis(1500),
+        };
+        let (_poll, pool) = pool_with(1, slow_drop);
+        let started = Instant::now();
+        assert!(!pool.shutdown_within(Duration::from_millis(200)));
+        assert!(started.elapsed() < Duration::from_millis(1000));
+        // The destructor still finishes, on its own thread.
+        assert!(rx.recv_timeout(Duration::from_secs(10)).is_ok());
     }
 
     #[test]

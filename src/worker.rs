@@ -10,13 +10,14 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::config::Config;
+use crate::config::{BindAddr, Config};
 use crate::handler::{Body, BodyStream, HandlerFactory, Headers, Request, Response, WorkerInfo};
 use crate::http::{self, DateCache, Decoded, Decoder, HttpError, RequestHead, Version};
 use crate::listeners::{Listener, MioListener, Stream};
@@ -50,6 +51,12 @@ const FIRST_CONN: usize = 1 << 20;
 /// How long the loop sleeps at most, so timers are checked and the heartbeat written at least
 /// this often; shorter when `timeout` or `request_timeout` is short.
 const MAX_TICK: Duration = Duration::from_secs(1);
+/// After a clean stop, how much longer than what is left of `graceful_timeout` the worker waits
+/// for its pool threads to finish and the application to be dropped; the master's own margin
+/// before it kills a stopping worker is larger.
+const APP_DROP_MARGIN: Duration = Duration::from_millis(500);
+/// A `Handler::on_stop` slower than this is logged: it runs on the event loop.
+const ON_STOP_WARN: Duration = Duration::from_millis(50);
 /// When a worker recycles itself, how long an idle keep-alive connection stays open for a
 /// request that may already be on its way.
 const DRAIN_IDLE: Duration = Duration::from_secs(1);
@@ -105,7 +112,9 @@ pub fn run(context: WorkerContext<'_>) -> ! {
     crate::pool::install_panic_hook();
     match Worker::start(context) {
         Ok(mut worker) => {
-            worker.run();
+            if let Stopped::Clean { deadline } = worker.run() {
+                worker.drop_application(deadline);
+            }
             log::debug!("worker stopped");
             sys::exit_now(0)
         }
@@ -114,6 +123,16 @@ pub fn run(context: WorkerContext<'_>) -> ! {
             sys::exit_now(code)
         }
     }
+}
+
+/// How the event loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopped {
+    /// A graceful stop that finished every connection before `deadline`: the application is
+    /// dropped before the worker exits.
+    Clean { deadline: Instant },
+    /// A fast stop, a graceful stop that timed out, or a failed loop: the worker exits at once.
+    Abrupt,
 }
 
 /// What a stopping worker does with its idle keep-alive connections.
@@ -149,6 +168,8 @@ enum ConnState {
 struct Conn {
     stream: Stream,
     peer: Option<SocketAddr>,
+    /// Index of the listener that accepted it.
+    listener: usize,
     serial: u64,
     state: ConnState,
     decoder: Decoder,
@@ -221,6 +242,9 @@ struct Worker<'a> {
     report: std::fs::File,
     signals: Signals,
     listeners: Vec<MioListener>,
+    /// Each listener's address, by the same index, for the requests it brings in; kept when
+    /// the listeners themselves are dropped at a stop.
+    listener_addrs: Vec<Arc<BindAddr>>,
     accepting: bool,
     pool: Pool,
     conns: Vec<Option<Conn>>,
@@ -300,12 +324,17 @@ impl<'a> Worker<'a> {
             .map_err(|e| setup("could not start the thread pool", e))?;
 
         let mut listeners = Vec::with_capacity(context.listeners.len());
+        let mut listener_addrs = Vec::with_capacity(context.listeners.len());
         for listener in context.listeners {
             listeners.push(
                 listener
                     .to_mio()
                     .map_err(|e| setup("could not take over a listening socket", e))?,
             );
+            let addr = listener
+                .local_addr()
+                .map_err(|e| setup("could not read a listening socket's address", e))?;
+            listener_addrs.push(Arc::new(addr));
         }
         let server = &config.server;
         let max_requests = (server.max_requests > 0)
@@ -327,6 +356,7 @@ impl<'a> Worker<'a> {
             report,
             signals,
             listeners,
+            listener_addrs,
             accepting: false,
             pool,
             conns: Vec::new(),
@@ -371,7 +401,7 @@ impl<'a> Worker<'a> {
         Ok(worker)
     }
 
-    fn run(&mut self) {
+    fn run(&mut self) -> Stopped {
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
         loop {
@@ -384,14 +414,14 @@ impl<'a> Worker<'a> {
                 && err.kind() != io::ErrorKind::Interrupted
             {
                 log::error!("event loop failed: {err}; stopping");
-                return;
+                return Stopped::Abrupt;
             }
             for event in events.iter() {
                 match event.token() {
                     WAKER => self.on_finished(),
                     SIGNALS => {
                         if self.on_signals() {
-                            return;
+                            return Stopped::Abrupt;
                         }
                     }
                     Token(n) if n >= FIRST_CONN => self.on_conn_event(n - FIRST_CONN),
@@ -407,7 +437,7 @@ impl<'a> Worker<'a> {
             }
             if let Phase::Stopping { deadline } = self.phase {
                 if self.live_conns == 0 {
-                    return;
+                    return Stopped::Clean { deadline };
                 }
                 if now >= deadline {
                     log::warn!(
@@ -416,9 +446,24 @@ impl<'a> Worker<'a> {
                         self.live_conns,
                         self.in_flight
                     );
-                    return;
+                    return Stopped::Abrupt;
                 }
             }
+        }
+    }
+
+    /// Stops the pool and drops the application, so its destructors run (flushing, closing
+    /// connections) before the worker exits; bounded by what is left of the graceful stop.
+    /// A pool thread still stuck in a handler, or a destructor that does not return in time,
+    /// is left behind: the worker exits anyway.
+    fn drop_application(self, deadline: Instant) {
+        let limit = deadline.saturating_duration_since(Instant::now()) + APP_DROP_MARGIN;
+        let Worker { pool, .. } = self;
+        if !pool.shutdown_within(limit) {
+            log::warn!(
+                "the application was not dropped within {limit:?} (a request or its destructor \
+                 is still running); exiting without it"
+            );
         }
     }
 
@@ -467,6 +512,7 @@ impl<'a> Worker<'a> {
         self.phase = Phase::Stopping {
             deadline: Instant::now() + self.graceful_timeout,
         };
+        self.tell_application_stopping();
         let _ = self.set_accepting(false);
         self.listeners.clear();
         let idle_wait = self.idle_wait();
@@ -491,6 +537,24 @@ impl<'a> Worker<'a> {
                     conn.deadline = conn.deadline.min((last_active + DRAIN_IDLE).max(now));
                 }
             }
+        }
+    }
+
+    /// Calls the application's [`Handler::on_stop`](crate::handler::Handler::on_stop), here on
+    /// the loop, so it runs even when every pool thread is busy.
+    fn tell_application_stopping(&self) {
+        let started = Instant::now();
+        let handler = self.pool.handler();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.on_stop()));
+        if outcome.is_err() {
+            log::error!("the application's on_stop panicked");
+        }
+        let took = started.elapsed();
+        if took > ON_STOP_WARN {
+            log::warn!(
+                "the application's on_stop took {took:?}; it runs on the event loop and should \
+                 return at once"
+            );
         }
     }
 
@@ -532,7 +596,7 @@ impl<'a> Worker<'a> {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.add_conn(stream, peer),
+                Ok((stream, peer)) => self.add_conn(stream, peer, index),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) if is_transient_accept_error(&err) => {
@@ -550,7 +614,7 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn add_conn(&mut self, mut stream: Stream, peer: Option<SocketAddr>) {
+    fn add_conn(&mut self, mut stream: Stream, peer: Option<SocketAddr>, listener: usize) {
         let index = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
@@ -569,6 +633,7 @@ impl<'a> Worker<'a> {
         self.conns[index] = Some(Conn {
             stream,
             peer,
+            listener,
             serial: self.next_serial,
             state: ConnState::Reading,
             decoder: Decoder::new(self.limits),
@@ -741,10 +806,13 @@ impl<'a> Worker<'a> {
             headers,
             ..
         } = head;
-        let request = Request::builder(&method, &target)
+        let mut request = Request::builder(&method, &target)
             .version(version)
             .headers(Headers::from_fields(headers))
             .peer(conn.peer);
+        if let Some(addr) = self.listener_addrs.get(conn.listener) {
+            request = request.listener(Arc::clone(addr));
+        }
         let request = match body {
             StoredBody::Memory(bytes) => request.body(bytes),
             StoredBody::File(file, len) => request.body_file(file, len),

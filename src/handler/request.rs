@@ -7,9 +7,27 @@ use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use crate::config::BindAddr;
+
 pub use crate::http::Version;
 
 /// A request's header fields: order kept, duplicates kept, names compared case-insensitively.
+///
+/// ```
+/// use tine::handler::Request;
+///
+/// let request = Request::builder("GET", "/")
+///     .header("Accept", "text/html")
+///     .header("X-Forwarded-For", "10.0.0.1")
+///     .header("x-forwarded-for", "10.0.0.2")
+///     .build();
+/// let headers = request.headers();
+/// assert_eq!(headers.get_str("accept"), Some("text/html"));
+/// let hops: Vec<&[u8]> = headers.get_all("X-FORWARDED-FOR").collect();
+/// assert_eq!(hops, [&b"10.0.0.1"[..], &b"10.0.0.2"[..]]);
+/// let names: Vec<&str> = headers.iter().map(|(name, _)| name).collect();
+/// assert_eq!(names, ["Accept", "X-Forwarded-For", "x-forwarded-for"]);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Headers {
     fields: Vec<(String, Vec<u8>)>,
@@ -87,6 +105,7 @@ pub struct Request {
     headers: Headers,
     body: BodyStore,
     peer: Option<SocketAddr>,
+    listener: Option<Arc<BindAddr>>,
 }
 
 /// Where a request's body is.
@@ -132,6 +151,7 @@ impl Request {
             headers,
             body: BodyStore::Memory(body),
             peer,
+            listener: None,
         }
     }
 
@@ -145,25 +165,73 @@ impl Request {
         &self.target
     }
 
-    /// The path part of the target, still percent-encoded (`/search`).
+    /// The path part of the target, still percent-encoded: `/search` for `/search?q=tine`, and
+    /// for an absolute-form target (`http://example.com/search?q=tine`, as sent to a proxy) too;
+    /// `*` for `OPTIONS *`. Decode it with [`percent_decode_path`] (or check it segment by
+    /// segment first, as the static handler does, if it will name a file).
+    ///
+    /// ```
+    /// use tine::handler::Request;
+    ///
+    /// assert_eq!(Request::builder("GET", "/a%20b?x=1#top").build().path(), "/a%20b");
+    /// assert_eq!(Request::builder("GET", "http://example.com/a?x=1").build().path(), "/a");
+    /// assert_eq!(Request::builder("GET", "http://example.com").build().path(), "/");
+    /// ```
     pub fn path(&self) -> &str {
-        let end = self.target.find(['?', '#']).unwrap_or(self.target.len());
-        &self.target[..end]
+        let target = self.target.as_str();
+        let start = match target.find("://") {
+            Some(scheme_end) if !target.starts_with('/') => {
+                let authority = scheme_end + 3;
+                target[authority..]
+                    .find(['/', '?', '#'])
+                    .map_or(target.len(), |i| authority + i)
+            }
+            _ => 0,
+        };
+        let rest = &target[start..];
+        let path = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+        if path.is_empty() && start > 0 {
+            "/"
+        } else {
+            path
+        }
     }
 
-    /// The query string without the `?`, if there is one (`q=tine`).
+    /// The query string without the `?`, still percent-encoded, if there is one (`q=tine`).
     pub fn query(&self) -> Option<&str> {
         let start = self.target.find('?')? + 1;
         let rest = &self.target[start..];
         Some(&rest[..rest.find('#').unwrap_or(rest.len())])
     }
 
+    /// The query's `name=value` pairs in order, percent-decoded (`+` is a space); a pair
+    /// without `=` has an empty value, and repeated names are all kept.
+    ///
+    /// ```
+    /// use tine::handler::Request;
+    ///
+    /// let request = Request::builder("GET", "/s?q=a+b&tag=x&tag=y&flag").build();
+    /// let pairs: Vec<(String, String)> = request.query_pairs().collect();
+    /// assert_eq!(pairs, [("q", "a b"), ("tag", "x"), ("tag", "y"), ("flag", "")]
+    ///     .map(|(k, v)| (k.to_owned(), v.to_owned())));
+    /// assert_eq!(request.query_param("tag").as_deref(), Some("x"));
+    /// ```
+    pub fn query_pairs(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (percent_decode(key), percent_decode(value))
+            })
+    }
+
     /// The first value of the query parameter `name`, percent-decoded (`+` is a space).
     pub fn query_param(&self, name: &str) -> Option<String> {
-        self.query()?.split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(key) == name).then(|| percent_decode(value))
-        })
+        self.query_pairs()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
     }
 
     /// The protocol version the client spoke.
@@ -241,6 +309,22 @@ impl Request {
     /// The peer's address, for TCP listeners.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer
+    }
+
+    /// The listening socket the request came in on: its address (the port the kernel chose
+    /// for a `:0` bind included), or `unix:PATH`. `None` for a request not received by a
+    /// server, such as one built in a test.
+    ///
+    /// ```
+    /// use tine::config::BindAddr;
+    /// use tine::handler::Request;
+    ///
+    /// let admin: BindAddr = "127.0.0.1:9000".parse().unwrap();
+    /// let request = Request::builder("GET", "/").listener(admin.clone()).build();
+    /// assert_eq!(request.listener(), Some(&admin));
+    /// ```
+    pub fn listener(&self) -> Option<&BindAddr> {
+        self.listener.as_deref()
     }
 }
 
@@ -333,6 +417,12 @@ impl RequestBuilder {
         self
     }
 
+    /// Sets the listener the request came in on.
+    pub fn listener(mut self, listener: impl Into<Arc<BindAddr>>) -> Self {
+        self.request.listener = Some(listener.into());
+        self
+    }
+
     /// Finishes the request.
     pub fn build(self) -> Request {
         self.request
@@ -416,6 +506,22 @@ mod tests {
         let bare = Request::builder("GET", "/plain").build();
         assert_eq!(bare.path(), "/plain");
         assert_eq!(bare.query(), None);
+        assert_eq!(bare.query_pairs().count(), 0);
+        let table = [
+            ("http://h/x/y?q", "/x/y"),
+            ("https://h:8443?q=1", "/"),
+            ("http://h#f", "/"),
+            ("*", "*"),
+            ("/a://b", "/a://b"),
+            ("/?x", "/"),
+        ];
+        for (target, path) in table {
+            assert_eq!(
+                Request::builder("GET", target).build().path(),
+                path,
+                "{target}"
+            );
+        }
     }
 
     #[test]

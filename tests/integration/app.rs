@@ -44,6 +44,11 @@ impl ExampleServer {
     /// `READY=1`; `None` when the example has not been built (`cargo test --test ...` alone
     /// does not build examples).
     fn start(name: &str, config: &str) -> Option<ExampleServer> {
+        ExampleServer::start_with(name, config, &[])
+    }
+
+    /// Like [`ExampleServer::start`], with more command-line arguments.
+    fn start_with(name: &str, config: &str, args: &[&str]) -> Option<ExampleServer> {
         let Some(binary) = example(name) else {
             eprintln!("SKIPPED: the example {name} is not built; run the whole `cargo test`");
             return None;
@@ -61,6 +66,7 @@ impl ExampleServer {
             .arg("-c")
             .arg(&config_path)
             .args(["--bind", "127.0.0.1:0"])
+            .args(args)
             .current_dir(dir.path())
             .env("NOTIFY_SOCKET", &notify_path)
             .stdin(Stdio::null())
@@ -185,6 +191,64 @@ fn the_per_worker_example_keeps_state_in_each_worker() {
     }
     let first = server.get("/slow?n=12").text();
     assert!(first.starts_with("12² = 144"), "{first}");
+}
+
+#[test]
+fn requests_know_their_peer_and_the_listener_they_came_in_on() {
+    let dir = TempDir::new();
+    let socket = dir.path().join("app.sock");
+    let unix_bind = format!("unix:{}", socket.display());
+    let Some(server) = ExampleServer::start_with(
+        "per_worker",
+        "[server]\nworkers = 1\n",
+        &["--bind", &unix_bind],
+    ) else {
+        return;
+    };
+    let mut tcp = TcpStream::connect(server.addr).unwrap();
+    let local = tcp.local_addr().unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    tcp.write_all(b"GET /whoami HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let text = read_response(&mut tcp).unwrap().text();
+    assert_eq!(text, format!("peer {local} on {}\n", server.addr));
+
+    let mut unix = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    unix.write_all(b"GET /whoami HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    std::io::Read::read_to_string(&mut unix, &mut raw).unwrap();
+    assert!(
+        raw.ends_with(&format!("peer a unix socket client on {unix_bind}\n")),
+        "{raw}"
+    );
+}
+
+#[test]
+fn a_graceful_stop_tells_each_worker_s_application_then_drops_it() {
+    let Some(mut server) = ExampleServer::start("per_worker", "[server]\nworkers = 2\n") else {
+        return;
+    };
+    assert!(server.get("/slow?n=3").text().ends_with("(computed)\n"));
+    // A request still running when the stop begins is answered before the drop.
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.set_read_timeout(Some(WAIT)).unwrap();
+    slow.write_all(b"GET /slow?n=99 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(server.stop().code(), Some(0), "log:\n{}", server.log());
+    let answer = read_response(&mut slow).unwrap();
+    assert!(answer.text().starts_with("99² = 9801"), "{}", answer.text());
+    let log = server.log();
+    for slot in [1, 2] {
+        let stopping = log
+            .find(&format!("app in worker {slot} stopping after"))
+            .unwrap_or_else(|| panic!("no on_stop in worker {slot}; log:\n{log}"));
+        let dropped = log
+            .find(&format!("app in worker {slot} dropped with"))
+            .unwrap_or_else(|| panic!("no drop in worker {slot}; log:\n{log}"));
+        assert!(stopping < dropped, "told first, then dropped; log:\n{log}");
+    }
 }
 
 /// The resident set size of `pid`, in KiB.
