@@ -1118,12 +1118,18 @@ impl<'a> Worker<'a> {
     /// The response is out: wait for the next request, or close.
     fn finish_response(&mut self, index: usize) {
         let idle_wait = self.idle_wait();
+        let running = self.phase == Phase::Running;
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
         if conn.keep_alive {
             conn.state = ConnState::Reading;
-            conn.deadline = Instant::now() + idle_wait;
+            // A response begun before a stop (a long download, a stream) promised keep-alive.
+            // Now the connection is idle, and a stopping worker does not wait long for idle
+            // connections: a request already on its way is still answered, with
+            // `Connection: close`.
+            let wait = if running { idle_wait } else { DRAIN_IDLE };
+            conn.deadline = Instant::now() + wait;
             // A pipelined request may already be buffered or waiting in the socket.
             self.drive_read(index);
         } else {

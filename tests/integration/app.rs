@@ -443,3 +443,30 @@ fn a_request_body_over_body_buffer_goes_to_an_unlinked_file_not_memory() {
         .unwrap();
     assert_eq!(read_response(&mut stream).unwrap().text(), "small");
 }
+
+#[test]
+fn a_graceful_stop_lets_a_stream_finish_then_exits_without_waiting_for_keep_alive() {
+    let mut server = crate::util::Server::start(
+        "[server]\nworkers = 1\ngraceful_timeout = \"60s\"\nkeepalive = \"60s\"\n",
+    );
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET /stream?n=200&size=65536 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    crate::util::read_response_head(&mut stream).unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    assert!(read_chunk(&mut reader).is_some());
+    server.signal(Signal::SIGTERM);
+    let stopped_at = Instant::now();
+    let mut received = 1;
+    while read_chunk(&mut reader).is_some() {
+        received += 1;
+    }
+    assert_eq!(received, 200, "the stream in flight completes");
+    assert_eq!(server.wait_exit().code(), Some(0));
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(10),
+        "the worker waited {:?} after the stream",
+        stopped_at.elapsed()
+    );
+}
