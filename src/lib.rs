@@ -5,8 +5,24 @@
 //! every client socket and a fixed thread pool that runs the application's [`handler::Handler`],
 //! so blocking application code never stalls the loop and a slow client never holds a thread.
 //!
-//! The binary is a thin shell over [`main_with_args`]; a Rust program can embed the same server
-//! with its own handler through [`run`].
+//! The binary is a thin shell over [`main_with_args`]. A Rust program embeds the same server,
+//! with the same command line, config file, signals and processes, and its own application,
+//! through [`Server`]:
+//!
+//! ```no_run
+//! use std::process::ExitCode;
+//! use tine::handler::{BuildError, Request, Response, WorkerInfo};
+//!
+//! fn hello(_request: Request) -> Response {
+//!     Response::text(200, "Hello from an embedded app\n")
+//! }
+//!
+//! fn main() -> ExitCode {
+//!     // The factory runs in each worker, after fork.
+//!     let factory = |_worker: &WorkerInfo| Ok::<_, BuildError>(hello);
+//!     tine::exit_status(tine::Server::from_args().and_then(|server| server.serve(factory)))
+//! }
+//! ```
 
 pub mod access_log;
 pub mod cli;
@@ -32,7 +48,7 @@ use std::process::ExitCode;
 
 use cli::{Command, Mode, UsageError};
 use config::{Config, HandlerKind, LoadError, Workers};
-use handler::{BuildError, HandlerFactory, WorkerInfo};
+use handler::{BuildError, Handler, HandlerFactory, WorkerInfo};
 use listeners::BindError;
 use master::{Loaded, Master, MasterError, MasterSetup};
 
@@ -178,7 +194,14 @@ pub fn main_with_args<I>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = OsString>,
 {
-    match run(args, None) {
+    exit_status(run(args, None))
+}
+
+/// Turns what [`Server::serve`] (or [`run`]) returned into the process's exit status, printing
+/// an error to stderr the way the `tine` binary does: 0, or the status [`Error::exit_code`]
+/// gives.
+pub fn exit_status(outcome: Result<(), Error>) -> ExitCode {
+    match outcome {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(err) => {
             eprintln!("tine: {err}");
@@ -193,61 +216,163 @@ pub fn run<I>(args: I, factory: Option<&dyn HandlerFactory>) -> Result<(), Error
 where
     I: IntoIterator<Item = OsString>,
 {
-    let args: Vec<OsString> = args.into_iter().collect();
-    let command = cli::parse(args.clone()).map_err(Error::Usage)?;
-    match command.mode {
-        Mode::Help => {
-            print!("{}", cli::HELP);
-            return Ok(());
-        }
-        Mode::Version => {
-            println!("tine {}", env!("CARGO_PKG_VERSION"));
-            return Ok(());
-        }
-        _ => {}
+    Server::with_args(args)?.run(factory)
+}
+
+/// tine with your application: the same command line, config file, signals, processes and
+/// exit statuses as the `tine` binary, with a handler factory of yours in place of
+/// `[app] handler`.
+///
+/// [`Server::from_args`] reads the command line (and the config file it names);
+/// [`Server::serve`] then does what the command line asked: print the help, check the config,
+/// or start the master, which forks the workers, each of which builds its handler with your
+/// factory after fork. `serve` returns when the server has stopped.
+///
+/// ```no_run
+/// use std::process::ExitCode;
+/// use tine::handler::{BuildError, Request, Response, WorkerInfo};
+///
+/// fn run() -> Result<(), tine::Error> {
+///     let server = tine::Server::from_args()?;
+///     println!("listening on {:?}", server.config().server.bind);
+///     server.serve(|worker: &WorkerInfo| {
+///         let greeting = format!("hello from worker {}\n", worker.slot);
+///         Ok::<_, BuildError>(move |_request: Request| Response::text(200, greeting.clone()))
+///     })
+/// }
+///
+/// fn main() -> ExitCode {
+///     tine::exit_status(run())
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    command: Command,
+    config: Config,
+    /// The arguments as given, which a binary upgrade passes to the new master.
+    args: Vec<OsString>,
+}
+
+impl Server {
+    /// Reads the process's command line, and the config file it names.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] for a bad command line, [`Error::Config`] for a config file that cannot
+    /// be read or is invalid (every problem listed).
+    pub fn from_args() -> Result<Server, Error> {
+        Server::with_args(std::env::args_os().skip(1))
     }
-    let config = load_config(&command)?;
-    if command.mode == Mode::CheckConfig {
-        // Names that exist only on the machine are checked too, as the start would.
-        resolve_identity(
-            config.server.user.as_deref(),
-            config.server.group.as_deref(),
-        )?;
-        unix_options(&config).map_err(Error::Identity)?;
+
+    /// Like [`Server::from_args`], with the arguments given (without the program name).
+    ///
+    /// ```
+    /// let server = tine::Server::with_args(["--threads", "8", "--bind", "127.0.0.1:0"])?;
+    /// assert_eq!(server.config().server.threads.get(), 8);
+    /// assert!(tine::Server::with_args(["--no-such-flag"]).is_err());
+    /// # Ok::<(), tine::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`Server::from_args`].
+    pub fn with_args<I, A>(args: I) -> Result<Server, Error>
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<OsString>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let command = cli::parse(args.clone()).map_err(Error::Usage)?;
+        let config = match command.mode {
+            // Help and version must work whatever state the config file is in.
+            Mode::Help | Mode::Version => Config::default(),
+            _ => load_config(&command)?,
+        };
+        Ok(Server {
+            command,
+            config,
+            args,
+        })
     }
-    if let Mode::Status { json } = command.mode {
-        return print_status(&command, &config, json);
+
+    /// The effective config: the file, its defaults and the command line's overrides.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
-    let workers = resolve_workers(&config);
-    match command.mode {
-        Mode::CheckConfig => {
-            let source = command.config.as_ref().map_or_else(
-                || "built-in defaults".to_owned(),
-                |p| p.display().to_string(),
-            );
-            let binds: Vec<String> = config.server.bind.iter().map(|b| b.to_string()).collect();
-            println!(
-                "{source}: ok ({} workers × {} threads, {} handler, listening on {})",
-                workers.count,
-                config.server.threads,
-                config.app.handler,
-                binds.join(", ")
-            );
-            Ok(())
-        }
-        Mode::PrintConfig => {
-            let why = workers.explanation.trim_start_matches("auto: ");
-            print!("{}", config.to_toml(Some((workers.count, why))));
-            Ok(())
-        }
-        _ => {
-            // Reloads re-read the file after `chdir` may have moved the process: keep its
-            // absolute path.
-            let mut command = command;
-            if let Some(path) = command.config.take() {
-                command.config = Some(std::path::absolute(&path).unwrap_or(path));
+
+    /// Does what the command line asked, with `factory` building the application in each
+    /// worker; `[app] handler` is not used. Returns once the server has stopped (at once for
+    /// `--help`, `--version`, `--check-config` and `--print-config`).
+    ///
+    /// # Errors
+    ///
+    /// Whatever stopped the server; [`Error::exit_code`] gives the exit status to use, and
+    /// [`exit_status`] prints the error and gives it.
+    pub fn serve<F: HandlerFactory>(self, factory: F) -> Result<(), Error> {
+        self.run(Some(&factory))
+    }
+
+    fn run(self, factory: Option<&dyn HandlerFactory>) -> Result<(), Error> {
+        let Server {
+            mut command,
+            config,
+            args,
+        } = self;
+        match command.mode {
+            Mode::Help => {
+                print!("{}", cli::HELP);
+                return Ok(());
             }
-            serve(&command, args, config, workers, factory)
+            Mode::Version => {
+                println!("tine {}", env!("CARGO_PKG_VERSION"));
+                return Ok(());
+            }
+            _ => {}
+        }
+        if command.mode == Mode::CheckConfig {
+            // Names that exist only on the machine are checked too, as the start would.
+            resolve_identity(
+                config.server.user.as_deref(),
+                config.server.group.as_deref(),
+            )?;
+            unix_options(&config).map_err(Error::Identity)?;
+        }
+        if let Mode::Status { json } = command.mode {
+            return print_status(&command, &config, json);
+        }
+        let workers = resolve_workers(&config);
+        match command.mode {
+            Mode::CheckConfig => {
+                let source = command.config.as_ref().map_or_else(
+                    || "built-in defaults".to_owned(),
+                    |p| p.display().to_string(),
+                );
+                let binds: Vec<String> = config.server.bind.iter().map(|b| b.to_string()).collect();
+                let application = match factory {
+                    Some(_) => "embedded application".to_owned(),
+                    None => format!("{} handler", config.app.handler),
+                };
+                println!(
+                    "{source}: ok ({} workers × {} threads, {application}, listening on {})",
+                    workers.count,
+                    config.server.threads,
+                    binds.join(", ")
+                );
+                Ok(())
+            }
+            Mode::PrintConfig => {
+                let why = workers.explanation.trim_start_matches("auto: ");
+                print!("{}", config.to_toml(Some((workers.count, why))));
+                Ok(())
+            }
+            _ => {
+                // Reloads re-read the file after `chdir` may have moved the process: keep
+                // its absolute path.
+                if let Some(path) = command.config.take() {
+                    command.config = Some(std::path::absolute(&path).unwrap_or(path));
+                }
+                serve(&command, args, config, workers, factory)
+            }
         }
     }
 }
@@ -321,11 +446,18 @@ fn resolve_workers(config: &Config) -> WorkerCount {
     }
 }
 
-/// The factory for a built-in handler.
-fn builtin_factory(kind: HandlerKind) -> impl HandlerFactory {
-    move |_worker: &WorkerInfo| -> Result<handler::demo::Demo, BuildError> {
-        match kind {
-            HandlerKind::Demo => Ok(handler::demo::Demo),
+/// Builds the built-in handler that the worker's `[app] handler` names (so a reload that
+/// changes `[app]` takes effect in the new workers).
+struct Builtin;
+
+impl HandlerFactory for Builtin {
+    fn build(&self, worker: &WorkerInfo) -> Result<Box<dyn Handler>, BuildError> {
+        match worker.app.handler {
+            HandlerKind::Demo => Ok(Box::new(handler::demo::Demo)),
+            HandlerKind::Static => {
+                let options = handler::static_files::StaticOptions::from(&worker.app);
+                Ok(Box::new(handler::static_files::StaticFiles::new(options)?))
+            }
         }
     }
 }
@@ -437,8 +569,7 @@ fn serve(
             source,
         })?;
     }
-    let builtin = builtin_factory(config.app.handler);
-    let factory = factory.unwrap_or(&builtin);
+    let factory = factory.unwrap_or(&Builtin);
     let reload = || -> Result<Loaded, String> {
         let config = load_config(command).map_err(|err| err.to_string())?;
         let workers = resolve_workers(&config);

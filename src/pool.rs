@@ -2,7 +2,10 @@
 //!
 //! The event loop submits fully buffered requests; a pool thread calls the handler, catches a
 //! panic as a 500, and hands the response back through a completion list and a `mio::Waker`.
-//! Pool threads never touch a client socket, so a slow client costs a buffer, never a thread.
+//! For a streamed body the loop submits one "next chunk" job at a time, when the connection is
+//! ready for more, and a pool thread pulls the chunk from the stream. Pool threads never touch a
+//! client socket, so a slow client costs a buffer, never a thread; and all application code
+//! (handlers, streams, even dropping a stream) runs here, never on the loop.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -10,32 +13,83 @@ use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::handler::{Handler, Request, Response};
+use crate::handler::{BodyStream, Handler, Request, Response};
 
-/// One request for the pool, tagged with the connection it came from.
+/// Work for the pool, tagged with the connection it belongs to.
 #[derive(Debug)]
 pub struct Job {
     /// The connection's slab index in the event loop.
     pub conn: usize,
     /// Tells a reused slab index apart from the connection that submitted the job.
     pub serial: u64,
-    /// The request.
-    pub request: Request,
+    /// What to do.
+    pub work: Work,
 }
 
-/// A handler's answer, on its way back to the event loop.
+/// What a pool thread does for a [`Job`].
+pub enum Work {
+    /// Call the handler.
+    Request(Request),
+    /// Pull the next chunk of a streamed body.
+    NextChunk(BodyStream),
+    /// Drop a stream the connection no longer needs (the client left, or the response has no
+    /// body), so its destructor runs on a pool thread rather than on the loop.
+    Discard(BodyStream),
+}
+
+impl std::fmt::Debug for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Work::Request(request) => f.debug_tuple("Request").field(request).finish(),
+            Work::NextChunk(_) => f.write_str("NextChunk"),
+            Work::Discard(_) => f.write_str("Discard"),
+        }
+    }
+}
+
+/// A finished job, on its way back to the event loop.
 #[derive(Debug)]
 pub struct Finished {
     /// The connection's slab index.
     pub conn: usize,
     /// The serial of the job.
     pub serial: u64,
-    /// The response to write.
-    pub response: Response,
-    /// Whether the handler panicked (the response is then a 500).
-    pub panicked: bool,
+    /// What came of it.
+    pub outcome: Outcome,
+}
+
+/// What a job produced.
+pub enum Outcome {
+    /// The handler's response.
+    Response {
+        /// The response to write.
+        response: Response,
+        /// Whether the handler panicked (the response is then a 500).
+        panicked: bool,
+    },
+    /// The next chunk of a stream, and the stream to pull the one after from.
+    Chunk(Vec<u8>, BodyStream),
+    /// The stream has ended (and was dropped on the pool thread).
+    StreamEnded,
+    /// The stream panicked; the response cannot be completed.
+    StreamFailed,
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Response { response, panicked } => f
+                .debug_struct("Response")
+                .field("response", response)
+                .field("panicked", panicked)
+                .finish(),
+            Outcome::Chunk(chunk, _) => write!(f, "Chunk({} bytes)", chunk.len()),
+            Outcome::StreamEnded => f.write_str("StreamEnded"),
+            Outcome::StreamFailed => f.write_str("StreamFailed"),
+        }
+    }
 }
 
 struct Queue {
@@ -120,6 +174,47 @@ impl Pool {
         }
     }
 
+    /// The handler the threads run.
+    pub fn handler(&self) -> &dyn Handler {
+        &*self.shared.handler
+    }
+
+    /// Stops the threads once the queue is empty, waits up to `limit` for them, and then drops
+    /// the handler (on a thread of its own, within what is left of `limit`, so a destructor
+    /// that hangs cannot hold the caller). Jobs already queued still run.
+    ///
+    /// Returns whether the handler was dropped: false when a thread was still busy at the
+    /// limit (the handler is then left alone, since that thread still uses it), or its
+    /// destructor did not finish in time.
+    pub fn shutdown_within(self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let Pool { shared, threads } = self;
+        lock(&shared.queue).closed = true;
+        shared.work_ready.notify_all();
+        while !threads.iter().all(JoinHandle::is_finished) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for handle in threads {
+            let _ = handle.join();
+        }
+        let (done, dropped) = std::sync::mpsc::channel();
+        let dropper = std::thread::Builder::new()
+            .name("drop-app".to_owned())
+            .spawn(move || {
+                // Every pool thread has exited, so this is the last reference.
+                let clean = catch_unwind(AssertUnwindSafe(|| drop(shared))).is_ok();
+                let _ = done.send(clean);
+            });
+        if dropper.is_err() {
+            return false;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        dropped.recv_timeout(left).unwrap_or(false)
+    }
+
     /// Stops the threads once the queue is empty and waits for them. Jobs already queued still
     /// run; a handler that never returns keeps this waiting.
     pub fn shutdown(mut self) {
@@ -148,7 +243,9 @@ fn run_thread(shared: &Shared) {
                     .unwrap_or_else(PoisonError::into_inner);
             }
         };
-        let finished = run_job(&*shared.handler, job);
+        let Some(finished) = run_job(&*shared.handler, job) else {
+            continue;
+        };
         let was_empty = {
             let mut done = lock(&shared.finished);
             let was_empty = done.is_empty();
@@ -201,12 +298,56 @@ pub fn install_panic_hook() {
     }));
 }
 
-fn run_job(handler: &dyn Handler, job: Job) -> Finished {
-    let Job {
+/// Runs one job; `None` when there is nothing to hand back.
+fn run_job(handler: &dyn Handler, job: Job) -> Option<Finished> {
+    let Job { conn, serial, work } = job;
+    let outcome = match work {
+        Work::Request(request) => run_handler(handler, request),
+        Work::NextChunk(stream) => next_chunk(stream),
+        Work::Discard(stream) => {
+            // A destructor that panics only loses its own clean-up.
+            let _ = catch_unwind(AssertUnwindSafe(|| drop(stream)));
+            return None;
+        }
+    };
+    Some(Finished {
         conn,
         serial,
-        request,
-    } = job;
+        outcome,
+    })
+}
+
+fn next_chunk(mut stream: BodyStream) -> Outcome {
+    HANDLER_PANIC.with(|slot| *slot.borrow_mut() = Some(None));
+    let pulled = catch_unwind(AssertUnwindSafe(|| {
+        loop {
+            match stream.next() {
+                // Empty chunks carry nothing; pulling on here saves the loop a round trip.
+                Some(chunk) if chunk.is_empty() => continue,
+                other => break other,
+            }
+        }
+    }));
+    let panic = HANDLER_PANIC
+        .with(|slot| slot.borrow_mut().take())
+        .flatten();
+    match pulled {
+        Ok(Some(chunk)) => Outcome::Chunk(chunk, stream),
+        Ok(None) => {
+            let _ = catch_unwind(AssertUnwindSafe(|| drop(stream)));
+            Outcome::StreamEnded
+        }
+        Err(_) => {
+            log::error!(
+                "a streamed response body panicked: {}; closing its connection",
+                panic.as_deref().unwrap_or("no description")
+            );
+            Outcome::StreamFailed
+        }
+    }
+}
+
+fn run_handler(handler: &dyn Handler, request: Request) -> Outcome {
     let started = Instant::now();
     let method = request.method().to_owned();
     let target = request.target().to_owned();
@@ -218,9 +359,7 @@ fn run_job(handler: &dyn Handler, job: Job) -> Finished {
         .with(|slot| slot.borrow_mut().take())
         .flatten();
     match outcome {
-        Ok(response) => Finished {
-            conn,
-            serial,
+        Ok(response) => Outcome::Response {
             response,
             panicked: false,
         },
@@ -230,9 +369,7 @@ fn run_job(handler: &dyn Handler, job: Job) -> Finished {
                 started.elapsed(),
                 panic.as_deref().unwrap_or("no description")
             );
-            Finished {
-                conn,
-                serial,
+            Outcome::Response {
                 response: Response::text(500, "500 Internal Server Error\n"),
                 panicked: true,
             }
@@ -243,7 +380,6 @@ fn run_job(handler: &dyn Handler, job: Job) -> Finished {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn pool_with<H: Handler>(threads: usize, handler: H) -> (mio::Poll, Pool) {
         let poll = mio::Poll::new().unwrap();
@@ -264,16 +400,26 @@ mod tests {
         done
     }
 
+    fn request_job(conn: usize, serial: u64, target: &str) -> Job {
+        Job {
+            conn,
+            serial,
+            work: Work::Request(Request::builder("GET", target).build()),
+        }
+    }
+
+    fn response_of(finished: &Finished) -> &Response {
+        match &finished.outcome {
+            Outcome::Response { response, .. } => response,
+            other => panic!("expected a response, got {other:?}"),
+        }
+    }
+
     #[test]
     fn runs_jobs_and_wakes_the_loop() {
         let (mut poll, pool) = pool_with(2, |r: Request| Response::text(200, r.path().to_owned()));
         for conn in 0..5 {
-            let request = Request::builder("GET", &format!("/{conn}")).build();
-            pool.submit(Job {
-                conn,
-                serial: 7,
-                request,
-            });
+            pool.submit(request_job(conn, 7, &format!("/{conn}")));
         }
         let mut done = wait_for(&mut poll, &pool, 5);
         done.sort_by_key(|f| f.conn);
@@ -282,7 +428,7 @@ mod tests {
             assert_eq!(finished.conn, conn);
             assert_eq!(finished.serial, 7);
             assert_eq!(
-                finished.response.body_bytes(),
+                response_of(finished).body_bytes(),
                 format!("/{conn}").as_bytes()
             );
         }
@@ -297,21 +443,166 @@ mod tests {
             }
             Response::text(200, "ok")
         });
+        pool.submit(request_job(1, 1, "/boom"));
+        pool.submit(request_job(2, 1, "/fine"));
+        let mut done = wait_for(&mut poll, &pool, 2);
+        done.sort_by_key(|f| f.conn);
+        assert!(matches!(
+            done[0].outcome,
+            Outcome::Response { panicked: true, .. }
+        ));
+        assert_eq!(response_of(&done[0]).status(), 500);
+        assert_eq!(response_of(&done[1]).status(), 200);
+        pool.shutdown();
+    }
+
+    /// A handler that reports its drop, and can be made slow to answer or to drop.
+    struct Tracked {
+        dropped: std::sync::mpsc::Sender<()>,
+        drop_takes: Duration,
+    }
+
+    impl Handler for Tracked {
+        fn handle(&self, request: Request) -> Response {
+            let ms: u64 = request
+                .query_param("ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(ms));
+            Response::new(200)
+        }
+    }
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            std::thread::sleep(self.drop_takes);
+            let _ = self.dropped.send(());
+        }
+    }
+
+    #[test]
+    fn shutdown_within_drops_the_handler_when_the_threads_are_free_in_time() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (mut poll, pool) = pool_with(
+            2,
+            Tracked {
+                dropped: tx,
+                drop_takes: Duration::ZERO,
+            },
+        );
+        pool.submit(request_job(1, 1, "/?ms=50"));
+        wait_for(&mut poll, &pool, 1);
+        assert!(pool.shutdown_within(Duration::from_secs(5)));
+        assert!(
+            rx.try_recv().is_ok(),
+            "dropped before shutdown_within returned"
+        );
+    }
+
+    #[test]
+    fn shutdown_within_gives_up_on_a_busy_thread_or_a_slow_drop() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (_poll, pool) = pool_with(
+            1,
+            Tracked {
+                dropped: tx,
+                drop_takes: Duration::ZERO,
+            },
+        );
+        pool.submit(request_job(1, 1, "/?ms=2000"));
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        assert!(!pool.shutdown_within(Duration::from_millis(100)));
+        assert!(started.elapsed() < Duration::from_millis(1000));
+        assert!(
+            rx.try_recv().is_err(),
+            "never dropped under a running request"
+        );
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        let slow_drop = Tracked {
+            dropped: tx,
+            drop_takes: Duration::from_millis(1500),
+        };
+        let (_poll, pool) = pool_with(1, slow_drop);
+        let started = Instant::now();
+        assert!(!pool.shutdown_within(Duration::from_millis(200)));
+        assert!(started.elapsed() < Duration::from_millis(1000));
+        // The destructor still finishes, on its own thread.
+        assert!(rx.recv_timeout(Duration::from_secs(10)).is_ok());
+    }
+
+    #[test]
+    fn streams_are_pulled_one_chunk_per_job_skipping_empty_ones() {
+        let (mut poll, pool) = pool_with(1, |_: Request| Response::new(200));
+        let chunks = vec![b"one".to_vec(), Vec::new(), b"two".to_vec()];
+        let mut stream: BodyStream = Box::new(chunks.into_iter());
+        let mut got = Vec::new();
+        loop {
+            pool.submit(Job {
+                conn: 3,
+                serial: 9,
+                work: Work::NextChunk(stream),
+            });
+            let done = wait_for(&mut poll, &pool, 1).pop().expect("an answer");
+            assert_eq!((done.conn, done.serial), (3, 9));
+            match done.outcome {
+                Outcome::Chunk(chunk, rest) => {
+                    got.push(chunk);
+                    stream = rest;
+                }
+                Outcome::StreamEnded => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
+        pool.shutdown();
+    }
+
+    #[test]
+    fn a_panicking_stream_fails_and_discarded_streams_are_dropped_on_the_pool() {
+        let (mut poll, pool) = pool_with(1, |_: Request| Response::new(200));
+        let bad: BodyStream = Box::new((0..3).map(|n| {
+            assert!(n < 1, "the stream broke");
+            vec![b'x']
+        }));
         pool.submit(Job {
             conn: 1,
             serial: 1,
-            request: Request::builder("GET", "/boom").build(),
+            work: Work::NextChunk(bad),
         });
+        let first = wait_for(&mut poll, &pool, 1).pop().unwrap();
+        let Outcome::Chunk(_, bad) = first.outcome else {
+            panic!("{:?}", first.outcome);
+        };
+        pool.submit(Job {
+            conn: 1,
+            serial: 1,
+            work: Work::NextChunk(bad),
+        });
+        let second = wait_for(&mut poll, &pool, 1).pop().unwrap();
+        assert!(matches!(second.outcome, Outcome::StreamFailed));
+
+        struct Flag(std::sync::mpsc::Sender<std::thread::ThreadId>);
+        impl Iterator for Flag {
+            type Item = Vec<u8>;
+            fn next(&mut self) -> Option<Vec<u8>> {
+                None
+            }
+        }
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                let _ = self.0.send(std::thread::current().id());
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
         pool.submit(Job {
             conn: 2,
             serial: 1,
-            request: Request::builder("GET", "/fine").build(),
+            work: Work::Discard(Box::new(Flag(tx))),
         });
-        let mut done = wait_for(&mut poll, &pool, 2);
-        done.sort_by_key(|f| f.conn);
-        assert_eq!(done[0].response.status(), 500);
-        assert!(done[0].panicked);
-        assert_eq!(done[1].response.status(), 200);
+        let dropped_on = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_ne!(dropped_on, std::thread::current().id());
         pool.shutdown();
     }
 }

@@ -720,6 +720,38 @@ pub fn sendfile(
     Ok(sent)
 }
 
+/// A new temporary file that has no name: created with `O_TMPFILE` in `std::env::temp_dir()`
+/// (`$TMPDIR`, else `/tmp`), or, where the file system cannot do that, created under a fresh
+/// name and unlinked at once. Either way it disappears with its last descriptor, even if the
+/// process is killed.
+pub fn anonymous_temp_file() -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir();
+    let unnamed = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(&dir);
+    match unnamed {
+        Ok(file) => Ok(file),
+        Err(err) if matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = dir.join(format!(".tine-body-{}-{n}", std::process::id()));
+            let file = std::fs::File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            std::fs::remove_file(&path)?;
+            Ok(file)
+        }
+        Err(err) => Err(err),
+    }
+}
+
 /// Ends the process at once with `code`, without running destructors or flushing stdio
 /// buffers the child may share with its parent. For a worker whose work is done.
 pub fn exit_now(code: i32) -> ! {
@@ -842,6 +874,19 @@ mod tests {
         ours.read_to_string(&mut got).unwrap();
         assert_eq!(got, "3456");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn anonymous_temp_files_have_no_name() {
+        use std::io::{Read, Seek, Write};
+        let mut file = anonymous_temp_file().unwrap();
+        file.write_all(b"body").unwrap();
+        file.rewind().unwrap();
+        let mut back = String::new();
+        file.read_to_string(&mut back).unwrap();
+        assert_eq!(back, "body");
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
+        assert!(link.to_string_lossy().ends_with(" (deleted)"), "{link:?}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -17,13 +18,13 @@ use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::access_log::{self, AccessLog};
-use crate::config::Config;
+use crate::config::{BindAddr, Config};
 use crate::forwarded;
-use crate::handler::{Body, HandlerFactory, Headers, Request, WorkerInfo};
+use crate::handler::{Body, BodyStream, HandlerFactory, Headers, Request, Response, WorkerInfo};
 use crate::http::{self, DateCache, Decoded, Decoder, HttpError, RequestHead, Version};
 use crate::listeners::{Listener, MioListener, Stream};
 use crate::logging::{self, Role};
-use crate::pool::{Finished, Job, Pool};
+use crate::pool::{Finished, Job, Outcome, Pool, Work};
 use crate::scoreboard::{RetireReason, Scoreboard, SlotHandle};
 use crate::sys;
 
@@ -52,6 +53,12 @@ const FIRST_CONN: usize = 1 << 20;
 /// How long the loop sleeps at most, so timers are checked and the heartbeat written at least
 /// this often; shorter when `timeout` or `request_timeout` is short.
 const MAX_TICK: Duration = Duration::from_secs(1);
+/// After a clean stop, how much longer than what is left of `graceful_timeout` the worker waits
+/// for its pool threads to finish and the application to be dropped; the master's own margin
+/// before it kills a stopping worker is larger.
+const APP_DROP_MARGIN: Duration = Duration::from_millis(500);
+/// A `Handler::on_stop` slower than this is logged: it runs on the event loop.
+const ON_STOP_WARN: Duration = Duration::from_millis(50);
 /// When a worker recycles itself, how long an idle keep-alive connection stays open for a
 /// request that may already be on its way.
 const DRAIN_IDLE: Duration = Duration::from_secs(1);
@@ -65,8 +72,15 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Most bytes one connection writes before the loop turns to other connections; a client that
 /// takes more than this at once resumes after the next poll.
 const WRITE_BUDGET: usize = 1 << 20;
+/// Once a request body is going to a file, decoded bytes are written out in pieces of at least
+/// this many, so a body trickling in does not cost a write per read.
+const SPILL_CHUNK: usize = 64 * 1024;
 /// Most buffers handed to one `writev`.
 const MAX_IOVECS: usize = 16;
+/// A streamed body's next chunk is asked for once less than this is left to write, so the
+/// producer works while the socket drains, and a connection never holds much more than this
+/// plus one chunk.
+const LOW_WATER: usize = 64 * 1024;
 
 /// What the master hands a new worker.
 pub struct WorkerContext<'a> {
@@ -100,9 +114,12 @@ pub fn run(context: WorkerContext<'_>) -> ! {
     crate::pool::install_panic_hook();
     match Worker::start(context) {
         Ok(mut worker) => {
-            worker.run();
+            let stopped = worker.run();
             if let Some(access_log) = worker.access_log.as_mut() {
                 access_log.finish();
+            }
+            if let Stopped::Clean { deadline } = stopped {
+                worker.drop_application(deadline);
             }
             log::debug!("worker stopped");
             sys::exit_now(0)
@@ -112,6 +129,16 @@ pub fn run(context: WorkerContext<'_>) -> ! {
             sys::exit_now(code)
         }
     }
+}
+
+/// How the event loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopped {
+    /// A graceful stop that finished every connection before `deadline`: the application is
+    /// dropped before the worker exits.
+    Clean { deadline: Instant },
+    /// A fast stop, a graceful stop that timed out, or a failed loop: the worker exits at once.
+    Abrupt,
 }
 
 /// What a stopping worker does with its idle keep-alive connections.
@@ -147,6 +174,8 @@ enum ConnState {
 struct Conn {
     stream: Stream,
     peer: Option<SocketAddr>,
+    /// Index of the listener that accepted it.
+    listener: usize,
     serial: u64,
     state: ConnState,
     decoder: Decoder,
@@ -154,9 +183,13 @@ struct Conn {
     read_buf: Vec<u8>,
     read_start: usize,
     read_end: usize,
-    /// The response being written: its head and any bytes body, then its file region.
+    /// The response being written: its head and any bytes body (or the chunks of a stream
+    /// so far), then its file region, or the rest of its stream.
     out: OutQueue,
     file: Option<FileOut>,
+    streamed: Option<StreamOut>,
+    /// The temporary file the request body being read goes to, once it outgrew `body_buffer`.
+    spill: Option<Spill>,
     keep_alive: bool,
     /// When the connection's current wait runs out (idle, reading, writing or lingering).
     deadline: Instant,
@@ -188,7 +221,28 @@ impl Conn {
 
     /// Whether every byte of the response is out.
     fn response_sent(&self) -> bool {
-        self.out.is_empty() && self.file.is_none()
+        self.out.is_empty() && self.file.is_none() && self.streamed.is_none()
+    }
+
+    /// Takes the stream's producer for a pool thread to pull the next chunk, when it is with
+    /// the loop and little is left to write.
+    fn producer_to_pull(&mut self) -> Option<BodyStream> {
+        if self.out.unsent() >= LOW_WATER {
+            return None;
+        }
+        match self.streamed.take() {
+            Some(StreamOut::Ready { producer, chunked }) => {
+                self.streamed = Some(StreamOut::Pulling {
+                    chunked,
+                    since: Instant::now(),
+                });
+                Some(producer)
+            }
+            other => {
+                self.streamed = other;
+                None
+            }
+        }
     }
 
     /// The socket's descriptor, for `sendfile`.
@@ -209,6 +263,9 @@ struct Worker<'a> {
     report: std::fs::File,
     signals: Signals,
     listeners: Vec<MioListener>,
+    /// Each listener's address, by the same index, for the requests it brings in; kept when
+    /// the listeners themselves are dropped at a stop.
+    listener_addrs: Vec<Arc<BindAddr>>,
     accepting: bool,
     pool: Pool,
     conns: Vec<Option<Conn>>,
@@ -219,6 +276,8 @@ struct Worker<'a> {
     phase: Phase,
     dates: DateCache,
     limits: http::Limits,
+    /// Request bodies larger than this go to a temporary file as they arrive.
+    body_buffer: u64,
     threads: usize,
     max_connections: usize,
     keepalive: Duration,
@@ -234,6 +293,8 @@ struct Worker<'a> {
     last_memory_check: Instant,
     master_pid: u32,
     finished: Vec<Finished>,
+    /// "Next chunk" jobs with the pool.
+    pulls: usize,
     /// Connections (index, serial) that stopped writing at their budget with the socket still
     /// writable: edge-triggered readiness will not report them again, so the loop resumes them.
     write_backlog: Vec<(usize, u64)>,
@@ -268,6 +329,7 @@ impl<'a> Worker<'a> {
             slot: context.slot,
             pid: std::process::id(),
             threads,
+            app: config.app.clone(),
         };
         let handler = context.factory.build(&info).map_err(|err| {
             (
@@ -284,12 +346,17 @@ impl<'a> Worker<'a> {
             .map_err(|e| setup("could not start the thread pool", e))?;
 
         let mut listeners = Vec::with_capacity(context.listeners.len());
+        let mut listener_addrs = Vec::with_capacity(context.listeners.len());
         for listener in context.listeners {
             listeners.push(
                 listener
                     .to_mio()
                     .map_err(|e| setup("could not take over a listening socket", e))?,
             );
+            let addr = listener
+                .local_addr()
+                .map_err(|e| setup("could not read a listening socket's address", e))?;
+            listener_addrs.push(Arc::new(addr));
         }
         let server = &config.server;
         let max_requests = (server.max_requests > 0)
@@ -321,6 +388,7 @@ impl<'a> Worker<'a> {
             report,
             signals,
             listeners,
+            listener_addrs,
             accepting: false,
             pool,
             conns: Vec::new(),
@@ -330,7 +398,8 @@ impl<'a> Worker<'a> {
             next_serial: 0,
             phase: Phase::Running,
             dates: DateCache::new(),
-            limits: config.limits,
+            limits: config.limits.http(),
+            body_buffer: config.limits.body_buffer,
             threads,
             max_connections: server.max_connections.get(),
             keepalive: server.keepalive,
@@ -345,6 +414,7 @@ impl<'a> Worker<'a> {
             last_memory_check: Instant::now(),
             master_pid: std::os::unix::process::parent_id(),
             finished: Vec::new(),
+            pulls: 0,
             write_backlog: Vec::new(),
         };
         worker
@@ -363,7 +433,7 @@ impl<'a> Worker<'a> {
         Ok(worker)
     }
 
-    fn run(&mut self) {
+    fn run(&mut self) -> Stopped {
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
         loop {
@@ -376,14 +446,14 @@ impl<'a> Worker<'a> {
                 && err.kind() != io::ErrorKind::Interrupted
             {
                 log::error!("event loop failed: {err}; stopping");
-                return;
+                return Stopped::Abrupt;
             }
             for event in events.iter() {
                 match event.token() {
                     WAKER => self.on_finished(),
                     SIGNALS => {
                         if self.on_signals() {
-                            return;
+                            return Stopped::Abrupt;
                         }
                     }
                     Token(n) if n >= FIRST_CONN => self.on_conn_event(n - FIRST_CONN),
@@ -402,7 +472,7 @@ impl<'a> Worker<'a> {
             }
             if let Phase::Stopping { deadline } = self.phase {
                 if self.live_conns == 0 {
-                    return;
+                    return Stopped::Clean { deadline };
                 }
                 if now >= deadline {
                     log::warn!(
@@ -411,9 +481,24 @@ impl<'a> Worker<'a> {
                         self.live_conns,
                         self.in_flight
                     );
-                    return;
+                    return Stopped::Abrupt;
                 }
             }
+        }
+    }
+
+    /// Stops the pool and drops the application, so its destructors run (flushing, closing
+    /// connections) before the worker exits; bounded by what is left of the graceful stop.
+    /// A pool thread still stuck in a handler, or a destructor that does not return in time,
+    /// is left behind: the worker exits anyway.
+    fn drop_application(self, deadline: Instant) {
+        let limit = deadline.saturating_duration_since(Instant::now()) + APP_DROP_MARGIN;
+        let Worker { pool, .. } = self;
+        if !pool.shutdown_within(limit) {
+            log::warn!(
+                "the application was not dropped within {limit:?} (a request or its destructor \
+                 is still running); exiting without it"
+            );
         }
     }
 
@@ -474,6 +559,7 @@ impl<'a> Worker<'a> {
         self.phase = Phase::Stopping {
             deadline: Instant::now() + self.graceful_timeout,
         };
+        self.tell_application_stopping();
         let _ = self.set_accepting(false);
         self.listeners.clear();
         let idle_wait = self.idle_wait();
@@ -506,6 +592,24 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// Calls the application's [`Handler::on_stop`](crate::handler::Handler::on_stop), here on
+    /// the loop, so it runs even when every pool thread is busy.
+    fn tell_application_stopping(&self) {
+        let started = Instant::now();
+        let handler = self.pool.handler();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.on_stop()));
+        if outcome.is_err() {
+            log::error!("the application's on_stop panicked");
+        }
+        let took = started.elapsed();
+        if took > ON_STOP_WARN {
+            log::warn!(
+                "the application's on_stop took {took:?}; it runs on the event loop and should \
+                 return at once"
+            );
+        }
+    }
+
     fn set_accepting(&mut self, on: bool) -> io::Result<()> {
         if self.accepting == on {
             return Ok(());
@@ -525,11 +629,13 @@ impl<'a> Worker<'a> {
     /// Takes connections only while there is room in the pool and under `max_connections`;
     /// otherwise they wait in the kernel's queue for a worker that has room.
     fn update_accepting(&mut self) {
-        self.board.load(self.in_flight, self.live_conns);
+        self.board
+            .load(self.in_flight + self.pulls, self.live_conns);
         if self.phase != Phase::Running {
             return;
         }
-        let has_room = self.in_flight < self.threads && self.live_conns < self.max_connections;
+        let has_room =
+            self.in_flight + self.pulls < self.threads && self.live_conns < self.max_connections;
         if let Err(err) = self.set_accepting(has_room) {
             log::error!("could not change listener registration: {err}");
         }
@@ -544,7 +650,7 @@ impl<'a> Worker<'a> {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.add_conn(stream, peer),
+                Ok((stream, peer)) => self.add_conn(stream, peer, index),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) if is_transient_accept_error(&err) => {
@@ -562,7 +668,7 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn add_conn(&mut self, mut stream: Stream, peer: Option<SocketAddr>) {
+    fn add_conn(&mut self, mut stream: Stream, peer: Option<SocketAddr>, listener: usize) {
         let index = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
@@ -581,6 +687,7 @@ impl<'a> Worker<'a> {
         self.conns[index] = Some(Conn {
             stream,
             peer,
+            listener,
             serial: self.next_serial,
             state: ConnState::Reading,
             decoder: Decoder::new(self.limits),
@@ -589,6 +696,8 @@ impl<'a> Worker<'a> {
             read_end: 0,
             out: OutQueue::default(),
             file: None,
+            streamed: None,
+            spill: None,
             keep_alive: true,
             // A new connection's first request has header_timeout to arrive, as nginx's
             // client_header_timeout: an idle connection that never spoke costs less time.
@@ -642,6 +751,7 @@ impl<'a> Worker<'a> {
     /// nothing more for now.
     fn drive_read(&mut self, index: usize) {
         let (header_timeout, body_timeout) = (self.header_timeout, self.body_timeout);
+        let body_buffer = self.body_buffer;
         loop {
             let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
                 return;
@@ -664,11 +774,18 @@ impl<'a> Worker<'a> {
                     body,
                 }) => {
                     conn.read_start += consumed;
-                    self.dispatch(index, head, body);
+                    match store_body(conn, body, body_buffer) {
+                        Ok(body) => self.dispatch(index, head, body),
+                        Err(err) => self.body_not_stored(index, &err),
+                    }
                     return;
                 }
                 Ok(Decoded::NeedMore { consumed }) => {
                     conn.read_start += consumed;
+                    if let Err(err) = spill_as_needed(conn, body_buffer) {
+                        self.body_not_stored(index, &err);
+                        return;
+                    }
                     if consumed > 0 {
                         // Head bytes are consumed only with the whole head, so this is body
                         // progress (or the head just completed): the body clock restarts.
@@ -706,7 +823,22 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn dispatch(&mut self, index: usize, head: RequestHead, body: Vec<u8>) {
+    /// Answers 500 for a request whose body could not be written to its temporary file.
+    fn body_not_stored(&mut self, index: usize, err: &io::Error) {
+        log::error!(
+            "could not write a request body to a temporary file in {}: {err}",
+            std::env::temp_dir().display()
+        );
+        self.respond_error(
+            index,
+            &HttpError {
+                status: 500,
+                reason: "the request body could not be stored",
+            },
+        );
+    }
+
+    fn dispatch(&mut self, index: usize, head: RequestHead, body: StoredBody) {
         let stopping = self.phase != Phase::Running;
         let keepalive_off = self.keepalive.is_zero();
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
@@ -753,19 +885,23 @@ impl<'a> Worker<'a> {
             headers,
             ..
         } = head;
-        let request = Request::from_parts(
-            method,
-            target,
-            version,
-            Headers::from_fields(headers),
-            body,
-            conn.peer,
-        );
+        let mut request = Request::builder(&method, &target)
+            .version(version)
+            .headers(Headers::from_fields(headers))
+            .peer(conn.peer);
+        if let Some(addr) = self.listener_addrs.get(conn.listener) {
+            request = request.listener(Arc::clone(addr));
+        }
+        let request = match body {
+            StoredBody::Memory(bytes) => request.body(bytes),
+            StoredBody::File(file, len) => request.body_file(file, len),
+        }
+        .build();
         self.in_flight += 1;
         self.pool.submit(Job {
             conn: index,
             serial: conn.serial,
-            request,
+            work: Work::Request(request),
         });
         self.update_accepting();
     }
@@ -773,35 +909,118 @@ impl<'a> Worker<'a> {
     fn on_finished(&mut self) {
         let mut finished = std::mem::take(&mut self.finished);
         self.pool.take_finished(&mut finished);
-        for done in finished.drain(..) {
-            self.in_flight -= 1;
-            self.served += 1;
-            if let Some(limit) = self.max_requests
-                && self.served >= limit
-            {
-                // Before the response goes out, so it carries `Connection: close`.
-                self.retire(RetireReason::MaxRequests(self.served));
+        for Finished {
+            conn,
+            serial,
+            outcome,
+        } in finished.drain(..)
+        {
+            match outcome {
+                Outcome::Response { response, .. } => {
+                    self.in_flight -= 1;
+                    self.served += 1;
+                    if let Some(limit) = self.max_requests
+                        && self.served >= limit
+                    {
+                        // Before the response goes out, so it carries `Connection: close`.
+                        self.retire(RetireReason::MaxRequests(self.served));
+                    }
+                    self.write_response(conn, serial, response);
+                }
+                Outcome::Chunk(chunk, producer) => {
+                    self.pulls -= 1;
+                    self.on_chunk(conn, serial, Some((chunk, producer)));
+                }
+                Outcome::StreamEnded => {
+                    self.pulls -= 1;
+                    self.on_chunk(conn, serial, None);
+                }
+                Outcome::StreamFailed => {
+                    self.pulls -= 1;
+                    if self.is_current(conn, serial) {
+                        self.close(conn);
+                    }
+                }
             }
-            self.write_response(done);
         }
         self.finished = finished;
         self.update_accepting();
     }
 
-    fn write_response(&mut self, done: Finished) {
-        let Finished {
+    /// Whether the connection at `index` is still the one with `serial`.
+    fn is_current(&self, index: usize, serial: u64) -> bool {
+        self.conns
+            .get(index)
+            .and_then(Option::as_ref)
+            .is_some_and(|conn| conn.serial == serial)
+    }
+
+    /// Hands a stream the loop no longer needs to a pool thread to drop.
+    fn discard(&mut self, index: usize, serial: u64, producer: BodyStream) {
+        self.pool.submit(Job {
             conn: index,
             serial,
-            response,
-            ..
-        } = done;
+            work: Work::Discard(producer),
+        });
+    }
+
+    /// Queues a streamed body's next chunk (or its end) and writes on.
+    fn on_chunk(&mut self, index: usize, serial: u64, next: Option<(Vec<u8>, BodyStream)>) {
+        let timeout = self.body_timeout;
+        let waiting = self
+            .conns
+            .get_mut(index)
+            .and_then(Option::as_mut)
+            .filter(|conn| conn.serial == serial && conn.state == ConnState::Writing);
+        let Some(conn) = waiting else {
+            if let Some((_, producer)) = next {
+                self.discard(index, serial, producer);
+            }
+            return;
+        };
+        let Some(StreamOut::Pulling { chunked, .. }) = conn.streamed else {
+            if let Some((_, producer)) = next {
+                self.discard(index, serial, producer);
+            }
+            return;
+        };
+        let mut framed = Vec::new();
+        match next {
+            Some((chunk, producer)) => {
+                if chunked {
+                    framed.reserve(chunk.len() + 16);
+                    http::write_chunk(&mut framed, &chunk);
+                } else {
+                    framed = chunk;
+                }
+                conn.streamed = Some(StreamOut::Ready { producer, chunked });
+            }
+            None => {
+                if chunked {
+                    http::write_last_chunk(&mut framed);
+                }
+                conn.streamed = None;
+            }
+        }
+        conn.out.push(framed);
+        conn.deadline = Instant::now() + timeout;
+        self.drive_write(index);
+    }
+
+    fn write_response(&mut self, index: usize, serial: u64, response: Response) {
         let stopping = self.phase != Phase::Running;
         let date = self.dates.get(SystemTime::now());
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            if let Body::Stream(producer) = response.into_parts().2 {
+                self.discard(index, serial, producer);
+            }
             return;
         };
         if conn.serial != serial || conn.state != ConnState::InPool {
             // The connection this answer belongs to is gone.
+            if let Body::Stream(producer) = response.into_parts().2 {
+                self.discard(index, serial, producer);
+            }
             return;
         }
         if stopping {
@@ -844,6 +1063,10 @@ impl<'a> Worker<'a> {
                 worker: self.slot,
             });
         }
+        if with_body && body_len.is_none() && conn.version == Version::Http10 {
+            // HTTP/1.0 has no chunked coding: the body ends where the connection does.
+            conn.keep_alive = false;
+        }
         let mut head = Vec::with_capacity(256);
         http::write_response_head(
             &mut head,
@@ -857,21 +1080,32 @@ impl<'a> Worker<'a> {
         conn.out.clear();
         conn.out.push(head);
         conn.file = None;
-        if with_body && !is_head {
-            match body {
-                Body::Bytes(bytes) => conn.out.push(bytes),
-                Body::File(region) => {
-                    let (file, offset, remaining) = region.into_parts();
-                    conn.file = (remaining > 0).then_some(FileOut {
-                        file,
-                        offset,
-                        remaining,
-                    });
-                }
+        conn.streamed = None;
+        let mut unused = None;
+        match body {
+            Body::Bytes(bytes) if with_body && !is_head => conn.out.push(bytes),
+            Body::File(region) if with_body && !is_head => {
+                let (file, offset, remaining) = region.into_parts();
+                conn.file = (remaining > 0).then_some(FileOut {
+                    file,
+                    offset,
+                    remaining,
+                });
             }
+            Body::Stream(producer) if with_body && !is_head => {
+                conn.streamed = Some(StreamOut::Ready {
+                    producer,
+                    chunked: conn.version == Version::Http11,
+                });
+            }
+            Body::Stream(producer) => unused = Some(producer),
+            Body::Bytes(_) | Body::File(_) => {}
         }
         conn.state = ConnState::Writing;
         conn.deadline = Instant::now() + self.body_timeout;
+        if let Some(producer) = unused {
+            self.discard(index, serial, producer);
+        }
         self.drive_write(index);
     }
 
@@ -916,6 +1150,8 @@ impl<'a> Worker<'a> {
         conn.out.clear();
         conn.out.push(out);
         conn.file = None;
+        conn.streamed = None;
+        conn.spill = None;
         conn.keep_alive = false;
         conn.state = ConnState::Writing;
         conn.deadline = Instant::now() + self.body_timeout;
@@ -924,23 +1160,31 @@ impl<'a> Worker<'a> {
 
     /// Writes what the connection has to send until the socket is full or the response is out.
     ///
-    /// Bytes go out with `writev`, a file region with `sendfile`. One call sends at most
-    /// [`WRITE_BUDGET`] bytes; a connection with more to send and a socket still taking it is
-    /// queued to continue after the next poll, so one fast download cannot starve the others.
+    /// Bytes go out with `writev`, a file region with `sendfile`; a stream's next chunk is
+    /// asked of the pool once less than [`LOW_WATER`] bytes are left to write. One call sends
+    /// at most [`WRITE_BUDGET`] bytes; a connection with more to send and a socket still taking
+    /// it is queued to continue after the next poll, so one fast download cannot starve the
+    /// others.
     fn drive_write(&mut self, index: usize) {
         let timeout = self.body_timeout;
-        let idle_wait = self.idle_wait();
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
         if conn.state != ConnState::Writing {
             return;
         }
+        let serial = conn.serial;
         let mut budget = WRITE_BUDGET;
-        while !conn.response_sent() {
+        let mut pull = None;
+        let step = loop {
+            if conn.response_sent() {
+                break WriteStep::Done;
+            }
+            if pull.is_none() {
+                pull = conn.producer_to_pull();
+            }
             if budget == 0 {
-                self.write_backlog.push((index, conn.serial));
-                return;
+                break WriteStep::Paused;
             }
             let result = if !conn.out.is_empty() {
                 conn.out.write_to(&mut conn.stream)
@@ -959,7 +1203,8 @@ impl<'a> Worker<'a> {
                 }
                 result
             } else {
-                break;
+                // Only the stream is left, and its next chunk is with the pool.
+                break WriteStep::Waiting;
             };
             match result {
                 Ok(0) => {
@@ -970,26 +1215,55 @@ impl<'a> Worker<'a> {
                             peer_text(conn.peer)
                         );
                     }
-                    self.close(index);
-                    return;
+                    break WriteStep::Close;
                 }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                     conn.deadline = Instant::now() + timeout;
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break WriteStep::Waiting,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => {
                     log::debug!("write to {}: {err}", peer_text(conn.peer));
-                    self.close(index);
-                    return;
+                    break WriteStep::Close;
                 }
             }
+        };
+        if let Some(producer) = pull {
+            if step == WriteStep::Close {
+                self.discard(index, serial, producer);
+            } else {
+                self.pulls += 1;
+                self.pool.submit(Job {
+                    conn: index,
+                    serial,
+                    work: Work::NextChunk(producer),
+                });
+            }
         }
-        // The response is out.
+        match step {
+            WriteStep::Done => self.finish_response(index),
+            WriteStep::Paused => self.write_backlog.push((index, serial)),
+            WriteStep::Waiting => {}
+            WriteStep::Close => self.close(index),
+        }
+    }
+
+    /// The response is out: wait for the next request, or close.
+    fn finish_response(&mut self, index: usize) {
+        let idle_wait = self.idle_wait();
+        let running = self.phase == Phase::Running;
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
         if conn.keep_alive {
             conn.state = ConnState::Reading;
-            conn.deadline = Instant::now() + idle_wait;
+            // A response begun before a stop (a long download, a stream) promised keep-alive.
+            // Now the connection is idle, and a stopping worker does not wait long for idle
+            // connections: a request already on its way is still answered, with
+            // `Connection: close`.
+            let wait = if running { idle_wait } else { DRAIN_IDLE };
+            conn.deadline = Instant::now() + wait;
             // A pipelined request may already be buffered or waiting in the socket.
             self.drive_read(index);
         } else {
@@ -1042,7 +1316,10 @@ impl<'a> Worker<'a> {
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
         // A request still with the pool stays counted in flight until its answer comes back,
-        // finds the serial gone, and is dropped.
+        // finds the serial gone, and is dropped; so does a stream's chunk being pulled.
+        if let Some(StreamOut::Ready { producer, .. }) = conn.streamed.take() {
+            self.discard(index, conn.serial, producer);
+        }
         self.free.push(index);
         self.live_conns -= 1;
         self.update_accepting();
@@ -1083,6 +1360,16 @@ impl<'a> Worker<'a> {
                 }
                 continue;
             }
+            if let Some(StreamOut::Pulling { since, .. }) = conn.streamed {
+                // The producer, not the client, is behind: the write clock waits for it, and
+                // request_timeout bounds it as it bounds a handler.
+                oldest_dispatch = Some(oldest_dispatch.map_or(since, |t| t.min(since)));
+                let ran = now.duration_since(since);
+                if !self.request_timeout.is_zero() && ran > self.request_timeout {
+                    self.stream_timed_out(index, ran);
+                }
+                continue;
+            }
             if now < conn.deadline {
                 continue;
             }
@@ -1109,6 +1396,23 @@ impl<'a> Worker<'a> {
             sys::monotonic_ms().saturating_sub(age).max(1)
         });
         self.board.oldest_request(oldest_ms);
+    }
+
+    /// Closes a connection whose stream took longer than `request_timeout` to produce its next
+    /// chunk (its head is out, so a 504 is no longer possible; the client sees the body cut
+    /// short), and recycles the worker, whose thread is stuck in the stream.
+    fn stream_timed_out(&mut self, index: usize, ran: Duration) {
+        let Some(conn) = self.conns.get(index).and_then(Option::as_ref) else {
+            return;
+        };
+        log::warn!(
+            "a streamed response to {} produced no chunk within request_timeout ({:?}); closed \
+             the connection and recycling this worker",
+            peer_text(conn.peer),
+            self.request_timeout
+        );
+        self.close(index);
+        self.retire(RetireReason::RequestTimeout(ran.as_millis() as u64));
     }
 
     /// Answers a request whose handler ran past `request_timeout` with 504, so the client is
@@ -1173,6 +1477,64 @@ fn read_more(conn: &mut Conn) -> io::Result<usize> {
     Ok(n)
 }
 
+/// A request body, as the worker hands it on.
+enum StoredBody {
+    Memory(Vec<u8>),
+    /// A temporary file, rewound, and the body's length.
+    File(std::fs::File, u64),
+}
+
+/// The temporary file a request body is going to.
+struct Spill {
+    file: std::fs::File,
+    len: u64,
+}
+
+/// Moves the body decoded so far to the connection's temporary file once it is larger than
+/// `body_buffer` (creating the file then), and from then on whenever a piece has gathered.
+fn spill_as_needed(conn: &mut Conn, body_buffer: u64) -> io::Result<()> {
+    let buffered = conn.decoder.body_buffered();
+    let due = match conn.spill {
+        Some(_) => buffered >= SPILL_CHUNK,
+        None => buffered as u64 > body_buffer,
+    };
+    if due {
+        let bytes = conn.decoder.take_body();
+        spill(conn, &bytes)?;
+    }
+    Ok(())
+}
+
+/// Appends `bytes` to the connection's temporary file, creating it first if need be.
+fn spill(conn: &mut Conn, bytes: &[u8]) -> io::Result<()> {
+    if conn.spill.is_none() {
+        conn.spill = Some(Spill {
+            file: sys::anonymous_temp_file()?,
+            len: 0,
+        });
+    }
+    if let Some(spill) = &mut conn.spill {
+        spill.file.write_all(bytes)?;
+        spill.len += bytes.len() as u64;
+    }
+    Ok(())
+}
+
+/// The finished body: in memory when it is at most `body_buffer` bytes, else in its file.
+fn store_body(conn: &mut Conn, rest: Vec<u8>, body_buffer: u64) -> io::Result<StoredBody> {
+    if conn.spill.is_none() && rest.len() as u64 <= body_buffer {
+        return Ok(StoredBody::Memory(rest));
+    }
+    spill(conn, &rest)?;
+    match conn.spill.take() {
+        Some(Spill { mut file, len }) => {
+            std::io::Seek::rewind(&mut file)?;
+            Ok(StoredBody::File(file, len))
+        }
+        None => Ok(StoredBody::Memory(Vec::new())),
+    }
+}
+
 /// Errors from `accept` that concern only the one connection (it was reset before we took it).
 fn is_transient_accept_error(err: &io::Error) -> bool {
     matches!(
@@ -1192,12 +1554,15 @@ struct OutQueue {
     buffers: VecDeque<Vec<u8>>,
     /// Bytes of the front buffer already written.
     front_written: usize,
+    /// Bytes queued and not yet written.
+    unsent: usize,
 }
 
 impl OutQueue {
     /// Queues `bytes` after what is already queued.
     fn push(&mut self, bytes: Vec<u8>) {
         if !bytes.is_empty() {
+            self.unsent += bytes.len();
             self.buffers.push_back(bytes);
         }
     }
@@ -1209,12 +1574,12 @@ impl OutQueue {
     fn clear(&mut self) {
         self.buffers.clear();
         self.front_written = 0;
+        self.unsent = 0;
     }
 
     /// Bytes queued and not yet written.
-    #[cfg(test)]
     fn unsent(&self) -> usize {
-        self.buffers.iter().map(Vec::len).sum::<usize>() - self.front_written
+        self.unsent
     }
 
     /// Writes once, as much as `out` takes, and drops what was written.
@@ -1232,6 +1597,7 @@ impl OutQueue {
     }
 
     fn consume(&mut self, mut written: usize) {
+        self.unsent -= written.min(self.unsent);
         while let Some(front) = self.buffers.front() {
             let left = front.len() - self.front_written;
             if written < left {
@@ -1243,6 +1609,31 @@ impl OutQueue {
             self.front_written = 0;
         }
     }
+}
+
+/// Where a streamed body is.
+enum StreamOut {
+    /// With the loop, until the connection has drained below [`LOW_WATER`].
+    Ready {
+        producer: BodyStream,
+        /// Framed with the chunked coding (HTTP/1.1), or delimited by the close (HTTP/1.0).
+        chunked: bool,
+    },
+    /// A pool thread is pulling the next chunk, since `since`.
+    Pulling { chunked: bool, since: Instant },
+}
+
+/// How a call of [`Worker::drive_write`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteStep {
+    /// The whole response is out.
+    Done,
+    /// The write budget is spent; continue after the next poll.
+    Paused,
+    /// The socket is full, or the next chunk is not here yet.
+    Waiting,
+    /// The connection failed or cannot be completed.
+    Close,
 }
 
 /// The part of a file region still to be sent.

@@ -56,12 +56,19 @@ pub const KEYS: &[&str] = &[
     "limits.header_field_size",
     "limits.header_bytes",
     "limits.body",
+    "limits.body_buffer",
     "log.level",
     "log.error_log",
     "log.access_log",
     "log.access_log_format",
     "metrics.bind",
     "app.handler",
+    "app.root",
+    "app.index",
+    "app.listing",
+    "app.follow_symlinks",
+    "app.cache_control",
+    "app.precompressed",
 ];
 
 /// Largest `server.backlog`: the kernel stores the backlog in 16 bits.
@@ -225,9 +232,37 @@ impl FromStr for Workers {
     }
 }
 
-/// `[limits]`: the most a client may send; larger requests are refused. The HTTP decoder
-/// enforces exactly these, so the type is shared.
-pub use crate::http::Limits;
+/// `[limits]`: the most a client may send (larger requests are refused), and how much of a
+/// request body is kept in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest request line in bytes, excluding its CRLF (414).
+    pub request_line: usize,
+    /// Most header fields in a head, and most trailer fields in a chunked body (431).
+    pub headers: usize,
+    /// Longest single field line, excluding its CRLF (431).
+    pub header_field_size: usize,
+    /// Largest head in bytes (431).
+    pub header_bytes: usize,
+    /// Largest request body in bytes after chunked decoding (413).
+    pub body: u64,
+    /// A request body larger than this is written to an unlinked temporary file as it arrives,
+    /// instead of being held in memory.
+    pub body_buffer: u64,
+}
+
+impl Limits {
+    /// The limits the HTTP decoder enforces.
+    pub fn http(&self) -> crate::http::Limits {
+        crate::http::Limits {
+            request_line: self.request_line,
+            headers: self.headers,
+            header_field_size: self.header_field_size,
+            header_bytes: self.header_bytes,
+            body: self.body,
+        }
+    }
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -237,6 +272,7 @@ impl Default for Limits {
             header_field_size: 8190,
             header_bytes: 64 << 10,
             body: 100 << 20,
+            body_buffer: 1 << 20,
         }
     }
 }
@@ -265,11 +301,39 @@ impl Default for Log {
     }
 }
 
-/// `[app]`: the application the server runs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// `[app]`: the application the server runs, and the settings of the `static` handler.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct App {
     /// Which built-in handler answers requests.
     pub handler: HandlerKind,
+    /// `static`: the directory served, relative to the directory tine runs in.
+    pub root: PathBuf,
+    /// `static`: file names tried, in order, for a request naming a directory; each a plain
+    /// file name.
+    pub index: Vec<String>,
+    /// `static`: answer a directory without an index file with an HTML listing (else 404).
+    pub listing: bool,
+    /// `static`: follow symbolic links wherever they lead; when false, only to somewhere
+    /// under `root`.
+    pub follow_symlinks: bool,
+    /// `static`: the `Cache-Control` value sent with files; `None` sends none.
+    pub cache_control: Option<String>,
+    /// `static`: serve `FILE.br` or `FILE.gz` beside `FILE` to clients that accept them.
+    pub precompressed: bool,
+}
+
+impl Default for App {
+    fn default() -> Self {
+        App {
+            handler: HandlerKind::default(),
+            root: PathBuf::from("public"),
+            index: vec!["index.html".to_owned()],
+            listing: false,
+            follow_symlinks: false,
+            cache_control: None,
+            precompressed: false,
+        }
+    }
 }
 
 /// `[metrics]`: where the master serves `/metrics` and `/healthz`.
@@ -285,16 +349,19 @@ pub enum HandlerKind {
     /// A small built-in application for trying the server out.
     #[default]
     Demo,
+    /// The files under `[app] root`.
+    Static,
 }
 
 impl HandlerKind {
     /// Every handler, in the order error messages list them.
-    pub const ALL: &[HandlerKind] = &[HandlerKind::Demo];
+    pub const ALL: &[HandlerKind] = &[HandlerKind::Demo, HandlerKind::Static];
 
     /// The name used in the config file.
     pub fn as_str(self) -> &'static str {
         match self {
             HandlerKind::Demo => "demo",
+            HandlerKind::Static => "static",
         }
     }
 }
@@ -482,8 +549,13 @@ mod tests {
         assert_eq!(c.limits.header_field_size, 8190);
         assert_eq!(c.limits.header_bytes, 65_536);
         assert_eq!(c.limits.body, 104_857_600);
+        assert_eq!(c.limits.body_buffer, 1_048_576);
         assert_eq!(c.log.level, log::LevelFilter::Info);
         assert_eq!(c.app.handler, HandlerKind::Demo);
+        assert_eq!(c.app.root, PathBuf::from("public"));
+        assert_eq!(c.app.index, ["index.html"]);
+        assert!(!c.app.listing && !c.app.follow_symlinks && !c.app.precompressed);
+        assert_eq!(c.app.cache_control, None);
     }
 
     #[test]
@@ -747,9 +819,56 @@ handler = "demo"
     fn handler_names() {
         assert_eq!(HandlerKind::Demo.to_string(), "demo");
         assert_eq!("demo".parse::<HandlerKind>(), Ok(HandlerKind::Demo));
+        assert_eq!("static".parse::<HandlerKind>(), Ok(HandlerKind::Static));
         assert_eq!(
-            "static".parse::<HandlerKind>(),
-            Err("unknown handler \"static\": expected one of \"demo\"".to_owned())
+            "wsgi".parse::<HandlerKind>(),
+            Err("unknown handler \"wsgi\": expected one of \"demo\", \"static\"".to_owned())
+        );
+    }
+
+    #[test]
+    fn static_keys_are_read_and_written_back() {
+        let c = parse(
+            "[app]\nhandler = \"static\"\nroot = \"/srv/www\"\nindex = [\"index.htm\", \"default.html\"]\n\
+             listing = true\nfollow_symlinks = true\ncache_control = \"public, max-age=3600\"\n\
+             precompressed = true\n",
+        );
+        assert_eq!(c.app.handler, HandlerKind::Static);
+        assert_eq!(c.app.root, PathBuf::from("/srv/www"));
+        assert_eq!(c.app.index, ["index.htm", "default.html"]);
+        assert!(c.app.listing && c.app.follow_symlinks && c.app.precompressed);
+        assert_eq!(c.app.cache_control.as_deref(), Some("public, max-age=3600"));
+        assert_eq!(parse(&c.to_toml(None)), c);
+        let none = parse("[app]\nindex = []\ncache_control = \"\"\n");
+        assert!(none.app.index.is_empty());
+        assert_eq!(none.app.cache_control, None);
+    }
+
+    #[test]
+    fn the_bundled_static_config_is_valid_and_serves_public() {
+        let text = include_str!("../../config/static.toml");
+        let c = parse(text);
+        assert_eq!(c.app.handler, HandlerKind::Static);
+        assert_eq!(c.app.root, PathBuf::from("public"));
+    }
+
+    #[test]
+    fn static_key_errors() {
+        assert_eq!(
+            errors("[app]\nroot = \"\"\nlisting = \"yes\"\nindex = [\"ok\", \"../up\", 3]\n"),
+            [
+                "t.toml:2:8: app.root: expected a directory path, found \"\"",
+                "t.toml:3:11: app.listing: expected true or false, found \"yes\"",
+                "t.toml:4:16: app.index: expected a plain file name (no \"/\", not \".\" or \"..\"), found \"../up\"",
+                "t.toml:4:25: app.index: expected a file name string, found 3",
+            ]
+        );
+        assert_eq!(
+            errors("[app]\ncache_control = \"a\\nb\"\nindex = \"index.html\"\n"),
+            [
+                "t.toml:2:17: app.cache_control: must not contain control characters",
+                "t.toml:3:9: app.index: expected a list of file names, like [\"index.html\"], found \"index.html\"",
+            ]
         );
     }
 

@@ -343,6 +343,15 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 },
                 write: |c| toml_size(c.limits.body),
             },
+            KeySpec {
+                name: "body_buffer",
+                help: "Bodies larger than this go to a temporary file instead of memory.",
+                read: |v, c| {
+                    c.limits.body_buffer = read_size(v, false)?;
+                    Ok(())
+                },
+                write: |c| toml_size(c.limits.body_buffer),
+            },
         ],
     },
     SectionSpec {
@@ -431,15 +440,84 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
     },
     SectionSpec {
         name: "app",
-        keys: &[KeySpec {
-            name: "handler",
-            help: "The application that answers requests: \"demo\".",
-            read: |v, c| {
-                c.app.handler = read_handler(v)?;
-                Ok(())
+        keys: &[
+            KeySpec {
+                name: "handler",
+                help: "The application that answers requests: \"demo\" or \"static\".",
+                read: |v, c| {
+                    c.app.handler = read_handler(v)?;
+                    Ok(())
+                },
+                write: |c| toml_string(&c.app.handler.to_string()),
             },
-            write: |c| toml_string(&c.app.handler.to_string()),
-        }],
+            KeySpec {
+                name: "root",
+                help: "static: the directory served.",
+                read: |v, c| {
+                    c.app.root = match optional_string(v)? {
+                        Some(path) => PathBuf::from(path),
+                        None => return Err(expected(v, "a directory path").into()),
+                    };
+                    Ok(())
+                },
+                write: |c| toml_string(&c.app.root.display().to_string()),
+            },
+            KeySpec {
+                name: "index",
+                help: "static: file names tried, in order, for a directory.",
+                read: |v, c| {
+                    c.app.index = read_file_names(v)?;
+                    Ok(())
+                },
+                write: |c| {
+                    let names: Vec<String> = c.app.index.iter().map(|n| toml_string(n)).collect();
+                    format!("[{}]", names.join(", "))
+                },
+            },
+            KeySpec {
+                name: "listing",
+                help: "static: list a directory that has no index file (else 404).",
+                read: |v, c| {
+                    c.app.listing = read_bool(v)?;
+                    Ok(())
+                },
+                write: |c| c.app.listing.to_string(),
+            },
+            KeySpec {
+                name: "follow_symlinks",
+                help: "static: follow symbolic links out of root too.",
+                read: |v, c| {
+                    c.app.follow_symlinks = read_bool(v)?;
+                    Ok(())
+                },
+                write: |c| c.app.follow_symlinks.to_string(),
+            },
+            KeySpec {
+                name: "cache_control",
+                help: "static: the Cache-Control value sent with files; \"\" sends none.",
+                read: |v, c| {
+                    let value = optional_string(v)?;
+                    if value
+                        .as_deref()
+                        .is_some_and(|s| s.chars().any(char::is_control))
+                    {
+                        return Err(bad(v, "must not contain control characters".to_owned()).into());
+                    }
+                    c.app.cache_control = value;
+                    Ok(())
+                },
+                write: |c| optional_toml(c.app.cache_control.clone()),
+            },
+            KeySpec {
+                name: "precompressed",
+                help: "static: serve FILE.br or FILE.gz beside FILE when the client accepts it.",
+                read: |v, c| {
+                    c.app.precompressed = read_bool(v)?;
+                    Ok(())
+                },
+                write: |c| c.app.precompressed.to_string(),
+            },
+        ],
     },
 ];
 
@@ -792,6 +870,44 @@ fn read_trusted(value: &Spanned<DeValue<'_>>) -> Result<Vec<crate::forwarded::Tr
     }
 }
 
+fn read_bool(value: &Spanned<DeValue<'_>>) -> Result<bool, Bad> {
+    match value.get_ref() {
+        DeValue::Boolean(b) => Ok(*b),
+        _ => Err(expected(value, "true or false")),
+    }
+}
+
+/// A list of plain file names (no `/`, not `.` or `..`), each checked on its own.
+fn read_file_names(value: &Spanned<DeValue<'_>>) -> Result<Vec<String>, Bads> {
+    let DeValue::Array(items) = value.get_ref() else {
+        return Err(expected(value, "a list of file names, like [\"index.html\"]").into());
+    };
+    let mut names = Vec::with_capacity(items.len());
+    let mut bads = Vec::new();
+    for item in items {
+        match item.get_ref() {
+            DeValue::String(name)
+                if !name.is_empty()
+                    && name != "."
+                    && name != ".."
+                    && !name.contains(['/', '\\', '\0']) =>
+            {
+                names.push(name.to_string());
+            }
+            DeValue::String(_) => bads.push(expected(
+                item,
+                "a plain file name (no \"/\", not \".\" or \"..\")",
+            )),
+            _ => bads.push(expected(item, "a file name string")),
+        }
+    }
+    if bads.is_empty() {
+        Ok(names)
+    } else {
+        Err(Bads(bads))
+    }
+}
+
 /// An integer of zero or more.
 fn non_negative_int(value: &Spanned<DeValue<'_>>) -> Result<u64, Bad> {
     integer(value.get_ref())
@@ -1026,7 +1142,7 @@ mod tests {
                 "app",
                 "handler",
                 "true",
-                "app.handler: expected one of \"demo\", found true",
+                "app.handler: expected one of \"demo\", \"static\", found true",
             ),
             (
                 "server",
@@ -1285,7 +1401,7 @@ body = \"10 MiB\"
 level = \"debug\"
 
 [app]
-handler = \"static\"
+handler = \"wsgi\"
 ";
         let got = errors(text);
         let positions: Vec<&str> = got.iter().map(|l| l.split(' ').next().unwrap()).collect();
@@ -1322,7 +1438,7 @@ handler = \"static\"
         );
         assert_eq!(
             got[6],
-            "t.toml:14:11: app.handler: expected one of \"demo\", found \"static\""
+            "t.toml:14:11: app.handler: expected one of \"demo\", \"static\", found \"wsgi\""
         );
     }
 

@@ -7,6 +7,7 @@
 //! | `GET /sleep?ms=N` | sleeps N ms (at most 60000) on the pool thread, like a blocking database call |
 //! | `GET /cpu?n=N` | N rounds of a small CPU-bound loop, and the result |
 //! | `GET /bytes?n=N` | an N-byte body (at most 1 GiB) |
+//! | `GET /stream?n=N&size=S` | a streamed body of N chunks of S bytes (S at most 1 MiB); chunk i is the letter `a + i % 26` repeated |
 //! | `POST /echo` | the request body, byte for byte |
 //! | `GET /pid` | the worker's process id |
 //! | `GET /panic` | panics, so the server answers 500 |
@@ -17,7 +18,7 @@
 
 use std::time::Duration;
 
-use super::{Handler, Request, Response};
+use super::{FileRegion, Handler, Request, Response};
 
 /// The longest `/sleep` the demo honours, so a typo cannot park a thread for hours.
 pub const MAX_SLEEP_MS: u64 = 60_000;
@@ -25,6 +26,10 @@ pub const MAX_SLEEP_MS: u64 = 60_000;
 pub const MAX_BYTES: u64 = 1 << 30;
 /// The most `/cpu` rounds, about a second of work on a current CPU.
 pub const MAX_CPU_ROUNDS: u64 = 100_000_000;
+/// The most chunks `/stream` sends.
+pub const MAX_STREAM_CHUNKS: u64 = 100_000_000;
+/// The largest `/stream` chunk.
+pub const MAX_STREAM_CHUNK: u64 = 1 << 20;
 
 /// The demo application.
 #[derive(Debug, Default, Clone, Copy)]
@@ -53,6 +58,19 @@ impl Handler for Demo {
                     .with_body(vec![b'x'; n as usize]),
                 Err(problem) => Response::text(400, problem),
             },
+            ("/stream", true) => {
+                let chunks = number_param(&request, "n", MAX_STREAM_CHUNKS);
+                let size = number_param(&request, "size", MAX_STREAM_CHUNK);
+                match (chunks, size) {
+                    // MAX_STREAM_CHUNK keeps the cast lossless.
+                    (Ok(chunks), Ok(size)) => Response::new(200)
+                        .with_header("Content-Type", "application/octet-stream")
+                        .with_stream(
+                            (0..chunks).map(move |i| vec![b'a' + (i % 26) as u8; size as usize]),
+                        ),
+                    (Err(problem), _) | (_, Err(problem)) => Response::text(400, problem),
+                }
+            }
             ("/pid", true) => Response::text(200, format!("{}\n", std::process::id())),
             ("/header", true) => {
                 let name = request.query_param("name").unwrap_or_default();
@@ -65,20 +83,31 @@ impl Handler for Demo {
                     .header("Content-Type")
                     .unwrap_or(b"application/octet-stream")
                     .to_vec();
-                Response::new(200)
-                    .with_header("Content-Type", content_type)
-                    .with_body(request.into_body())
+                let echo = Response::new(200).with_header("Content-Type", content_type);
+                // A large body is already in a file: send it back from there.
+                let len = request.body_len();
+                match request.body_file().map(std::fs::File::try_clone) {
+                    Some(Ok(file)) => echo.with_file(FileRegion::new(file, 0, len)),
+                    Some(Err(err)) => {
+                        log::error!("could not reopen a request body's file: {err}");
+                        Response::text(500, "500 Internal Server Error\n")
+                    }
+                    // In memory: taking it cannot fail and does not copy.
+                    None => echo.with_body(request.into_body().unwrap_or_default()),
+                }
             }
-            ("/" | "/sleep" | "/cpu" | "/bytes" | "/pid" | "/panic" | "/header" | "/echo", _) => {
-                Response::text(405, "method not allowed\n").with_header(
-                    "Allow",
-                    if request.path() == "/echo" {
-                        "POST"
-                    } else {
-                        "GET, HEAD"
-                    },
-                )
-            }
+            (
+                "/" | "/sleep" | "/cpu" | "/bytes" | "/stream" | "/pid" | "/panic" | "/header"
+                | "/echo",
+                _,
+            ) => Response::text(405, "method not allowed\n").with_header(
+                "Allow",
+                if request.path() == "/echo" {
+                    "POST"
+                } else {
+                    "GET, HEAD"
+                },
+            ),
             _ => Response::text(404, "not found\n"),
         }
     }
@@ -129,6 +158,20 @@ mod tests {
         assert_eq!(get("/bytes").body_bytes().len(), 0);
         assert_eq!(get("/bytes?n=-1").status(), 400);
         assert_eq!(get(&format!("/bytes?n={}", MAX_BYTES + 1)).status(), 400);
+    }
+
+    #[test]
+    fn stream_yields_n_chunks_of_size_bytes() {
+        let response = get("/stream?n=3&size=4");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.body().len(), None);
+        let (_, _, body) = response.into_parts();
+        let crate::handler::Body::Stream(chunks) = body else {
+            panic!("expected a stream");
+        };
+        assert_eq!(chunks.collect::<Vec<_>>().concat(), b"aaaabbbbcccc");
+        assert_eq!(get("/stream?n=1&size=2000000").status(), 400);
+        assert_eq!(get("/stream?n=x").status(), 400);
     }
 
     #[test]

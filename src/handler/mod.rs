@@ -27,9 +27,13 @@
 pub mod demo;
 mod request;
 mod response;
+pub mod static_files;
 
-pub use request::{Headers, Request, RequestBuilder, Version, percent_decode};
-pub use response::{Body, FileRegion, HeaderFields, Response};
+pub use request::{
+    BodyReader, Headers, Request, RequestBuilder, Version, percent_decode, percent_decode_bytes,
+    percent_decode_path,
+};
+pub use response::{Body, BodyStream, FileRegion, HeaderFields, Response};
 use std::error::Error as StdError;
 
 /// An application: called from pool threads, one call per request.
@@ -37,9 +41,57 @@ use std::error::Error as StdError;
 /// Implementations must be `Send + Sync` because every pool thread of a worker shares one
 /// handler. State that must not be shared across processes (a database connection, a cache) is
 /// built by the [`HandlerFactory`] after fork, once per worker.
+///
+/// The worker owns the handler for its whole life: it is built by the factory after fork, told
+/// when the worker begins a graceful stop ([`Handler::on_stop`]), and dropped once every request
+/// has been answered, before the worker exits, so `Drop` is the place to flush and close. (A
+/// fast stop, or a graceful stop that runs out of `graceful_timeout`, exits without dropping it.)
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use tine::handler::{Handler, Request, Response};
+///
+/// struct App {
+///     stopping: AtomicBool,
+/// }
+///
+/// impl Handler for App {
+///     fn handle(&self, _request: Request) -> Response {
+///         let response = Response::text(200, "ok\n");
+///         if self.stopping.load(Ordering::Relaxed) {
+///             // Tell a load balancer to move on while the last requests finish.
+///             return response.with_header("X-Draining", "1");
+///         }
+///         response
+///     }
+///
+///     fn on_stop(&self) {
+///         self.stopping.store(true, Ordering::Relaxed);
+///     }
+/// }
+///
+/// impl Drop for App {
+///     fn drop(&mut self) {
+///         // Close connections, flush buffers: every request has been answered.
+///     }
+/// }
+///
+/// let app = App { stopping: AtomicBool::new(false) };
+/// app.on_stop();
+/// assert_eq!(app.handle(Request::builder("GET", "/").build()).header("X-Draining"), Some(&b"1"[..]));
+/// ```
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request. It may block; it never sees the client socket.
     fn handle(&self, request: Request) -> Response;
+
+    /// Called once when the worker begins a graceful stop (SIGTERM to the master, the worker
+    /// being recycled, or the master gone): no new connections come, and the requests already
+    /// received are still being answered, possibly on other threads at this very moment.
+    ///
+    /// It runs on the worker's event loop, so that it is called even when every pool thread is
+    /// busy, and must return at once: set a flag, wake a background thread. Slow clean-up
+    /// belongs in `Drop`. The default does nothing.
+    fn on_stop(&self) {}
 }
 
 /// What a worker tells the factory about itself when it builds its handler.
@@ -51,6 +103,9 @@ pub struct WorkerInfo {
     pub pid: u32,
     /// How many pool threads will call the handler.
     pub threads: usize,
+    /// The `[app]` section this worker was started with: a reload starts workers with the new
+    /// one, so an application configured there picks up changes without a restart.
+    pub app: crate::config::App,
 }
 
 /// The error a factory returns when it cannot build the application; the worker logs it and
@@ -59,7 +114,8 @@ pub type BuildError = Box<dyn StdError + Send + Sync>;
 
 /// Builds the application's handler inside each worker, after fork.
 ///
-/// Any `Fn(&WorkerInfo) -> Result<H, E>` closure is a factory:
+/// A type that holds the application's settings implements it to build per-worker state
+/// (see `examples/per_worker.rs`); any `Fn(&WorkerInfo) -> Result<H, E>` closure is one too:
 ///
 /// ```
 /// use tine::handler::{BuildError, HandlerFactory, Request, Response, WorkerInfo};
@@ -68,7 +124,7 @@ pub type BuildError = Box<dyn StdError + Send + Sync>;
 ///     let greeting = format!("hello from worker {}\n", worker.slot);
 ///     Ok(move |_request: Request| Response::text(200, greeting.clone()))
 /// };
-/// let info = WorkerInfo { slot: 1, pid: 42, threads: 4 };
+/// let info = WorkerInfo { slot: 1, pid: 42, threads: 4, app: Default::default() };
 /// let handler = factory.build(&info).unwrap();
 /// let response = handler.handle(Request::builder("GET", "/").build());
 /// assert_eq!(response.body_bytes(), b"hello from worker 1\n");
@@ -113,6 +169,7 @@ mod tests {
             slot: 1,
             pid: 1,
             threads: 1,
+            app: Default::default(),
         };
         let handler = factory.build(&info).expect("closure factory builds");
         let response = handler.handle(Request::builder("PUT", "/").build());

@@ -1,11 +1,33 @@
 //! The `Request` a handler receives: method, target, version, header fields, body and where it
 //! came from, with percent-decoding helpers for paths and queries.
 
+use std::fs::File;
+use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use crate::config::BindAddr;
 
 pub use crate::http::Version;
 
 /// A request's header fields: order kept, duplicates kept, names compared case-insensitively.
+///
+/// ```
+/// use tine::handler::Request;
+///
+/// let request = Request::builder("GET", "/")
+///     .header("Accept", "text/html")
+///     .header("X-Forwarded-For", "10.0.0.1")
+///     .header("x-forwarded-for", "10.0.0.2")
+///     .build();
+/// let headers = request.headers();
+/// assert_eq!(headers.get_str("accept"), Some("text/html"));
+/// let hops: Vec<&[u8]> = headers.get_all("X-FORWARDED-FOR").collect();
+/// assert_eq!(hops, [&b"10.0.0.1"[..], &b"10.0.0.2"[..]]);
+/// let names: Vec<&str> = headers.iter().map(|(name, _)| name).collect();
+/// assert_eq!(names, ["Accept", "X-Forwarded-For", "x-forwarded-for"]);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Headers {
     fields: Vec<(String, Vec<u8>)>,
@@ -57,15 +79,45 @@ impl Headers {
     }
 }
 
-/// One HTTP request, head and body fully buffered.
+/// One HTTP request, head and body fully received.
+///
+/// A body up to `[limits] body_buffer` is held in memory; a larger one was written to an
+/// unlinked temporary file as it arrived. [`Request::body_reader`] reads either;
+/// [`Request::body`] gives the bytes of one held in memory.
+///
+/// ```
+/// use std::io::Read;
+/// use tine::handler::Request;
+///
+/// let request = Request::builder("POST", "/upload?name=a+b").body("data").build();
+/// assert_eq!(request.query_param("name").as_deref(), Some("a b"));
+/// assert_eq!(request.body(), Some(&b"data"[..]));
+/// let mut text = String::new();
+/// request.body_reader().read_to_string(&mut text)?;
+/// assert_eq!(text, "data");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Request {
     method: String,
     target: String,
     version: Version,
     headers: Headers,
-    body: Vec<u8>,
+    body: BodyStore,
     peer: Option<SocketAddr>,
+    listener: Option<Arc<BindAddr>>,
+}
+
+/// Where a request's body is.
+#[derive(Clone, Debug)]
+enum BodyStore {
+    Memory(Vec<u8>),
+    /// An unlinked temporary file, shared by clones of the request; each reader keeps its own
+    /// position.
+    File {
+        file: Arc<File>,
+        len: u64,
+    },
 }
 
 impl Request {
@@ -83,8 +135,7 @@ impl Request {
         }
     }
 
-    /// Assembles a request from its decoded parts; the worker's event loop uses it, and so
-    /// can code that embeds tine.
+    /// Assembles a request from its decoded parts, with a body in memory.
     pub fn from_parts(
         method: String,
         target: String,
@@ -98,8 +149,9 @@ impl Request {
             target,
             version,
             headers,
-            body,
+            body: BodyStore::Memory(body),
             peer,
+            listener: None,
         }
     }
 
@@ -113,25 +165,73 @@ impl Request {
         &self.target
     }
 
-    /// The path part of the target, still percent-encoded (`/search`).
+    /// The path part of the target, still percent-encoded: `/search` for `/search?q=tine`, and
+    /// for an absolute-form target (`http://example.com/search?q=tine`, as sent to a proxy) too;
+    /// `*` for `OPTIONS *`. Decode it with [`percent_decode_path`] (or check it segment by
+    /// segment first, as the static handler does, if it will name a file).
+    ///
+    /// ```
+    /// use tine::handler::Request;
+    ///
+    /// assert_eq!(Request::builder("GET", "/a%20b?x=1#top").build().path(), "/a%20b");
+    /// assert_eq!(Request::builder("GET", "http://example.com/a?x=1").build().path(), "/a");
+    /// assert_eq!(Request::builder("GET", "http://example.com").build().path(), "/");
+    /// ```
     pub fn path(&self) -> &str {
-        let end = self.target.find(['?', '#']).unwrap_or(self.target.len());
-        &self.target[..end]
+        let target = self.target.as_str();
+        let start = match target.find("://") {
+            Some(scheme_end) if !target.starts_with('/') => {
+                let authority = scheme_end + 3;
+                target[authority..]
+                    .find(['/', '?', '#'])
+                    .map_or(target.len(), |i| authority + i)
+            }
+            _ => 0,
+        };
+        let rest = &target[start..];
+        let path = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+        if path.is_empty() && start > 0 {
+            "/"
+        } else {
+            path
+        }
     }
 
-    /// The query string without the `?`, if there is one (`q=tine`).
+    /// The query string without the `?`, still percent-encoded, if there is one (`q=tine`).
     pub fn query(&self) -> Option<&str> {
         let start = self.target.find('?')? + 1;
         let rest = &self.target[start..];
         Some(&rest[..rest.find('#').unwrap_or(rest.len())])
     }
 
+    /// The query's `name=value` pairs in order, percent-decoded (`+` is a space); a pair
+    /// without `=` has an empty value, and repeated names are all kept.
+    ///
+    /// ```
+    /// use tine::handler::Request;
+    ///
+    /// let request = Request::builder("GET", "/s?q=a+b&tag=x&tag=y&flag").build();
+    /// let pairs: Vec<(String, String)> = request.query_pairs().collect();
+    /// assert_eq!(pairs, [("q", "a b"), ("tag", "x"), ("tag", "y"), ("flag", "")]
+    ///     .map(|(k, v)| (k.to_owned(), v.to_owned())));
+    /// assert_eq!(request.query_param("tag").as_deref(), Some("x"));
+    /// ```
+    pub fn query_pairs(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (percent_decode(key), percent_decode(value))
+            })
+    }
+
     /// The first value of the query parameter `name`, percent-decoded (`+` is a space).
     pub fn query_param(&self, name: &str) -> Option<String> {
-        self.query()?.split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(key) == name).then(|| percent_decode(value))
-        })
+        self.query_pairs()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
     }
 
     /// The protocol version the client spoke.
@@ -149,19 +249,121 @@ impl Request {
         self.headers.get(name)
     }
 
-    /// The request body (empty when the request had none).
-    pub fn body(&self) -> &[u8] {
-        &self.body
+    /// The body's length in bytes (0 when the request had none).
+    pub fn body_len(&self) -> u64 {
+        match &self.body {
+            BodyStore::Memory(bytes) => bytes.len() as u64,
+            BodyStore::File { len, .. } => *len,
+        }
     }
 
-    /// Takes the body out of the request without copying it.
-    pub fn into_body(self) -> Vec<u8> {
-        self.body
+    /// The body when it is held in memory (empty when the request had none); `None` for a
+    /// body larger than `[limits] body_buffer`, which is in a temporary file: read it with
+    /// [`Request::body_reader`].
+    pub fn body(&self) -> Option<&[u8]> {
+        match &self.body {
+            BodyStore::Memory(bytes) => Some(bytes),
+            BodyStore::File { .. } => None,
+        }
+    }
+
+    /// A reader over the body, wherever it is. Each reader starts at the beginning.
+    pub fn body_reader(&self) -> BodyReader<'_> {
+        match &self.body {
+            BodyStore::Memory(bytes) => BodyReader::Memory(bytes),
+            BodyStore::File { file, len } => BodyReader::File {
+                file,
+                position: 0,
+                len: *len,
+            },
+        }
+    }
+
+    /// The temporary file holding a body larger than `[limits] body_buffer`, from offset 0 for
+    /// [`Request::body_len`] bytes; `None` for a body in memory. The file is already unlinked:
+    /// it goes away with the request.
+    pub fn body_file(&self) -> Option<&File> {
+        match &self.body {
+            BodyStore::Memory(_) => None,
+            BodyStore::File { file, .. } => Some(file),
+        }
+    }
+
+    /// Takes the body out of the request: without copying when it is in memory, read from its
+    /// file otherwise.
+    ///
+    /// # Errors
+    ///
+    /// When a body in a temporary file cannot be read.
+    pub fn into_body(self) -> io::Result<Vec<u8>> {
+        match self.body {
+            BodyStore::Memory(bytes) => Ok(bytes),
+            BodyStore::File { .. } => {
+                let mut bytes = Vec::with_capacity(usize::try_from(self.body_len()).unwrap_or(0));
+                self.body_reader().read_to_end(&mut bytes)?;
+                Ok(bytes)
+            }
+        }
     }
 
     /// The peer's address, for TCP listeners.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer
+    }
+
+    /// The listening socket the request came in on: its address (the port the kernel chose
+    /// for a `:0` bind included), or `unix:PATH`. `None` for a request not received by a
+    /// server, such as one built in a test.
+    ///
+    /// ```
+    /// use tine::config::BindAddr;
+    /// use tine::handler::Request;
+    ///
+    /// let admin: BindAddr = "127.0.0.1:9000".parse().unwrap();
+    /// let request = Request::builder("GET", "/").listener(admin.clone()).build();
+    /// assert_eq!(request.listener(), Some(&admin));
+    /// ```
+    pub fn listener(&self) -> Option<&BindAddr> {
+        self.listener.as_deref()
+    }
+}
+
+/// Reads a request's body from memory or from its temporary file; see
+/// [`Request::body_reader`].
+#[derive(Debug)]
+pub enum BodyReader<'a> {
+    /// The rest of a body held in memory.
+    Memory(&'a [u8]),
+    /// A body in a file, read with positioned reads so readers do not disturb one another.
+    File {
+        /// The file.
+        file: &'a File,
+        /// The next byte to read.
+        position: u64,
+        /// The body's length.
+        len: u64,
+    },
+}
+
+impl Read for BodyReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            BodyReader::Memory(rest) => rest.read(buf),
+            BodyReader::File {
+                file,
+                position,
+                len,
+            } => {
+                let left = len.saturating_sub(*position);
+                let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                if want == 0 {
+                    return Ok(0);
+                }
+                let n = file.read_at(&mut buf[..want], *position)?;
+                *position += n as u64;
+                Ok(n)
+            }
+        }
     }
 }
 
@@ -193,9 +395,19 @@ impl RequestBuilder {
         self
     }
 
-    /// Sets the body.
+    /// Sets the body, held in memory.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.request.body = body.into();
+        self.request.body = BodyStore::Memory(body.into());
+        self
+    }
+
+    /// Sets the body to the first `len` bytes of `file`, as the server does for a body larger
+    /// than `[limits] body_buffer`.
+    pub fn body_file(mut self, file: File, len: u64) -> Self {
+        self.request.body = BodyStore::File {
+            file: Arc::new(file),
+            len,
+        };
         self
     }
 
@@ -205,38 +417,78 @@ impl RequestBuilder {
         self
     }
 
+    /// Sets the listener the request came in on.
+    pub fn listener(mut self, listener: impl Into<Arc<BindAddr>>) -> Self {
+        self.request.listener = Some(listener.into());
+        self
+    }
+
     /// Finishes the request.
     pub fn build(self) -> Request {
         self.request
     }
 }
 
-/// Decodes `%XX` escapes and `+` (as a space); invalid escapes are kept as they are, and
-/// invalid UTF-8 becomes U+FFFD.
+/// Decodes a query-string component or form field: `%XX` escapes, and `+` as a space. An
+/// invalid escape is kept as it is, and invalid UTF-8 becomes U+FFFD.
+///
+/// ```
+/// assert_eq!(tine::handler::percent_decode("two+words%21"), "two words!");
+/// ```
 pub fn percent_decode(text: &str) -> String {
+    String::from_utf8_lossy(&decode(text, true)).into_owned()
+}
+
+/// Decodes a path or path segment: `%XX` escapes only, since `+` is a plus sign in a path. An
+/// invalid escape is kept as it is, and invalid UTF-8 becomes U+FFFD.
+///
+/// ```
+/// assert_eq!(tine::handler::percent_decode_path("/a+b/%C3%A9t%C3%A9"), "/a+b/été");
+/// ```
+pub fn percent_decode_path(text: &str) -> String {
+    String::from_utf8_lossy(&decode(text, false)).into_owned()
+}
+
+/// The bytes a path's `%XX` escapes stand for, without reading them as UTF-8 (a file name on
+/// Linux is bytes); `+` is kept, and an invalid escape is kept as it is.
+///
+/// ```
+/// assert_eq!(tine::handler::percent_decode_bytes("%FF%2f+"), b"\xff/+");
+/// ```
+pub fn percent_decode_bytes(text: &str) -> Vec<u8> {
+    decode(text, false)
+}
+
+fn decode(text: &str, plus_is_space: bool) -> Vec<u8> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|pair| {
-                    let text = std::str::from_utf8(pair).ok()?;
-                    u8::from_str_radix(text, 16).ok()
-                });
-                if let Some(byte) = hex {
-                    out.push(byte);
-                    i += 2;
-                } else {
-                    out.push(b'%');
-                }
+        let byte = bytes[i];
+        let escaped = match bytes.get(i + 1..i + 3) {
+            Some(&[high, low]) if byte == b'%' => hex_value(high).zip(hex_value(low)),
+            _ => None,
+        };
+        match escaped {
+            Some((high, low)) => {
+                out.push(high << 4 | low);
+                i += 3;
             }
-            byte => out.push(byte),
+            None => {
+                out.push(if plus_is_space && byte == b'+' {
+                    b' '
+                } else {
+                    byte
+                });
+                i += 1;
+            }
         }
-        i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    (digit as char).to_digit(16).map(|value| value as u8)
 }
 
 #[cfg(test)]
@@ -254,6 +506,22 @@ mod tests {
         let bare = Request::builder("GET", "/plain").build();
         assert_eq!(bare.path(), "/plain");
         assert_eq!(bare.query(), None);
+        assert_eq!(bare.query_pairs().count(), 0);
+        let table = [
+            ("http://h/x/y?q", "/x/y"),
+            ("https://h:8443?q=1", "/"),
+            ("http://h#f", "/"),
+            ("*", "*"),
+            ("/a://b", "/a://b"),
+            ("/?x", "/"),
+        ];
+        for (target, path) in table {
+            assert_eq!(
+                Request::builder("GET", target).build().path(),
+                path,
+                "{target}"
+            );
+        }
     }
 
     #[test]
@@ -263,6 +531,47 @@ mod tests {
         assert_eq!(percent_decode("%zz"), "%zz");
         assert_eq!(percent_decode("%e2%82%ac"), "€");
         assert_eq!(percent_decode("%ff"), "\u{fffd}");
+        assert_eq!(
+            percent_decode_path("%+1%-1"),
+            "%+1%-1",
+            "only hex digits escape"
+        );
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("a+b"), "a b");
+        assert_eq!(percent_decode_path("a+b%20c"), "a+b c");
+        assert_eq!(percent_decode_bytes("%C3%A9%00%zz"), b"\xc3\xa9\0%zz");
+    }
+
+    #[test]
+    fn bodies_in_memory_and_in_files_read_alike() {
+        let memory = Request::builder("POST", "/").body("0123456789").build();
+        assert_eq!(memory.body_len(), 10);
+        assert_eq!(memory.body(), Some(&b"0123456789"[..]));
+        assert!(memory.body_file().is_none());
+
+        let mut file = std::fs::File::open("/proc/self/cmdline").unwrap();
+        let mut expected = Vec::new();
+        file.read_to_end(&mut expected).unwrap();
+        expected.truncate(5);
+        let spilled = Request::builder("POST", "/")
+            .body_file(file, expected.len() as u64)
+            .build();
+        assert_eq!(spilled.body(), None);
+        assert!(spilled.body_file().is_some());
+        assert_eq!(spilled.body_len(), 5);
+        // Two readers, and a clone's reader, each from the start.
+        let twin = spilled.clone();
+        let mut first = spilled.body_reader();
+        let mut one = [0u8; 2];
+        first.read_exact(&mut one).unwrap();
+        let mut all = Vec::new();
+        twin.body_reader().read_to_end(&mut all).unwrap();
+        assert_eq!(all, expected);
+        let mut rest = Vec::new();
+        first.read_to_end(&mut rest).unwrap();
+        assert_eq!([&one[..], &rest].concat(), expected);
+        assert_eq!(spilled.into_body().unwrap(), expected);
+        assert_eq!(memory.into_body().unwrap(), b"0123456789");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The `Response` a handler returns, and its `Body`: bytes in memory or a region of an open file
-//! that the worker's event loop sends with `sendfile(2)`.
+//! The `Response` a handler returns, and its `Body`: bytes in memory, a region of an open file
+//! that the worker's event loop sends with `sendfile(2)`, or a stream of chunks produced on
+//! demand.
 
 use std::fmt;
 use std::fs::File;
@@ -28,6 +29,9 @@ pub struct Response {
     body: Body,
 }
 
+/// A streamed body: chunks produced one at a time, on a pool thread, as the client takes them.
+pub type BodyStream = Box<dyn Iterator<Item = Vec<u8>> + Send>;
+
 /// What follows a response's head.
 pub enum Body {
     /// Bytes in memory, written as they are.
@@ -36,17 +40,24 @@ pub enum Body {
     /// a time as the client takes it: the file is never read into memory and no pool thread
     /// waits on the client, whatever its size.
     File(FileRegion),
+    /// Chunks of unknown total length, sent chunked to HTTP/1.1 clients and delimited by closing
+    /// the connection for HTTP/1.0 ones.
+    ///
+    /// The event loop asks a pool thread for the next chunk only once the connection has
+    /// written out nearly all it had, so a slow client holds at most about one chunk in memory
+    /// and no thread, and a fast producer waits for the client rather than filling memory.
+    /// Empty chunks are skipped. If `next` panics, the connection is closed without the end
+    /// of the body, so the client can tell the response is incomplete.
+    Stream(BodyStream),
 }
 
 impl Body {
-    /// The body's length in bytes.
-    ///
-    /// Always known for the bodies of this version; an `Option` so that bodies whose length is
-    /// only known at the end can join them.
+    /// The body's length in bytes; `None` for a stream, whose length is known only at its end.
     pub fn len(&self) -> Option<u64> {
         match self {
             Body::Bytes(bytes) => Some(bytes.len() as u64),
             Body::File(region) => Some(region.len()),
+            Body::Stream(_) => None,
         }
     }
 
@@ -61,6 +72,7 @@ impl fmt::Debug for Body {
         match self {
             Body::Bytes(bytes) => write!(f, "Bytes({} bytes)", bytes.len()),
             Body::File(region) => region.fmt(f),
+            Body::Stream(_) => f.write_str("Stream"),
         }
     }
 }
@@ -185,6 +197,25 @@ impl Response {
         self
     }
 
+    /// Sets the body to a stream of chunks (see [`Body::Stream`]).
+    ///
+    /// ```
+    /// use tine::handler::Response;
+    ///
+    /// let countdown = (1..=3).rev().map(|n| format!("{n}...\n").into_bytes());
+    /// let response = Response::new(200)
+    ///     .with_header("Content-Type", "text/plain")
+    ///     .with_stream(countdown);
+    /// assert_eq!(response.body().len(), None);
+    /// ```
+    pub fn with_stream<I>(mut self, chunks: I) -> Self
+    where
+        I: Iterator<Item = Vec<u8>> + Send + 'static,
+    {
+        self.body = Body::Stream(Box::new(chunks));
+        self
+    }
+
     /// The status code.
     pub fn status(&self) -> u16 {
         self.status
@@ -266,5 +297,18 @@ mod tests {
         };
         assert_eq!((region.offset(), region.len()), (3, 7));
         assert!(format!("{region:?}").contains("len: 7"));
+    }
+
+    #[test]
+    fn a_stream_has_no_length_until_it_ends() {
+        let response =
+            Response::new(200).with_stream(vec![b"a".to_vec(), b"b".to_vec()].into_iter());
+        assert_eq!(response.body().len(), None);
+        assert!(!response.body().is_empty());
+        let (_, _, body) = response.into_parts();
+        let Body::Stream(chunks) = body else {
+            panic!("expected a stream");
+        };
+        assert_eq!(chunks.collect::<Vec<_>>().concat(), b"ab");
     }
 }

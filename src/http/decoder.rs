@@ -165,6 +165,19 @@ impl Decoder {
         }
     }
 
+    /// Bytes of the current request's body decoded so far (chunked framing removed) and not
+    /// yet taken with [`Decoder::take_body`].
+    pub fn body_buffered(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Takes the body bytes decoded so far, so the caller can move a large body out of memory
+    /// (to a file) as it arrives; the body in [`Decoded::Complete`] then holds only the bytes
+    /// decoded after the last take. Limits still count the whole body.
+    pub fn take_body(&mut self) -> Vec<u8> {
+        mem::take(&mut self.body)
+    }
+
     /// True exactly once after a head with `Expect: 100-continue` (HTTP/1.1, body expected) was
     /// parsed and before any of its body arrived: the caller then writes
     /// `HTTP/1.1 100 Continue\r\n\r\n`.

@@ -1,9 +1,11 @@
 //! Integration tests: each drives the real `tine` binary in a temp dir of its own.
 
+mod app;
 mod cgroup;
 mod cli;
 mod operate;
 mod reload;
 mod serve;
+mod static_files;
 mod supervise;
 mod util;

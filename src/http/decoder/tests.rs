@@ -1324,3 +1324,38 @@ fn crlf_pieces_cut_where_promised() {
     assert_eq!(crlf_pieces(b"ab\r\ncd\r\n"), [3, 1, 3, 1, 0]);
     assert_eq!(crlf_pieces(b"abc"), [3]);
 }
+
+#[test]
+fn body_bytes_can_be_taken_as_they_arrive_and_limits_still_count_them() {
+    let input = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    for step in 1..input.len() {
+        let mut decoder = Decoder::new(lim());
+        let (mut buf, mut fed, mut taken) = (Vec::new(), 0, Vec::new());
+        let complete = loop {
+            let end = (fed + step).min(input.len());
+            buf.extend_from_slice(&input[fed..end]);
+            fed = end;
+            match decoder.decode(&buf).unwrap() {
+                Decoded::NeedMore { consumed } => {
+                    buf.drain(..consumed);
+                    assert_eq!(decoder.body_buffered(), {
+                        let now = decoder.take_body();
+                        taken.extend_from_slice(&now);
+                        now.len()
+                    });
+                    assert_eq!(decoder.body_buffered(), 0);
+                }
+                Decoded::Complete { body, .. } => break body,
+            }
+        };
+        taken.extend_from_slice(&complete);
+        assert_eq!(taken, b"hello world", "step {step}");
+    }
+
+    let mut decoder = Decoder::new(Limits { body: 8, ..lim() });
+    let head = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+    assert!(matches!(decoder.decode(head), Ok(Decoded::NeedMore { .. })));
+    assert_eq!(decoder.take_body(), b"hello");
+    assert_eq!(decoder.decode(b"5\r\nworld\r\n").unwrap_err().status, 413);
+}

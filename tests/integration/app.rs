@@ -1,0 +1,472 @@
+//! Embedded applications: the examples, built by `cargo test` alongside the tests, run as real
+//! servers through `tine::Server`, with the tine command line, signals and processes.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+use crate::util::{Response, TempDir, WAIT, children_of, read_response};
+
+/// The example binary `name` as `cargo test` built it (`target/debug/examples/NAME-HASH`),
+/// the newest if there are several.
+fn example(name: &str) -> Option<PathBuf> {
+    let test_binary = std::env::current_exe().ok()?;
+    let dir = test_binary.parent()?.parent()?.join("examples");
+    let prefix = format!("{name}-");
+    std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter(|entry| {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            file.starts_with(&prefix) && !file.contains('.')
+        })
+        .max_by_key(|entry| entry.metadata().and_then(|m| m.modified()).ok())
+        .map(|entry| entry.path())
+}
+
+/// An example running as a server, its process group killed and reaped when dropped.
+struct ExampleServer {
+    child: Child,
+    _dir: TempDir,
+    log_path: PathBuf,
+    addr: SocketAddr,
+}
+
+impl ExampleServer {
+    /// Runs the example `name` with `config` and `--bind 127.0.0.1:0`, and waits for
+    /// `READY=1`; `None` when the example has not been built (`cargo test --test ...` alone
+    /// does not build examples).
+    fn start(name: &str, config: &str) -> Option<ExampleServer> {
+        ExampleServer::start_with(name, config, &[])
+    }
+
+    /// Like [`ExampleServer::start`], with more command-line arguments.
+    fn start_with(name: &str, config: &str, args: &[&str]) -> Option<ExampleServer> {
+        let Some(binary) = example(name) else {
+            eprintln!("SKIPPED: the example {name} is not built; run the whole `cargo test`");
+            return None;
+        };
+        let dir = TempDir::new();
+        let config_path = dir.write("app.toml", config);
+        let notify_path = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let log_path = dir.path().join("app.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--bind", "127.0.0.1:0"])
+            .args(args)
+            .current_dir(dir.path())
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("spawn the example");
+        let mut server = ExampleServer {
+            child,
+            _dir: dir,
+            log_path,
+            addr: "127.0.0.1:0".parse().unwrap(),
+        };
+        let deadline = Instant::now() + WAIT;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Ok(n) = notify.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1")
+            {
+                break;
+            }
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("{name} exited with {status}; log:\n{}", server.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} not ready; log:\n{}",
+                server.log()
+            );
+        }
+        let log = server.log();
+        server.addr = log
+            .lines()
+            .find_map(|line| line.split("listening on http://").nth(1))
+            .and_then(|addr| addr.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no listening line:\n{log}"));
+        Some(server)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn get(&self, target: &str) -> Response {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream
+            .write_all(
+                format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .unwrap();
+        read_response(&mut stream).unwrap_or_else(|e| panic!("{e}; log:\n{}", self.log()))
+    }
+
+    fn stop(&mut self) -> ExitStatus {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ExampleServer {
+    fn drop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_hello_example_serves_with_the_tine_command_line() {
+    let Some(mut server) = ExampleServer::start("hello", "[server]\nworkers = 2\n") else {
+        return;
+    };
+    assert_eq!(
+        children_of(server.child.id()).len(),
+        2,
+        "two forked workers"
+    );
+    assert_eq!(server.get("/").text(), "Hello, World!\n");
+    assert_eq!(server.get("/hello/t%C3%AEne+2").text(), "Hello, tîne+2!\n");
+    assert_eq!(server.get("/nope").status, 404);
+    assert_eq!(server.stop().code(), Some(0), "log:\n{}", server.log());
+}
+
+#[test]
+fn the_per_worker_example_keeps_state_in_each_worker() {
+    let Some(server) = ExampleServer::start("per_worker", "[server]\nworkers = 2\nthreads = 2\n")
+    else {
+        return;
+    };
+    let workers = children_of(server.child.id());
+    // Each answer names its worker and that worker's own count; over many connections both
+    // workers answer, and each counts only what it served.
+    let mut last_count = std::collections::HashMap::new();
+    for _ in 0..40 {
+        let text = server.get("/").text();
+        let pid: u32 = text
+            .split("(pid ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(workers.contains(&pid), "{pid} is not a worker: {text}");
+        let count: u64 = text
+            .split(": ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{text}"));
+        let previous = last_count.insert(pid, count).unwrap_or(0);
+        assert_eq!(count, previous + 1, "worker {pid} counts its own requests");
+    }
+    let first = server.get("/slow?n=12").text();
+    assert!(first.starts_with("12² = 144"), "{first}");
+}
+
+#[test]
+fn requests_know_their_peer_and_the_listener_they_came_in_on() {
+    let dir = TempDir::new();
+    let socket = dir.path().join("app.sock");
+    let unix_bind = format!("unix:{}", socket.display());
+    let Some(server) = ExampleServer::start_with(
+        "per_worker",
+        "[server]\nworkers = 1\n",
+        &["--bind", &unix_bind],
+    ) else {
+        return;
+    };
+    let mut tcp = TcpStream::connect(server.addr).unwrap();
+    let local = tcp.local_addr().unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    tcp.write_all(b"GET /whoami HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let text = read_response(&mut tcp).unwrap().text();
+    assert_eq!(text, format!("peer {local} on {}\n", server.addr));
+
+    let mut unix = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    unix.write_all(b"GET /whoami HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    std::io::Read::read_to_string(&mut unix, &mut raw).unwrap();
+    assert!(
+        raw.ends_with(&format!("peer a unix socket client on {unix_bind}\n")),
+        "{raw}"
+    );
+}
+
+#[test]
+fn a_graceful_stop_tells_each_worker_s_application_then_drops_it() {
+    let Some(mut server) = ExampleServer::start("per_worker", "[server]\nworkers = 2\n") else {
+        return;
+    };
+    assert!(server.get("/slow?n=3").text().ends_with("(computed)\n"));
+    // A request still running when the stop begins is answered before the drop.
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.set_read_timeout(Some(WAIT)).unwrap();
+    slow.write_all(b"GET /slow?n=99 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(server.stop().code(), Some(0), "log:\n{}", server.log());
+    let answer = read_response(&mut slow).unwrap();
+    assert!(answer.text().starts_with("99² = 9801"), "{}", answer.text());
+    let log = server.log();
+    for slot in [1, 2] {
+        let stopping = log
+            .find(&format!("app in worker {slot} stopping after"))
+            .unwrap_or_else(|| panic!("no on_stop in worker {slot}; log:\n{log}"));
+        let dropped = log
+            .find(&format!("app in worker {slot} dropped with"))
+            .unwrap_or_else(|| panic!("no drop in worker {slot}; log:\n{log}"));
+        assert!(stopping < dropped, "told first, then dropped; log:\n{log}");
+    }
+}
+
+/// The resident set size of `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Reads one chunk of a chunked body: `Some(data)`, or `None` at the last chunk (whose empty
+/// trailer section is read too).
+fn read_chunk(reader: &mut impl std::io::BufRead) -> Option<Vec<u8>> {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let size = usize::from_str_radix(line.trim_end(), 16)
+        .unwrap_or_else(|_| panic!("bad chunk line {line:?}"));
+    let mut data = vec![0u8; size + 2];
+    reader.read_exact(&mut data).unwrap();
+    assert!(data.ends_with(b"\r\n"), "a chunk must end with CRLF");
+    data.truncate(size);
+    if size == 0 {
+        return None;
+    }
+    Some(data)
+}
+
+#[test]
+fn a_streamed_body_to_a_slow_reader_keeps_memory_flat_and_the_worker_serving() {
+    let server = crate::util::Server::start("[server]\nworkers = 1\nthreads = 2\n");
+    let worker = server.workers()[0];
+    let (chunks, size) = (1600, 64 * 1024);
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            format!("GET /stream?n={chunks}&size={size} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    let head = crate::util::read_response_head(&mut stream).unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("Transfer-Encoding"), Some("chunked"));
+    assert_eq!(head.header("Content-Length"), None);
+    let mut reader = std::io::BufReader::with_capacity(16 * 1024, stream);
+
+    let rss_at_start = rss_kib(worker);
+    let started = Instant::now();
+    let mut received = 0;
+    let mut served_meanwhile = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        let chunk = read_chunk(&mut reader).expect("the stream is far from over");
+        let letter = b'a' + (received % 26) as u8;
+        assert!(chunk.len() == size && chunk.iter().all(|&b| b == letter));
+        received += 1;
+        // Other requests on the same worker are answered meanwhile, and promptly.
+        let asked = Instant::now();
+        assert_eq!(server.get("/sleep?ms=5").status, 200);
+        assert!(asked.elapsed() < Duration::from_secs(2));
+        served_meanwhile += 1;
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let rss_while_slow = rss_kib(worker);
+    assert!(served_meanwhile >= 10, "{served_meanwhile}");
+    assert!(
+        received < chunks / 4,
+        "a slow reader took {received} chunks"
+    );
+    // A producer racing ahead would have buffered the rest of the 100 MiB by now.
+    assert!(
+        rss_while_slow < rss_at_start + 16 * 1024,
+        "the worker grew from {rss_at_start} KiB to {rss_while_slow} KiB"
+    );
+
+    // The rest at full speed: every chunk, in order, then the end.
+    while let Some(chunk) = read_chunk(&mut reader) {
+        let letter = b'a' + (received % 26) as u8;
+        assert!(chunk.len() == size && chunk.iter().all(|&b| b == letter));
+        received += 1;
+    }
+    assert_eq!(received, chunks);
+    // Keep-alive survives the stream.
+    let mut stream = reader.into_inner();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().text(), "Hello, World!");
+}
+
+#[test]
+fn streams_are_close_delimited_for_http_1_0_and_bodiless_for_head() {
+    let server = crate::util::Server::start("[server]\nworkers = 1\n");
+    let old = server.request("GET /stream?n=3&size=5 HTTP/1.0\r\n\r\n");
+    assert_eq!(old.status, 200);
+    assert_eq!(old.header("Transfer-Encoding"), None);
+    assert_eq!(old.header("Connection"), Some("close"));
+    assert_eq!(old.text(), "aaaaabbbbbccccc");
+
+    let mut stream = server.connect();
+    stream
+        .write_all(b"HEAD /stream?n=3&size=5 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let head = crate::util::read_response_head(&mut stream).unwrap();
+    assert_eq!(head.header("Transfer-Encoding"), Some("chunked"));
+    stream
+        .write_all(b"GET /stream?n=0 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let empty = crate::util::read_response_head(&mut stream).unwrap();
+    assert_eq!(
+        empty.status, 200,
+        "no body bytes came between the two heads"
+    );
+    let mut reader = std::io::BufReader::new(stream);
+    assert_eq!(
+        read_chunk(&mut reader),
+        None,
+        "an empty stream is just the last chunk"
+    );
+
+    // A client that leaves mid-stream costs the worker nothing lasting.
+    let mut quitter = server.connect();
+    quitter
+        .write_all(b"GET /stream?n=100000&size=65536 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    crate::util::read_response_head(&mut quitter).unwrap();
+    drop(quitter);
+    assert_eq!(server.get("/").text(), "Hello, World!");
+}
+
+/// The worker's descriptors that point at unlinked files in the temp dir.
+fn unlinked_temp_files(pid: u32) -> Vec<String> {
+    let tmp = std::env::temp_dir();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+                .map(|link| link.to_string_lossy().into_owned())
+                .filter(|link| {
+                    link.starts_with(&*tmp.to_string_lossy()) && link.ends_with("(deleted)")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_request_body_over_body_buffer_goes_to_an_unlinked_file_not_memory() {
+    let server = crate::util::Server::start(
+        "[server]\nworkers = 1\n[limits]\nbody = \"1GiB\"\nbody_buffer = \"64KiB\"\n",
+    );
+    let worker = server.workers()[0];
+    let rss_at_start = rss_kib(worker);
+    let size = 32 << 20;
+    let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    let (first, rest) = data.split_at(24 << 20);
+    stream.write_all(first).unwrap();
+    // Mid-body: the worker writes what arrived to a file with no name...
+    let deadline = Instant::now() + WAIT;
+    while unlinked_temp_files(worker).is_empty() {
+        assert!(Instant::now() < deadline, "no temporary file appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // ...and does not hold the body in memory.
+    let rss_mid_body = rss_kib(worker);
+    assert!(
+        rss_mid_body < rss_at_start + 8 * 1024,
+        "the worker grew from {rss_at_start} KiB to {rss_mid_body} KiB"
+    );
+    stream.write_all(rest).unwrap();
+    let echoed = read_response(&mut stream).unwrap();
+    assert_eq!(echoed.status, 200);
+    assert!(echoed.body == data, "the echoed body differs");
+    // Once answered, the file is gone with the request.
+    let deadline = Instant::now() + WAIT;
+    while !unlinked_temp_files(worker).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the temporary file outlived its request"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A small body never touches a file.
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nsmall")
+        .unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().text(), "small");
+}
+
+#[test]
+fn a_graceful_stop_lets_a_stream_finish_then_exits_without_waiting_for_keep_alive() {
+    let mut server = crate::util::Server::start(
+        "[server]\nworkers = 1\ngraceful_timeout = \"60s\"\nkeepalive = \"60s\"\n",
+    );
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET /stream?n=200&size=65536 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    crate::util::read_response_head(&mut stream).unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    assert!(read_chunk(&mut reader).is_some());
+    server.signal(Signal::SIGTERM);
+    let stopped_at = Instant::now();
+    let mut received = 1;
+    while read_chunk(&mut reader).is_some() {
+        received += 1;
+    }
+    assert_eq!(received, 200, "the stream in flight completes");
+    assert_eq!(server.wait_exit().code(), Some(0));
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(10),
+        "the worker waited {:?} after the stream",
+        stopped_at.elapsed()
+    );
+}
