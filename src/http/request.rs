@@ -467,8 +467,8 @@ fn check_request_line(line: &[u8]) -> Result<Version, HttpError> {
 }
 
 /// RFC 9112 §3.2: one Host in HTTP/1.1, never more than one, and a valid `uri-host [":" port]`.
-/// An empty Host is allowed (RFC 9112 §3.3 leaves the authority to a configured default); it is
-/// still validated when an absolute-form target overrides it, since a proxy may route on it.
+/// An empty Host is allowed (RFC 9112 §3.3 leaves the authority to a configured default). Host is
+/// validated even when an absolute-form target overrides it: a proxy in front may route on it.
 fn check_host(head: &RequestHead) -> Result<(), HttpError> {
     let mut hosts = head.header_values("host");
     let first = hosts.next();
