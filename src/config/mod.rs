@@ -264,6 +264,13 @@ impl Limits {
     }
 }
 
+/// The decoder's limits at the config's defaults.
+impl Default for crate::http::Limits {
+    fn default() -> Self {
+        Limits::default().http()
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

@@ -160,6 +160,46 @@ impl HeadScan {
         self.started
     }
 
+    /// True inside a line past the bytes that need a byte-by-byte look (the method, and the first
+    /// byte of a field line), where only CR and LF change anything.
+    fn in_line_body(&self) -> bool {
+        self.started
+            && !self.cr
+            && self.line_len > 0
+            && (self.method_done || self.request_line_len.is_some())
+    }
+
+    /// Skips the ordinary bytes up to the next CR or LF in one step: the per-byte loop below is
+    /// most of the cost of a head, and httparse checks these bytes again anyway. Fails exactly as
+    /// the per-byte loop would, at the byte that first breaks a limit (the line limit first when
+    /// one byte breaks both).
+    fn skip_line_body(&mut self, buf: &[u8], limits: &Limits) -> Result<(), HttpError> {
+        let rest = buf.get(self.pos..).unwrap_or_default();
+        let run = line_end(rest);
+        if run == 0 {
+            return Ok(());
+        }
+        let (line_limit, line_error) = if self.request_line_len.is_some() {
+            (limits.header_field_size, FIELD_TOO_LONG)
+        } else {
+            (limits.request_line, URI_TOO_LONG)
+        };
+        // The 1-based index within the run of the first byte past each limit.
+        let line_break = (line_limit + 1).saturating_sub(self.line_len).max(1);
+        let head_break = (limits.header_bytes + 1)
+            .saturating_sub(self.pos - self.start)
+            .max(1);
+        if line_break <= run && line_break <= head_break {
+            return Err(line_error);
+        }
+        if head_break <= run {
+            return Err(HEAD_TOO_LARGE);
+        }
+        self.pos += run;
+        self.line_len += run;
+        Ok(())
+    }
+
     /// Looks for the end of the head in `buf`, which must start where the previous call's did.
     pub(crate) fn scan(
         &mut self,
@@ -171,7 +211,11 @@ impl HeadScan {
             // answer that cannot go wrong.
             *self = HeadScan::default();
         }
-        while let Some(&b) = buf.get(self.pos) {
+        loop {
+            if self.in_line_body() {
+                self.skip_line_body(buf, limits)?;
+            }
+            let Some(&b) = buf.get(self.pos) else { break };
             self.pos += 1;
             if !self.started {
                 match (self.cr, b) {
@@ -263,6 +307,31 @@ impl HeadScan {
     }
 }
 
+/// How many leading bytes of `s` are neither CR nor LF. Sixteen bytes at a time without an early
+/// exit inside a block, so the compiler can compare them all at once.
+fn line_end(s: &[u8]) -> usize {
+    let mut blocks = s.chunks_exact(16);
+    let mut skipped = 0;
+    for block in blocks.by_ref() {
+        let has_end = block
+            .iter()
+            .fold(false, |found, &b| found | (b == b'\r') | (b == b'\n'));
+        if has_end {
+            break;
+        }
+        skipped += 16;
+    }
+    let tail = s.get(skipped..).unwrap_or_default();
+    skipped
+        + tail
+            .iter()
+            .position(|&b| b == b'\r' || b == b'\n')
+            .unwrap_or(tail.len())
+}
+
+/// Header slots kept on the stack; a head with more fields gets them from the heap.
+const STACK_SLOTS: usize = 32;
+
 /// Parses and validates a complete head: `head` runs from the request line through the blank line.
 pub(crate) fn parse_head(
     head: &[u8],
@@ -272,8 +341,17 @@ pub(crate) fn parse_head(
     let request_line = head.get(..span.request_line_len).unwrap_or_default();
     let version = check_request_line(request_line)?;
 
-    let mut slots = vec![httparse::EMPTY_HEADER; span.fields];
-    let mut req = httparse::Request::new(&mut slots);
+    // Slots on the stack for ordinary heads, saving an allocation per request.
+    let mut stack_slots = [httparse::EMPTY_HEADER; STACK_SLOTS];
+    let mut heap_slots = Vec::new();
+    let slots = match stack_slots.get_mut(..span.fields) {
+        Some(slots) => slots,
+        None => {
+            heap_slots.resize(span.fields, httparse::EMPTY_HEADER);
+            heap_slots.as_mut_slice()
+        }
+    };
+    let mut req = httparse::Request::new(slots);
     match req.parse(head) {
         Ok(httparse::Status::Complete(n)) if n == head.len() => {}
         Ok(_) => return Err(HttpError::new(400, "malformed request head")),
@@ -291,7 +369,12 @@ pub(crate) fn parse_head(
         // httparse enforces the same byte rules today; checking again keeps them tine's own
         // rather than a dependency's default.
         let value = trim_ows(h.value);
-        if !value.iter().all(|&b| is_field_value_byte(b)) {
+        // A fold rather than `all`: no early exit, so the compiler checks many bytes at once;
+        // values are short and a bad one ends the connection anyway.
+        let valid = value
+            .iter()
+            .fold(true, |ok, &b| ok & is_field_value_byte(b));
+        if !valid {
             return Err(HttpError::new(400, "invalid header value"));
         }
         headers.push((h.name.to_owned(), value.to_vec()));
@@ -384,8 +467,8 @@ fn check_request_line(line: &[u8]) -> Result<Version, HttpError> {
 }
 
 /// RFC 9112 §3.2: one Host in HTTP/1.1, never more than one, and a valid `uri-host [":" port]`.
-/// An empty Host is allowed (RFC 9112 §3.3 leaves the authority to a configured default); it is
-/// still validated when an absolute-form target overrides it, since a proxy may route on it.
+/// An empty Host is allowed (RFC 9112 §3.3 leaves the authority to a configured default). Host is
+/// validated even when an absolute-form target overrides it: a proxy in front may route on it.
 fn check_host(head: &RequestHead) -> Result<(), HttpError> {
     let mut hosts = head.header_values("host");
     let first = hosts.next();
@@ -560,6 +643,22 @@ mod tests {
         assert_eq!(span.end, buf.len() - 4);
         assert_eq!(span.request_line_len, 14);
         assert_eq!(span.fields, 1);
+    }
+
+    #[test]
+    fn line_end_finds_the_first_cr_or_lf() {
+        assert_eq!(line_end(b""), 0);
+        assert_eq!(line_end(b"abc"), 3);
+        assert_eq!(line_end(b"\rabc"), 0);
+        for at in 0..40 {
+            for end in [b'\r', b'\n'] {
+                let mut s = vec![b'x'; 40];
+                s[at] = end;
+                s[39] = b'\n';
+                assert_eq!(line_end(&s), at, "{at}");
+            }
+        }
+        assert_eq!(line_end(&[b'x'; 48]), 48);
     }
 
     #[test]

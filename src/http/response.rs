@@ -410,7 +410,7 @@ mod tests {
 
     #[test]
     fn every_error_status_body_matches_its_length() {
-        for status in [400, 408, 413, 414, 431, 500, 501, 503, 505] {
+        for status in [400, 408, 413, 414, 417, 431, 500, 501, 503, 505] {
             let mut out = Vec::new();
             error_response(&mut out, &HttpError::new(status, "why"), DATE);
             let text = String::from_utf8(out).unwrap();

@@ -1359,3 +1359,30 @@ fn body_bytes_can_be_taken_as_they_arrive_and_limits_still_count_them() {
     assert_eq!(decoder.take_body(), b"hello");
     assert_eq!(decoder.decode(b"5\r\nworld\r\n").unwrap_err().status, 413);
 }
+
+#[test]
+fn a_byte_that_breaks_two_limits_reports_the_line_limit() {
+    // The 21st byte of the request line is past both the line and the head limit: the line
+    // limit is checked first, whether that byte arrives alone or in the middle of a read.
+    let limits = Limits {
+        request_line: 20,
+        header_bytes: 20,
+        ..lim()
+    };
+    let line = b"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert_eq!(
+        run(limits, line),
+        vec![Out::Err(HttpError::new(414, "request line too long"))]
+    );
+    // Likewise a field line: its 11th byte is the 36th of the head (25 bytes precede it).
+    let limits = Limits {
+        header_field_size: 10,
+        header_bytes: 35,
+        ..lim()
+    };
+    let field = b"GET / HTTP/1.1\r\nHost: a\r\nX: vvvvvvvvvvvvvvv\r\n\r\n";
+    assert_eq!(
+        run(limits, field),
+        vec![Out::Err(HttpError::new(431, "header field too long"))]
+    );
+}
