@@ -95,6 +95,9 @@ impl std::fmt::Debug for Outcome {
 struct Queue {
     jobs: VecDeque<Job>,
     closed: bool,
+    /// Threads waiting for work: a submit wakes one only when there is one to wake, so a
+    /// busy pool costs no futex call per request.
+    idle: usize,
 }
 
 struct Shared {
@@ -138,6 +141,7 @@ impl Pool {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 closed: false,
+                idle: 0,
             }),
             work_ready: Condvar::new(),
             finished: Mutex::new(Vec::new()),
@@ -160,8 +164,15 @@ impl Pool {
 
     /// Queues a job; a free thread picks it up at once.
     pub fn submit(&self, job: Job) {
-        lock(&self.shared.queue).jobs.push_back(job);
-        self.shared.work_ready.notify_one();
+        let wake = {
+            let mut queue = lock(&self.shared.queue);
+            queue.jobs.push_back(job);
+            // Jobs already queued have claimed idle threads that have not woken yet.
+            queue.idle >= queue.jobs.len()
+        };
+        if wake {
+            self.shared.work_ready.notify_one();
+        }
     }
 
     /// Moves every finished job into `into`.
@@ -237,10 +248,12 @@ fn run_thread(shared: &Shared) {
                 if queue.closed {
                     return;
                 }
+                queue.idle += 1;
                 queue = shared
                     .work_ready
                     .wait(queue)
                     .unwrap_or_else(PoisonError::into_inner);
+                queue.idle -= 1;
             }
         };
         let Some(finished) = run_job(&*shared.handler, job) else {
