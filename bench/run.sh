@@ -10,6 +10,8 @@
 # Environment:
 #   DURATION=10        seconds per scenario (wrk -d)
 #   WARMUP=2           seconds of unmeasured load before each measured run (0: none)
+#   QUIET_WAIT=20      before each scenario, wait up to this many seconds for the machine to be
+#                      idle (under 10% CPU busy for a second); 0: don't wait
 #   WRK_THREADS=2      wrk -t
 #   PORT=18080         the port every server listens on, one at a time
 #   ONLY=REGEX         run only the scenarios whose name matches (e.g. ONLY='^hello')
@@ -28,6 +30,7 @@ PROBE=(python3 "$HERE/lib/probe.py")
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
+QUIET_WAIT=${QUIET_WAIT:-20}
 WRK_THREADS=${WRK_THREADS:-2}
 PORT=${PORT:-18080}
 ONLY=${ONLY:-}
@@ -82,6 +85,9 @@ need nginx nginx-light
 command -v timeout >/dev/null 2>&1 || die "timeout (coreutils) is required"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a whole number of seconds, got '$DURATION'"
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a whole number of seconds, got '$WARMUP'"
+[[ $QUIET_WAIT =~ ^[0-9]+$ ]] || die "QUIET_WAIT must be a whole number of seconds, got '$QUIET_WAIT'"
+CLK_TCK=$(getconf CLK_TCK)
+NCPU=$(nproc)
 
 if [[ -n ${TINE:-} ]]; then
     [[ -x $TINE ]] || die "TINE=$TINE is not an executable"
@@ -281,25 +287,54 @@ stop_server() { # TERM by pid, KILL after STOP_TIMEOUT
 
 declare -A WORKER_CPU # instance label -> per-worker CPU seconds in the balance scenario
 
+busy_ticks() { # CPU ticks the whole machine spent in user and system mode so far
+    local _cpu user nice system _rest
+    read -r _cpu user nice system _rest </proc/stat
+    printf '%s\n' $((user + nice + system))
+}
+
+wait_quiet() { # other work on the machine (a build, say) skews every number: wait for it, bounded
+    ((QUIET_WAIT > 0)) || return 0
+    local deadline=$((SECONDS + QUIET_WAIT)) before busy limit=$((CLK_TCK * NCPU / 10))
+    while :; do
+        before=$(busy_ticks)
+        sleep 1
+        busy=$(($(busy_ticks) - before))
+        ((busy <= limit)) && return 0
+        if ((SECONDS >= deadline)); then
+            log "the machine is still busy ($((busy * 100 / CLK_TCK))% of a CPU) after ${QUIET_WAIT}s; measuring anyway (see 'other CPU s')"
+            return 0
+        fi
+    done
+}
+
 run_wrk() { # run_wrk INDEX LABEL ROLE_RANK ROLE REF_KIND
     local i=$1 label=$2 rank=$3 role=$4 ref_kind=$5
     local name=${NAMES[i]} url="http://127.0.0.1:$PORT${PATHS[i]}" out="$TMP/wrk-$i-$rank.txt"
     local -a extra=()
     [[ ${MODES[i]} == close ]] && extra=(-H "Connection: close")
+    wait_quiet
     log "$name: $label, ${CONNS[i]} connections, ${DURATION}s"
     if ((WARMUP > 0)); then
         timeout -k 5 $((WARMUP + 30)) wrk -t"$WRK_THREADS" -c"${CONNS[i]}" -d"${WARMUP}s" \
             --timeout 5s "${extra[@]}" "$url" >/dev/null 2>&1 || true
     fi
     "${PROBE[@]}" snap "$SERVER_PID" >"$TMP/before.json"
-    timeout -k 5 $((DURATION + 30)) wrk -t"$WRK_THREADS" -c"${CONNS[i]}" -d"${DURATION}s" \
-        --timeout 5s -s "$HERE/lib/report.lua" "${extra[@]}" "$url" >"$out" 2>&1 || true
+    local busy_before busy_after client_cpu
+    busy_before=$(busy_ticks)
+    local TIMEFORMAT='%U %S' # bash's `time`: the CPU wrk (the client) used
+    {
+        time timeout -k 5 $((DURATION + 30)) wrk -t"$WRK_THREADS" -c"${CONNS[i]}" -d"${DURATION}s" \
+            --timeout 5s -s "$HERE/lib/report.lua" "${extra[@]}" "$url" >"$out" 2>&1 || true
+    } 2>"$TMP/wrk-time"
+    busy_after=$(busy_ticks)
     "${PROBE[@]}" snap "$SERVER_PID" >"$TMP/after.json"
+    client_cpu=$(awk '{ print $1 + $2 }' "$TMP/wrk-time")
     local line
     if ! line=$(grep '^BENCH_RESULT' "$out"); then
         log "wrk gave no result for $name on $label:"
         cat "$out" >&2
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t0\t-\t-\twrk failed\t-\t-\t-\n' \
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t0\t-\t-\twrk failed\t-\t-\t-\t-\n' \
             "$i" "$rank" "$name" "$label" "$role" "$ref_kind" >>"$TMP/rows.tsv"
         return
     fi
@@ -313,13 +348,17 @@ run_wrk() { # run_wrk INDEX LABEL ROLE_RANK ROLE REF_KIND
     awk -v i="$i" -v rank="$rank" -v name="$name" -v label="$label" -v role="$role" \
         -v ref="$ref_kind" -v n="${r[requests]}" -v us="${r[duration_us]}" \
         -v p50="${r[p50_us]}" -v p99="${r[p99_us]}" -v err="$errors" -v cpu="$cpu" -v ctx="$ctx" \
+        -v busy="$((busy_after - busy_before))" -v tck="$CLK_TCK" -v client="$client_cpu" \
         'BEGIN {
             OFS = "\t"
             rps = us > 0 ? n / (us / 1e6) : 0
             cs = n > 0 ? sprintf("%.2f", ctx / n) : "-"
             per = n > 0 ? sprintf("%.1f", cpu / n * 1e6) : "-"
+            # CPU the rest of the machine used meanwhile: neither the server nor wrk.
+            other = busy / tck - cpu - client
+            if (other < 0) other = 0
             print i, rank, name, label, role, ref, sprintf("%.1f", rps), sprintf("%.2f", p50 / 1000),
-                sprintf("%.2f", p99 / 1000), err, cpu, per, cs
+                sprintf("%.2f", p99 / 1000), err, cpu, per, cs, sprintf("%.1f", other)
         }' >>"$TMP/rows.tsv"
     grep -E '^(Requests/sec|  Socket errors|  Non-2xx)' "$out" | sed 's/^/   /' >&2 || true
 }

@@ -222,14 +222,15 @@ def markdown_table(header, rows, right):
 def cmd_render(rows_path, mem_path, balance_path, md_out, *meta):
     rows = read_tsv(rows_path)
     # rows: scenario, server, role (tine|ref), ref_kind, rps, p50_ms, p99_ms, errors, cpu_s,
-    # server CPU microseconds per request, context switches per request
+    # server CPU microseconds per request, context switches per request, CPU seconds used by
+    # anything but the server and wrk during the run
     refs = {}
     for r in rows:
         if r[2] == "ref":
             refs[r[0]] = float(r[4])
     table = []
     for r in rows:
-        scenario, server, role, ref_kind, rps, p50, p99, errors, cpu, cpu_per_req, ctx = r
+        scenario, server, role, ref_kind, rps, p50, p99, errors, cpu, cpu_per_req, ctx, other = r
         rps_f = float(rps)
         if ref_kind.startswith("ceiling="):
             ref = float(ref_kind.split("=", 1)[1])
@@ -244,10 +245,10 @@ def cmd_render(rows_path, mem_path, balance_path, md_out, *meta):
         else:
             ratio = "-"
         table.append([scenario, server, f"{rps_f:,.0f}", p50, p99, errors, cpu, cpu_per_req, ctx,
-                      ratio])
+                      other, ratio])
     header = ["scenario", "server", "requests/s", "p50 ms", "p99 ms", "errors",
-              "server CPU s", "CPU µs/req", "ctx sw/req", "ratio to ref"]
-    main = markdown_table(header, table, right={2, 3, 4, 5, 6, 7, 8, 9})
+              "server CPU s", "CPU µs/req", "ctx sw/req", "other CPU s", "ratio to ref"]
+    main = markdown_table(header, table, right={2, 3, 4, 5, 6, 7, 8, 9, 10})
 
     mem_rows = read_tsv(mem_path)
     mem_header = ["server", "processes (master + workers)", "RSS idle MiB", "PSS idle MiB", "RSS after MiB",
