@@ -10,8 +10,9 @@
 # Environment:
 #   DURATION=10        seconds per scenario (wrk -d)
 #   WARMUP=2           seconds of unmeasured load before each measured run (0: none)
-#   QUIET_WAIT=20      before each scenario, wait up to this many seconds for the machine to be
+#   QUIET_WAIT=10      before each scenario, wait up to this many seconds for the machine to be
 #                      idle (under 10% CPU busy for a second); 0: don't wait
+#   QUIET_TOTAL=45     at most this many seconds of such waiting in the whole run
 #   WRK_THREADS=2      wrk -t
 #   PORT=18080         the port every server listens on, one at a time
 #   ONLY=REGEX         run only the scenarios whose name matches (e.g. ONLY='^hello')
@@ -30,7 +31,8 @@ PROBE=(python3 "$HERE/lib/probe.py")
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
-QUIET_WAIT=${QUIET_WAIT:-20}
+QUIET_WAIT=${QUIET_WAIT:-10}
+QUIET_TOTAL=${QUIET_TOTAL:-45}
 WRK_THREADS=${WRK_THREADS:-2}
 PORT=${PORT:-18080}
 ONLY=${ONLY:-}
@@ -86,6 +88,7 @@ command -v timeout >/dev/null 2>&1 || die "timeout (coreutils) is required"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a whole number of seconds, got '$DURATION'"
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a whole number of seconds, got '$WARMUP'"
 [[ $QUIET_WAIT =~ ^[0-9]+$ ]] || die "QUIET_WAIT must be a whole number of seconds, got '$QUIET_WAIT'"
+[[ $QUIET_TOTAL =~ ^[0-9]+$ ]] || die "QUIET_TOTAL must be a whole number of seconds, got '$QUIET_TOTAL'"
 CLK_TCK=$(getconf CLK_TCK)
 NCPU=$(nproc)
 
@@ -293,19 +296,23 @@ busy_ticks() { # CPU ticks the whole machine spent in user and system mode so fa
     printf '%s\n' $((user + nice + system))
 }
 
+QUIET_LEFT=$QUIET_TOTAL
 wait_quiet() { # other work on the machine (a build, say) skews every number: wait for it, bounded
-    ((QUIET_WAIT > 0)) || return 0
-    local deadline=$((SECONDS + QUIET_WAIT)) before busy limit=$((CLK_TCK * NCPU / 10))
+    local wait=$((QUIET_WAIT < QUIET_LEFT ? QUIET_WAIT : QUIET_LEFT))
+    ((wait > 0)) || return 0
+    local start=$SECONDS before busy limit=$((CLK_TCK * NCPU / 10))
     while :; do
         before=$(busy_ticks)
         sleep 1
         busy=$(($(busy_ticks) - before))
-        ((busy <= limit)) && return 0
-        if ((SECONDS >= deadline)); then
-            log "the machine is still busy ($((busy * 100 / CLK_TCK))% of a CPU) after ${QUIET_WAIT}s; measuring anyway (see 'other CPU s')"
-            return 0
+        ((busy <= limit)) && break
+        if ((SECONDS - start >= wait)); then
+            log "the machine is still busy ($((busy * 100 / CLK_TCK))% of a CPU) after ${wait}s; measuring anyway (see 'other CPU s')"
+            break
         fi
     done
+    QUIET_LEFT=$((QUIET_LEFT - (SECONDS - start)))
+    ((QUIET_LEFT > 0)) || QUIET_LEFT=0
 }
 
 run_wrk() { # run_wrk INDEX LABEL ROLE_RANK ROLE REF_KIND
