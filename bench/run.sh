@@ -1,0 +1,532 @@
+#!/usr/bin/env bash
+# bench/run.sh: benchmarks tine against nginx on this machine and prints one table.
+#
+# Builds tine (cargo build --release), installs wrk and nginx-light from Debian's packages when
+# they are missing, then starts each server on 127.0.0.1 in turn, each in its own temp dir with
+# its own generated config, runs the scenario matrix below against it with wrk, stops it by its
+# pid, and prints the results. Also writes them as Markdown to bench/results/latest.md.
+#
+# Usage: bench/run.sh            (see "Benchmarks" in README.md)
+# Environment:
+#   DURATION=10        seconds per scenario (wrk -d)
+#   WARMUP=2           seconds of unmeasured load before each measured run (0: none)
+#   QUIET_WAIT=10      before each scenario, wait up to this many seconds for the machine to be
+#                      idle (under 10% CPU busy for a second); 0: don't wait
+#   QUIET_TOTAL=45     at most this many seconds of such waiting in the whole run
+#   WRK_THREADS=2      wrk -t
+#   PORT=18080         the port every server listens on, one at a time
+#   ONLY=REGEX         run only the scenarios whose name matches (e.g. ONLY='^hello')
+#   BALANCE_REQUESTS=2000, BALANCE_CONCURRENCY=16
+#                      the per-worker balance probe after hello-ka-64 (/pid, new connection each)
+#   SKIP_BUILD=1       use the existing target/release/tine
+#   TINE=PATH          benchmark this tine binary instead (implies SKIP_BUILD)
+#   RESULTS=FILE       where the Markdown goes (default bench/results/latest.md)
+#   KEEP_TMP=1         keep the temp dir (configs, server logs, wrk output)
+set -euo pipefail
+export LC_ALL=C
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+PROBE=(python3 "$HERE/lib/probe.py")
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+QUIET_WAIT=${QUIET_WAIT:-10}
+QUIET_TOTAL=${QUIET_TOTAL:-45}
+WRK_THREADS=${WRK_THREADS:-2}
+PORT=${PORT:-18080}
+ONLY=${ONLY:-}
+BALANCE_AFTER=hello-ka-64
+BALANCE_REQUESTS=${BALANCE_REQUESTS:-2000}
+BALANCE_CONCURRENCY=${BALANCE_CONCURRENCY:-16}
+RESULTS=${RESULTS:-$HERE/results/latest.md}
+START_TIMEOUT=10 # seconds a server may take to answer its first request
+STOP_TIMEOUT=10  # seconds between TERM and KILL
+
+# The matrix: one scenario a line.
+#   name | path | connections | keepalive or close (a new connection per request) |
+#   tine settings (- for the defaults; otherwise SECTION.KEY=VALUE ..., @DOCROOT@ is the dir
+#   holding 1k.bin and 1m.bin) | reference: nginx, ceiling=REQUESTS_PER_S, or tine:SETTINGS
+# A scenario whose tine config does not pass `tine --check-config` (e.g. a handler that does not
+# exist yet) is skipped, with the reason.
+SCENARIOS=(
+    "hello-ka-64    | /             | 64  | keepalive | -                                     | nginx"
+    "hello-ka-256   | /             | 256 | keepalive | -                                     | nginx"
+    "hello-close-64 | /             | 64  | close     | -                                     | nginx"
+    "sleep-50ms     | /sleep?ms=50  | 100 | keepalive | server.workers=5 server.threads=4     | ceiling=400"
+    "cpu-200k       | /cpu?n=200000 | 8   | keepalive | server.workers=auto                   | tine:server.workers=1"
+    "static-1k      | /1k.bin       | 64  | keepalive | app.handler=static app.root=@DOCROOT@ | nginx"
+    "static-1m      | /1m.bin       | 16  | keepalive | app.handler=static app.root=@DOCROOT@ | nginx"
+)
+
+log() { printf '== %s\n' "$*" >&2; }
+die() {
+    printf 'bench/run.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+# --- tools -------------------------------------------------------------------------------------
+
+need() { # need COMMAND DEBIAN_PACKAGE
+    command -v "$1" >/dev/null 2>&1 && return 0
+    log "installing $2 (for $1)"
+    if [[ $(id -u) -eq 0 ]]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null ||
+            die "apt-get install $2 failed (try apt-get update first)"
+    else
+        die "$1 is missing: run 'sudo apt-get install $2', or run this script as root"
+    fi
+    command -v "$1" >/dev/null 2>&1 || die "$1 is still missing after installing $2"
+}
+
+for tool in python3 curl cargo; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
+done
+need wrk wrk
+need nginx nginx-light
+command -v timeout >/dev/null 2>&1 || die "timeout (coreutils) is required"
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a whole number of seconds, got '$DURATION'"
+[[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a whole number of seconds, got '$WARMUP'"
+[[ $QUIET_WAIT =~ ^[0-9]+$ ]] || die "QUIET_WAIT must be a whole number of seconds, got '$QUIET_WAIT'"
+[[ $QUIET_TOTAL =~ ^[0-9]+$ ]] || die "QUIET_TOTAL must be a whole number of seconds, got '$QUIET_TOTAL'"
+CLK_TCK=$(getconf CLK_TCK)
+NCPU=$(nproc)
+
+if [[ -n ${TINE:-} ]]; then
+    [[ -x $TINE ]] || die "TINE=$TINE is not an executable"
+else
+    TINE=${CARGO_TARGET_DIR:-$ROOT/target}/release/tine
+    if [[ -z ${SKIP_BUILD:-} ]]; then
+        log "cargo build --release"
+        (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+    fi
+    [[ -x $TINE ]] || die "no tine binary at $TINE"
+fi
+
+# --- state and cleanup -------------------------------------------------------------------------
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/tine-bench.XXXXXX")
+# nginx's workers run as nobody and must reach the document root.
+chmod 755 "$TMP"
+SERVER_PID=""
+NOTIFY_PID=""
+
+cleanup() {
+    local status=$?
+    [[ -n $NOTIFY_PID ]] && kill "$NOTIFY_PID" 2>/dev/null
+    [[ -n $SERVER_PID ]] && stop_server
+    if [[ -n ${KEEP_TMP:-} ]]; then
+        log "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$TMP/docroot"
+head -c 1024 /dev/urandom >"$TMP/docroot/1k.bin"
+head -c $((1024 * 1024)) /dev/urandom >"$TMP/docroot/1m.bin"
+chmod 644 "$TMP/docroot/"*.bin
+
+trim() {
+    local s=$1
+    s=${s#"${s%%[![:space:]]*}"}
+    s=${s%"${s##*[![:space:]]}"}
+    printf '%s' "$s"
+}
+
+# --- configs -----------------------------------------------------------------------------------
+
+toml_value() { # a bare number, or a quoted string
+    if [[ $1 =~ ^[0-9]+$ ]]; then printf '%s' "$1"; else printf '"%s"' "$1"; fi
+}
+
+write_tine_config() { # write_tine_config FILE SETTINGS
+    local file=$1 settings=$2 item key value server="" app="" has_handler=""
+    if [[ $settings != "-" ]]; then
+        for item in $settings; do
+            item=${item//@DOCROOT@/$TMP/docroot}
+            key=${item%%=*}
+            value=$(toml_value "${item#*=}")
+            case $key in
+                server.*) server+="${key#server.} = $value"$'\n' ;;
+                app.*)
+                    app+="${key#app.} = $value"$'\n'
+                    [[ $key == app.handler ]] && has_handler=1
+                    ;;
+                *) die "unknown setting '$item' in the scenario table (use server.KEY or app.KEY)" ;;
+            esac
+        done
+    fi
+    [[ -n $has_handler ]] || app="handler = \"demo\""$'\n'"$app"
+    cat >"$file" <<EOF
+# generated by bench/run.sh
+[server]
+bind = "127.0.0.1:$PORT"
+graceful_timeout = "5s"
+${server}
+[log]
+level = "info"
+
+[app]
+${app}
+EOF
+}
+
+write_nginx_config() { # write_nginx_config DIR
+    local dir=$1
+    mkdir -p "$dir/logs" "$dir/tmp"
+    cat >"$dir/nginx.conf" <<EOF
+# generated by bench/run.sh
+daemon off;
+master_process on;
+worker_processes auto;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+
+events {
+    worker_connections 4096;
+}
+
+http {
+    access_log off;
+    default_type text/plain;
+    # tine has no per-connection request limit; nginx's default (1000) would add reconnects.
+    keepalive_requests 1000000;
+    client_body_temp_path $dir/tmp/body;
+
+    server {
+        listen 127.0.0.1:$PORT;
+        root $TMP/docroot;
+        location = / {
+            return 200 "Hello, World!";
+        }
+        location = /pid {
+            return 200 "\$pid\n";
+        }
+    }
+}
+EOF
+}
+
+# --- servers -----------------------------------------------------------------------------------
+
+READY_MS="-"
+ANSWER_MS="-"
+
+ms_since() { # ms_since EPOCH_SECONDS [NOW]
+    awk -v a="$1" -v b="${2:-$EPOCHREALTIME}" 'BEGIN { printf "%.0f", (b - a) * 1000 }'
+}
+
+port_busy() { curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/"; }
+
+wait_answer() { # wait_answer START_EPOCH: polls with curl until the server answers, bounded
+    local start=$1 deadline=$((SECONDS + START_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        kill -0 "$SERVER_PID" 2>/dev/null || return 1
+        if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/"; then
+            ANSWER_MS=$(ms_since "$start")
+            return 0
+        fi
+        sleep 0.01
+    done
+    return 1
+}
+
+start_tine() { # start_tine DIR SETTINGS
+    local dir=$1 settings=$2 sock start ready_at
+    mkdir -p "$dir"
+    write_tine_config "$dir/tine.toml" "$settings"
+    sock=$dir/notify.sock
+    "${PROBE[@]}" notify "$sock" "$START_TIMEOUT" >"$dir/ready-at" &
+    NOTIFY_PID=$!
+    for _ in $(seq 500); do
+        [[ -S $sock ]] && break
+        sleep 0.01
+    done
+    [[ -S $sock ]] || die "the READY=1 listener did not bind $sock"
+    start=$EPOCHREALTIME
+    NOTIFY_SOCKET=$sock "$TINE" -c "$dir/tine.toml" >"$dir/server.log" 2>&1 &
+    SERVER_PID=$!
+    if wait "$NOTIFY_PID"; then
+        read -r ready_at <"$dir/ready-at"
+        READY_MS=$(ms_since "$start" "$ready_at")
+    else
+        READY_MS="-"
+        log "tine sent no READY=1 within ${START_TIMEOUT}s"
+    fi
+    NOTIFY_PID=""
+    wait_answer "$start"
+}
+
+start_nginx() { # start_nginx DIR
+    local dir=$1 start
+    mkdir -p "$dir"
+    write_nginx_config "$dir"
+    start=$EPOCHREALTIME
+    nginx -p "$dir/" -e "$dir/logs/error.log" -c "$dir/nginx.conf" >"$dir/server.log" 2>&1 &
+    SERVER_PID=$!
+    READY_MS="-"
+    wait_answer "$start"
+}
+
+stop_server() { # TERM by pid, KILL after STOP_TIMEOUT
+    local pid=$SERVER_PID deadline=$((SECONDS + STOP_TIMEOUT))
+    SERVER_PID=""
+    kill -TERM "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+        sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "pid $pid still running ${STOP_TIMEOUT}s after TERM; sending KILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+# --- one wrk run -------------------------------------------------------------------------------
+
+declare -A WORKER_CPU # instance label -> per-worker CPU seconds in the balance scenario
+
+busy_ticks() { # CPU ticks the whole machine spent in user and system mode so far
+    local _cpu user nice system _rest
+    read -r _cpu user nice system _rest </proc/stat
+    printf '%s\n' $((user + nice + system))
+}
+
+QUIET_LEFT=$QUIET_TOTAL
+wait_quiet() { # other work on the machine (a build, say) skews every number: wait for it, bounded
+    local wait=$((QUIET_WAIT < QUIET_LEFT ? QUIET_WAIT : QUIET_LEFT))
+    ((wait > 0)) || return 0
+    local start=$SECONDS before busy limit=$((CLK_TCK * NCPU / 10))
+    while :; do
+        before=$(busy_ticks)
+        sleep 1
+        busy=$(($(busy_ticks) - before))
+        ((busy <= limit)) && break
+        if ((SECONDS - start >= wait)); then
+            log "the machine is still busy ($((busy * 100 / CLK_TCK))% of a CPU) after ${wait}s; measuring anyway (see 'other CPU s')"
+            break
+        fi
+    done
+    QUIET_LEFT=$((QUIET_LEFT - (SECONDS - start)))
+    ((QUIET_LEFT > 0)) || QUIET_LEFT=0
+}
+
+run_wrk() { # run_wrk INDEX LABEL ROLE_RANK ROLE REF_KIND
+    local i=$1 label=$2 rank=$3 role=$4 ref_kind=$5
+    local name=${NAMES[i]} url="http://127.0.0.1:$PORT${PATHS[i]}" out="$TMP/wrk-$i-$rank.txt"
+    local -a extra=()
+    [[ ${MODES[i]} == close ]] && extra=(-H "Connection: close")
+    wait_quiet
+    log "$name: $label, ${CONNS[i]} connections, ${DURATION}s"
+    if ((WARMUP > 0)); then
+        timeout -k 5 $((WARMUP + 30)) wrk -t"$WRK_THREADS" -c"${CONNS[i]}" -d"${WARMUP}s" \
+            --timeout 5s "${extra[@]}" "$url" >/dev/null 2>&1 || true
+    fi
+    "${PROBE[@]}" snap "$SERVER_PID" >"$TMP/before.json"
+    local busy_before busy_after client_cpu
+    busy_before=$(busy_ticks)
+    local TIMEFORMAT='%U %S' # bash's `time`: the CPU wrk (the client) used
+    {
+        time timeout -k 5 $((DURATION + 30)) wrk -t"$WRK_THREADS" -c"${CONNS[i]}" -d"${DURATION}s" \
+            --timeout 5s -s "$HERE/lib/report.lua" "${extra[@]}" "$url" >"$out" 2>&1 || true
+    } 2>"$TMP/wrk-time"
+    busy_after=$(busy_ticks)
+    "${PROBE[@]}" snap "$SERVER_PID" >"$TMP/after.json"
+    client_cpu=$(awk '{ print $1 + $2 }' "$TMP/wrk-time")
+    local line
+    if ! line=$(grep '^BENCH_RESULT' "$out"); then
+        log "wrk gave no result for $name on $label:"
+        cat "$out" >&2
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t0\t-\t-\twrk failed\t-\t-\t-\t-\n' \
+            "$i" "$rank" "$name" "$label" "$role" "$ref_kind" >>"$TMP/rows.tsv"
+        return
+    fi
+    local -A r=()
+    local kv
+    for kv in ${line#BENCH_RESULT }; do r[${kv%%=*}]=${kv#*=}; done
+    local cpu ctx workers
+    read -r cpu ctx workers < <("${PROBE[@]}" delta "$TMP/before.json" "$TMP/after.json")
+    [[ $name == "$BALANCE_AFTER" ]] && WORKER_CPU[$label]=$workers
+    local errors=$((r[connect] + r[read] + r[write] + r[timeout] + r[status]))
+    awk -v i="$i" -v rank="$rank" -v name="$name" -v label="$label" -v role="$role" \
+        -v ref="$ref_kind" -v n="${r[requests]}" -v us="${r[duration_us]}" \
+        -v p50="${r[p50_us]}" -v p99="${r[p99_us]}" -v err="$errors" -v cpu="$cpu" -v ctx="$ctx" \
+        -v busy="$((busy_after - busy_before))" -v tck="$CLK_TCK" -v client="$client_cpu" \
+        'BEGIN {
+            OFS = "\t"
+            rps = us > 0 ? n / (us / 1e6) : 0
+            cs = n > 0 ? sprintf("%.2f", ctx / n) : "-"
+            per = n > 0 ? sprintf("%.1f", cpu / n * 1e6) : "-"
+            # CPU the rest of the machine used meanwhile: neither the server nor wrk.
+            other = busy / tck - cpu - client
+            if (other < 0) other = 0
+            print i, rank, name, label, role, ref, sprintf("%.1f", rps), sprintf("%.2f", p50 / 1000),
+                sprintf("%.2f", p99 / 1000), err, cpu, per, cs, sprintf("%.1f", other)
+        }' >>"$TMP/rows.tsv"
+    grep -E '^(Requests/sec|  Socket errors|  Non-2xx)' "$out" | sed 's/^/   /' >&2 || true
+}
+
+balance() { # balance LABEL: /pid over new connections, after the balance scenario
+    local label=$1 result
+    log "$label: $BALANCE_REQUESTS requests to /pid, a new connection each, $BALANCE_CONCURRENCY at a time"
+    if ! result=$(timeout 120 "${PROBE[@]}" balance "http://127.0.0.1:$PORT/pid" \
+        "$BALANCE_REQUESTS" "$BALANCE_CONCURRENCY" "$SERVER_PID"); then
+        log "the balance probe failed"
+        return
+    fi
+    local n workers min max errors detail ratio
+    read -r n workers min max errors detail <<<"$result"
+    ratio=$(awk -v a="$max" -v b="$min" 'BEGIN { print (b > 0) ? sprintf("%.2f", a / b) : "inf (a worker got none)" }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$n" "$workers" "$min" "$max" "$ratio" \
+        "$errors" "$detail" "${WORKER_CPU[$label]:--}" >>"$TMP/balance.tsv"
+}
+
+mem_mib() { # mem_mib MASTER_PID -> "RSS_MIB PSS_MIB PROCESSES"
+    "${PROBE[@]}" mem "$1" | awk '{ printf "%.1f %.1f %d\n", $1 / 1024, $2 / 1024, $3 }'
+}
+
+# --- the matrix --------------------------------------------------------------------------------
+
+NAMES=() PATHS=() CONNS=() MODES=() TSETS=() REFS=()
+for line in "${SCENARIOS[@]}"; do
+    IFS='|' read -r name path conns mode tset ref <<<"$line"
+    name=$(trim "$name")
+    [[ -n $ONLY && ! $name =~ $ONLY ]] && continue
+    NAMES+=("$name")
+    PATHS+=("$(trim "$path")")
+    CONNS+=("$(trim "$conns")")
+    MODES+=("$(trim "$mode")")
+    TSETS+=("$(trim "$tset")")
+    REFS+=("$(trim "$ref")")
+done
+((${#NAMES[@]} > 0)) || die "no scenario matches ONLY='$ONLY'"
+
+# Server instances ("tine|SETTINGS" or "nginx|-"), each started once: tine's first, then the
+# references.
+INSTANCES=()
+add_instance() {
+    local key
+    for key in "${INSTANCES[@]}"; do [[ $key == "$1" ]] && return 0; done
+    INSTANCES+=("$1")
+}
+ref_instance() { # the instance a scenario's reference runs on, or nothing for a ceiling
+    case ${REFS[$1]} in
+        nginx) printf 'nginx|-' ;;
+        tine:*) printf 'tine|%s' "${REFS[$1]#tine:}" ;;
+    esac
+}
+for i in "${!NAMES[@]}"; do add_instance "tine|${TSETS[i]}"; done
+for i in "${!NAMES[@]}"; do
+    key=$(ref_instance "$i")
+    [[ -n $key ]] && add_instance "$key"
+done
+
+instance_label() {
+    local kind=${1%%|*} settings=${1#*|} item out
+    [[ $kind == nginx ]] && {
+        printf 'nginx'
+        return
+    }
+    out=tine
+    if [[ $settings != "-" ]]; then
+        for item in $settings; do
+            [[ $item == *@DOCROOT@* ]] && continue
+            item=${item#server.}
+            out+=" ${item#app.}"
+        done
+    fi
+    printf '%s' "$out"
+}
+
+# Skip scenarios whose tine config tine does not accept (yet).
+declare -A SKIP_REASON
+n=0
+for key in "${INSTANCES[@]}"; do
+    [[ $key == tine\|* ]] || continue
+    n=$((n + 1))
+    mkdir -p "$TMP/check-$n"
+    write_tine_config "$TMP/check-$n/tine.toml" "${key#tine|}"
+    if ! out=$("$TINE" --check-config -c "$TMP/check-$n/tine.toml" 2>&1); then
+        SKIP_REASON[$key]=$(printf '%s' "$out" | grep -v 'problems in the config' | sed "s|$TMP/check-$n/||" |
+            tr '\n' ';' | sed 's/;$//; s/;/; /g' | tr -s ' ')
+    fi
+done
+SKIPPED=()
+for i in "${!NAMES[@]}"; do
+    for key in "tine|${TSETS[i]}" "$(ref_instance "$i")"; do
+        if [[ -n $key && -n ${SKIP_REASON[$key]:-} ]]; then
+            SKIPPED[i]="tine --check-config refuses its config: ${SKIP_REASON[$key]}"
+            log "skipping ${NAMES[i]}: ${SKIPPED[i]}"
+            break
+        fi
+    done
+done
+
+: >"$TMP/rows.tsv"
+: >"$TMP/mem.tsv"
+: >"$TMP/balance.tsv"
+port_busy && die "something already answers on 127.0.0.1:$PORT; set PORT to a free port"
+
+n=0
+for key in "${INSTANCES[@]}"; do
+    n=$((n + 1))
+    uses=()
+    for i in "${!NAMES[@]}"; do
+        [[ -n ${SKIPPED[i]:-} ]] && continue
+        if [[ "tine|${TSETS[i]}" == "$key" || $(ref_instance "$i") == "$key" ]]; then
+            uses+=("$i")
+        fi
+    done
+    ((${#uses[@]} > 0)) || continue
+    label=$(instance_label "$key")
+    dir="$TMP/server-$n"
+    log "starting $label"
+    port_busy && die "127.0.0.1:$PORT is still taken before starting $label"
+    if [[ $key == nginx\|* ]]; then
+        start_nginx "$dir" || die "nginx did not answer within ${START_TIMEOUT}s; its log: $(cat "$dir/server.log" "$dir/logs/error.log" 2>/dev/null)"
+    else
+        start_tine "$dir" "${key#tine|}" || die "tine did not answer within ${START_TIMEOUT}s; its log: $(cat "$dir/server.log")"
+    fi
+    sleep 0.5
+    read -r rss_idle pss_idle procs < <(mem_mib "$SERVER_PID")
+    for i in "${uses[@]}"; do
+        if [[ "tine|${TSETS[i]}" == "$key" ]]; then
+            run_wrk "$i" "$label" 0 tine "${REFS[i]}"
+        else
+            run_wrk "$i" "$label" 1 ref "${REFS[i]}"
+        fi
+        [[ ${NAMES[i]} == "$BALANCE_AFTER" ]] && balance "$label"
+    done
+    sleep 0.5
+    read -r rss_after pss_after _ < <(mem_mib "$SERVER_PID")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$procs" "$rss_idle" "$pss_idle" \
+        "$rss_after" "$pss_after" "$READY_MS" "$ANSWER_MS" >>"$TMP/mem.tsv"
+    stop_server
+done
+
+# --- the table ---------------------------------------------------------------------------------
+
+sort -t $'\t' -k1,1n -k2,2n "$TMP/rows.tsv" | cut -f3- >"$TMP/rows-sorted.tsv"
+mkdir -p "$(dirname "$RESULTS")"
+first_line() { "$@" 2>&1 | head -n 1 || true; }
+cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
+tine_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+meta=(
+    "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs (${cpu_model:-unknown model}), $(uname -sr)"
+    "$(first_line "$TINE" --version) (git $tine_commit), $(first_line nginx -v | sed 's/^nginx version: //'), $(first_line wrk -v | awk '{print "wrk " $2}')"
+    "wrk -t$WRK_THREADS -d${DURATION}s per scenario after ${WARMUP}s of warm-up; load generator and servers share the machine"
+)
+for i in "${!NAMES[@]}"; do
+    [[ -n ${SKIPPED[i]:-} ]] && meta+=("skipped ${NAMES[i]}: ${SKIPPED[i]}")
+done
+echo
+"${PROBE[@]}" render "$TMP/rows-sorted.tsv" "$TMP/mem.tsv" "$TMP/balance.tsv" "$RESULTS" "${meta[@]}"
+echo
+for i in "${!NAMES[@]}"; do
+    [[ -n ${SKIPPED[i]:-} ]] && echo "skipped ${NAMES[i]}: ${SKIPPED[i]}"
+done
+echo "written to ${RESULTS#"$ROOT"/}"
