@@ -202,6 +202,15 @@ struct Conn {
     label: Option<String>,
     /// What the access log records about the request being answered (only with a log).
     access: Option<AccessInfo>,
+    /// The socket may hold bytes not yet read: set by a readable event and by a read that
+    /// filled the buffer, cleared by a short read. Saves the read that would only say EAGAIN.
+    unread: bool,
+    /// Whether this connection has handed a request to the pool yet; until then it counts
+    /// against the worker's room, so one worker cannot take a whole burst of connections.
+    fresh: bool,
+    /// A response that must not be cut short by a reset: drain what the client still sends
+    /// before closing (error responses, whose request may not have been read in full).
+    linger: bool,
 }
 
 /// The request's side of an access log line, kept from dispatch to response.
@@ -271,6 +280,8 @@ struct Worker<'a> {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     live_conns: usize,
+    /// Connections accepted that have not yet handed a request to the pool.
+    fresh_conns: usize,
     in_flight: usize,
     next_serial: u64,
     phase: Phase,
@@ -394,6 +405,7 @@ impl<'a> Worker<'a> {
             conns: Vec::new(),
             free: Vec::new(),
             live_conns: 0,
+            fresh_conns: 0,
             in_flight: 0,
             next_serial: 0,
             phase: Phase::Running,
@@ -456,7 +468,10 @@ impl<'a> Worker<'a> {
                             return Stopped::Abrupt;
                         }
                     }
-                    Token(n) if n >= FIRST_CONN => self.on_conn_event(n - FIRST_CONN),
+                    Token(n) if n >= FIRST_CONN => self.on_conn_event(
+                        n - FIRST_CONN,
+                        event.is_readable() || event.is_read_closed(),
+                    ),
                     Token(n) => self.on_listener(n - FIRST_LISTENER),
                 }
             }
@@ -634,8 +649,10 @@ impl<'a> Worker<'a> {
         if self.phase != Phase::Running {
             return;
         }
-        let has_room =
-            self.in_flight + self.pulls < self.threads && self.live_conns < self.max_connections;
+        // A connection accepted but not yet sent to the pool counts as work to come, so a
+        // worker that woke first cannot take a whole burst while others have idle threads.
+        let has_room = self.in_flight + self.pulls + self.fresh_conns < self.threads
+            && self.live_conns < self.max_connections;
         if let Err(err) = self.set_accepting(has_room) {
             log::error!("could not change listener registration: {err}");
         }
@@ -707,8 +724,13 @@ impl<'a> Worker<'a> {
             dispatched_at: Instant::now(),
             label: None,
             access: None,
+            // The client may have sent its request already.
+            unread: true,
+            fresh: true,
+            linger: false,
         });
         self.live_conns += 1;
+        self.fresh_conns += 1;
         self.update_accepting();
         // The client may already have sent its request; edge-triggered events for data that
         // arrived before registration are not guaranteed, so look now.
@@ -728,15 +750,15 @@ impl<'a> Worker<'a> {
         self.board.beat(sys::monotonic_ms());
     }
 
-    fn on_conn_event(&mut self, index: usize) {
-        let Some(state) = self
-            .conns
-            .get(index)
-            .and_then(|c| c.as_ref())
-            .map(|c| c.state)
-        else {
+    fn on_conn_event(&mut self, index: usize, readable: bool) {
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
+        if readable {
+            // New bytes (or the end): worth a read once the connection reads again.
+            conn.unread = true;
+        }
+        let state = conn.state;
         match state {
             ConnState::Reading => self.drive_read(index),
             ConnState::Writing => self.drive_write(index),
@@ -799,6 +821,11 @@ impl<'a> Worker<'a> {
                     }
                 }
             }
+            if !conn.unread {
+                // The last read came back short: the socket is empty, and edge-triggered epoll
+                // reports the next bytes. Reading again now would only return EAGAIN.
+                return;
+            }
             let idle_before = conn.decoder.is_idle() && conn.pending_input().is_empty();
             match read_more(conn) {
                 Ok(0) => {
@@ -812,7 +839,10 @@ impl<'a> Worker<'a> {
                         conn.deadline = Instant::now() + header_timeout;
                     }
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    conn.unread = false;
+                    return;
+                }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => {
                     log::debug!("read from {}: {err}", peer_text(conn.peer));
@@ -845,6 +875,10 @@ impl<'a> Worker<'a> {
             return;
         };
         conn.keep_alive = head.keep_alive && !stopping && !keepalive_off;
+        if conn.fresh {
+            conn.fresh = false;
+            self.fresh_conns -= 1;
+        }
         conn.version = head.version;
         conn.head_request = head.method == "HEAD";
         conn.dispatched_at = Instant::now();
@@ -1115,6 +1149,7 @@ impl<'a> Worker<'a> {
             return;
         };
         self.board.record(err.status, 0);
+        conn.linger = true;
         if let Some(log) = self.access_log.as_mut() {
             // A request that never parsed has only its peer; one that timed out in the
             // handler still has what it was.
@@ -1266,11 +1301,16 @@ impl<'a> Worker<'a> {
             conn.deadline = Instant::now() + wait;
             // A pipelined request may already be buffered or waiting in the socket.
             self.drive_read(index);
-        } else {
+        } else if conn.linger || conn.unread || !conn.pending_input().is_empty() {
             conn.stream.shutdown_write();
             conn.state = ConnState::Lingering;
             conn.deadline = Instant::now() + LINGER;
             self.drive_linger(index);
+        } else {
+            // The request was read in full and nothing followed it: no reset can overtake the
+            // response, so close now rather than wait for the client.
+            conn.stream.shutdown_write();
+            self.close(index);
         }
     }
 
@@ -1320,6 +1360,9 @@ impl<'a> Worker<'a> {
         if let Some(StreamOut::Ready { producer, .. }) = conn.streamed.take() {
             self.discard(index, conn.serial, producer);
         }
+        if conn.fresh {
+            self.fresh_conns -= 1;
+        }
         self.free.push(index);
         self.live_conns -= 1;
         self.update_accepting();
@@ -1348,7 +1391,7 @@ impl<'a> Worker<'a> {
         }
         let mut oldest_dispatch: Option<Instant> = None;
         for index in 0..self.conns.len() {
-            let Some(conn) = self.conns[index].as_ref() else {
+            let Some(conn) = self.conns[index].as_mut() else {
                 continue;
             };
             if conn.state == ConnState::InPool {
@@ -1371,6 +1414,17 @@ impl<'a> Worker<'a> {
                 continue;
             }
             if now < conn.deadline {
+                if conn.state == ConnState::Reading
+                    && conn.decoder.is_idle()
+                    && conn.pending_input().is_empty()
+                    && conn.read_buf.capacity() > 0
+                {
+                    // An idle keep-alive connection keeps its slab entry and its timer, not a
+                    // read buffer: the next request allocates one again.
+                    conn.read_buf = Vec::new();
+                    conn.read_start = 0;
+                    conn.read_end = 0;
+                }
                 continue;
             }
             let idle = conn.decoder.is_idle() && conn.pending_input().is_empty();
@@ -1472,8 +1526,11 @@ fn read_more(conn: &mut Conn) -> io::Result<usize> {
         let grown = (conn.read_buf.len() * 2).max(READ_CHUNK);
         conn.read_buf.resize(grown, 0);
     }
+    let room = conn.read_buf.len() - conn.read_end;
     let n = conn.stream.read(&mut conn.read_buf[conn.read_end..])?;
     conn.read_end += n;
+    // Fewer bytes than asked for: the socket is drained (a full read may have left more).
+    conn.unread = n == room;
     Ok(n)
 }
 
