@@ -1354,7 +1354,8 @@ impl<'a> Worker<'a> {
         let Some(mut conn) = self.conns.get_mut(index).and_then(Option::take) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut conn.stream);
+        // No deregister: closing the socket (dropping `conn`) takes it out of epoll, and the
+        // socket is never shared with another descriptor. One system call less per connection.
         // A request still with the pool stays counted in flight until its answer comes back,
         // finds the serial gone, and is dropped; so does a stream's chunk being pulled.
         if let Some(StreamOut::Ready { producer, .. }) = conn.streamed.take() {

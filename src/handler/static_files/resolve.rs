@@ -126,14 +126,69 @@ pub struct Root {
     canonical: PathBuf,
     /// Follow symbolic links wherever they lead; otherwise only to somewhere under the root.
     follow_symlinks: bool,
+    /// The root held open, for `openat2(RESOLVE_BENEATH)`: one system call per file instead
+    /// of resolving every component and checking the result. `None` where it cannot be opened.
+    dir: Option<std::sync::Arc<File>>,
 }
+
+/// Only regular files and directories are served; anything else (a device, a FIFO, a
+/// socket) is `NotFound`, like a path outside the root.
+fn servable(file: File) -> io::Result<Opened> {
+    let metadata = file.metadata()?;
+    if !metadata.is_file() && !metadata.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "not a regular file or directory",
+        ));
+    }
+    Ok(Opened { file, metadata })
+}
+
+/// Set once `openat2` turned out to be unavailable (an old kernel, a seccomp filter), so the
+/// handler stops trying it.
+static NO_OPENAT2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl Root {
     /// `canonical` must already be canonical.
     pub fn new(canonical: PathBuf, follow_symlinks: bool) -> Root {
+        let dir = File::options()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&canonical)
+            .ok()
+            .map(std::sync::Arc::new);
         Root {
             canonical,
             follow_symlinks,
+            dir,
+        }
+    }
+
+    /// The fast path for [`Root::open`]: `None` when it cannot decide (no `openat2`, or a
+    /// path the kernel refused to resolve beneath the root, which the slow path then judges:
+    /// an absolute link back inside the root is allowed, one leading out is not).
+    fn open_beneath(&self, relative: &Path) -> Option<io::Result<File>> {
+        use std::os::fd::AsFd;
+        use std::sync::atomic::Ordering;
+        let dir = self.dir.as_ref()?;
+        if NO_OPENAT2.load(Ordering::Relaxed) {
+            return None;
+        }
+        let relative = if relative.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            relative
+        };
+        match crate::sys::open_beneath(dir.as_fd(), relative, libc::O_RDONLY | libc::O_NONBLOCK) {
+            Ok(file) => Some(Ok(file)),
+            Err(err) => match err.raw_os_error() {
+                Some(libc::ENOSYS | libc::EPERM) => {
+                    NO_OPENAT2.store(true, Ordering::Relaxed);
+                    None
+                }
+                Some(libc::EXDEV | libc::ELOOP) => None,
+                _ => Some(Err(err)),
+            },
         }
     }
 
@@ -150,6 +205,11 @@ impl Root {
     /// and the open is caught too. Only regular files and directories are returned; anything
     /// else (a device, a FIFO, a socket) is `NotFound`, like a path outside the root.
     pub fn open(&self, relative: &Path) -> io::Result<Opened> {
+        if !self.follow_symlinks
+            && let Some(opened) = self.open_beneath(relative)
+        {
+            return servable(opened?);
+        }
         let joined = self.canonical.join(relative);
         let outside = || io::Error::new(io::ErrorKind::NotFound, "outside the root");
         let (path, flags) = if self.follow_symlinks {
@@ -175,14 +235,7 @@ impl Root {
                 return Err(outside());
             }
         }
-        let metadata = file.metadata()?;
-        if !metadata.is_file() && !metadata.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "not a regular file or directory",
-            ));
-        }
-        Ok(Opened { file, metadata })
+        servable(file)
     }
 
     /// Names in the directory `relative`, sorted, with whether each is a directory (following
