@@ -1308,8 +1308,7 @@ impl<'a> Worker<'a> {
             self.drive_linger(index);
         } else {
             // The request was read in full and nothing followed it: no reset can overtake the
-            // response, so close now rather than wait for the client.
-            conn.stream.shutdown_write();
+            // response, so close now (the close sends the FIN) rather than wait for the client.
             self.close(index);
         }
     }
