@@ -187,6 +187,8 @@ pub struct MasterSetup<'a> {
 struct Reload {
     /// The config to return to if the new workers cannot start.
     old_config: Config,
+    /// How many workers it ran.
+    old_desired: usize,
     started: Instant,
 }
 
@@ -585,6 +587,20 @@ impl<'a> Master<'a> {
             if self.table.previous_count() == 0 {
                 self.finish_reload();
             }
+        } else if let Some(reload) = &self.reload {
+            // New workers that keep crashing never report ready: without a bound the old
+            // generation would serve for ever and every later HUP would wait behind this one.
+            let limit = self.config.server.timeout.max(Duration::from_secs(10));
+            if reload.started.elapsed() > limit {
+                self.rollback_reload(&format!(
+                    "the new workers were not all ready within {}",
+                    format_lifetime(limit)
+                ));
+                if self.reload_again {
+                    self.reload_again = false;
+                    self.begin_reload();
+                }
+            }
         }
         Ok(())
     }
@@ -655,11 +671,13 @@ impl<'a> Master<'a> {
             config.log.error_log = self.config.log.error_log.clone();
         }
         let old_config = std::mem::replace(&mut self.config, config);
+        let old_desired = self.table.desired();
         self.tick = (self.config.server.timeout / 4).clamp(Duration::from_millis(10), MAX_TICK);
         self.table.begin_generation();
         self.table.set_desired(workers);
         self.reload = Some(Reload {
             old_config,
+            old_desired,
             started: Instant::now(),
         });
         log::info!("reload: starting {workers} workers with the new config");
@@ -707,6 +725,8 @@ impl<'a> Master<'a> {
         for pid in self.table.rollback_generation() {
             let _ = sys::send_signal(pid, Signal::SIGTERM);
         }
+        // Old workers already retired for new ones that were up are started again.
+        self.table.set_desired(reload.old_desired);
         self.close_unused_listeners();
         let _ = sys::sd_notify(&format!(
             "READY=1\nSTATUS=reload failed: {why}; still serving the previous config"

@@ -237,3 +237,29 @@ fn status_and_stopping_reach_systemd() {
     server.wait_for_notify("STOPPING=1");
     assert_eq!(server.wait_exit().code(), Some(0));
 }
+
+#[test]
+fn a_reload_whose_new_workers_cannot_start_rolls_back() {
+    let mut server = Server::start(BASE);
+    let workers = server.workers();
+    let load = Load::start(server.addr);
+    // Valid TOML, but the application cannot be built: the root does not exist.
+    server.rewrite_config(
+        "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 2\nthreads = 4\n\
+         [app]\nhandler = \"static\"\nroot = \"/nonexistent/tine-root\"\n",
+    );
+    server.signal(Signal::SIGHUP);
+    let message = server.wait_for_notify("READY=1");
+    assert!(message.contains("reload failed"), "{message}");
+    std::thread::sleep(Duration::from_millis(300));
+    let report = load.stop();
+    assert!(
+        report.failures.is_empty(),
+        "{:?}\nlog:\n{}",
+        report.failures,
+        server.log()
+    );
+    assert_eq!(server.workers(), workers, "the old workers kept serving");
+    assert!(server.log().contains("going back to the previous config"));
+    assert_eq!(server.get("/").text(), "Hello, World!");
+}
