@@ -67,8 +67,8 @@ const MEMORY_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How long a closing connection keeps draining the client's unread bytes, so the close does
 /// not turn into a reset that destroys the response in flight.
 const LINGER: Duration = Duration::from_secs(2);
-/// Read size for client sockets.
-const READ_CHUNK: usize = 16 * 1024;
+/// The worker's scratch buffer for reads from client sockets.
+const READ_CHUNK: usize = 64 * 1024;
 /// Most bytes one connection writes before the loop turns to other connections; a client that
 /// takes more than this at once resumes after the next poll.
 const WRITE_BUDGET: usize = 1 << 20;
@@ -265,6 +265,8 @@ impl Conn {
 
 struct Worker<'a> {
     poll: Poll,
+    /// Where reads from client sockets land first; see `read_more`.
+    scratch: Box<[u8]>,
     slot: usize,
     access_log: Option<AccessLog>,
     trusted: Vec<forwarded::Trusted>,
@@ -392,6 +394,7 @@ impl<'a> Worker<'a> {
         };
         let mut worker = Worker {
             poll,
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             slot: context.slot,
             access_log,
             trusted: server.forwarded_allow_ips.clone(),
@@ -796,6 +799,13 @@ impl<'a> Worker<'a> {
                     body,
                 }) => {
                     conn.read_start += consumed;
+                    if conn.read_start == conn.read_end {
+                        // Nothing pipelined behind it: give the buffer back now, so the
+                        // connection holds none while the request runs and while it is idle.
+                        conn.read_buf = Vec::new();
+                        conn.read_start = 0;
+                        conn.read_end = 0;
+                    }
                     match store_body(conn, body, body_buffer) {
                         Ok(body) => self.dispatch(index, head, body),
                         Err(err) => self.body_not_stored(index, &err),
@@ -827,7 +837,7 @@ impl<'a> Worker<'a> {
                 return;
             }
             let idle_before = conn.decoder.is_idle() && conn.pending_input().is_empty();
-            match read_more(conn) {
+            match read_more(conn, &mut self.scratch) {
                 Ok(0) => {
                     // The client closed its side; whatever partial request there was is gone.
                     self.close(index);
@@ -1513,24 +1523,23 @@ fn jitter(max: u64) -> u64 {
 
 /// Reads once into the connection's buffer, growing it when it is nearly full and reclaiming
 /// the space of decoded bytes first.
-fn read_more(conn: &mut Conn) -> io::Result<usize> {
+fn read_more(conn: &mut Conn, scratch: &mut [u8]) -> io::Result<usize> {
     if conn.read_start == conn.read_end {
+        conn.read_buf.clear();
         conn.read_start = 0;
         conn.read_end = 0;
-    } else if conn.read_start > 0 && conn.read_buf.len() - conn.read_end < READ_CHUNK / 2 {
-        conn.read_buf.copy_within(conn.read_start..conn.read_end, 0);
+    } else if conn.read_start > 0 && conn.read_start >= conn.read_buf.len() / 2 {
+        conn.read_buf.drain(..conn.read_start);
         conn.read_end -= conn.read_start;
         conn.read_start = 0;
     }
-    if conn.read_buf.len() - conn.read_end < READ_CHUNK / 2 {
-        let grown = (conn.read_buf.len() * 2).max(READ_CHUNK);
-        conn.read_buf.resize(grown, 0);
-    }
-    let room = conn.read_buf.len() - conn.read_end;
-    let n = conn.stream.read(&mut conn.read_buf[conn.read_end..])?;
-    conn.read_end += n;
+    // Into the worker's one scratch buffer, then only the bytes that came into the
+    // connection's own: an idle keep-alive connection holds no read buffer at all.
+    let n = conn.stream.read(scratch)?;
+    conn.read_buf.extend_from_slice(&scratch[..n]);
+    conn.read_end = conn.read_buf.len();
     // Fewer bytes than asked for: the socket is drained (a full read may have left more).
-    conn.unread = n == room;
+    conn.unread = n == scratch.len();
     Ok(n)
 }
 
