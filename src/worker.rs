@@ -67,6 +67,9 @@ const MEMORY_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How long a closing connection keeps draining the client's unread bytes, so the close does
 /// not turn into a reset that destroys the response in flight.
 const LINGER: Duration = Duration::from_secs(2);
+/// How long a full worker leaves connections in the kernel's queue before it takes one
+/// anyway (see `Worker::nudge_accept`).
+const ACCEPT_NUDGE: Duration = Duration::from_millis(50);
 /// The worker's scratch buffer for reads from client sockets.
 const READ_CHUNK: usize = 64 * 1024;
 /// Most bytes one connection writes before the loop turns to other connections; a client that
@@ -265,6 +268,8 @@ impl Conn {
 
 struct Worker<'a> {
     poll: Poll,
+    /// Since when the worker has been too full to take connections.
+    paused_since: Option<Instant>,
     /// Where reads from client sockets land first; see `read_more`.
     scratch: Box<[u8]>,
     slot: usize,
@@ -394,6 +399,7 @@ impl<'a> Worker<'a> {
         };
         let mut worker = Worker {
             poll,
+            paused_since: None,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             slot: context.slot,
             access_log,
@@ -452,10 +458,12 @@ impl<'a> Worker<'a> {
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
         loop {
-            let wait = if self.write_backlog.is_empty() {
-                self.tick
-            } else {
+            let wait = if !self.write_backlog.is_empty() {
                 Duration::ZERO
+            } else if let Some(since) = self.paused_since {
+                ACCEPT_NUDGE.saturating_sub(since.elapsed()).min(self.tick)
+            } else {
+                self.tick
             };
             if let Err(err) = self.poll.poll(&mut events, Some(wait))
                 && err.kind() != io::ErrorKind::Interrupted
@@ -479,6 +487,7 @@ impl<'a> Worker<'a> {
                 }
             }
             self.drive_backlog();
+            self.nudge_accept();
             let now = Instant::now();
             if now.duration_since(last_sweep) >= self.tick {
                 last_sweep = now;
@@ -658,6 +667,38 @@ impl<'a> Worker<'a> {
             && self.live_conns < self.max_connections;
         if let Err(err) = self.set_accepting(has_room) {
             log::error!("could not change listener registration: {err}");
+        }
+        if has_room {
+            self.paused_since = None;
+        } else if self.paused_since.is_none() {
+            self.paused_since = Some(Instant::now());
+        }
+    }
+
+    /// A full worker still takes one waiting connection every [`ACCEPT_NUDGE`]: when every
+    /// worker is full, the connections in the kernel's queue would otherwise wait for as long
+    /// as the accepted keep-alive clients keep sending, and never be served. Accepted, their
+    /// requests queue fairly in the pool with everyone else's.
+    fn nudge_accept(&mut self) {
+        let Some(since) = self.paused_since else {
+            return;
+        };
+        if self.phase != Phase::Running
+            || since.elapsed() < ACCEPT_NUDGE
+            || self.live_conns >= self.max_connections
+        {
+            return;
+        }
+        self.paused_since = Some(Instant::now());
+        for index in 0..self.listeners.len() {
+            match self.listeners[index].accept() {
+                Ok((stream, peer)) => {
+                    self.add_conn(stream, peer, index);
+                    return;
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => log::debug!("accept: {err}"),
+            }
         }
     }
 
