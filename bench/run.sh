@@ -482,7 +482,7 @@ idle_step() {
     sleep 0.5
     local -A base=() with=()
     measure_wrk "$IDLE_NAME" "$label, without idle connections" 64 "$url" "$WARMUP" "$IDLE_DURATION" \
-        "$TMP/wrk-idle-$kind-0.txt" && base=([rps]=${M[rps]} [per]=${M[per]} [errors]=${M[errors]})
+        "$TMP/wrk-idle-$kind-0.txt" && base=([rps]=${M[rps]} [per]=${M[per]} [errors]=${M[errors]} [other]=${M[other]})
     sleep 0.5
     local rss0 pss0
     read -r rss0 pss0 procs < <("${PROBE[@]}" mem "$SERVER_PID")
@@ -514,7 +514,7 @@ idle_step() {
         sleep 0.5
         read -r rss1 pss1 _ < <("${PROBE[@]}" mem "$SERVER_PID")
         measure_wrk "$IDLE_NAME" "$label, with $held idle connections" 64 "$url" 0 "$IDLE_DURATION" \
-            "$TMP/wrk-idle-$kind-1.txt" && with=([rps]=${M[rps]} [per]=${M[per]} [errors]=${M[errors]})
+            "$TMP/wrk-idle-$kind-1.txt" && with=([rps]=${M[rps]} [per]=${M[per]} [errors]=${M[errors]} [other]=${M[other]})
         stop_holder
         check_line=$(grep -m1 '^CHECK' "$dir/idle.out" || true)
         log "   ${check_line:-the holder did not report its check: $(cat "$dir/idle.err")}"
@@ -530,12 +530,14 @@ idle_step() {
         -v failed="$failed" -v open_s="$(field open_s "$held_line")" -v rss0="$rss0" -v rss1="$rss1" \
         -v pss0="$pss0" -v pss1="$pss1" -v rps0="${base[rps]:--}" -v rps1="${with[rps]:--}" \
         -v per0="${base[per]:--}" -v per1="${with[per]:--}" -v err0="${base[errors]:--}" \
-        -v err1="${with[errors]:--}" -v dropped="$(field dropped "$check_line")" \
+        -v err1="${with[errors]:--}" -v other0="${base[other]:--}" -v other1="${with[other]:--}" \
+        -v dropped="$(field dropped "$check_line")" \
         'function mib(kib) { return kib == "-" ? "-" : sprintf("%.1f", kib / 1024) }
         function per_conn(a, b) { return held + 0 > 0 && b != "-" ? sprintf("%.0f", (b - a) * 1024 / held) : "-" }
         BEGIN {
             print label, workers, n, held, failed, open_s, mib(rss0), mib(rss1), per_conn(rss0, rss1),
-                mib(pss0), mib(pss1), per_conn(pss0, pss1), rps0, rps1, per0, per1, err0 "/" err1, dropped
+                mib(pss0), mib(pss1), per_conn(pss0, pss1), rps0, rps1, per0, per1, err0 "/" err1,
+                other0 "/" other1, dropped
         }' >>"$TMP/idle.tsv"
 }
 

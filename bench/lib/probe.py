@@ -404,19 +404,19 @@ def idle_table(idle_rows):
     table = []
     for r in idle_rows:
         (label, workers, n, held, failed, open_s, rss0, rss1, rss_per, pss0, pss1, pss_per,
-         rps0, rps1, per0, per1, errors, dropped) = r
+         rps0, rps1, per0, per1, errors, other, dropped) = r
         try:
             ratio = f"{float(rps1) / float(rps0):.2f}"
         except (ValueError, ZeroDivisionError):
             ratio = "-"
         table.append([label, workers, f"{held} of {n}", failed, open_s, f"{rss0} → {rss1}", rss_per,
                       f"{pss0} → {pss1}", pss_per, fmt_rps(rps0), fmt_rps(rps1), ratio,
-                      f"{per0} → {per1}", errors, dropped])
+                      f"{per0} → {per1}", errors, other, dropped])
     header = ["server", "workers", "idle conns held", "failed to open", "open s",
               "RSS MiB before → held", "RSS B/conn", "PSS MiB before → held", "PSS B/conn",
               "hello-ka-64 req/s without", "req/s with", "with/without", "CPU µs/req without → with",
-              "wrk errors without/with", "dropped by the end"]
-    return markdown_table(header, table, right=set(range(1, 15)))
+              "wrk errors without/with", "other CPU s without/with", "dropped by the end"]
+    return markdown_table(header, table, right=set(range(1, 16)))
 
 
 def cmd_render(rows_path, mem_path, balance_path, idle_path, md_out, *meta):
