@@ -342,9 +342,10 @@ wait_quiet() { # other work on the machine (a build, say) skews every number: wa
 
 # measure_wrk NAME LABEL CONNS URL WARMUP_S DURATION_S OUT [WRK_ARGS...]: one wrk run of
 # DURATION_S seconds against SERVER_PID, after WARMUP_S seconds of unmeasured load. Sets M[rps p50
-# p99 errors cpu per ctx other workers] (milliseconds for p50/p99, server CPU seconds, µs per
-# request, context switches per request, CPU seconds used by anything else, per-worker CPU
-# seconds); returns 1 when wrk gave no result (its output is in OUT).
+# p99 errors queued cpu per ctx other workers] (milliseconds for p50/p99, the median length of the
+# listener's accept queue over the run, server CPU seconds, µs per request, context switches per
+# request, CPU seconds used by anything else, per-worker CPU seconds); returns 1 when wrk gave no
+# result (its output is in OUT).
 declare -A M=()
 measure_wrk() {
     local name=$1 label=$2 conns=$3 url=$4 warmup=$5 duration=$6 out=$7
@@ -357,7 +358,11 @@ measure_wrk() {
             --timeout 5s "$@" "$url" >/dev/null 2>&1 || true
     fi
     "${PROBE[@]}" snap "$SERVER_PID" >"$TMP/before.json"
-    local busy_before busy_after client_cpu
+    local busy_before busy_after client_cpu queued
+    # wrk counts no error for a connection that is never accepted: sample the accept queue over
+    # the middle of the run (from 1 s in to 1 s before the end).
+    "${PROBE[@]}" backlog "$PORT" 1 $((duration > 2 ? duration - 2 : 0)) >"$TMP/backlog" &
+    local sampler=$!
     busy_before=$(busy_ticks)
     local TIMEFORMAT='%U %S' # bash's `time`: the CPU wrk (the client) used
     {
@@ -366,6 +371,8 @@ measure_wrk() {
     } 2>"$TMP/wrk-time"
     busy_after=$(busy_ticks)
     "${PROBE[@]}" snap "$SERVER_PID" >"$TMP/after.json"
+    wait "$sampler" || true
+    queued=$(cat "$TMP/backlog")
     client_cpu=$(awk '{ print $1 + $2 }' "$TMP/wrk-time")
     local line
     if ! line=$(grep '^BENCH_RESULT' "$out"); then
@@ -392,8 +399,8 @@ measure_wrk() {
             if (other < 0) other = 0
             printf "%.1f %.2f %.2f %s %s %.1f\n", rps, p50 / 1000, p99 / 1000, per, cs, other
         }')
-    M=([rps]=$rps [p50]=$p50 [p99]=$p99 [errors]=$errors [cpu]=$cpu [per]=$per [ctx]=$cs
-        [other]=$other [workers]=$workers)
+    M=([rps]=$rps [p50]=$p50 [p99]=$p99 [errors]=$errors [queued]=${queued:--} [cpu]=$cpu
+        [per]=$per [ctx]=$cs [other]=$other [workers]=$workers)
     grep -E '^(Requests/sec|  Socket errors|  Non-2xx)' "$out" | sed 's/^/   /' >&2 || true
 }
 
@@ -403,13 +410,13 @@ run_wrk() { # run_wrk INDEX LABEL ROLE_RANK ROLE REF_KIND: one scenario of the m
     local -a extra=()
     [[ ${MODES[i]} == close ]] && extra=(-H "Connection: close")
     if ! measure_wrk "$name" "$label" "${CONNS[i]}" "$url" "$WARMUP" "$DURATION" "$TMP/wrk-$i-$rank.txt" "${extra[@]}"; then
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t0\t-\t-\twrk failed\t-\t-\t-\t-\n' \
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t0\t-\t-\twrk failed\t-\t-\t-\t-\t-\n' \
             "$i" "$rank" "$name" "$label" "$role" "$ref_kind" >>"$TMP/rows.tsv"
         return
     fi
     [[ $name == "$BALANCE_AFTER" ]] && WORKER_CPU[$label]=${M[workers]}
     printf '%s\t' "$i" "$rank" "$name" "$label" "$role" "$ref_kind" "${M[rps]}" "${M[p50]}" \
-        "${M[p99]}" "${M[errors]}" "${M[cpu]}" "${M[per]}" "${M[ctx]}" >>"$TMP/rows.tsv"
+        "${M[p99]}" "${M[errors]}" "${M[queued]}" "${M[cpu]}" "${M[per]}" "${M[ctx]}" >>"$TMP/rows.tsv"
     printf '%s\n' "${M[other]}" >>"$TMP/rows.tsv"
 }
 

@@ -17,6 +17,11 @@ Subcommands (each prints one line, or a table, to stdout):
                               is the answering worker's pid. Prints "REQUESTS WORKERS MIN MAX
                               ERRORS COUNTS" where MIN/MAX count every live child of the master,
                               including those that answered nothing.
+  backlog PORT DELAY_S SECONDS
+                              after DELAY_S, samples every 0.25 s for SECONDS the accept queue of
+                              the TCP listener(s) on PORT (connections the kernel completed but no
+                              worker has accepted yet, from /proc/net/tcp and tcp6) and prints the
+                              median sample; - when there is no such listener.
   idle HOST PORT N OPEN_TIMEOUT_S HOLD_TIMEOUT_S
                               opens N keep-alive connections, each sending one GET / and reading
                               its response, at most 256 under way at once, and holds them idle.
@@ -205,6 +210,40 @@ def cmd_balance(url, n, conc, master):
     per_worker = [counts.get(w, 0) for w in workers]
     detail = ",".join(str(c) for c in sorted(per_worker, reverse=True))
     print(f"{sum(counts.values())} {len(workers)} {min(per_worker)} {max(per_worker)} {errors} {detail}")
+
+
+def accept_queue(port):
+    """Connections waiting in the accept queue of the listener(s) on port, or None."""
+    total = None
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    # local_address is ADDR:PORT in hex; st 0A is LISTEN; for a listener the
+                    # rx_queue half of tx_queue:rx_queue is its accept queue's length.
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        total = (total or 0) + int(fields[4].split(":")[1], 16)
+        except (OSError, StopIteration, IndexError, ValueError):
+            continue
+    return total
+
+
+def cmd_backlog(port, delay, seconds):
+    port = int(port)
+    time.sleep(float(delay))
+    samples = []
+    end = time.monotonic() + float(seconds)
+    while True:
+        queued = accept_queue(port)
+        if queued is not None:
+            samples.append(queued)
+        if time.monotonic() >= end:
+            break
+        time.sleep(0.25)
+    samples.sort()
+    print(samples[len(samples) // 2] if samples else "-")
 
 
 IDLE_UNDER_WAY = 256  # connections connecting or awaiting their response at once
@@ -430,7 +469,7 @@ def cmd_render(rows_path, mem_path, balance_path, idle_path, md_out, *meta):
             refs[r[0]] = float(r[4])
     table = []
     for r in rows:
-        scenario, server, role, ref_kind, rps, p50, p99, errors, cpu, cpu_per_req, ctx, other = r
+        scenario, server, role, ref_kind, rps, p50, p99, errors, queued, cpu, cpu_per_req, ctx, other = r
         rps_f = float(rps)
         if ref_kind.startswith("ceiling="):
             ref = float(ref_kind.split("=", 1)[1])
@@ -444,11 +483,11 @@ def cmd_render(rows_path, mem_path, balance_path, idle_path, md_out, *meta):
                 ratio += f" of {ref:g}/s"
         else:
             ratio = "-"
-        table.append([scenario, server, f"{rps_f:,.0f}", p50, p99, errors, cpu, cpu_per_req, ctx,
-                      other, ratio])
-    header = ["scenario", "server", "requests/s", "p50 ms", "p99 ms", "errors",
+        table.append([scenario, server, f"{rps_f:,.0f}", p50, p99, errors, queued, cpu, cpu_per_req,
+                      ctx, other, ratio])
+    header = ["scenario", "server", "requests/s", "p50 ms", "p99 ms", "errors", "unaccepted",
               "server CPU s", "CPU µs/req", "ctx sw/req", "other CPU s", "ratio to ref"]
-    main = markdown_table(header, table, right={2, 3, 4, 5, 6, 7, 8, 9, 10}) if table else ""
+    main = markdown_table(header, table, right=set(range(2, 12))) if table else ""
 
     mem_rows = read_tsv(mem_path)
     mem_header = ["server", "processes (master + workers)", "RSS idle MiB", "PSS idle MiB", "RSS after MiB",
@@ -485,6 +524,7 @@ COMMANDS = {
     "mem": cmd_mem,
     "notify": cmd_notify,
     "balance": cmd_balance,
+    "backlog": cmd_backlog,
     "idle": cmd_idle,
     "render": cmd_render,
 }
