@@ -17,12 +17,30 @@ Subcommands (each prints one line, or a table, to stdout):
                               is the answering worker's pid. Prints "REQUESTS WORKERS MIN MAX
                               ERRORS COUNTS" where MIN/MAX count every live child of the master,
                               including those that answered nothing.
-  render ROWS.tsv MEM.tsv BALANCE.tsv MARKDOWN_OUT
+  backlog PORT DELAY_S SECONDS
+                              after DELAY_S, samples every 0.25 s for SECONDS the accept queue of
+                              the TCP listener(s) on PORT (connections the kernel completed but no
+                              worker has accepted yet, from /proc/net/tcp and tcp6) and prints the
+                              median sample; - when there is no such listener.
+  idle HOST PORT N OPEN_TIMEOUT_S HOLD_TIMEOUT_S
+                              opens N keep-alive connections, each sending one GET / and reading
+                              its response, at most 256 under way at once, and holds them idle.
+                              Prints "HELD held=H failed=F open_s=S errors=WHY:COUNT,..." once
+                              they are open (or OPEN_TIMEOUT_S has passed), then waits for
+                              SIGUSR1 (at most HOLD_TIMEOUT_S), checks which of the held ones the
+                              server has closed (or sent anything on), prints "CHECK open=O
+                              dropped=D waited=signal|timeout", closes them all and exits.
+  render ROWS.tsv MEM.tsv BALANCE.tsv IDLE.tsv MARKDOWN_OUT
                               prints the result tables and writes them as Markdown.
 """
 
+import errno
 import json
 import os
+import resource
+import select
+import selectors
+import signal
 import socket
 import sys
 import threading
@@ -194,6 +212,204 @@ def cmd_balance(url, n, conc, master):
     print(f"{sum(counts.values())} {len(workers)} {min(per_worker)} {max(per_worker)} {errors} {detail}")
 
 
+def accept_queue(port):
+    """Connections waiting in the accept queue of the listener(s) on port, or None."""
+    total = None
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    # local_address is ADDR:PORT in hex; st 0A is LISTEN; for a listener the
+                    # rx_queue half of tx_queue:rx_queue is its accept queue's length.
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        total = (total or 0) + int(fields[4].split(":")[1], 16)
+        except (OSError, StopIteration, IndexError, ValueError):
+            continue
+    return total
+
+
+def cmd_backlog(port, delay, seconds):
+    port = int(port)
+    time.sleep(float(delay))
+    samples = []
+    end = time.monotonic() + float(seconds)
+    while True:
+        queued = accept_queue(port)
+        if queued is not None:
+            samples.append(queued)
+        if time.monotonic() >= end:
+            break
+        time.sleep(0.25)
+    samples.sort()
+    print(samples[len(samples) // 2] if samples else "-")
+
+
+IDLE_UNDER_WAY = 256  # connections connecting or awaiting their response at once
+
+
+def raise_nofile(wanted):
+    """Raises RLIMIT_NOFILE to at least wanted (the hard limit too when allowed, as root)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return
+    new_hard = hard if hard == resource.RLIM_INFINITY or hard >= wanted else wanted
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, new_hard))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        sys.exit(f"probe.py idle: needs {wanted} open files, but the hard limit is {hard} "
+                 "(raise it with ulimit -Hn as root)")
+
+
+def source_addresses(host, n):
+    """Local addresses to connect from: one is enough unless n would take more than half the
+    ephemeral ports; then n is spread over 127.0.0.1, .2, ... (all of 127/8 is loopback)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        per_addr = max(1000, (high - low + 1) // 2)
+    except (OSError, ValueError):
+        per_addr = 14000
+    if n <= per_addr or not host.startswith("127."):
+        return None, per_addr
+    return [f"127.0.0.{1 + k}" for k in range((n + per_addr - 1) // per_addr)], per_addr
+
+
+class IdleConn:
+    __slots__ = ("sock", "out", "buf")
+
+    def __init__(self, sock, request):
+        self.sock = sock
+        self.out = request
+        self.buf = b""
+
+
+def response_done(buf):
+    """None while buf holds less than one response; otherwise "" for a 200 with keep-alive, or
+    why the connection cannot be held."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = buf[:end].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+        return "bad-status-line"
+    length = None
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        key, value = key.strip().lower(), value.strip().lower()
+        if key == "content-length":
+            length = int(value) if value.isdigit() else -1
+        elif key == "transfer-encoding":
+            return "chunked"
+        elif key == "connection" and "close" in value:
+            return "connection-close"
+    if length is None or length < 0:
+        return "no-content-length"
+    if len(buf) < end + 4 + length:
+        return None
+    if parts[1] != "200":
+        return "status-" + parts[1]
+    if len(buf) > end + 4 + length:
+        return "extra-bytes"
+    return ""
+
+
+def cmd_idle(host, port, n, open_timeout, hold_timeout):
+    port, n = int(port), int(n)
+    # Blocked before "HELD" is printed, so a SIGUSR1 sent after reading it cannot be lost.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    raise_nofile(n + 64)
+    addresses, per_addr = source_addresses(host, n)
+    request = f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    sel = selectors.DefaultSelector()
+    held = []
+    errors = {}
+    started = 0
+    start = time.monotonic()
+    deadline = start + float(open_timeout)
+
+    def fail(conn, why):
+        errors[why] = errors.get(why, 0) + 1
+        sel.unregister(conn.sock)
+        conn.sock.close()
+
+    while len(held) + sum(errors.values()) < n and time.monotonic() < deadline:
+        while started < n and len(sel.get_map()) < IDLE_UNDER_WAY:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                if addresses:
+                    # IP_BIND_ADDRESS_NO_PORT (24): let connect() pick the port, per 4-tuple.
+                    sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24), 1)
+                    sock.bind((addresses[started // per_addr], 0))
+                err = sock.connect_ex((host, port))
+            except OSError as e:
+                err = e.errno
+            started += 1
+            conn = IdleConn(sock, request)
+            sel.register(sock, selectors.EVENT_WRITE, conn)
+            if err not in (0, errno.EINPROGRESS):
+                fail(conn, "connect:" + os.strerror(err).replace(" ", "-").lower())
+        for key, _ in sel.select(timeout=0.2):
+            conn = key.data
+            sock = conn.sock
+            try:
+                if conn.out:
+                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        fail(conn, "connect:" + os.strerror(err).replace(" ", "-").lower())
+                        continue
+                    sent = sock.send(conn.out)
+                    conn.out = conn.out[sent:]
+                    if not conn.out:
+                        sel.modify(sock, selectors.EVENT_READ, conn)
+                    continue
+                data = sock.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                fail(conn, "io:" + os.strerror(e.errno or 0).replace(" ", "-").lower())
+                continue
+            if not data:
+                fail(conn, "closed-before-response")
+                continue
+            conn.buf += data
+            why = response_done(conn.buf)
+            if why is None:
+                continue
+            if why:
+                fail(conn, why)
+                continue
+            sel.unregister(sock)
+            held.append(sock)
+    for key in list(sel.get_map().values()):
+        fail(key.data, "open-timeout")
+    errors["not-started"] = n - started
+    if not errors["not-started"]:
+        del errors["not-started"]
+    sel.close()
+    detail = ",".join(f"{k}:{v}" for k, v in sorted(errors.items())) or "-"
+    print(f"HELD held={len(held)} failed={sum(errors.values())} "
+          f"open_s={time.monotonic() - start:.1f} errors={detail}", flush=True)
+
+    waited = "signal" if signal.sigtimedwait({signal.SIGUSR1}, float(hold_timeout)) else "timeout"
+
+    # A held connection the server closed is readable (EOF, or an error); one it wrote to (a
+    # 408, say) is readable too. Either way it is no longer an idle keep-alive connection.
+    poller = select.poll()
+    for sock in held:
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+    dropped = len(poller.poll(0))
+    print(f"CHECK open={len(held) - dropped} dropped={dropped} waited={waited}", flush=True)
+    for sock in held:
+        sock.close()
+    if waited == "timeout":
+        sys.exit(1)
+
+
 def read_tsv(path):
     try:
         with open(path) as f:
@@ -219,7 +435,30 @@ def markdown_table(header, rows, right):
     return "\n".join([line(header), rule] + [line(r) for r in rows])
 
 
-def cmd_render(rows_path, mem_path, balance_path, md_out, *meta):
+def idle_table(idle_rows):
+    """The idle keep-alive connections table from run.sh's idle.tsv rows."""
+    def fmt_rps(x):
+        return f"{float(x):,.0f}" if x != "-" else x
+
+    table = []
+    for r in idle_rows:
+        (label, workers, n, held, failed, open_s, rss0, rss1, rss_per, pss0, pss1, pss_per,
+         rps0, rps1, per0, per1, errors, other, dropped) = r
+        try:
+            ratio = f"{float(rps1) / float(rps0):.2f}"
+        except (ValueError, ZeroDivisionError):
+            ratio = "-"
+        table.append([label, workers, f"{held} of {n}", failed, open_s, f"{rss0} → {rss1}", rss_per,
+                      f"{pss0} → {pss1}", pss_per, fmt_rps(rps0), fmt_rps(rps1), ratio,
+                      f"{per0} → {per1}", errors, other, dropped])
+    header = ["server", "workers", "idle conns held", "failed to open", "open s",
+              "RSS MiB before → held", "RSS B/conn", "PSS MiB before → held", "PSS B/conn",
+              "hello-ka-64 req/s without", "req/s with", "with/without", "CPU µs/req without → with",
+              "wrk errors without/with", "other CPU s without/with", "dropped by the end"]
+    return markdown_table(header, table, right=set(range(1, 16)))
+
+
+def cmd_render(rows_path, mem_path, balance_path, idle_path, md_out, *meta):
     rows = read_tsv(rows_path)
     # rows: scenario, server, role (tine|ref), ref_kind, rps, p50_ms, p99_ms, errors, cpu_s,
     # server CPU microseconds per request, context switches per request, CPU seconds used by
@@ -230,7 +469,7 @@ def cmd_render(rows_path, mem_path, balance_path, md_out, *meta):
             refs[r[0]] = float(r[4])
     table = []
     for r in rows:
-        scenario, server, role, ref_kind, rps, p50, p99, errors, cpu, cpu_per_req, ctx, other = r
+        scenario, server, role, ref_kind, rps, p50, p99, errors, queued, cpu, cpu_per_req, ctx, other = r
         rps_f = float(rps)
         if ref_kind.startswith("ceiling="):
             ref = float(ref_kind.split("=", 1)[1])
@@ -244,11 +483,11 @@ def cmd_render(rows_path, mem_path, balance_path, md_out, *meta):
                 ratio += f" of {ref:g}/s"
         else:
             ratio = "-"
-        table.append([scenario, server, f"{rps_f:,.0f}", p50, p99, errors, cpu, cpu_per_req, ctx,
-                      other, ratio])
-    header = ["scenario", "server", "requests/s", "p50 ms", "p99 ms", "errors",
+        table.append([scenario, server, f"{rps_f:,.0f}", p50, p99, errors, queued, cpu, cpu_per_req,
+                      ctx, other, ratio])
+    header = ["scenario", "server", "requests/s", "p50 ms", "p99 ms", "errors", "unaccepted",
               "server CPU s", "CPU µs/req", "ctx sw/req", "other CPU s", "ratio to ref"]
-    main = markdown_table(header, table, right={2, 3, 4, 5, 6, 7, 8, 9, 10})
+    main = markdown_table(header, table, right=set(range(2, 12))) if table else ""
 
     mem_rows = read_tsv(mem_path)
     mem_header = ["server", "processes (master + workers)", "RSS idle MiB", "PSS idle MiB", "RSS after MiB",
@@ -260,22 +499,23 @@ def cmd_render(rows_path, mem_path, balance_path, md_out, *meta):
                   "busiest/least", "errors", "per worker", "keep-alive run: CPU s per worker"]
     bal = markdown_table(bal_header, bal_rows, right={1, 2, 3, 4, 5, 6}) if bal_rows else ""
 
-    parts = [main]
-    if mem:
-        parts.append(mem)
-    if bal:
-        parts.append(bal)
-    text = "\n\n".join(parts)
+    idle_rows = read_tsv(idle_path)
+    idle = idle_table(idle_rows) if idle_rows else ""
+
+    text = "\n\n".join(part for part in (main, mem, bal, idle) if part)
     print(text)
     with open(md_out, "w") as f:
         f.write("# tine benchmark results\n\n")
         for m in meta:
             f.write(f"- {m}\n")
-        f.write("\n## Throughput and latency\n\n" + main + "\n")
+        if main:
+            f.write("\n## Throughput and latency\n\n" + main + "\n")
         if mem:
             f.write("\n## Memory and start-up\n\n" + mem + "\n")
         if bal:
             f.write("\n## Requests per worker\n\n" + bal + "\n")
+        if idle:
+            f.write("\n## Idle keep-alive connections\n\n" + idle + "\n")
 
 
 COMMANDS = {
@@ -284,6 +524,8 @@ COMMANDS = {
     "mem": cmd_mem,
     "notify": cmd_notify,
     "balance": cmd_balance,
+    "backlog": cmd_backlog,
+    "idle": cmd_idle,
     "render": cmd_render,
 }
 
