@@ -455,7 +455,7 @@ impl HandlerFactory for Builtin {
         match worker.app.handler {
             HandlerKind::Demo => Ok(Box::new(handler::demo::Demo)),
             HandlerKind::Static => {
-                let options = handler::static_files::StaticOptions::from(&worker.app);
+                let options = worker.app.clone();
                 Ok(Box::new(handler::static_files::StaticFiles::new(options)?))
             }
         }

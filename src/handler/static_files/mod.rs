@@ -54,51 +54,10 @@ use conditional::{Precondition, Validators};
 use range::RangeOutcome;
 use resolve::{Opened, Root, SafePath};
 
-/// How a [`StaticFiles`] handler serves its directory; the config's `[app]` keys of the same
-/// names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StaticOptions {
-    /// The directory served; relative to the working directory of the worker.
-    pub root: PathBuf,
-    /// File names tried, in order, for a request naming a directory.
-    pub index: Vec<String>,
-    /// Answer a directory without an index file with an HTML list of its contents (else 404).
-    pub listing: bool,
-    /// Follow symbolic links wherever they lead; when false, a link is served only if it
-    /// resolves to somewhere under the root.
-    pub follow_symlinks: bool,
-    /// The `Cache-Control` value sent with files; `None` sends none.
-    pub cache_control: Option<String>,
-    /// Serve `name.br` or `name.gz` beside `name`, when they exist and the client accepts
-    /// that encoding.
-    pub precompressed: bool,
-}
-
-impl Default for StaticOptions {
-    fn default() -> Self {
-        StaticOptions {
-            root: PathBuf::from("public"),
-            index: vec!["index.html".to_owned()],
-            listing: false,
-            follow_symlinks: false,
-            cache_control: None,
-            precompressed: false,
-        }
-    }
-}
-
-impl From<&crate::config::App> for StaticOptions {
-    fn from(app: &crate::config::App) -> Self {
-        StaticOptions {
-            root: app.root.clone(),
-            index: app.index.clone(),
-            listing: app.listing,
-            follow_symlinks: app.follow_symlinks,
-            cache_control: app.cache_control.clone(),
-            precompressed: app.precompressed,
-        }
-    }
-}
+/// How a [`StaticFiles`] handler serves its directory: the config's `[app]` section, whose
+/// `root`, `index`, `listing`, `follow_symlinks`, `cache_control` and `precompressed` keys it
+/// reads (`handler` is not its business). One type, so the keys and the handler cannot drift.
+pub type StaticOptions = crate::config::App;
 
 /// Why a [`StaticFiles`] handler could not be built.
 #[derive(Debug)]
