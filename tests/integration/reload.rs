@@ -25,12 +25,7 @@ fn twenty_reloads_in_a_row_fail_no_request() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let report = load.stop();
-    assert!(
-        report.failures.is_empty(),
-        "{:?}\nlog:\n{}",
-        report.failures,
-        server.log()
-    );
+    report.assert_clean(&server.log());
     assert!(report.ok > 100, "the load ran: {report:?}");
     assert_eq!(server.workers().len(), 2);
     assert_eq!(server.log().matches("reload complete").count(), 20);
@@ -50,12 +45,7 @@ fn a_reload_applies_new_workers_and_binds() {
     server.signal(Signal::SIGHUP);
     server.wait_for_notify("READY=1");
     let report = load.stop();
-    assert!(
-        report.failures.is_empty(),
-        "{:?}\nlog:\n{}",
-        report.failures,
-        server.log()
-    );
+    report.assert_clean(&server.log());
     let workers = server.wait_workers("three new workers", |w| {
         w.len() == 3 && w.iter().all(|pid| !old_workers.contains(pid))
     });
@@ -80,7 +70,7 @@ fn a_reload_with_a_broken_file_keeps_the_old_workers_serving() {
     assert!(message.contains("STATUS=reload failed"), "{message}");
     std::thread::sleep(Duration::from_millis(200));
     let report = load.stop();
-    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    report.assert_clean(&server.log());
     assert_eq!(server.workers(), workers, "nothing changed");
     let log = server.log();
     assert!(log.contains("reload failed: "), "{log}");
@@ -110,12 +100,7 @@ fn an_upgrade_hands_the_sockets_to_a_new_master_without_a_failure() {
     );
     std::thread::sleep(Duration::from_millis(300));
     let report = load.stop();
-    assert!(
-        report.failures.is_empty(),
-        "{:?}\nlog:\n{}",
-        report.failures,
-        server.log()
-    );
+    report.assert_clean(&server.log());
     assert!(process_alive(new_master));
     let workers = children_of(new_master);
     assert_eq!(workers.len(), 2, "the new master runs the workers");
@@ -253,12 +238,7 @@ fn a_reload_whose_new_workers_cannot_start_rolls_back() {
     assert!(message.contains("reload failed"), "{message}");
     std::thread::sleep(Duration::from_millis(300));
     let report = load.stop();
-    assert!(
-        report.failures.is_empty(),
-        "{:?}\nlog:\n{}",
-        report.failures,
-        server.log()
-    );
+    report.assert_clean(&server.log());
     assert_eq!(server.workers(), workers, "the old workers kept serving");
     assert!(server.log().contains("going back to the previous config"));
     assert_eq!(server.get("/").text(), "Hello, World!");

@@ -429,6 +429,13 @@ pub struct LoadReport {
     pub failures: Vec<String>,
 }
 
+impl LoadReport {
+    /// Fails the test, with the server's log, if any request failed.
+    pub fn assert_clean(&self, log: &str) {
+        assert!(self.failures.is_empty(), "{:?}\nlog:\n{log}", self.failures);
+    }
+}
+
 impl Load {
     pub fn start(addr: SocketAddr) -> Load {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
