@@ -54,6 +54,9 @@ use conditional::{Precondition, Validators};
 use range::RangeOutcome;
 use resolve::{Opened, Root, SafePath};
 
+/// Files up to this size are read into the response instead of sent with `sendfile`.
+const SMALL_FILE: u64 = 16 * 1024;
+
 /// How a [`StaticFiles`] handler serves its directory: the config's `[app]` section, whose
 /// `root`, `index`, `listing`, `follow_symlinks`, `cache_control` and `precompressed` keys it
 /// reads (`handler` is not its business). One type, so the keys and the handler cannot drift.
@@ -307,9 +310,17 @@ impl StaticFiles {
             let content_range = format!("bytes {start}-{}/{len}", start + part - 1);
             response = response.with_header("Content-Range", content_range);
         }
-        with_validators(response)
-            .with_header("Accept-Ranges", "bytes")
-            .with_file(FileRegion::new(opened.file, start, part))
+        let response = with_validators(response).with_header("Accept-Ranges", "bytes");
+        if part <= SMALL_FILE {
+            // A small file is read here, on the pool thread, so the loop sends head and body
+            // in one write; sendfile pays off only for larger ones. A file that shrank since
+            // its length was taken falls back to the file region, which notices.
+            let mut bytes = vec![0; part as usize];
+            if std::os::unix::fs::FileExt::read_exact_at(&opened.file, &mut bytes, start).is_ok() {
+                return response.with_body(bytes);
+            }
+        }
+        response.with_file(FileRegion::new(opened.file, start, part))
     }
 
     /// With `precompressed`, the `.br` or `.gz` file beside `relative` that the client accepts
