@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::logging::utc_stamp;
+use crate::status::json_string;
+
 /// Named fields a template may use, in `{name}` form.
 pub const FIELDS: &[&str] = &[
     "time",
@@ -158,16 +161,16 @@ pub fn write_entry(out: &mut Vec<u8>, format: &Format, entry: &Entry<'_>) {
             let _ = write!(
                 line,
                 "{{\"time\":\"{}\",\"remote\":{},\"method\":{},\"target\":{},\"version\":{},\"status\":{},\"bytes\":{},\"duration_us\":{},\"user_agent\":{},\"referer\":{},\"worker\":{}}}",
-                iso_time(entry.time),
-                json(entry.remote),
-                json(entry.method),
-                json(entry.target),
-                json(entry.version),
+                utc_stamp(entry.time),
+                json_string(entry.remote),
+                json_string(entry.method),
+                json_string(entry.target),
+                json_string(entry.version),
                 entry.status,
                 entry.bytes,
                 entry.duration_us,
-                json(entry.user_agent),
-                json(entry.referer),
+                json_string(entry.user_agent),
+                json_string(entry.referer),
                 entry.worker,
             );
         }
@@ -177,7 +180,7 @@ pub fn write_entry(out: &mut Vec<u8>, format: &Format, entry: &Entry<'_>) {
                     Piece::Text(text) => line.push_str(text),
                     Piece::Field(name) => {
                         let _ = match *name {
-                            "time" => write!(line, "{}", iso_time(entry.time)),
+                            "time" => write!(line, "{}", utc_stamp(entry.time)),
                             "remote" => write!(line, "{}", entry.remote),
                             "method" => write!(line, "{}", escape_quoted(entry.method)),
                             "target" => write!(line, "{}", escape_quoted(entry.target)),
@@ -213,16 +216,6 @@ fn clf_time(time: SystemTime) -> String {
     format!("{day:02}/{month}/{year}:{hour:02}:{minute:02}:{second:02} +0000")
 }
 
-/// `2026-11-23T10:25:01.123Z`.
-fn iso_time(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let (year, month, day, hour, minute, second, _) = crate::http::civil_from_unix(since.as_secs());
-    format!(
-        "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{:03}Z",
-        since.subsec_millis()
-    )
-}
-
 /// Inside a quoted log field, quotes, backslashes and control bytes are escaped so a client
 /// cannot forge a line or a field.
 fn escape_quoted(text: &str) -> String {
@@ -237,23 +230,6 @@ fn escape_quoted(text: &str) -> String {
             c => out.push(c),
         }
     }
-    out
-}
-
-fn json(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
     out
 }
 

@@ -146,14 +146,19 @@ fn write_who(out: &mut Vec<u8>) {
 
 /// Writes `2026-11-23T09:30:00.123Z`.
 fn write_stamp(out: &mut Vec<u8>, now: SystemTime) {
-    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    out.extend_from_slice(utc_stamp(now).as_bytes());
+}
+
+/// `2026-11-23T09:30:00.123Z`: RFC 3339 in UTC with milliseconds, as the error log and the
+/// JSON access log write times.
+pub fn utc_stamp(time: SystemTime) -> String {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let (year, month, day, hour, minute, second, _) =
         crate::http::civil_from_unix(since_epoch.as_secs());
-    let _ = write!(
-        out,
+    format!(
         "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{:03}Z",
         since_epoch.subsec_millis()
-    );
+    )
 }
 
 #[cfg(test)]

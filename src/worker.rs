@@ -1442,7 +1442,7 @@ impl<'a> Worker<'a> {
         }
         let mut oldest_dispatch: Option<Instant> = None;
         for index in 0..self.conns.len() {
-            let Some(conn) = self.conns[index].as_mut() else {
+            let Some(conn) = self.conns[index].as_ref() else {
                 continue;
             };
             if conn.state == ConnState::InPool {
@@ -1465,17 +1465,6 @@ impl<'a> Worker<'a> {
                 continue;
             }
             if now < conn.deadline {
-                if conn.state == ConnState::Reading
-                    && conn.decoder.is_idle()
-                    && conn.pending_input().is_empty()
-                    && conn.read_buf.capacity() > 0
-                {
-                    // An idle keep-alive connection keeps its slab entry and its timer, not a
-                    // read buffer: the next request allocates one again.
-                    conn.read_buf = Vec::new();
-                    conn.read_start = 0;
-                    conn.read_end = 0;
-                }
                 continue;
             }
             let idle = conn.decoder.is_idle() && conn.pending_input().is_empty();

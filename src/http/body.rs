@@ -74,6 +74,26 @@ enum State {
     Done,
 }
 
+impl State {
+    /// Inside a chunk extension (`;name=value` after the size): bytes there count against the
+    /// per-body extension budget as well as the chunk line's length.
+    fn in_extension(self) -> bool {
+        use State::*;
+        matches!(
+            self,
+            BwsBeforeSemi
+                | ExtNameStart
+                | ExtName
+                | BwsAfterName
+                | ExtValueStart
+                | ExtToken
+                | ExtQuoted
+                | ExtQuotedEscape
+                | ExtQuotedEnd
+        )
+    }
+}
+
 /// Decodes the chunked transfer coding into the body, enforcing the body and trailer limits.
 #[derive(Debug)]
 pub(crate) struct ChunkedBody {
@@ -160,21 +180,7 @@ impl ChunkedBody {
     /// Advances the grammar by one byte outside chunk data.
     fn step(&mut self, b: u8, limits: &Limits) -> Result<(), HttpError> {
         use State::*;
-        if matches!(
-            self.state,
-            SizeStart
-                | Size
-                | BwsBeforeSemi
-                | ExtNameStart
-                | ExtName
-                | BwsAfterName
-                | ExtValueStart
-                | ExtToken
-                | ExtQuoted
-                | ExtQuotedEscape
-                | ExtQuotedEnd
-        ) && b != b'\r'
-        {
+        if (matches!(self.state, SizeStart | Size) || self.state.in_extension()) && b != b'\r' {
             self.line_len += 1;
             if self.line_len > MAX_CHUNK_LINE {
                 return Err(HttpError::new(400, "chunk line too long"));
@@ -305,18 +311,7 @@ impl ChunkedBody {
             // Data and Done never reach here: feed handles them without calling step.
             (Data | Done, _) => self.state,
         };
-        if matches!(
-            self.state,
-            BwsBeforeSemi
-                | ExtNameStart
-                | ExtName
-                | BwsAfterName
-                | ExtValueStart
-                | ExtToken
-                | ExtQuoted
-                | ExtQuotedEscape
-                | ExtQuotedEnd
-        ) {
+        if self.state.in_extension() {
             self.count_ext_byte()?;
         }
         Ok(())
