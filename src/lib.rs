@@ -36,6 +36,8 @@ pub mod logging;
 pub mod master;
 pub mod pidfile;
 pub mod pool;
+#[cfg(feature = "python")]
+pub mod python;
 pub mod scoreboard;
 pub mod status;
 pub mod sys;
@@ -95,6 +97,11 @@ pub enum Error {
         /// What went wrong.
         source: io::Error,
     },
+    /// The Python the application needs cannot be used (a virtualenv for another version, a
+    /// tine built without Python).
+    Python(String),
+    /// The application could not be imported in the master (`[app] preload`).
+    AppLoad(String),
     /// `[server] chdir` failed.
     Chdir {
         /// The directory.
@@ -110,7 +117,8 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Config(LoadError::Invalid(_)) => EXIT_USAGE,
             Error::Config(LoadError::Read { .. }) => EXIT_USAGE,
-            Error::Identity(_) => EXIT_USAGE,
+            Error::Identity(_) | Error::Python(_) => EXIT_USAGE,
+            Error::AppLoad(_) => EXIT_INTERNAL,
             Error::Bind(_)
             | Error::Pidfile(_)
             | Error::Chdir { .. }
@@ -138,7 +146,8 @@ impl fmt::Display for Error {
             Error::Config(err) => write!(f, "{err}"),
             Error::Bind(err) => write!(f, "{err}"),
             Error::Master(err) => write!(f, "{err}"),
-            Error::Identity(why) => write!(f, "{why}"),
+            Error::Identity(why) | Error::Python(why) => write!(f, "{why}"),
+            Error::AppLoad(why) => write!(f, "{why}"),
             Error::Pidfile(err) => write!(f, "{err}"),
             Error::ErrorLog { path, source } => write!(
                 f,
@@ -348,9 +357,14 @@ impl Server {
                     |p| p.display().to_string(),
                 );
                 let binds: Vec<String> = config.server.bind.iter().map(|b| b.to_string()).collect();
-                let application = match factory {
-                    Some(_) => "embedded application".to_owned(),
-                    None => format!("{} handler", config.app.handler),
+                let application = match (factory, python_for(&config)) {
+                    (Some(_), _) => "embedded application".to_owned(),
+                    (None, Some(python)) => format!(
+                        "wsgi application {} on {}",
+                        config.app.app.as_deref().unwrap_or("?"),
+                        python.map_err(Error::Python)?
+                    ),
+                    (None, None) => format!("{} handler", config.app.handler),
                 };
                 println!(
                     "{source}: ok ({} workers × {} threads, {application}, listening on {})",
@@ -362,6 +376,14 @@ impl Server {
             }
             Mode::PrintConfig => {
                 let why = workers.explanation.trim_start_matches("auto: ");
+                if factory.is_none()
+                    && let Some(python) = python_for(&config)
+                {
+                    match python {
+                        Ok(python) => println!("# {python}"),
+                        Err(why) => println!("# python: {why}"),
+                    }
+                }
                 print!("{}", config.to_toml(Some((workers.count, why))));
                 Ok(())
             }
@@ -458,8 +480,45 @@ impl HandlerFactory for Builtin {
                 let options = worker.app.clone();
                 Ok(Box::new(handler::static_files::StaticFiles::new(options)?))
             }
+            #[cfg(feature = "python")]
+            HandlerKind::Wsgi => Ok(Box::new(python::Wsgi::build(&worker.app)?)),
+            #[cfg(not(feature = "python"))]
+            HandlerKind::Wsgi => Err(NO_PYTHON.into()),
         }
     }
+
+    #[cfg(feature = "python")]
+    fn before_fork(&self) {
+        python::before_fork();
+    }
+
+    #[cfg(feature = "python")]
+    fn after_fork_parent(&self) {
+        python::after_fork_parent();
+    }
+
+    #[cfg(feature = "python")]
+    fn after_fork_child(&self) {
+        python::after_fork_child();
+    }
+}
+
+/// Why a tine built without the `python` feature cannot serve `handler = "wsgi"`.
+#[cfg(not(feature = "python"))]
+const NO_PYTHON: &str = "this tine was built without Python support (cargo's `python` \
+                         feature is off), so it cannot serve handler = \"wsgi\"; build it with \
+                         the default features";
+
+/// Which Python the config's application would run with: one line for `--check-config` and
+/// `--print-config`, or why it cannot run. Nothing is imported.
+fn python_for(config: &Config) -> Option<Result<String, String>> {
+    if config.app.handler != HandlerKind::Wsgi {
+        return None;
+    }
+    #[cfg(feature = "python")]
+    return Some(python::describe(&config.app));
+    #[cfg(not(feature = "python"))]
+    return Some(Err(NO_PYTHON.to_owned()));
 }
 
 fn serve(
@@ -568,6 +627,15 @@ fn serve(
             path: dir.clone(),
             source,
         })?;
+    }
+    if factory.is_none() && config.app.handler == HandlerKind::Wsgi {
+        if let Some(Err(why)) = python_for(&config) {
+            return Err(Error::Python(why));
+        }
+        #[cfg(feature = "python")]
+        if config.app.preload {
+            python::preload(&config.app).map_err(Error::AppLoad)?;
+        }
     }
     let factory = factory.unwrap_or(&Builtin);
     let reload = || -> Result<Loaded, String> {

@@ -61,6 +61,18 @@ pub fn set_file(path: Option<&Path>) -> io::Result<()> {
     Ok(())
 }
 
+/// A new descriptor for where log lines go now (the error log file, or stderr), for a writer
+/// that cannot go through this module: Python's `faulthandler`, which must write from a signal
+/// handler.
+pub fn duplicate_sink() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    let file = FILE.lock().unwrap_or_else(PoisonError::into_inner);
+    match file.as_ref() {
+        Some((_, file)) => file.as_fd().try_clone_to_owned(),
+        None => io::stderr().as_fd().try_clone_to_owned(),
+    }
+}
+
 /// Reopens the error log file at its path (after logrotate moved it away).
 pub fn reopen() -> io::Result<()> {
     reopen_for(None)

@@ -106,6 +106,9 @@ struct Shared {
     finished: Mutex<Vec<Finished>>,
     waker: mio::Waker,
     handler: Box<dyn Handler>,
+    /// What each thread is running: the job's connection and serial, and the thread's
+    /// `pthread_self()`, so a request that runs too long can be traced to its thread.
+    running: Vec<Mutex<Option<(usize, u64, u64)>>>,
 }
 
 /// A fixed set of threads running one handler.
@@ -147,13 +150,18 @@ impl Pool {
             finished: Mutex::new(Vec::new()),
             waker,
             handler,
+            running: (0..threads).map(|_| Mutex::new(None)).collect(),
         });
         let mut handles = Vec::with_capacity(threads);
         for n in 1..=threads {
             let shared = Arc::clone(&shared);
             let handle = std::thread::Builder::new()
                 .name(format!("{name}-{n}"))
-                .spawn(move || run_thread(&shared))?;
+                .spawn(move || {
+                    shared
+                        .handler
+                        .pool_thread(&mut || run_thread(&shared, n - 1));
+                })?;
             handles.push(handle);
         }
         Ok(Pool {
@@ -188,6 +196,14 @@ impl Pool {
     /// The handler the threads run.
     pub fn handler(&self) -> &dyn Handler {
         &*self.shared.handler
+    }
+
+    /// The `pthread_self()` of the thread now running the job of `conn` with `serial`.
+    pub fn thread_running(&self, conn: usize, serial: u64) -> Option<u64> {
+        self.shared.running.iter().find_map(|slot| match *lock(slot) {
+            Some((c, s, thread)) if c == conn && s == serial => Some(thread),
+            _ => None,
+        })
     }
 
     /// Stops the threads once the queue is empty, waits up to `limit` for them, and then drops
@@ -237,7 +253,8 @@ impl Pool {
     }
 }
 
-fn run_thread(shared: &Shared) {
+fn run_thread(shared: &Shared, slot: usize) {
+    let thread = crate::sys::current_thread();
     loop {
         let job = {
             let mut queue = lock(&shared.queue);
@@ -256,7 +273,10 @@ fn run_thread(shared: &Shared) {
                 queue.idle -= 1;
             }
         };
-        let Some(finished) = run_job(&*shared.handler, job) else {
+        *lock(&shared.running[slot]) = Some((job.conn, job.serial, thread));
+        let finished = run_job(&*shared.handler, job);
+        *lock(&shared.running[slot]) = None;
+        let Some(finished) = finished else {
             continue;
         };
         let was_empty = {
@@ -350,6 +370,8 @@ fn next_chunk(mut stream: BodyStream) -> Outcome {
             let _ = catch_unwind(AssertUnwindSafe(|| drop(stream)));
             Outcome::StreamEnded
         }
+        // The stream logged why it gave up.
+        Err(payload) if payload.is::<crate::handler::AbortStream>() => Outcome::StreamFailed,
         Err(_) => {
             log::error!(
                 "a streamed response body panicked: {}; closing its connection",

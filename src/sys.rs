@@ -156,6 +156,12 @@ pub fn affinity_cpus() -> usize {
     }
 }
 
+/// The calling thread's `pthread_self()`, the number Python's `threading.get_ident()` gives.
+pub fn current_thread() -> u64 {
+    // SAFETY: pthread_self has no preconditions and cannot fail.
+    unsafe { libc::pthread_self() as u64 }
+}
+
 /// Names the calling thread (what `ps -L`, `top -H` and `/proc/PID/comm` show); Linux keeps the
 /// first 15 bytes. For the main thread that is the process's name.
 pub fn set_thread_name(name: &str) {

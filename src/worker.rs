@@ -243,9 +243,14 @@ impl Conn {
             return None;
         }
         match self.streamed.take() {
-            Some(StreamOut::Ready { producer, chunked }) => {
+            Some(StreamOut::Ready {
+                producer,
+                chunked,
+                remaining,
+            }) => {
                 self.streamed = Some(StreamOut::Pulling {
                     chunked,
+                    remaining,
                     since: Instant::now(),
                 });
                 Some(producer)
@@ -936,17 +941,17 @@ impl<'a> Worker<'a> {
         conn.label =
             (!self.request_timeout.is_zero()).then(|| format!("{} {}", head.method, head.target));
         conn.state = ConnState::InPool;
+        let client = forwarded::client(
+            conn.peer.map(|p| p.ip()),
+            head.header("Forwarded")
+                .and_then(|v| std::str::from_utf8(v).ok()),
+            head.header("X-Forwarded-For")
+                .and_then(|v| std::str::from_utf8(v).ok()),
+            head.header("X-Forwarded-Proto")
+                .and_then(|v| std::str::from_utf8(v).ok()),
+            &self.trusted,
+        );
         if self.access_log.is_some() {
-            let client = forwarded::client(
-                conn.peer.map(|p| p.ip()),
-                head.header("Forwarded")
-                    .and_then(|v| std::str::from_utf8(v).ok()),
-                head.header("X-Forwarded-For")
-                    .and_then(|v| std::str::from_utf8(v).ok()),
-                head.header("X-Forwarded-Proto")
-                    .and_then(|v| std::str::from_utf8(v).ok()),
-                &self.trusted,
-            );
             let text = |name: &str| {
                 head.header(name)
                     .map(|v| String::from_utf8_lossy(v).into_owned())
@@ -973,7 +978,8 @@ impl<'a> Worker<'a> {
         let mut request = Request::builder(&method, &target)
             .version(version)
             .headers(Headers::from_fields(headers))
-            .peer(conn.peer);
+            .peer(conn.peer)
+            .client(client.addr, client.scheme);
         if let Some(addr) = self.listener_addrs.get(conn.listener) {
             request = request.listener(Arc::clone(addr));
         }
@@ -1063,32 +1069,68 @@ impl<'a> Worker<'a> {
             }
             return;
         };
-        let Some(StreamOut::Pulling { chunked, .. }) = conn.streamed else {
+        let Some(StreamOut::Pulling {
+            chunked, remaining, ..
+        }) = conn.streamed
+        else {
             if let Some((_, producer)) = next {
                 self.discard(index, serial, producer);
             }
             return;
         };
         let mut framed = Vec::new();
+        let mut finished = None;
         match next {
-            Some((chunk, producer)) => {
+            Some((mut chunk, producer)) => {
+                let remaining = remaining.map(|left| {
+                    if chunk.len() as u64 > left {
+                        log::warn!(
+                            "a streamed response to {} went past the Content-Length its handler \
+                             set; the rest was cut off",
+                            peer_text(conn.peer)
+                        );
+                        chunk.truncate(left as usize);
+                    }
+                    left - chunk.len() as u64
+                });
                 if chunked {
                     framed.reserve(chunk.len() + 16);
                     http::write_chunk(&mut framed, &chunk);
                 } else {
                     framed = chunk;
                 }
-                conn.streamed = Some(StreamOut::Ready { producer, chunked });
+                if remaining == Some(0) {
+                    conn.streamed = None;
+                    finished = Some(producer);
+                } else {
+                    conn.streamed = Some(StreamOut::Ready {
+                        producer,
+                        chunked,
+                        remaining,
+                    });
+                }
             }
             None => {
                 if chunked {
                     http::write_last_chunk(&mut framed);
+                }
+                if let Some(short) = remaining.filter(|&left| left > 0) {
+                    log::error!(
+                        "a streamed response to {} ended {short} bytes short of the \
+                         Content-Length its handler set; closing the connection",
+                        peer_text(conn.peer)
+                    );
+                    conn.keep_alive = false;
                 }
                 conn.streamed = None;
             }
         }
         conn.out.push(framed);
         conn.deadline = Instant::now() + timeout;
+        if let Some(producer) = finished {
+            // Its promised length is out: its end (and its clean-up) is the pool's business.
+            self.discard(index, serial, producer);
+        }
         self.drive_write(index);
     }
 
@@ -1096,14 +1138,16 @@ impl<'a> Worker<'a> {
         let stopping = self.phase != Phase::Running;
         let date = self.dates.get(SystemTime::now());
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
-            if let Body::Stream(producer) = response.into_parts().2 {
+            if let Body::Stream(producer) | Body::SizedStream(producer, _) = response.into_parts().2
+            {
                 self.discard(index, serial, producer);
             }
             return;
         };
         if conn.serial != serial || conn.state != ConnState::InPool {
             // The connection this answer belongs to is gone.
-            if let Body::Stream(producer) = response.into_parts().2 {
+            if let Body::Stream(producer) | Body::SizedStream(producer, _) = response.into_parts().2
+            {
                 self.discard(index, serial, producer);
             }
             return;
@@ -1181,9 +1225,17 @@ impl<'a> Worker<'a> {
                 conn.streamed = Some(StreamOut::Ready {
                     producer,
                     chunked: conn.version == Version::Http11,
+                    remaining: None,
                 });
             }
-            Body::Stream(producer) => unused = Some(producer),
+            Body::SizedStream(producer, len) if with_body && !is_head && len > 0 => {
+                conn.streamed = Some(StreamOut::Ready {
+                    producer,
+                    chunked: false,
+                    remaining: Some(len),
+                });
+            }
+            Body::Stream(producer) | Body::SizedStream(producer, _) => unused = Some(producer),
             Body::Bytes(_) | Body::File(_) => {}
         }
         conn.state = ConnState::Writing;
@@ -1505,6 +1557,10 @@ impl<'a> Worker<'a> {
             peer_text(conn.peer),
             self.request_timeout
         );
+        if let Some(thread) = self.pool.thread_running(index, conn.serial) {
+            let what = format!("the streamed response to {}", peer_text(conn.peer));
+            self.pool.handler().request_stuck(thread, &what);
+        }
         self.close(index);
         self.retire(RetireReason::RequestTimeout(ran.as_millis() as u64));
     }
@@ -1522,7 +1578,13 @@ impl<'a> Worker<'a> {
             peer_text(conn.peer),
             self.request_timeout
         );
+        if let Some(thread) = self.pool.thread_running(index, conn.serial) {
+            self.pool.handler().request_stuck(thread, &label);
+        }
         // Its answer, if it ever comes, finds the connection no longer waiting and is dropped.
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
         conn.state = ConnState::Reading;
         self.respond_error(
             index,
@@ -1712,11 +1774,18 @@ enum StreamOut {
     /// With the loop, until the connection has drained below [`LOW_WATER`].
     Ready {
         producer: BodyStream,
-        /// Framed with the chunked coding (HTTP/1.1), or delimited by the close (HTTP/1.0).
+        /// Framed with the chunked coding (HTTP/1.1), or delimited by the close (HTTP/1.0),
+        /// unless the handler promised a length.
         chunked: bool,
+        /// What is left of the length the handler promised ([`Body::SizedStream`]).
+        remaining: Option<u64>,
     },
     /// A pool thread is pulling the next chunk, since `since`.
-    Pulling { chunked: bool, since: Instant },
+    Pulling {
+        chunked: bool,
+        remaining: Option<u64>,
+        since: Instant,
+    },
 }
 
 /// How a call of [`Worker::drive_write`] ended.

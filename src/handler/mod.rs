@@ -30,8 +30,8 @@ mod response;
 pub mod static_files;
 
 pub use request::{
-    BodyReader, Headers, Request, RequestBuilder, Version, percent_decode, percent_decode_bytes,
-    percent_decode_path,
+    BodyReader, Headers, Request, RequestBody, RequestBuilder, Version, percent_decode,
+    percent_decode_bytes, percent_decode_path,
 };
 pub use response::{Body, BodyStream, FileRegion, HeaderFields, Response};
 use std::error::Error as StdError;
@@ -92,7 +92,29 @@ pub trait Handler: Send + Sync + 'static {
     /// busy, and must return at once: set a flag, wake a background thread. Slow clean-up
     /// belongs in `Drop`. The default does nothing.
     fn on_stop(&self) {}
+
+    /// Runs a pool thread's whole life: each pool thread calls this once, and `run` serves
+    /// requests until the pool stops. A handler that needs per-thread set-up and tear-down
+    /// around all its calls (an interpreter's thread state) wraps `run` in it; the default
+    /// just calls it.
+    fn pool_thread(&self, run: &mut dyn FnMut()) {
+        run();
+    }
+
+    /// Called on the event loop when a request (`what`, e.g. `GET /report`) has run past
+    /// `request_timeout` on the pool thread `thread` (its `pthread_self()`): the client has
+    /// its `504` and the worker is recycling. A handler that can tell where that thread is
+    /// stuck logs it here. It must return at once; the default does nothing.
+    fn request_stuck(&self, thread: u64, what: &str) {
+        let _ = (thread, what);
+    }
 }
+
+/// A streamed body's `next` may end the response as failed, without the pool logging a panic,
+/// by unwinding with this payload (`std::panic::resume_unwind(Box::new(AbortStream))`) once it
+/// has logged why itself: the connection is closed without the end of the body.
+#[derive(Debug, Clone, Copy)]
+pub struct AbortStream;
 
 /// What a worker tells the factory about itself when it builds its handler.
 #[derive(Clone, Debug)]
@@ -132,6 +154,21 @@ pub type BuildError = Box<dyn StdError + Send + Sync>;
 pub trait HandlerFactory {
     /// Builds the handler for the worker described by `worker`.
     fn build(&self, worker: &WorkerInfo) -> Result<Box<dyn Handler>, BuildError>;
+
+    /// Called in the master just before it forks a worker, and [`after_fork_parent`] /
+    /// [`after_fork_child`] just after, on each side: a factory whose state lives in the master
+    /// (an interpreter it preloaded) takes and releases its locks around the fork here. The
+    /// defaults do nothing.
+    ///
+    /// [`after_fork_parent`]: HandlerFactory::after_fork_parent
+    /// [`after_fork_child`]: HandlerFactory::after_fork_child
+    fn before_fork(&self) {}
+
+    /// See [`HandlerFactory::before_fork`].
+    fn after_fork_parent(&self) {}
+
+    /// See [`HandlerFactory::before_fork`].
+    fn after_fork_child(&self) {}
 }
 
 impl<F, H, E> HandlerFactory for F

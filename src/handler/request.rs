@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -106,6 +106,17 @@ pub struct Request {
     body: BodyStore,
     peer: Option<SocketAddr>,
     listener: Option<Arc<BindAddr>>,
+    client: Option<IpAddr>,
+    scheme: &'static str,
+}
+
+/// A request's body taken out of it, wherever it is: see [`Request::into_body_parts`].
+#[derive(Debug)]
+pub enum RequestBody {
+    /// Held in memory.
+    Memory(Vec<u8>),
+    /// In an unlinked temporary file, from offset 0, this many bytes long.
+    File(Arc<File>, u64),
 }
 
 /// Where a request's body is.
@@ -152,6 +163,8 @@ impl Request {
             body: BodyStore::Memory(body),
             peer,
             listener: None,
+            client: peer.map(|p| p.ip()),
+            scheme: "http",
         }
     }
 
@@ -306,9 +319,39 @@ impl Request {
         }
     }
 
+    /// Takes the body out of the request, without copying, wherever it is.
+    pub fn into_body_parts(self) -> RequestBody {
+        match self.body {
+            BodyStore::Memory(bytes) => RequestBody::Memory(bytes),
+            BodyStore::File { file, len } => RequestBody::File(file, len),
+        }
+    }
+
     /// The peer's address, for TCP listeners.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer
+    }
+
+    /// The client's address: the peer's, or, when the peer is a proxy listed in
+    /// `[server] forwarded_allow_ips`, the one its `Forwarded` or `X-Forwarded-For` header
+    /// reports (the same rule as the access log's).
+    ///
+    /// ```
+    /// use tine::handler::Request;
+    ///
+    /// let peer = "127.0.0.1:5000".parse().unwrap();
+    /// let request = Request::builder("GET", "/").peer(Some(peer)).build();
+    /// assert_eq!(request.client_addr(), Some(peer.ip()));
+    /// assert_eq!(request.scheme(), "http");
+    /// ```
+    pub fn client_addr(&self) -> Option<IpAddr> {
+        self.client
+    }
+
+    /// `http`, or `https` when a trusted proxy says the client used it
+    /// (`X-Forwarded-Proto: https` or `Forwarded: proto=https`).
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
     }
 
     /// The listening socket the request came in on: its address (the port the kernel chose
@@ -411,9 +454,18 @@ impl RequestBuilder {
         self
     }
 
-    /// Sets the peer address.
+    /// Sets the peer address (and the client's, until [`RequestBuilder::client`] says
+    /// otherwise).
     pub fn peer(mut self, peer: Option<SocketAddr>) -> Self {
         self.request.peer = peer;
+        self.request.client = peer.map(|p| p.ip());
+        self
+    }
+
+    /// Sets the client's address and scheme as a trusted proxy reported them.
+    pub fn client(mut self, addr: Option<IpAddr>, scheme: &'static str) -> Self {
+        self.request.client = addr;
+        self.request.scheme = scheme;
         self
     }
 

@@ -49,6 +49,10 @@ pub enum Body {
     /// Empty chunks are skipped. If `next` panics, the connection is closed without the end
     /// of the body, so the client can tell the response is incomplete.
     Stream(BodyStream),
+    /// A stream whose length the handler promised (a `Content-Length` of its own): sent with
+    /// that `Content-Length`; chunks past it are cut off, and a stream that ends short closes
+    /// the connection (and is logged), so the client can tell the response is incomplete.
+    SizedStream(BodyStream, u64),
 }
 
 impl Body {
@@ -58,6 +62,7 @@ impl Body {
             Body::Bytes(bytes) => Some(bytes.len() as u64),
             Body::File(region) => Some(region.len()),
             Body::Stream(_) => None,
+            Body::SizedStream(_, len) => Some(*len),
         }
     }
 
@@ -73,6 +78,7 @@ impl fmt::Debug for Body {
             Body::Bytes(bytes) => write!(f, "Bytes({} bytes)", bytes.len()),
             Body::File(region) => region.fmt(f),
             Body::Stream(_) => f.write_str("Stream"),
+            Body::SizedStream(_, len) => write!(f, "SizedStream({len} bytes)"),
         }
     }
 }
@@ -213,6 +219,16 @@ impl Response {
         I: Iterator<Item = Vec<u8>> + Send + 'static,
     {
         self.body = Body::Stream(Box::new(chunks));
+        self
+    }
+
+    /// Sets the body to a stream of chunks that add up to `len` bytes (see
+    /// [`Body::SizedStream`]).
+    pub fn with_sized_stream<I>(mut self, chunks: I, len: u64) -> Self
+    where
+        I: Iterator<Item = Vec<u8>> + Send + 'static,
+    {
+        self.body = Body::SizedStream(Box::new(chunks), len);
         self
     }
 

@@ -35,6 +35,11 @@ use table::{Action, WorkerTable};
 const SIGNALS: Token = Token(0);
 const REPORT_PIPE: Token = Token(1);
 
+/// Whether `config` imports its application in the master.
+fn preloads(config: &Config) -> bool {
+    config.app.handler == crate::config::HandlerKind::Wsgi && config.app.preload
+}
+
 /// How long the loop sleeps at most between checks of its timers and the heartbeats.
 const MAX_TICK: Duration = Duration::from_secs(1);
 /// How long a hung worker has between SIGABRT (which may leave a core dump to debug it by)
@@ -630,6 +635,20 @@ impl<'a> Master<'a> {
             mut config,
             workers,
         } = loaded;
+        if preloads(&self.config) || preloads(&config) {
+            // The application lives in this process: only a new master imports new code. It
+            // starts as an upgrade does; this one serves until it is ready, and stays if it
+            // fails (its log says why).
+            log::info!(
+                "reload: the application is preloaded in the master, so a new master imports \
+                 the new code (as SIGUSR2 does)"
+            );
+            self.begin_upgrade();
+            if self.upgrade_child.is_none() {
+                let _ = sys::sd_notify("READY=1\nSTATUS=reload failed; still serving");
+            }
+            return;
+        }
         for key in keep_restart_only_settings(&self.config, &mut config) {
             log::warn!("reload: {key} changed, which takes a restart; keeping the old value");
         }
@@ -791,6 +810,7 @@ impl<'a> Master<'a> {
         let now = Instant::now();
         let now_ms = sys::monotonic_ms();
         let timeout = self.config.server.timeout;
+        let boot_timeout = self.config.server.boot_timeout;
         let workers: Vec<(usize, table::WorkerProcess)> = self.table.live().collect();
         for (slot, worker) in workers {
             let view = self.scoreboard.view(worker.board);
@@ -805,8 +825,23 @@ impl<'a> Master<'a> {
                 self.table.detach(worker.pid);
             }
             let silent = Duration::from_millis(now_ms.saturating_sub(view.heartbeat_ms));
+            // A worker still building its application (importing a large project) is not
+            // hung until boot_timeout; from its first heartbeat on, timeout applies.
+            let limit = if worker.ready { timeout } else { boot_timeout };
             match worker.aborted_at {
-                None if silent > timeout => {
+                None if silent > limit && !worker.ready => {
+                    log::warn!(
+                        "worker {} (slot {slot}) did not finish starting within boot_timeout \
+                         ({}); killing it",
+                        worker.pid,
+                        format_lifetime(boot_timeout)
+                    );
+                    if let Err(err) = sys::send_signal(worker.pid, Signal::SIGABRT) {
+                        log::error!("could not signal worker {}: {err}", worker.pid);
+                    }
+                    self.table.mark_aborted(worker.pid, now);
+                }
+                None if silent > limit => {
                     log::warn!(
                         "worker {} (slot {slot}) missed its heartbeat for {}; killing it",
                         worker.pid,
@@ -1011,16 +1046,20 @@ impl<'a> Master<'a> {
     fn spawn(&mut self, slot: usize, board: usize) -> io::Result<u32> {
         self.scoreboard.reset(board, sys::monotonic_ms());
         let blocked = sys::block_signals()?;
+        self.factory.before_fork();
         match sys::fork() {
             Err(err) => {
+                self.factory.after_fork_parent();
                 let _ = blocked.restore();
                 Err(err)
             }
             Ok(Forked::Parent(pid)) => {
+                self.factory.after_fork_parent();
                 blocked.restore()?;
                 Ok(pid)
             }
             Ok(Forked::Child) => {
+                self.factory.after_fork_child();
                 // The worker must not share the master's event loop or run its signal actions.
                 drop(self.ops.take());
                 drop(self.signals.take());
@@ -1098,7 +1137,7 @@ impl<'a> Master<'a> {
                 }
                 log::error!("upgrade failed: the new master (pid {pid}) {how}; still serving");
                 let _ = sys::sd_notify(&format!(
-                    "STATUS=upgrade failed: the new master {how}; still serving"
+                    "READY=1\nSTATUS=upgrade failed: the new master {how}; still serving"
                 ));
                 continue;
             }

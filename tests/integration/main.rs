@@ -4,6 +4,8 @@ mod app;
 mod cgroup;
 mod cli;
 mod operate;
+#[cfg(feature = "python")]
+mod python;
 mod reload;
 mod serve;
 mod static_files;

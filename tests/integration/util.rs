@@ -112,6 +112,24 @@ impl Server {
         env: &[(&str, &str)],
         error_log: Option<PathBuf>,
     ) -> Server {
+        let mut server = Server::spawn_inner(config, args, env, error_log);
+        server.wait_for_notify("READY=1");
+        server.addr = server.listening_addr();
+        server
+    }
+
+    /// Starts tine on `config` without waiting for it to be ready (for a start that is meant
+    /// to stall or fail); its log is there to watch.
+    pub fn spawn_unready(config: &str, env: &[(&str, &str)]) -> Server {
+        Server::spawn_inner(config, &[], env, None)
+    }
+
+    fn spawn_inner(
+        config: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        error_log: Option<PathBuf>,
+    ) -> Server {
         let dir = TempDir::new();
         let config = if config.contains("bind") {
             config.to_owned()
@@ -141,17 +159,14 @@ impl Server {
             .process_group(0)
             .spawn()
             .expect("spawn tine");
-        let mut server = Server {
+        Server {
             child: Some(child),
             _dir: dir,
             addr: "127.0.0.1:0".parse().unwrap(),
             log_path,
             error_log,
             notify,
-        };
-        server.wait_for_notify("READY=1");
-        server.addr = server.listening_addr();
-        server
+        }
     }
 
     pub fn pid(&self) -> u32 {

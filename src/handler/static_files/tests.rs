@@ -78,7 +78,7 @@ fn body(response: &Response) -> Vec<u8> {
                 .unwrap();
             out
         }
-        Body::Stream(_) => panic!("the static handler never streams"),
+        Body::Stream(_) | Body::SizedStream(..) => panic!("the static handler never streams"),
     }
 }
 

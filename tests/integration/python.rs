@@ -1,0 +1,327 @@
+//! The embedded interpreter and the process model around it: which Python runs, the bundled
+//! application, preload with its fork protocol, reloads that import new code, boot_timeout.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::util::{Server, TempDir, WAIT, run_tine};
+
+/// The repository's bundled WSGI application.
+fn bundled_app_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python")
+}
+
+fn hello_config(extra: &str) -> String {
+    format!(
+        "[server]\nworkers = 2\nthreads = 2\n[app]\nhandler = \"wsgi\"\napp = \"hello:app\"\n\
+         pythonpath = [{:?}]\n{extra}",
+        bundled_app_dir().display().to_string()
+    )
+}
+
+/// What the interpreter tine was built against says of itself.
+fn built_python(code: &str) -> String {
+    let out = std::process::Command::new(env!("TINE_PYTHON_EXECUTABLE"))
+        .args(["-c", code])
+        .output()
+        .expect("run the build's python");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn the_interpreter_loaded_is_the_one_built_against() {
+    let server = Server::start(&hello_config(""));
+    let answer = server.get("/python");
+    assert_eq!(answer.status, 200, "{}", server.log());
+    let expected = built_python("import sys; print(sys.version.split()[0], sys.prefix)");
+    let (version, rest) = expected.split_once(' ').unwrap();
+    let body = answer.text();
+    assert!(body.starts_with(version), "served by {body}, built with {expected}");
+    assert!(body.trim_end().ends_with(rest), "served by {body}, built with {expected}");
+    // The start-up line names the library, which lives in the build interpreter's LIBDIR.
+    let libdir = built_python("import sysconfig; print(sysconfig.get_config_var('LIBDIR'))");
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("python {version} at ")))
+        .unwrap_or_else(|| panic!("no interpreter line in\n{log}"));
+    let canonical = std::fs::canonicalize(&libdir).unwrap();
+    assert!(
+        line.contains(&canonical.display().to_string()) || line.contains(&libdir),
+        "{line} does not name {libdir}"
+    );
+}
+
+#[test]
+fn the_bundled_config_serves_the_bundled_application() {
+    // The README's first command runs config/tine.toml from the repository's root.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("config/tine.toml")).unwrap();
+    assert!(text.contains("\nhandler = \"wsgi\""), "config/tine.toml serves WSGI");
+    let dir = TempDir::new();
+    let (status, out, err) = run_tine(
+        &dir,
+        &["-c", root.join("config/tine.toml").to_str().unwrap(), "--check-config"],
+    );
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("wsgi application hello:app on python"), "{out}");
+    // And the application it names answers, as it would from the repository's root.
+    let server = Server::start(&hello_config(""));
+    let hello = server.get("/");
+    assert_eq!((hello.status, hello.text().as_str()), (200, "Hello, World!\n"));
+    let echo = server.request(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    );
+    assert_eq!(echo.text(), "hello");
+    assert_eq!(server.get("/nope").status, 404);
+}
+
+#[test]
+fn print_config_names_the_python_and_check_config_imports_nothing() {
+    let dir = TempDir::new();
+    // An application whose import would fail loudly: --check-config must not import it.
+    dir.write("loud.py", "raise SystemExit('imported!')\n");
+    let config = dir.write(
+        "t.toml",
+        &format!(
+            "[app]\nhandler = \"wsgi\"\napp = \"loud:app\"\npythonpath = [{:?}]\n",
+            dir.path().display().to_string()
+        ),
+    );
+    let config = config.to_str().unwrap();
+    let (status, out, err) = run_tine(&dir, &["-c", config, "--check-config"]);
+    assert!(status.success(), "{out}{err}");
+    assert!(!out.contains("imported!") && !err.contains("imported!"));
+    let (status, out, _) = run_tine(&dir, &["-c", config, "--print-config"]);
+    assert!(status.success());
+    let first = out.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!("# python {}", env!("TINE_PYTHON_VERSION")))
+            && first.contains(env!("TINE_PYTHON_EXECUTABLE")),
+        "{first}"
+    );
+}
+
+#[test]
+fn a_virtualenv_for_another_python_is_a_clear_error() {
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.path().join("venv/bin")).unwrap();
+    dir.write("venv/pyvenv.cfg", "home = /usr/bin\nversion = 2.7.18\n");
+    let config = dir.write(
+        "t.toml",
+        "[app]\nhandler = \"wsgi\"\napp = \"x:app\"\nvirtualenv = \"venv\"\n",
+    );
+    let (status, _, err) = run_tine(&dir, &["-c", config.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(64), "{err}");
+    assert!(err.contains("was made for Python 2.7"), "{err}");
+    assert!(
+        err.contains(&format!("embeds Python {}", env!("TINE_PYTHON_VERSION"))),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_import_error_at_start_exits_with_the_traceback() {
+    let dir = TempDir::new();
+    dir.write("broken.py", "import os\nraise ValueError('the settings are wrong')\n");
+    let config = dir.write(
+        "t.toml",
+        &format!(
+            "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 2\n[app]\nhandler = \"wsgi\"\n\
+             app = \"broken:app\"\npythonpath = [{:?}]\n",
+            dir.path().display().to_string()
+        ),
+    );
+    for preload in [false, true] {
+        let mut args = vec!["-c", config.to_str().unwrap()];
+        if preload {
+            args.push("--preload");
+        }
+        let started = Instant::now();
+        let (status, _, err) = run_tine(&dir, &args);
+        assert_eq!(status.code(), Some(70), "preload {preload}: {err}");
+        assert!(started.elapsed() < WAIT, "no crash loop");
+        assert!(err.contains("Traceback (most recent call last)"), "{err}");
+        assert!(err.contains("broken.py\", line 2"), "{err}");
+        assert!(err.contains("ValueError: the settings are wrong"), "{err}");
+    }
+}
+
+#[test]
+fn preload_imports_once_in_the_master_and_workers_share_it() {
+    let dir = TempDir::new();
+    dir.write(
+        "counted.py",
+        "import os\nIMPORTED_IN = os.getpid()\n\
+         def app(environ, start_response):\n\
+         \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
+         \x20   return [f'{IMPORTED_IN} {os.getpid()} {os.getppid()}'.encode()]\n",
+    );
+    let config = format!(
+        "[server]\nworkers = 2\n[app]\nhandler = \"wsgi\"\napp = \"counted:app\"\n\
+         pythonpath = [{:?}]\npreload = true\n",
+        dir.path().display().to_string()
+    );
+    let server = Server::start(&config);
+    let body = server.get("/").text();
+    let pids: Vec<u32> = body.split(' ').map(|p| p.parse().unwrap()).collect();
+    assert_eq!(pids[0], server.pid(), "imported in the master: {body}");
+    assert_eq!(pids[2], server.pid(), "served by a worker of it: {body}");
+    assert_ne!(pids[1], server.pid());
+    assert_eq!(server.log().matches("importing counted:app").count(), 1);
+}
+
+#[test]
+fn preload_refuses_an_application_that_starts_threads() {
+    let dir = TempDir::new();
+    dir.write(
+        "threaded.py",
+        "import threading, time\n\
+         threading.Thread(target=time.sleep, args=(60,), name='metrics-pusher', daemon=True).start()\n\
+         def app(environ, start_response):\n\
+         \x20   start_response('200 OK', [])\n\
+         \x20   return [b'ok']\n",
+    );
+    let config = dir.write(
+        "t.toml",
+        &format!(
+            "[server]\nbind = [\"127.0.0.1:0\"]\n[app]\nhandler = \"wsgi\"\n\
+             app = \"threaded:app\"\npythonpath = [{:?}]\npreload = true\n",
+            dir.path().display().to_string()
+        ),
+    );
+    let (status, _, err) = run_tine(&dir, &["-c", config.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(70), "{err}");
+    assert!(err.contains("started threads in the master"), "{err}");
+    assert!(err.contains("metrics-pusher"), "{err}");
+}
+
+/// A module whose response is `version`, written where `dir` is on the path.
+fn write_versioned(dir: &TempDir, version: &str) {
+    dir.write(
+        "versioned.py",
+        &format!(
+            "def app(environ, start_response):\n\
+             \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
+             \x20   return [b'{version}']\n"
+        ),
+    );
+    // The new source must not look older than the cached bytecode of the old one.
+    let _ = std::fs::remove_dir_all(dir.path().join("__pycache__"));
+}
+
+fn hup_and_wait_for(server: &mut Server, body: &str) {
+    server.signal(Signal::SIGHUP);
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if server.get("/").text() == body {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("never served {body:?} after HUP:\n{}", server.log());
+}
+
+#[test]
+fn hup_loads_new_application_code_lazy_and_preloaded_and_a_broken_one_changes_nothing() {
+    for preload in [false, true] {
+        let dir = TempDir::new();
+        write_versioned(&dir, "v1");
+        let config = format!(
+            "[server]\nworkers = 2\ngraceful_timeout = \"5s\"\n[app]\nhandler = \"wsgi\"\n\
+             app = \"versioned:app\"\npythonpath = [{:?}]\npreload = {preload}\n",
+            dir.path().display().to_string()
+        );
+        let mut server = Server::start(&config);
+        assert_eq!(server.get("/").text(), "v1");
+        write_versioned(&dir, "v2");
+        hup_and_wait_for(&mut server, "v2");
+        // A version that does not import: logged with its traceback, the old one serves on.
+        dir.write("versioned.py", "def app(:\n");
+        server.signal(Signal::SIGHUP);
+        let deadline = Instant::now() + WAIT;
+        while !server.log().contains("SyntaxError") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = server.log();
+        assert!(log.contains("SyntaxError"), "preload {preload}:\n{log}");
+        let settled = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < settled {
+            assert_eq!(server.get("/").text(), "v2", "preload {preload}");
+        }
+    }
+}
+
+#[test]
+fn a_slow_import_is_not_a_hung_worker_until_boot_timeout() {
+    let dir = TempDir::new();
+    dir.write(
+        "slow.py",
+        "import time\n\
+         def importing_slowly():\n\
+         \x20   time.sleep(float(__import__('os').environ['IMPORT_SECONDS']))\n\
+         importing_slowly()\n\
+         def app(environ, start_response):\n\
+         \x20   start_response('200 OK', [])\n\
+         \x20   return [b'booted']\n",
+    );
+    // The import takes 3 s, three times `timeout`: well within boot_timeout, it boots.
+    let config = format!(
+        "[server]\nworkers = 1\ntimeout = \"1s\"\n[app]\nhandler = \"wsgi\"\napp = \"slow:app\"\n\
+         pythonpath = [{:?}]\n",
+        dir.path().display().to_string()
+    );
+    let server = Server::start_with_env(&config, &[("IMPORT_SECONDS", "3")]);
+    assert_eq!(server.get("/").text(), "booted");
+    assert!(!server.log().contains("killing it"), "{}", server.log());
+    drop(server);
+    // Past boot_timeout, the worker is killed, and the log shows where its import was stuck.
+    let config = config.replace("timeout = \"1s\"", "timeout = \"1s\"\nboot_timeout = \"1s\"");
+    let child = Server::spawn_unready(&config, &[("IMPORT_SECONDS", "30")]);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let log = child.log();
+        if log.contains("did not finish starting within boot_timeout")
+            && log.contains("importing_slowly")
+        {
+            assert!(log.contains("slow.py\", line 3"), "{log}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no boot_timeout kill:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_graceful_stop_runs_the_applications_atexit_handlers_and_a_fast_stop_does_not() {
+    for (signal, runs) in [(Signal::SIGTERM, true), (Signal::SIGINT, false)] {
+        let dir = TempDir::new();
+        let marker = dir.path().join("atexit-ran");
+        dir.write(
+            "exiting.py",
+            &format!(
+                "import atexit, os\n\
+                 atexit.register(lambda: open({:?} + '.' + str(os.getpid()), 'w').close())\n\
+                 def app(environ, start_response):\n\
+                 \x20   start_response('200 OK', [])\n\
+                 \x20   return [b'ok']\n",
+                marker.display().to_string()
+            ),
+        );
+        let config = format!(
+            "[server]\nworkers = 1\n[app]\nhandler = \"wsgi\"\napp = \"exiting:app\"\n\
+             pythonpath = [{:?}]\n",
+            dir.path().display().to_string()
+        );
+        let mut server = Server::start(&config);
+        assert_eq!(server.get("/").text(), "ok");
+        let worker = server.workers()[0];
+        server.signal(signal);
+        assert!(server.wait_exit().success());
+        let ran = dir.path().join(format!("atexit-ran.{worker}")).exists();
+        assert_eq!(ran, runs, "{signal:?}:\n{}", server.log());
+    }
+}
