@@ -5,6 +5,7 @@
 //! key left out takes its default, so an empty file is a valid config. `config/tine.toml`
 //! is the documented example and lists every key at its default.
 
+mod app_spec;
 mod bind;
 mod diag;
 mod schema;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use toml::de::DeTable;
 
+pub use app_spec::{AppSpec, parse_app_spec};
 pub use bind::BindAddr;
 pub use diag::{Diagnostic, Diagnostics, LoadError};
 pub use units::{format_duration, format_size, parse_duration, parse_size};
