@@ -458,6 +458,9 @@ impl HandlerFactory for Builtin {
                 let options = worker.app.clone();
                 Ok(Box::new(handler::static_files::StaticFiles::new(options)?))
             }
+            HandlerKind::Wsgi => Err("handler = \"wsgi\": this build of tine cannot run \
+                                      Python applications"
+                .into()),
         }
     }
 }
