@@ -5,6 +5,7 @@
 //! key left out takes its default, so an empty file is a valid config. `config/tine.toml`
 //! is the documented example and lists every key at its default.
 
+mod app_spec;
 mod bind;
 mod diag;
 mod schema;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use toml::de::DeTable;
 
+pub use app_spec::{AppSpec, parse_app_spec};
 pub use bind::BindAddr;
 pub use diag::{Diagnostic, Diagnostics, LoadError};
 pub use units::{format_duration, format_size, parse_duration, parse_size};
@@ -34,6 +36,7 @@ pub const KEYS: &[&str] = &[
     "server.threads",
     "server.max_connections",
     "server.timeout",
+    "server.boot_timeout",
     "server.graceful_timeout",
     "server.keepalive",
     "server.header_timeout",
@@ -63,6 +66,12 @@ pub const KEYS: &[&str] = &[
     "log.access_log_format",
     "metrics.bind",
     "app.handler",
+    "app.app",
+    "app.pythonpath",
+    "app.virtualenv",
+    "app.env",
+    "app.preload",
+    "app.script_name",
     "app.root",
     "app.index",
     "app.listing",
@@ -118,6 +127,9 @@ pub struct Server {
     pub max_connections: NonZeroUsize,
     /// A worker silent for longer than this is hung; never zero.
     pub timeout: Duration,
+    /// How long a worker may take to start (build its application, for `wsgi` import it)
+    /// before it counts as hung; `timeout` applies once it is up. Never zero.
+    pub boot_timeout: Duration,
     /// How long workers may finish in-flight requests on shutdown or restart.
     pub graceful_timeout: Duration,
     /// How long an idle keep-alive connection stays open; zero disables keep-alive.
@@ -167,6 +179,7 @@ impl Default for Server {
             threads: NonZeroUsize::new(4).expect("4 is not zero"),
             max_connections: NonZeroUsize::new(1000).expect("1000 is not zero"),
             timeout: Duration::from_secs(30),
+            boot_timeout: Duration::from_secs(120),
             graceful_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(75),
             header_timeout: Duration::from_secs(10),
@@ -308,11 +321,30 @@ impl Default for Log {
     }
 }
 
-/// `[app]`: the application the server runs, and the settings of the `static` handler.
+/// `[app]`: the application the server runs, and the settings of the `wsgi` and `static`
+/// handlers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct App {
     /// Which built-in handler answers requests.
     pub handler: HandlerKind,
+    /// `wsgi`: the application, `"module:callable"` or `"module:factory(args)"`, its syntax
+    /// checked by [`parse_app_spec`]; `None` names none, which `handler = "wsgi"` refuses.
+    pub app: Option<String>,
+    /// `wsgi`: directories put at the front of `sys.path`, in order; a relative one is taken
+    /// from the directory tine runs in (after `[server] chdir`).
+    pub pythonpath: Vec<PathBuf>,
+    /// `wsgi`: the virtual environment whose packages the application imports; `None` means
+    /// the `VIRTUAL_ENV` environment variable's, if it is set (resolved at start-up).
+    pub virtualenv: Option<PathBuf>,
+    /// `wsgi`: environment variables set for the application, in the file's order. Names are
+    /// not empty and hold no `=` or NUL; values hold no NUL.
+    pub env: Vec<(String, String)>,
+    /// `wsgi`: import the application in the master, before the workers are forked.
+    pub preload: bool,
+    /// `wsgi`: the `SCRIPT_NAME` the application is mounted at: `""` (the `SCRIPT_NAME`
+    /// environment variable then applies at start-up), or a path that starts with `/` and
+    /// does not end with one.
+    pub script_name: String,
     /// `static`: the directory served, relative to the directory tine runs in.
     pub root: PathBuf,
     /// `static`: file names tried, in order, for a request naming a directory; each a plain
@@ -333,6 +365,12 @@ impl Default for App {
     fn default() -> Self {
         App {
             handler: HandlerKind::default(),
+            app: None,
+            pythonpath: Vec::new(),
+            virtualenv: None,
+            env: Vec::new(),
+            preload: false,
+            script_name: String::new(),
             root: PathBuf::from("public"),
             index: vec!["index.html".to_owned()],
             listing: false,
@@ -358,17 +396,20 @@ pub enum HandlerKind {
     Demo,
     /// The files under `[app] root`.
     Static,
+    /// The Python WSGI application named by `[app] app`.
+    Wsgi,
 }
 
 impl HandlerKind {
     /// Every handler, in the order error messages list them.
-    pub const ALL: &[HandlerKind] = &[HandlerKind::Demo, HandlerKind::Static];
+    pub const ALL: &[HandlerKind] = &[HandlerKind::Demo, HandlerKind::Static, HandlerKind::Wsgi];
 
     /// The name used in the config file.
     pub fn as_str(self) -> &'static str {
         match self {
             HandlerKind::Demo => "demo",
             HandlerKind::Static => "static",
+            HandlerKind::Wsgi => "wsgi",
         }
     }
 }
@@ -415,6 +456,17 @@ impl Config {
     ///
     /// Every problem found, in file order, each located at a line and column.
     pub fn from_toml_str(source_name: &str, text: &str) -> Result<Config, Diagnostics> {
+        Config::from_toml_str_with(source_name, text, |_| {})
+    }
+
+    /// Like [`Config::from_toml_str`], with `adjust` (the command line's overrides) applied
+    /// to the file's values before the checks that involve several keys, so that an override
+    /// counts there: an `APP` argument gives the file's `handler = "wsgi"` its `app`.
+    pub(crate) fn from_toml_str_with(
+        source_name: &str,
+        text: &str,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Result<Config, Diagnostics> {
         let (doc, syntax_errors) = DeTable::parse_recoverable(text);
         if !syntax_errors.is_empty() {
             let mut problems: Vec<Problem> = syntax_errors
@@ -427,6 +479,8 @@ impl Config {
         let mut config = Config::default();
         let mut problems = Vec::new();
         schema::apply(doc.get_ref(), &mut config, &mut problems);
+        adjust(&mut config);
+        schema::check_across(doc.get_ref(), &config, &mut problems);
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -441,13 +495,23 @@ impl Config {
     /// `LoadError::Read` when the file cannot be read, `LoadError::Invalid` with every
     /// problem in it otherwise (including text that is not UTF-8).
     pub fn load(path: &Path) -> Result<Config, LoadError> {
+        Config::load_with(path, |_| {})
+    }
+
+    /// Like [`Config::load`], with `adjust` applied as [`Config::from_toml_str_with`] does.
+    pub(crate) fn load_with(
+        path: &Path,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Result<Config, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
             source,
         })?;
         let name = path.display().to_string();
         match String::from_utf8(bytes) {
-            Ok(text) => Config::from_toml_str(&name, &text).map_err(LoadError::Invalid),
+            Ok(text) => {
+                Config::from_toml_str_with(&name, &text, adjust).map_err(LoadError::Invalid)
+            }
             Err(e) => {
                 // Point at the first bad byte, located within the valid text before it.
                 let valid_up_to = e.utf8_error().valid_up_to();
@@ -563,6 +627,12 @@ mod tests {
         assert_eq!(c.app.index, ["index.html"]);
         assert!(!c.app.listing && !c.app.follow_symlinks && !c.app.precompressed);
         assert_eq!(c.app.cache_control, None);
+        assert_eq!(c.server.boot_timeout, Duration::from_secs(120));
+        assert_eq!(c.app.app, None);
+        assert!(c.app.pythonpath.is_empty() && c.app.env.is_empty());
+        assert_eq!(c.app.virtualenv, None);
+        assert!(!c.app.preload);
+        assert_eq!(c.app.script_name, "");
     }
 
     #[test]
@@ -827,9 +897,14 @@ handler = "demo"
         assert_eq!(HandlerKind::Demo.to_string(), "demo");
         assert_eq!("demo".parse::<HandlerKind>(), Ok(HandlerKind::Demo));
         assert_eq!("static".parse::<HandlerKind>(), Ok(HandlerKind::Static));
+        assert_eq!("wsgi".parse::<HandlerKind>(), Ok(HandlerKind::Wsgi));
+        assert_eq!(HandlerKind::Wsgi.to_string(), "wsgi");
         assert_eq!(
-            "wsgi".parse::<HandlerKind>(),
-            Err("unknown handler \"wsgi\": expected one of \"demo\", \"static\"".to_owned())
+            "flask".parse::<HandlerKind>(),
+            Err(
+                "unknown handler \"flask\": expected one of \"demo\", \"static\", \"wsgi\""
+                    .to_owned()
+            )
         );
     }
 
@@ -849,6 +924,153 @@ handler = "demo"
         let none = parse("[app]\nindex = []\ncache_control = \"\"\n");
         assert!(none.app.index.is_empty());
         assert_eq!(none.app.cache_control, None);
+    }
+
+    #[test]
+    fn wsgi_keys_are_read_and_written_back() {
+        let c = parse(
+            "[server]\nboot_timeout = \"5m\"\n[app]\nhandler = \"wsgi\"\n\
+             app = 'app:create_app(\"prod\", debug=False)'\npythonpath = [\"src\", \"/opt/lib\"]\n\
+             virtualenv = \"/srv/venv\"\npreload = true\nscript_name = \"/app\"\n\
+             env = { ZED = \"1\", DJANGO_SETTINGS_MODULE = \"site.settings\", \"odd name\" = \"a \\\"b\\\"\" }\n",
+        );
+        assert_eq!(c.server.boot_timeout, Duration::from_secs(300));
+        assert_eq!(c.app.handler, HandlerKind::Wsgi);
+        assert_eq!(
+            c.app.app.as_deref(),
+            Some("app:create_app(\"prod\", debug=False)")
+        );
+        assert_eq!(
+            c.app.pythonpath,
+            [PathBuf::from("src"), PathBuf::from("/opt/lib")]
+        );
+        assert_eq!(c.app.virtualenv, Some(PathBuf::from("/srv/venv")));
+        assert!(c.app.preload);
+        assert_eq!(c.app.script_name, "/app");
+        let env: Vec<(&str, &str)> = c
+            .app
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("ZED", "1"),
+                ("DJANGO_SETTINGS_MODULE", "site.settings"),
+                ("odd name", "a \"b\"")
+            ]
+        );
+        let text = c.to_toml(None);
+        assert!(
+            text.contains(
+                "\nenv = { ZED = \"1\", DJANGO_SETTINGS_MODULE = \"site.settings\", \
+                 \"odd name\" = \"a \\\"b\\\"\" }\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("\npythonpath = [\"src\", \"/opt/lib\"]\n"),
+            "{text}"
+        );
+        assert_eq!(parse(&text), c);
+    }
+
+    #[test]
+    fn env_as_a_section_keeps_the_file_order() {
+        let c = parse("[app.env]\nB = \"2\"\nA = \"1\"\nC = \"\"\n");
+        let names: Vec<&str> = c.app.env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["B", "A", "C"]);
+        assert_eq!(c.app.env[2].1, "");
+        assert!(
+            c.to_toml(None)
+                .contains("\nenv = { B = \"2\", A = \"1\", C = \"\" }\n")
+        );
+    }
+
+    #[test]
+    fn wsgi_key_errors() {
+        assert_eq!(
+            errors(
+                "[server]\nboot_timeout = \"0s\"\n[app]\napp = \"1a:b\"\n\
+                 pythonpath = [\"src\", \"\", 3]\nvirtualenv = 1\npreload = \"yes\"\n\
+                 script_name = \"app/\"\n"
+            ),
+            [
+                "t.toml:2:16: server.boot_timeout: expected a duration greater than zero, found \"0s\"",
+                "t.toml:4:7: app.app: invalid application \"1a:b\": the module before \":\", \
+                 \"1a\", is not a Python name or dotted path of names",
+                "t.toml:5:22: app.pythonpath: expected a directory path, found \"\"",
+                "t.toml:5:26: app.pythonpath: expected a directory path, found 3",
+                "t.toml:6:14: app.virtualenv: expected a string (\"\" for none), found 1",
+                "t.toml:7:11: app.preload: expected true or false, found \"yes\"",
+                "t.toml:8:15: app.script_name: expected \"\" or a path that starts with \"/\" and \
+                 does not end with one, like \"/app\", found \"app/\"",
+            ]
+        );
+        assert_eq!(
+            errors("[app]\npythonpath = \"src\"\nscript_name = \"/\"\n"),
+            [
+                "t.toml:2:14: app.pythonpath: expected a list of directories, like [\"src\"], \
+                 found \"src\"",
+                "t.toml:3:15: app.script_name: expected \"\" or a path that starts with \"/\" \
+                 and does not end with one, like \"/app\", found \"/\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn each_bad_env_entry_is_reported_where_it_is() {
+        assert_eq!(
+            errors(
+                "[app]\nenv = { \"\" = \"x\", \"A=B\" = \"y\", OK = \"z\", N = 1, V = \"a\\u0000b\" }\n"
+            ),
+            [
+                "t.toml:2:9: app.env: an environment variable name must not be empty",
+                "t.toml:2:19: app.env: environment variable name \"A=B\" must not contain \"=\" \
+                 or a NUL character",
+                "t.toml:2:46: app.env: expected a string, found 1",
+                "t.toml:2:53: app.env: must not contain a NUL character",
+            ]
+        );
+        assert_eq!(
+            errors("[app]\nenv = [\"A=1\"]\n"),
+            ["t.toml:2:7: app.env: expected a table of strings, like \
+                 { DJANGO_SETTINGS_MODULE = \"site.settings\" }, found [\"A=1\"]"]
+        );
+    }
+
+    #[test]
+    fn wsgi_without_app_is_reported_at_the_handler() {
+        let want = "app.handler: \"wsgi\" needs app = \"module:callable\" (the WSGI application \
+                    to serve)";
+        assert_eq!(
+            errors("[app]\nhandler = \"wsgi\"\n"),
+            [format!("t.toml:2:11: {want}")]
+        );
+        assert_eq!(
+            errors("app.app = \"\"\napp.handler = \"wsgi\"\n"),
+            [format!("t.toml:2:15: {want}")]
+        );
+        // A bad app is reported on its own, not as missing as well.
+        assert_eq!(
+            errors("[app]\nhandler = \"wsgi\"\napp = \"a:b(\"\n"),
+            [
+                "t.toml:3:7: app.app: invalid application \"a:b(\": the argument list is not \
+              closed with \")\""
+            ]
+        );
+        // The command line's overrides count: they can name the application.
+        let c = Config::from_toml_str_with("t.toml", "[app]\nhandler = \"wsgi\"\n", |c| {
+            c.app.app = Some("pkg.wsgi:application".to_owned());
+        })
+        .unwrap();
+        assert_eq!(c.app.app.as_deref(), Some("pkg.wsgi:application"));
+        // Another handler does not use app, and does not need it.
+        assert_eq!(
+            parse("[app]\napp = \"a:b\"\n").app.handler,
+            HandlerKind::Demo
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::diag::{Problem, describe, suggest};
 use super::units::{format_duration, format_size, parse_duration, parse_size, quote};
 use super::{
     BindAddr, Config, HandlerKind, LEVELS, MAX_BACKLOG, MAX_THREADS, MAX_WORKERS, Workers,
+    parse_app_spec,
 };
 
 /// A problem with one value, before the walker attaches the key it belongs to.
@@ -64,15 +65,7 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                     c.server.bind = read_bind(v)?;
                     Ok(())
                 },
-                write: |c| {
-                    let addrs: Vec<String> = c
-                        .server
-                        .bind
-                        .iter()
-                        .map(|a| toml_string(&a.to_string()))
-                        .collect();
-                    format!("[{}]", addrs.join(", "))
-                },
+                write: |c| toml_array(c.server.bind.iter().map(ToString::to_string)),
             },
             KeySpec {
                 name: "backlog",
@@ -122,6 +115,15 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                     Ok(())
                 },
                 write: |c| toml_string(&format_duration(c.server.timeout)),
+            },
+            KeySpec {
+                name: "boot_timeout",
+                help: "How long a worker may take to start (import the application) before it is hung (> 0).",
+                read: |v, c| {
+                    c.server.boot_timeout = read_duration(v, true)?;
+                    Ok(())
+                },
+                write: |c| toml_string(&format_duration(c.server.boot_timeout)),
             },
             KeySpec {
                 name: "graceful_timeout",
@@ -199,12 +201,10 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 name: "pidfile",
                 help: "File the master writes its pid to; \"\" writes none.",
                 read: |v, c| {
-                    c.server.pidfile = optional_string(v)?.map(PathBuf::from);
+                    c.server.pidfile = optional_path(v)?;
                     Ok(())
                 },
-                write: |c| {
-                    optional_toml(c.server.pidfile.as_ref().map(|p| p.display().to_string()))
-                },
+                write: |c| optional_path_toml(c.server.pidfile.as_ref()),
             },
             KeySpec {
                 name: "user",
@@ -237,10 +237,10 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 name: "chdir",
                 help: "Directory the master changes to after binding; \"\" stays put.",
                 read: |v, c| {
-                    c.server.chdir = optional_string(v)?.map(PathBuf::from);
+                    c.server.chdir = optional_path(v)?;
                     Ok(())
                 },
-                write: |c| optional_toml(c.server.chdir.as_ref().map(|p| p.display().to_string())),
+                write: |c| optional_path_toml(c.server.chdir.as_ref()),
             },
             KeySpec {
                 name: "socket_mode",
@@ -264,17 +264,10 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 name: "control_socket",
                 help: "Unix socket where the master answers `tine status`; \"\" opens none.",
                 read: |v, c| {
-                    c.server.control_socket = optional_string(v)?.map(PathBuf::from);
+                    c.server.control_socket = optional_path(v)?;
                     Ok(())
                 },
-                write: |c| {
-                    optional_toml(
-                        c.server
-                            .control_socket
-                            .as_ref()
-                            .map(|p| p.display().to_string()),
-                    )
-                },
+                write: |c| optional_path_toml(c.server.control_socket.as_ref()),
             },
             KeySpec {
                 name: "forwarded_allow_ips",
@@ -283,15 +276,7 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                     c.server.forwarded_allow_ips = read_trusted(v)?;
                     Ok(())
                 },
-                write: |c| {
-                    let items: Vec<String> = c
-                        .server
-                        .forwarded_allow_ips
-                        .iter()
-                        .map(|t| toml_string(&t.to_string()))
-                        .collect();
-                    format!("[{}]", items.join(", "))
-                },
+                write: |c| toml_array(c.server.forwarded_allow_ips.iter().map(ToString::to_string)),
             },
         ],
     },
@@ -443,7 +428,7 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
         keys: &[
             KeySpec {
                 name: "handler",
-                help: "The application that answers requests: \"demo\" or \"static\".",
+                help: "The application that answers requests: \"demo\", \"static\" or \"wsgi\".",
                 read: |v, c| {
                     c.app.handler = read_handler(v)?;
                     Ok(())
@@ -451,13 +436,71 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 write: |c| toml_string(&c.app.handler.to_string()),
             },
             KeySpec {
+                name: "app",
+                help: "wsgi: the application, \"module:callable\" or \"module:factory(args)\".",
+                read: |v, c| {
+                    let spec = optional_string(v)?;
+                    if let Some(spec) = &spec {
+                        parse_app_spec(spec).map_err(|e| bad(v, e))?;
+                    }
+                    c.app.app = spec;
+                    Ok(())
+                },
+                write: |c| optional_toml(c.app.app.clone()),
+            },
+            KeySpec {
+                name: "pythonpath",
+                help: "wsgi: directories put at the front of sys.path, in order.",
+                read: |v, c| {
+                    c.app.pythonpath =
+                        read_list(v, "a list of directories, like [\"src\"]", |item| {
+                            required_path(item, "a directory path")
+                        })?;
+                    Ok(())
+                },
+                write: |c| toml_array(c.app.pythonpath.iter().map(|p| p.display().to_string())),
+            },
+            KeySpec {
+                name: "virtualenv",
+                help: "wsgi: the virtual environment to import from; \"\" is $VIRTUAL_ENV's, if set.",
+                read: |v, c| {
+                    c.app.virtualenv = optional_path(v)?;
+                    Ok(())
+                },
+                write: |c| optional_path_toml(c.app.virtualenv.as_ref()),
+            },
+            KeySpec {
+                name: "env",
+                help: "wsgi: environment variables set for the application, a table of strings.",
+                read: |v, c| {
+                    c.app.env = read_env(v)?;
+                    Ok(())
+                },
+                write: |c| toml_inline_table(&c.app.env),
+            },
+            KeySpec {
+                name: "preload",
+                help: "wsgi: import the application in the master, before the workers are forked.",
+                read: |v, c| {
+                    c.app.preload = read_bool(v)?;
+                    Ok(())
+                },
+                write: |c| c.app.preload.to_string(),
+            },
+            KeySpec {
+                name: "script_name",
+                help: "wsgi: the SCRIPT_NAME it is mounted at, like \"/app\"; \"\" is $SCRIPT_NAME's.",
+                read: |v, c| {
+                    c.app.script_name = read_script_name(v)?;
+                    Ok(())
+                },
+                write: |c| toml_string(&c.app.script_name),
+            },
+            KeySpec {
                 name: "root",
                 help: "static: the directory served.",
                 read: |v, c| {
-                    c.app.root = match optional_string(v)? {
-                        Some(path) => PathBuf::from(path),
-                        None => return Err(expected(v, "a directory path").into()),
-                    };
+                    c.app.root = required_path(v, "a directory path")?;
                     Ok(())
                 },
                 write: |c| toml_string(&c.app.root.display().to_string()),
@@ -469,10 +512,7 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                     c.app.index = read_file_names(v)?;
                     Ok(())
                 },
-                write: |c| {
-                    let names: Vec<String> = c.app.index.iter().map(|n| toml_string(n)).collect();
-                    format!("[{}]", names.join(", "))
-                },
+                write: |c| toml_array(&c.app.index),
             },
             KeySpec {
                 name: "listing",
@@ -542,6 +582,31 @@ pub(crate) fn apply(doc: &DeTable<'_>, config: &mut Config, problems: &mut Vec<P
             }),
         }
     }
+}
+
+/// The checks that involve several keys, once every key is read (and the command line's
+/// overrides applied to what was read).
+pub(crate) fn check_across(doc: &DeTable<'_>, config: &Config, problems: &mut Vec<Problem>) {
+    // A bad `app` is reported already; calling it missing as well would only be noise.
+    let app_reported = problems.iter().any(|p| p.key.as_deref() == Some("app.app"));
+    if config.app.handler == HandlerKind::Wsgi && config.app.app.is_none() && !app_reported {
+        problems.push(Problem {
+            offset: value_offset(doc, "app", "handler"),
+            key: Some("app.handler".to_owned()),
+            message: "\"wsgi\" needs app = \"module:callable\" (the WSGI application to serve)"
+                .to_owned(),
+        });
+    }
+}
+
+/// Where the value of `section.key` starts in the file, or the file's start when the file
+/// does not set it.
+fn value_offset(doc: &DeTable<'_>, section: &str, key: &str) -> usize {
+    let value = doc.get(section).and_then(|s| match s.get_ref() {
+        DeValue::Table(table) => table.get(key),
+        _ => None,
+    });
+    value.map_or(0, |v| v.span().start)
 }
 
 fn apply_section(
@@ -633,13 +698,21 @@ fn section_list() -> String {
     names.join(", ")
 }
 
-/// Shows a key as it would be written: bare when TOML allows, quoted otherwise.
-fn display_key(name: &str) -> String {
-    let bare = !name.is_empty()
+/// Whether TOML lets `name` be written as a key without quotes.
+fn is_bare_key(name: &str) -> bool {
+    !name.is_empty()
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if bare { name.to_owned() } else { quote(name) }
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Shows a key as it would be written: bare when TOML allows, quoted otherwise.
+fn display_key(name: &str) -> String {
+    if is_bare_key(name) {
+        name.to_owned()
+    } else {
+        quote(name)
+    }
 }
 
 fn bad(value: &Spanned<DeValue<'_>>, message: String) -> Bad {
@@ -851,22 +924,83 @@ fn read_trusted(value: &Spanned<DeValue<'_>>) -> Result<Vec<crate::forwarded::Tr
     };
     match value.get_ref() {
         DeValue::String(_) => Ok(vec![parse(value)?]),
-        DeValue::Array(items) => {
-            let mut good = Vec::new();
-            let mut bads = Vec::new();
-            for item in items {
-                match parse(item) {
-                    Ok(t) => good.push(t),
-                    Err(b) => bads.push(b),
-                }
-            }
-            if bads.is_empty() {
-                Ok(good)
-            } else {
-                Err(Bads(bads))
-            }
+        _ => read_list(value, "a list of IP addresses or networks", parse),
+    }
+}
+
+/// An array, each item read by `item`; every bad item is reported.
+fn read_list<T>(
+    value: &Spanned<DeValue<'_>>,
+    what: &str,
+    item: impl Fn(&Spanned<DeValue<'_>>) -> Result<T, Bad>,
+) -> Result<Vec<T>, Bads> {
+    let DeValue::Array(items) = value.get_ref() else {
+        return Err(expected(value, what).into());
+    };
+    all_good(items.iter().map(item))
+}
+
+/// Every value, or every problem when there is one.
+fn all_good<T>(results: impl Iterator<Item = Result<T, Bad>>) -> Result<Vec<T>, Bads> {
+    let mut good = Vec::new();
+    let mut bads = Vec::new();
+    for result in results {
+        match result {
+            Ok(value) => good.push(value),
+            Err(b) => bads.push(b),
         }
-        _ => Err(expected(value, "a list of IP addresses or networks").into()),
+    }
+    if bads.is_empty() {
+        Ok(good)
+    } else {
+        Err(Bads(bads))
+    }
+}
+
+/// `[app] env`: a table of strings, in the file's order.
+fn read_env(value: &Spanned<DeValue<'_>>) -> Result<Vec<(String, String)>, Bads> {
+    let DeValue::Table(table) = value.get_ref() else {
+        return Err(expected(
+            value,
+            "a table of strings, like { DJANGO_SETTINGS_MODULE = \"site.settings\" }",
+        )
+        .into());
+    };
+    // The table is sorted by name: the names' positions give the file's order back.
+    let mut entries: Vec<_> = table.iter().collect();
+    entries.sort_by_key(|(name, _)| name.span().start);
+    all_good(entries.into_iter().map(|(name, value)| {
+        let problem = if name.get_ref().is_empty() {
+            Some("an environment variable name must not be empty".to_owned())
+        } else if name.get_ref().contains(['=', '\0']) {
+            Some(format!(
+                "environment variable name {} must not contain \"=\" or a NUL character",
+                quote(name.get_ref())
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            return Err(Bad {
+                offset: name.span().start,
+                message,
+            });
+        }
+        Ok((
+            name.get_ref().to_string(),
+            text(value, "a string")?.to_owned(),
+        ))
+    }))
+}
+
+/// `[app] script_name`: `""`, or a path that starts with `/` and does not end with one.
+fn read_script_name(value: &Spanned<DeValue<'_>>) -> Result<String, Bad> {
+    let what = "\"\" or a path that starts with \"/\" and does not end with one, like \"/app\"";
+    let path = text(value, what)?;
+    if path.is_empty() || (path.starts_with('/') && !path.ends_with('/')) {
+        Ok(path.to_owned())
+    } else {
+        Err(expected(value, what))
     }
 }
 
@@ -879,33 +1013,25 @@ fn read_bool(value: &Spanned<DeValue<'_>>) -> Result<bool, Bad> {
 
 /// A list of plain file names (no `/`, not `.` or `..`), each checked on its own.
 fn read_file_names(value: &Spanned<DeValue<'_>>) -> Result<Vec<String>, Bads> {
-    let DeValue::Array(items) = value.get_ref() else {
-        return Err(expected(value, "a list of file names, like [\"index.html\"]").into());
-    };
-    let mut names = Vec::with_capacity(items.len());
-    let mut bads = Vec::new();
-    for item in items {
-        match item.get_ref() {
+    read_list(
+        value,
+        "a list of file names, like [\"index.html\"]",
+        |item| match item.get_ref() {
             DeValue::String(name)
                 if !name.is_empty()
                     && name != "."
                     && name != ".."
                     && !name.contains(['/', '\\', '\0']) =>
             {
-                names.push(name.to_string());
+                Ok(name.to_string())
             }
-            DeValue::String(_) => bads.push(expected(
+            DeValue::String(_) => Err(expected(
                 item,
                 "a plain file name (no \"/\", not \".\" or \"..\")",
             )),
-            _ => bads.push(expected(item, "a file name string")),
-        }
-    }
-    if bads.is_empty() {
-        Ok(names)
-    } else {
-        Err(Bads(bads))
-    }
+            _ => Err(expected(item, "a file name string")),
+        },
+    )
 }
 
 /// An integer of zero or more.
@@ -916,15 +1042,33 @@ fn non_negative_int(value: &Spanned<DeValue<'_>>) -> Result<u64, Bad> {
         .ok_or_else(|| expected(value, "an integer of zero or more"))
 }
 
-/// A string where `""` means "not set".
-fn optional_string(value: &Spanned<DeValue<'_>>) -> Result<Option<String>, Bad> {
+/// A string without NUL characters; `what` says what is expected when it is not a string.
+fn text<'v>(value: &'v Spanned<DeValue<'_>>, what: &str) -> Result<&'v str, Bad> {
     match value.get_ref() {
-        DeValue::String(s) if s.is_empty() => Ok(None),
         DeValue::String(s) if s.contains('\0') => {
             Err(bad(value, "must not contain a NUL character".to_owned()))
         }
-        DeValue::String(s) => Ok(Some(s.to_string())),
-        _ => Err(expected(value, "a string (\"\" for none)")),
+        DeValue::String(s) => Ok(s),
+        _ => Err(expected(value, what)),
+    }
+}
+
+/// A string where `""` means "not set".
+fn optional_string(value: &Spanned<DeValue<'_>>) -> Result<Option<String>, Bad> {
+    let s = text(value, "a string (\"\" for none)")?;
+    Ok((!s.is_empty()).then(|| s.to_owned()))
+}
+
+/// A path where `""` means "not set".
+fn optional_path(value: &Spanned<DeValue<'_>>) -> Result<Option<PathBuf>, Bad> {
+    Ok(optional_string(value)?.map(PathBuf::from))
+}
+
+/// A path that must be given; `what` names it, like "a directory path".
+fn required_path(value: &Spanned<DeValue<'_>>, what: &str) -> Result<PathBuf, Bad> {
+    match text(value, what)? {
+        "" => Err(expected(value, what)),
+        path => Ok(PathBuf::from(path)),
     }
 }
 
@@ -946,6 +1090,39 @@ fn read_umask(value: &Spanned<DeValue<'_>>) -> Result<Option<u32>, Bad> {
 /// An optional string value as TOML: `""` when unset.
 fn optional_toml(value: Option<String>) -> String {
     toml_string(value.as_deref().unwrap_or(""))
+}
+
+/// An optional path as TOML: `""` when unset.
+fn optional_path_toml(path: Option<&PathBuf>) -> String {
+    optional_toml(path.map(|p| p.display().to_string()))
+}
+
+/// A TOML array of strings.
+fn toml_array<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
+    let items: Vec<String> = items
+        .into_iter()
+        .map(|item| toml_string(item.as_ref()))
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// An inline TOML table of strings, in the given order: `{ NAME = "value" }`.
+fn toml_inline_table(entries: &[(String, String)]) -> String {
+    if entries.is_empty() {
+        return "{}".to_owned();
+    }
+    let items: Vec<String> = entries
+        .iter()
+        .map(|(name, value)| {
+            let key = if is_bare_key(name) {
+                name.clone()
+            } else {
+                toml_string(name)
+            };
+            format!("{key} = {}", toml_string(value))
+        })
+        .collect();
+    format!("{{ {} }}", items.join(", "))
 }
 
 /// A TOML basic string. Written by hand rather than through `toml::Value`, which switches
@@ -1142,7 +1319,7 @@ mod tests {
                 "app",
                 "handler",
                 "true",
-                "app.handler: expected one of \"demo\", \"static\", found true",
+                "app.handler: expected one of \"demo\", \"static\", \"wsgi\", found true",
             ),
             (
                 "server",
@@ -1438,7 +1615,8 @@ handler = \"wsgi\"
         );
         assert_eq!(
             got[6],
-            "t.toml:14:11: app.handler: expected one of \"demo\", \"static\", found \"wsgi\""
+            "t.toml:14:11: app.handler: \"wsgi\" needs app = \"module:callable\" (the WSGI \
+             application to serve)"
         );
     }
 
