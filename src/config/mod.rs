@@ -712,9 +712,14 @@ handler = "demo"
 
     #[test]
     fn example_file_is_the_defaults_and_covers_every_key() {
+        // But for the application: the file serves the bundled WSGI one.
+        let mut expected = Config::default();
+        expected.app.handler = HandlerKind::Wsgi;
+        expected.app.app = Some("hello:app".to_owned());
+        expected.app.pythonpath = vec![PathBuf::from("examples/python")];
         assert_eq!(
             Config::from_toml_str("config/tine.toml", EXAMPLE),
-            Ok(Config::default())
+            Ok(expected)
         );
         let doc = DeTable::parse(EXAMPLE).unwrap().into_inner();
         for key in KEYS {

@@ -22,7 +22,7 @@ use pyo3::{intern, ffi};
 use super::interp::{self, format_err, support};
 use crate::config::App;
 use crate::handler::{
-    AbortStream, BodyStream, BuildError, FileRegion, Handler, Request, RequestBody,
+    AbortStream, BodyStream, BuildError, FileRegion, Handler, HeaderFields, Request, RequestBody,
     Response, percent_decode_bytes,
 };
 
@@ -271,7 +271,7 @@ impl Drop for Wsgi {
 #[derive(Default)]
 struct StartResponse {
     status: Option<u16>,
-    headers: Vec<(String, Vec<u8>)>,
+    headers: HeaderFields,
     content_length: Option<u64>,
     /// Whether the headers count as sent: a body chunk or a `write()` went out.
     sent: bool,
@@ -367,7 +367,7 @@ fn parse_status(status: &Bound<'_, PyAny>) -> PyResult<u16> {
     Ok(text[..3].parse().expect("three digits"))
 }
 
-fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(Vec<(String, Vec<u8>)>, Option<u64>)> {
+fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderFields, Option<u64>)> {
     if !(headers.is_instance_of::<PyList>() || headers.is_instance_of::<PyTuple>()) {
         return Err(PyTypeError::new_err(format!(
             "the response headers must be a list of (name, value) tuples, not {}",

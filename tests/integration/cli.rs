@@ -4,6 +4,7 @@ use crate::util::{TempDir, run_tine};
 
 const BUNDLED_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/tine.toml");
 
+#[cfg(feature = "python")]
 #[test]
 fn check_config_accepts_the_bundled_config() {
     let dir = TempDir::new();
@@ -114,4 +115,22 @@ fn a_failed_bind_exits_71_and_says_why() {
         stderr.contains(&format!("could not bind {addr}: address already in use")),
         "stderr: {stderr}"
     );
+}
+
+/// A tine built without the `python` feature says so, rather than failing later.
+#[cfg(not(feature = "python"))]
+#[test]
+fn without_python_a_wsgi_config_is_refused_with_the_reason() {
+    let dir = TempDir::new();
+    for mode in ["--check-config", "--print-config"] {
+        let (status, stdout, stderr) = run_tine(&dir, &[mode, "-c", BUNDLED_CONFIG]);
+        let all = format!("{stdout}{stderr}");
+        assert!(all.contains("built without Python support"), "{mode}: {all}");
+        if mode == "--check-config" {
+            assert_eq!(status.code(), Some(64), "{all}");
+        }
+    }
+    let (status, _, stderr) = run_tine(&dir, &["-c", BUNDLED_CONFIG]);
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("built without Python support"), "{stderr}");
 }

@@ -213,8 +213,15 @@ fn write_versioned(dir: &TempDir, version: &str) {
     let _ = std::fs::remove_dir_all(dir.path().join("__pycache__"));
 }
 
-fn hup_and_wait_for(server: &mut Server, body: &str) {
-    server.signal(Signal::SIGHUP);
+/// Sends HUP to the master now serving: a preloaded application's reload replaces the master,
+/// so its pid is read from the pid file.
+fn hup(pidfile: &Path) {
+    let pid: i32 = std::fs::read_to_string(pidfile).unwrap().trim().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP).unwrap();
+}
+
+fn hup_and_wait_for(server: &Server, pidfile: &Path, body: &str) {
+    hup(pidfile);
     let deadline = Instant::now() + WAIT;
     while Instant::now() < deadline {
         if server.get("/").text() == body {
@@ -230,18 +237,21 @@ fn hup_loads_new_application_code_lazy_and_preloaded_and_a_broken_one_changes_no
     for preload in [false, true] {
         let dir = TempDir::new();
         write_versioned(&dir, "v1");
+        let pidfile = dir.path().join("tine.pid");
         let config = format!(
-            "[server]\nworkers = 2\ngraceful_timeout = \"5s\"\n[app]\nhandler = \"wsgi\"\n\
-             app = \"versioned:app\"\npythonpath = [{:?}]\npreload = {preload}\n",
+            "[server]\nworkers = 2\ngraceful_timeout = \"5s\"\npidfile = {:?}\n[app]\n\
+             handler = \"wsgi\"\napp = \"versioned:app\"\npythonpath = [{:?}]\n\
+             preload = {preload}\n",
+            pidfile.display().to_string(),
             dir.path().display().to_string()
         );
-        let mut server = Server::start(&config);
+        let server = Server::start(&config);
         assert_eq!(server.get("/").text(), "v1");
         write_versioned(&dir, "v2");
-        hup_and_wait_for(&mut server, "v2");
+        hup_and_wait_for(&server, &pidfile, "v2");
         // A version that does not import: logged with its traceback, the old one serves on.
         dir.write("versioned.py", "def app(:\n");
-        server.signal(Signal::SIGHUP);
+        hup(&pidfile);
         let deadline = Instant::now() + WAIT;
         while !server.log().contains("SyntaxError") && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));

@@ -120,6 +120,7 @@ impl Server {
 
     /// Starts tine on `config` without waiting for it to be ready (for a start that is meant
     /// to stall or fail); its log is there to watch.
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
     pub fn spawn_unready(config: &str, env: &[(&str, &str)]) -> Server {
         Server::spawn_inner(config, &[], env, None)
     }
