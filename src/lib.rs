@@ -427,22 +427,18 @@ fn print_status(command: &Command, config: &Config, json: bool) -> Result<(), Er
     Ok(())
 }
 
+/// The file (or the defaults) with the command line's overrides applied; the file's checks
+/// that involve several keys see the overrides too.
 fn load_config(command: &Command) -> Result<Config, Error> {
-    let mut config = match &command.config {
-        Some(path) => Config::load(path).map_err(Error::Config)?,
-        None => Config::default(),
-    };
-    let overrides = &command.overrides;
-    if !overrides.bind.is_empty() {
-        config.server.bind = overrides.bind.clone();
+    let overrides = |config: &mut Config| command.overrides.apply(config);
+    match &command.config {
+        Some(path) => Config::load_with(path, overrides).map_err(Error::Config),
+        None => {
+            let mut config = Config::default();
+            overrides(&mut config);
+            Ok(config)
+        }
     }
-    if let Some(workers) = overrides.workers {
-        config.server.workers = workers;
-    }
-    if let Some(threads) = overrides.threads {
-        config.server.threads = threads;
-    }
-    Ok(config)
 }
 
 /// The worker count and how it was decided.

@@ -25,6 +25,9 @@ pub use bind::BindAddr;
 pub use diag::{Diagnostic, Diagnostics, LoadError};
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 
+pub(crate) use diag::suggest;
+pub(crate) use schema::{toml_array, toml_string};
+
 use diag::Problem;
 use schema::SCHEMA;
 
@@ -361,6 +364,17 @@ pub struct App {
     pub precompressed: bool,
 }
 
+#[cfg(test)]
+impl App {
+    /// `env` as string slices, for comparing.
+    pub(crate) fn env_strs(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+}
+
 impl Default for App {
     fn default() -> Self {
         App {
@@ -529,6 +543,19 @@ impl Config {
                 )))
             }
         }
+    }
+
+    /// Sets one key, `"section.key"`, from its value written as TOML (`"\"30s\""`, `"[\"a\"]"`,
+    /// `"true"`), checked exactly as the same value in the file is: the command line's flags
+    /// go through here, so a flag accepts what its key accepts and says the same about the
+    /// rest.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong with the value (each bad entry of a list, joined by "; "), or that the
+    /// key or the TOML is not one.
+    pub(crate) fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        schema::set(self, key, value)
     }
 
     /// The effective config as TOML, every key, in the same layout as config/tine.toml.
@@ -952,14 +979,8 @@ handler = "demo"
         assert_eq!(c.app.virtualenv, Some(PathBuf::from("/srv/venv")));
         assert!(c.app.preload);
         assert_eq!(c.app.script_name, "/app");
-        let env: Vec<(&str, &str)> = c
-            .app
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
         assert_eq!(
-            env,
+            c.app.env_strs(),
             [
                 ("ZED", "1"),
                 ("DJANGO_SETTINGS_MODULE", "site.settings"),
@@ -984,9 +1005,7 @@ handler = "demo"
     #[test]
     fn env_as_a_section_keeps_the_file_order() {
         let c = parse("[app.env]\nB = \"2\"\nA = \"1\"\nC = \"\"\n");
-        let names: Vec<&str> = c.app.env.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names, ["B", "A", "C"]);
-        assert_eq!(c.app.env[2].1, "");
+        assert_eq!(c.app.env_strs(), [("B", "2"), ("A", "1"), ("C", "")]);
         assert!(
             c.to_toml(None)
                 .contains("\nenv = { B = \"2\", A = \"1\", C = \"\" }\n")

@@ -609,6 +609,23 @@ fn value_offset(doc: &DeTable<'_>, section: &str, key: &str) -> usize {
     value.map_or(0, |v| v.span().start)
 }
 
+/// Sets the key `"section.key"` from its value written as TOML, through the key's own reader.
+pub(crate) fn set(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
+    let spec = key
+        .split_once('.')
+        .and_then(|(section, name)| {
+            let section = SCHEMA.iter().find(|s| s.name == section)?;
+            section.keys.iter().find(|k| k.name == name)
+        })
+        .ok_or_else(|| format!("unknown key {key}"))?;
+    let parsed = DeValue::parse(value)
+        .map_err(|e| format!("{value} is not a TOML value: {}", e.message()))?;
+    (spec.read)(&parsed, config).map_err(|Bads(bads)| {
+        let messages: Vec<String> = bads.into_iter().map(|b| b.message).collect();
+        messages.join("; ")
+    })
+}
+
 fn apply_section(
     section: &SectionSpec,
     table: &DeTable<'_>,
@@ -1098,7 +1115,7 @@ fn optional_path_toml(path: Option<&PathBuf>) -> String {
 }
 
 /// A TOML array of strings.
-fn toml_array<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
+pub(crate) fn toml_array<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
     let items: Vec<String> = items
         .into_iter()
         .map(|item| toml_string(item.as_ref()))
@@ -1643,6 +1660,37 @@ handler = \"wsgi\"
                 "t.toml:4:14:"
             ]
         );
+    }
+
+    #[test]
+    fn set_reads_one_key_as_the_file_would() {
+        let mut config = Config::default();
+        config.set("server.timeout", "\"1m\"").unwrap();
+        config.set("app.pythonpath", "[\"a\", \"b\"]").unwrap();
+        config.set("app.env", "{ X = \"1\" }").unwrap();
+        assert_eq!(config.server.timeout, Duration::from_secs(60));
+        assert_eq!(
+            config.app.pythonpath,
+            [PathBuf::from("a"), PathBuf::from("b")]
+        );
+        assert_eq!(config.app.env, [("X".to_owned(), "1".to_owned())]);
+        assert_eq!(
+            config.set("server.threads", "0"),
+            Err("expected a positive integer up to 1024, found 0".to_owned())
+        );
+        assert_eq!(
+            config.set("app.index", "[\"../a\", 1]"),
+            Err(
+                "expected a plain file name (no \"/\", not \".\" or \"..\"), found \"../a\"; \
+                 expected a file name string, found 1"
+                    .to_owned()
+            )
+        );
+        assert_eq!(
+            config.set("server.thread", "1"),
+            Err("unknown key server.thread".to_owned())
+        );
+        assert!(config.set("server.threads", "[").is_err());
     }
 
     #[test]

@@ -134,3 +134,68 @@ fn without_python_a_wsgi_config_is_refused_with_the_reason() {
     assert_eq!(status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("built without Python support"), "{stderr}");
 }
+
+#[test]
+fn the_app_argument_and_python_flags_reach_the_printed_config() {
+    let dir = TempDir::new();
+    let (status, stdout, stderr) = run_tine(
+        &dir,
+        &[
+            "--print-config",
+            "pkg.wsgi:application",
+            "--pythonpath",
+            "a,b",
+            "-e",
+            "X=1",
+            "--preload",
+        ],
+    );
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    for line in [
+        "handler = \"wsgi\"",
+        "app = \"pkg.wsgi:application\"",
+        "pythonpath = [\"a\", \"b\"]",
+        "preload = true",
+        "env = { X = \"1\" }",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "no {line}: {stdout}");
+    }
+}
+
+#[test]
+fn check_config_refuses_wsgi_without_an_app_and_an_app_argument_supplies_it() {
+    let dir = TempDir::new();
+    let path = dir.write("tine.toml", "[app]\nhandler = \"wsgi\"\n");
+    let path = path.to_str().unwrap();
+    let (status, stdout, stderr) = run_tine(&dir, &["--check-config", "-c", path]);
+    assert_eq!(status.code(), Some(64), "stdout: {stdout} stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{path}:2:11: app.handler: \"wsgi\" needs app = \"module:callable\" (the WSGI \
+             application to serve)"
+        )),
+        "stderr: {stderr}"
+    );
+    if cfg!(feature = "python") {
+        let (status, stdout, stderr) = run_tine(
+            &dir,
+            &["--check-config", "-c", path, "myproject.wsgi:application"],
+        );
+        assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+        assert!(
+            stdout.contains("wsgi application myproject.wsgi:application on python"),
+            "stdout: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_app_argument_is_a_usage_error() {
+    let dir = TempDir::new();
+    let (status, _, stderr) = run_tine(&dir, &["--check-config", "1a:b"]);
+    assert_eq!(status.code(), Some(64));
+    assert!(
+        stderr.contains("invalid application \"1a:b\""),
+        "stderr: {stderr}"
+    );
+}
