@@ -200,10 +200,13 @@ impl Pool {
 
     /// The `pthread_self()` of the thread now running the job of `conn` with `serial`.
     pub fn thread_running(&self, conn: usize, serial: u64) -> Option<u64> {
-        self.shared.running.iter().find_map(|slot| match *lock(slot) {
-            Some((c, s, thread)) if c == conn && s == serial => Some(thread),
-            _ => None,
-        })
+        self.shared
+            .running
+            .iter()
+            .find_map(|slot| match *lock(slot) {
+                Some((c, s, thread)) if c == conn && s == serial => Some(thread),
+                _ => None,
+            })
     }
 
     /// Stops the threads once the queue is empty, waits up to `limit` for them, and then drops

@@ -162,7 +162,10 @@ pub fn ensure_started(app: &App) -> Result<&'static Interpreter, String> {
                     .getattr("enable_faulthandler")
                     .and_then(|f| f.call1((fd.into_raw_fd(),)))
                 {
-                    log::warn!("could not enable Python's faulthandler: {}", format_err(py, &err));
+                    log::warn!(
+                        "could not enable Python's faulthandler: {}",
+                        format_err(py, &err)
+                    );
                 }
             }
             Err(err) => log::warn!("could not enable Python's faulthandler: {err}"),
@@ -261,7 +264,9 @@ fn loaded_library() -> String {
         if info.dli_fname.is_null() {
             return "an unknown library".to_owned();
         }
-        let name = CStr::from_ptr(info.dli_fname).to_string_lossy().into_owned();
+        let name = CStr::from_ptr(info.dli_fname)
+            .to_string_lossy()
+            .into_owned();
         std::fs::canonicalize(&name)
             .map(|p| p.display().to_string())
             .unwrap_or(name)
@@ -433,7 +438,10 @@ mod tests {
         };
         let err = venv_for(&app).unwrap_err();
         assert!(err.contains("made for Python 2.7"), "{err}");
-        assert!(err.contains(&format!("embeds Python {}", BUILT_WITH.version)), "{err}");
+        assert!(
+            err.contains(&format!("embeds Python {}", BUILT_WITH.version)),
+            "{err}"
+        );
         std::fs::write(
             dir.join("pyvenv.cfg"),
             format!("version = {}.0\n", BUILT_WITH.version),
@@ -448,6 +456,10 @@ mod tests {
             virtualenv: Some(PathBuf::from("/nonexistent/venv")),
             ..App::default()
         };
-        assert!(venv_for(&missing).unwrap_err().contains("is not a virtualenv"));
+        assert!(
+            venv_for(&missing)
+                .unwrap_err()
+                .contains("is not a virtualenv")
+        );
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple};
-use pyo3::{intern, ffi};
+use pyo3::{ffi, intern};
 
 use super::interp::{self, format_err, support};
 use crate::config::App;
@@ -84,7 +84,14 @@ impl Wsgi {
             Ok(result) => result,
             Err(err) => return self.failed(py, &label, "the application raised", &err),
         };
-        match respond(py, &label, &start, &result, self.file_wrapper.bind(py), is_head) {
+        match respond(
+            py,
+            &label,
+            &start,
+            &result,
+            self.file_wrapper.bind(py),
+            is_head,
+        ) {
             Ok(response) => response,
             Err(err) => {
                 close_quietly(py, &label, &result);
@@ -187,7 +194,9 @@ fn server_name_and_port(request: &Request, scheme: &str) -> (String, String) {
         return (name.to_owned(), port.to_owned());
     }
     match request.listener() {
-        Some(crate::config::BindAddr::Tcp(addr)) => (addr.ip().to_string(), addr.port().to_string()),
+        Some(crate::config::BindAddr::Tcp(addr)) => {
+            (addr.ip().to_string(), addr.port().to_string())
+        }
         Some(crate::config::BindAddr::Unix(path)) => {
             (path.display().to_string(), default_port.to_owned())
         }
@@ -239,7 +248,9 @@ impl Handler for Wsgi {
                 });
                 match stack {
                     Ok(Some(stack)) => {
-                        log::error!("{what} was stuck here (Python stack, innermost last):\n{stack}")
+                        log::error!(
+                            "{what} was stuck here (Python stack, innermost last):\n{stack}"
+                        )
                     }
                     Ok(None) => log::error!("{what}: its thread is no longer in Python"),
                     Err(err) => log::error!("{what}: could not read its Python stack: {err}"),
@@ -255,11 +266,11 @@ impl Drop for Wsgi {
     fn drop(&mut self) {
         // A graceful stop: every request is answered; run the application's atexit handlers.
         Python::attach(|py| {
-            if let Err(err) = support(py)
-                .getattr("run_atexit")
-                .and_then(|f| f.call0())
-            {
-                log::error!("the application's atexit handlers raised:\n{}", format_err(py, &err));
+            if let Err(err) = support(py).getattr("run_atexit").and_then(|f| f.call0()) {
+                log::error!(
+                    "the application's atexit handlers raised:\n{}",
+                    format_err(py, &err)
+                );
             }
         });
     }
@@ -337,7 +348,10 @@ impl StartResponse {
         let bytes = data.cast::<PyBytes>().map_err(|_| {
             PyTypeError::new_err(format!(
                 "write() takes bytes, not {}",
-                data.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                data.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
             ))
         })?;
         self.written.extend_from_slice(bytes.as_bytes());
@@ -347,12 +361,15 @@ impl StartResponse {
 }
 
 fn parse_status(status: &Bound<'_, PyAny>) -> PyResult<u16> {
-    let text: String = status.cast::<PyString>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "the status must be a str like \"200 OK\", not {}",
-            status.repr().map(|r| r.to_string()).unwrap_or_default()
-        ))
-    })?.to_string();
+    let text: String = status
+        .cast::<PyString>()
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "the status must be a str like \"200 OK\", not {}",
+                status.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        })?
+        .to_string();
     let bytes = text.as_bytes();
     let well_formed = bytes.len() >= 4
         && bytes[..3].iter().all(u8::is_ascii_digit)
@@ -371,19 +388,27 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderFields, Option<u
     if !(headers.is_instance_of::<PyList>() || headers.is_instance_of::<PyTuple>()) {
         return Err(PyTypeError::new_err(format!(
             "the response headers must be a list of (name, value) tuples, not {}",
-            headers.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            headers
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         )));
     }
     let mut fields = Vec::new();
     let mut content_length = None;
     for item in headers.try_iter()? {
         let item = item?;
-        let pair = item.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
-            PyTypeError::new_err(format!(
-                "a response header must be a (name, value) tuple, not {}",
-                item.repr().map(|r| r.to_string()).unwrap_or_default()
-            ))
-        })?;
+        let pair = item
+            .cast::<PyTuple>()
+            .ok()
+            .filter(|t| t.len() == 2)
+            .ok_or_else(|| {
+                PyTypeError::new_err(format!(
+                    "a response header must be a (name, value) tuple, not {}",
+                    item.repr().map(|r| r.to_string()).unwrap_or_default()
+                ))
+            })?;
         let name = pair.get_item(0)?;
         let value = pair.get_item(1)?;
         let (Ok(name), Ok(value)) = (name.cast::<PyString>(), value.cast::<PyString>()) else {
@@ -536,7 +561,11 @@ fn file_region(
     wrapper: &Bound<'_, PyAny>,
     start: &Py<StartResponse>,
 ) -> PyResult<Option<FileRegion>> {
-    let filelike = wrapper.cast::<FileWrapper>()?.borrow().filelike.clone_ref(py);
+    let filelike = wrapper
+        .cast::<FileWrapper>()?
+        .borrow()
+        .filelike
+        .clone_ref(py);
     let filelike = filelike.bind(py);
     let Ok(fd) = filelike
         .call_method0(intern!(py, "fileno"))
@@ -572,7 +601,10 @@ fn chunk_bytes<'a>(item: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
     item.cast::<PyBytes>().map(|b| b.as_bytes()).map_err(|_| {
         PyTypeError::new_err(format!(
             "the response iterable must yield bytes, not {}",
-            item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            item.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         ))
     })
 }

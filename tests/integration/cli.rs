@@ -125,7 +125,10 @@ fn without_python_a_wsgi_config_is_refused_with_the_reason() {
     for mode in ["--check-config", "--print-config"] {
         let (status, stdout, stderr) = run_tine(&dir, &[mode, "-c", BUNDLED_CONFIG]);
         let all = format!("{stdout}{stderr}");
-        assert!(all.contains("built without Python support"), "{mode}: {all}");
+        assert!(
+            all.contains("built without Python support"),
+            "{mode}: {all}"
+        );
         if mode == "--check-config" {
             assert_eq!(status.code(), Some(64), "{all}");
         }
