@@ -71,7 +71,6 @@ impl Wsgi {
 
     fn call(&self, py: Python<'_>, request: Request) -> Response {
         let label = format!("{} {}", request.method(), request.target());
-        let is_head = request.method() == "HEAD";
         let start = match Py::new(py, StartResponse::default()) {
             Ok(start) => start,
             Err(err) => return self.failed(py, &label, "could not start", &err),
@@ -84,14 +83,7 @@ impl Wsgi {
             Ok(result) => result,
             Err(err) => return self.failed(py, &label, "the application raised", &err),
         };
-        match respond(
-            py,
-            &label,
-            &start,
-            &result,
-            self.file_wrapper.bind(py),
-            is_head,
-        ) {
+        match respond(py, &label, &start, &result, self.file_wrapper.bind(py)) {
             Ok(response) => response,
             Err(err) => {
                 close_quietly(py, &label, &result);
@@ -469,7 +461,6 @@ fn respond(
     start: &Py<StartResponse>,
     result: &Bound<'_, PyAny>,
     file_wrapper: &Bound<'_, PyAny>,
-    is_head: bool,
 ) -> PyResult<Response> {
     // A list or tuple: every chunk at once.
     if result.is_instance_of::<PyList>() || result.is_instance_of::<PyTuple>() {
@@ -491,8 +482,10 @@ fn respond(
     let iterator = result.try_iter()?;
     let mut first = std::mem::take(&mut start.borrow_mut(py).written);
     let mut ended = false;
-    // Advance until a non-empty chunk (or the end): only then are the headers final.
-    while first.is_empty() && !is_head {
+    // Advance until a non-empty chunk (or the end): only then are the headers final. A HEAD
+    // request goes as far as a GET would, so it gets the same headers; the worker drops the
+    // body (and with it the iterable, closing it).
+    while first.is_empty() {
         match iterator.clone().next() {
             Some(item) => first.extend_from_slice(chunk_bytes(&item?)?),
             None => {
@@ -501,7 +494,7 @@ fn respond(
             }
         }
     }
-    if ended || is_head {
+    if ended {
         close(result)?;
         return finish(py, start, BodyOut::Bytes(first));
     }
