@@ -9,3 +9,4 @@ mod serve;
 mod static_files;
 mod supervise;
 mod util;
+mod wsgi;

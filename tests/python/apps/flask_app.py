@@ -3,6 +3,7 @@ differential test: the same session against both must give the same answers."""
 
 import hashlib
 import os
+import zlib
 
 from flask import Flask, Response, jsonify, make_response, redirect, request, send_file
 from flask import stream_with_context
@@ -55,6 +56,7 @@ def upload():
                 "filename": storage.filename,
                 "size": len(data),
                 "sha256": hashlib.sha256(data).hexdigest(),
+                "crc32": "%08x" % zlib.crc32(data),
             }
         )
     return jsonify(files=files, form=request.form.to_dict())

@@ -5,7 +5,7 @@ Two entry points share one set of routes:
 * ``application``: the routes behind ``wsgiref.validate.validator``, which checks the
   server's side of PEP 3333 (environ keys and types, wsgi.input and wsgi.errors methods,
   start_response, the iterable protocol) and turns every violation into an exception, so
-  into a 500 the tests see. Its warnings are errors too.
+  into a 500 the tests see (its mere warnings go to stderr).
 * ``raw_application``: the same routes unwrapped, for behaviour the validator would refuse
   before the server sees it (bad headers and statuses, hop-by-hop headers) and for
   ``wsgi.file_wrapper``, whose result the validator hides from the server behind its own
@@ -26,11 +26,11 @@ import os
 import re
 import sys
 import time
-import warnings
+import zlib
 from urllib.parse import parse_qs
 from wsgiref import validate
 
-warnings.filterwarnings("error", category=validate.WSGIWarning)
+IMPORT_PID = os.getpid()
 
 MARK_BEFORE = "deliberate failure before start_response"
 MARK_AFTER = "deliberate failure after the first chunk"
@@ -197,7 +197,7 @@ def _read_pieces(method, stream, n):
 
 
 def input_route(environ, start_response, method):
-    """Reads the body by METHOD and answers: len, sha256, sizes (of each piece), one
+    """Reads the body by METHOD and answers: len, sha256, crc32, sizes (of each piece), one
     `piece HEX` line per piece unless ?summary=1, and eof: what read(1), readline(),
     read(n) and read() return after the end, hex."""
     q = query(environ)
@@ -208,6 +208,7 @@ def input_route(environ, start_response, method):
     lines = [
         "len %d" % len(body),
         "sha256 %s" % hashlib.sha256(body).hexdigest(),
+        "crc32 %08x" % zlib.crc32(body),
         "sizes %s" % ",".join(str(len(p)) for p in pieces),
     ]
     if q.get("summary") != "1":
@@ -496,6 +497,11 @@ def count_route(environ, start_response):
     return text(start_response, str(count(q["name"])))
 
 
+def pids_route(environ, start_response):
+    """The process that imported this module (the master under preload) and this one."""
+    return text(start_response, "import_pid %d\npid %d\n" % (IMPORT_PID, os.getpid()))
+
+
 def raise_before_route(environ, start_response):
     raise RuntimeError(MARK_BEFORE)
 
@@ -523,6 +529,7 @@ ROUTES = {
     "/sleep": sleep_route,
     "/osenv": osenv_route,
     "/count": count_route,
+    "/pids": pids_route,
     "/": lambda environ, start_response: text(start_response, "validated_app\n"),
 }
 

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import zlib
 
 from django.http import (
     FileResponse,
@@ -59,6 +60,7 @@ def upload(request):
                     "filename": upload.name,
                     "size": len(data),
                     "sha256": hashlib.sha256(data).hexdigest(),
+                "crc32": "%08x" % zlib.crc32(data),
                 }
             )
     return JsonResponse({"files": files, "form": request.POST.dict()})
