@@ -1236,7 +1236,8 @@ mod pep3333 {
         let response = w.get("/close?tag=done&n=3");
         assert_eq!(response.text(), "chunk0 chunk1 chunk2 ");
         w.expect_count("close-done", 1);
-        assert_eq!(w.get("/count?name=close-done").text(), "1");
+        assert_eq!(w.get("/closecount?tag=done").text(), "1");
+        assert_eq!(w.get("/count?name=produced-done").text(), "3");
         // HEAD runs the application too, and closes its iterable.
         let head =
             w.send(b"HEAD /close?tag=head HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");

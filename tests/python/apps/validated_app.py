@@ -493,8 +493,14 @@ def osenv_route(environ, start_response):
 
 
 def count_route(environ, start_response):
+    """?name=: any counter (close-TAG, produced-TAG, reads-TAG)."""
     q = query(environ)
     return text(start_response, str(count(q["name"])))
+
+
+def closecount_route(environ, start_response):
+    """?tag=: how many times close() was called on the iterable of that tag."""
+    return text(start_response, str(count("close-" + query(environ)["tag"])))
 
 
 def pids_route(environ, start_response):
@@ -529,6 +535,7 @@ ROUTES = {
     "/sleep": sleep_route,
     "/osenv": osenv_route,
     "/count": count_route,
+    "/closecount": closecount_route,
     "/pids": pids_route,
     "/": lambda environ, start_response: text(start_response, "validated_app\n"),
 }
