@@ -6,7 +6,9 @@
 //! The tests in `pep3333` and `frameworks` hold for gunicorn as much as for tine: with
 //! `TINE_WSGI_REFERENCE=gunicorn` in the environment they run against gunicorn (from the test
 //! venv) instead, which is how their expectations were checked to be gunicorn's behaviour:
-//! `TINE_WSGI_REFERENCE=gunicorn cargo test --test integration wsgi::pep3333 wsgi::frameworks`.
+//! `TINE_WSGI_REFERENCE=gunicorn cargo test --test integration -- wsgi::pep3333 wsgi::frameworks`.
+//! (gunicorn gets the same workers, 4 threads, preload, SCRIPT_NAME, `[app] env` and
+//! forwarded_allow_ips; the other `[server]` and `[limits]` lines are tine's alone.)
 //! The few assertions gunicorn does not meet are tine's promises beyond it, and are checked
 //! only against tine (`Wsgi::is_tine`). The tests in `tine_only` always run tine.
 
@@ -267,12 +269,17 @@ impl Wsgi {
         })
     }
 
-    /// The application's counter `name` (close-TAG, produced-TAG, reads-TAG).
+    /// The application's counter `name` (close-TAG, produced-TAG, reads-TAG), read under
+    /// the lock the application takes to change it.
     fn count(&self, name: &str) -> u64 {
-        std::fs::read_to_string(self.state.path().join(name))
-            .ok()
-            .and_then(|text| text.trim().parse().ok())
-            .unwrap_or(0)
+        let Ok(file) = std::fs::File::open(self.state.path().join(name)) else {
+            return 0;
+        };
+        let mut locked = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockShared)
+            .unwrap_or_else(|(_, e)| panic!("locking the counter {name}: {e}"));
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut *locked, &mut text).unwrap();
+        text.trim().parse().unwrap_or(0)
     }
 
     /// Waits for the counter `name` to reach `want`, then checks it stays there a while.
@@ -748,8 +755,8 @@ fn big_lined_body(size: usize) -> Vec<u8> {
     body
 }
 
-/// Sends `body` to /input/METHOD?summary=1 as `raw_head` says (its headers end the head), and
-/// checks length, checksum and the size of every piece.
+/// Sends `body` to /input/METHOD?summary=1, chunked or with a Content-Length, and checks
+/// length, checksum and the size of every piece.
 fn check_big_input(w: &Wsgi, method: &str, n: usize, body: &[u8], chunk: bool) {
     let target = format!("/input/{method}?n={n}&summary=1");
     let mut raw = if chunk {
