@@ -11,3 +11,4 @@ mod serve;
 mod static_files;
 mod supervise;
 mod util;
+mod wsgi;

@@ -532,3 +532,234 @@ impl Server {
         std::fs::write(self._dir.path().join("tine.toml"), config).expect("rewrite config");
     }
 }
+
+/// The virtualenv with the packages of `tests/python/requirements.txt` (Flask, Django,
+/// gunicorn): `$TINE_TEST_VENV` when set, else `test-venv` in the target directory
+/// (`$CARGO_TARGET_DIR`, else the one this test binary was built in). Made or checked by
+/// `tests/python/setup-venv` (with `$TINE_TEST_PYTHON` when set, else `python3`) once per test
+/// process, under an exclusive lock so test binaries running at once do not race; the script
+/// does nothing when the venv already holds the pinned set. Panics, failing the test, when the
+/// venv cannot be made.
+pub fn test_venv() -> PathBuf {
+    static VENV: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    VENV.get_or_init(|| {
+        let venv = match std::env::var_os("TINE_TEST_VENV") {
+            Some(dir) => PathBuf::from(dir),
+            None => target_dir().join("test-venv"),
+        };
+        let python = std::env::var("TINE_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/setup-venv");
+        let how = format!(
+            "to make it by hand: {} {} {python}\n(or point TINE_TEST_VENV at a virtualenv that \
+             has tests/python/requirements.txt installed)",
+            script.display(),
+            venv.display()
+        );
+        if let Some(parent) = venv.parent() {
+            std::fs::create_dir_all(parent)
+                .unwrap_or_else(|e| panic!("creating {}: {e}; {how}", parent.display()));
+        }
+        let mut lock_name = venv.file_name().unwrap_or_default().to_owned();
+        lock_name.push(".lock");
+        let lock_path = venv.with_file_name(lock_name);
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .unwrap_or_else(|e| panic!("opening {}: {e}; {how}", lock_path.display()));
+        let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+            .unwrap_or_else(|(_, e)| panic!("locking {}: {e}; {how}", lock_path.display()));
+        let started = Instant::now();
+        let output = Command::new("bash")
+            .arg(&script)
+            .arg(&venv)
+            .arg(&python)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}; {how}", script.display()));
+        if !output.status.success() {
+            panic!(
+                "{} {} {python} failed ({}):\n{}{}\n{how}",
+                script.display(),
+                venv.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        if started.elapsed() > Duration::from_secs(2) {
+            eprintln!(
+                "test venv {} made in {:?}",
+                venv.display(),
+                started.elapsed()
+            );
+        }
+        venv
+    })
+    .clone()
+}
+
+/// `$CARGO_TARGET_DIR`, else the target directory this test binary sits in
+/// (`target/debug/deps/integration-HASH`), else `target` in the package.
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        let dir = PathBuf::from(dir);
+        return if dir.is_absolute() {
+            dir
+        } else {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)
+        };
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_owned()))
+        .filter(|dir| dir.join("CACHEDIR.TAG").exists() || dir.ends_with("target"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// `tests/python/apps`: the Python applications the WSGI tests run.
+pub fn python_apps() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/apps")
+}
+
+/// `text` as a TOML basic string, quotes included.
+pub fn toml_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\u{:04X}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Reads one response whatever its framing: Content-Length, chunked (decoded into `body`,
+/// trailers dropped) or until the server closes. `head_request`: the response to a HEAD,
+/// whose head is all there is.
+pub fn read_response_any(stream: &mut TcpStream, head_request: bool) -> Result<Response, String> {
+    let mut response = read_response_head(stream)?;
+    let status = response.status;
+    if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
+        return Ok(response);
+    }
+    let chunked = response
+        .header("Transfer-Encoding")
+        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        response.body = read_chunked_body(stream)?;
+    } else if let Some(len) = response.header("Content-Length") {
+        let len: usize = len.parse().map_err(|_| "bad Content-Length".to_owned())?;
+        let mut body = vec![0u8; len];
+        stream
+            .read_exact(&mut body)
+            .map_err(|e| format!("reading a {len}-byte body: {e}"))?;
+        response.body = body;
+    } else {
+        stream
+            .read_to_end(&mut response.body)
+            .map_err(|e| format!("reading a close-delimited body: {e}"))?;
+    }
+    Ok(response)
+}
+
+/// Reads a chunked body to its last chunk and the end of its trailer section.
+pub fn read_chunked_body(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        let line = read_crlf_line(stream)?;
+        let size = line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size, 16)
+            .map_err(|_| format!("bad chunk-size line {line:?} after {} bytes", body.len()))?;
+        if size == 0 {
+            // Trailer fields, if any, then the empty line.
+            while !read_crlf_line(stream)?.is_empty() {}
+            return Ok(body);
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        stream
+            .read_exact(&mut body[start..])
+            .map_err(|e| format!("reading a {size}-byte chunk after {start} bytes: {e}"))?;
+        let mut crlf = [0u8; 2];
+        stream
+            .read_exact(&mut crlf)
+            .map_err(|e| format!("reading the CRLF after a chunk: {e}"))?;
+        if &crlf != b"\r\n" {
+            return Err(format!("a chunk ends with {crlf:?}, not CRLF"));
+        }
+    }
+}
+
+/// One line up to CRLF, byte by byte so nothing after it is consumed; without the CRLF.
+fn read_crlf_line(stream: &mut TcpStream) -> Result<String, String> {
+    let mut line = Vec::new();
+    while !line.ends_with(b"\r\n") {
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Ok(0) => {
+                return Err(format!(
+                    "connection closed inside a line: {:?}",
+                    String::from_utf8_lossy(&line)
+                ));
+            }
+            Ok(_) => line.push(byte[0]),
+            Err(e) => return Err(format!("reading a line: {e}")),
+        }
+        if line.len() > 64 * 1024 {
+            return Err("a line over 64 KiB".to_owned());
+        }
+    }
+    line.truncate(line.len() - 2);
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+/// Everything the peer sends until it closes the connection, within the stream's read
+/// timeout: `Ok(bytes)` when it closed (an orderly close or a reset), `Err` with what came
+/// when it was still open at the timeout.
+pub fn read_until_close(stream: &mut TcpStream) -> Result<Vec<u8>, Vec<u8>> {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(bytes),
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(bytes);
+            }
+            Err(_) => return Ok(bytes),
+        }
+    }
+}
+
+/// Waits, within `WAIT`, until `check` holds; panics with `what` and the last value otherwise.
+pub fn wait_until<T: std::fmt::Debug>(
+    what: &str,
+    mut probe: impl FnMut() -> T,
+    check: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let value = probe();
+        if check(&value) {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("{what}: still {value:?} after {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
