@@ -9,14 +9,16 @@
 //! last chunk, or when the response is dropped (the client left, the request timed out, the
 //! iterable raised).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyAssertionError, PyStopIteration, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::{ffi, intern};
 
 use super::interp::{self, format_err, support};
@@ -31,7 +33,95 @@ pub struct Wsgi {
     app: Py<PyAny>,
     errors: Py<Errors>,
     file_wrapper: Py<PyAny>,
+    /// `contextvars.Context`: each request runs in a fresh one.
+    context: Py<PyAny>,
     script_name: String,
+    advancing: Advancing,
+}
+
+/// The response iterable each pool thread is advancing now, by thread (`pthread_self()`), so
+/// a request that runs past `request_timeout` can have its iterable closed.
+type Advancing = Arc<Mutex<HashMap<u64, Arc<Iterable>>>>;
+
+/// What an application returned: its iterable, the `contextvars.Context` every call for the
+/// request runs in (so a generator that sets context variables, as Flask's
+/// `stream_with_context` does, finds them again on its next step, whichever thread takes it),
+/// and whether `close()` was called.
+struct Iterable {
+    label: String,
+    result: Py<PyAny>,
+    context: Py<PyAny>,
+    closed: AtomicBool,
+}
+
+impl Iterable {
+    /// Runs `f(args)` in the request's context.
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        f: &Bound<'py, PyAny>,
+        args: &[&Bound<'py, PyAny>],
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut call = vec![f.clone()];
+        call.extend(args.iter().map(|a| (*a).clone()));
+        self.context
+            .bind(py)
+            .call_method1(intern!(py, "run"), PyTuple::new(py, call)?)
+    }
+
+    /// Calls `close()`, if the iterable has one, unless it has been called: from the thread
+    /// that advances it (in its context), or, when `elsewhere`, from another thread while it
+    /// is stuck (not for a generator that is running, which cannot be closed then).
+    fn close(&self, py: Python<'_>, elsewhere: bool) {
+        let result = self.result.bind(py);
+        let running = elsewhere
+            && result
+                .getattr(intern!(py, "gi_running"))
+                .and_then(|r| r.is_truthy())
+                .unwrap_or(false);
+        if running || self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let closed = match result.getattr_opt(intern!(py, "close")) {
+            Ok(Some(close)) if elsewhere => close.call0().map(drop),
+            Ok(Some(close)) => self.run(py, &close, &[]).map(drop),
+            Ok(None) => Ok(()),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = closed {
+            log::error!(
+                "{}: the response iterable's close() raised\n{}",
+                self.label,
+                format_err(py, &err)
+            );
+        }
+    }
+}
+
+/// While the calling pool thread advances `iterable`: registered in `advancing`.
+struct AdvancingGuard<'a> {
+    advancing: &'a Advancing,
+    thread: u64,
+}
+
+impl<'a> AdvancingGuard<'a> {
+    fn new(advancing: &'a Advancing, iterable: &Arc<Iterable>) -> AdvancingGuard<'a> {
+        let thread = crate::sys::current_thread();
+        lock(advancing).insert(thread, Arc::clone(iterable));
+        AdvancingGuard { advancing, thread }
+    }
+}
+
+impl Drop for AdvancingGuard<'_> {
+    fn drop(&mut self) {
+        lock(self.advancing).remove(&self.thread);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for Wsgi {
@@ -60,11 +150,18 @@ impl Wsgi {
             };
             let errors = Py::new(py, Errors).map_err(|e| format_err(py, &e))?;
             let file_wrapper = py.get_type::<FileWrapper>().into_any().unbind();
+            let context = py
+                .import("contextvars")
+                .and_then(|m| m.getattr("Context"))
+                .map_err(|e| format_err(py, &e))?
+                .unbind();
             Ok(Wsgi {
                 app: application,
                 errors,
                 file_wrapper,
+                context,
                 script_name,
+                advancing: Arc::default(),
             })
         })
     }
@@ -79,14 +176,52 @@ impl Wsgi {
             Ok(environ) => environ,
             Err(err) => return self.failed(py, &label, "could not build the environ", &err),
         };
-        let result = match self.app.bind(py).call1((environ, start.bind(py))) {
+        let context = match self.context.bind(py).call0() {
+            Ok(context) => context,
+            Err(err) => return self.failed(py, &label, "could not make a context", &err),
+        };
+        let called = context.call_method1(
+            intern!(py, "run"),
+            (self.app.bind(py), environ, start.bind(py)),
+        );
+        let result = match called {
             Ok(result) => result,
+            Err(err) if start.borrow(py).sent => {
+                // write() sent the head and some body: the client gets those, then the close.
+                log::error!(
+                    "{label}: the application raised after write() started the response; \
+                     closing the connection\n{}",
+                    format_err(py, &err)
+                );
+                let written = std::mem::take(&mut start.borrow_mut(py).written);
+                return finish(
+                    py,
+                    &start,
+                    BodyOut::Stream(Box::new(ThenAbort(Some(written)))),
+                )
+                .unwrap_or_else(|err| self.failed(py, &label, "could not respond", &err));
+            }
             Err(err) => return self.failed(py, &label, "the application raised", &err),
         };
-        match respond(py, &label, &start, &result, self.file_wrapper.bind(py)) {
+        let iterable = Arc::new(Iterable {
+            label: label.clone(),
+            result: result.unbind(),
+            context: context.unbind(),
+            closed: AtomicBool::new(false),
+        });
+        let advancing = AdvancingGuard::new(&self.advancing, &iterable);
+        let responded = respond(
+            py,
+            &iterable,
+            &start,
+            self.file_wrapper.bind(py),
+            &self.advancing,
+        );
+        drop(advancing);
+        match responded {
             Ok(response) => response,
             Err(err) => {
-                close_quietly(py, &label, &result);
+                iterable.close(py, false);
                 self.failed(py, &label, "the application's response failed", &err)
             }
         }
@@ -174,24 +309,19 @@ impl Wsgi {
     }
 }
 
-/// `SERVER_NAME` and `SERVER_PORT` from the `Host` header (as gunicorn takes them), else from
-/// the listening socket.
+/// `SERVER_NAME` and `SERVER_PORT`: the listening socket's address, as gunicorn gives them
+/// (an application after the name the client used reads `HTTP_HOST`); for a unix socket, the
+/// `Host` header's.
 fn server_name_and_port(request: &Request, scheme: &str) -> (String, String) {
     let default_port = if scheme == "https" { "443" } else { "80" };
-    if let Some(host) = request.headers().get_str("host").filter(|h| !h.is_empty()) {
-        let (name, port) = match host.rsplit_once(':') {
-            Some((name, port)) if !port.contains(']') => (name, port),
-            _ => (host, default_port),
-        };
-        return (name.to_owned(), port.to_owned());
+    if let Some(crate::config::BindAddr::Tcp(addr)) = request.listener() {
+        return (addr.ip().to_string(), addr.port().to_string());
     }
-    match request.listener() {
-        Some(crate::config::BindAddr::Tcp(addr)) => {
-            (addr.ip().to_string(), addr.port().to_string())
-        }
-        Some(crate::config::BindAddr::Unix(path)) => {
-            (path.display().to_string(), default_port.to_owned())
-        }
+    match request.headers().get_str("host").filter(|h| !h.is_empty()) {
+        Some(host) => match host.rsplit_once(':') {
+            Some((name, port)) if !port.contains(']') => (name.to_owned(), port.to_owned()),
+            _ => (host.to_owned(), default_port.to_owned()),
+        },
         None => ("localhost".to_owned(), default_port.to_owned()),
     }
 }
@@ -228,6 +358,7 @@ impl Handler for Wsgi {
     fn request_stuck(&self, thread: u64, what: &str) {
         // The event loop never takes the GIL: a thread of its own waits for it.
         let what = what.to_owned();
+        let stuck = lock(&self.advancing).get(&thread).cloned();
         let spawned = std::thread::Builder::new()
             .name("py-stack".to_owned())
             .spawn(move || {
@@ -246,6 +377,10 @@ impl Handler for Wsgi {
                     }
                     Ok(None) => log::error!("{what}: its thread is no longer in Python"),
                     Err(err) => log::error!("{what}: could not read its Python stack: {err}"),
+                }
+                // Its response will never be sent: its iterable is closed now.
+                if let Some(iterable) = stuck {
+                    Python::attach(|py| iterable.close(py, true));
                 }
             });
         if let Err(err) = spawned {
@@ -457,18 +592,19 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderFields, Option<u
 /// body as bytes, a file region or a stream.
 fn respond(
     py: Python<'_>,
-    label: &str,
+    iterable: &Arc<Iterable>,
     start: &Py<StartResponse>,
-    result: &Bound<'_, PyAny>,
     file_wrapper: &Bound<'_, PyAny>,
+    advancing: &Advancing,
 ) -> PyResult<Response> {
+    let result = iterable.result.bind(py);
     // A list or tuple: every chunk at once.
     if result.is_instance_of::<PyList>() || result.is_instance_of::<PyTuple>() {
         let mut body = std::mem::take(&mut start.borrow_mut(py).written);
         for item in result.try_iter()? {
             body.extend_from_slice(chunk_bytes(&item?)?);
         }
-        close(result)?;
+        iterable.close(py, false);
         return finish(py, start, BodyOut::Bytes(body));
     }
     // wsgi.file_wrapper around a regular file: sendfile from the event loop.
@@ -476,18 +612,18 @@ fn respond(
         && start.borrow(py).written.is_empty()
         && let Some(region) = file_region(py, result, start)?
     {
-        close(result)?;
+        iterable.close(py, false);
         return finish(py, start, BodyOut::File(region));
     }
-    let iterator = result.try_iter()?;
+    let iterator = iterable.run(py, &py.import("builtins")?.getattr("iter")?, &[result])?;
     let mut first = std::mem::take(&mut start.borrow_mut(py).written);
     let mut ended = false;
     // Advance until a non-empty chunk (or the end): only then are the headers final. A HEAD
     // request goes as far as a GET would, so it gets the same headers; the worker drops the
     // body (and with it the iterable, closing it).
     while first.is_empty() {
-        match iterator.clone().next() {
-            Some(item) => first.extend_from_slice(chunk_bytes(&item?)?),
+        match advance(py, iterable, &iterator)? {
+            Some(chunk) => first = chunk,
             None => {
                 ended = true;
                 break;
@@ -495,18 +631,47 @@ fn respond(
         }
     }
     if ended {
-        close(result)?;
+        iterable.close(py, false);
         return finish(py, start, BodyOut::Bytes(first));
     }
     start.borrow_mut(py).sent = true;
     let stream = WsgiStream {
-        label: label.to_owned(),
         first: Some(first),
         iterator: Some(iterator.unbind()),
-        result: Some(result.clone().unbind()),
+        iterable: Arc::clone(iterable),
         start: start.clone_ref(py),
+        advancing: Arc::clone(advancing),
     };
     finish(py, start, BodyOut::Stream(Box::new(stream)))
+}
+
+/// The iterator's next chunk, in the request's context; `None` at its end.
+fn advance(
+    py: Python<'_>,
+    iterable: &Iterable,
+    iterator: &Bound<'_, PyAny>,
+) -> PyResult<Option<Vec<u8>>> {
+    let next = iterator.getattr(intern!(py, "__next__"))?;
+    match iterable.run(py, &next, &[]) {
+        Ok(item) => Ok(Some(chunk_bytes(&item)?.to_vec())),
+        Err(err) if err.is_instance_of::<PyStopIteration>(py) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// A response whose application raised after `write()`: what it wrote, then the end of the
+/// connection rather than of the body.
+struct ThenAbort(Option<Vec<u8>>);
+
+impl Iterator for ThenAbort {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        match self.0.take() {
+            Some(written) if !written.is_empty() => Some(written),
+            _ => std::panic::resume_unwind(Box::new(AbortStream)),
+        }
+    }
 }
 
 enum BodyOut {
@@ -602,31 +767,13 @@ fn chunk_bytes<'a>(item: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
     })
 }
 
-/// Calls the iterable's `close()`, if it has one.
-fn close(result: &Bound<'_, PyAny>) -> PyResult<()> {
-    let py = result.py();
-    if result.hasattr(intern!(py, "close"))? {
-        result.call_method0(intern!(py, "close"))?;
-    }
-    Ok(())
-}
-
-fn close_quietly(py: Python<'_>, label: &str, result: &Bound<'_, PyAny>) {
-    if let Err(err) = close(result) {
-        log::error!(
-            "{label}: the response iterable's close() raised\n{}",
-            format_err(py, &err)
-        );
-    }
-}
-
 /// A response iterable pulled one chunk at a time; dropping it calls `close()`.
 struct WsgiStream {
-    label: String,
     first: Option<Vec<u8>>,
-    iterator: Option<Py<PyIterator>>,
-    result: Option<Py<PyAny>>,
+    iterator: Option<Py<PyAny>>,
+    iterable: Arc<Iterable>,
     start: Py<StartResponse>,
+    advancing: Advancing,
 }
 
 impl Iterator for WsgiStream {
@@ -637,24 +784,20 @@ impl Iterator for WsgiStream {
             return Some(first);
         }
         let iterator = self.iterator.as_ref()?;
+        let advancing = AdvancingGuard::new(&self.advancing, &self.iterable);
         let pulled = Python::attach(|py| -> PyResult<Option<Vec<u8>>> {
-            let mut written = std::mem::take(&mut self.start.borrow_mut(py).written);
+            let written = std::mem::take(&mut self.start.borrow_mut(py).written);
             if !written.is_empty() {
                 return Ok(Some(written));
             }
-            match iterator.bind(py).clone().next() {
-                Some(item) => {
-                    written.extend_from_slice(chunk_bytes(&item?)?);
-                    Ok(Some(written))
-                }
-                None => Ok(None),
-            }
+            advance(py, &self.iterable, iterator.bind(py))
         });
+        drop(advancing);
         match pulled {
             Ok(Some(chunk)) => Some(chunk),
             Ok(None) => {
                 self.iterator = None;
-                self.close();
+                Python::attach(|py| self.iterable.close(py, false));
                 None
             }
             Err(err) => {
@@ -662,29 +805,23 @@ impl Iterator for WsgiStream {
                     log::error!(
                         "{}: the response iterable raised after the response started; closing \
                          the connection\n{}",
-                        self.label,
+                        self.iterable.label,
                         format_err(py, &err)
                     );
+                    self.iterable.close(py, false);
                 });
                 self.iterator = None;
-                self.close();
                 std::panic::resume_unwind(Box::new(AbortStream));
             }
         }
     }
 }
 
-impl WsgiStream {
-    fn close(&mut self) {
-        if let Some(result) = self.result.take() {
-            Python::attach(|py| close_quietly(py, &self.label, result.bind(py)));
-        }
-    }
-}
-
 impl Drop for WsgiStream {
     fn drop(&mut self) {
-        self.close();
+        if !self.iterable.closed.load(Ordering::Acquire) {
+            Python::attach(|py| self.iterable.close(py, false));
+        }
     }
 }
 

@@ -11,4 +11,5 @@ mod serve;
 mod static_files;
 mod supervise;
 mod util;
+#[cfg(feature = "python")]
 mod wsgi;
