@@ -382,3 +382,39 @@ fn a_graceful_stop_runs_the_applications_atexit_handlers_and_a_fast_stop_does_no
         assert_eq!(ran, runs, "{signal:?}:\n{}", server.log());
     }
 }
+
+#[test]
+fn an_active_virtualenv_is_used_as_its_own_python_would() {
+    let venv = crate::util::test_venv();
+    let dir = TempDir::new();
+    dir.write(
+        "where.py",
+        "import sys, flask\n\
+         def app(environ, start_response):\n\
+         \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
+         \x20   return [f'{sys.prefix}\\n{flask.__file__}\\n'.encode()]\n",
+    );
+    let config = format!(
+        "[server]\nworkers = 1\n[app]\nhandler = \"wsgi\"\napp = \"where:app\"\n\
+         pythonpath = [{:?}]\n",
+        dir.path().display().to_string()
+    );
+    // As `source .venv/bin/activate` leaves it: only VIRTUAL_ENV says which.
+    let server = Server::start_with_env(&config, &[("VIRTUAL_ENV", venv.to_str().unwrap())]);
+    let answer = server.get("/");
+    assert_eq!(answer.status, 200, "{}", server.log());
+    let text = answer.text();
+    let mut lines = text.lines();
+    let canonical = std::fs::canonicalize(&venv).unwrap();
+    let prefix = std::fs::canonicalize(lines.next().unwrap()).unwrap();
+    assert_eq!(prefix, canonical, "sys.prefix is the virtualenv");
+    let flask = std::fs::canonicalize(lines.next().unwrap()).unwrap();
+    assert!(flask.starts_with(&canonical), "flask from {}", flask.display());
+    assert!(
+        server
+            .log()
+            .contains(&format!("virtualenv {}", venv.display())),
+        "{}",
+        server.log()
+    );
+}
