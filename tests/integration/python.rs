@@ -409,7 +409,11 @@ fn an_active_virtualenv_is_used_as_its_own_python_would() {
     let prefix = std::fs::canonicalize(lines.next().unwrap()).unwrap();
     assert_eq!(prefix, canonical, "sys.prefix is the virtualenv");
     let flask = std::fs::canonicalize(lines.next().unwrap()).unwrap();
-    assert!(flask.starts_with(&canonical), "flask from {}", flask.display());
+    assert!(
+        flask.starts_with(&canonical),
+        "flask from {}",
+        flask.display()
+    );
     assert!(
         server
             .log()

@@ -1,6 +1,9 @@
 //! Test helpers: run the real `tine` binary in a fresh temp dir, wait for it by the systemd
 //! readiness handshake, talk HTTP to it, and always kill and reap its whole process group.
 
+// Helpers only the Python tests use are unused in a build without the `python` feature.
+#![cfg_attr(not(feature = "python"), allow(dead_code))]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
@@ -120,7 +123,6 @@ impl Server {
 
     /// Starts tine on `config` without waiting for it to be ready (for a start that is meant
     /// to stall or fail); its log is there to watch.
-    #[cfg_attr(not(feature = "python"), allow(dead_code))]
     pub fn spawn_unready(config: &str, env: &[(&str, &str)]) -> Server {
         Server::spawn_inner(config, &[], env, None)
     }
