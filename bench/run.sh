@@ -69,25 +69,10 @@ SCENARIOS=(
     "static-1m      | /1m.bin       | 16  | keepalive | app.handler=static app.root=@DOCROOT@ | nginx"
 )
 
-log() { printf '== %s\n' "$*" >&2; }
-die() {
-    printf 'bench/run.sh: %s\n' "$*" >&2
-    exit 1
-}
+# shellcheck source=bench/lib/common.sh
+source "$HERE/lib/common.sh"
 
 # --- tools -------------------------------------------------------------------------------------
-
-need() { # need COMMAND DEBIAN_PACKAGE
-    command -v "$1" >/dev/null 2>&1 && return 0
-    log "installing $2 (for $1)"
-    if [[ $(id -u) -eq 0 ]]; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null ||
-            die "apt-get install $2 failed (try apt-get update first)"
-    else
-        die "$1 is missing: run 'sudo apt-get install $2', or run this script as root"
-    fi
-    command -v "$1" >/dev/null 2>&1 || die "$1 is still missing after installing $2"
-}
 
 for tool in python3 curl cargo; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
@@ -109,16 +94,7 @@ command -v timeout >/dev/null 2>&1 || die "timeout (coreutils) is required"
 CLK_TCK=$(getconf CLK_TCK)
 NCPU=$(nproc)
 
-if [[ -n ${TINE:-} ]]; then
-    [[ -x $TINE ]] || die "TINE=$TINE is not an executable"
-else
-    TINE=${CARGO_TARGET_DIR:-$ROOT/target}/release/tine
-    if [[ -z ${SKIP_BUILD:-} ]]; then
-        log "cargo build --release"
-        (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
-    fi
-    [[ -x $TINE ]] || die "no tine binary at $TINE"
-fi
+find_tine
 
 # --- state and cleanup -------------------------------------------------------------------------
 
@@ -135,12 +111,7 @@ cleanup() {
     [[ -n $NOTIFY_PID ]] && kill "$NOTIFY_PID" 2>/dev/null
     [[ -n $HOLDER_PID ]] && kill "$HOLDER_PID" 2>/dev/null
     [[ -n $SERVER_PID ]] && stop_server
-    if [[ -n ${KEEP_TMP:-} ]]; then
-        log "kept $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$status"
+    remove_tmp "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -239,26 +210,6 @@ EOF
 # --- servers -----------------------------------------------------------------------------------
 
 READY_MS="-"
-ANSWER_MS="-"
-
-ms_since() { # ms_since EPOCH_SECONDS [NOW]
-    awk -v a="$1" -v b="${2:-$EPOCHREALTIME}" 'BEGIN { printf "%.0f", (b - a) * 1000 }'
-}
-
-port_busy() { curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/"; }
-
-wait_answer() { # wait_answer START_EPOCH: polls with curl until the server answers, bounded
-    local start=$1 deadline=$((SECONDS + START_TIMEOUT))
-    while ((SECONDS < deadline)); do
-        kill -0 "$SERVER_PID" 2>/dev/null || return 1
-        if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/"; then
-            ANSWER_MS=$(ms_since "$start")
-            return 0
-        fi
-        sleep 0.01
-    done
-    return 1
-}
 
 start_tine() { # start_tine DIR SETTINGS
     local dir=$1 settings=$2 sock start ready_at
@@ -295,20 +246,6 @@ start_nginx() { # start_nginx DIR [WORKER_CONNECTIONS]
     SERVER_PID=$!
     READY_MS="-"
     wait_answer "$start"
-}
-
-stop_server() { # TERM by pid, KILL after STOP_TIMEOUT
-    local pid=$SERVER_PID deadline=$((SECONDS + STOP_TIMEOUT))
-    SERVER_PID=""
-    kill -TERM "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
-        sleep 0.05
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid still running ${STOP_TIMEOUT}s after TERM; sending KILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
 }
 
 # --- one wrk run -------------------------------------------------------------------------------
@@ -442,17 +379,9 @@ mem_mib() { # mem_mib MASTER_PID -> "RSS_MIB PSS_MIB PROCESSES"
 # --- idle keep-alive connections -----------------------------------------------------------------
 
 stop_holder() { # SIGUSR1: the holder checks which connections are still open, reports, closes all
-    local pid=$HOLDER_PID deadline=$((SECONDS + 30))
+    local pid=$HOLDER_PID
     HOLDER_PID=""
-    kill -USR1 "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
-        sleep 0.05
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "the idle connections' holder (pid $pid) did not exit; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
+    stop_pid "$pid" USR1 30 "the idle connections' holder"
 }
 
 field() { # field KEY LINE: the value of KEY=VALUE in LINE, or -
@@ -686,11 +615,9 @@ fi
 
 sort -t $'\t' -k1,1n -k2,2n "$TMP/rows.tsv" | cut -f3- >"$TMP/rows-sorted.tsv"
 mkdir -p "$(dirname "$RESULTS")"
-first_line() { "$@" 2>&1 | head -n 1 || true; }
-cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
 tine_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
 meta=(
-    "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs (${cpu_model:-unknown model}), $(uname -sr)"
+    "$(machine_note)"
     "$(first_line "$TINE" --version) (git $tine_commit), $(first_line nginx -v | sed 's/^nginx version: //'), $(first_line wrk -v | awk '{print "wrk " $2}')"
     "wrk -t$WRK_THREADS -d${DURATION}s per scenario after ${WARMUP}s of warm-up; load generator and servers share the machine"
 )

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Helpers for bench/run.sh: /proc accounting, sd_notify readiness, per-worker balance, and the
-result tables. Standard library only.
+"""Helpers for bench/run.sh and bench/memory.sh: /proc accounting, sd_notify readiness,
+per-worker balance, a warm-up client, and the result tables. Standard library only.
 
 Subcommands (each prints one line, or a table, to stdout):
 
@@ -9,6 +9,10 @@ Subcommands (each prints one line, or a table, to stdout):
   delta BEFORE.json AFTER.json
                               "CPU_SECONDS CTX_SWITCHES WORKER_CPU_CSV" between two snapshots.
   mem MASTER_PID              "RSS_KIB PSS_KIB PROCESSES" of the master plus its children.
+  pss MASTER_PID              "MASTER_PSS_KIB TOTAL_PSS_KIB WORKERS MIN_WORKER_PSS_KIB
+                              MAX_WORKER_PSS_KIB" of the master and its children.
+  workers MASTER_PID          "PID:START_TIME" of each live child of the master, a line each.
+  same PID:START_TIME...      the PIDs that are still the process started at START_TIME.
   notify SOCKET TIMEOUT_S     binds a unix datagram socket at SOCKET, waits for a datagram with
                               READY=1 and prints the wall-clock time it arrived (epoch seconds);
                               exits 1 on timeout.
@@ -17,6 +21,10 @@ Subcommands (each prints one line, or a table, to stdout):
                               is the answering worker's pid. Prints "REQUESTS WORKERS MIN MAX
                               ERRORS COUNTS" where MIN/MAX count every live child of the master,
                               including those that answered nothing.
+  warm BASE_URL N CONC PATH...
+                              N GET requests to BASE_URL+PATH, the paths in turn, each on a new
+                              connection, CONC at a time. Prints "OK ERRORS STATUS:COUNT,..."
+                              (an answer with status 400 or above is an error).
   backlog PORT DELAY_S SECONDS
                               after DELAY_S, samples every 0.25 s for SECONDS the accept queue of
                               the TCP listener(s) on PORT (connections the kernel completed but no
@@ -32,6 +40,8 @@ Subcommands (each prints one line, or a table, to stdout):
                               dropped=D waited=signal|timeout", closes them all and exits.
   render ROWS.tsv MEM.tsv BALANCE.tsv IDLE.tsv MARKDOWN_OUT
                               prints the result tables and writes them as Markdown.
+  memory-render ROWS.tsv MARKDOWN_OUT [NOTE...]
+                              bench/memory.sh's table, printed and written as Markdown.
 """
 
 import errno
@@ -132,20 +142,63 @@ def cmd_delta(before_path, after_path):
     print(f"{ticks / CLK_TCK:.2f} {ctx} {csv}")
 
 
+def rollup(pid):
+    """(RSS_KIB, PSS_KIB) of pid from /proc/PID/smaps_rollup, or None when it is gone."""
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+    except OSError:
+        return None
+    return rss, pss
+
+
 def cmd_mem(master):
     rss = pss = count = 0
     for pid in [master] + children(master):
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Rss:"):
-                        rss += int(line.split()[1])
-                    elif line.startswith("Pss:"):
-                        pss += int(line.split()[1])
-            count += 1
-        except OSError:
+        got = rollup(pid)
+        if got is None:
             continue
+        rss += got[0]
+        pss += got[1]
+        count += 1
     print(f"{rss} {pss} {count}")
+
+
+def cmd_pss(master):
+    got = rollup(master)
+    if got is None:
+        sys.exit(f"probe.py pss: process {master} is gone")
+    workers = [w[1] for w in map(rollup, children(master)) if w is not None]
+    low, high = (min(workers), max(workers)) if workers else ("-", "-")
+    print(f"{got[1]} {got[1] + sum(workers)} {len(workers)} {low} {high}")
+
+
+def start_time(pid):
+    """The start time of pid (clock ticks after boot), which tells it from a later process given
+    the same pid; None when it is gone."""
+    try:
+        return stat_fields(pid)[19]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cmd_workers(master):
+    for pid in children(master):
+        since = start_time(pid)
+        if since is not None:
+            print(f"{pid}:{since}")
+
+
+def cmd_same(*entries):
+    for entry in entries:
+        pid, _, since = entry.partition(":")
+        if start_time(pid) == since:
+            print(pid)
 
 
 def cmd_notify(path, timeout):
@@ -171,9 +224,10 @@ def cmd_notify(path, timeout):
             return
 
 
-def cmd_balance(url, n, conc, master):
-    parts = urlsplit(url)
-    n, conc = int(n), int(conc)
+def fire(urls, n, conc, judge):
+    """n GET requests to urls in turn, each on a new connection, conc at a time. judge(status,
+    body) names what a good response counts under, or returns None for a bad one. Returns the
+    counts by name and the number of bad responses and failed requests."""
     counts = {}
     errors = 0
     lock = threading.Lock()
@@ -185,19 +239,22 @@ def cmd_balance(url, n, conc, master):
             with lock:
                 if next_index[0] >= n:
                     return
+                parts = urlsplit(urls[next_index[0] % len(urls)])
                 next_index[0] += 1
+            target = parts.path or "/"
+            if parts.query:
+                target += "?" + parts.query
             try:
                 conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
-                conn.request("GET", parts.path or "/", headers={"Connection": "close"})
+                conn.request("GET", target, headers={"Connection": "close"})
                 response = conn.getresponse()
-                body = response.read().decode().strip()
+                key = judge(response.status, response.read())
                 conn.close()
-                ok = response.status == 200 and body.isdigit()
-            except (OSError, http.client.HTTPException, UnicodeDecodeError):
-                ok = False
+            except (OSError, http.client.HTTPException):
+                key = None
             with lock:
-                if ok:
-                    counts[body] = counts.get(body, 0) + 1
+                if key is not None:
+                    counts[key] = counts.get(key, 0) + 1
                 else:
                     errors += 1
 
@@ -206,10 +263,31 @@ def cmd_balance(url, n, conc, master):
         t.start()
     for t in threads:
         t.join()
+    return counts, errors
+
+
+def pid_body(status, body):
+    """The answering worker's pid, from a /pid response's body."""
+    try:
+        text = body.decode().strip()
+    except UnicodeDecodeError:
+        return None
+    return text if status == 200 and text.isdigit() else None
+
+
+def cmd_balance(url, n, conc, master):
+    counts, errors = fire([url], int(n), int(conc), pid_body)
     workers = [str(p) for p in children(master)] or list(counts)
     per_worker = [counts.get(w, 0) for w in workers]
     detail = ",".join(str(c) for c in sorted(per_worker, reverse=True))
     print(f"{sum(counts.values())} {len(workers)} {min(per_worker)} {max(per_worker)} {errors} {detail}")
+
+
+def cmd_warm(base, n, conc, *paths):
+    urls = [base + p for p in paths]
+    counts, errors = fire(urls, int(n), int(conc), lambda status, body: status if status < 400 else None)
+    detail = ",".join(f"{k}:{v}" for k, v in sorted(counts.items())) or "-"
+    print(f"{sum(counts.values())} {errors} {detail}")
 
 
 def accept_queue(port):
@@ -502,31 +580,73 @@ def cmd_render(rows_path, mem_path, balance_path, idle_path, md_out, *meta):
     idle_rows = read_tsv(idle_path)
     idle = idle_table(idle_rows) if idle_rows else ""
 
-    text = "\n\n".join(part for part in (main, mem, bal, idle) if part)
-    print(text)
+    write_markdown(md_out, "tine benchmark results", meta, [
+        ("Throughput and latency", main),
+        ("Memory and start-up", mem),
+        ("Requests per worker", bal),
+        ("Idle keep-alive connections", idle),
+    ])
+
+
+def write_markdown(md_out, title, meta, sections):
+    """Prints the non-empty tables of sections ((heading, table) pairs) and writes them to md_out
+    under title, with meta as a list of notes."""
+    print("\n\n".join(table for _, table in sections if table))
     with open(md_out, "w") as f:
-        f.write("# tine benchmark results\n\n")
+        f.write(f"# {title}\n\n")
         for m in meta:
             f.write(f"- {m}\n")
-        if main:
-            f.write("\n## Throughput and latency\n\n" + main + "\n")
-        if mem:
-            f.write("\n## Memory and start-up\n\n" + mem + "\n")
-        if bal:
-            f.write("\n## Requests per worker\n\n" + bal + "\n")
-        if idle:
-            f.write("\n## Idle keep-alive connections\n\n" + idle + "\n")
+        for heading, table in sections:
+            if table:
+                f.write(f"\n## {heading}\n\n{table}\n")
+
+
+def mib(kib):
+    return f"{int(kib) / 1024:.1f}" if kib not in ("", "-") else "-"
+
+
+def cmd_memory_render(rows_path, md_out, *meta):
+    """bench/memory.sh's table. rows: server, mode, workers x threads, what happened ("ok" or
+    why not), warm-up answers "OK/ERRORS", workers' CPU s in the warm-up, then KiB: total PSS
+    before the warm-up, and after it total PSS, the master's, the workers' least and most."""
+    rows = read_tsv(rows_path)
+    totals = {(r[0], r[1]): r[7] for r in rows}
+    table = []
+    for (server, mode, shape, status, answers, cpu, before, total, master, low, high) in rows:
+        workers = int(shape.split("×")[0])
+        per = f"{(int(total) - int(master)) / workers / 1024:.1f}" if total != "-" else "-"
+        ref = totals.get(("gunicorn", mode), "-")
+        if server == "gunicorn":
+            ratio = "1.00 (ref)" if total != "-" else "-"
+        elif total != "-" and ref != "-":
+            ratio = f"{int(total) / int(ref):.2f}"
+        else:
+            ratio = "-"
+        table.append([server, mode, shape, mib(total), mib(master), per,
+                      f"{mib(low)}–{mib(high)}" if low != "-" else "-",
+                      mib(before), ratio, answers, cpu, status])
+    header = ["server", "mode", "workers×threads", "total PSS MiB", "master PSS MiB",
+              "per-worker PSS MiB", "worker PSS min–max MiB", "total PSS before warm-up MiB",
+              "ratio to gunicorn same mode", "warm-up ok/errors", "workers' CPU s in warm-up",
+              "outcome"]
+    write_markdown(md_out, "WSGI memory: tine and gunicorn on the Django test site", meta,
+                   [("PSS after the warm-up", markdown_table(header, table, right=set(range(2, 10))))])
 
 
 COMMANDS = {
     "snap": cmd_snap,
     "delta": cmd_delta,
     "mem": cmd_mem,
+    "pss": cmd_pss,
+    "workers": cmd_workers,
+    "same": cmd_same,
     "notify": cmd_notify,
     "balance": cmd_balance,
+    "warm": cmd_warm,
     "backlog": cmd_backlog,
     "idle": cmd_idle,
     "render": cmd_render,
+    "memory-render": cmd_memory_render,
 }
 
 if __name__ == "__main__":

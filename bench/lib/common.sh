@@ -1,0 +1,96 @@
+# bench/lib/common.sh: what bench/run.sh and bench/memory.sh share. Sourced, not run.
+#
+# The sourcing script sets ROOT (the repository) and, before it calls them, SERVER_PID (the
+# server being measured, "" when none), PORT, START_TIMEOUT and STOP_TIMEOUT (seconds), and TMP
+# (its temp dir).
+
+BENCH_SCRIPT="bench/${0##*/}"
+
+log() { printf '== %s\n' "$*" >&2; }
+die() {
+    printf '%s: %s\n' "$BENCH_SCRIPT" "$*" >&2
+    exit 1
+}
+
+need() { # need COMMAND DEBIAN_PACKAGE
+    command -v "$1" >/dev/null 2>&1 && return 0
+    log "installing $2 (for $1)"
+    if [[ $(id -u) -eq 0 ]]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null ||
+            die "apt-get install $2 failed (try apt-get update first)"
+    else
+        die "$1 is missing: run 'sudo apt-get install $2', or run this script as root"
+    fi
+    command -v "$1" >/dev/null 2>&1 || die "$1 is still missing after installing $2"
+}
+
+find_tine() { # sets TINE: $TINE as given, or target/release/tine, built unless SKIP_BUILD is set
+    if [[ -n ${TINE:-} ]]; then
+        [[ -x $TINE ]] || die "TINE=$TINE is not an executable"
+        return
+    fi
+    TINE=${CARGO_TARGET_DIR:-$ROOT/target}/release/tine
+    if [[ -z ${SKIP_BUILD:-} ]]; then
+        log "cargo build --release"
+        (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+    fi
+    [[ -x $TINE ]] || die "no tine binary at $TINE"
+}
+
+first_line() { "$@" 2>&1 | head -n 1 || true; }
+
+machine_note() { # the date, the CPUs and the kernel, for a results file's head
+    local cpu_model
+    cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
+    printf '%s, %s CPUs (%s), %s' "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(nproc)" \
+        "${cpu_model:-unknown model}" "$(uname -sr)"
+}
+
+ANSWER_MS="-"
+
+ms_since() { # ms_since EPOCH_SECONDS [NOW]
+    awk -v a="$1" -v b="${2:-$EPOCHREALTIME}" 'BEGIN { printf "%.0f", (b - a) * 1000 }'
+}
+
+port_busy() { curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/"; }
+
+wait_answer() { # wait_answer START_EPOCH: polls with curl until the server answers, bounded
+    local start=$1 deadline=$((SECONDS + START_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        kill -0 "$SERVER_PID" 2>/dev/null || return 1
+        if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/"; then
+            ANSWER_MS=$(ms_since "$start")
+            return 0
+        fi
+        sleep 0.01
+    done
+    return 1
+}
+
+stop_pid() { # stop_pid PID SIGNAL TIMEOUT_S WHAT: sends SIGNAL, and KILL after TIMEOUT_S
+    local pid=$1 deadline=$((SECONDS + $3))
+    kill -"$2" "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+        sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "$4 (pid $pid) still running ${3}s after $2; sending KILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+stop_server() { # TERM by pid, KILL after STOP_TIMEOUT
+    local pid=$SERVER_PID
+    SERVER_PID=""
+    stop_pid "$pid" TERM "$STOP_TIMEOUT" "the server"
+}
+
+remove_tmp() { # remove_tmp STATUS: the end of an EXIT trap; TMP is kept when KEEP_TMP is set
+    if [[ -n ${KEEP_TMP:-} ]]; then
+        log "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$1"
+}
