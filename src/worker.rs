@@ -1156,6 +1156,8 @@ impl<'a> Worker<'a> {
             conn.keep_alive = false;
         }
         let is_head = conn.head_request;
+        let mut response = response;
+        let mut reason = response.take_reason();
         let (mut status, mut headers, mut body) = response.into_parts();
         if let Some((name, _)) = headers.iter().find(|(n, v)| !http::valid_header(n, v)) {
             // Writing it could split the response in two; the whole answer becomes a 500.
@@ -1164,6 +1166,7 @@ impl<'a> Worker<'a> {
                  token, or CR, LF or NUL in the value); answered 500 instead"
             );
             status = 500;
+            reason = None;
             headers = vec![(
                 "Content-Type".to_owned(),
                 b"text/plain; charset=utf-8".to_vec(),
@@ -1200,7 +1203,10 @@ impl<'a> Worker<'a> {
         http::write_response_head(
             &mut head,
             conn.version,
-            status,
+            http::StatusLine {
+                code: status,
+                reason: reason.as_deref(),
+            },
             &headers,
             body_len,
             conn.keep_alive,

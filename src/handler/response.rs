@@ -25,6 +25,7 @@ pub type HeaderFields = Vec<(String, Vec<u8>)>;
 /// ```
 pub struct Response {
     status: u16,
+    reason: Option<Box<str>>,
     headers: HeaderFields,
     body: Body,
 }
@@ -172,6 +173,7 @@ impl Response {
     pub fn new(status: u16) -> Self {
         Response {
             status,
+            reason: None,
             headers: Vec::new(),
             body: Body::default(),
         }
@@ -235,6 +237,34 @@ impl Response {
     /// The status code.
     pub fn status(&self) -> u16 {
         self.status
+    }
+
+    /// Sends `reason` as the status line's reason phrase instead of the standard one for the
+    /// code (as a WSGI application's `"200 Fine"` asks). Only printable ASCII is kept: a phrase
+    /// with anything else is ignored and the standard one is sent.
+    ///
+    /// ```
+    /// use tine::handler::Response;
+    ///
+    /// assert_eq!(Response::new(200).with_reason("Fine").reason(), Some("Fine"));
+    /// assert_eq!(Response::new(200).with_reason("a\r\nb").reason(), None);
+    /// ```
+    pub fn with_reason(mut self, reason: &str) -> Self {
+        let printable = reason
+            .bytes()
+            .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
+        self.reason = printable.then(|| reason.into());
+        self
+    }
+
+    /// The reason phrase set with [`Response::with_reason`], if any.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    /// Takes the reason phrase out, for the server's writer.
+    pub fn take_reason(&mut self) -> Option<Box<str>> {
+        self.reason.take()
     }
 
     /// The header fields, in order.

@@ -42,8 +42,8 @@ pub use decoder::{
 };
 pub use request::{Limits, RequestHead};
 pub use response::{
-    error_response, reason_phrase, status_allows_body, valid_header, write_chunk, write_last_chunk,
-    write_response_head,
+    StatusLine, error_response, reason_phrase, status_allows_body, valid_header, write_chunk,
+    write_last_chunk, write_response_head,
 };
 
 /// The protocol versions tine speaks; anything else is answered with 505 or 400.

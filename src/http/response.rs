@@ -86,16 +86,20 @@ pub fn status_allows_body(status: u16) -> bool {
 /// when `!keep_alive`, `Connection: keep-alive` for an HTTP/1.0 keep-alive response.
 /// Content-Length, Transfer-Encoding and Connection in `headers` are skipped: framing and
 /// persistence belong to the server. Names and values are written as given (see [`valid_header`]).
-pub fn write_response_head(
+pub fn write_response_head<'a>(
     out: &mut Vec<u8>,
     version: Version,
-    status: u16,
+    status: impl Into<StatusLine<'a>>,
     headers: &[(String, Vec<u8>)],
     body_len: Option<u64>,
     keep_alive: bool,
     date: &[u8],
 ) {
-    write_status_line(out, version, status);
+    let StatusLine {
+        code: status,
+        reason,
+    } = status.into();
+    write_status_line(out, version, status, reason);
     let has_date = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("date"));
     let has_server = headers
         .iter()
@@ -157,7 +161,7 @@ pub fn write_last_chunk(out: &mut Vec<u8>) {
 /// (`"{status}: {err.reason}\n"` for a status without a phrase).
 pub fn error_response(out: &mut Vec<u8>, err: &HttpError, date: &[u8]) {
     let phrase = reason_phrase(err.status);
-    write_status_line(out, Version::Http11, err.status);
+    write_status_line(out, Version::Http11, err.status, None);
     write_field(out, b"Date", date);
     out.extend_from_slice(b"Server: tine\r\n");
     let with_body = status_allows_body(err.status);
@@ -190,13 +194,28 @@ pub fn valid_header(name: &str, value: &[u8]) -> bool {
     is_token(name.as_bytes()) && !value.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0))
 }
 
-fn write_status_line(out: &mut Vec<u8>, version: Version, status: u16) {
+/// A status code, and the reason phrase to send with it when not the standard one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusLine<'a> {
+    /// The code.
+    pub code: u16,
+    /// The phrase (printable ASCII, checked by the caller); `None` sends the standard one.
+    pub reason: Option<&'a str>,
+}
+
+impl From<u16> for StatusLine<'_> {
+    fn from(code: u16) -> Self {
+        StatusLine { code, reason: None }
+    }
+}
+
+fn write_status_line(out: &mut Vec<u8>, version: Version, status: u16, reason: Option<&str>) {
     out.extend_from_slice(version.as_str().as_bytes());
     out.push(b' ');
     write_u64(out, u64::from(status));
     // The SP stays even without a phrase: status-line = version SP code SP [reason-phrase].
     out.push(b' ');
-    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(reason.unwrap_or_else(|| reason_phrase(status)).as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -287,6 +306,17 @@ mod tests {
             "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: tine\r\n\
              Content-Type: text/html\r\nContent-Length: 12\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_reason_phrase_of_the_applications_own() {
+        let mut out = Vec::new();
+        let status = StatusLine {
+            code: 200,
+            reason: Some("Fine"),
+        };
+        write_response_head(&mut out, Version::Http11, status, &[], Some(0), true, DATE);
+        assert!(out.starts_with(b"HTTP/1.1 200 Fine\r\n"));
     }
 
     #[test]

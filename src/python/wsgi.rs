@@ -408,7 +408,7 @@ impl Drop for Wsgi {
 #[pyclass(module = "tine")]
 #[derive(Default)]
 struct StartResponse {
-    status: Option<u16>,
+    status: Option<(u16, String)>,
     headers: HeaderFields,
     content_length: Option<u64>,
     /// Whether the headers count as sent: a body chunk or a `write()` went out.
@@ -455,10 +455,10 @@ impl StartResponse {
                 None => {}
             }
         }
-        let code = parse_status(status)?;
+        let status = parse_status(status)?;
         let (fields, content_length) = parse_headers(headers)?;
         let mut this = slf.borrow_mut();
-        this.status = Some(code);
+        this.status = Some(status);
         this.headers = fields;
         this.content_length = content_length;
         drop(this);
@@ -487,7 +487,8 @@ impl StartResponse {
     }
 }
 
-fn parse_status(status: &Bound<'_, PyAny>) -> PyResult<u16> {
+/// The code and reason phrase of a status like `"200 OK"`.
+fn parse_status(status: &Bound<'_, PyAny>) -> PyResult<(u16, String)> {
     let text: String = status
         .cast::<PyString>()
         .map_err(|_| {
@@ -508,7 +509,10 @@ fn parse_status(status: &Bound<'_, PyAny>) -> PyResult<u16> {
             "the status {text:?} is not a three-digit code, a space and a reason phrase"
         )));
     }
-    Ok(text[..3].parse().expect("three digits"))
+    Ok((
+        text[..3].parse().expect("three digits"),
+        text[4..].to_owned(),
+    ))
 }
 
 fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderFields, Option<u64>)> {
@@ -685,13 +689,16 @@ enum BodyOut {
 /// the connection (the worker logs it); a longer one is cut off.
 fn finish(py: Python<'_>, start: &Py<StartResponse>, body: BodyOut) -> PyResult<Response> {
     let mut state = start.borrow_mut(py);
-    let Some(status) = state.status else {
+    let Some((status, reason)) = state.status.clone() else {
         return Err(PyAssertionError::new_err(
             "the application returned without calling start_response",
         ));
     };
     state.sent = true;
     let mut response = Response::new(status);
+    if reason != crate::http::reason_phrase(status) {
+        response = response.with_reason(&reason);
+    }
     for (name, value) in std::mem::take(&mut state.headers) {
         response = response.with_header(&name, value);
     }

@@ -422,3 +422,39 @@ fn an_active_virtualenv_is_used_as_its_own_python_would() {
         server.log()
     );
 }
+
+#[test]
+fn the_status_line_carries_the_applications_own_reason_phrase() {
+    let dir = TempDir::new();
+    dir.write(
+        "phrases.py",
+        "def app(environ, start_response):\n\
+         \x20   status = {'/fine': '200 Fine', '/std': '404 Not Found', '/odd': '299 Odd But Valid',\n\
+         \x20             '/empty': '204 '}[environ['PATH_INFO']]\n\
+         \x20   start_response(status, [('Content-Type', 'text/plain')])\n\
+         \x20   return [b'']\n",
+    );
+    let config = format!(
+        "[server]\nworkers = 1\n[app]\nhandler = \"wsgi\"\napp = \"phrases:app\"\n\
+         pythonpath = [{:?}]\n",
+        dir.path().display().to_string()
+    );
+    let server = Server::start(&config);
+    for (path, line) in [
+        ("/fine", "HTTP/1.1 200 Fine\r\n"),
+        ("/std", "HTTP/1.1 404 Not Found\r\n"),
+        ("/odd", "HTTP/1.1 299 Odd But Valid\r\n"),
+        ("/empty", "HTTP/1.1 204 \r\n"),
+    ] {
+        let mut stream = server.connect();
+        std::io::Write::write_all(
+            &mut stream,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut stream, &mut raw).unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with(line), "{path}: {text}");
+    }
+}

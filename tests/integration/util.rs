@@ -372,9 +372,11 @@ fn read_response_inner(stream: &mut TcpStream, head_only: bool) -> Result<Respon
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];
-        let n = stream
-            .read(&mut byte)
-            .map_err(|e| format!("reading response head: {e}"))?;
+        let n = match stream.read(&mut byte) {
+            // A signal arrived (the test process was stopped and continued, say): read on.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            read => read.map_err(|e| format!("reading response head: {e}"))?,
+        };
         if n == 0 {
             return Err(format!(
                 "connection closed before a full response head: {:?}",
@@ -713,6 +715,7 @@ fn read_crlf_line(stream: &mut TcpStream) -> Result<String, String> {
                 ));
             }
             Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("reading a line: {e}")),
         }
         if line.len() > 64 * 1024 {
