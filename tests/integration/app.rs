@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
-use crate::util::{Response, TempDir, WAIT, children_of, read_response};
+use crate::util::{Response, TempDir, WAIT, children_of, read_response, unlinked_temp_files};
 
 /// The example binary `name` as `cargo test` built it (`target/debug/examples/NAME-HASH`),
 /// the newest if there are several.
@@ -376,23 +376,6 @@ fn streams_are_close_delimited_for_http_1_0_and_bodiless_for_head() {
     crate::util::read_response_head(&mut quitter).unwrap();
     drop(quitter);
     assert_eq!(server.get("/").text(), "Hello, World!");
-}
-
-/// The worker's descriptors that point at unlinked files in the temp dir.
-fn unlinked_temp_files(pid: u32) -> Vec<String> {
-    let tmp = std::env::temp_dir();
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|entry| std::fs::read_link(entry.path()).ok())
-                .map(|link| link.to_string_lossy().into_owned())
-                .filter(|link| {
-                    link.starts_with(&*tmp.to_string_lossy()) && link.ends_with("(deleted)")
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]

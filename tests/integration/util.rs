@@ -406,23 +406,7 @@ fn read_response_inner(stream: &mut TcpStream, head_only: bool) -> Result<Respon
     if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
         return Ok(response);
     }
-    if let Some(len) = response.header("Content-Length") {
-        let len: usize = len.parse().map_err(|_| "bad Content-Length".to_owned())?;
-        let mut body = vec![0u8; len];
-        stream
-            .read_exact(&mut body)
-            .map_err(|e| format!("reading a {len}-byte body: {e}"))?;
-        response.body = body;
-    } else if response
-        .header("Transfer-Encoding")
-        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
-    {
-        return Err("chunked responses are not expected from these tests".to_owned());
-    } else {
-        stream
-            .read_to_end(&mut response.body)
-            .map_err(|e| e.to_string())?;
-    }
+    response.body = read_body(stream, &response, false)?;
     Ok(response)
 }
 
@@ -654,24 +638,39 @@ pub fn read_response_any(stream: &mut TcpStream, head_request: bool) -> Result<R
     if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
         return Ok(response);
     }
+    response.body = read_body(stream, &response, true)?;
+    Ok(response)
+}
+
+/// The body after `response`'s head, framed as its headers say: chunked (an error unless
+/// `allow_chunked`), by its `Content-Length`, or up to the close.
+fn read_body(
+    stream: &mut TcpStream,
+    response: &Response,
+    allow_chunked: bool,
+) -> Result<Vec<u8>, String> {
     let chunked = response
         .header("Transfer-Encoding")
         .is_some_and(|te| te.eq_ignore_ascii_case("chunked"));
+    if chunked && !allow_chunked {
+        return Err("chunked responses are not expected from these tests".to_owned());
+    }
     if chunked {
-        response.body = read_chunked_body(stream)?;
-    } else if let Some(len) = response.header("Content-Length") {
+        return read_chunked_body(stream);
+    }
+    let mut body = Vec::new();
+    if let Some(len) = response.header("Content-Length") {
         let len: usize = len.parse().map_err(|_| "bad Content-Length".to_owned())?;
-        let mut body = vec![0u8; len];
+        body.resize(len, 0);
         stream
             .read_exact(&mut body)
             .map_err(|e| format!("reading a {len}-byte body: {e}"))?;
-        response.body = body;
     } else {
         stream
-            .read_to_end(&mut response.body)
+            .read_to_end(&mut body)
             .map_err(|e| format!("reading a close-delimited body: {e}"))?;
     }
-    Ok(response)
+    Ok(body)
 }
 
 /// Reads a chunked body to its last chunk and the end of its trailer section.
@@ -767,4 +766,21 @@ pub fn wait_until<T: std::fmt::Debug>(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The worker's descriptors that point at unlinked files in the temp dir.
+pub fn unlinked_temp_files(pid: u32) -> Vec<String> {
+    let tmp = std::env::temp_dir();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+                .map(|link| link.to_string_lossy().into_owned())
+                .filter(|link| {
+                    link.starts_with(&*tmp.to_string_lossy()) && link.ends_with("(deleted)")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -25,7 +25,8 @@ use nix::unistd::Pid;
 
 use crate::util::{
     Response, Server, TempDir, WAIT, children_of, python_apps, read_response_any,
-    read_response_head, read_until_close, test_venv, tine_bin, toml_string, wait_until,
+    read_response_head, read_until_close, test_venv, tine_bin, toml_string, unlinked_temp_files,
+    wait_until,
 };
 
 /// The environment variable that points the portable tests at gunicorn.
@@ -241,6 +242,24 @@ impl Wsgi {
         self.send(
             format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
         )
+    }
+
+    /// `GET target`, which must answer 200 (else the body and the server's log say why).
+    fn get_ok(&self, target: &str) -> Response {
+        self.get_status(target, 200)
+    }
+
+    /// `GET target`, which must answer `status` (else the body and the server's log say why).
+    fn get_status(&self, target: &str, status: u16) -> Response {
+        let response = self.get(target);
+        assert_eq!(
+            response.status,
+            status,
+            "GET {target}: {}; log:\n{}",
+            response.text(),
+            self.log()
+        );
+        response
     }
 
     fn post(&self, target: &str, content_type: &str, body: &[u8]) -> Response {
@@ -792,8 +811,12 @@ fn check_big_input(w: &Wsgi, method: &str, n: usize, body: &[u8], chunk: bool) {
     assert_eq!(report.eof, "empty,empty,empty,empty");
 }
 
-/// Reads a response head off `stream`, then whatever follows until the server closes.
-fn head_then_rest(w: &Wsgi, stream: &mut TcpStream) -> (Response, Vec<u8>) {
+/// Sends `raw` on a new connection, then reads a response head, then whatever follows until
+/// the server closes.
+fn head_then_rest(w: &Wsgi, raw: &[u8]) -> (Response, Vec<u8>) {
+    let mut stream = w.connect();
+    stream.write_all(raw).unwrap();
+    let stream = &mut stream;
     let head = read_response_head(stream)
         .unwrap_or_else(|e| panic!("{}: {e}; log:\n{}", w.name(), w.log()));
     let rest = read_until_close(stream).unwrap_or_else(|partial| {
@@ -805,6 +828,18 @@ fn head_then_rest(w: &Wsgi, stream: &mut TcpStream) -> (Response, Vec<u8>) {
         )
     });
     (head, rest)
+}
+
+/// A response cut short after `kept`: without `dropped`, and without the last chunk, so the
+/// client can tell.
+fn assert_cut_short(rest: &[u8], kept: &[u8], dropped: &[u8]) {
+    let text = String::from_utf8_lossy(rest);
+    assert!(contains(rest, kept), "{text:?}");
+    assert!(!contains(rest, dropped), "{text:?}");
+    assert!(
+        !rest.ends_with(b"0\r\n\r\n"),
+        "a cut stream must not look complete: {text:?}"
+    );
 }
 
 /// After a response on `stream` whose body must be over: either the server closed the
@@ -1012,14 +1047,7 @@ mod pep3333 {
         let mut spec = Spec::validated();
         spec.script_name = "/mount".to_owned();
         let w = start(&spec);
-        let response = w.get("/mount/environ/inner?q=1");
-        assert_eq!(
-            response.status,
-            200,
-            "{}; log:\n{}",
-            response.text(),
-            w.log()
-        );
+        let response = w.get_ok("/mount/environ/inner?q=1");
         let env = Environ::parse(&response.text());
         assert_eq!(env.str("SCRIPT_NAME"), "/mount");
         assert_eq!(env.str("PATH_INFO"), "/environ/inner");
@@ -1211,14 +1239,7 @@ mod pep3333 {
     #[test]
     fn a_generator_may_call_start_response_when_first_advanced() {
         let w = start(&Spec::validated());
-        let response = w.get("/lazy");
-        assert_eq!(
-            response.status,
-            200,
-            "{}; log:\n{}",
-            response.text(),
-            w.log()
-        );
+        let response = w.get_ok("/lazy");
         assert_eq!(response.header("X-Lazy"), Some("yes"));
         assert_eq!(response.text(), "lazy body");
     }
@@ -1226,14 +1247,7 @@ mod pep3333 {
     #[test]
     fn the_write_callable_comes_before_the_returned_iterable() {
         let w = start(&Spec::validated());
-        let response = w.get("/write");
-        assert_eq!(
-            response.status,
-            200,
-            "{}; log:\n{}",
-            response.text(),
-            w.log()
-        );
+        let response = w.get_ok("/write");
         assert_eq!(response.text(), "written then returned list");
     }
 
@@ -1305,23 +1319,12 @@ mod pep3333 {
     #[test]
     fn an_exception_after_the_first_chunk_closes_the_connection() {
         let w = start(&Spec::validated());
-        let mut stream = w.connect();
-        stream
-            .write_all(b"GET /raise-after?tag=after HTTP/1.1\r\nHost: test\r\n\r\n")
-            .unwrap();
-        let (head, rest) = head_then_rest(&w, &mut stream);
+        let (head, rest) = head_then_rest(
+            &w,
+            b"GET /raise-after?tag=after HTTP/1.1\r\nHost: test\r\n\r\n",
+        );
         assert_eq!(head.status, 200);
-        assert!(
-            contains(&rest, b"partial"),
-            "{:?}",
-            String::from_utf8_lossy(&rest)
-        );
-        assert!(!contains(&rest, b"never"));
-        assert!(
-            !rest.ends_with(b"0\r\n\r\n"),
-            "a cut stream must not look complete: {:?}",
-            String::from_utf8_lossy(&rest)
-        );
+        assert_cut_short(&rest, b"partial", b"never");
         w.expect_count("close-after", 1);
         let log = w.wait_log("RuntimeError: deliberate failure after the first chunk");
         assert!(log.contains("Traceback (most recent call last)"), "{log}");
@@ -1331,14 +1334,7 @@ mod pep3333 {
     #[test]
     fn exc_info_before_anything_was_sent_replaces_status_and_headers() {
         let w = start(&Spec::validated());
-        let response = w.get("/excinfo-replace");
-        assert_eq!(
-            response.status,
-            503,
-            "{}; log:\n{}",
-            response.text(),
-            w.log()
-        );
+        let response = w.get_status("/excinfo-replace", 503);
         assert_eq!(response.text(), "recovered");
         assert_eq!(response.header("X-Recovered"), Some("yes"));
         if w.is_tine() {
@@ -1350,19 +1346,12 @@ mod pep3333 {
     #[test]
     fn exc_info_after_the_headers_were_sent_is_re_raised_and_the_connection_closed() {
         let w = start(&Spec::validated());
-        let mut stream = w.connect();
-        stream
-            .write_all(b"GET /excinfo-after-sent HTTP/1.1\r\nHost: test\r\n\r\n")
-            .unwrap();
-        let (head, rest) = head_then_rest(&w, &mut stream);
-        assert_eq!(head.status, 200);
-        assert!(
-            contains(&rest, b"sent"),
-            "{:?}",
-            String::from_utf8_lossy(&rest)
+        let (head, rest) = head_then_rest(
+            &w,
+            b"GET /excinfo-after-sent HTTP/1.1\r\nHost: test\r\n\r\n",
         );
-        assert!(!contains(&rest, b"must not be reached"));
-        assert!(!rest.ends_with(b"0\r\n\r\n"));
+        assert_eq!(head.status, 200);
+        assert_cut_short(&rest, b"sent", b"must not be reached");
         w.wait_log("ValueError: deliberate failure after the headers were sent");
     }
 
@@ -1466,14 +1455,7 @@ mod pep3333 {
         let data = pattern(300_000);
         let path = w.state.write("sent.bin", "");
         std::fs::write(&path, &data).unwrap();
-        let response = w.get(&format!("/file?tag=real&path={}", path.display()));
-        assert_eq!(
-            response.status,
-            200,
-            "{}; log:\n{}",
-            response.text(),
-            w.log()
-        );
+        let response = w.get_ok(&format!("/file?tag=real&path={}", path.display()));
         assert_eq!(response.header("Content-Length"), Some("300000"));
         assert!(response.body == data, "the file arrives whole");
         w.expect_count("close-real", 1);
@@ -1580,14 +1562,7 @@ mod tine_only {
         // PEP 3333: no headers before the first non-empty chunk, so exc_info may still
         // replace them after an empty one. (gunicorn sends the headers for b"" already.)
         let w = start_tine(&Spec::validated());
-        let response = w.get("/late-error");
-        assert_eq!(
-            response.status,
-            503,
-            "{}; log:\n{}",
-            response.text(),
-            w.log()
-        );
+        let response = w.get_status("/late-error", 503);
         assert_eq!(response.text(), "replaced");
         assert_eq!(response.header("X-Second"), Some("yes"));
         assert_eq!(response.header("X-First"), None);
@@ -1632,11 +1607,7 @@ mod tine_only {
         // gunicorn keeps the connection open (until its keep-alive timeout), and the client
         // waits for the missing bytes. Here keep-alive outlasts WAIT: only a close ends it.
         let w = start_tine(&Spec::validated().server("keepalive = \"60s\""));
-        let mut stream = w.connect();
-        stream
-            .write_all(b"GET /cl-short HTTP/1.1\r\nHost: test\r\n\r\n")
-            .unwrap();
-        let (head, rest) = head_then_rest(&w, &mut stream);
+        let (head, rest) = head_then_rest(&w, b"GET /cl-short HTTP/1.1\r\nHost: test\r\n\r\n");
         assert_eq!(head.status, 200);
         assert_eq!(head.header("Content-Length"), Some("10"));
         assert_eq!(rest, b"12345", "a short body, then the close");
@@ -1725,23 +1696,6 @@ mod tine_only {
             || unlinked_temp_files(worker),
             |files| files.is_empty(),
         );
-    }
-
-    /// The worker's descriptors that point at unlinked files in the temp dir.
-    fn unlinked_temp_files(pid: u32) -> Vec<String> {
-        let tmp = std::env::temp_dir();
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter_map(|entry| std::fs::read_link(entry.path()).ok())
-                    .map(|link| link.to_string_lossy().into_owned())
-                    .filter(|link| {
-                        link.starts_with(&*tmp.to_string_lossy()) && link.ends_with("(deleted)")
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     /// Runs tine on `config` until it exits, within `WAIT`; its exit status and output.
