@@ -50,7 +50,9 @@ impl ExampleServer {
     /// Like [`ExampleServer::start`], with more command-line arguments.
     fn start_with(name: &str, config: &str, args: &[&str]) -> Option<ExampleServer> {
         let Some(binary) = example(name) else {
-            eprintln!("SKIPPED: the example {name} is not built; run the whole `cargo test`");
+            crate::util::skip(&format!(
+                "the example {name} is not built; run the whole `cargo test`"
+            ));
             return None;
         };
         let dir = TempDir::new();

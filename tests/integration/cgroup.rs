@@ -41,9 +41,9 @@ fn quota_cgroup() -> Option<Cgroup> {
 #[test]
 fn a_one_and_a_half_cpu_quota_gives_four_workers() {
     let Some(group) = quota_cgroup() else {
-        eprintln!(
-            "SKIPPED a_one_and_a_half_cpu_quota_gives_four_workers: no writable cgroup cpu \
-             controller here (needs root and /sys/fs/cgroup/cpu or cgroup v2)"
+        crate::util::skip(
+            "a_one_and_a_half_cpu_quota_gives_four_workers: no writable cgroup cpu controller \
+             here (needs root and /sys/fs/cgroup/cpu or cgroup v2)",
         );
         return;
     };
@@ -68,7 +68,7 @@ fn a_one_and_a_half_cpu_quota_gives_four_workers() {
         .unwrap_or(1)
         < 2
     {
-        eprintln!("SKIPPED the count check: fewer than 2 CPUs, the quota does not bind");
+        crate::util::skip("the count check: fewer than 2 CPUs, the quota does not bind");
         return;
     }
     assert_eq!(printed_workers(&stdout), 4, "{stdout}");

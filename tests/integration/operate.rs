@@ -243,9 +243,9 @@ fn check_with_prometheus_parser(text: &str) {
         .args(["-c", "import prometheus_client"])
         .status();
     if !probe.is_ok_and(|s| s.success()) {
-        eprintln!(
-            "SKIPPED the Prometheus parser check: python3 with prometheus_client is not \
-             installed (.ci/run installs it)"
+        crate::util::skip(
+            "the Prometheus parser check: python3 with prometheus_client is not installed \
+             (.ci/run installs it)",
         );
         return;
     }

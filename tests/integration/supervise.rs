@@ -238,11 +238,11 @@ fn the_pidfile_names_the_master_refuses_a_live_holder_and_goes_away() {
 #[test]
 fn workers_drop_privileges_when_started_as_root() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED workers_drop_privileges_when_started_as_root: not running as root");
+        crate::util::skip("workers_drop_privileges_when_started_as_root: not running as root");
         return;
     }
     let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
-        eprintln!("SKIPPED workers_drop_privileges_when_started_as_root: no user nobody");
+        crate::util::skip("workers_drop_privileges_when_started_as_root: no user nobody");
         return;
     };
     let server = Server::start("[server]\nworkers = 1\nuser = \"nobody\"\n");
