@@ -458,3 +458,45 @@ fn the_status_line_carries_the_applications_own_reason_phrase() {
         assert!(text.starts_with(line), "{path}: {text}");
     }
 }
+
+#[test]
+fn a_header_spelled_with_underscores_cannot_pose_as_a_proxys() {
+    let server = Server::start(&hello_config(""));
+    // From 127.0.0.1, which forwarded_allow_ips trusts by default: the dashed spelling is
+    // believed, the underscored one never reaches the environ.
+    let raw = |header: &str| {
+        server.request(&format!(
+            "GET /environ HTTP/1.1\r\nHost: x\r\n{header}: 203.0.113.9\r\nConnection: close\r\n\r\n"
+        ))
+    };
+    let forged = raw("X_Forwarded_For").text();
+    assert!(!forged.contains("HTTP_X_FORWARDED_FOR"), "{forged}");
+    assert!(
+        forged.contains("\"REMOTE_ADDR\": \"127.0.0.1\""),
+        "{forged}"
+    );
+    let real = raw("X-Forwarded-For").text();
+    assert!(
+        real.contains("\"HTTP_X_FORWARDED_FOR\": \"203.0.113.9\""),
+        "{real}"
+    );
+    assert!(real.contains("\"REMOTE_ADDR\": \"203.0.113.9\""), "{real}");
+}
+
+#[test]
+fn the_directory_tine_runs_in_is_on_the_python_path_as_under_gunicorn() {
+    // `tine myproject.wsgi:application` from the project's directory, without --pythonpath.
+    let dir = TempDir::new();
+    dir.write(
+        "here.py",
+        "def app(environ, start_response):\n\
+         \x20   start_response('200 OK', [])\n\
+         \x20   return [b'found in the working directory']\n",
+    );
+    let config = format!(
+        "[server]\nworkers = 1\nchdir = {:?}\n[app]\nhandler = \"wsgi\"\napp = \"here:app\"\n",
+        dir.path().display().to_string()
+    );
+    let server = Server::start(&config);
+    assert_eq!(server.get("/").text(), "found in the working directory");
+}
