@@ -127,7 +127,7 @@ impl std::fmt::Debug for Pool {
 
 /// A poisoned lock only means a thread panicked while holding it; the data under these locks
 /// (queues of plain values) stays consistent, so carry on with it.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

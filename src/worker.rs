@@ -279,7 +279,7 @@ struct Worker<'a> {
     scratch: Box<[u8]>,
     slot: usize,
     access_log: Option<AccessLog>,
-    trusted: Vec<forwarded::Trusted>,
+    trusted: Arc<[forwarded::Trusted]>,
     board: SlotHandle<'a>,
     report: std::fs::File,
     signals: Signals,
@@ -408,7 +408,7 @@ impl<'a> Worker<'a> {
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             slot: context.slot,
             access_log,
-            trusted: server.forwarded_allow_ips.clone(),
+            trusted: Arc::from(server.forwarded_allow_ips.as_slice()),
             board,
             report,
             signals,
@@ -941,33 +941,6 @@ impl<'a> Worker<'a> {
         conn.label =
             (!self.request_timeout.is_zero()).then(|| format!("{} {}", head.method, head.target));
         conn.state = ConnState::InPool;
-        let client = forwarded::client(
-            conn.peer.map(|p| p.ip()),
-            head.header("Forwarded")
-                .and_then(|v| std::str::from_utf8(v).ok()),
-            head.header("X-Forwarded-For")
-                .and_then(|v| std::str::from_utf8(v).ok()),
-            head.header("X-Forwarded-Proto")
-                .and_then(|v| std::str::from_utf8(v).ok()),
-            &self.trusted,
-        );
-        if self.access_log.is_some() {
-            let text = |name: &str| {
-                head.header(name)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default()
-            };
-            conn.access = Some(AccessInfo {
-                remote: client
-                    .addr
-                    .map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
-                method: head.method.clone(),
-                target: head.target.clone(),
-                version: head.version.as_str(),
-                user_agent: text("User-Agent"),
-                referer: text("Referer"),
-            });
-        }
         let RequestHead {
             method,
             target,
@@ -979,7 +952,7 @@ impl<'a> Worker<'a> {
             .version(version)
             .headers(Headers::from_fields(headers))
             .peer(conn.peer)
-            .client(client.addr, client.scheme);
+            .trusted(Arc::clone(&self.trusted));
         if let Some(addr) = self.listener_addrs.get(conn.listener) {
             request = request.listener(Arc::clone(addr));
         }
@@ -988,6 +961,24 @@ impl<'a> Worker<'a> {
             StoredBody::File(file, len) => request.body_file(file, len),
         }
         .build();
+        if self.access_log.is_some() {
+            let text = |name: &str| {
+                request
+                    .header(name)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            conn.access = Some(AccessInfo {
+                remote: request
+                    .client_addr()
+                    .map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+                method: request.method().to_owned(),
+                target: request.target().to_owned(),
+                version: request.version().as_str(),
+                user_agent: text("User-Agent"),
+                referer: text("Referer"),
+            });
+        }
         self.in_flight += 1;
         self.pool.submit(Job {
             conn: index,

@@ -8,6 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use crate::config::BindAddr;
+use crate::forwarded::{Client, Trusted};
 
 pub use crate::http::Version;
 
@@ -106,8 +107,8 @@ pub struct Request {
     body: BodyStore,
     peer: Option<SocketAddr>,
     listener: Option<Arc<BindAddr>>,
-    client: Option<IpAddr>,
-    scheme: &'static str,
+    /// The proxies whose forwarding headers are believed (`[server] forwarded_allow_ips`).
+    trusted: Option<Arc<[Trusted]>>,
 }
 
 /// A request's body taken out of it, wherever it is: see [`Request::into_body_parts`].
@@ -163,8 +164,7 @@ impl Request {
             body: BodyStore::Memory(body),
             peer,
             listener: None,
-            client: peer.map(|p| p.ip()),
-            scheme: "http",
+            trusted: None,
         }
     }
 
@@ -332,26 +332,53 @@ impl Request {
         self.peer
     }
 
-    /// The client's address: the peer's, or, when the peer is a proxy listed in
-    /// `[server] forwarded_allow_ips`, the one its `Forwarded` or `X-Forwarded-For` header
-    /// reports (the same rule as the access log's).
+    /// The client as the server sees it: the peer, or, when the peer is a proxy listed in
+    /// `[server] forwarded_allow_ips`, the address and scheme its `Forwarded` or
+    /// `X-Forwarded-For` / `X-Forwarded-Proto` headers report (the access log's rule).
+    /// Worked out from the headers on each call.
     ///
     /// ```
+    /// use std::sync::Arc;
+    /// use tine::forwarded::Trusted;
     /// use tine::handler::Request;
     ///
-    /// let peer = "127.0.0.1:5000".parse().unwrap();
-    /// let request = Request::builder("GET", "/").peer(Some(peer)).build();
-    /// assert_eq!(request.client_addr(), Some(peer.ip()));
-    /// assert_eq!(request.scheme(), "http");
+    /// let proxy = "127.0.0.1:5000".parse().unwrap();
+    /// let request = Request::builder("GET", "/")
+    ///     .header("X-Forwarded-For", "203.0.113.9")
+    ///     .header("X-Forwarded-Proto", "https")
+    ///     .peer(Some(proxy))
+    ///     .build();
+    /// assert_eq!(request.client_addr(), Some(proxy.ip()), "no proxy is trusted");
+    /// let trusted: Arc<[Trusted]> = Arc::from(vec!["127.0.0.1".parse::<Trusted>().unwrap()]);
+    /// let request = Request::builder("GET", "/")
+    ///     .header("X-Forwarded-For", "203.0.113.9")
+    ///     .header("X-Forwarded-Proto", "https")
+    ///     .peer(Some(proxy))
+    ///     .trusted(trusted)
+    ///     .build();
+    /// assert_eq!(request.client_addr(), Some("203.0.113.9".parse().unwrap()));
+    /// assert_eq!(request.scheme(), "https");
     /// ```
-    pub fn client_addr(&self) -> Option<IpAddr> {
-        self.client
+    pub fn client(&self) -> Client {
+        let header = |name| self.headers.get_str(name);
+        crate::forwarded::client(
+            self.peer.map(|p| p.ip()),
+            header("Forwarded"),
+            header("X-Forwarded-For"),
+            header("X-Forwarded-Proto"),
+            self.trusted.as_deref().unwrap_or_default(),
+        )
     }
 
-    /// `http`, or `https` when a trusted proxy says the client used it
-    /// (`X-Forwarded-Proto: https` or `Forwarded: proto=https`).
+    /// The client's address (see [`Request::client`]).
+    pub fn client_addr(&self) -> Option<IpAddr> {
+        self.client().addr
+    }
+
+    /// `http`, or `https` when a trusted proxy says the client used it (see
+    /// [`Request::client`]).
     pub fn scheme(&self) -> &'static str {
-        self.scheme
+        self.client().scheme
     }
 
     /// The listening socket the request came in on: its address (the port the kernel chose
@@ -454,18 +481,15 @@ impl RequestBuilder {
         self
     }
 
-    /// Sets the peer address (and the client's, until [`RequestBuilder::client`] says
-    /// otherwise).
+    /// Sets the peer address.
     pub fn peer(mut self, peer: Option<SocketAddr>) -> Self {
         self.request.peer = peer;
-        self.request.client = peer.map(|p| p.ip());
         self
     }
 
-    /// Sets the client's address and scheme as a trusted proxy reported them.
-    pub fn client(mut self, addr: Option<IpAddr>, scheme: &'static str) -> Self {
-        self.request.client = addr;
-        self.request.scheme = scheme;
+    /// Sets the proxies whose forwarding headers are believed (see [`Request::client`]).
+    pub fn trusted(mut self, trusted: Arc<[Trusted]>) -> Self {
+        self.request.trusted = Some(trusted);
         self
     }
 

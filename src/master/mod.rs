@@ -829,24 +829,21 @@ impl<'a> Master<'a> {
             // hung until boot_timeout; from its first heartbeat on, timeout applies.
             let limit = if worker.ready { timeout } else { boot_timeout };
             match worker.aborted_at {
-                None if silent > limit && !worker.ready => {
-                    log::warn!(
-                        "worker {} (slot {slot}) did not finish starting within boot_timeout \
-                         ({}); killing it",
-                        worker.pid,
-                        format_lifetime(boot_timeout)
-                    );
-                    if let Err(err) = sys::send_signal(worker.pid, Signal::SIGABRT) {
-                        log::error!("could not signal worker {}: {err}", worker.pid);
-                    }
-                    self.table.mark_aborted(worker.pid, now);
-                }
                 None if silent > limit => {
-                    log::warn!(
-                        "worker {} (slot {slot}) missed its heartbeat for {}; killing it",
-                        worker.pid,
-                        format_lifetime(silent)
-                    );
+                    if worker.ready {
+                        log::warn!(
+                            "worker {} (slot {slot}) missed its heartbeat for {}; killing it",
+                            worker.pid,
+                            format_lifetime(silent)
+                        );
+                    } else {
+                        log::warn!(
+                            "worker {} (slot {slot}) did not finish starting within \
+                             boot_timeout ({}); killing it",
+                            worker.pid,
+                            format_lifetime(boot_timeout)
+                        );
+                    }
                     if let Err(err) = sys::send_signal(worker.pid, Signal::SIGABRT) {
                         log::error!("could not signal worker {}: {err}", worker.pid);
                     }

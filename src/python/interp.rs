@@ -6,7 +6,7 @@ use std::ffi::{CStr, CString};
 use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use pyo3::ffi;
@@ -371,16 +371,11 @@ thread_local! {
     static FORKING: Cell<Option<ffi::PyGILState_STATE>> = const { Cell::new(None) };
 }
 
-/// Guards the fork protocol against two forks at once (the master forks from one thread, but
-/// the cost of the lock is nothing next to a fork).
-static FORK_LOCK: Mutex<()> = Mutex::new(());
-
 /// Before fork, in a process that started Python: takes the GIL and CPython's fork locks.
 pub fn before_fork() {
     if STARTED.get().is_none() {
         return;
     }
-    drop(FORK_LOCK.lock());
     // SAFETY: the interpreter is initialised; this thread does not hold the GIL (tine never
     // forks from inside Python), so Ensure takes it; BeforeFork is called with the GIL held.
     let state = unsafe {

@@ -27,6 +27,7 @@ use crate::handler::{
     AbortStream, BodyStream, BuildError, FileRegion, Handler, HeaderFields, Request, RequestBody,
     Response, percent_decode_bytes,
 };
+use crate::pool::lock;
 
 /// A WSGI application, served from every pool thread of one worker.
 pub struct Wsgi {
@@ -116,12 +117,6 @@ impl Drop for AdvancingGuard<'_> {
     fn drop(&mut self) {
         lock(self.advancing).remove(&self.thread);
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for Wsgi {
@@ -254,11 +249,12 @@ impl Wsgi {
             intern!(py, "SERVER_SOFTWARE"),
             concat!("tine/", env!("CARGO_PKG_VERSION")),
         )?;
-        let scheme = request.scheme();
+        let client = request.client();
+        let scheme = client.scheme;
         let (server_name, server_port) = server_name_and_port(&request, scheme);
         env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
         env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
-        match request.client_addr() {
+        match client.addr {
             Some(ip) => env.set_item(intern!(py, "REMOTE_ADDR"), ip.to_string())?,
             None => env.set_item(intern!(py, "REMOTE_ADDR"), "")?,
         }
@@ -328,10 +324,6 @@ fn server_name_and_port(request: &Request, scheme: &str) -> (String, String) {
 
 /// Bytes as a `str` of the code points 0-255, the way PEP 3333 carries them.
 fn latin1(bytes: &[u8]) -> String {
-    if bytes.is_ascii() {
-        // SAFETY-free fast path: ASCII is UTF-8.
-        return String::from_utf8_lossy(bytes).into_owned();
-    }
     bytes.iter().map(|&b| char::from(b)).collect()
 }
 

@@ -4,15 +4,16 @@
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
-use crate::util::{Response, TempDir, WAIT, children_of, read_response, unlinked_temp_files};
+use crate::util::{
+    Response, TempDir, WAIT, children_of, read_response, spawn_logged, unlinked_temp_files,
+};
 
 /// The example binary `name` as `cargo test` built it (`target/debug/examples/NAME-HASH`),
 /// the newest if there are several.
@@ -63,20 +64,16 @@ impl ExampleServer {
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let log_path = dir.path().join("app.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(&config_path)
-            .args(["--bind", "127.0.0.1:0"])
-            .args(args)
-            .current_dir(dir.path())
-            .env("NOTIFY_SOCKET", &notify_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("spawn the example");
+        let child = spawn_logged(
+            Command::new(binary)
+                .arg("-c")
+                .arg(&config_path)
+                .args(["--bind", "127.0.0.1:0"])
+                .args(args)
+                .current_dir(dir.path())
+                .env("NOTIFY_SOCKET", &notify_path),
+            &log_path,
+        );
         let mut server = ExampleServer {
             child,
             _dir: dir,

@@ -148,20 +148,16 @@ impl Server {
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let log_path = dir.path().join("tine.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(tine_bin())
-            .arg("-c")
-            .arg(&config_path)
-            .args(args)
-            .current_dir(dir.path())
-            .env("NOTIFY_SOCKET", &notify_path)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("spawn tine");
+        let child = spawn_logged(
+            Command::new(tine_bin())
+                .arg("-c")
+                .arg(&config_path)
+                .args(args)
+                .current_dir(dir.path())
+                .env("NOTIFY_SOCKET", &notify_path)
+                .envs(env.iter().copied()),
+            &log_path,
+        );
         Server {
             child: Some(child),
             _dir: dir,
@@ -792,4 +788,17 @@ pub fn skip(reason: &str) {
         panic!("{reason}; TINE_REQUIRE_ALL_TESTS is set, so this check must run");
     }
     eprintln!("SKIPPED {reason}");
+}
+
+/// Spawns `command` as a server: in a process group of its own (so a guard can kill it and
+/// every process it forks), stdin empty, stdout and stderr into a new file at `log`.
+pub fn spawn_logged(command: &mut Command, log: &Path) -> Child {
+    let file = std::fs::File::create(log).expect("create the server's log");
+    command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("clone the log's descriptor"))
+        .stderr(file)
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", command.get_program()))
 }

@@ -25,8 +25,8 @@ use nix::unistd::Pid;
 
 use crate::util::{
     Response, Server, TempDir, WAIT, children_of, python_apps, read_response_any,
-    read_response_head, read_until_close, test_venv, tine_bin, toml_string, unlinked_temp_files,
-    wait_until,
+    read_response_head, read_until_close, spawn_logged, test_venv, tine_bin, toml_string,
+    unlinked_temp_files, wait_until,
 };
 
 /// The environment variable that points the portable tests at gunicorn.
@@ -373,7 +373,6 @@ impl Gunicorn {
             let dir = TempDir::new();
             let port = free_port();
             let log_path = dir.path().join("gunicorn.log");
-            let log = std::fs::File::create(&log_path).unwrap();
             let mut command = Command::new(&gunicorn);
             command
                 .arg("--chdir")
@@ -398,17 +397,14 @@ impl Gunicorn {
             if !spec.script_name.is_empty() {
                 command.env("SCRIPT_NAME", &spec.script_name);
             }
-            let child = command
-                .arg(&spec.app)
-                .current_dir(dir.path())
-                .env("TINE_TEST_STATE", state)
-                .env_remove("GUNICORN_CMD_ARGS")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .process_group(0)
-                .spawn()
-                .expect("spawn gunicorn");
+            let child = spawn_logged(
+                command
+                    .arg(&spec.app)
+                    .current_dir(dir.path())
+                    .env("TINE_TEST_STATE", state)
+                    .env_remove("GUNICORN_CMD_ARGS"),
+                &log_path,
+            );
             let mut gunicorn = Gunicorn {
                 child,
                 addr: format!("127.0.0.1:{port}").parse().unwrap(),
