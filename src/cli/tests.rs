@@ -1,0 +1,452 @@
+//! Unit tests of the command line: every flag, mode and usage error, and that `--help`, the
+//! README and the man page document every flag.
+
+use super::*;
+use std::time::Duration;
+
+fn parse_strs(args: &[&str]) -> Result<Command, UsageError> {
+    parse(args.iter().map(OsString::from))
+}
+
+#[test]
+fn no_arguments_serves_with_defaults() {
+    let command = parse_strs(&[]).unwrap();
+    assert_eq!(command.mode, Mode::Serve);
+    assert_eq!(command.config, None);
+    assert_eq!(command.overrides, Overrides::default());
+}
+
+#[test]
+fn every_flag_in_both_spellings() {
+    let command = parse_strs(&[
+        "-c",
+        "a.toml",
+        "--bind",
+        "127.0.0.1:9000",
+        "--bind=unix:/tmp/t.sock",
+        "--workers=3",
+        "-t",
+        "8",
+    ])
+    .unwrap();
+    assert_eq!(command.config, Some(PathBuf::from("a.toml")));
+    assert_eq!(
+        command.overrides.bind,
+        vec![
+            BindAddr::Tcp("127.0.0.1:9000".parse().unwrap()),
+            BindAddr::Unix(PathBuf::from("/tmp/t.sock"))
+        ]
+    );
+    assert_eq!(
+        command.overrides.workers,
+        Some(Workers::Fixed(NonZeroUsize::new(3).unwrap()))
+    );
+    assert_eq!(command.overrides.threads, NonZeroUsize::new(8));
+    let auto = parse_strs(&["--workers", "auto", "--config=b.toml"]).unwrap();
+    assert_eq!(auto.overrides.workers, Some(Workers::Auto));
+    assert_eq!(auto.config, Some(PathBuf::from("b.toml")));
+}
+
+/// The default config with the command line `args` applied.
+fn config_from(args: &[&str]) -> Config {
+    let command = parse_strs(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let mut config = Config::default();
+    command.overrides.apply(&mut config);
+    config
+}
+
+fn usage_error(args: &[&str]) -> String {
+    match parse_strs(args) {
+        Ok(command) => panic!("{args:?} parsed: {command:?}"),
+        Err(err) => err.0,
+    }
+}
+
+#[test]
+fn the_app_argument_serves_wsgi() {
+    for spec in [
+        "myproject.wsgi:application",
+        "app:create_app()",
+        "app:create_app(\"prod\", debug=False)",
+    ] {
+        let config = config_from(&[spec]);
+        assert_eq!(config.app.handler, HandlerKind::Wsgi);
+        assert_eq!(config.app.app.as_deref(), Some(spec));
+    }
+    let command = parse_strs(&["-w", "4", "-t", "2", "-b", "0.0.0.0:8000", "app:app"]).unwrap();
+    assert_eq!(command.mode, Mode::Serve);
+    assert_eq!(command.overrides.app.as_deref(), Some("app:app"));
+    let config = config_from(&["-w", "4", "-t", "2", "-b", "0.0.0.0:8000", "app:app"]);
+    assert_eq!(
+        config.server.workers,
+        Workers::Fixed(NonZeroUsize::new(4).unwrap())
+    );
+    assert_eq!(config.server.threads.get(), 2);
+    assert_eq!(config.server.bind, ["0.0.0.0:8000".parse().unwrap()]);
+    // Anywhere among the options, and with a mode.
+    let command = parse_strs(&["--check-config", "pkg.wsgi:app", "-c", "t.toml"]).unwrap();
+    assert_eq!(command.mode, Mode::CheckConfig);
+    assert_eq!(command.overrides.app.as_deref(), Some("pkg.wsgi:app"));
+}
+
+#[test]
+fn a_bad_or_second_app_is_a_usage_error() {
+    assert_eq!(
+        usage_error(&["app"]),
+        "invalid application \"app\": expected \"module:callable\" or \
+             \"module:factory(args)\", like \"myproject.wsgi:application\""
+    );
+    assert_eq!(
+        usage_error(&["a:b()x"]),
+        "invalid application \"a:b()x\": \"x\" follows the argument list; it must end the spec"
+    );
+    assert_eq!(
+        usage_error(&["a:app", "b:app"]),
+        "one application at a time: \"a:app\" and \"b:app\" were both given"
+    );
+}
+
+#[test]
+fn every_key_flag_sets_its_key() {
+    let c = config_from(&[
+        "--timeout",
+        "90",
+        "--graceful-timeout=1m30s",
+        "--keep-alive",
+        "0",
+        "--boot-timeout",
+        "5m",
+        "--max-requests",
+        "1000",
+        "--max-requests-jitter=50",
+        "--chdir",
+        "/srv/app",
+        "-p",
+        "/run/tine.pid",
+        "-u",
+        "www-data",
+        "-g",
+        "www",
+        "--forwarded-allow-ips",
+        "10.0.0.0/8, 127.0.0.1",
+        "--pythonpath",
+        "src,lib",
+        "--preload",
+        "--virtualenv",
+        "/srv/venv",
+        "--script-name",
+        "/app",
+        "--log-level",
+        "DEBUG",
+        "--access-logfile",
+        "-",
+        "--error-logfile",
+        "/var/log/tine.log",
+    ]);
+    let server = &c.server;
+    assert_eq!(server.timeout, Duration::from_secs(90));
+    assert_eq!(server.graceful_timeout, Duration::from_secs(90));
+    assert_eq!(server.keepalive, Duration::ZERO);
+    assert_eq!(server.boot_timeout, Duration::from_secs(300));
+    assert_eq!(
+        (server.max_requests, server.max_requests_jitter),
+        (1000, 50)
+    );
+    assert_eq!(server.chdir, Some(PathBuf::from("/srv/app")));
+    assert_eq!(server.pidfile, Some(PathBuf::from("/run/tine.pid")));
+    assert_eq!(server.user.as_deref(), Some("www-data"));
+    assert_eq!(server.group.as_deref(), Some("www"));
+    let trusted: Vec<String> = server
+        .forwarded_allow_ips
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(trusted, ["10.0.0.0/8", "127.0.0.1"]);
+    assert_eq!(
+        c.app.pythonpath,
+        [PathBuf::from("src"), PathBuf::from("lib")]
+    );
+    assert!(c.app.preload);
+    assert_eq!(c.app.virtualenv, Some(PathBuf::from("/srv/venv")));
+    assert_eq!(c.app.script_name, "/app");
+    assert_eq!(c.log.level, log::LevelFilter::Debug);
+    assert_eq!(c.log.access_log, Some(crate::access_log::Target::Stdout));
+    assert_eq!(c.log.error_log, Some(PathBuf::from("/var/log/tine.log")));
+    // The handler is the file's (or the default) unless an APP is given.
+    assert_eq!(c.app.handler, HandlerKind::Demo);
+
+    let c = config_from(&[
+        "--pid",
+        "",
+        "--user=",
+        "--access-logfile",
+        "/var/log/access.log",
+        "--error-logfile",
+        "-",
+        "--forwarded-allow-ips=*",
+    ]);
+    assert_eq!((c.server.pidfile, c.server.user), (None, None));
+    assert_eq!(
+        c.log.access_log,
+        Some(crate::access_log::Target::File(PathBuf::from(
+            "/var/log/access.log"
+        )))
+    );
+    assert_eq!(c.log.error_log, None);
+    assert_eq!(
+        c.server.forwarded_allow_ips,
+        [crate::forwarded::Trusted::Any]
+    );
+}
+
+#[test]
+fn repeated_flags_add_to_lists_and_replace_the_rest() {
+    let c = config_from(&[
+        "--pythonpath",
+        "a,b",
+        "--timeout",
+        "5",
+        "--pythonpath=c",
+        "--timeout",
+        "6s",
+        "--forwarded-allow-ips",
+        "10.0.0.1",
+        "--forwarded-allow-ips",
+        "10.0.0.2",
+    ]);
+    let paths: Vec<PathBuf> = ["a", "b", "c"].iter().map(PathBuf::from).collect();
+    assert_eq!(c.app.pythonpath, paths);
+    assert_eq!(c.server.timeout, Duration::from_secs(6));
+    assert_eq!(c.server.forwarded_allow_ips.len(), 2);
+    // An empty list replaces the file's with none.
+    let mut config = Config::default();
+    config.app.pythonpath = vec![PathBuf::from("from-file")];
+    parse_strs(&["--pythonpath", ""])
+        .unwrap()
+        .overrides
+        .apply(&mut config);
+    assert!(config.app.pythonpath.is_empty());
+}
+
+#[test]
+fn env_flags_add_to_and_override_the_file() {
+    let command = parse_strs(&[
+        "-e",
+        "B=2",
+        "--env",
+        "EMPTY=",
+        "--env=URL=postgres://h/db?x=1",
+        "-e",
+        "A=changed",
+    ])
+    .unwrap();
+    let mut config = Config::default();
+    config.app.env = vec![
+        ("A".to_owned(), "from file".to_owned()),
+        ("Z".to_owned(), "kept".to_owned()),
+    ];
+    command.overrides.apply(&mut config);
+    assert_eq!(
+        config.app.env_strs(),
+        [
+            ("A", "changed"),
+            ("Z", "kept"),
+            ("B", "2"),
+            ("EMPTY", ""),
+            ("URL", "postgres://h/db?x=1")
+        ]
+    );
+}
+
+#[test]
+fn flag_values_are_checked_as_their_keys_are() {
+    let table: &[(&[&str], &str)] = &[
+        (
+            &["--env", "FOO"],
+            "--env \"FOO\": expected KEY=VALUE, like DJANGO_SETTINGS_MODULE=mysite.settings",
+        ),
+        (
+            &["-e", "=x"],
+            "-e: an environment variable name must not be empty",
+        ),
+        (
+            &["--timeout", "0"],
+            "--timeout: expected a duration greater than zero, found \"0s\"",
+        ),
+        (
+            &["--boot-timeout", "2d"],
+            "--boot-timeout: invalid duration \"2d\": unknown unit \"d\"; use ms, s, m or h",
+        ),
+        (
+            &["--graceful-timeout", "-1"],
+            "--graceful-timeout: invalid duration \"-1\": expected whole numbers each \
+                 followed by a unit (ms, s, m or h), like \"30s\", \"500ms\" or \"1m30s\"",
+        ),
+        (
+            &["--max-requests", "-1"],
+            "--max-requests: expected an integer of zero or more, found -1",
+        ),
+        (
+            &["--max-requests-jitter", "many"],
+            "--max-requests-jitter: expected an integer of zero or more, found \"many\"",
+        ),
+        (
+            &["--log-level", "loud"],
+            "--log-level: expected one of \"off\", \"error\", \"warn\", \"info\", \"debug\", \
+                 \"trace\", found \"loud\"",
+        ),
+        (
+            &["--error-logfile", ""],
+            "--error-logfile: expected \"-\" or a file path, found \"\"",
+        ),
+        (
+            &["--script-name", "app/"],
+            "--script-name: expected \"\" or a path that starts with \"/\" and does not end \
+                 with one, like \"/app\", found \"app/\"",
+        ),
+        (
+            &["--pythonpath", "a,,b"],
+            "--pythonpath: expected a directory path, found \"\"",
+        ),
+        (
+            &["--forwarded-allow-ips", "10.0.0.1,nope,*x"],
+            "--forwarded-allow-ips: invalid address \"nope\": expected an IP, a \
+                 network like \"10.0.0.0/8\", or \"*\"; invalid address \"*x\": expected an IP, \
+                 a network like \"10.0.0.0/8\", or \"*\"",
+        ),
+        (&["--preload=yes"], "--preload takes no value"),
+        (&["--chdir"], "--chdir needs a value"),
+        (
+            &["-k", "gevent"],
+            "-k: tine has no worker classes; every worker is an event loop with a pool of \
+                 --threads threads",
+        ),
+        (
+            &["--keepalive", "5"],
+            "unknown option --keepalive (did you mean --keep-alive?)",
+        ),
+        (
+            &["--max_requests=5"],
+            "unknown option --max_requests (did you mean --max-requests?)",
+        ),
+        (&["--daemon"], "unknown option --daemon"),
+    ];
+    for (args, want) in table {
+        assert_eq!(usage_error(args), *want, "{args:?}");
+    }
+}
+
+#[test]
+fn every_key_flag_is_documented_in_help_and_readme() {
+    const README: &str = include_str!("../../README.md");
+    let table = README
+        .split("### Run your Flask / Django app")
+        .nth(1)
+        .expect("README has the gunicorn table");
+    for flag in KEY_FLAGS {
+        assert!(HELP.contains(flag.long), "HELP lacks {}", flag.long);
+        assert!(
+            HELP.contains(&format!("({})", flag.key)),
+            "HELP does not name {} for {}",
+            flag.key,
+            flag.long
+        );
+        let spelled = match flag.short {
+            Some(short) => format!("{short}, {}", flag.long),
+            None => flag.long.to_owned(),
+        };
+        assert!(HELP.contains(&spelled), "HELP lacks {spelled}");
+        assert!(
+            table.contains(&format!("| `{spelled}`")),
+            "README table lacks {spelled}"
+        );
+    }
+    for flag in ["-e, --env", "-w, --workers", "-t, --threads", "-b, --bind"] {
+        assert!(
+            table.contains(&format!("| `{flag}`")),
+            "README table lacks {flag}"
+        );
+    }
+    // Each key has one flag.
+    for (i, flag) in KEY_FLAGS.iter().enumerate() {
+        assert!(
+            KEY_FLAGS[i + 1..].iter().all(|f| f.key != flag.key),
+            "{}",
+            flag.key
+        );
+        assert!(crate::config::KEYS.contains(&flag.key), "{}", flag.key);
+    }
+}
+
+#[test]
+fn modes() {
+    assert_eq!(
+        parse_strs(&["--check-config"]).unwrap().mode,
+        Mode::CheckConfig
+    );
+    assert_eq!(
+        parse_strs(&["--print-config"]).unwrap().mode,
+        Mode::PrintConfig
+    );
+    assert_eq!(parse_strs(&["-V"]).unwrap().mode, Mode::Version);
+    assert_eq!(
+        parse_strs(&["--check-config", "--help"]).unwrap().mode,
+        Mode::Help
+    );
+    assert!(parse_strs(&["--check-config", "--print-config"]).is_err());
+}
+
+#[test]
+fn the_status_command() {
+    assert_eq!(
+        parse_strs(&["status"]).unwrap().mode,
+        Mode::Status { json: false }
+    );
+    let command = parse_strs(&["status", "-c", "a.toml", "--json"]).unwrap();
+    assert_eq!(command.mode, Mode::Status { json: true });
+    assert_eq!(command.config, Some(PathBuf::from("a.toml")));
+    assert!(parse_strs(&["--json"]).is_err());
+}
+
+#[test]
+fn man_page_documents_every_long_flag() {
+    const MAN_PAGE: &str = include_str!("../../man/tine.8");
+    let mut flags: Vec<&str> = HELP
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|word| word.starts_with("--") && word.len() > 2)
+        .collect();
+    flags.sort_unstable();
+    flags.dedup();
+    assert!(flags.len() >= 8, "flags found in HELP: {flags:?}");
+    let lines: Vec<&str> = MAN_PAGE.lines().collect();
+    for flag in flags {
+        // roff writes a hyphen as `\-`; OPTIONS names each flag in bold on a `.TP` line.
+        let roff = format!("\\fB{}\\fR", flag.replace('-', "\\-"));
+        let documented = lines
+            .windows(2)
+            .any(|pair| pair[0].starts_with(".TP") && pair[1].contains(&roff));
+        assert!(
+            documented,
+            "man/tine.8 OPTIONS does not document {flag}: add `.TP` then a line with {roff}"
+        );
+    }
+}
+
+#[test]
+fn errors_name_the_argument() {
+    let err = parse_strs(&["--workers", "four"]).unwrap_err();
+    assert!(
+        err.0.contains("--workers") && err.0.contains("four"),
+        "{err}"
+    );
+    let err = parse_strs(&["--threads", "0"]).unwrap_err();
+    assert!(err.0.contains("--threads"), "{err}");
+    let err = parse_strs(&["--bind", "localhost"]).unwrap_err();
+    assert!(err.0.contains("localhost"), "{err}");
+    let err = parse_strs(&["-c"]).unwrap_err();
+    assert_eq!(err.0, "-c needs a value");
+    let err = parse_strs(&["--frobnicate"]).unwrap_err();
+    assert_eq!(err.0, "unknown option --frobnicate");
+    let err = parse_strs(&["--frob=1"]).unwrap_err();
+    assert_eq!(err.0, "unknown option --frob");
+}
