@@ -10,7 +10,8 @@ fn parse(text: &str) -> Config {
     Config::from_toml_str("t.toml", text).unwrap_or_else(|d| panic!("{d}"))
 }
 
-fn errors(text: &str) -> Vec<String> {
+/// Every diagnostic for `text`, which must not parse; the schema's tests use it too.
+pub(super) fn errors(text: &str) -> Vec<String> {
     match Config::from_toml_str("t.toml", text) {
         Ok(config) => panic!("expected errors, got {config:?}"),
         Err(d) => d.0.iter().map(ToString::to_string).collect(),

@@ -8,13 +8,7 @@ use toml::de::DeTable;
 
 use super::*;
 use crate::config::KEYS;
-
-fn errors(text: &str) -> Vec<String> {
-    match Config::from_toml_str("t.toml", text) {
-        Ok(config) => panic!("expected errors, got {config:?}"),
-        Err(d) => d.0.iter().map(ToString::to_string).collect(),
-    }
-}
+use crate::config::tests::errors;
 
 #[test]
 fn supervision_and_hygiene_keys() {
