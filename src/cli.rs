@@ -1,7 +1,7 @@
 //! The command line: raw arguments in, a validated [`Command`] out. Nothing here touches the
 //! config file or the OS.
 //!
-//! Most options set one config key each ([`KEY_FLAGS`]); their values are checked by the
+//! Most options set one config key each (`KEY_FLAGS`); their values are checked by the
 //! config's own reader of that key, so a flag accepts exactly what its key accepts and says
 //! the same about anything else.
 

@@ -1,10 +1,10 @@
 //! The config schema, defined once: the table of every section and key, each with how its
 //! value is checked and stored into a `Config` and how it is written back as TOML.
 //!
-//! The table is here; the machinery around it is in its own files: [`read`] has the checks
-//! each key's reader is built from, [`write`] renders values as TOML, and [`walk`] goes over
-//! a parsed document with the table, collecting every problem instead of stopping at the
-//! first.
+//! The table is here; the machinery around it is in its own files: [`mod@read`] has the
+//! checks each key's reader is built from, [`mod@write`] renders values as TOML, and
+//! [`mod@walk`] goes over a parsed document with the table, collecting every problem instead
+//! of stopping at the first.
 
 mod read;
 mod walk;
