@@ -1,9 +1,12 @@
 //! tine's configuration: the `Config` type and its defaults, loading it from a TOML file
 //! with a diagnostic for every problem at `FILE:LINE:COLUMN`, and writing it back as TOML.
 //!
-//! The file has four sections, `[server]`, `[limits]`, `[log]` and `[app]`; any section or
-//! key left out takes its default, so an empty file is a valid config. `config/tine.toml`
-//! is the documented example and lists every key at its default.
+//! The file has five sections, `[server]`, `[limits]`, `[log]`, `[metrics]` and `[app]`; any
+//! section or key left out takes its default, so an empty file is a valid config.
+//! `config/tine.toml` is the documented example and lists every key at its default.
+//!
+//! The table of sections and keys, with how each value is read and written, is in `schema.rs`;
+//! the types here hold what it reads.
 
 mod app_spec;
 mod bind;
