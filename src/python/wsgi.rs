@@ -224,3 +224,17 @@ impl Drop for Wsgi {
         });
     }
 }
+
+/// The name of `value`'s type ("bytes", "dict"), for an error the application is shown.
+fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
+/// `repr(value)`, for an error the application is shown; empty if `__repr__` raised.
+fn repr(value: &Bound<'_, PyAny>) -> String {
+    value.repr().map(|r| r.to_string()).unwrap_or_default()
+}

@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
 use super::start_response::StartResponse;
+use super::type_name;
 use crate::handler::AbortStream;
 use crate::pool::lock;
 use crate::python::interp::format_err;
@@ -124,10 +125,7 @@ pub(super) fn chunk_bytes<'a>(item: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> 
     item.cast::<PyBytes>().map(|b| b.as_bytes()).map_err(|_| {
         PyTypeError::new_err(format!(
             "the response iterable must yield bytes, not {}",
-            item.get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
+            type_name(item)
         ))
     })
 }

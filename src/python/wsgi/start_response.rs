@@ -7,6 +7,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
+use super::{repr, type_name};
 use crate::handler::HeaderFields;
 
 /// The status and headers the application gave `start_response`, and what it wrote with
@@ -79,13 +80,7 @@ impl StartResponse {
             ));
         }
         let bytes = data.cast::<PyBytes>().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "write() takes bytes, not {}",
-                data.get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
-            ))
+            PyTypeError::new_err(format!("write() takes bytes, not {}", type_name(data)))
         })?;
         self.written.extend_from_slice(bytes.as_bytes());
         self.sent = true;
@@ -100,7 +95,7 @@ fn parse_status(status: &Bound<'_, PyAny>) -> PyResult<(u16, String)> {
         .map_err(|_| {
             PyTypeError::new_err(format!(
                 "the status must be a str like \"200 OK\", not {}",
-                status.repr().map(|r| r.to_string()).unwrap_or_default()
+                repr(status)
             ))
         })?
         .to_string();
@@ -125,11 +120,7 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderFields, Option<u
     if !(headers.is_instance_of::<PyList>() || headers.is_instance_of::<PyTuple>()) {
         return Err(PyTypeError::new_err(format!(
             "the response headers must be a list of (name, value) tuples, not {}",
-            headers
-                .get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
+            type_name(headers)
         )));
     }
     let mut fields = Vec::new();
@@ -143,7 +134,7 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderFields, Option<u
             .ok_or_else(|| {
                 PyTypeError::new_err(format!(
                     "a response header must be a (name, value) tuple, not {}",
-                    item.repr().map(|r| r.to_string()).unwrap_or_default()
+                    repr(&item)
                 ))
             })?;
         let name = pair.get_item(0)?;
@@ -151,7 +142,7 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderFields, Option<u
         let (Ok(name), Ok(value)) = (name.cast::<PyString>(), value.cast::<PyString>()) else {
             return Err(PyTypeError::new_err(format!(
                 "a response header's name and value must be str: {}",
-                pair.repr().map(|r| r.to_string()).unwrap_or_default()
+                repr(pair)
             )));
         };
         let name = name.to_string();
