@@ -7,7 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
@@ -536,18 +536,27 @@ pub fn bind_unix(
     Ok(UnixListener::from(fd))
 }
 
-/// The address a listening socket is bound to, in the config's form.
-pub fn socket_local_addr(fd: &OwnedFd) -> io::Result<crate::config::BindAddr> {
-    use crate::config::BindAddr;
+/// The address a socket is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketName {
+    /// An IPv4 or IPv6 address and port.
+    Tcp(SocketAddr),
+    /// A Unix socket's path in the file system.
+    Unix(PathBuf),
+}
+
+/// The address a listening socket is bound to: TCP or a Unix path (an abstract or unnamed
+/// Unix socket is refused).
+pub fn socket_local_addr(fd: &OwnedFd) -> io::Result<SocketName> {
     let addr: SockaddrStorage = socket::getsockname(fd.as_raw_fd())?;
     if let Some(v4) = addr.as_sockaddr_in() {
-        return Ok(BindAddr::Tcp(SocketAddr::from((v4.ip(), v4.port()))));
+        return Ok(SocketName::Tcp(SocketAddr::from((v4.ip(), v4.port()))));
     }
     if let Some(v6) = addr.as_sockaddr_in6() {
-        return Ok(BindAddr::Tcp(SocketAddr::from((v6.ip(), v6.port()))));
+        return Ok(SocketName::Tcp(SocketAddr::from((v6.ip(), v6.port()))));
     }
     if let Some(path) = addr.as_unix_addr().and_then(|u| u.path()) {
-        return Ok(BindAddr::Unix(path.to_owned()));
+        return Ok(SocketName::Unix(path.to_owned()));
     }
     Err(io::Error::new(
         io::ErrorKind::InvalidInput,

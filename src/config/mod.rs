@@ -5,6 +5,7 @@
 //! key left out takes its default, so an empty file is a valid config. `config/tine.toml`
 //! is the documented example and lists every key at its default.
 
+pub mod access_log;
 mod app_spec;
 mod bind;
 mod diag;
@@ -308,9 +309,9 @@ pub struct Log {
     /// Where the error log goes: `None` is stderr, otherwise a file appended to.
     pub error_log: Option<PathBuf>,
     /// Where the access log goes; `None` writes none.
-    pub access_log: Option<crate::access_log::Target>,
+    pub access_log: Option<access_log::Target>,
     /// How access log lines look.
-    pub access_log_format: crate::access_log::Format,
+    pub access_log_format: access_log::Format,
 }
 
 impl Default for Log {
@@ -319,7 +320,7 @@ impl Default for Log {
             level: log::LevelFilter::Info,
             error_log: None,
             access_log: None,
-            access_log_format: crate::access_log::Format::Combined,
+            access_log_format: access_log::Format::Combined,
         }
     }
 }

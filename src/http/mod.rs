@@ -36,7 +36,7 @@ mod target;
 
 use std::fmt;
 
-pub use date::{DateCache, civil_from_unix, http_date};
+pub use date::{DateCache, http_date};
 pub use decoder::{
     Decoded, Decoder, MAX_CHUNK_EXTENSIONS, MAX_CHUNK_LINE, MAX_LEADING_EMPTY_LINES,
 };
