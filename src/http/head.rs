@@ -226,20 +226,11 @@ fn line_end(s: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::limits::TEST_LIMITS;
     use super::*;
 
-    fn limits() -> Limits {
-        Limits {
-            request_line: 64,
-            headers: 4,
-            header_field_size: 64,
-            header_bytes: 512,
-            body: 1000,
-        }
-    }
-
     fn scan_all(buf: &[u8]) -> Result<Option<HeadSpan>, HttpError> {
-        HeadScan::default().scan(buf, &limits())
+        HeadScan::default().scan(buf, &TEST_LIMITS)
     }
 
     #[test]
@@ -273,16 +264,22 @@ mod tests {
         let buf = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
         let mut scan = HeadScan::default();
         for n in 0..buf.len() {
-            assert_eq!(scan.scan(&buf[..n], &limits()), Ok(None), "prefix {n}");
+            assert_eq!(scan.scan(&buf[..n], &TEST_LIMITS), Ok(None), "prefix {n}");
         }
-        assert_eq!(scan.scan(buf, &limits()).unwrap().unwrap().end, buf.len());
+        assert_eq!(
+            scan.scan(buf, &TEST_LIMITS).unwrap().unwrap().end,
+            buf.len()
+        );
     }
 
     #[test]
     fn scan_survives_a_shrinking_buffer() {
         let mut scan = HeadScan::default();
-        assert_eq!(scan.scan(b"GET / HTTP/1.1\r\nHost: a", &limits()), Ok(None));
-        let span = scan.scan(b"GET / HTTP/1.1\r\n\r\n", &limits()).unwrap();
+        assert_eq!(
+            scan.scan(b"GET / HTTP/1.1\r\nHost: a", &TEST_LIMITS),
+            Ok(None)
+        );
+        let span = scan.scan(b"GET / HTTP/1.1\r\n\r\n", &TEST_LIMITS).unwrap();
         assert_eq!(span.map(|s| s.end), Some(18));
     }
 

@@ -27,3 +27,13 @@ pub const MAX_CHUNK_LINE: usize = 4096;
 /// chunked body. tine ignores extensions; 16 KiB is hyper's bound and far more than any client
 /// that uses them sends.
 pub const MAX_CHUNK_EXTENSIONS: usize = 16 * 1024;
+
+/// Small limits the head scanner's and the head parser's tests share.
+#[cfg(test)]
+pub(super) const TEST_LIMITS: Limits = Limits {
+    request_line: 64,
+    headers: 4,
+    header_field_size: 64,
+    header_bytes: 512,
+    body: 1000,
+};

@@ -1,25 +1,16 @@
 //! Head parsing tests: the request line, fields, Host, persistence, framing and expectations.
 
 use super::super::head::HeadScan;
+use super::super::limits::TEST_LIMITS;
 use super::*;
 
-fn limits() -> Limits {
-    Limits {
-        request_line: 64,
-        headers: 4,
-        header_field_size: 64,
-        header_bytes: 512,
-        body: 1000,
-    }
-}
-
 fn scan_all(buf: &[u8]) -> Result<Option<HeadSpan>, HttpError> {
-    HeadScan::default().scan(buf, &limits())
+    HeadScan::default().scan(buf, &TEST_LIMITS)
 }
 
 fn parse(buf: &[u8]) -> Result<ParsedHead, HttpError> {
     let span = scan_all(buf)?.expect("complete head");
-    parse_head(&buf[span.start..span.end], &span, &limits())
+    parse_head(&buf[span.start..span.end], &span, &TEST_LIMITS)
 }
 
 #[test]
