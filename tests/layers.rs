@@ -3,7 +3,8 @@
 //!
 //! The check reads the sources as text. It walks the module tree from `src/lib.rs` by its `mod`
 //! declarations, leaves out everything under `#[cfg(test)]`, comments and string literals, and
-//! collects every `crate::` and `super::` path. A module's root file (`lib.rs`, `http/mod.rs`)
+//! collects every `crate::` and `super::` path (`super::` inside an inline `mod name { }` counts
+//! from that module). A module's root file (`lib.rs`, `http/mod.rs`)
 //! depends on each module it declares, so a child that reaches back for an item defined in its
 //! parent's root file (`crate::describe_io`, `super::HttpError` with `HttpError` defined in
 //! `http/mod.rs`) closes a circle: shared items belong in a leaf module of their own.
@@ -123,7 +124,9 @@ fn checker_sees_circles_and_skips_tests() {
          /* crate::yy */ fn f() { let s = \"crate::ww\"; let c = '{'; let b = b'\\''; let r = r#\"crate::tt\"#; super::b::g(); }\n\
          #[cfg(test)]\nmod tests { use crate::vv; }\n\
          #[cfg(test)]\nuse crate::uu;\n\
-         pub(crate) mod inner;\n",
+         pub(crate) mod inner;\n\
+         mod nested { fn h() { super::c::k(); } }\n\
+         fn after() { super::d::l(); }\n",
     );
     let found: Vec<Vec<String>> = paths(&code, &["m".to_string(), "n".to_string()]);
     assert_eq!(
@@ -131,6 +134,13 @@ fn checker_sees_circles_and_skips_tests() {
         vec![
             vec!["a".to_string(), "X".to_string()],
             vec!["m".to_string(), "b".to_string(), "g".to_string()],
+            vec![
+                "m".to_string(),
+                "n".to_string(),
+                "c".to_string(),
+                "k".to_string()
+            ],
+            vec!["m".to_string(), "d".to_string(), "l".to_string()],
         ]
     );
     assert_eq!(declared_mods(&code), vec!["inner".to_string()]);
@@ -315,12 +325,38 @@ fn declared_mods(code: &str) -> Vec<String> {
 fn paths(code: &str, here: &[String]) -> Vec<Vec<String>> {
     let words = words(code);
     let mut found = Vec::new();
+    // The module the code at `at` is in: `here`, or an inline `mod name { ... }` inside it,
+    // each with the brace depth its block opened at.
+    let mut module = here.to_vec();
+    let mut inline: Vec<usize> = Vec::new();
+    let mut depth = 0usize;
     let mut at = 0;
     while at < words.len() {
+        match words[at].as_str() {
+            "mod"
+                if words.get(at + 2).map(String::as_str) == Some("{")
+                    && words.get(at + 1).is_some_and(|w| is_ident(w)) =>
+            {
+                module.push(words[at + 1].clone());
+                inline.push(depth);
+                depth += 1;
+                at += 3;
+                continue;
+            }
+            "{" => depth += 1,
+            "}" => {
+                depth = depth.saturating_sub(1);
+                if inline.last() == Some(&depth) {
+                    inline.pop();
+                    module.pop();
+                }
+            }
+            _ => {}
+        }
         let start = match words[at].as_str() {
             "crate" => Some(Vec::new()),
             "super" => {
-                let mut base = here.to_vec();
+                let mut base = module.clone();
                 let mut next = at;
                 base.pop();
                 while words.get(next + 1).map(String::as_str) == Some("::")
