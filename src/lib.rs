@@ -40,7 +40,8 @@ pub mod pool;
 pub mod python;
 pub mod scoreboard;
 pub mod status;
-pub mod sys;
+pub(crate) mod sys;
+mod text;
 pub mod worker;
 
 use std::ffi::OsString;
@@ -53,6 +54,7 @@ use config::{Config, HandlerKind, LoadError, Workers};
 use handler::{BuildError, Handler, HandlerFactory, WorkerInfo};
 use listeners::BindError;
 use master::{Loaded, Master, MasterError, MasterSetup};
+pub use text::describe_io;
 
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
@@ -177,25 +179,6 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
-
-/// Describes an I/O error the way a log line should: `permission denied`, not
-/// `Permission denied (os error 13)`.
-pub fn describe_io(err: &io::Error) -> String {
-    if err.raw_os_error().is_some() {
-        let text = err.to_string();
-        let text = match text.find(" (os error") {
-            Some(end) => &text[..end],
-            None => &text,
-        };
-        let mut chars = text.chars();
-        match chars.next() {
-            Some(first) => first.to_lowercase().chain(chars).collect(),
-            None => String::new(),
-        }
-    } else {
-        err.to_string()
-    }
-}
 
 /// Runs the `tine` command line (arguments after the program name) with the built-in
 /// handlers, and returns the process exit status. Errors are printed to stderr.
@@ -720,17 +703,6 @@ pub struct ReadmeDoctests;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn io_errors_read_like_prose() {
-        let denied = io::Error::from_raw_os_error(libc::EACCES);
-        assert_eq!(describe_io(&denied), "permission denied");
-        let custom = io::Error::new(
-            io::ErrorKind::AddrInUse,
-            "another server is listening on it",
-        );
-        assert_eq!(describe_io(&custom), "another server is listening on it");
-    }
 
     #[test]
     fn exit_codes_follow_sysexits() {

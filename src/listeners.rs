@@ -46,7 +46,7 @@ impl fmt::Display for BindError {
             f,
             "could not bind {}: {}",
             self.addr,
-            crate::describe_io(&self.source)
+            crate::text::describe_io(&self.source)
         )
     }
 }
@@ -102,17 +102,16 @@ impl Listener {
     /// Takes over an inherited listening socket (from systemd or from the master that started
     /// this one). `name` is its configured address when the giver knew it.
     pub fn adopt(fd: OwnedFd, name: Option<&str>, activated: bool) -> io::Result<Listener> {
-        let local = sys::socket_local_addr(&fd)?;
-        let socket = match &local {
-            BindAddr::Tcp(_) => {
+        let (socket, local) = match sys::socket_local_addr(&fd)? {
+            sys::SocketName::Tcp(addr) => {
                 let listener = std::net::TcpListener::from(fd);
                 listener.set_nonblocking(true)?;
-                Socket::Tcp(listener)
+                (Socket::Tcp(listener), BindAddr::Tcp(addr))
             }
-            BindAddr::Unix(path) => {
+            sys::SocketName::Unix(path) => {
                 let listener = std::os::unix::net::UnixListener::from(fd);
                 listener.set_nonblocking(true)?;
-                Socket::Unix(listener, path.clone())
+                (Socket::Unix(listener, path.clone()), BindAddr::Unix(path))
             }
         };
         let bind = name

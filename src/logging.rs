@@ -7,9 +7,11 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use log::LevelFilter;
+
+use crate::text::utc_stamp;
 
 /// 0 for the master, otherwise the worker's slot.
 static ROLE: AtomicUsize = AtomicUsize::new(0);
@@ -161,22 +163,10 @@ fn write_stamp(out: &mut Vec<u8>, now: SystemTime) {
     out.extend_from_slice(utc_stamp(now).as_bytes());
 }
 
-/// `2026-11-23T09:30:00.123Z`: RFC 3339 in UTC with milliseconds, as the error log and the
-/// JSON access log write times.
-pub fn utc_stamp(time: SystemTime) -> String {
-    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let (year, month, day, hour, minute, second, _) =
-        crate::http::civil_from_unix(since_epoch.as_secs());
-    format!(
-        "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{:03}Z",
-        since_epoch.subsec_millis()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn stamp_is_rfc3339_utc_with_millis() {

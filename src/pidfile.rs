@@ -48,7 +48,7 @@ impl fmt::Display for PidfileError {
                 f,
                 "could not write pid file {}: {}",
                 path.display(),
-                crate::describe_io(source)
+                crate::text::describe_io(source)
             ),
         }
     }

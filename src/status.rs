@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::scoreboard::DURATION_BOUNDS_US;
+use crate::text::json_string;
 
 /// One worker, as the status shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -367,25 +368,6 @@ fn human(d: Duration) -> String {
 
 fn mebibytes(bytes: u64) -> String {
     format!("{:.1}MiB", bytes as f64 / (1 << 20) as f64)
-}
-
-/// `text` as a JSON string literal, control characters escaped; the status output and the
-/// JSON access log share it.
-pub fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]

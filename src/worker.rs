@@ -342,7 +342,7 @@ impl<'a> Worker<'a> {
                 EXIT_PRIVILEGES_FAILED,
                 format!(
                     "could not switch to the configured user and group: {}",
-                    crate::describe_io(&err)
+                    crate::text::describe_io(&err)
                 ),
             )
         })?;

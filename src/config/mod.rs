@@ -8,6 +8,7 @@
 //! The table of sections and keys, with how each value is read and written, is in `schema.rs`;
 //! the types here hold what it reads.
 
+pub mod access_log;
 mod app_spec;
 mod bind;
 mod diag;
@@ -311,9 +312,9 @@ pub struct Log {
     /// Where the error log goes: `None` is stderr, otherwise a file appended to.
     pub error_log: Option<PathBuf>,
     /// Where the access log goes; `None` writes none.
-    pub access_log: Option<crate::access_log::Target>,
+    pub access_log: Option<access_log::Target>,
     /// How access log lines look.
-    pub access_log_format: crate::access_log::Format,
+    pub access_log_format: access_log::Format,
 }
 
 impl Default for Log {
@@ -322,7 +323,7 @@ impl Default for Log {
             level: log::LevelFilter::Info,
             error_log: None,
             access_log: None,
-            access_log_format: crate::access_log::Format::Combined,
+            access_log_format: access_log::Format::Combined,
         }
     }
 }

@@ -387,16 +387,16 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 read: |v, c| {
                     c.log.access_log = match optional_string(v)?.as_deref() {
                         None => None,
-                        Some("-") => Some(crate::access_log::Target::Stdout),
-                        Some(path) => Some(crate::access_log::Target::File(PathBuf::from(path))),
+                        Some("-") => Some(super::access_log::Target::Stdout),
+                        Some(path) => Some(super::access_log::Target::File(PathBuf::from(path))),
                     };
                     Ok(())
                 },
                 write: |c| {
                     toml_string(match &c.log.access_log {
                         None => "",
-                        Some(crate::access_log::Target::Stdout) => "-",
-                        Some(crate::access_log::Target::File(path)) => {
+                        Some(super::access_log::Target::Stdout) => "-",
+                        Some(super::access_log::Target::File(path)) => {
                             path.to_str().unwrap_or_default()
                         }
                     })

@@ -5,8 +5,9 @@
 //! until their CRLF: nothing has to be rescanned when they trickle in, and the decoder holds no
 //! partial line, only a few counters.
 
-use super::decoder::{MAX_CHUNK_EXTENSIONS, MAX_CHUNK_LINE};
-use super::{HttpError, Limits, is_field_value_byte, is_tchar};
+use super::limits::{Limits, MAX_CHUNK_EXTENSIONS, MAX_CHUNK_LINE};
+use super::status::HttpError;
+use super::syntax::{is_field_value_byte, is_tchar};
 
 /// Progress of a body after feeding it some bytes.
 #[derive(Debug, PartialEq, Eq)]

@@ -4,19 +4,10 @@
 use std::mem;
 
 use super::body::{ChunkedBody, FixedBody};
-use super::request::{Framing, HeadScan, parse_head};
-use super::{HttpError, Limits, RequestHead};
-
-/// Most empty lines (CRLF) ignored before a request line; some clients send one after a body.
-pub const MAX_LEADING_EMPTY_LINES: usize = 16;
-
-/// Longest chunk-size line (size and extensions, excluding CRLF) accepted in a chunked body.
-pub const MAX_CHUNK_LINE: usize = 4096;
-
-/// Most bytes of chunk extensions (counting leading zeros of chunk sizes too) accepted across one
-/// chunked body. tine ignores extensions; 16 KiB is hyper's bound and far more than any client
-/// that uses them sends.
-pub const MAX_CHUNK_EXTENSIONS: usize = 16 * 1024;
+use super::head::HeadScan;
+use super::limits::Limits;
+use super::request::{Framing, RequestHead, parse_head};
+use super::status::HttpError;
 
 /// What [`Decoder::decode`] made of the buffer.
 #[derive(Debug)]

@@ -1,80 +1,8 @@
 //! Response serialisation: status lines, heads with server-owned framing, chunks and the small
 //! plain-text error responses, written straight into the connection's output buffer.
 
-use super::{HttpError, Version, is_token};
-
-/// The standard reason phrase for `status` (RFC 9110 names), or "" for an unknown code.
-pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        101 => "Switching Protocols",
-        102 => "Processing",
-        103 => "Early Hints",
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        203 => "Non-Authoritative Information",
-        204 => "No Content",
-        205 => "Reset Content",
-        206 => "Partial Content",
-        207 => "Multi-Status",
-        208 => "Already Reported",
-        226 => "IM Used",
-        300 => "Multiple Choices",
-        301 => "Moved Permanently",
-        302 => "Found",
-        303 => "See Other",
-        304 => "Not Modified",
-        305 => "Use Proxy",
-        307 => "Temporary Redirect",
-        308 => "Permanent Redirect",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        402 => "Payment Required",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        406 => "Not Acceptable",
-        407 => "Proxy Authentication Required",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        410 => "Gone",
-        411 => "Length Required",
-        412 => "Precondition Failed",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        415 => "Unsupported Media Type",
-        416 => "Range Not Satisfiable",
-        417 => "Expectation Failed",
-        421 => "Misdirected Request",
-        422 => "Unprocessable Content",
-        423 => "Locked",
-        424 => "Failed Dependency",
-        425 => "Too Early",
-        426 => "Upgrade Required",
-        428 => "Precondition Required",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        451 => "Unavailable For Legal Reasons",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        506 => "Variant Also Negotiates",
-        507 => "Insufficient Storage",
-        508 => "Loop Detected",
-        510 => "Not Extended",
-        511 => "Network Authentication Required",
-        _ => "",
-    }
-}
-
-/// Whether a response with this status may carry a body (not 1xx, 204 or 304).
-pub fn status_allows_body(status: u16) -> bool {
-    !((100..200).contains(&status) || status == 204 || status == 304)
-}
+use super::status::{HttpError, reason_phrase, status_allows_body};
+use super::syntax::{Version, is_token};
 
 /// Writes a response head: status line, `Date` and `Server: tine` (unless `headers` has them),
 /// the caller's headers, framing and `Connection`, and the blank line.
@@ -466,22 +394,6 @@ mod tests {
             let mut out = Vec::new();
             write_hex(&mut out, n);
             assert_eq!(out, format!("{n:x}").as_bytes());
-        }
-    }
-
-    #[test]
-    fn phrases_and_body_rules() {
-        assert_eq!(reason_phrase(200), "OK");
-        assert_eq!(reason_phrase(413), "Content Too Large");
-        assert_eq!(reason_phrase(431), "Request Header Fields Too Large");
-        assert_eq!(reason_phrase(505), "HTTP Version Not Supported");
-        assert_eq!(reason_phrase(299), "");
-        assert_eq!(reason_phrase(0), "");
-        for s in [100, 101, 199, 204, 304] {
-            assert!(!status_allows_body(s), "{s}");
-        }
-        for s in [200, 201, 205, 301, 303, 400, 500] {
-            assert!(status_allows_body(s), "{s}");
         }
     }
 

@@ -10,7 +10,7 @@
 use std::net::Ipv6Addr;
 use std::ops::Range;
 
-use super::HttpError;
+use super::status::HttpError;
 
 /// The form of a request target (RFC 9112 §3.2).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -118,10 +118,14 @@ impl fmt::Display for MasterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MasterError::Setup { step, source } => {
-                write!(f, "could not {step}: {}", crate::describe_io(source))
+                write!(f, "could not {step}: {}", crate::text::describe_io(source))
             }
             MasterError::Fork(source) => {
-                write!(f, "could not fork a worker: {}", crate::describe_io(source))
+                write!(
+                    f,
+                    "could not fork a worker: {}",
+                    crate::text::describe_io(source)
+                )
             }
             MasterError::BootFailed { slot, code } => write!(
                 f,
@@ -796,7 +800,7 @@ impl<'a> Master<'a> {
             Err(err) => log::error!(
                 "upgrade failed: could not start {}: {}; still serving",
                 self.exe.display(),
-                crate::describe_io(&err)
+                crate::text::describe_io(&err)
             ),
         }
     }

@@ -87,7 +87,7 @@ impl std::fmt::Display for OpsError {
             f,
             "could not open {}: {}",
             self.what,
-            crate::describe_io(&self.source)
+            crate::text::describe_io(&self.source)
         )
     }
 }

@@ -44,7 +44,7 @@ pub fn venv_for(app: &App) -> Result<Option<Venv>, String> {
             "{source}: {} is not a virtualenv: could not read {}: {}",
             dir.display(),
             cfg.display(),
-            crate::describe_io(&err)
+            crate::text::describe_io(&err)
         )
     })?;
     let version = pyvenv_version(&text).ok_or_else(|| {

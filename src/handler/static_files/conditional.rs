@@ -3,6 +3,7 @@
 //! evaluated against a file's validators.
 
 use crate::handler::Headers;
+use crate::text::MONTHS;
 
 /// What the preconditions of a request decide for a representation that exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,9 +186,6 @@ fn trim(bytes: &[u8]) -> &[u8] {
     &bytes[..end]
 }
 
-const MONTHS: [&[u8; 3]; 12] = [
-    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
-];
 const DAYS: [&str; 7] = [
     "Monday",
     "Tuesday",
@@ -276,7 +274,7 @@ fn short_day(name: &[u8]) -> bool {
 fn month(name: &[u8]) -> Option<u64> {
     MONTHS
         .iter()
-        .position(|m| &m[..] == name)
+        .position(|m| m.as_bytes() == name)
         .map(|i| i as u64 + 1)
 }
 

@@ -90,7 +90,7 @@ impl fmt::Display for StaticError {
                 f,
                 "static root {:?}: {}",
                 path.display().to_string(),
-                crate::describe_io(source)
+                crate::text::describe_io(source)
             ),
             StaticError::NotADirectory { path } => write!(
                 f,

@@ -3,6 +3,7 @@
 //! `Expect: 100-continue`, idleness, and a deterministic fuzz loop.
 
 use super::super::Version;
+use super::super::limits::{MAX_CHUNK_EXTENSIONS, MAX_CHUNK_LINE, MAX_LEADING_EMPTY_LINES};
 use super::*;
 
 fn lim() -> Limits {

@@ -1,0 +1,100 @@
+//! Tests of the OS wrappers that are not about sockets.
+
+use super::*;
+use std::os::unix::net::UnixStream;
+
+#[test]
+fn affinity_counts_at_least_one_cpu() {
+    assert!(affinity_cpus() >= 1);
+}
+
+#[test]
+fn shared_memory_is_shared_with_a_child() {
+    use std::sync::atomic::Ordering;
+    let shared = SharedMemory::new(16).unwrap();
+    assert!(
+        shared
+            .words()
+            .iter()
+            .all(|w| w.load(Ordering::Relaxed) == 0)
+    );
+    shared.words()[3].store(7, Ordering::Relaxed);
+    assert_eq!(shared.words()[3].load(Ordering::Relaxed), 7);
+}
+
+#[test]
+fn private_memory_sums_clean_and_dirty() {
+    let text = "55d0-7ffd ---p 00000000 00:00 0 [rollup]\nRss: 900 kB\nPss: 500 kB\n\
+                Shared_Clean: 100 kB\nPrivate_Clean: 20 kB\nPrivate_Dirty: 300 kB\n";
+    assert_eq!(parse_private_memory(text), Some(320 * 1024));
+    assert_eq!(parse_private_memory("Rss: 1 kB\n"), None);
+    assert!(private_memory().unwrap() > 0);
+}
+
+#[test]
+fn identities_resolve_names_and_ids() {
+    let root = resolve_identity(Some("root"), None).unwrap();
+    assert_eq!(root.user.as_ref().map(|u| u.1), Some(0));
+    assert_eq!(root.gid, Some(0));
+    let by_id = resolve_identity(Some("0"), Some("0")).unwrap();
+    assert_eq!(by_id.gid, Some(0));
+    let err = resolve_identity(Some("no-such-user-tine"), None).unwrap_err();
+    assert_eq!(err, "user \"no-such-user-tine\" does not exist");
+    let err = resolve_identity(None, Some("no-such-group-tine")).unwrap_err();
+    assert_eq!(err, "group \"no-such-group-tine\" does not exist");
+    assert!(resolve_identity(None, None).unwrap().is_unchanged());
+}
+
+#[test]
+fn sendfile_sends_a_region_and_advances_the_offset() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    let dir = std::env::temp_dir().join(format!("tine-sendfile-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("data");
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(b"0123456789")
+        .unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    let mut offset = 3;
+    let sent = sendfile(theirs.as_fd(), &file, &mut offset, 4).unwrap();
+    assert_eq!((sent, offset), (4, 7));
+    let mut offset = 10;
+    assert_eq!(sendfile(theirs.as_fd(), &file, &mut offset, 4).unwrap(), 0);
+    drop(theirs);
+    let mut got = String::new();
+    ours.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "3456");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn anonymous_temp_files_have_no_name() {
+    use std::io::{Read, Seek, Write};
+    let mut file = anonymous_temp_file().unwrap();
+    file.write_all(b"body").unwrap();
+    file.rewind().unwrap();
+    let mut back = String::new();
+    file.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "body");
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
+    assert!(link.to_string_lossy().ends_with(" (deleted)"), "{link:?}");
+}
+
+#[test]
+fn this_process_exists() {
+    assert!(process_exists(std::process::id()));
+    assert!(!process_exists(u32::MAX));
+}
+
+#[test]
+fn exit_how_reads_well() {
+    assert_eq!(ExitHow::Code(3).to_string(), "exited with code 3");
+    let killed = ExitHow::Signal {
+        signal: libc::SIGKILL,
+        core_dumped: false,
+    };
+    assert_eq!(killed.to_string(), "was killed by SIGKILL");
+}
