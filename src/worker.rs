@@ -91,8 +91,9 @@ pub struct WorkerContext<'a> {
     pub slot: usize,
     /// The config the worker runs with.
     pub config: &'a Config,
-    /// The shared listening sockets.
-    pub listeners: &'a [&'a Listener],
+    /// The listening sockets this worker serves, and no others: closing them (at a stop)
+    /// closes them in this process.
+    pub listeners: Vec<Listener>,
     /// Builds the application after fork.
     pub factory: &'a dyn HandlerFactory,
     /// Where the worker asks the master to look at its scoreboard slot now (when it is up,
@@ -371,15 +372,11 @@ impl<'a> Worker<'a> {
         let mut listeners = Vec::with_capacity(context.listeners.len());
         let mut listener_addrs = Vec::with_capacity(context.listeners.len());
         for listener in context.listeners {
-            listeners.push(
-                listener
-                    .to_mio()
-                    .map_err(|e| setup("could not take over a listening socket", e))?,
-            );
             let addr = listener
                 .local_addr()
                 .map_err(|e| setup("could not read a listening socket's address", e))?;
             listener_addrs.push(Arc::new(addr));
+            listeners.push(listener.into_mio());
         }
         let server = &config.server;
         let max_requests = (server.max_requests > 0)

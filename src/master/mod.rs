@@ -1062,16 +1062,18 @@ impl<'a> Master<'a> {
                 drop(self.signals.take());
                 drop(self.report_rx.take());
                 drop(self.poll.take());
+                // The worker owns exactly the sockets its config serves: the others (an
+                // address a reload dropped, still open in the master until the old workers
+                // are gone) are closed here, or clients would queue on them unanswered.
                 let binds = &self.config.server.bind;
-                let listeners: Vec<&Listener> = self
-                    .listeners
-                    .iter()
+                let listeners: Vec<Listener> = std::mem::take(&mut self.listeners)
+                    .into_iter()
                     .filter(|l| l.activated || binds.iter().any(|b| l.serves(b)))
                     .collect();
                 worker::run(WorkerContext {
                     slot,
                     config: &self.config,
-                    listeners: &listeners,
+                    listeners,
                     factory: self.factory,
                     report: &self.report_tx,
                     blocked,
