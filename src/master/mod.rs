@@ -3,16 +3,16 @@
 //! It is single-threaded and never starts a thread, so `fork` stays safe. Signals become intents
 //! at the edge ([`Intent`], in [`crate::protocol`]); each turn of the loop reaps exited
 //! children, then reconciles the wanted workers against the live ones through the pure
-//! [`table::WorkerTable`]. What the master is doing at any moment is its [`Phase`].
+//! [`table::WorkerTable`]. What the master is doing at any moment is its `Phase`.
 //!
 //! - `mod.rs`: the [`Master`], its phase, its loop, and what each intent does.
-//! - [`supervise`]: forking, reaping and watching workers.
+//! - `supervise`: forking, reaping and watching workers.
 //! - [`reload`]: SIGHUP, with its rules in the pure [`reload::ReloadState`].
 //! - [`upgrade`]: binary upgrades (SIGUSR2).
 //! - [`report`]: status, metrics, the service manager and the watchdog.
-//! - [`boot`]: from the command line to a running master.
+//! - `boot`: from the command line to a running master.
 
-pub mod boot;
+pub(crate) mod boot;
 pub mod ops;
 pub mod reload;
 pub mod report;

@@ -1,25 +1,16 @@
 //! A binary upgrade whose new master never becomes ready is abandoned after `boot_timeout`
 //! and a margin: the old master keeps serving, and a later upgrade works.
 
-use std::time::Instant;
-
 use nix::sys::signal::Signal;
 
-use crate::util::{Server, WAIT, process_alive, python_apps, toml_string};
+use crate::util::{Server, process_alive, python_apps, toml_string, wait_until};
 
 const SERVER: &str = "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\nthreads = 2\n";
 
-/// Waits for a log line containing `needle`, within `limit`; returns it.
-fn wait_for_line(server: &Server, needle: &str, limit: std::time::Duration) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        let log = server.log();
-        if let Some(line) = log.lines().find(|l| l.contains(needle)) {
-            return line.to_owned();
-        }
-        assert!(Instant::now() < deadline, "no {needle:?}; log:\n{log}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+/// Waits, within `WAIT`, for a log line containing `needle`; returns it.
+fn wait_for_line(server: &Server, needle: &str) -> String {
+    let line = |log: String| log.lines().find(|l| l.contains(needle)).map(str::to_owned);
+    wait_until(needle, || line(server.log()), Option::is_some).expect("found")
 }
 
 /// The pid in a log line's `(pid N)`.
@@ -44,22 +35,18 @@ fn an_upgrade_that_never_becomes_ready_is_abandoned() {
         toml_string(&python_apps().to_string_lossy())
     ));
     server.signal(Signal::SIGUSR2);
-    let started = wait_for_line(&server, "as the new master (pid", WAIT);
-    let abandoned = wait_for_line(&server, "upgrade abandoned", WAIT);
+    let started = wait_for_line(&server, "as the new master (pid");
+    let abandoned = wait_for_line(&server, "upgrade abandoned");
     let child = pid_in(&started);
     assert_eq!(pid_in(&abandoned), child, "{abandoned}");
     assert!(process_alive(server.pid()), "the old master stays");
     assert_eq!(server.get("/").text(), "Hello, World!");
     // The abandoned master is told to stop, and does.
-    let deadline = Instant::now() + WAIT;
-    while process_alive(child) {
-        assert!(
-            Instant::now() < deadline,
-            "{child} still runs; log:\n{}",
-            server.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until(
+        "the abandoned master gone",
+        || process_alive(child),
+        |alive| !alive,
+    );
     // A later upgrade, with a config that can start, takes over.
     server.rewrite_config(SERVER);
     server.signal(Signal::SIGUSR2);
