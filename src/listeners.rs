@@ -146,16 +146,14 @@ impl Listener {
         }
     }
 
-    /// A worker's own handle on the shared socket, ready for its event loop.
-    pub fn to_mio(&self) -> io::Result<MioListener> {
-        Ok(match &self.socket {
-            Socket::Tcp(listener) => {
-                MioListener::Tcp(mio::net::TcpListener::from_std(listener.try_clone()?))
-            }
+    /// The socket as a worker's event loop holds it; dropping that closes it in the worker.
+    pub fn into_mio(self) -> MioListener {
+        match self.socket {
+            Socket::Tcp(listener) => MioListener::Tcp(mio::net::TcpListener::from_std(listener)),
             Socket::Unix(listener, _) => {
-                MioListener::Unix(mio::net::UnixListener::from_std(listener.try_clone()?))
+                MioListener::Unix(mio::net::UnixListener::from_std(listener))
             }
-        })
+        }
     }
 
     /// Removes a Unix socket's file; for the master's clean exit, and for a listener a reload

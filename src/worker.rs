@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::access_log::{self, AccessLog};
@@ -25,24 +24,13 @@ use crate::http::{self, DateCache, Decoded, Decoder, HttpError, RequestHead, Ver
 use crate::listeners::{Listener, MioListener, Stream};
 use crate::logging::{self, Role};
 use crate::pool::{Finished, Job, Outcome, Pool, Work};
+use crate::protocol::{self, WorkerIntent};
 use crate::scoreboard::{RetireReason, Scoreboard, SlotHandle};
 use crate::sys;
 
-/// Exit code of a worker that could not build its application (gunicorn's `WORKER_BOOT_ERROR`).
-pub const EXIT_APP_BUILD_FAILED: i32 = 3;
-/// Exit code of a worker that could not set up its event loop or pool.
-pub const EXIT_SETUP_FAILED: i32 = 4;
-/// Exit code of a worker that could not switch to the configured user and group.
-pub const EXIT_PRIVILEGES_FAILED: i32 = 5;
-
-/// Whether a worker's exit code says it failed while starting, before serving anything: at
-/// start-up the master stops rather than restart workers that can never come up.
-pub fn is_boot_failure(code: i32) -> bool {
-    matches!(
-        code,
-        EXIT_APP_BUILD_FAILED | EXIT_SETUP_FAILED | EXIT_PRIVILEGES_FAILED
-    )
-}
+pub use crate::protocol::{
+    EXIT_APP_BUILD_FAILED, EXIT_PRIVILEGES_FAILED, EXIT_SETUP_FAILED, is_boot_failure,
+};
 
 const WAKER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -91,8 +79,9 @@ pub struct WorkerContext<'a> {
     pub slot: usize,
     /// The config the worker runs with.
     pub config: &'a Config,
-    /// The shared listening sockets.
-    pub listeners: &'a [&'a Listener],
+    /// The listening sockets this worker serves, and no others: closing them (at a stop)
+    /// closes them in this process.
+    pub listeners: Vec<Listener>,
     /// Builds the application after fork.
     pub factory: &'a dyn HandlerFactory,
     /// Where the worker asks the master to look at its scoreboard slot now (when it is up,
@@ -328,7 +317,7 @@ impl<'a> Worker<'a> {
         let setup = |what: &str, err: io::Error| (EXIT_SETUP_FAILED, format!("{what}: {err}"));
         let config = context.config;
         let poll = Poll::new().map_err(|e| setup("could not create the event loop", e))?;
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2])
+        let mut signals = Signals::new(WorkerIntent::SIGNALS)
             .map_err(|e| setup("could not install signal handlers", e))?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
@@ -371,15 +360,11 @@ impl<'a> Worker<'a> {
         let mut listeners = Vec::with_capacity(context.listeners.len());
         let mut listener_addrs = Vec::with_capacity(context.listeners.len());
         for listener in context.listeners {
-            listeners.push(
-                listener
-                    .to_mio()
-                    .map_err(|e| setup("could not take over a listening socket", e))?,
-            );
             let addr = listener
                 .local_addr()
                 .map_err(|e| setup("could not read a listening socket's address", e))?;
             listener_addrs.push(Arc::new(addr));
+            listeners.push(listener.into_mio());
         }
         let server = &config.server;
         let max_requests = (server.max_requests > 0)
@@ -538,13 +523,13 @@ impl<'a> Worker<'a> {
     fn on_signals(&mut self) -> bool {
         let pending: Vec<i32> = self.signals.pending().collect();
         for signal in pending {
-            match signal {
-                SIGTERM => self.begin_stop("SIGTERM", IdleConnections::Close),
+            match WorkerIntent::from_signal(signal) {
+                WorkerIntent::GracefulStop => self.begin_stop("SIGTERM", IdleConnections::Close),
                 // Replaced by a reload or an upgrade, or by an operator: drain rather than
                 // reset anything, and tell the master, which starts a replacement if it
                 // did not ask for this itself.
-                SIGUSR2 => self.retire(RetireReason::Replaced),
-                SIGUSR1 => {
+                WorkerIntent::Drain => self.retire(RetireReason::Replaced),
+                WorkerIntent::ReopenLogs => {
                     if let Err(err) = logging::reopen() {
                         log::error!("could not reopen the error log: {err}");
                     }
@@ -552,7 +537,7 @@ impl<'a> Worker<'a> {
                         access_log.reopen();
                     }
                 }
-                _ => {
+                WorkerIntent::FastStop | WorkerIntent::Abort | WorkerIntent::Kill => {
                     log::info!("fast stop on signal {signal}");
                     return true;
                 }
@@ -577,7 +562,8 @@ impl<'a> Worker<'a> {
 
     /// Wakes the master to read this worker's scoreboard slot.
     fn report_to_master(&mut self) -> io::Result<()> {
-        self.report.write_all(&std::process::id().to_le_bytes())
+        self.report
+            .write_all(&protocol::encode_report(std::process::id()))
     }
 
     fn begin_stop(&mut self, why: &str, idle_connections: IdleConnections) {

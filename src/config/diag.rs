@@ -80,6 +80,21 @@ impl fmt::Display for LoadError {
     }
 }
 
+impl LoadError {
+    /// The error as the operator reads it: every problem, one per line, and how many there
+    /// were. The same text ends a start and fills a failed reload's log lines.
+    pub fn describe(&self) -> String {
+        match self {
+            LoadError::Invalid(diagnostics) => {
+                let count = diagnostics.0.len();
+                let noun = if count == 1 { "problem" } else { "problems" };
+                format!("{diagnostics}\n{count} {noun} in the config; nothing was changed")
+            }
+            err => err.to_string(),
+        }
+    }
+}
+
 impl std::error::Error for LoadError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {

@@ -3,6 +3,7 @@
 mod app;
 mod cgroup;
 mod cli;
+mod listeners;
 mod operate;
 #[cfg(feature = "python")]
 mod python;
@@ -10,6 +11,8 @@ mod reload;
 mod serve;
 mod static_files;
 mod supervise;
+#[cfg(feature = "python")]
+mod upgrade_abandon;
 mod util;
 #[cfg(feature = "python")]
 mod wsgi;

@@ -1,0 +1,453 @@
+//! From the command line to a running master: the modes that only print (`--check-config`,
+//! `--print-config`, `status`), and for the others everything the master needs before its
+//! loop starts: inherited and fresh sockets, the user to switch to, the log files, the pid
+//! file, the built-in handlers, and the refusal to fork from a process that has threads.
+
+use std::ffi::OsString;
+use std::io;
+
+use crate::cli::{self, Command, Mode, UsageError};
+use crate::config::{self, Config, HandlerKind, LoadError, Workers};
+use crate::error::Error;
+use crate::handler::{self, BuildError, Handler, HandlerFactory, WorkerInfo};
+use crate::master::{Loaded, Master, MasterSetup};
+#[cfg(feature = "python")]
+use crate::python;
+use crate::{access_log, cpu, listeners, logging, pidfile, sys};
+
+/// Does what the command line asked: print the help, the version, the config or the running
+/// server's status, check the config, or start the master and return once it has stopped.
+pub fn run(
+    mut command: Command,
+    config: Config,
+    args: Vec<OsString>,
+    factory: Option<&dyn HandlerFactory>,
+) -> Result<(), Error> {
+    match command.mode {
+        Mode::Help => {
+            print!("{}", cli::HELP);
+            return Ok(());
+        }
+        Mode::Version => {
+            println!("tine {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        _ => {}
+    }
+    if command.mode == Mode::CheckConfig {
+        // Names that exist only on the machine are checked too, as the start would.
+        resolve_identity(
+            config.server.user.as_deref(),
+            config.server.group.as_deref(),
+        )?;
+        unix_options(&config).map_err(Error::Identity)?;
+    }
+    if let Mode::Status { json } = command.mode {
+        return print_status(&command, &config, json);
+    }
+    let workers = resolve_workers(&config);
+    match command.mode {
+        Mode::CheckConfig => {
+            let source = command.config.as_ref().map_or_else(
+                || "built-in defaults".to_owned(),
+                |p| p.display().to_string(),
+            );
+            let binds: Vec<String> = config.server.bind.iter().map(|b| b.to_string()).collect();
+            let application = match (factory, python_for(&config)) {
+                (Some(_), _) => "embedded application".to_owned(),
+                (None, Some(python)) => format!(
+                    "wsgi application {} on {}",
+                    config.app.app.as_deref().unwrap_or("?"),
+                    python.map_err(Error::Python)?
+                ),
+                (None, None) => format!("{} handler", config.app.handler),
+            };
+            println!(
+                "{source}: ok ({} workers × {} threads, {application}, listening on {})",
+                workers.count,
+                config.server.threads,
+                binds.join(", ")
+            );
+            Ok(())
+        }
+        Mode::PrintConfig => {
+            let why = workers.explanation.trim_start_matches("auto: ");
+            if factory.is_none()
+                && let Some(python) = python_for(&config)
+            {
+                match python {
+                    Ok(python) => println!("# {python}"),
+                    Err(why) => println!("# python: {why}"),
+                }
+            }
+            print!("{}", config.to_toml(Some((workers.count, why))));
+            Ok(())
+        }
+        _ => {
+            // Reloads re-read the file after `chdir` may have moved the process: keep
+            // its absolute path.
+            if let Some(path) = command.config.take() {
+                command.config = Some(std::path::absolute(&path).unwrap_or(path));
+            }
+            serve(&command, args, config, workers, factory)
+        }
+    }
+}
+
+/// `tine status`: asks the running master over its control socket and prints the answer.
+fn print_status(command: &Command, config: &Config, json: bool) -> Result<(), Error> {
+    use std::io::{Read, Write};
+    let source = command.config.as_ref().map_or_else(
+        || "the built-in defaults".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let Some(path) = &config.server.control_socket else {
+        return Err(Error::Usage(UsageError(format!(
+            "{source} sets no [server] control_socket, so there is nothing to ask"
+        ))));
+    };
+    let failed = |source: io::Error| Error::Control {
+        path: path.clone(),
+        source,
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(failed)?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(failed)?;
+    let request: &[u8] = if json { b"status json\n" } else { b"status\n" };
+    stream.write_all(request).map_err(failed)?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).map_err(failed)?;
+    print!("{answer}");
+    Ok(())
+}
+
+/// The file (or the defaults) with the command line's overrides applied; the file's checks
+/// that involve several keys see the overrides too.
+pub fn load_config(command: &Command) -> Result<Config, LoadError> {
+    let overrides = |config: &mut Config| command.overrides.apply(config);
+    match &command.config {
+        Some(path) => Config::load_with(path, overrides),
+        None => {
+            let mut config = Config::default();
+            overrides(&mut config);
+            Ok(config)
+        }
+    }
+}
+
+/// The worker count and how it was decided.
+#[derive(Debug, Clone)]
+struct WorkerCount {
+    count: usize,
+    explanation: String,
+}
+
+fn resolve_workers(config: &Config) -> WorkerCount {
+    match config.server.workers {
+        Workers::Fixed(n) => WorkerCount {
+            count: n.get(),
+            explanation: "set in the config or on the command line".to_owned(),
+        },
+        Workers::Auto => {
+            let budget = cpu::detect(sys::affinity_cpus());
+            WorkerCount {
+                count: budget.workers,
+                explanation: budget.explanation,
+            }
+        }
+    }
+}
+
+/// Builds the built-in handler that the worker's `[app] handler` names (so a reload that
+/// changes `[app]` takes effect in the new workers).
+struct Builtin;
+
+impl HandlerFactory for Builtin {
+    fn build(&self, worker: &WorkerInfo) -> Result<Box<dyn Handler>, BuildError> {
+        match worker.app.handler {
+            HandlerKind::Demo => Ok(Box::new(handler::demo::Demo)),
+            HandlerKind::Static => {
+                let options = worker.app.clone();
+                Ok(Box::new(handler::static_files::StaticFiles::new(options)?))
+            }
+            #[cfg(feature = "python")]
+            HandlerKind::Wsgi => Ok(Box::new(python::Wsgi::build(&worker.app)?)),
+            #[cfg(not(feature = "python"))]
+            HandlerKind::Wsgi => Err(NO_PYTHON.into()),
+        }
+    }
+
+    #[cfg(feature = "python")]
+    fn before_fork(&self) {
+        python::before_fork();
+    }
+
+    #[cfg(feature = "python")]
+    fn after_fork_parent(&self) {
+        python::after_fork_parent();
+    }
+
+    #[cfg(feature = "python")]
+    fn after_fork_child(&self) {
+        python::after_fork_child();
+    }
+}
+
+/// Why a tine built without the `python` feature cannot serve `handler = "wsgi"`.
+#[cfg(not(feature = "python"))]
+const NO_PYTHON: &str = "this tine was built without Python support (cargo's `python` \
+                         feature is off), so it cannot serve handler = \"wsgi\"; build it with \
+                         the default features";
+
+/// Which Python the config's application would run with: one line for `--check-config` and
+/// `--print-config`, or why it cannot run. Nothing is imported.
+fn python_for(config: &Config) -> Option<Result<String, String>> {
+    if config.app.handler != HandlerKind::Wsgi {
+        return None;
+    }
+    #[cfg(feature = "python")]
+    return Some(python::describe(&config.app));
+    #[cfg(not(feature = "python"))]
+    return Some(Err(NO_PYTHON.to_owned()));
+}
+
+fn serve(
+    command: &Command,
+    args: Vec<OsString>,
+    config: Config,
+    workers: WorkerCount,
+    factory: Option<&dyn HandlerFactory>,
+) -> Result<(), Error> {
+    // The master forks its workers: a fork copies only the calling thread, so locks other
+    // threads hold (the allocator's, a logger's) would stay locked for ever in every worker.
+    match sys::thread_count() {
+        Ok(threads) if threads > 1 => return Err(Error::Threaded { threads }),
+        Ok(_) => {}
+        Err(err) => log::debug!("could not count this process's threads: {err}"),
+    }
+    // First, before anything could start a thread or read the environment: sockets handed
+    // over by systemd or by the master this one upgrades.
+    let inherited = sys::take_listen_fds().map_err(|source| Error::Inherit { source })?;
+    let server = &config.server;
+    let identity = resolve_identity(server.user.as_deref(), server.group.as_deref())?;
+    let unix = unix_options(&config).map_err(Error::Identity)?;
+    logging::init(config.log.level);
+    if let Some(path) = &config.log.error_log {
+        logging::set_file(Some(path)).map_err(|source| Error::ErrorLog {
+            path: path.clone(),
+            source,
+        })?;
+        if let Some((_, uid)) = &identity.user {
+            logging::give_to(*uid).map_err(|source| Error::ErrorLog {
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    if let Some(access_log::Target::File(path)) = &config.log.access_log {
+        let owner = identity.user.as_ref().map(|(_, uid)| *uid);
+        logging::prepare_file(path, owner).map_err(|source| Error::ErrorLog {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    sys::set_thread_name("tine: master");
+    log::info!(
+        "tine {} starting (pid {})",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    );
+    log::info!("workers: {} ({})", workers.count, workers.explanation);
+    if identity.is_unchanged() && sys::is_root() {
+        log::warn!("running as root without [server] user: the application runs as root too");
+    }
+    if let Some(mask) = server.umask {
+        sys::set_umask(mask);
+    }
+    // Each worker holds its connections plus the listeners, its pipes and the app's own files.
+    let wanted_files = server.max_connections.get() as u64 + 256;
+    match sys::ensure_open_files(wanted_files) {
+        Ok(limit) if limit < wanted_files => log::warn!(
+            "the open files limit is {limit}, but max_connections = {} needs about {wanted_files}; \
+             raise the hard limit (LimitNOFILE= under systemd)",
+            server.max_connections
+        ),
+        Ok(_) => {}
+        Err(err) => log::warn!("could not raise the open files limit: {err}"),
+    }
+    let upgrade_from = inherited.upgrade_from;
+    // Where an upgrade starts the next master: here, whatever `chdir` does later.
+    let start_dir = std::env::current_dir().ok();
+    let mut listeners = Vec::new();
+    for (fd, name) in inherited.fds {
+        // From an upgrade, names are the configured addresses (sockets systemd gave the old
+        // master carry a prefix); from systemd, every socket is an activated one.
+        let (name, activated) = match name.as_deref() {
+            Some(n) if upgrade_from.is_some() => {
+                match n.strip_prefix(crate::master::ACTIVATED_PREFIX) {
+                    Some(rest) => (Some(rest.to_owned()), true),
+                    None => (Some(n.to_owned()), false),
+                }
+            }
+            _ => (name.clone(), true),
+        };
+        let listener = listeners::Listener::adopt(fd, name.as_deref(), activated)
+            .map_err(|source| Error::Inherit { source })?;
+        // An old master's socket this config no longer lists is closed, not kept unserved.
+        if !listener.activated && !server.bind.iter().any(|b| listener.serves(b)) {
+            log::info!("not keeping {}: no longer in bind", listener.bind);
+            continue;
+        }
+        listeners.push(listener);
+    }
+    let fresh = listeners::bind_missing(&server.bind, &listeners, server.backlog, &unix)
+        .map_err(Error::Bind)?;
+    listeners.extend(fresh);
+    for listener in &listeners {
+        let how = if upgrade_from.is_some() {
+            " (inherited from the old master)"
+        } else if listener.activated {
+            " (from systemd)"
+        } else {
+            ""
+        };
+        match listener.local_addr() {
+            Ok(config::BindAddr::Tcp(addr)) => log::info!("listening on http://{addr}{how}"),
+            Ok(addr) => log::info!("listening on {addr}{how}"),
+            Err(err) => log::warn!("listening on a socket whose address is unknown: {err}"),
+        }
+    }
+    let pidfile = match &server.pidfile {
+        Some(path) => Some(pidfile::Pidfile::create(path, upgrade_from).map_err(Error::Pidfile)?),
+        None => None,
+    };
+    if let Some(dir) = &server.chdir {
+        std::env::set_current_dir(dir).map_err(|source| Error::Chdir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    if factory.is_none() && config.app.handler == HandlerKind::Wsgi {
+        if let Some(Err(why)) = python_for(&config) {
+            return Err(Error::Python(why));
+        }
+        #[cfg(feature = "python")]
+        if config.app.preload {
+            python::preload(&config.app).map_err(Error::AppLoad)?;
+        }
+    }
+    let factory = factory.unwrap_or(&Builtin);
+    let reload = || -> Result<Loaded, LoadError> {
+        let config = load_config(command)?;
+        let workers = resolve_workers(&config);
+        log::info!("workers: {} ({})", workers.count, workers.explanation);
+        Ok(Loaded {
+            config,
+            workers: workers.count,
+        })
+    };
+    // The path the binary was started from: after a deploy it names the new build, which
+    // is what an upgrade should run.
+    let exe = std::env::current_exe().unwrap_or_else(|_| std::path::PathBuf::from("tine"));
+    let exe = exe
+        .to_str()
+        .and_then(|s| s.strip_suffix(" (deleted)"))
+        .map(std::path::PathBuf::from)
+        .unwrap_or(exe);
+    let master = Master::new(MasterSetup {
+        config,
+        workers: workers.count,
+        listeners,
+        factory,
+        identity,
+        load: &reload,
+        exe,
+        args,
+        upgrade_from,
+        unix,
+        start_dir,
+    })
+    .map_err(Error::Master)?;
+    let outcome = master.run().map_err(Error::Master);
+    drop(pidfile);
+    outcome
+}
+
+/// `[server] socket_mode` and `socket_owner`, resolved.
+fn unix_options(config: &Config) -> Result<listeners::UnixOptions, String> {
+    let owner = match &config.server.socket_owner {
+        None => None,
+        Some(spec) => {
+            let (user, group) = match spec.split_once(':') {
+                Some((user, group)) => (user, Some(group)),
+                None => (spec.as_str(), None),
+            };
+            let identity = sys::resolve_identity(Some(user), group)
+                .map_err(|why| format!("server.socket_owner: {why}"))?;
+            Some((identity.user.map(|(_, uid)| uid), identity.gid))
+        }
+    };
+    Ok(listeners::UnixOptions {
+        mode: config.server.socket_mode,
+        owner,
+    })
+}
+
+/// Resolves `[server] user` and `group`, and checks that switching to them is possible.
+fn resolve_identity(user: Option<&str>, group: Option<&str>) -> Result<sys::Identity, Error> {
+    let identity = sys::resolve_identity(user, group)
+        .map_err(|why| Error::Identity(format!("server.user/group: {why}")))?;
+    if !identity.is_unchanged() && !sys::is_root() {
+        let (uid, gid) = sys::current_ids();
+        let same_user = identity.user.as_ref().is_none_or(|(_, u)| *u == uid);
+        if !same_user || identity.gid.is_some_and(|g| g != gid) {
+            return Err(Error::Identity(
+                "server.user/group: switching user or group needs tine to be started as root"
+                    .to_owned(),
+            ));
+        }
+        // Already that user and group: nothing to switch, and no privilege to do it with.
+        return Ok(sys::Identity {
+            user: None,
+            gid: None,
+        });
+    }
+    Ok(identity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_are_counted() {
+        assert!(sys::thread_count().unwrap() >= 1);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || rx.recv());
+        // Other tests start and end threads meanwhile: this one and the new one, at least.
+        assert!(sys::thread_count().unwrap() >= 2);
+        drop(tx);
+        let _ = thread.join();
+    }
+
+    #[test]
+    fn serving_from_a_process_with_threads_is_refused() {
+        // This test runs on a thread of the test harness; one more makes sure of it.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || rx.recv());
+        let server = crate::Server::with_args(["--bind", "127.0.0.1:0", "--workers", "1"]).unwrap();
+        let factory = |_: &WorkerInfo| {
+            Ok::<_, BuildError>(|_: handler::Request| handler::Response::text(200, "never\n"))
+        };
+        let err = server.serve(factory).expect_err("refused");
+        drop(tx);
+        let _ = other.join();
+        assert!(
+            matches!(err, Error::Threaded { threads } if threads >= 2),
+            "{err:?}"
+        );
+        assert_eq!(err.exit_code(), crate::EXIT_INTERNAL);
+        assert!(err.to_string().contains("single-threaded"), "{err}");
+    }
+}
