@@ -26,7 +26,8 @@ impl Worker<'_> {
     }
 
     /// A full worker still takes one waiting connection every
-    /// [`ACCEPT_NUDGE`](admission::ACCEPT_NUDGE); see [`Admission::nudge`].
+    /// [`ACCEPT_NUDGE`](super::admission::ACCEPT_NUDGE); see
+    /// [`Admission::nudge`](super::admission::Admission::nudge).
     pub(super) fn nudge_accept(&mut self) {
         if self.phase != Phase::Running || !self.admission.nudge(Instant::now()) {
             return;

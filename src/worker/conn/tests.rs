@@ -761,3 +761,17 @@ fn a_draining_stop_shortens_an_idle_wait_only() {
         None
     );
 }
+
+#[test]
+fn the_client_closing_while_a_response_is_written_is_noticed_once_it_is_out() {
+    let mut test = Test::new();
+    test.dispatch_get("");
+    test.conn.stream.max_write = 0;
+    test.respond(Response::text(200, "x"));
+    test.close_input();
+    assert!(test.event().is_empty(), "a full socket: still writing");
+    assert_eq!(test.state(), "writing");
+    test.conn.stream.max_write = usize::MAX;
+    assert_eq!(names(&test.event()), ["close"]);
+    assert!(test.received().ends_with("\r\n\r\nx"));
+}
