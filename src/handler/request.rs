@@ -4,13 +4,16 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use crate::config::BindAddr;
 use crate::forwarded::{Client, Trusted};
 
 pub use crate::http::Version;
+
+mod body;
+
+pub use body::{BodyReader, RequestBody};
 
 /// A request's header fields: order kept, duplicates kept, names compared case-insensitively.
 ///
@@ -104,32 +107,11 @@ pub struct Request {
     target: String,
     version: Version,
     headers: Headers,
-    body: BodyStore,
+    body: RequestBody,
     peer: Option<SocketAddr>,
     listener: Option<Arc<BindAddr>>,
     /// The proxies whose forwarding headers are believed (`[server] forwarded_allow_ips`).
     trusted: Option<Arc<[Trusted]>>,
-}
-
-/// A request's body taken out of it, wherever it is: see [`Request::into_body_parts`].
-#[derive(Debug)]
-pub enum RequestBody {
-    /// Held in memory.
-    Memory(Vec<u8>),
-    /// In an unlinked temporary file, from offset 0, this many bytes long.
-    File(Arc<File>, u64),
-}
-
-/// Where a request's body is.
-#[derive(Clone, Debug)]
-enum BodyStore {
-    Memory(Vec<u8>),
-    /// An unlinked temporary file, shared by clones of the request; each reader keeps its own
-    /// position.
-    File {
-        file: Arc<File>,
-        len: u64,
-    },
 }
 
 impl Request {
@@ -161,7 +143,7 @@ impl Request {
             target,
             version,
             headers,
-            body: BodyStore::Memory(body),
+            body: RequestBody::Memory(body),
             peer,
             listener: None,
             trusted: None,
@@ -264,10 +246,7 @@ impl Request {
 
     /// The body's length in bytes (0 when the request had none).
     pub fn body_len(&self) -> u64 {
-        match &self.body {
-            BodyStore::Memory(bytes) => bytes.len() as u64,
-            BodyStore::File { len, .. } => *len,
-        }
+        self.body.len()
     }
 
     /// The body when it is held in memory (empty when the request had none); `None` for a
@@ -275,21 +254,14 @@ impl Request {
     /// [`Request::body_reader`].
     pub fn body(&self) -> Option<&[u8]> {
         match &self.body {
-            BodyStore::Memory(bytes) => Some(bytes),
-            BodyStore::File { .. } => None,
+            RequestBody::Memory(bytes) => Some(bytes),
+            RequestBody::File(..) => None,
         }
     }
 
     /// A reader over the body, wherever it is. Each reader starts at the beginning.
     pub fn body_reader(&self) -> BodyReader<'_> {
-        match &self.body {
-            BodyStore::Memory(bytes) => BodyReader::Memory(bytes),
-            BodyStore::File { file, len } => BodyReader::File {
-                file,
-                position: 0,
-                len: *len,
-            },
-        }
+        self.body.reader()
     }
 
     /// The temporary file holding a body larger than `[limits] body_buffer`, from offset 0 for
@@ -297,8 +269,8 @@ impl Request {
     /// it goes away with the request.
     pub fn body_file(&self) -> Option<&File> {
         match &self.body {
-            BodyStore::Memory(_) => None,
-            BodyStore::File { file, .. } => Some(file),
+            RequestBody::Memory(_) => None,
+            RequestBody::File(file, _) => Some(file),
         }
     }
 
@@ -310,8 +282,8 @@ impl Request {
     /// When a body in a temporary file cannot be read.
     pub fn into_body(self) -> io::Result<Vec<u8>> {
         match self.body {
-            BodyStore::Memory(bytes) => Ok(bytes),
-            BodyStore::File { .. } => {
+            RequestBody::Memory(bytes) => Ok(bytes),
+            RequestBody::File(..) => {
                 let mut bytes = Vec::with_capacity(usize::try_from(self.body_len()).unwrap_or(0));
                 self.body_reader().read_to_end(&mut bytes)?;
                 Ok(bytes)
@@ -321,10 +293,7 @@ impl Request {
 
     /// Takes the body out of the request, without copying, wherever it is.
     pub fn into_body_parts(self) -> RequestBody {
-        match self.body {
-            BodyStore::Memory(bytes) => RequestBody::Memory(bytes),
-            BodyStore::File { file, len } => RequestBody::File(file, len),
-        }
+        self.body
     }
 
     /// The peer's address, for TCP listeners.
@@ -398,45 +367,6 @@ impl Request {
     }
 }
 
-/// Reads a request's body from memory or from its temporary file; see
-/// [`Request::body_reader`].
-#[derive(Debug)]
-pub enum BodyReader<'a> {
-    /// The rest of a body held in memory.
-    Memory(&'a [u8]),
-    /// A body in a file, read with positioned reads so readers do not disturb one another.
-    File {
-        /// The file.
-        file: &'a File,
-        /// The next byte to read.
-        position: u64,
-        /// The body's length.
-        len: u64,
-    },
-}
-
-impl Read for BodyReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            BodyReader::Memory(rest) => rest.read(buf),
-            BodyReader::File {
-                file,
-                position,
-                len,
-            } => {
-                let left = len.saturating_sub(*position);
-                let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-                if want == 0 {
-                    return Ok(0);
-                }
-                let n = file.read_at(&mut buf[..want], *position)?;
-                *position += n as u64;
-                Ok(n)
-            }
-        }
-    }
-}
-
 /// Builds a [`Request`]; see [`Request::builder`].
 #[derive(Debug)]
 pub struct RequestBuilder {
@@ -467,17 +397,20 @@ impl RequestBuilder {
 
     /// Sets the body, held in memory.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.request.body = BodyStore::Memory(body.into());
+        self.request.body = RequestBody::Memory(body.into());
+        self
+    }
+
+    /// Sets the body wherever it is, as [`Request::into_body_parts`] gives it back.
+    pub fn body_parts(mut self, body: RequestBody) -> Self {
+        self.request.body = body;
         self
     }
 
     /// Sets the body to the first `len` bytes of `file`, as the server does for a body larger
     /// than `[limits] body_buffer`.
     pub fn body_file(mut self, file: File, len: u64) -> Self {
-        self.request.body = BodyStore::File {
-            file: Arc::new(file),
-            len,
-        };
+        self.request.body = RequestBody::File(Arc::new(file), len);
         self
     }
 

@@ -1,0 +1,681 @@
+//! One client connection's state machine.
+//!
+//! Each [`State`] owns what only it needs: `Reading` its decoder and the body received so far,
+//! `InApp` what the response needs to know of its request, `Writing` the output, `Lingering`
+//! when it gives up. A transition takes the old state out (leaving [`State::Taken`] in its
+//! place for as long as it runs), builds the next one, and pushes [`Action`]s the worker
+//! carries out: what needs the pool, the access log or the worker's counters. The machine
+//! itself does the connection's own I/O, on any [`Socket`], so tests drive it in memory.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::out::{ChunkTaken, Output, Socket, WriteStep};
+use super::peer_text;
+use crate::handler::{BodyStream, RequestBody};
+use crate::http::{self, DateCache, Decoded, Decoder, HttpError, RequestHead, Version};
+
+/// How long a closing connection keeps draining the client's unread bytes, so the close does
+/// not turn into a reset that destroys the response in flight.
+pub(super) const LINGER: Duration = Duration::from_secs(2);
+/// When a worker recycles itself, how long an idle keep-alive connection stays open for a
+/// request that may already be on its way.
+pub(super) const DRAIN_IDLE: Duration = Duration::from_secs(1);
+
+/// What every connection of a worker goes by.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Settings {
+    /// Limits on request heads and bodies.
+    pub(super) limits: http::Limits,
+    /// Request bodies larger than this go to a temporary file as they arrive.
+    pub(super) body_buffer: u64,
+    /// `[server] keepalive`: how long an idle connection waits for its next request; zero
+    /// turns keep-alive off.
+    pub(super) keepalive: Duration,
+    /// How long a request's head has to arrive.
+    pub(super) header_timeout: Duration,
+    /// How long the body, or a response's write, may stall.
+    pub(super) body_timeout: Duration,
+    /// How long the application may take to answer (zero: no limit).
+    pub(super) request_timeout: Duration,
+}
+
+impl Settings {
+    /// How long a connection waits for its next request.
+    pub(super) fn idle_wait(&self) -> Duration {
+        if self.keepalive.is_zero() {
+            self.header_timeout
+        } else {
+            self.keepalive
+        }
+    }
+}
+
+/// What a transition needs from the worker, and where it leaves its actions.
+pub(super) struct Ctx<'a> {
+    pub(super) settings: &'a Settings,
+    /// Where reads from client sockets land first; see [`Conn::read_more`].
+    pub(super) scratch: &'a mut [u8],
+    pub(super) dates: &'a mut DateCache,
+    /// The worker is stopping: no keep-alive for responses begun now.
+    pub(super) stopping: bool,
+    pub(super) actions: &'a mut Vec<Action>,
+}
+
+/// What the worker does for a connection after a transition, in order.
+pub(super) enum Action {
+    /// A whole request arrived: hand it to the application. The connection is now with it;
+    /// `first` says it is the connection's first request.
+    Dispatch {
+        head: RequestHead,
+        body: RequestBody,
+        first: bool,
+    },
+    /// Ask a pool thread for the stream's next chunk.
+    Pull(BodyStream),
+    /// Hand a stream no longer needed to a pool thread to drop.
+    Discard(BodyStream),
+    /// A response is going out: record it on the scoreboard and in the access log.
+    Log(Answer),
+    /// The write budget is spent with the socket still writable: continue after the poll.
+    Backlog,
+    /// The connection is over: forget it. Always the last action.
+    Close,
+}
+
+/// A response, as the scoreboard and the access log record it.
+pub(super) struct Answer {
+    pub(super) status: u16,
+    /// Body bytes announced (0 for a stream or for HEAD).
+    pub(super) bytes: u64,
+    /// How long the application took, in microseconds (0 for an error of the server's own).
+    pub(super) micros: u64,
+    /// What the access log records of the request, when there is a log and the request
+    /// got as far as the application.
+    pub(super) access: Option<AccessInfo>,
+}
+
+/// The request's side of an access log line, kept from dispatch to response.
+pub(super) struct AccessInfo {
+    pub(super) remote: String,
+    pub(super) method: String,
+    pub(super) target: String,
+    pub(super) version: &'static str,
+    pub(super) user_agent: String,
+    pub(super) referer: String,
+}
+
+/// Where a connection is.
+///
+/// Two states are still to come, and have their places here: `Upgraded`, for a connection that
+/// switched protocols (WebSocket) after a `101` and stops being HTTP, entered from `Writing`
+/// once the `101` is out instead of going back to `Reading`; and a request body streamed to the
+/// application while it runs, which `InApp` will carry as its body decoder (today `Reading`
+/// holds the whole body before dispatch).
+enum State {
+    /// The placeholder a transition leaves while it runs (see [`Conn::take_state`]).
+    Taken,
+    /// The end: the worker forgets the connection.
+    Closed,
+    /// Waiting for, or reading, a request.
+    Reading(Reading),
+    /// The request is with the application.
+    InApp(InApp),
+    /// Writing a response.
+    Writing(Writing),
+    /// Response done, write side shut; draining what the client still sends until `until`,
+    /// then closing.
+    Lingering { until: Instant },
+}
+
+struct Reading {
+    decoder: Decoder,
+    /// The body so far, once it went to a file (bytes not yet spilled are in the decoder).
+    body: RequestBody,
+    /// When the head or body being read (or the idle wait) runs out.
+    deadline: Instant,
+}
+
+impl Reading {
+    /// Waiting up to `wait` for a request's first bytes.
+    fn waiting(settings: &Settings, wait: Duration) -> State {
+        State::Reading(Reading {
+            decoder: Decoder::new(settings.limits),
+            body: RequestBody::default(),
+            deadline: Instant::now() + wait,
+        })
+    }
+}
+
+struct InApp {
+    /// When the request was handed over.
+    since: Instant,
+    /// The version and method of the request, which shape the response.
+    version: Version,
+    head_request: bool,
+    /// With `request_timeout` on, its method and target for the log line should it run too
+    /// long.
+    label: Option<String>,
+    access: Option<AccessInfo>,
+}
+
+struct Writing {
+    out: Output,
+    /// When the write stalls too long.
+    deadline: Instant,
+    /// A response that must not be cut short by a reset: drain what the client still sends
+    /// before closing (error responses, whose request may not have been read in full).
+    linger: bool,
+}
+
+/// Why a connection's wait ran out; see [`Conn::expiry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Expired {
+    /// The application ran past `request_timeout` on its request.
+    Request(Duration),
+    /// The producer of a streamed response took longer than `request_timeout` for a chunk.
+    Stream(Duration),
+    /// No request came in the idle wait.
+    Idle,
+    /// A request began but did not arrive in time.
+    SlowRequest,
+    /// A response's write stalled, or the lingering is over.
+    Stalled,
+}
+
+/// What decides whether the connection stays open after the response being written.
+enum KeepAlive {
+    /// A request was dispatched: the client's wish, unless the worker is stopping or
+    /// keep-alive is off.
+    Dispatched { client: bool, stopping: bool },
+    /// A response is begun: not once the worker stops, nor for an HTTP/1.0 body that only the
+    /// close delimits.
+    Responding {
+        stopping: bool,
+        close_delimited: bool,
+    },
+    /// The response cannot be completed as framed (a stream ended short, an error response).
+    Broken,
+}
+
+/// One client connection.
+pub(super) struct Conn<S> {
+    pub(super) stream: S,
+    pub(super) peer: Option<SocketAddr>,
+    /// Index of the listener that accepted it.
+    pub(super) listener: usize,
+    pub(super) serial: u64,
+    state: State,
+    /// Bytes read from the client; `read_start..read_end` are not yet decoded.
+    read_buf: Vec<u8>,
+    read_start: usize,
+    read_end: usize,
+    /// Whether the connection stays open after the response being written; set only by
+    /// [`Conn::decide_keep_alive`].
+    keep_alive: bool,
+    /// The socket may hold bytes not yet read: set by a readable event and by a read that
+    /// filled the buffer, cleared by a short read. Saves the read that would only say EAGAIN.
+    unread: bool,
+    /// Whether this connection has handed a request to the pool yet; until then it counts
+    /// against the worker's room, so one worker cannot take a whole burst of connections.
+    pub(super) fresh: bool,
+}
+
+impl<S: Socket> Conn<S> {
+    /// A connection just accepted, waiting for its first request.
+    pub(super) fn new(
+        stream: S,
+        peer: Option<SocketAddr>,
+        listener: usize,
+        serial: u64,
+        settings: &Settings,
+    ) -> Self {
+        Conn {
+            stream,
+            peer,
+            listener,
+            serial,
+            // A new connection's first request has header_timeout to arrive, as nginx's
+            // client_header_timeout: an idle connection that never spoke costs less time.
+            state: Reading::waiting(settings, settings.header_timeout),
+            read_buf: Vec::new(),
+            read_start: 0,
+            read_end: 0,
+            keep_alive: true,
+            // The client may have sent its request already.
+            unread: true,
+            fresh: true,
+        }
+    }
+
+    /// Takes the state out for a transition, which must put the next one in.
+    fn take_state(&mut self) -> State {
+        std::mem::replace(&mut self.state, State::Taken)
+    }
+
+    fn pending_input(&self) -> &[u8] {
+        &self.read_buf[self.read_start..self.read_end]
+    }
+
+    /// The one place that decides whether the connection stays open after its response.
+    fn decide_keep_alive(&mut self, why: KeepAlive, settings: &Settings) {
+        self.keep_alive = match why {
+            KeepAlive::Dispatched { client, stopping } => {
+                client && !stopping && !settings.keepalive.is_zero()
+            }
+            KeepAlive::Responding {
+                stopping,
+                close_delimited,
+            } => self.keep_alive && !stopping && !close_delimited,
+            KeepAlive::Broken => false,
+        };
+    }
+
+    /// Whether the connection waits for a request of which no byte has come.
+    pub(super) fn is_idle(&self) -> bool {
+        match &self.state {
+            State::Reading(reading) => reading.decoder.is_idle() && self.pending_input().is_empty(),
+            _ => false,
+        }
+    }
+
+    /// Whether the connection is with the application, waiting for its answer.
+    pub(super) fn in_app(&self) -> bool {
+        matches!(self.state, State::InApp(_))
+    }
+
+    /// For a stopping worker that lets idle connections drain: an idle connection waits at
+    /// most [`DRAIN_IDLE`] more after its last activity for a request already on its way.
+    pub(super) fn drain(&mut self, idle_wait: Duration, now: Instant) {
+        if !self.is_idle() {
+            return;
+        }
+        if let State::Reading(reading) = &mut self.state {
+            let last_active = reading.deadline.checked_sub(idle_wait).unwrap_or(now);
+            reading.deadline = reading.deadline.min((last_active + DRAIN_IDLE).max(now));
+        }
+    }
+
+    /// The request's label for a log line (method and target), when it is with the
+    /// application and `request_timeout` is on.
+    pub(super) fn label(&self) -> Option<&str> {
+        match &self.state {
+            State::InApp(in_app) => in_app.label.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Keeps what the access log records of the request just dispatched.
+    pub(super) fn set_access(&mut self, access: AccessInfo) {
+        debug_assert!(
+            self.in_app(),
+            "access info for a request not with the application"
+        );
+        if let State::InApp(in_app) = &mut self.state {
+            in_app.access = Some(access);
+        }
+    }
+
+    /// Since when the application has been working for this connection: on its request, or
+    /// on its stream's next chunk.
+    pub(super) fn app_since(&self) -> Option<Instant> {
+        match &self.state {
+            State::InApp(in_app) => Some(in_app.since),
+            State::Writing(writing) => writing.out.pulling_since(),
+            _ => None,
+        }
+    }
+
+    /// Which of the connection's waits ran out at `now`, if any. The application's waits
+    /// (on the request, on a stream's chunk) are bounded by `request_timeout` only.
+    pub(super) fn expiry(&self, now: Instant, request_timeout: Duration) -> Option<Expired> {
+        if let Some(since) = self.app_since() {
+            let ran = now.duration_since(since);
+            if request_timeout.is_zero() || ran <= request_timeout {
+                return None;
+            }
+            return Some(if self.in_app() {
+                Expired::Request(ran)
+            } else {
+                Expired::Stream(ran)
+            });
+        }
+        let deadline = match &self.state {
+            State::Reading(reading) => reading.deadline,
+            State::Writing(writing) => writing.deadline,
+            State::Lingering { until } => *until,
+            State::InApp(_) | State::Closed | State::Taken => return None,
+        };
+        if now < deadline {
+            None
+        } else if self.is_idle() {
+            Some(Expired::Idle)
+        } else if matches!(self.state, State::Reading(_)) {
+            Some(Expired::SlowRequest)
+        } else {
+            Some(Expired::Stalled)
+        }
+    }
+
+    /// Acts on a wait that ran out (other than the application's, which the worker handles).
+    pub(super) fn on_expired(&mut self, expired: Expired, ctx: &mut Ctx<'_>) {
+        match expired {
+            Expired::SlowRequest => {
+                log::debug!("request from {} timed out", peer_text(self.peer));
+                self.fail(
+                    &HttpError {
+                        status: 408,
+                        reason: "the request did not arrive in time",
+                    },
+                    ctx,
+                );
+            }
+            Expired::Idle | Expired::Stalled | Expired::Request(_) | Expired::Stream(_) => {
+                self.close(ctx);
+            }
+        }
+    }
+
+    /// The socket has news (`readable`: bytes or the end came in).
+    pub(super) fn on_event(&mut self, readable: bool, ctx: &mut Ctx<'_>) {
+        if readable {
+            // New bytes (or the end): worth a read once the connection reads again.
+            self.unread = true;
+        }
+        match self.state {
+            State::Reading(_) => self.read(ctx),
+            State::Writing(_) => self.write(ctx),
+            State::Lingering { .. } => self.linger(ctx),
+            // Bytes that arrive while the handler runs wait in the socket; they are read once
+            // the response is out.
+            State::InApp(_) | State::Closed | State::Taken => {}
+        }
+    }
+
+    /// Decodes what is buffered, reading more until a request is complete or the socket has
+    /// nothing more for now.
+    pub(super) fn read(&mut self, ctx: &mut Ctx<'_>) {
+        let settings = *ctx.settings;
+        loop {
+            let State::Reading(reading) = &mut self.state else {
+                return;
+            };
+            match reading
+                .decoder
+                .decode(&self.read_buf[self.read_start..self.read_end])
+            {
+                Err(err) => {
+                    log::debug!("bad request from {}: {err}", peer_text(self.peer));
+                    self.fail(&err, ctx);
+                    return;
+                }
+                Ok(Decoded::Complete {
+                    consumed,
+                    head,
+                    body,
+                }) => {
+                    self.read_start += consumed;
+                    if self.read_start == self.read_end {
+                        // Nothing pipelined behind it: give the buffer back now, so the
+                        // connection holds none while the request runs and while it is idle.
+                        self.read_buf = Vec::new();
+                        self.read_start = 0;
+                        self.read_end = 0;
+                    }
+                    let so_far = std::mem::take(&mut reading.body);
+                    match so_far.finish(body, settings.body_buffer) {
+                        Ok(body) => self.dispatch(head, body, ctx),
+                        Err(err) => self.body_not_stored(&err, ctx),
+                    }
+                    return;
+                }
+                Ok(Decoded::NeedMore { consumed }) => {
+                    self.read_start += consumed;
+                    if reading
+                        .body
+                        .spill_due(reading.decoder.body_buffered(), settings.body_buffer)
+                    {
+                        let bytes = reading.decoder.take_body();
+                        if let Err(err) = reading.body.spill(&bytes) {
+                            self.body_not_stored(&err, ctx);
+                            return;
+                        }
+                    }
+                    if consumed > 0 {
+                        // Head bytes are consumed only with the whole head, so this is body
+                        // progress (or the head just completed): the body clock restarts.
+                        reading.deadline = Instant::now() + settings.body_timeout;
+                    }
+                    if reading.decoder.take_continue() {
+                        // Small and written before any body byte is read; if the socket can't
+                        // take 25 bytes right now, the client sends the body anyway after its
+                        // own wait (RFC 9110 §10.1.1).
+                        let _ = self.stream.write(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                }
+            }
+            if !self.unread {
+                // The last read came back short: the socket is empty, and edge-triggered epoll
+                // reports the next bytes. Reading again now would only return EAGAIN.
+                return;
+            }
+            let idle_before = self.is_idle();
+            match self.read_more(ctx.scratch) {
+                Ok(0) => {
+                    // The client closed its side; whatever partial request there was is gone.
+                    self.close(ctx);
+                    return;
+                }
+                Ok(_) => {
+                    if idle_before && let State::Reading(reading) = &mut self.state {
+                        // A new request started: its head has `header_timeout` to arrive.
+                        reading.deadline = Instant::now() + settings.header_timeout;
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    self.unread = false;
+                    return;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    log::debug!("read from {}: {err}", peer_text(self.peer));
+                    self.close(ctx);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads once into the connection's buffer, growing it when it is nearly full and
+    /// reclaiming the space of decoded bytes first.
+    fn read_more(&mut self, scratch: &mut [u8]) -> io::Result<usize> {
+        if self.read_start == self.read_end {
+            self.read_buf.clear();
+            self.read_start = 0;
+            self.read_end = 0;
+        } else if self.read_start > 0 && self.read_start >= self.read_buf.len() / 2 {
+            self.read_buf.drain(..self.read_start);
+            self.read_end -= self.read_start;
+            self.read_start = 0;
+        }
+        // Into the worker's one scratch buffer, then only the bytes that came into the
+        // connection's own: an idle keep-alive connection holds no read buffer at all.
+        let n = self.stream.read(scratch)?;
+        self.read_buf.extend_from_slice(&scratch[..n]);
+        self.read_end = self.read_buf.len();
+        // Fewer bytes than asked for: the socket is drained (a full read may have left more).
+        self.unread = n == scratch.len();
+        Ok(n)
+    }
+
+    /// Answers 500 for a request whose body could not be written to its temporary file.
+    fn body_not_stored(&mut self, err: &io::Error, ctx: &mut Ctx<'_>) {
+        log::error!(
+            "could not write a request body to a temporary file in {}: {err}",
+            std::env::temp_dir().display()
+        );
+        self.fail(
+            &HttpError {
+                status: 500,
+                reason: "the request body could not be stored",
+            },
+            ctx,
+        );
+    }
+
+    /// Reading → InApp: the request goes to the application.
+    fn dispatch(&mut self, head: RequestHead, body: RequestBody, ctx: &mut Ctx<'_>) {
+        debug_assert!(matches!(self.state, State::Reading(_)));
+        self.decide_keep_alive(
+            KeepAlive::Dispatched {
+                client: head.keep_alive,
+                stopping: ctx.stopping,
+            },
+            ctx.settings,
+        );
+        self.state = State::InApp(InApp {
+            since: Instant::now(),
+            version: head.version,
+            head_request: head.method == "HEAD",
+            label: (!ctx.settings.request_timeout.is_zero())
+                .then(|| format!("{} {}", head.method, head.target)),
+            access: None,
+        });
+        let first = std::mem::take(&mut self.fresh);
+        ctx.actions.push(Action::Dispatch { head, body, first });
+    }
+
+    fn start_writing(&mut self, out: Output, linger: bool, ctx: &mut Ctx<'_>) {
+        debug_assert!(matches!(self.state, State::Taken));
+        self.state = State::Writing(Writing {
+            out,
+            deadline: Instant::now() + ctx.settings.body_timeout,
+            linger,
+        });
+        self.write(ctx);
+    }
+
+    /// Writes what the response has left until the socket is full or the response is out;
+    /// see [`Output::write`]. A connection with more to send and a socket still taking it is
+    /// queued to continue after the next poll, so one fast download cannot starve the others.
+    pub(super) fn write(&mut self, ctx: &mut Ctx<'_>) {
+        let State::Writing(writing) = &mut self.state else {
+            return;
+        };
+        let written = writing.out.write(&mut self.stream, self.peer);
+        if written.progressed {
+            writing.deadline = Instant::now() + ctx.settings.body_timeout;
+        }
+        if let Some(producer) = written.pull {
+            ctx.actions.push(if written.step == WriteStep::Close {
+                Action::Discard(producer)
+            } else {
+                Action::Pull(producer)
+            });
+        }
+        match written.step {
+            WriteStep::Done => self.finish(ctx),
+            WriteStep::Paused => ctx.actions.push(Action::Backlog),
+            WriteStep::Waiting => {}
+            WriteStep::Close => self.close(ctx),
+        }
+    }
+
+    /// Queues a streamed body's next chunk (or its end, with `None`) and writes on.
+    pub(super) fn take_chunk(&mut self, next: Option<(Vec<u8>, BodyStream)>, ctx: &mut Ctx<'_>) {
+        let State::Writing(writing) = &mut self.state else {
+            if let Some((_, producer)) = next {
+                ctx.actions.push(Action::Discard(producer));
+            }
+            return;
+        };
+        match writing.out.take_chunk(next, self.peer) {
+            ChunkTaken::Unexpected(producer) => {
+                ctx.actions.extend(producer.map(Action::Discard));
+                return;
+            }
+            ChunkTaken::Queued { finished, short } => {
+                writing.deadline = Instant::now() + ctx.settings.body_timeout;
+                if short {
+                    self.decide_keep_alive(KeepAlive::Broken, ctx.settings);
+                }
+                // Its promised length is out: its end (and its clean-up) is the pool's
+                // business.
+                ctx.actions.extend(finished.map(Action::Discard));
+            }
+        }
+        self.write(ctx);
+    }
+
+    /// Writing → Reading (keep-alive), Lingering or the close: the response is out.
+    fn finish(&mut self, ctx: &mut Ctx<'_>) {
+        let State::Writing(writing) = self.take_state() else {
+            debug_assert!(false, "finishing a response not being written");
+            return;
+        };
+        if self.keep_alive {
+            // A response begun before a stop (a long download, a stream) promised keep-alive.
+            // Now the connection is idle, and a stopping worker does not wait long for idle
+            // connections: a request already on its way is still answered, with
+            // `Connection: close`.
+            let wait = if ctx.stopping {
+                DRAIN_IDLE
+            } else {
+                ctx.settings.idle_wait()
+            };
+            self.state = Reading::waiting(ctx.settings, wait);
+            // A pipelined request may already be buffered or waiting in the socket.
+            self.read(ctx);
+        } else if writing.linger || self.unread || !self.pending_input().is_empty() {
+            self.stream.shutdown_write();
+            self.state = State::Lingering {
+                until: Instant::now() + LINGER,
+            };
+            self.linger(ctx);
+        } else {
+            // The request was read in full and nothing followed it: no reset can overtake the
+            // response, so close now (the close sends the FIN) rather than wait for the client.
+            self.close(ctx);
+        }
+    }
+
+    /// Drains what the client still sends; closes at its end.
+    fn linger(&mut self, ctx: &mut Ctx<'_>) {
+        let mut sink = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        self.close(ctx);
+    }
+
+    /// Any state → closed. A request still with the pool stays counted in flight until its
+    /// answer comes back, finds the serial gone, and is dropped; so does a stream's chunk
+    /// being pulled.
+    pub(super) fn close(&mut self, ctx: &mut Ctx<'_>) {
+        match self.take_state() {
+            State::Closed => {
+                self.state = State::Closed;
+                return;
+            }
+            State::Writing(mut writing) => {
+                ctx.actions
+                    .extend(writing.out.take_producer().map(Action::Discard));
+            }
+            State::Reading(_) | State::InApp(_) | State::Lingering { .. } | State::Taken => {}
+        }
+        self.state = State::Closed;
+        ctx.actions.push(Action::Close);
+    }
+}
+
+mod respond;
+
+#[cfg(test)]
+mod tests;

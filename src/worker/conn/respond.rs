@@ -1,0 +1,138 @@
+//! The transitions that begin a response: the application's answer (InApp → Writing), and
+//! an error response of the server's own (Reading or InApp → Writing).
+
+use std::time::SystemTime;
+
+use super::{Action, Answer, Conn, Ctx, KeepAlive, State};
+use crate::handler::{Body, Response};
+use crate::http::{self, HttpError, Version};
+use crate::worker::out::{FileOut, Output, Socket, StreamOut, Tail};
+
+impl<S: Socket> Conn<S> {
+    /// InApp → Writing: the application's answer goes out. An answer for a connection no
+    /// longer waiting for it (its request timed out) is dropped.
+    pub(in crate::worker) fn respond(&mut self, response: Response, ctx: &mut Ctx<'_>) {
+        let in_app = match self.take_state() {
+            State::InApp(in_app) => in_app,
+            other => {
+                self.state = other;
+                discard_body(response.into_parts().2, ctx);
+                return;
+            }
+        };
+        let is_head = in_app.head_request;
+        let mut response = response;
+        let mut reason = response.take_reason();
+        let (mut status, mut headers, mut body) = response.into_parts();
+        if let Some((name, _)) = headers.iter().find(|(n, v)| !http::valid_header(n, v)) {
+            // Writing it could split the response in two; the whole answer becomes a 500.
+            log::error!(
+                "the handler returned an invalid header field {name:?} (a name that is not a \
+                 token, or CR, LF or NUL in the value); answered 500 instead"
+            );
+            status = 500;
+            reason = None;
+            headers = vec![(
+                "Content-Type".to_owned(),
+                b"text/plain; charset=utf-8".to_vec(),
+            )];
+            body = Body::Bytes(b"500 Internal Server Error\n".to_vec());
+        }
+        // 1xx, 204 and 304 carry no body and no framing: a 304's length is the stored
+        // representation's, which the server does not know.
+        let with_body = http::status_allows_body(status);
+        let body_len = if with_body { body.len() } else { None };
+        ctx.actions.push(Action::Log(Answer {
+            status,
+            bytes: if is_head { 0 } else { body_len.unwrap_or(0) },
+            micros: in_app.since.elapsed().as_micros() as u64,
+            access: in_app.access,
+        }));
+        // HTTP/1.0 has no chunked coding: a body of unknown length ends where the connection
+        // does.
+        self.decide_keep_alive(
+            KeepAlive::Responding {
+                stopping: ctx.stopping,
+                close_delimited: with_body
+                    && body_len.is_none()
+                    && in_app.version == Version::Http10,
+            },
+            ctx.settings,
+        );
+        let mut head = Vec::with_capacity(256);
+        http::write_response_head(
+            &mut head,
+            in_app.version,
+            http::StatusLine {
+                code: status,
+                reason: reason.as_deref(),
+            },
+            &headers,
+            body_len,
+            self.keep_alive,
+            ctx.dates.get(SystemTime::now()),
+        );
+        let mut out = Output::new(head, Tail::None);
+        let sent = with_body && !is_head;
+        match body {
+            Body::Bytes(bytes) if sent => out.queue.push(bytes),
+            Body::File(region) if sent => {
+                let (file, offset, remaining) = region.into_parts();
+                if remaining > 0 {
+                    out.tail = Tail::File(FileOut {
+                        file,
+                        offset,
+                        remaining,
+                    });
+                }
+            }
+            Body::Stream(producer) if sent => {
+                out.tail = Tail::Stream(StreamOut::Ready {
+                    producer,
+                    chunked: in_app.version == Version::Http11,
+                    remaining: None,
+                });
+            }
+            Body::SizedStream(producer, len) if sent && len > 0 => {
+                out.tail = Tail::Stream(StreamOut::Ready {
+                    producer,
+                    chunked: false,
+                    remaining: Some(len),
+                });
+            }
+            unused => discard_body(unused, ctx),
+        }
+        self.start_writing(out, false, ctx);
+    }
+
+    /// Reading or InApp → Writing an error response, after which the connection closes.
+    pub(in crate::worker) fn fail(&mut self, err: &HttpError, ctx: &mut Ctx<'_>) {
+        let access = match self.take_state() {
+            // One that timed out in the handler still has what it was.
+            State::InApp(in_app) => in_app.access,
+            State::Reading(_) => None,
+            other => {
+                debug_assert!(false, "an error response while already answering");
+                self.state = other;
+                return;
+            }
+        };
+        ctx.actions.push(Action::Log(Answer {
+            status: err.status,
+            bytes: 0,
+            micros: 0,
+            access,
+        }));
+        let mut head = Vec::with_capacity(256);
+        http::error_response(&mut head, err, ctx.dates.get(SystemTime::now()));
+        self.decide_keep_alive(KeepAlive::Broken, ctx.settings);
+        self.start_writing(Output::new(head, Tail::None), true, ctx);
+    }
+}
+
+/// Hands the stream of a body that will not be sent to a pool thread to drop.
+fn discard_body(body: Body, ctx: &mut Ctx<'_>) {
+    if let Body::Stream(producer) | Body::SizedStream(producer, _) = body {
+        ctx.actions.push(Action::Discard(producer));
+    }
+}

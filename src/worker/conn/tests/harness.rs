@@ -1,0 +1,232 @@
+//! An in-memory socket, and a connection over it with what its transitions need.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use super::super::*;
+use crate::handler::Response;
+use crate::http::DateCache;
+
+/// What the client side of the in-memory socket does next when read from.
+pub(super) enum Input {
+    Bytes(Vec<u8>),
+    /// The client closed its side: every read from now on returns 0.
+    Eof,
+    /// The read fails (a reset).
+    Fail,
+}
+
+/// A socket in memory: reads follow a script (`WouldBlock` once it runs out), writes take at
+/// most `max_write` bytes a call (`WouldBlock` at 0) or fail.
+pub(super) struct Mem {
+    pub(super) input: VecDeque<Input>,
+    pub(super) written: Vec<u8>,
+    pub(super) max_write: usize,
+    pub(super) write_fails: bool,
+    pub(super) shut: Cell<bool>,
+}
+
+impl Read for Mem {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.input.front_mut() {
+            None => Err(io::ErrorKind::WouldBlock.into()),
+            Some(Input::Eof) => Ok(0),
+            Some(Input::Fail) => {
+                self.input.pop_front();
+                Err(io::ErrorKind::ConnectionReset.into())
+            }
+            Some(Input::Bytes(bytes)) => {
+                let n = bytes.len().min(buf.len());
+                buf[..n].copy_from_slice(&bytes[..n]);
+                bytes.drain(..n);
+                if bytes.is_empty() {
+                    self.input.pop_front();
+                }
+                Ok(n)
+            }
+        }
+    }
+}
+
+impl Mem {
+    /// How much the next write may take, or why it takes nothing.
+    pub(super) fn room(&self, want: usize) -> io::Result<usize> {
+        if self.write_fails {
+            Err(io::ErrorKind::BrokenPipe.into())
+        } else if self.max_write == 0 {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(want.min(self.max_write))
+        }
+    }
+}
+
+impl Write for Mem {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.room(buf.len())?;
+        self.written.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Socket for Mem {
+    fn shutdown_write(&self) {
+        self.shut.set(true);
+    }
+
+    fn send_file(&mut self, file: &File, offset: &mut u64, count: usize) -> io::Result<usize> {
+        let mut buf = vec![0; self.room(count)?];
+        let n = file.read_at(&mut buf, *offset)?;
+        self.written.extend_from_slice(&buf[..n]);
+        *offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// A connection over [`Mem`] and what its transitions need.
+pub(super) struct Test {
+    pub(super) conn: Conn<Mem>,
+    pub(super) settings: Settings,
+    pub(super) scratch: Vec<u8>,
+    pub(super) dates: DateCache,
+    pub(super) stopping: bool,
+}
+
+pub(super) fn settings() -> Settings {
+    Settings {
+        limits: http::Limits::default(),
+        body_buffer: 1024,
+        keepalive: Duration::from_secs(5),
+        header_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(100),
+        request_timeout: Duration::from_secs(30),
+    }
+}
+
+impl Test {
+    pub(super) fn new() -> Test {
+        Test::with(settings())
+    }
+
+    pub(super) fn with(settings: Settings) -> Test {
+        let mem = Mem {
+            input: VecDeque::new(),
+            written: Vec::new(),
+            max_write: usize::MAX,
+            write_fails: false,
+            shut: Cell::new(false),
+        };
+        Test {
+            conn: Conn::new(mem, None, 0, 1, &settings),
+            settings,
+            scratch: vec![0; 64 * 1024],
+            dates: DateCache::new(),
+            stopping: false,
+        }
+    }
+
+    pub(super) fn send(&mut self, bytes: &[u8]) {
+        self.conn
+            .stream
+            .input
+            .push_back(Input::Bytes(bytes.to_vec()));
+    }
+
+    pub(super) fn close_input(&mut self) {
+        self.conn.stream.input.push_back(Input::Eof);
+    }
+
+    /// Runs one transition and returns its actions.
+    pub(super) fn run(
+        &mut self,
+        transition: impl FnOnce(&mut Conn<Mem>, &mut Ctx<'_>),
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let mut ctx = Ctx {
+            settings: &self.settings,
+            scratch: &mut self.scratch,
+            dates: &mut self.dates,
+            stopping: self.stopping,
+            actions: &mut actions,
+        };
+        transition(&mut self.conn, &mut ctx);
+        actions
+    }
+
+    /// A readable (or writable) event.
+    pub(super) fn event(&mut self) -> Vec<Action> {
+        self.run(|conn, ctx| conn.on_event(true, ctx))
+    }
+
+    pub(super) fn respond(&mut self, response: Response) -> Vec<Action> {
+        self.run(|conn, ctx| conn.respond(response, ctx))
+    }
+
+    /// What the client received since the last call.
+    pub(super) fn received(&mut self) -> String {
+        String::from_utf8_lossy(&std::mem::take(&mut self.conn.stream.written)).into_owned()
+    }
+
+    pub(super) fn state(&self) -> &'static str {
+        match self.conn.state {
+            State::Closed => "closed",
+            State::Taken => "taken",
+            State::Reading(_) => "reading",
+            State::InApp(_) => "in app",
+            State::Writing(_) => "writing",
+            State::Lingering { .. } => "lingering",
+        }
+    }
+
+    /// Sends a GET and returns it dispatched.
+    pub(super) fn dispatch_get(&mut self, extra: &str) -> Vec<Action> {
+        self.send(format!("GET /x HTTP/1.1\r\nHost: h\r\n{extra}\r\n").as_bytes());
+        self.event()
+    }
+}
+
+/// The actions, named, to compare with a list.
+pub(super) fn names(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .map(|action| match action {
+            Action::Dispatch { head, first, .. } => {
+                format!(
+                    "dispatch {} {}{}",
+                    head.method,
+                    head.target,
+                    if *first { " first" } else { "" }
+                )
+            }
+            Action::Pull(_) => "pull".to_owned(),
+            Action::Discard(_) => "discard".to_owned(),
+            Action::Log(answer) => format!("log {}", answer.status),
+            Action::Backlog => "backlog".to_owned(),
+            Action::Close => "close".to_owned(),
+        })
+        .collect()
+}
+
+pub(super) fn chunks(parts: &[&[u8]]) -> BodyStream {
+    Box::new(
+        parts
+            .iter()
+            .map(|part| part.to_vec())
+            .collect::<Vec<_>>()
+            .into_iter(),
+    )
+}
+
+pub(super) fn later(by: Duration) -> Instant {
+    Instant::now() + by
+}
+
+pub(super) const SEC: Duration = Duration::from_secs(1);

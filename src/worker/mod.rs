@@ -1,0 +1,620 @@
+//! A worker process: one mio event loop that owns every client socket, and a fixed pool of
+//! threads that run the application's handler.
+//!
+//! The loop accepts, reads until a whole request (head and body) is buffered, hands it to the
+//! pool, and writes the response when the pool hands it back. A worker whose pool is full, or
+//! that holds `max_connections`, stops taking connections from the shared listeners, so the
+//! kernel gives them to a worker that has room.
+//!
+//! Each connection is a state machine ([`conn`]); this module routes events to it and carries
+//! out the [`Action`]s its transitions return. When to take connections is [`admission`]'s
+//! decision; what a response has left to write is [`out`]'s.
+
+mod accept;
+mod admission;
+mod conn;
+mod error;
+mod out;
+mod start;
+mod sweep;
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::{Events, Poll, Token};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::access_log::{self, AccessLog};
+use crate::config::{BindAddr, Config};
+use crate::forwarded;
+use crate::handler::{Body, BodyStream, HandlerFactory, Headers, Request, RequestBody, Response};
+use crate::http::{DateCache, RequestHead};
+use crate::listeners::{Listener, MioListener, Stream};
+use crate::logging::{self, Role};
+use crate::pool::{Finished, Job, Outcome, Pool, Work};
+use crate::protocol::{self, WorkerIntent};
+use crate::scoreboard::{RetireReason, Scoreboard, SlotHandle};
+use crate::sys;
+
+use admission::Admission;
+use conn::{AccessInfo, Action, Answer, Conn, Ctx, Settings};
+pub use error::{SetupStep, WorkerError};
+
+const WAKER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const FIRST_LISTENER: usize = 2;
+/// Connection tokens start here, well clear of the listeners'.
+const FIRST_CONN: usize = 1 << 20;
+
+/// How long the loop sleeps at most, so timers are checked and the heartbeat written at least
+/// this often; shorter when `timeout` or `request_timeout` is short.
+const MAX_TICK: Duration = Duration::from_secs(1);
+/// After a clean stop, how much longer than what is left of `graceful_timeout` the worker waits
+/// for its pool threads to finish and the application to be dropped; the master's own margin
+/// before it kills a stopping worker is larger.
+const APP_DROP_MARGIN: Duration = Duration::from_millis(500);
+/// A `Handler::on_stop` slower than this is logged: it runs on the event loop.
+const ON_STOP_WARN: Duration = Duration::from_millis(50);
+/// How often a worker with `max_worker_memory` measures itself.
+const MEMORY_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// The worker's scratch buffer for reads from client sockets.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What the master hands a new worker.
+pub struct WorkerContext<'a> {
+    /// The worker's slot, from 1.
+    pub slot: usize,
+    /// The config the worker runs with.
+    pub config: &'a Config,
+    /// The listening sockets this worker serves, and no others: closing them (at a stop)
+    /// closes them in this process.
+    pub listeners: Vec<Listener>,
+    /// Builds the application after fork.
+    pub factory: &'a dyn HandlerFactory,
+    /// Where the worker asks the master to look at its scoreboard slot now (when it is up,
+    /// and when it starts recycling itself): its pid, 4 bytes little-endian.
+    pub report: &'a OwnedFd,
+    /// The signal mask the master blocked around fork; restored once the worker's own signal
+    /// handlers are in place.
+    pub blocked: sys::SignalsBlocked,
+    /// The shared scoreboard, and this worker's slot in it.
+    pub scoreboard: &'a Scoreboard,
+    /// This worker's scoreboard slot.
+    pub board: usize,
+    /// The user and group to switch to before any application code runs.
+    pub identity: &'a sys::Identity,
+}
+
+/// Runs a worker until it is told to stop; never returns.
+pub fn run(context: WorkerContext<'_>) -> ! {
+    let slot = context.slot;
+    logging::set_role(Role::Worker(slot));
+    sys::set_thread_name(&format!("tine: worker {slot}"));
+    crate::pool::install_panic_hook();
+    match Worker::start(context) {
+        Ok(mut worker) => {
+            let stopped = worker.run();
+            if let Some(access_log) = worker.access_log.as_mut() {
+                access_log.finish();
+            }
+            if let Stopped::Clean { deadline } = stopped {
+                worker.drop_application(deadline);
+            }
+            log::debug!("worker stopped");
+            sys::exit_now(0)
+        }
+        Err(err) => {
+            log::error!("{err}");
+            sys::exit_now(err.exit_code())
+        }
+    }
+}
+
+/// How the event loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopped {
+    /// A graceful stop that finished every connection before `deadline`: the application is
+    /// dropped before the worker exits.
+    Clean { deadline: Instant },
+    /// A fast stop, a graceful stop that timed out, or a failed loop: the worker exits at once.
+    Abrupt,
+}
+
+/// What a stopping worker does with its idle keep-alive connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdleConnections {
+    /// Close them at once: the operator asked the server to stop.
+    Close,
+    /// Let each finish a request already under way: the worker is only being replaced.
+    Drain,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Finishing in-flight requests; no new connections, no keep-alive.
+    Stopping {
+        deadline: Instant,
+    },
+}
+
+struct Worker<'a> {
+    poll: Poll,
+    /// Where reads from client sockets land first; see `Conn::read_more`.
+    scratch: Box<[u8]>,
+    slot: usize,
+    access_log: Option<AccessLog>,
+    trusted: Arc<[forwarded::Trusted]>,
+    board: SlotHandle<'a>,
+    report: std::fs::File,
+    signals: Signals,
+    listeners: Vec<MioListener>,
+    /// Each listener's address, by the same index, for the requests it brings in; kept when
+    /// the listeners themselves are dropped at a stop.
+    listener_addrs: Vec<Arc<BindAddr>>,
+    /// Whether the listeners are registered with the loop.
+    accepting: bool,
+    /// The load that decides whether to take connections.
+    admission: Admission,
+    pool: Pool,
+    conns: Vec<Option<Conn<Stream>>>,
+    free: Vec<usize>,
+    next_serial: u64,
+    phase: Phase,
+    dates: DateCache,
+    /// What every connection goes by.
+    settings: Settings,
+    graceful_timeout: Duration,
+    /// Recycle after this many requests, jitter included; `None` never.
+    max_requests: Option<u64>,
+    max_worker_memory: u64,
+    served: u64,
+    tick: Duration,
+    last_memory_check: Instant,
+    master_pid: u32,
+    finished: Vec<Finished>,
+    /// The actions of the transition being carried out; kept for its allocation.
+    actions: Vec<Action>,
+    /// Connections (index, serial) that stopped writing at their budget with the socket still
+    /// writable: edge-triggered readiness will not report them again, so the loop resumes them.
+    write_backlog: Vec<(usize, u64)>,
+}
+
+impl<'a> Worker<'a> {
+    fn run(&mut self) -> Stopped {
+        let mut events = Events::with_capacity(1024);
+        let mut last_sweep = Instant::now();
+        loop {
+            let wait = if !self.write_backlog.is_empty() {
+                Duration::ZERO
+            } else {
+                self.admission.wait(Instant::now(), self.tick)
+            };
+            if let Err(err) = self.poll.poll(&mut events, Some(wait))
+                && err.kind() != io::ErrorKind::Interrupted
+            {
+                log::error!("event loop failed: {err}; stopping");
+                return Stopped::Abrupt;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => self.on_finished(),
+                    SIGNALS => {
+                        if self.on_signals() {
+                            return Stopped::Abrupt;
+                        }
+                    }
+                    Token(n) if n >= FIRST_CONN => {
+                        let readable = event.is_readable() || event.is_read_closed();
+                        self.drive(n - FIRST_CONN, |conn, ctx| conn.on_event(readable, ctx));
+                    }
+                    Token(n) => self.on_listener(n - FIRST_LISTENER),
+                }
+            }
+            self.drive_backlog();
+            self.nudge_accept();
+            let now = Instant::now();
+            if now.duration_since(last_sweep) >= self.tick {
+                last_sweep = now;
+                self.sweep(now);
+                if let Some(access_log) = self.access_log.as_mut() {
+                    access_log.tick();
+                }
+                self.beat();
+            }
+            if let Phase::Stopping { deadline } = self.phase {
+                if self.admission.load.live == 0 {
+                    return Stopped::Clean { deadline };
+                }
+                if now >= deadline {
+                    log::warn!(
+                        "graceful stop timed out after {:?} with {} connections open ({} requests in flight); exiting",
+                        self.graceful_timeout,
+                        self.admission.load.live,
+                        self.admission.load.in_flight
+                    );
+                    return Stopped::Abrupt;
+                }
+            }
+        }
+    }
+
+    /// Stops the pool and drops the application, so its destructors run (flushing, closing
+    /// connections) before the worker exits; bounded by what is left of the graceful stop.
+    /// A pool thread still stuck in a handler, or a destructor that does not return in time,
+    /// is left behind: the worker exits anyway.
+    fn drop_application(self, deadline: Instant) {
+        let limit = deadline.saturating_duration_since(Instant::now()) + APP_DROP_MARGIN;
+        let Worker { pool, .. } = self;
+        if !pool.shutdown_within(limit) {
+            log::warn!(
+                "the application was not dropped within {limit:?} (a request or its destructor \
+                 is still running); exiting without it"
+            );
+        }
+    }
+
+    /// Returns true when the worker must exit now.
+    fn on_signals(&mut self) -> bool {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for signal in pending {
+            match WorkerIntent::from_signal(signal) {
+                WorkerIntent::GracefulStop => self.begin_stop("SIGTERM", IdleConnections::Close),
+                // Replaced by a reload or an upgrade, or by an operator: drain rather than
+                // reset anything, and tell the master, which starts a replacement if it
+                // did not ask for this itself.
+                WorkerIntent::Drain => self.retire(RetireReason::Replaced),
+                WorkerIntent::ReopenLogs => {
+                    if let Err(err) = logging::reopen() {
+                        log::error!("could not reopen the error log: {err}");
+                    }
+                    if let Some(access_log) = self.access_log.as_mut() {
+                        access_log.reopen();
+                    }
+                }
+                WorkerIntent::FastStop | WorkerIntent::Abort | WorkerIntent::Kill => {
+                    log::info!("fast stop on signal {signal}");
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Stops taking work because of `reason` and announces it to the master, which starts a
+    /// replacement at once; the worker finishes what it has, then exits.
+    fn retire(&mut self, reason: RetireReason) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        self.board.retire(reason);
+        if let Err(err) = self.report_to_master() {
+            // The master still sees the slot on its next heartbeat check.
+            log::warn!("could not tell the master this worker is recycling: {err}");
+        }
+        self.begin_stop(&reason.to_string(), IdleConnections::Drain);
+    }
+
+    /// Wakes the master to read this worker's scoreboard slot.
+    fn report_to_master(&mut self) -> io::Result<()> {
+        self.report
+            .write_all(&protocol::encode_report(std::process::id()))
+    }
+
+    fn begin_stop(&mut self, why: &str, idle_connections: IdleConnections) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        log::debug!(
+            "graceful stop ({why}): finishing {} requests in flight, closing idle connections",
+            self.admission.load.in_flight
+        );
+        self.phase = Phase::Stopping {
+            deadline: Instant::now() + self.graceful_timeout,
+        };
+        self.tell_application_stopping();
+        let _ = self.set_accepting(false);
+        self.listeners.clear();
+        let idle_wait = self.settings.idle_wait();
+        let now = Instant::now();
+        for index in 0..self.conns.len() {
+            match idle_connections {
+                // A request may be waiting in the socket, unread: take it in (it is answered
+                // with `Connection: close`) rather than drop it with the connection.
+                IdleConnections::Close => self.drive(index, |conn, ctx| {
+                    conn.read(ctx);
+                    if conn.is_idle() {
+                        conn.close(ctx);
+                    }
+                }),
+                // Closing a keep-alive connection races with a request the client may be
+                // sending right now; give it a moment to arrive (it is then answered with
+                // `Connection: close`) and close the connection once it has been quiet.
+                IdleConnections::Drain => {
+                    if let Some(conn) = self.conns[index].as_mut() {
+                        conn.drain(idle_wait, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls the application's [`Handler::on_stop`](crate::handler::Handler::on_stop), here on
+    /// the loop, so it runs even when every pool thread is busy.
+    fn tell_application_stopping(&self) {
+        let started = Instant::now();
+        let handler = self.pool.handler();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.on_stop()));
+        if outcome.is_err() {
+            log::error!("the application's on_stop panicked");
+        }
+        let took = started.elapsed();
+        if took > ON_STOP_WARN {
+            log::warn!(
+                "the application's on_stop took {took:?}; it runs on the event loop and should \
+                 return at once"
+            );
+        }
+    }
+
+    /// Publishes this worker's progress to the master.
+    fn beat(&self) {
+        self.board.beat(sys::monotonic_ms());
+    }
+
+    /// Runs a transition of the connection at `index`, if it is open, and carries out the
+    /// actions it returns.
+    fn drive(&mut self, index: usize, transition: impl FnOnce(&mut Conn<Stream>, &mut Ctx<'_>)) {
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut actions = std::mem::take(&mut self.actions);
+        let mut ctx = Ctx {
+            settings: &self.settings,
+            scratch: &mut self.scratch,
+            dates: &mut self.dates,
+            stopping: self.phase != Phase::Running,
+            actions: &mut actions,
+        };
+        transition(conn, &mut ctx);
+        let serial = conn.serial;
+        for action in actions.drain(..) {
+            self.carry_out(index, serial, action);
+        }
+        self.actions = actions;
+    }
+
+    /// Does what a connection's transition asked for.
+    fn carry_out(&mut self, index: usize, serial: u64, action: Action) {
+        match action {
+            Action::Dispatch { head, body, first } => {
+                if first {
+                    self.admission.load.fresh -= 1;
+                }
+                self.dispatch(index, serial, head, body);
+            }
+            Action::Pull(producer) => {
+                self.admission.load.pulls += 1;
+                self.pool.submit(Job {
+                    conn: index,
+                    serial,
+                    work: Work::NextChunk(producer),
+                });
+            }
+            Action::Discard(producer) => self.discard(index, serial, producer),
+            Action::Log(answer) => self.record(index, answer),
+            Action::Backlog => self.write_backlog.push((index, serial)),
+            Action::Close => self.forget(index),
+        }
+    }
+
+    /// Hands a request to the pool.
+    fn dispatch(&mut self, index: usize, serial: u64, head: RequestHead, body: RequestBody) {
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let RequestHead {
+            method,
+            target,
+            version,
+            headers,
+            ..
+        } = head;
+        let mut request = Request::builder(&method, &target)
+            .version(version)
+            .headers(Headers::from_fields(headers))
+            .peer(conn.peer)
+            .trusted(Arc::clone(&self.trusted))
+            .body_parts(body);
+        if let Some(addr) = self.listener_addrs.get(conn.listener) {
+            request = request.listener(Arc::clone(addr));
+        }
+        let request = request.build();
+        if self.access_log.is_some() {
+            let text = |name: &str| {
+                request
+                    .header(name)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            conn.set_access(AccessInfo {
+                remote: request
+                    .client_addr()
+                    .map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+                method: request.method().to_owned(),
+                target: request.target().to_owned(),
+                version: request.version().as_str(),
+                user_agent: text("User-Agent"),
+                referer: text("Referer"),
+            });
+        }
+        self.admission.load.in_flight += 1;
+        self.pool.submit(Job {
+            conn: index,
+            serial,
+            work: Work::Request(request),
+        });
+        self.update_accepting();
+    }
+
+    /// Records a response on the scoreboard and in the access log.
+    fn record(&mut self, index: usize, answer: Answer) {
+        self.board.record(answer.status, answer.micros);
+        let Some(log) = self.access_log.as_mut() else {
+            return;
+        };
+        // A request that never parsed has only its peer.
+        let peer = self
+            .conns
+            .get(index)
+            .and_then(Option::as_ref)
+            .and_then(|conn| conn.peer)
+            .map_or_else(|| "-".to_owned(), |p| p.ip().to_string());
+        let info = answer.access.as_ref();
+        log.log(&access_log::Entry {
+            time: SystemTime::now(),
+            remote: info.map_or(peer.as_str(), |i| i.remote.as_str()),
+            method: info.map_or("-", |i| i.method.as_str()),
+            target: info.map_or("-", |i| i.target.as_str()),
+            version: info.map_or("-", |i| i.version),
+            status: answer.status,
+            bytes: answer.bytes,
+            duration_us: answer.micros,
+            user_agent: info.map_or("", |i| i.user_agent.as_str()),
+            referer: info.map_or("", |i| i.referer.as_str()),
+            worker: self.slot,
+        });
+    }
+
+    fn on_finished(&mut self) {
+        let mut finished = std::mem::take(&mut self.finished);
+        self.pool.take_finished(&mut finished);
+        for Finished {
+            conn,
+            serial,
+            outcome,
+        } in finished.drain(..)
+        {
+            match outcome {
+                Outcome::Response { response, .. } => {
+                    self.admission.load.in_flight -= 1;
+                    self.served += 1;
+                    if let Some(limit) = self.max_requests
+                        && self.served >= limit
+                    {
+                        // Before the response goes out, so it carries `Connection: close`.
+                        self.retire(RetireReason::MaxRequests(self.served));
+                    }
+                    self.write_response(conn, serial, response);
+                }
+                Outcome::Chunk(chunk, producer) => {
+                    self.admission.load.pulls -= 1;
+                    self.on_chunk(conn, serial, Some((chunk, producer)));
+                }
+                Outcome::StreamEnded => {
+                    self.admission.load.pulls -= 1;
+                    self.on_chunk(conn, serial, None);
+                }
+                Outcome::StreamFailed => {
+                    self.admission.load.pulls -= 1;
+                    if self.is_current(conn, serial) {
+                        self.drive(conn, Conn::close);
+                    }
+                }
+            }
+        }
+        self.finished = finished;
+        self.update_accepting();
+    }
+
+    /// Whether the connection at `index` is still the one with `serial`.
+    fn is_current(&self, index: usize, serial: u64) -> bool {
+        self.conns
+            .get(index)
+            .and_then(Option::as_ref)
+            .is_some_and(|conn| conn.serial == serial)
+    }
+
+    /// Hands a stream the loop no longer needs to a pool thread to drop.
+    fn discard(&mut self, index: usize, serial: u64, producer: BodyStream) {
+        self.pool.submit(Job {
+            conn: index,
+            serial,
+            work: Work::Discard(producer),
+        });
+    }
+
+    /// Gives a streamed body's next chunk (or its end) to its connection.
+    fn on_chunk(&mut self, index: usize, serial: u64, next: Option<(Vec<u8>, BodyStream)>) {
+        if self.is_current(index, serial) {
+            self.drive(index, |conn, ctx| conn.take_chunk(next, ctx));
+        } else if let Some((_, producer)) = next {
+            self.discard(index, serial, producer);
+        }
+    }
+
+    /// Gives the application's answer to its connection; one whose connection is gone is
+    /// dropped.
+    fn write_response(&mut self, index: usize, serial: u64, response: Response) {
+        if self.is_current(index, serial) {
+            self.drive(index, |conn, ctx| conn.respond(response, ctx));
+        } else if let Body::Stream(producer) | Body::SizedStream(producer, _) =
+            response.into_parts().2
+        {
+            self.discard(index, serial, producer);
+        }
+    }
+
+    /// Continues the writes that a connection paused at its budget.
+    fn drive_backlog(&mut self) {
+        let mut backlog = std::mem::take(&mut self.write_backlog);
+        for (index, serial) in backlog.drain(..) {
+            if self.is_current(index, serial) {
+                self.drive(index, Conn::write);
+            }
+        }
+        if self.write_backlog.is_empty() {
+            // Keep the allocation for the next turn.
+            self.write_backlog = backlog;
+        }
+    }
+
+    /// Forgets a closed connection.
+    fn forget(&mut self, index: usize) {
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::take) else {
+            return;
+        };
+        // No deregister: closing the socket (dropping `conn`) takes it out of epoll, and the
+        // socket is never shared with another descriptor. One system call less per connection.
+        if conn.fresh {
+            self.admission.load.fresh -= 1;
+        }
+        self.free.push(index);
+        self.admission.load.live -= 1;
+        self.update_accepting();
+    }
+}
+
+/// Takes over the listening sockets this worker serves, with each one's address by the same
+/// index.
+fn take_listeners(
+    owned: Vec<Listener>,
+) -> Result<(Vec<MioListener>, Vec<Arc<BindAddr>>), WorkerError> {
+    let mut listeners = Vec::with_capacity(owned.len());
+    let mut listener_addrs = Vec::with_capacity(owned.len());
+    for listener in owned {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| WorkerError::Setup(SetupStep::ListenerAddress, e))?;
+        listener_addrs.push(Arc::new(addr));
+        listeners.push(listener.into_mio());
+    }
+    Ok((listeners, listener_addrs))
+}
+
+fn peer_text(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "a unix socket client".to_owned(), |p| p.to_string())
+}
