@@ -41,7 +41,6 @@ pub mod pool;
 pub mod protocol;
 #[cfg(feature = "python")]
 pub mod python;
-pub mod scoreboard;
 pub mod status;
 pub(crate) mod sys;
 mod text;

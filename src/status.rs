@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::scoreboard::DURATION_BOUNDS_US;
+use crate::protocol::scoreboard::DURATION_BOUNDS_US;
 use crate::text::json_string;
 
 /// One worker, as the status shows it.

@@ -24,7 +24,7 @@ const HTTP_ROOT: &str = "mod";
 const LAYERS: [&[&str]; 6] = [
     &["text", "sys", "http", "forwarded", "cpu"],
     &["config"],
-    &["logging", "access_log", "scoreboard", "status"],
+    &["logging", "access_log", "protocol", "status"],
     &[
         "handler",
         "pool",

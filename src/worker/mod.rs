@@ -6,9 +6,9 @@
 //! that holds `max_connections`, stops taking connections from the shared listeners, so the
 //! kernel gives them to a worker that has room.
 //!
-//! Each connection is a state machine ([`conn`]); this module routes events to it and carries
-//! out the [`Action`]s its transitions return. When to take connections is [`admission`]'s
-//! decision; what a response has left to write is [`out`]'s.
+//! Each connection is a state machine (`conn.rs`); this module routes events to it and carries
+//! out the actions its transitions return. When to take connections is `admission.rs`'s
+//! decision; what a response has left to write is `out.rs`'s.
 
 mod accept;
 mod admission;
@@ -36,7 +36,7 @@ use crate::listeners::{Listener, MioListener, Stream};
 use crate::logging::{self, Role};
 use crate::pool::{Finished, Job, Outcome, Pool, Work};
 use crate::protocol::{self, WorkerIntent};
-use crate::scoreboard::{RetireReason, Scoreboard, SlotHandle};
+use crate::protocol::{RetireReason, Scoreboard, SlotHandle};
 use crate::sys;
 
 use admission::Admission;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::conn::{Conn, Expired};
 use super::{IdleConnections, MEMORY_CHECK_EVERY, Phase, Worker, peer_text};
 use crate::http::HttpError;
-use crate::scoreboard::RetireReason;
+use crate::protocol::RetireReason;
 use crate::sys;
 
 impl Worker<'_> {

@@ -8,7 +8,7 @@
 //!   its pid to a pipe every worker shares: [`encode_report`] on one end, [`ReportDecoder`] on
 //!   the other.
 //! - **The scoreboard.** The shared-memory slots a worker writes and the master reads; the
-//!   layout lives in [`crate::scoreboard`] and its types are re-exported here.
+//!   layout lives in [`scoreboard`].
 //! - **Exit codes.** What a worker's exit code tells the master ([`is_boot_failure`]).
 
 use std::io;
@@ -20,7 +20,9 @@ use signal_hook::consts::{
 
 use crate::sys;
 
-pub use crate::scoreboard::{
+pub mod scoreboard;
+
+pub use scoreboard::{
     CAPACITY as SCOREBOARD_CAPACITY, DURATION_BOUNDS_US, RetireReason, Scoreboard, SlotHandle,
     SlotView, WorkerState,
 };
