@@ -256,49 +256,31 @@ impl FromStr for Workers {
 /// request body is kept in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest request line in bytes, excluding its CRLF (414).
-    pub request_line: usize,
-    /// Most header fields in a head, and most trailer fields in a chunked body (431).
-    pub headers: usize,
-    /// Longest single field line, excluding its CRLF (431).
-    pub header_field_size: usize,
-    /// Largest head in bytes (431).
-    pub header_bytes: usize,
-    /// Largest request body in bytes after chunked decoding (413).
-    pub body: u64,
+    /// What the HTTP decoder enforces: the request line, the header fields and the head's
+    /// size, the body's size.
+    pub http: crate::http::Limits,
     /// A request body larger than this is written to an unlinked temporary file as it arrives,
     /// instead of being held in memory.
     pub body_buffer: u64,
 }
 
-impl Limits {
-    /// The limits the HTTP decoder enforces.
-    pub fn http(&self) -> crate::http::Limits {
-        crate::http::Limits {
-            request_line: self.request_line,
-            headers: self.headers,
-            header_field_size: self.header_field_size,
-            header_bytes: self.header_bytes,
-            body: self.body,
-        }
-    }
-}
-
 /// The decoder's limits at the config's defaults.
 impl Default for crate::http::Limits {
     fn default() -> Self {
-        Limits::default().http()
+        crate::http::Limits {
+            request_line: 8192,
+            headers: 100,
+            header_field_size: 8190,
+            header_bytes: 64 << 10,
+            body: 100 << 20,
+        }
     }
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            request_line: 8192,
-            headers: 100,
-            header_field_size: 8190,
-            header_bytes: 64 << 10,
-            body: 100 << 20,
+            http: crate::http::Limits::default(),
             body_buffer: 1 << 20,
         }
     }

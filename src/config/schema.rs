@@ -297,46 +297,46 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 name: "request_line",
                 help: "Longest request line (method, target, version), in bytes.",
                 read: |v, c| {
-                    c.limits.request_line = size_usize(v)?;
+                    c.limits.http.request_line = size_usize(v)?;
                     Ok(())
                 },
-                write: |c| toml_size(c.limits.request_line as u64),
+                write: |c| toml_size(c.limits.http.request_line as u64),
             },
             KeySpec {
                 name: "headers",
                 help: "Most header fields in one request.",
                 read: |v, c| {
-                    c.limits.headers = positive_usize(v, None)?.get();
+                    c.limits.http.headers = positive_usize(v, None)?.get();
                     Ok(())
                 },
-                write: |c| c.limits.headers.to_string(),
+                write: |c| c.limits.http.headers.to_string(),
             },
             KeySpec {
                 name: "header_field_size",
                 help: "Longest single header line, name and value, in bytes.",
                 read: |v, c| {
-                    c.limits.header_field_size = size_usize(v)?;
+                    c.limits.http.header_field_size = size_usize(v)?;
                     Ok(())
                 },
-                write: |c| toml_size(c.limits.header_field_size as u64),
+                write: |c| toml_size(c.limits.http.header_field_size as u64),
             },
             KeySpec {
                 name: "header_bytes",
                 help: "Largest request head (request line plus all headers), in bytes.",
                 read: |v, c| {
-                    c.limits.header_bytes = size_usize(v)?;
+                    c.limits.http.header_bytes = size_usize(v)?;
                     Ok(())
                 },
-                write: |c| toml_size(c.limits.header_bytes as u64),
+                write: |c| toml_size(c.limits.http.header_bytes as u64),
             },
             KeySpec {
                 name: "body",
                 help: "Largest request body, in bytes; 0 refuses any body.",
                 read: |v, c| {
-                    c.limits.body = read_size(v, false)?;
+                    c.limits.http.body = read_size(v, false)?;
                     Ok(())
                 },
-                write: |c| toml_size(c.limits.body),
+                write: |c| toml_size(c.limits.http.body),
             },
             KeySpec {
                 name: "body_buffer",

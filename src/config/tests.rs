@@ -32,11 +32,11 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.server.timeout, Duration::from_secs(30));
     assert_eq!(c.server.graceful_timeout, Duration::from_secs(30));
     assert_eq!(c.server.keepalive, Duration::from_secs(75));
-    assert_eq!(c.limits.request_line, 8192);
-    assert_eq!(c.limits.headers, 100);
-    assert_eq!(c.limits.header_field_size, 8190);
-    assert_eq!(c.limits.header_bytes, 65_536);
-    assert_eq!(c.limits.body, 104_857_600);
+    assert_eq!(c.limits.http.request_line, 8192);
+    assert_eq!(c.limits.http.headers, 100);
+    assert_eq!(c.limits.http.header_field_size, 8190);
+    assert_eq!(c.limits.http.header_bytes, 65_536);
+    assert_eq!(c.limits.http.body, 104_857_600);
     assert_eq!(c.limits.body_buffer, 1_048_576);
     assert_eq!(c.log.level, log::LevelFilter::Info);
     assert_eq!(c.app.handler, HandlerKind::Demo);
@@ -109,11 +109,11 @@ handler = "demo"
     assert_eq!(c.server.timeout, Duration::from_secs(90));
     assert_eq!(c.server.graceful_timeout, Duration::ZERO);
     assert_eq!(c.server.keepalive, Duration::from_millis(500));
-    assert_eq!(c.limits.request_line, 4096);
-    assert_eq!(c.limits.headers, 32);
-    assert_eq!(c.limits.header_field_size, 4000);
-    assert_eq!(c.limits.header_bytes, 1_000_000);
-    assert_eq!(c.limits.body, 0);
+    assert_eq!(c.limits.http.request_line, 4096);
+    assert_eq!(c.limits.http.headers, 32);
+    assert_eq!(c.limits.http.header_field_size, 4000);
+    assert_eq!(c.limits.http.header_bytes, 1_000_000);
+    assert_eq!(c.limits.http.body, 0);
     assert_eq!(c.log.level, log::LevelFilter::Trace);
 }
 
@@ -244,11 +244,11 @@ fn to_toml_round_trips() {
     custom.server.timeout = Duration::from_millis(1_500);
     custom.server.graceful_timeout = Duration::ZERO;
     custom.server.keepalive = Duration::from_secs(7200);
-    custom.limits.request_line = 1;
-    custom.limits.headers = 1;
-    custom.limits.header_field_size = 1 << 20;
-    custom.limits.header_bytes = 3 << 30;
-    custom.limits.body = u64::MAX;
+    custom.limits.http.request_line = 1;
+    custom.limits.http.headers = 1;
+    custom.limits.http.header_field_size = 1 << 20;
+    custom.limits.http.header_bytes = 3 << 30;
+    custom.limits.http.body = u64::MAX;
     custom.log.level = log::LevelFilter::Off;
     let text = custom.to_toml(Some((9, "ignored because workers is fixed")));
     assert!(!text.contains("# auto:"), "{text}");

@@ -95,7 +95,7 @@ impl<'a> Worker<'a> {
             phase: Phase::Running,
             dates: DateCache::new(),
             settings: Settings {
-                limits: config.limits.http(),
+                limits: config.limits.http,
                 body_buffer: config.limits.body_buffer,
                 keepalive: server.keepalive,
                 header_timeout: server.header_timeout,

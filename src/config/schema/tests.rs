@@ -322,7 +322,7 @@ fn out_of_range_values() {
     )
     .unwrap();
     assert!(c.server.graceful_timeout.is_zero() && c.server.keepalive.is_zero());
-    assert_eq!(c.limits.body, 0);
+    assert_eq!(c.limits.http.body, 0);
 }
 
 #[test]
