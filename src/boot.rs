@@ -367,11 +367,10 @@ fn serve(
         upgrade_from,
         unix,
         start_dir,
+        pidfile,
     })
     .map_err(Error::Master)?;
-    let outcome = master.run().map_err(Error::Master);
-    drop(pidfile);
-    outcome
+    master.run().map_err(Error::Master)
 }
 
 /// `[server] socket_mode` and `socket_owner`, resolved.

@@ -83,14 +83,7 @@ impl Pidfile {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => return Err(io_error(err)),
         }
-        let mut temporary = path.clone().into_os_string();
-        temporary.push(format!(".{pid}.tmp"));
-        let temporary = PathBuf::from(temporary);
-        std::fs::write(&temporary, format!("{pid}\n")).map_err(io_error)?;
-        if let Err(err) = std::fs::rename(&temporary, &path) {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(io_error(err));
-        }
+        write_atomically(&path, pid).map_err(io_error)?;
         Ok(Pidfile {
             path,
             pid,
@@ -102,6 +95,34 @@ impl Pidfile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Writes this process's pid back when the file names `successor`, a new master that
+    /// failed or was given up on (binary upgrade): one killed before it could clean up leaves
+    /// its own pid behind, and `kill -HUP $(cat pidfile)` would then miss the master that still
+    /// serves. Returns whether the file was rewritten.
+    pub fn reclaim_from(&self, successor: u32) -> io::Result<bool> {
+        let names_successor = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text.trim() == successor.to_string(),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => false,
+            Err(err) => return Err(err),
+        };
+        if names_successor {
+            write_atomically(&self.path, self.pid)?;
+        }
+        Ok(names_successor)
+    }
+}
+
+/// Writes `pid` to `path` through a temporary file and a rename, so no reader ever sees a
+/// half-written file.
+fn write_atomically(path: &Path, pid: u32) -> io::Result<()> {
+    let mut temporary = path.to_owned().into_os_string();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    let temporary = PathBuf::from(temporary);
+    std::fs::write(&temporary, format!("{pid}\n"))?;
+    std::fs::rename(&temporary, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })
 }
 
 impl Drop for Pidfile {
@@ -172,6 +193,29 @@ mod tests {
         // The predecessor (pid 1) still runs: the file goes back to it.
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_successors_pid_is_replaced_and_no_other() {
+        let dir = temp_dir("reclaim");
+        let path = dir.join("tine.pid");
+        let ours = Pidfile::create(&path, None).unwrap();
+        let me = std::process::id();
+        // A successor that wrote its pid, then died without cleaning up.
+        std::fs::write(&path, "4000000\n").unwrap();
+        assert!(
+            !ours.reclaim_from(4000001).unwrap(),
+            "another pid is left alone"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "4000000\n");
+        assert!(ours.reclaim_from(4000000).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{me}\n"));
+        // Gone altogether: nothing to reclaim, nothing written.
+        std::fs::remove_file(&path).unwrap();
+        assert!(!ours.reclaim_from(4000000).unwrap());
+        assert!(!path.exists());
+        drop(ours);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -32,6 +32,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::config::Config;
 use crate::handler::HandlerFactory;
 use crate::listeners::{Listener, UnixOptions};
+use crate::pidfile::Pidfile;
 use crate::protocol::{self, ReportDecoder, SCOREBOARD_CAPACITY, Scoreboard, WorkerIntent};
 use crate::status;
 use crate::sys;
@@ -222,6 +223,8 @@ pub struct MasterSetup<'a> {
     pub unix: UnixOptions,
     /// The directory the master started in, where an upgrade starts the next one.
     pub start_dir: Option<PathBuf>,
+    /// The pid file, removed when the master exits (unless a new master took it over).
+    pub pidfile: Option<Pidfile>,
 }
 
 /// Everything the master needs to run.
@@ -232,6 +235,8 @@ pub struct Master<'a> {
     exe: PathBuf,
     args: Vec<OsString>,
     start_dir: Option<PathBuf>,
+    /// The pid file, if any: removed when the master exits, reclaimed from a failed upgrade.
+    pidfile: Option<Pidfile>,
     /// How often to send `WATCHDOG=1` (half of systemd's `WATCHDOG_USEC`), and when it was
     /// last sent.
     watchdog: Option<(Duration, Instant)>,
@@ -275,6 +280,7 @@ impl<'a> Master<'a> {
             upgrade_from,
             unix,
             start_dir,
+            pidfile,
         } = setup;
         let setup =
             |step: &'static str| move |source: io::Error| MasterError::Setup { step, source };
@@ -310,6 +316,7 @@ impl<'a> Master<'a> {
             exe,
             args,
             start_dir,
+            pidfile,
             watchdog: report::watchdog_interval(upgrade_from).map(|every| (every, Instant::now())),
             ops: Some(ops),
             started: Instant::now(),

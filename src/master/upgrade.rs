@@ -117,8 +117,23 @@ impl Master<'_> {
     }
 
     /// Back to serving after an upgrade that did not take over, and on to what waited for it.
+    /// The pid file names this master again if the new one left its own pid there.
     fn upgrade_ended(&mut self) {
         if let Phase::Upgrading(upgrade) = std::mem::replace(&mut self.phase, Phase::Running) {
+            if let Some(pidfile) = &self.pidfile {
+                match pidfile.reclaim_from(upgrade.child) {
+                    Ok(true) => log::info!(
+                        "pid file {} names this master again",
+                        pidfile.path().display()
+                    ),
+                    Ok(false) => {}
+                    Err(err) => log::error!(
+                        "could not write this master's pid back to {}: {}",
+                        pidfile.path().display(),
+                        crate::text::describe_io(&err)
+                    ),
+                }
+            }
             self.start_next(upgrade.next);
         }
     }
