@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::util::{
-    Builder, TempDir, TestServer, WAIT, read_response, unlinked_temp_files, wait_until,
-};
+use crate::util::{Builder, TempDir, TestServer, read_response, unlinked_temp_files, wait_until};
 
 /// The example binary `name` as `cargo test` built it (`target/debug/examples/NAME-HASH`),
 /// the newest if there are several.
@@ -57,8 +55,10 @@ fn the_hello_example_serves_with_the_tine_command_line() {
 
 #[test]
 fn the_per_worker_example_keeps_state_in_each_worker() {
-    let Some(server) = example_server("per_worker", TestServer::builder("workers = 2\nthreads = 2"))
-    else {
+    let Some(server) = example_server(
+        "per_worker",
+        TestServer::builder("workers = 2\nthreads = 2"),
+    ) else {
         return;
     };
     let workers = server.workers();
@@ -98,15 +98,14 @@ fn requests_know_their_peer_and_the_listener_they_came_in_on() {
     ) else {
         return;
     };
-    let mut tcp = TcpStream::connect(server.addr).unwrap();
+    let mut tcp = crate::util::connect(server.addr);
     let local = tcp.local_addr().unwrap();
-    tcp.set_read_timeout(Some(WAIT)).unwrap();
     tcp.write_all(b"GET /whoami HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
     let text = read_response(&mut tcp).unwrap().text();
     assert_eq!(text, format!("peer {local} on {}\n", server.addr));
 
-    let mut unix = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let mut unix = crate::util::connect_unix(&socket);
     unix.write_all(b"GET /whoami HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut raw = String::new();
@@ -330,7 +329,8 @@ fn a_request_body_over_body_buffer_goes_to_an_unlinked_file_not_memory() {
 fn a_graceful_stop_lets_a_stream_finish_then_exits_without_waiting_for_keep_alive() {
     // Keep-alive and the graceful timeout far beyond `WAIT`: exiting within `wait_exit`'s
     // bound (a hang detector) shows the master waited for neither.
-    let mut server = TestServer::start("workers = 1\ngraceful_timeout = \"1h\"\nkeepalive = \"1h\"");
+    let mut server =
+        TestServer::start("workers = 1\ngraceful_timeout = \"1h\"\nkeepalive = \"1h\"");
     let mut stream = server.connect();
     stream
         .write_all(b"GET /stream?n=200&size=65536 HTTP/1.1\r\nHost: t\r\n\r\n")

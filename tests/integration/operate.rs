@@ -8,7 +8,7 @@ use nix::sys::signal::Signal;
 use crate::util::{TempDir, TestServer, WAIT, read_response, run_bounded, run_tine, wait_until};
 
 fn metrics_get(addr: &str, path: &str) -> crate::util::Response {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut stream = crate::util::connect(addr);
     stream
         .write_all(format!("GET {path} HTTP/1.1\r\nHost: m\r\n\r\n").as_bytes())
         .unwrap();

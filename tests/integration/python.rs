@@ -14,7 +14,12 @@ fn bundled_app_dir() -> PathBuf {
 }
 
 fn hello_config() -> Config {
-    wsgi_config("workers = 2\nthreads = 2", "hello:app", &bundled_app_dir(), "")
+    wsgi_config(
+        "workers = 2\nthreads = 2",
+        "hello:app",
+        &bundled_app_dir(),
+        "",
+    )
 }
 
 /// A config serving the WSGI application `app` from `dir`, with `server` as the `[server]` keys
@@ -389,7 +394,9 @@ fn an_active_virtualenv_is_used_as_its_own_python_would() {
     );
     let config = wsgi_config("workers = 1", "where:app", dir.path(), "");
     // As `source .venv/bin/activate` leaves it: only VIRTUAL_ENV says which.
-    let server = TestServer::builder(config).env("VIRTUAL_ENV", &venv).start();
+    let server = TestServer::builder(config)
+        .env("VIRTUAL_ENV", &venv)
+        .start();
     let answer = server.get("/");
     assert_eq!(answer.status, 200, "{}", server.log());
     let text = answer.text();

@@ -53,8 +53,7 @@ fn a_reload_applies_new_workers_and_binds() {
     });
     assert_eq!(workers.len(), 3);
     // The new address serves, and so does the old one.
-    let mut stream = std::os::unix::net::UnixStream::connect(&extra).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut stream = crate::util::connect_unix(&extra);
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
@@ -168,7 +167,10 @@ fn socket_activation_adopts_the_listener_systemd_passes() {
         let n = notify
             .recv(&mut buf)
             .unwrap_or_else(|e| panic!("no READY=1: {e}; log:\n{}", log()));
-        if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
+        if String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == "READY=1")
+        {
             break;
         }
     }
@@ -176,8 +178,7 @@ fn socket_activation_adopts_the_listener_systemd_passes() {
         .unwrap()
         .parse()
         .expect("port");
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut stream = crate::util::connect(("127.0.0.1", port));
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();

@@ -172,8 +172,7 @@ fn four_threads_run_eight_slow_requests_in_two_waves() {
         .map(|_| {
             let addr = server.addr;
             std::thread::spawn(move || {
-                let mut stream = std::net::TcpStream::connect(addr).unwrap();
-                stream.set_read_timeout(Some(crate::util::WAIT)).unwrap();
+                let mut stream = crate::util::connect(addr);
                 stream
                     .write_all(
                         b"GET /sleep?ms=1000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
@@ -209,7 +208,7 @@ fn serves_on_a_unix_socket() {
     let server = TestServer::builder("workers = 1")
         .bind(&format!("unix:{}", socket.display()))
         .start();
-    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let mut stream = crate::util::connect_unix(&socket);
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();

@@ -2,10 +2,9 @@
 //! requests, hostile paths, directories, precompressed files, large and slow downloads, and a
 //! root that cannot be served.
 
+use crate::util::{TempDir, TestServer, read_response, read_response_head, run_tine};
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use crate::util::{TempDir, TestServer, WAIT, read_response, read_response_head, run_tine};
 
 /// A site in a temp dir, and a server for it with one worker of `threads` threads.
 struct Site {
@@ -268,7 +267,7 @@ fn a_download_matches_the_file_byte_for_byte_over_tcp_and_unix_sockets() {
     let part = get_with(&server, "/data.bin", "Range: bytes=1000000-1999999\r\n");
     assert!(part.body == data[1_000_000..2_000_000], "the range differs");
 
-    let mut unix = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let mut unix = crate::util::connect_unix(&socket);
     unix.write_all(b"GET /data.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut raw = Vec::new();
@@ -290,8 +289,7 @@ fn a_slow_100_mib_download_holds_no_thread_and_others_are_served_meanwhile() {
     // One pool thread: if the download held it, nothing else could be answered.
     let server = site.serve(1, "");
     let worker = server.workers()[0];
-    let mut slow = TcpStream::connect(server.addr).unwrap();
-    slow.set_read_timeout(Some(WAIT)).unwrap();
+    let mut slow = crate::util::connect(server.addr);
     slow.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
     let head = read_response_head(&mut slow).unwrap();

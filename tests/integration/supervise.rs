@@ -6,9 +6,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::util::{
-    TempDir, TestServer, WAIT, printed_workers, process_alive, read_response, run_tine,
-};
+use crate::util::{TempDir, TestServer, printed_workers, process_alive, read_response, run_tine};
 
 #[test]
 fn auto_starts_the_computed_number_of_workers_before_ready() {
@@ -76,7 +74,6 @@ fn sigterm_finishes_in_flight_requests_then_exits_0() {
         assert!(!process_alive(pid), "worker {pid} outlived the master");
     }
     let mut rest = Vec::new();
-    idle.set_read_timeout(Some(WAIT)).unwrap();
     let _ = std::io::Read::read_to_end(&mut idle, &mut rest);
     assert!(rest.is_empty());
     assert!(server.log().contains("graceful stop"));
@@ -177,15 +174,14 @@ fn request_timeout_answers_504_and_replaces_the_worker_while_others_finish() {
 
 #[test]
 fn max_requests_recycles_workers_without_failing_a_request() {
-    let server =
-        TestServer::start("workers = 2\nmax_requests = 50\nmax_requests_jitter = 10\n");
+    let server = TestServer::start("workers = 2\nmax_requests = 50\nmax_requests_jitter = 10\n");
     let first = server.workers();
     let addr = server.addr;
     let clients: Vec<_> = (0..4)
         .map(|_| {
             std::thread::spawn(move || {
                 let mut seen = std::collections::BTreeSet::new();
-                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                let mut stream = crate::util::connect(addr);
                 for _ in 0..100 {
                     stream
                         .write_all(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -195,7 +191,7 @@ fn max_requests_recycles_workers_without_failing_a_request() {
                     seen.insert(response.text());
                     if response.header("Connection") == Some("close") {
                         // A recycling worker closes after its last answer: reconnect.
-                        stream = std::net::TcpStream::connect(addr).unwrap();
+                        stream = crate::util::connect(addr);
                     }
                 }
                 seen
@@ -224,10 +220,8 @@ fn max_requests_recycles_workers_without_failing_a_request() {
 fn the_pidfile_names_the_master_refuses_a_live_holder_and_goes_away() {
     let dir = TempDir::new();
     let pidfile = dir.path().join("tine.pid");
-    let config = crate::util::Config::new(&format!(
-        "workers = 1\npidfile = \"{}\"",
-        pidfile.display()
-    ));
+    let config =
+        crate::util::Config::new(&format!("workers = 1\npidfile = \"{}\"", pidfile.display()));
     let mut server = TestServer::start(config.clone());
     let written = std::fs::read_to_string(&pidfile).unwrap();
     assert_eq!(written.trim(), server.pid().to_string());

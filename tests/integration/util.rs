@@ -547,9 +547,7 @@ impl TestServer {
             .control
             .as_ref()
             .expect("a server started with .control_socket()");
-        let mut stream = std::os::unix::net::UnixStream::connect(path)
-            .unwrap_or_else(|e| panic!("connect to {}: {e}; log:\n{}", path.display(), self.log()));
-        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut stream = connect_unix(path);
         stream.write_all(b"status json\n").unwrap();
         let mut answer = String::new();
         stream
@@ -576,9 +574,7 @@ impl TestServer {
     }
 
     pub fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(self.addr).expect("connect to tine");
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream
+        connect(self.addr)
     }
 
     pub fn get(&self, target: &str) -> Response {
@@ -610,6 +606,23 @@ impl TestServer {
         std::fs::write(self._dir.path().join("tine.toml"), config.render())
             .expect("rewrite config");
     }
+}
+
+/// A connection to `addr` whose reads and writes give up after `WAIT` (a hang detector).
+pub fn connect(addr: impl std::net::ToSocketAddrs + std::fmt::Debug) -> TcpStream {
+    let stream = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connect to {addr:?}: {e}"));
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
+    stream
+}
+
+/// A connection to the Unix socket at `path`, with reads and writes bounded like [`connect`]'s.
+pub fn connect_unix(path: &Path) -> std::os::unix::net::UnixStream {
+    let stream = std::os::unix::net::UnixStream::connect(path)
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", path.display()));
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
+    stream
 }
 
 /// Live children of `parent`, from /proc.
@@ -778,6 +791,7 @@ impl Load {
                             None => match TcpStream::connect(addr) {
                                 Ok(stream) => {
                                     stream.set_read_timeout(Some(WAIT)).unwrap();
+                                    stream.set_write_timeout(Some(WAIT)).unwrap();
                                     stream
                                 }
                                 Err(err) => {
@@ -1114,5 +1128,7 @@ pub fn skip(reason: &str) {
     if std::env::var_os("TINE_REQUIRE_ALL_TESTS").is_some() {
         panic!("{reason}; TINE_REQUIRE_ALL_TESTS is set, so this check must run");
     }
-    eprintln!("SKIPPED {reason}");
+    // Straight to the process's stderr, past the test harness's capture (which would show it
+    // only for a failing test): a skip is seen in every run.
+    let _ = writeln!(std::io::stderr(), "SKIPPED {reason}");
 }

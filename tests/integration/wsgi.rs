@@ -220,9 +220,7 @@ impl Wsgi {
     }
 
     fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(self.addr()).expect("connect");
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream
+        crate::util::connect(self.addr())
     }
 
     /// Sends `raw` on a new connection and reads one response, whatever its framing.
@@ -1458,8 +1456,7 @@ mod pep3333 {
         let clients: Vec<_> = (0..4)
             .map(|_| {
                 std::thread::spawn(move || {
-                    let mut stream = TcpStream::connect(addr).unwrap();
-                    stream.set_read_timeout(Some(WAIT)).unwrap();
+                    let mut stream = crate::util::connect(addr);
                     stream
                         .write_all(
                             b"GET /together?n=4&tag=four HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
@@ -1828,11 +1825,7 @@ mod frameworks {
             }
             let mut stream = match self.stream.take() {
                 Some(stream) => stream,
-                None => {
-                    let stream = TcpStream::connect(self.addr).unwrap();
-                    stream.set_read_timeout(Some(WAIT)).unwrap();
-                    stream
-                }
+                None => crate::util::connect(self.addr),
             };
             stream.write_all(&raw).unwrap();
             let response = read_response_any(&mut stream, method == "HEAD")
