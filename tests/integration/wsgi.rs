@@ -1240,9 +1240,15 @@ mod pep3333 {
         let mut first = [0u8; 8];
         std::io::Read::read_exact(&mut stream, &mut first).unwrap();
         drop(stream);
-        w.expect_count("close-gone", 1);
+        wait_until(
+            &format!("{}: close called", w.name()),
+            || w.count("close-gone"),
+            |&n| n >= 1,
+        );
         let produced = w.count("produced-gone");
-        std::thread::sleep(Duration::from_millis(300));
+        // expect_count's wait for a second close is also the while in which a closed iterable
+        // must not be advanced.
+        w.expect_count("close-gone", 1);
         assert_eq!(
             w.count("produced-gone"),
             produced,
@@ -1265,7 +1271,10 @@ mod pep3333 {
             "the client does not see the exception"
         );
         w.wait_log("RuntimeError: deliberate failure before start_response");
-        std::thread::sleep(Duration::from_millis(300));
+        // A later request's line in the same log: whatever the failed request logged comes
+        // before it.
+        assert_eq!(w.get("/errors?marker=after-raise-7f3a").text(), "logged");
+        w.wait_log("after-raise-7f3a via writelines");
         let log = w.log();
         assert_eq!(
             count_of(&log, "Traceback (most recent call last)"),
