@@ -169,8 +169,8 @@ fn four_threads_run_four_slow_requests_at_once_and_a_fifth_waits_for_one() {
     // Sleeps sent longest first, each once the one before it is in the worker (the scoreboard
     // counts requests handed to the pool, running or queued): with four threads they all run
     // at once and finish shortest first; one at a time, they would finish in the order sent.
-    // The 1.5 s steps are margins for a slow machine, not measurements: nothing here reads
-    // a clock.
+    // The 2 s steps are margins for a slow machine, not measurements: nothing here reads a
+    // clock.
     let finished = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let send = |ms: u64| {
         let mut stream = server.connect();
@@ -191,20 +191,21 @@ fn four_threads_run_four_slow_requests_at_once_and_a_fifth_waits_for_one() {
         })
     };
     let mut clients = Vec::new();
-    for (n, ms) in [6000, 4500, 3000, 1500].into_iter().enumerate() {
+    for (n, ms) in [8000, 6000, 4000, 2000].into_iter().enumerate() {
         clients.push(send(ms));
         server.wait_busy(n as u64 + 1);
     }
-    // A fifth, of a millisecond, queued behind the four: it runs only when a thread is free,
-    // so it finishes after the shortest of the four, never first.
-    clients.push(send(1));
+    // A fifth, of one second, queued behind the four: it runs only when a thread is free, so
+    // it finishes a second after the shortest of the four (with a fifth thread, a second
+    // before it).
+    clients.push(send(1000));
     server.wait_busy(5);
     let mut order: Vec<(u64, usize)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
     order.sort_by_key(|&(_, place)| place);
     let by_place: Vec<u64> = order.iter().map(|&(ms, _)| ms).collect();
     assert_eq!(
         by_place,
-        [1500, 1, 3000, 4500, 6000],
+        [2000, 1000, 4000, 6000, 8000],
         "the order the requests finished in"
     );
 }
