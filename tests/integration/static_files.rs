@@ -28,7 +28,7 @@ impl Site {
     }
 
     fn serve(&self, threads: usize, app: &str) -> TestServer {
-        TestServer::builder(&format!("workers = 1\nthreads = {threads}"))
+        TestServer::builder(format!("workers = 1\nthreads = {threads}"))
             .tables(&format!(
                 "[app]\nhandler = \"static\"\nroot = \"{}\"\n{app}",
                 self.root().display()

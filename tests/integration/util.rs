@@ -266,6 +266,12 @@ impl From<&String> for Config {
     }
 }
 
+impl From<String> for Config {
+    fn from(server: String) -> Config {
+        Config::new(&server)
+    }
+}
+
 /// How to start a [`TestServer`]: see [`TestServer::builder`].
 pub struct Builder {
     config: Config,
@@ -346,7 +352,7 @@ impl Builder {
     pub fn start(self) -> TestServer {
         let dir = TempDir::new();
         let control = dir.path().join("tine.ctl");
-        let mut config = self.config.clone();
+        let mut config = self.config;
         if self.control_socket {
             config.server.push_str(&format!(
                 "\ncontrol_socket = {}\n",
@@ -387,7 +393,6 @@ impl Builder {
             log_path,
             error_log: self.error_log,
             notify,
-            config,
             control: self.control_socket.then_some(control),
             _dir: dir,
         };
@@ -408,7 +413,6 @@ pub struct TestServer {
     /// The config's `[log] error_log` file, when the test set one.
     error_log: Option<PathBuf>,
     notify: UnixDatagram,
-    config: Config,
     /// The control socket, when the builder asked for one.
     control: Option<PathBuf>,
     /// Kept so the directory (config, log, notify socket) lives as long as the server; last,
@@ -590,13 +594,11 @@ impl TestServer {
         read_response(&mut stream).unwrap_or_else(|e| panic!("{e}; log:\n{}", self.log()))
     }
 
-    /// Rewrites the config file the server was started with: `config`, with the same listeners
-    /// (and control socket) the builder gave the first one, besides `config`'s own.
+    /// Rewrites the config file the server was started with: `config`, with the builder's TCP
+    /// listener (the one `addr` names) and control socket, and `config`'s own other listeners
+    /// (a listener of the first config that `config` does not name is dropped by a reload).
     pub fn rewrite_config(&self, config: impl Into<Config>) {
         let mut config = config.into();
-        let mut binds = self.config.binds.clone();
-        binds.extend(config.binds);
-        config.binds = binds;
         if let Some(control) = &self.control {
             config.server.push_str(&format!(
                 "\ncontrol_socket = {}\n",
