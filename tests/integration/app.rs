@@ -2,18 +2,13 @@
 //! servers through `tine::Server`, with the tine command line, signals and processes.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::UnixDatagram;
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
-use crate::util::{
-    Response, TempDir, WAIT, children_of, read_response, spawn_logged, unlinked_temp_files,
-};
+use crate::util::{Builder, TempDir, TestServer, read_response, unlinked_temp_files, wait_until};
 
 /// The example binary `name` as `cargo test` built it (`target/debug/examples/NAME-HASH`),
 /// the newest if there are several.
@@ -32,141 +27,41 @@ fn example(name: &str) -> Option<PathBuf> {
         .map(|entry| entry.path())
 }
 
-/// An example running as a server, its process group killed and reaped when dropped.
-struct ExampleServer {
-    child: Child,
-    _dir: TempDir,
-    log_path: PathBuf,
-    addr: SocketAddr,
-}
-
-impl ExampleServer {
-    /// Runs the example `name` with `config` and `--bind 127.0.0.1:0`, and waits for
-    /// `READY=1`; `None` when the example has not been built (`cargo test --test ...` alone
-    /// does not build examples).
-    fn start(name: &str, config: &str) -> Option<ExampleServer> {
-        ExampleServer::start_with(name, config, &[])
-    }
-
-    /// Like [`ExampleServer::start`], with more command-line arguments.
-    fn start_with(name: &str, config: &str, args: &[&str]) -> Option<ExampleServer> {
-        let Some(binary) = example(name) else {
-            crate::util::skip(&format!(
-                "the example {name} is not built; run the whole `cargo test`"
-            ));
-            return None;
-        };
-        let dir = TempDir::new();
-        let config_path = dir.write("app.toml", config);
-        let notify_path = dir.path().join("notify.sock");
-        let notify = UnixDatagram::bind(&notify_path).unwrap();
-        notify
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let log_path = dir.path().join("app.log");
-        let child = spawn_logged(
-            Command::new(binary)
-                .arg("-c")
-                .arg(&config_path)
-                .args(["--bind", "127.0.0.1:0"])
-                .args(args)
-                .current_dir(dir.path())
-                .env("NOTIFY_SOCKET", &notify_path),
-            &log_path,
-        );
-        let mut server = ExampleServer {
-            child,
-            _dir: dir,
-            log_path,
-            addr: "127.0.0.1:0".parse().unwrap(),
-        };
-        let deadline = Instant::now() + WAIT;
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Ok(n) = notify.recv(&mut buf)
-                && String::from_utf8_lossy(&buf[..n])
-                    .lines()
-                    .any(|l| l == "READY=1")
-            {
-                break;
-            }
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("{name} exited with {status}; log:\n{}", server.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} not ready; log:\n{}",
-                server.log()
-            );
-        }
-        let log = server.log();
-        server.addr = log
-            .lines()
-            .find_map(|line| line.split("listening on http://").nth(1))
-            .and_then(|addr| addr.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no listening line:\n{log}"));
-        Some(server)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    fn get(&self, target: &str) -> Response {
-        let mut stream = TcpStream::connect(self.addr).unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream
-            .write_all(
-                format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
-            )
-            .unwrap();
-        read_response(&mut stream).unwrap_or_else(|e| panic!("{e}; log:\n{}", self.log()))
-    }
-
-    fn stop(&mut self) -> ExitStatus {
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "no exit; log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for ExampleServer {
-    fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The example `name` as a server on `config`, through the same builder as tine itself; `None`
+/// (after [`crate::util::skip`]) when the example has not been built (`cargo test --test ...`
+/// alone does not build examples).
+fn example_server(name: &str, config: Builder) -> Option<TestServer> {
+    let Some(binary) = example(name) else {
+        crate::util::skip(&format!(
+            "the example {name} is not built; run the whole `cargo test`"
+        ));
+        return None;
+    };
+    Some(config.program(&binary).start())
 }
 
 #[test]
 fn the_hello_example_serves_with_the_tine_command_line() {
-    let Some(mut server) = ExampleServer::start("hello", "[server]\nworkers = 2\n") else {
+    let Some(mut server) = example_server("hello", TestServer::builder("workers = 2")) else {
         return;
     };
-    assert_eq!(
-        children_of(server.child.id()).len(),
-        2,
-        "two forked workers"
-    );
+    assert_eq!(server.workers().len(), 2, "two forked workers");
     assert_eq!(server.get("/").text(), "Hello, World!\n");
     assert_eq!(server.get("/hello/t%C3%AEne+2").text(), "Hello, tîne+2!\n");
     assert_eq!(server.get("/nope").status, 404);
-    assert_eq!(server.stop().code(), Some(0), "log:\n{}", server.log());
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0), "log:\n{}", server.log());
 }
 
 #[test]
 fn the_per_worker_example_keeps_state_in_each_worker() {
-    let Some(server) = ExampleServer::start("per_worker", "[server]\nworkers = 2\nthreads = 2\n")
-    else {
+    let Some(server) = example_server(
+        "per_worker",
+        TestServer::builder("workers = 2\nthreads = 2"),
+    ) else {
         return;
     };
-    let workers = children_of(server.child.id());
+    let workers = server.workers();
     // Each answer names its worker and that worker's own count; over many connections both
     // workers answer, and each counts only what it served.
     let mut last_count = std::collections::HashMap::new();
@@ -197,22 +92,20 @@ fn requests_know_their_peer_and_the_listener_they_came_in_on() {
     let dir = TempDir::new();
     let socket = dir.path().join("app.sock");
     let unix_bind = format!("unix:{}", socket.display());
-    let Some(server) = ExampleServer::start_with(
+    let Some(server) = example_server(
         "per_worker",
-        "[server]\nworkers = 1\n",
-        &["--bind", &unix_bind],
+        TestServer::builder("workers = 1").bind(&unix_bind),
     ) else {
         return;
     };
-    let mut tcp = TcpStream::connect(server.addr).unwrap();
+    let mut tcp = crate::util::connect(server.addr);
     let local = tcp.local_addr().unwrap();
-    tcp.set_read_timeout(Some(WAIT)).unwrap();
     tcp.write_all(b"GET /whoami HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
     let text = read_response(&mut tcp).unwrap().text();
     assert_eq!(text, format!("peer {local} on {}\n", server.addr));
 
-    let mut unix = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let mut unix = crate::util::connect_unix(&socket);
     unix.write_all(b"GET /whoami HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut raw = String::new();
@@ -225,17 +118,26 @@ fn requests_know_their_peer_and_the_listener_they_came_in_on() {
 
 #[test]
 fn a_graceful_stop_tells_each_worker_s_application_then_drops_it() {
-    let Some(mut server) = ExampleServer::start("per_worker", "[server]\nworkers = 2\n") else {
+    let Some(mut server) = example_server(
+        "per_worker",
+        TestServer::builder("workers = 2").control_socket(),
+    ) else {
         return;
     };
     assert!(server.get("/slow?n=3").text().ends_with("(computed)\n"));
     // A request still running when the stop begins is answered before the drop.
-    let mut slow = TcpStream::connect(server.addr).unwrap();
-    slow.set_read_timeout(Some(WAIT)).unwrap();
+    let mut slow = server.connect();
     slow.write_all(b"GET /slow?n=99 HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(server.stop().code(), Some(0), "log:\n{}", server.log());
+    // In the application (busy), or, if the machine was quicker than the status query, already
+    // answered: either way the stop comes after it reached the worker.
+    wait_until(
+        "the slow request in the worker",
+        || server.busy() == 1 || answer_waiting(&slow),
+        |&reached| reached,
+    );
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0), "log:\n{}", server.log());
     let answer = read_response(&mut slow).unwrap();
     assert!(answer.text().starts_with("99² = 9801"), "{}", answer.text());
     let log = server.log();
@@ -248,6 +150,14 @@ fn a_graceful_stop_tells_each_worker_s_application_then_drops_it() {
             .unwrap_or_else(|| panic!("no drop in worker {slot}; log:\n{log}"));
         assert!(stopping < dropped, "told first, then dropped; log:\n{log}");
     }
+}
+
+/// Whether bytes of an answer are waiting on `stream` (without reading them).
+fn answer_waiting(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let waiting = stream.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0);
+    stream.set_nonblocking(false).unwrap();
+    waiting
 }
 
 /// The resident set size of `pid`, in KiB.
@@ -279,7 +189,7 @@ fn read_chunk(reader: &mut impl std::io::BufRead) -> Option<Vec<u8>> {
 
 #[test]
 fn a_streamed_body_to_a_slow_reader_keeps_memory_flat_and_the_worker_serving() {
-    let server = crate::util::Server::start("[server]\nworkers = 1\nthreads = 2\n");
+    let server = TestServer::start("workers = 1\nthreads = 2\n");
     let worker = server.workers()[0];
     let (chunks, size) = (1600, 64 * 1024);
     let mut stream = server.connect();
@@ -295,28 +205,20 @@ fn a_streamed_body_to_a_slow_reader_keeps_memory_flat_and_the_worker_serving() {
     let mut reader = std::io::BufReader::with_capacity(16 * 1024, stream);
 
     let rss_at_start = rss_kib(worker);
-    let started = Instant::now();
     let mut received = 0;
-    let mut served_meanwhile = 0;
-    while started.elapsed() < Duration::from_millis(1500) {
+    // Twenty chunks, slowly: the sleep is the behaviour (a client that reads slowly), and
+    // between chunks other requests on the same worker are answered (each within the read
+    // timeout, `WAIT`, a hang detector).
+    for _ in 0..20 {
         let chunk = read_chunk(&mut reader).expect("the stream is far from over");
         let letter = b'a' + (received % 26) as u8;
         assert!(chunk.len() == size && chunk.iter().all(|&b| b == letter));
         received += 1;
-        // Other requests on the same worker are answered meanwhile, and promptly.
-        let asked = Instant::now();
         assert_eq!(server.get("/sleep?ms=5").status, 200);
-        assert!(asked.elapsed() < Duration::from_secs(2));
-        served_meanwhile += 1;
         std::thread::sleep(Duration::from_millis(30));
     }
     let rss_while_slow = rss_kib(worker);
-    assert!(served_meanwhile >= 10, "{served_meanwhile}");
-    assert!(
-        received < chunks / 4,
-        "a slow reader took {received} chunks"
-    );
-    // A producer racing ahead would have buffered the rest of the 100 MiB by now.
+    // A producer racing ahead would have buffered much of the 100 MiB by now.
     assert!(
         rss_while_slow < rss_at_start + 16 * 1024,
         "the worker grew from {rss_at_start} KiB to {rss_while_slow} KiB"
@@ -339,7 +241,7 @@ fn a_streamed_body_to_a_slow_reader_keeps_memory_flat_and_the_worker_serving() {
 
 #[test]
 fn streams_are_close_delimited_for_http_1_0_and_bodiless_for_head() {
-    let server = crate::util::Server::start("[server]\nworkers = 1\n");
+    let server = TestServer::start("workers = 1\n");
     let old = server.request("GET /stream?n=3&size=5 HTTP/1.0\r\n\r\n");
     assert_eq!(old.status, 200);
     assert_eq!(old.header("Transfer-Encoding"), None);
@@ -379,9 +281,9 @@ fn streams_are_close_delimited_for_http_1_0_and_bodiless_for_head() {
 
 #[test]
 fn a_request_body_over_body_buffer_goes_to_an_unlinked_file_not_memory() {
-    let server = crate::util::Server::start(
-        "[server]\nworkers = 1\n[limits]\nbody = \"1GiB\"\nbody_buffer = \"64KiB\"\n",
-    );
+    let server = TestServer::builder("workers = 1")
+        .tables("[limits]\nbody = \"1GiB\"\nbody_buffer = \"64KiB\"")
+        .start();
     let worker = server.workers()[0];
     let rss_at_start = rss_kib(worker);
     let size = 32 << 20;
@@ -395,11 +297,11 @@ fn a_request_body_over_body_buffer_goes_to_an_unlinked_file_not_memory() {
     let (first, rest) = data.split_at(24 << 20);
     stream.write_all(first).unwrap();
     // Mid-body: the worker writes what arrived to a file with no name...
-    let deadline = Instant::now() + WAIT;
-    while unlinked_temp_files(worker).is_empty() {
-        assert!(Instant::now() < deadline, "no temporary file appeared");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        "an unlinked temporary file in the worker",
+        || unlinked_temp_files(worker),
+        |files| !files.is_empty(),
+    );
     // ...and does not hold the body in memory.
     let rss_mid_body = rss_kib(worker);
     assert!(
@@ -411,14 +313,11 @@ fn a_request_body_over_body_buffer_goes_to_an_unlinked_file_not_memory() {
     assert_eq!(echoed.status, 200);
     assert!(echoed.body == data, "the echoed body differs");
     // Once answered, the file is gone with the request.
-    let deadline = Instant::now() + WAIT;
-    while !unlinked_temp_files(worker).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the temporary file outlived its request"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        "the temporary file gone with its request",
+        || unlinked_temp_files(worker),
+        |files| files.is_empty(),
+    );
     // A small body never touches a file.
     stream
         .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nsmall")
@@ -428,9 +327,10 @@ fn a_request_body_over_body_buffer_goes_to_an_unlinked_file_not_memory() {
 
 #[test]
 fn a_graceful_stop_lets_a_stream_finish_then_exits_without_waiting_for_keep_alive() {
-    let mut server = crate::util::Server::start(
-        "[server]\nworkers = 1\ngraceful_timeout = \"60s\"\nkeepalive = \"60s\"\n",
-    );
+    // Keep-alive and the graceful timeout far beyond `WAIT`: exiting within `wait_exit`'s
+    // bound (a hang detector) shows the master waited for neither.
+    let mut server =
+        TestServer::start("workers = 1\ngraceful_timeout = \"1h\"\nkeepalive = \"1h\"");
     let mut stream = server.connect();
     stream
         .write_all(b"GET /stream?n=200&size=65536 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -439,16 +339,10 @@ fn a_graceful_stop_lets_a_stream_finish_then_exits_without_waiting_for_keep_aliv
     let mut reader = std::io::BufReader::new(stream);
     assert!(read_chunk(&mut reader).is_some());
     server.signal(Signal::SIGTERM);
-    let stopped_at = Instant::now();
     let mut received = 1;
     while read_chunk(&mut reader).is_some() {
         received += 1;
     }
     assert_eq!(received, 200, "the stream in flight completes");
-    assert_eq!(server.wait_exit().code(), Some(0));
-    assert!(
-        stopped_at.elapsed() < Duration::from_secs(10),
-        "the worker waited {:?} after the stream",
-        stopped_at.elapsed()
-    );
+    assert_eq!(server.wait_exit().code(), Some(0), "log:\n{}", server.log());
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{TempDir, printed_workers, tine_bin};
+use crate::util::{TempDir, WAIT, printed_workers, run_bounded, tine_bin};
 
 struct Cgroup(PathBuf);
 
@@ -54,14 +54,15 @@ fn a_one_and_a_half_cpu_quota_gives_four_workers() {
         group.0.display(),
         tine_bin()
     );
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .current_dir(dir.path())
-        .output()
-        .expect("run sh");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let output = run_bounded(
+        Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .current_dir(dir.path()),
+        None,
+        WAIT,
+    );
+    let (stdout, stderr) = (output.stdout, output.stderr);
     assert!(output.status.success(), "stderr: {stderr}");
     if std::thread::available_parallelism()
         .map(usize::from)

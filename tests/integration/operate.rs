@@ -1,13 +1,14 @@
 //! Operating tine: `tine status` through the control socket, `/metrics` and `/healthz`.
 
-use std::io::{Read, Write};
+use std::io::Write;
+use std::process::Command;
 
 use nix::sys::signal::Signal;
 
-use crate::util::{Server, TempDir, read_response, run_tine};
+use crate::util::{TempDir, TestServer, WAIT, read_response, run_bounded, run_tine, wait_until};
 
 fn metrics_get(addr: &str, path: &str) -> crate::util::Response {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut stream = crate::util::connect(addr);
     stream
         .write_all(format!("GET {path} HTTP/1.1\r\nHost: m\r\n\r\n").as_bytes())
         .unwrap();
@@ -16,17 +17,14 @@ fn metrics_get(addr: &str, path: &str) -> crate::util::Response {
 
 #[test]
 fn status_shows_every_worker_as_a_table_and_as_json() {
-    let dir = TempDir::new();
-    let control = dir.path().join("tine.ctl");
-    let config = format!(
-        "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 2\ncontrol_socket = \"{}\"\n",
-        control.display()
-    );
-    let server = Server::start(&config);
+    let server = TestServer::builder("workers = 2").control_socket().start();
     for _ in 0..5 {
         assert_eq!(server.get("/").status, 200);
     }
-    let path = dir.write("tine.toml", &config);
+    // `tine status` on the file the server runs, which names the control socket.
+    let dir = TempDir::new();
+    let path = server.dir().join("tine.toml");
+    let control = server.dir().join("tine.ctl");
     let (status, table, stderr) = run_tine(&dir, &["status", "-c", path.to_str().unwrap()]);
     assert_eq!(status.code(), Some(0), "{stderr}");
     let workers = server.workers();
@@ -65,12 +63,18 @@ fn status_without_a_control_socket_says_so() {
 
 #[test]
 fn metrics_and_healthz_come_from_the_master() {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let metrics_addr = probe.local_addr().unwrap().to_string();
-    drop(probe);
-    let mut server = Server::start(&format!(
-        "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\n[metrics]\nbind = \"{metrics_addr}\"\n"
-    ));
+    // The kernel picks the metrics port too; the log says which.
+    let mut server = TestServer::builder("workers = 1")
+        .tables("[metrics]\nbind = \"127.0.0.1:0\"")
+        .control_socket()
+        .start();
+    let log = server.log();
+    let metrics_addr = log
+        .lines()
+        .find_map(|line| line.split("metrics on http://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no metrics line in the log:\n{log}"))
+        .to_owned();
     assert_eq!(server.get("/").status, 200);
     assert_eq!(server.get("/nothing").status, 404);
     assert_eq!(server.get("/panic").status, 500);
@@ -112,53 +116,36 @@ fn metrics_and_healthz_come_from_the_master() {
         text.contains("tine_worker_restarts_total{reason=\"crashed\"} 1\n"),
         "{text}"
     );
-    // While stopping, the health check says so (the master answers until it exits).
+    // While stopping, the health check says so (the master answers until it exits, which a
+    // request of a minute in the worker puts off past the test's end).
     let mut slow = server.connect();
-    slow.write_all(b"GET /sleep?ms=1500 HTTP/1.1\r\nHost: t\r\n\r\n")
+    slow.write_all(b"GET /sleep?ms=60000 HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    server.wait_busy(1);
     server.signal(Signal::SIGTERM);
     server.wait_for_notify("STOPPING=1");
     assert_eq!(metrics_get(&metrics_addr, "/healthz").status, 503);
-    let mut rest = Vec::new();
-    let _ = read_response(&mut slow);
-    let _ = slow.read_to_end(&mut rest);
 }
 
 #[test]
 fn the_error_log_goes_to_its_file_and_sigusr1_reopens_it_for_logrotate() {
     let dir = TempDir::new();
     let log = dir.path().join("error.log");
-    let server = Server::start_logging_to(
-        &format!(
-            "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\n[log]\nerror_log = \"{}\"\n",
-            log.display()
-        ),
-        &log,
-    );
+    let server = TestServer::builder("workers = 1").error_log(&log).start();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("listening on http://"), "{text}");
     let rotated = dir.path().join("error.log.1");
     std::fs::rename(&log, &rotated).unwrap();
     server.signal(Signal::SIGUSR1);
-    let deadline = std::time::Instant::now() + crate::util::WAIT;
-    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("log files reopened")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no reopen line in the new file"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let new_file = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until("a reopen line in the new file", new_file, |t| {
+        t.contains("log files reopened")
+    });
     // The worker writes to the new file too: a handler panic is logged by the worker.
     assert_eq!(server.get("/panic").status, 500);
-    let deadline = std::time::Instant::now() + crate::util::WAIT;
-    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("worker 1[")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the worker did not reopen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_until("the worker's line in the new file", new_file, |t| {
+        t.contains("worker 1[")
+    });
     assert!(
         !std::fs::read_to_string(&rotated)
             .unwrap()
@@ -170,25 +157,23 @@ fn the_error_log_goes_to_its_file_and_sigusr1_reopens_it_for_logrotate() {
 fn the_access_log_records_each_response_in_the_chosen_format() {
     let dir = TempDir::new();
     let log = dir.path().join("access.log");
-    let server = Server::start(&format!(
-        "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\n[log]\naccess_log = \"{}\"\naccess_log_format = \"json\"\n",
-        log.display()
-    ));
+    let server = TestServer::builder("workers = 1")
+        .tables(&format!(
+            "[log]\naccess_log = \"{}\"\naccess_log_format = \"json\"",
+            log.display()
+        ))
+        .start();
     let response = server.request(
         "GET /bytes?n=7 HTTP/1.1\r\nHost: t\r\nUser-Agent: probe/1\r\nReferer: http://r/\r\nX-Forwarded-For: 198.51.100.7\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(response.status, 200);
     assert_eq!(server.request("BAD\r\n\r\n").status, 400);
     // Lines reach the file within about a second (the writer flushes at least that often).
-    let deadline = std::time::Instant::now() + crate::util::WAIT;
-    let text = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.lines().count() >= 2 {
-            break text;
-        }
-        assert!(std::time::Instant::now() < deadline, "access log: {text:?}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let text = wait_until(
+        "two lines in the access log",
+        || std::fs::read_to_string(&log).unwrap_or_default(),
+        |text| text.lines().count() >= 2,
+    );
     let first = text.lines().next().unwrap();
     // The peer is 127.0.0.1, trusted by default: the forwarded address is the client.
     assert!(first.contains("\"remote\":\"198.51.100.7\""), "{first}");
@@ -210,24 +195,21 @@ fn the_access_log_records_each_response_in_the_chosen_format() {
 fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
     let dir = TempDir::new();
     let log = dir.path().join("access.log");
-    let server = Server::start(&format!(
-        "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\nforwarded_allow_ips = [\"10.0.0.0/8\"]\n\
-         [log]\naccess_log = \"{}\"\naccess_log_format = \"{{remote}} {{status}}\"\n",
-        log.display()
-    ));
+    let server = TestServer::builder("workers = 1\nforwarded_allow_ips = [\"10.0.0.0/8\"]")
+        .tables(&format!(
+            "[log]\naccess_log = \"{}\"\naccess_log_format = \"{{remote}} {{status}}\"",
+            log.display()
+        ))
+        .start();
     server.request(
         "GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: close\r\n\r\n",
     );
-    let deadline = std::time::Instant::now() + crate::util::WAIT;
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if !text.is_empty() {
-            assert_eq!(text, "127.0.0.1 200\n");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let text = wait_until(
+        "a line in the access log",
+        || std::fs::read_to_string(&log).unwrap_or_default(),
+        |text| !text.is_empty(),
+    );
+    assert_eq!(text, "127.0.0.1 200\n");
 }
 
 /// Parses the exposition with the Prometheus project's own Python parser (installed by
@@ -239,33 +221,26 @@ fn check_with_prometheus_parser(text: &str) {
                   names = {f.name for f in families}\n\
                   assert 'tine_requests' in names and 'tine_request_duration_seconds' in names, names\n\
                   print(len(families))\n";
-    let probe = std::process::Command::new("python3")
-        .args(["-c", "import prometheus_client"])
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
+    let probe = run_bounded(
+        Command::new("python3").args(["-c", "import prometheus_client"]),
+        None,
+        WAIT,
+    );
+    if !probe.status.success() {
         crate::util::skip(
             "the Prometheus parser check: python3 with prometheus_client is not installed \
              (.ci/run installs it)",
         );
         return;
     }
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = run_bounded(
+        Command::new("python3").args(["-c", script]),
+        Some(text.as_bytes()),
+        WAIT,
+    );
     assert!(
         output.status.success(),
         "the Prometheus parser refused /metrics: {}\n{text}",
-        String::from_utf8_lossy(&output.stderr)
+        output.stderr
     );
 }

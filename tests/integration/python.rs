@@ -2,38 +2,49 @@
 //! application, preload with its fork protocol, reloads that import new code, boot_timeout.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use nix::sys::signal::Signal;
 
-use crate::util::{Server, TempDir, WAIT, run_tine};
+use crate::util::{Config, TempDir, TestServer, WAIT, run_bounded, run_tine, wait_until};
 
 /// The repository's bundled WSGI application.
 fn bundled_app_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python")
 }
 
-fn hello_config(extra: &str) -> String {
-    format!(
-        "[server]\nworkers = 2\nthreads = 2\n[app]\nhandler = \"wsgi\"\napp = \"hello:app\"\n\
-         pythonpath = [{:?}]\n{extra}",
-        bundled_app_dir().display().to_string()
+fn hello_config() -> Config {
+    wsgi_config(
+        "workers = 2\nthreads = 2",
+        "hello:app",
+        &bundled_app_dir(),
+        "",
     )
+}
+
+/// A config serving the WSGI application `app` from `dir`, with `server` as the `[server]` keys
+/// and `extra` as more `[app]` keys.
+fn wsgi_config(server: &str, app: &str, dir: &Path, extra: &str) -> Config {
+    Config::new(server).tables(&format!(
+        "[app]\nhandler = \"wsgi\"\napp = {app:?}\npythonpath = [{:?}]\n{extra}",
+        dir.display().to_string()
+    ))
 }
 
 /// What the interpreter tine was built against says of itself.
 fn built_python(code: &str) -> String {
-    let out = std::process::Command::new(env!("TINE_PYTHON_EXECUTABLE"))
-        .args(["-c", code])
-        .output()
-        .expect("run the build's python");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    let out = run_bounded(
+        Command::new(env!("TINE_PYTHON_EXECUTABLE")).args(["-c", code]),
+        None,
+        WAIT,
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    out.stdout.trim().to_owned()
 }
 
 #[test]
 fn the_interpreter_loaded_is_the_one_built_against() {
-    let server = Server::start(&hello_config(""));
+    let server = TestServer::start(hello_config());
     let answer = server.get("/python");
     assert_eq!(answer.status, 200, "{}", server.log());
     let expected = built_python("import sys; print(sys.version.split()[0], sys.prefix)");
@@ -85,7 +96,7 @@ fn the_bundled_config_serves_the_bundled_application() {
         "{out}"
     );
     // And the application it names answers, as it would from the repository's root.
-    let server = Server::start(&hello_config(""));
+    let server = TestServer::start(hello_config());
     let hello = server.get("/");
     assert_eq!(
         (hello.status, hello.text().as_str()),
@@ -162,10 +173,9 @@ fn an_import_error_at_start_exits_with_the_traceback() {
         if preload {
             args.push("--preload");
         }
-        let started = Instant::now();
+        // run_tine's bound (`WAIT`) catches a crash loop.
         let (status, _, err) = run_tine(&dir, &args);
         assert_eq!(status.code(), Some(70), "preload {preload}: {err}");
-        assert!(started.elapsed() < WAIT, "no crash loop");
         assert!(err.contains("Traceback (most recent call last)"), "{err}");
         assert!(err.contains("broken.py\", line 2"), "{err}");
         assert!(err.contains("ValueError: the settings are wrong"), "{err}");
@@ -182,12 +192,12 @@ fn preload_imports_once_in_the_master_and_workers_share_it() {
          \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
          \x20   return [f'{IMPORTED_IN} {os.getpid()} {os.getppid()}'.encode()]\n",
     );
-    let config = format!(
-        "[server]\nworkers = 2\n[app]\nhandler = \"wsgi\"\napp = \"counted:app\"\n\
-         pythonpath = [{:?}]\npreload = true\n",
-        dir.path().display().to_string()
-    );
-    let server = Server::start(&config);
+    let server = TestServer::start(wsgi_config(
+        "workers = 2",
+        "counted:app",
+        dir.path(),
+        "preload = true",
+    ));
     let body = server.get("/").text();
     let pids: Vec<u32> = body.split(' ').map(|p| p.parse().unwrap()).collect();
     assert_eq!(pids[0], server.pid(), "imported in the master: {body}");
@@ -246,34 +256,29 @@ fn hup(pidfile: &Path) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP).unwrap();
 }
 
-fn hup_and_wait_for(server: &Server, pidfile: &Path, body: &str) {
+fn hup_and_wait_for(server: &TestServer, pidfile: &Path, body: &str) {
     hup(pidfile);
     // The reload is over when the old generation (or the old master) is gone: until then an
     // old worker may still answer a new connection.
     let done = ["reload complete", "has taken over"];
-    let deadline = Instant::now() + WAIT;
-    while !done.iter().any(|d| server.log().contains(d)) {
-        assert!(
-            Instant::now() < deadline,
-            "the reload never completed:\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "the reload's completion in the log",
+        || server.log(),
+        |log| done.iter().any(|d| log.contains(d)),
+    );
     let mut in_a_row = 0;
-    while in_a_row < 20 {
-        assert!(
-            Instant::now() < deadline,
-            "never served {body:?}:\n{}",
-            server.log()
-        );
-        if server.get("/").text() == body {
-            in_a_row += 1;
-        } else {
-            in_a_row = 0;
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    wait_until(
+        &format!("20 answers {body:?} in a row"),
+        || {
+            if server.get("/").text() == body {
+                in_a_row += 1;
+            } else {
+                in_a_row = 0;
+            }
+            in_a_row
+        },
+        |&n| n >= 20,
+    );
 }
 
 #[test]
@@ -282,28 +287,25 @@ fn hup_loads_new_application_code_lazy_and_preloaded_and_a_broken_one_changes_no
         let dir = TempDir::new();
         write_versioned(&dir, "v1");
         let pidfile = dir.path().join("tine.pid");
-        let config = format!(
-            "[server]\nworkers = 2\ngraceful_timeout = \"5s\"\npidfile = {:?}\n[app]\n\
-             handler = \"wsgi\"\napp = \"versioned:app\"\npythonpath = [{:?}]\n\
-             preload = {preload}\n",
-            pidfile.display().to_string(),
-            dir.path().display().to_string()
+        let config = wsgi_config(
+            &format!(
+                "workers = 2\ngraceful_timeout = \"5s\"\npidfile = {:?}",
+                pidfile.display().to_string()
+            ),
+            "versioned:app",
+            dir.path(),
+            &format!("preload = {preload}"),
         );
-        let server = Server::start(&config);
+        let server = TestServer::start(config);
         assert_eq!(server.get("/").text(), "v1");
         write_versioned(&dir, "v2");
         hup_and_wait_for(&server, &pidfile, "v2");
         // A version that does not import: logged with its traceback, the old one serves on.
         dir.write("versioned.py", "def app(:\n");
         hup(&pidfile);
-        let deadline = Instant::now() + WAIT;
-        while !server.log().contains("SyntaxError") && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let log = server.log();
-        assert!(log.contains("SyntaxError"), "preload {preload}:\n{log}");
-        let settled = Instant::now() + Duration::from_millis(500);
-        while Instant::now() < settled {
+        server.wait_log("SyntaxError");
+        // The failed reload is logged; the old application answers on, request after request.
+        for _ in 0..50 {
             assert_eq!(server.get("/").text(), "v2", "preload {preload}");
         }
     }
@@ -323,33 +325,33 @@ fn a_slow_import_is_not_a_hung_worker_until_boot_timeout() {
          \x20   return [b'booted']\n",
     );
     // The import takes 3 s, three times `timeout`: well within boot_timeout, it boots.
-    let config = format!(
-        "[server]\nworkers = 1\ntimeout = \"1s\"\n[app]\nhandler = \"wsgi\"\napp = \"slow:app\"\n\
-         pythonpath = [{:?}]\n",
-        dir.path().display().to_string()
-    );
-    let server = Server::start_with_env(&config, &[("IMPORT_SECONDS", "3")]);
+    let config = wsgi_config("workers = 1\ntimeout = \"1s\"", "slow:app", dir.path(), "");
+    let server = TestServer::builder(config)
+        .env("IMPORT_SECONDS", "3")
+        .start();
     assert_eq!(server.get("/").text(), "booted");
     assert!(!server.log().contains("killing it"), "{}", server.log());
     drop(server);
     // Past boot_timeout, the worker is killed, and the log shows where its import was stuck.
-    let config = config.replace(
-        "timeout = \"1s\"",
-        "timeout = \"1s\"\nboot_timeout = \"1s\"",
+    let config = wsgi_config(
+        "workers = 1\ntimeout = \"1s\"\nboot_timeout = \"1s\"",
+        "slow:app",
+        dir.path(),
+        "",
     );
-    let child = Server::spawn_unready(&config, &[("IMPORT_SECONDS", "30")]);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let log = child.log();
-        if log.contains("did not finish starting within boot_timeout")
-            && log.contains("importing_slowly")
-        {
-            assert!(log.contains("slow.py\", line 3"), "{log}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no boot_timeout kill:\n{log}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let child = TestServer::builder(config)
+        .env("IMPORT_SECONDS", "30")
+        .unready()
+        .start();
+    let log = wait_until(
+        "the boot_timeout kill, with where the import was stuck, in the log",
+        || child.log(),
+        |log| {
+            log.contains("did not finish starting within boot_timeout")
+                && log.contains("importing_slowly")
+        },
+    );
+    assert!(log.contains("slow.py\", line 3"), "{log}");
 }
 
 #[test]
@@ -368,12 +370,8 @@ fn a_graceful_stop_runs_the_applications_atexit_handlers_and_a_fast_stop_does_no
                 marker.display().to_string()
             ),
         );
-        let config = format!(
-            "[server]\nworkers = 1\n[app]\nhandler = \"wsgi\"\napp = \"exiting:app\"\n\
-             pythonpath = [{:?}]\n",
-            dir.path().display().to_string()
-        );
-        let mut server = Server::start(&config);
+        let config = wsgi_config("workers = 1", "exiting:app", dir.path(), "");
+        let mut server = TestServer::start(config);
         assert_eq!(server.get("/").text(), "ok");
         let worker = server.workers()[0];
         server.signal(signal);
@@ -394,13 +392,11 @@ fn an_active_virtualenv_is_used_as_its_own_python_would() {
          \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
          \x20   return [f'{sys.prefix}\\n{flask.__file__}\\n'.encode()]\n",
     );
-    let config = format!(
-        "[server]\nworkers = 1\n[app]\nhandler = \"wsgi\"\napp = \"where:app\"\n\
-         pythonpath = [{:?}]\n",
-        dir.path().display().to_string()
-    );
+    let config = wsgi_config("workers = 1", "where:app", dir.path(), "");
     // As `source .venv/bin/activate` leaves it: only VIRTUAL_ENV says which.
-    let server = Server::start_with_env(&config, &[("VIRTUAL_ENV", venv.to_str().unwrap())]);
+    let server = TestServer::builder(config)
+        .env("VIRTUAL_ENV", &venv)
+        .start();
     let answer = server.get("/");
     assert_eq!(answer.status, 200, "{}", server.log());
     let text = answer.text();
@@ -434,12 +430,7 @@ fn the_status_line_carries_the_applications_own_reason_phrase() {
          \x20   start_response(status, [('Content-Type', 'text/plain')])\n\
          \x20   return [b'']\n",
     );
-    let config = format!(
-        "[server]\nworkers = 1\n[app]\nhandler = \"wsgi\"\napp = \"phrases:app\"\n\
-         pythonpath = [{:?}]\n",
-        dir.path().display().to_string()
-    );
-    let server = Server::start(&config);
+    let server = TestServer::start(wsgi_config("workers = 1", "phrases:app", dir.path(), ""));
     for (path, line) in [
         ("/fine", "HTTP/1.1 200 Fine\r\n"),
         ("/std", "HTTP/1.1 404 Not Found\r\n"),
@@ -461,7 +452,7 @@ fn the_status_line_carries_the_applications_own_reason_phrase() {
 
 #[test]
 fn a_header_spelled_with_underscores_cannot_pose_as_a_proxys() {
-    let server = Server::start(&hello_config(""));
+    let server = TestServer::start(hello_config());
     // From 127.0.0.1, which forwarded_allow_ips trusts by default: the dashed spelling is
     // believed, the underscored one never reaches the environ.
     let raw = |header: &str| {
@@ -493,10 +484,11 @@ fn the_directory_tine_runs_in_is_on_the_python_path_as_under_gunicorn() {
          \x20   start_response('200 OK', [])\n\
          \x20   return [b'found in the working directory']\n",
     );
-    let config = format!(
-        "[server]\nworkers = 1\nchdir = {:?}\n[app]\nhandler = \"wsgi\"\napp = \"here:app\"\n",
+    let config = Config::new(&format!(
+        "workers = 1\nchdir = {:?}",
         dir.path().display().to_string()
-    );
-    let server = Server::start(&config);
+    ))
+    .tables("[app]\nhandler = \"wsgi\"\napp = \"here:app\"");
+    let server = TestServer::start(config);
     assert_eq!(server.get("/").text(), "found in the working directory");
 }

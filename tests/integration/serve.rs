@@ -1,15 +1,14 @@
 //! Serving HTTP: the demo routes, keep-alive, request bodies, bad requests and the pool.
 
 use std::io::Write;
-use std::time::{Duration, Instant};
 
-use crate::util::{Server, read_response, read_response_head};
+use crate::util::{TestServer, read_response, read_response_head};
 
-const ONE_WORKER: &str = "[server]\nworkers = 1\nthreads = 4\n";
+const ONE_WORKER: &str = "workers = 1\nthreads = 4\n";
 
 #[test]
 fn demo_routes_answer() {
-    let server = Server::start(ONE_WORKER);
+    let server = TestServer::start(ONE_WORKER);
     let hello = server.get("/");
     assert_eq!(hello.status, 200);
     assert_eq!(hello.text(), "Hello, World!");
@@ -31,7 +30,7 @@ fn demo_routes_answer() {
 
 #[test]
 fn a_handler_panic_is_a_500_and_the_worker_keeps_serving() {
-    let server = Server::start(ONE_WORKER);
+    let server = TestServer::start(ONE_WORKER);
     let before = server.workers();
     assert_eq!(server.get("/panic").status, 500);
     assert_eq!(server.get("/").status, 200);
@@ -41,7 +40,7 @@ fn a_handler_panic_is_a_500_and_the_worker_keeps_serving() {
 
 #[test]
 fn echo_returns_content_length_and_chunked_bodies() {
-    let server = Server::start(ONE_WORKER);
+    let server = TestServer::start(ONE_WORKER);
     let body = "x".repeat(70_000);
     let response = server.request(&format!(
         "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -60,7 +59,7 @@ fn echo_returns_content_length_and_chunked_bodies() {
 
 #[test]
 fn keep_alive_serves_many_requests_on_one_connection_including_pipelined() {
-    let server = Server::start(ONE_WORKER);
+    let server = TestServer::start(ONE_WORKER);
     let mut stream = server.connect();
     for _ in 0..3 {
         stream
@@ -88,7 +87,7 @@ fn keep_alive_serves_many_requests_on_one_connection_including_pipelined() {
 
 #[test]
 fn head_gets_the_length_but_no_body() {
-    let server = Server::start(ONE_WORKER);
+    let server = TestServer::start(ONE_WORKER);
     let mut stream = server.connect();
     stream
         .write_all(b"HEAD /bytes?n=5000 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -105,7 +104,7 @@ fn head_gets_the_length_but_no_body() {
 
 #[test]
 fn http_1_0_closes_unless_keep_alive_is_asked_for() {
-    let server = Server::start(ONE_WORKER);
+    let server = TestServer::start(ONE_WORKER);
     let response = server.request("GET / HTTP/1.0\r\n\r\n");
     assert_eq!(response.status, 200);
     assert_eq!(response.header("Connection"), Some("close"));
@@ -121,7 +120,7 @@ fn http_1_0_closes_unless_keep_alive_is_asked_for() {
 
 #[test]
 fn malformed_requests_get_a_4xx_and_a_close() {
-    let server = Server::start(ONE_WORKER);
+    let server = TestServer::start(ONE_WORKER);
     let cases = [
         ("GARBAGE\r\n\r\n", 400),
         ("GET / HTTP/1.1\r\n\r\n", 400), // no Host
@@ -151,7 +150,9 @@ fn malformed_requests_get_a_4xx_and_a_close() {
 
 #[test]
 fn a_body_over_the_limit_is_413_before_it_is_read() {
-    let server = Server::start("[server]\nworkers = 1\n[limits]\nbody = \"1KiB\"\n");
+    let server = TestServer::builder("workers = 1")
+        .tables("[limits]\nbody = \"1KiB\"")
+        .start();
     let mut stream = server.connect();
     stream
         .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n")
@@ -161,42 +162,62 @@ fn a_body_over_the_limit_is_413_before_it_is_read() {
 }
 
 #[test]
-fn four_threads_run_eight_slow_requests_in_two_waves() {
-    let server = Server::start("[server]\nworkers = 1\nthreads = 4\n");
-    let started = Instant::now();
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            let addr = server.addr;
-            std::thread::spawn(move || {
-                let mut stream = std::net::TcpStream::connect(addr).unwrap();
-                stream
-                    .write_all(
-                        b"GET /sleep?ms=300 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-                    )
-                    .unwrap();
-                read_response(&mut stream).unwrap()
-            })
+fn four_threads_run_four_slow_requests_at_once_and_a_fifth_waits_for_one() {
+    let server = TestServer::builder("workers = 1\nthreads = 4")
+        .control_socket()
+        .start();
+    // Sleeps sent longest first, each once the one before it is in the worker (the scoreboard
+    // counts requests handed to the pool, running or queued): with four threads they all run
+    // at once and finish shortest first; one at a time, they would finish in the order sent.
+    // The 2 s steps are margins for a slow machine, not measurements: nothing here reads a
+    // clock.
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let send = |ms: u64| {
+        let mut stream = server.connect();
+        let finished = finished.clone();
+        std::thread::spawn(move || {
+            stream
+                .write_all(
+                    format!("GET /sleep?ms={ms} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .unwrap();
+            let response = read_response(&mut stream).unwrap();
+            assert_eq!(response.status, 200);
+            (
+                ms,
+                finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+            )
         })
-        .collect();
-    let responses: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
-    let elapsed = started.elapsed();
-    assert!(responses.iter().all(|r| r.status == 200));
-    // Four threads cannot sleep 8 × 300 ms in less than two rounds...
-    assert!(elapsed >= Duration::from_millis(600), "took {elapsed:?}");
-    // ...and four at a time finish far sooner than one at a time (2.4 s); the bound is generous.
-    assert!(elapsed < Duration::from_millis(2300), "took {elapsed:?}");
+    };
+    let mut clients = Vec::new();
+    for (n, ms) in [8000, 6000, 4000, 2000].into_iter().enumerate() {
+        clients.push(send(ms));
+        server.wait_busy(n as u64 + 1);
+    }
+    // A fifth, of one second, queued behind the four: it runs only when a thread is free, so
+    // it finishes a second after the shortest of the four (with a fifth thread, a second
+    // before it).
+    clients.push(send(1000));
+    server.wait_busy(5);
+    let mut order: Vec<(u64, usize)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    order.sort_by_key(|&(_, place)| place);
+    let by_place: Vec<u64> = order.iter().map(|&(ms, _)| ms).collect();
+    assert_eq!(
+        by_place,
+        [2000, 1000, 4000, 6000, 8000],
+        "the order the requests finished in"
+    );
 }
 
 #[test]
 fn serves_on_a_unix_socket() {
     let dir = crate::util::TempDir::new();
     let socket = dir.path().join("tine.sock");
-    let config = format!(
-        "[server]\nworkers = 1\nbind = [\"127.0.0.1:0\", \"unix:{}\"]\n",
-        socket.display()
-    );
-    let server = Server::start(&config);
-    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let server = TestServer::builder("workers = 1")
+        .bind(&format!("unix:{}", socket.display()))
+        .start();
+    let mut stream = crate::util::connect_unix(&socket);
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
@@ -209,7 +230,7 @@ fn serves_on_a_unix_socket() {
 
 #[test]
 fn a_handler_header_with_crlf_becomes_a_500_never_a_split_response() {
-    let server = Server::start(ONE_WORKER);
+    let server = TestServer::start(ONE_WORKER);
     let fine = server.get("/header?name=X-Demo&value=ok");
     assert_eq!(fine.status, 200);
     assert_eq!(fine.header("X-Demo"), Some("ok"));
@@ -224,7 +245,7 @@ fn a_handler_header_with_crlf_becomes_a_500_never_a_split_response() {
 
 #[test]
 fn expect_100_continue_is_answered_before_the_body_and_other_expectations_are_417() {
-    let server = Server::start(ONE_WORKER);
+    let server = TestServer::start(ONE_WORKER);
     let mut stream = server.connect();
     stream
         .write_all(
@@ -242,7 +263,9 @@ fn expect_100_continue_is_answered_before_the_body_and_other_expectations_are_41
     );
     assert_eq!(refused.status, 417);
     // A body over the limit is refused without a 100 Continue first.
-    let server = Server::start("[server]\nworkers = 1\n[limits]\nbody = \"4\"\n");
+    let server = TestServer::builder("workers = 1")
+        .tables("[limits]\nbody = \"4\"")
+        .start();
     let mut stream = server.connect();
     stream
         .write_all(
@@ -254,7 +277,7 @@ fn expect_100_continue_is_answered_before_the_body_and_other_expectations_are_41
 
 #[test]
 fn a_slow_drip_head_gets_408() {
-    let server = Server::start("[server]\nworkers = 1\nheader_timeout = \"1s\"\n");
+    let server = TestServer::start("workers = 1\nheader_timeout = \"1s\"\n");
     let mut stream = server.connect();
     stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
     // Never finished: the head must arrive within header_timeout.

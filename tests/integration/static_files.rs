@@ -2,12 +2,9 @@
 //! requests, hostile paths, directories, precompressed files, large and slow downloads, and a
 //! root that cannot be served.
 
+use crate::util::{TempDir, TestServer, read_response, read_response_head, run_tine};
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-use crate::util::{Server, TempDir, WAIT, read_response, read_response_head, run_tine};
 
 /// A site in a temp dir, and a server for it with one worker of `threads` threads.
 struct Site {
@@ -30,15 +27,17 @@ impl Site {
         self.dir.path().join("root")
     }
 
-    fn serve(&self, threads: usize, app: &str) -> Server {
-        Server::start(&format!(
-            "[server]\nworkers = 1\nthreads = {threads}\n[app]\nhandler = \"static\"\nroot = \"{}\"\n{app}",
-            self.root().display()
-        ))
+    fn serve(&self, threads: usize, app: &str) -> TestServer {
+        TestServer::builder(format!("workers = 1\nthreads = {threads}"))
+            .tables(&format!(
+                "[app]\nhandler = \"static\"\nroot = \"{}\"\n{app}",
+                self.root().display()
+            ))
+            .start()
     }
 }
 
-fn get_with(server: &Server, target: &str, headers: &str) -> crate::util::Response {
+fn get_with(server: &TestServer, target: &str, headers: &str) -> crate::util::Response {
     server.request(&format!(
         "GET {target} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n"
     ))
@@ -252,11 +251,13 @@ fn a_download_matches_the_file_byte_for_byte_over_tcp_and_unix_sockets() {
     let data = pattern(3 << 20);
     std::fs::write(site.root().join("data.bin"), &data).unwrap();
     let socket = site.dir.path().join("tine.sock");
-    let server = Server::start(&format!(
-        "[server]\nworkers = 1\nbind = [\"127.0.0.1:0\", \"unix:{}\"]\n[app]\nhandler = \"static\"\nroot = \"{}\"\n",
-        socket.display(),
-        site.root().display()
-    ));
+    let server = TestServer::builder("workers = 1")
+        .bind(&format!("unix:{}", socket.display()))
+        .tables(&format!(
+            "[app]\nhandler = \"static\"\nroot = \"{}\"",
+            site.root().display()
+        ))
+        .start();
     let response = server.get("/data.bin");
     assert_eq!(response.header("Content-Length"), Some("3145728"));
     assert!(
@@ -266,7 +267,7 @@ fn a_download_matches_the_file_byte_for_byte_over_tcp_and_unix_sockets() {
     let part = get_with(&server, "/data.bin", "Range: bytes=1000000-1999999\r\n");
     assert!(part.body == data[1_000_000..2_000_000], "the range differs");
 
-    let mut unix = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let mut unix = crate::util::connect_unix(&socket);
     unix.write_all(b"GET /data.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut raw = Vec::new();
@@ -288,37 +289,24 @@ fn a_slow_100_mib_download_holds_no_thread_and_others_are_served_meanwhile() {
     // One pool thread: if the download held it, nothing else could be answered.
     let server = site.serve(1, "");
     let worker = server.workers()[0];
-    let mut slow = TcpStream::connect(server.addr).unwrap();
-    slow.set_read_timeout(Some(WAIT)).unwrap();
+    let mut slow = crate::util::connect(server.addr);
     slow.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
     let head = read_response_head(&mut slow).unwrap();
     assert_eq!(head.header("Content-Length"), Some("104857600"));
     let mut buf = vec![0u8; 64 * 1024];
     let mut received = 0u64;
-    let started = Instant::now();
-    let mut served_meanwhile = 0;
-    // Read a little at a time for a second, asking for other files in between.
-    while started.elapsed() < Duration::from_secs(1) {
+    // Read a little at a time, asking for another file in between: with the one pool thread
+    // held by the download, none of these could be answered (each `get` fails after the read
+    // timeout, `WAIT`, a hang detector).
+    for _ in 0..10 {
         let n = slow.read(&mut buf).unwrap();
         assert!(buf[..n].iter().all(|&b| b == 0));
         received += n as u64;
-        let asked = Instant::now();
         let other = server.get("/hello.txt");
         assert_eq!(other.text(), "hello, world\n");
-        assert!(
-            asked.elapsed() < Duration::from_secs(2),
-            "a request took {:?} during the download",
-            asked.elapsed()
-        );
-        served_meanwhile += 1;
-        std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(served_meanwhile >= 5, "{served_meanwhile}");
-    assert!(
-        received < size / 2,
-        "the client read slowly, yet got {received} bytes"
-    );
+    assert!(received < size, "the download is still under way");
     let rss = rss_kib(worker);
     assert!(
         rss < 64 * 1024,
@@ -376,15 +364,16 @@ fn a_root_that_cannot_be_served_stops_tine_with_exit_70_and_says_why() {
 
 #[test]
 fn the_bundled_static_config_serves_public() {
+    // The file as it is, from the repository's root as the README runs it; the command line
+    // moves its listener to a port the kernel picks, and asks for one worker.
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let config = std::fs::read_to_string(repo.join("config/static.toml")).unwrap();
-    let config = config
-        .replace("bind = [\"127.0.0.1:8000\"]", "bind = [\"127.0.0.1:0\"]")
-        .replace(
-            "[server]\n",
-            &format!("[server]\nworkers = 1\nchdir = \"{}\"\n", repo.display()),
-        );
-    let server = Server::start(&config);
+    let server = TestServer::builder("")
+        .config_file(&repo.join("config/static.toml"))
+        .arg("--workers")
+        .arg("1")
+        .arg("--chdir")
+        .arg(repo)
+        .start();
     let page = server.get("/");
     assert_eq!(page.status, 200);
     assert_eq!(

@@ -13,20 +13,16 @@
 //! only against tine (`Wsgi::is_tine`). The tests in `tine_only` always run tine.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
-
 use crate::util::{
-    Response, Server, TempDir, WAIT, children_of, python_apps, read_response_any,
-    read_response_head, read_until_close, spawn_logged, test_venv, tine_bin, toml_string,
-    unlinked_temp_files, wait_until,
+    Config, Guarded, Response, TempDir, TestServer, WAIT, children_of, python_apps,
+    read_response_any, read_response_head, read_until_close, run_bounded, test_venv, tine_bin,
+    toml_string, unlinked_temp_files, wait_until,
 };
 
 /// The environment variable that points the portable tests at gunicorn.
@@ -114,16 +110,14 @@ impl Spec {
         self
     }
 
-    /// tine's config for this spec. `Server::start` adds the bind line.
-    fn tine_config(&self) -> String {
-        let mut config = format!(
-            "[server]\nworkers = {}\nthreads = 4\n{}",
-            self.workers, self.server
-        );
+    /// tine's config for this spec (the builder adds the listener).
+    fn tine_config(&self) -> Config {
+        let mut server = format!("workers = {}\nthreads = 4\n{}", self.workers, self.server);
         if let Some(ips) = &self.forwarded_allow_ips {
             let list: Vec<String> = ips.iter().map(|ip| toml_string(ip)).collect();
-            config.push_str(&format!("forwarded_allow_ips = [{}]\n", list.join(", ")));
+            server.push_str(&format!("forwarded_allow_ips = [{}]\n", list.join(", ")));
         }
+        let mut config = String::new();
         if !self.limits.is_empty() {
             config.push_str(&format!("[limits]\n{}", self.limits));
         }
@@ -153,7 +147,7 @@ impl Spec {
                 .collect();
             config.push_str(&format!("env = {{ {} }}\n", pairs.join(", ")));
         }
-        config
+        Config::new(&server).tables(&config)
     }
 }
 
@@ -165,7 +159,7 @@ struct Wsgi {
 }
 
 enum Backend {
-    Tine(Server),
+    Tine(TestServer),
     Gunicorn(Gunicorn),
 }
 
@@ -182,7 +176,9 @@ fn start(spec: &Spec) -> Wsgi {
 fn start_tine(spec: &Spec) -> Wsgi {
     let state = TempDir::new();
     let state_path = state.path().to_string_lossy().into_owned();
-    let server = Server::start_with_env(&spec.tine_config(), &[("TINE_TEST_STATE", &state_path)]);
+    let server = TestServer::builder(spec.tine_config())
+        .env("TINE_TEST_STATE", &state_path)
+        .start();
     Wsgi {
         backend: Backend::Tine(server),
         state,
@@ -224,9 +220,7 @@ impl Wsgi {
     }
 
     fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(self.addr()).expect("connect");
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream
+        crate::util::connect(self.addr())
     }
 
     /// Sends `raw` on a new connection and reads one response, whatever its framing.
@@ -303,10 +297,13 @@ impl Wsgi {
 
     /// Waits for the counter `name` to reach `want`, then checks it stays there a while.
     fn expect_count(&self, name: &str, want: u64) {
-        let deadline = Instant::now() + WAIT;
-        while self.count(name) < want && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            &format!("{}: counter {name} at {want}", self.name()),
+            || self.count(name),
+            |&n| n >= want,
+        );
+        // "Not again": no event says a second call will not come, so a while must pass; this
+        // sleep is that check, not a wait for something.
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(
             self.count(name),
@@ -319,19 +316,11 @@ impl Wsgi {
 
     /// Waits for the log to contain `needle`; returns the log.
     fn wait_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let log = self.log();
-            if log.contains(needle) {
-                return log;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: no {needle:?} in the log:\n{log}",
-                self.name()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            &format!("{}: {needle:?} in the log", self.name()),
+            || self.log(),
+            |log| log.contains(needle),
+        )
     }
 
     fn master_pid(&self) -> u32 {
@@ -354,9 +343,9 @@ impl Wsgi {
     }
 }
 
-/// gunicorn from the test venv, in a process group of its own, killed by its pid on drop.
+/// gunicorn from the test venv, in a process group of its own, killed with it on drop.
 struct Gunicorn {
-    child: Child,
+    child: Guarded,
     addr: SocketAddr,
     log_path: PathBuf,
     _dir: TempDir,
@@ -364,88 +353,78 @@ struct Gunicorn {
 
 impl Gunicorn {
     /// Runs `spec` under gunicorn with the settings tine's config gives it: one worker (or
-    /// `spec.workers`), 4 threads (the gthread worker), the apps directory on sys.path.
+    /// `spec.workers`), 4 threads (the gthread worker), the apps directory on sys.path; on a
+    /// port the kernel picks, which its log names.
     fn start(spec: &Spec, state: &Path) -> Gunicorn {
         let venv = test_venv();
         let gunicorn = venv.join("bin/gunicorn");
-        let mut last_log = String::new();
-        for _attempt in 0..3 {
-            let dir = TempDir::new();
-            let port = free_port();
-            let log_path = dir.path().join("gunicorn.log");
-            let mut command = Command::new(&gunicorn);
-            command
-                .arg("--chdir")
-                .arg(python_apps())
-                .args(["--workers", &spec.workers.to_string()])
-                .args(["--threads", "4", "--worker-class", "gthread"])
-                .args(["--bind", &format!("127.0.0.1:{port}")])
-                .args(["--timeout", "30", "--graceful-timeout", "2"])
-                .args(["--error-logfile", "-"]);
-            if gunicorn_has_control_socket(&gunicorn) {
-                command.arg("--no-control-socket");
-            }
-            if spec.preload {
-                command.arg("--preload");
-            }
-            if let Some(ips) = &spec.forwarded_allow_ips {
-                command.args(["--forwarded-allow-ips", &ips.join(",")]);
-            }
-            for (name, value) in &spec.app_env {
-                command.args(["--env", &format!("{name}={value}")]);
-            }
-            if !spec.script_name.is_empty() {
-                command.env("SCRIPT_NAME", &spec.script_name);
-            }
-            let child = spawn_logged(
-                command
-                    .arg(&spec.app)
-                    .current_dir(dir.path())
-                    .env("TINE_TEST_STATE", state)
-                    .env_remove("GUNICORN_CMD_ARGS"),
-                &log_path,
-            );
-            let mut gunicorn = Gunicorn {
-                child,
-                addr: format!("127.0.0.1:{port}").parse().unwrap(),
-                log_path,
-                _dir: dir,
-            };
-            // Ready once the listener is up and a worker is booting: connections wait in
-            // the backlog while it imports the application.
-            let deadline = Instant::now() + WAIT;
-            loop {
-                let log = gunicorn.log();
-                if log.contains("Listening at:") && log.contains("Booting worker") {
-                    return gunicorn;
-                }
-                if gunicorn.child.try_wait().unwrap().is_some() {
-                    last_log = log;
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "gunicorn not ready within {WAIT:?}; log:\n{log}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if !last_log.contains("Address already in use") {
-                break;
-            }
+        let dir = TempDir::new();
+        let log_path = dir.path().join("gunicorn.log");
+        let mut command = Command::new(&gunicorn);
+        command
+            .arg("--chdir")
+            .arg(python_apps())
+            .args(["--workers", &spec.workers.to_string()])
+            .args(["--threads", "4", "--worker-class", "gthread"])
+            .args(["--bind", "127.0.0.1:0"])
+            .args(["--timeout", "30", "--graceful-timeout", "2"])
+            .args(["--error-logfile", "-"]);
+        if gunicorn_has_control_socket(&gunicorn) {
+            command.arg("--no-control-socket");
         }
-        panic!("gunicorn did not start; log:\n{last_log}");
+        if spec.preload {
+            command.arg("--preload");
+        }
+        if let Some(ips) = &spec.forwarded_allow_ips {
+            command.args(["--forwarded-allow-ips", &ips.join(",")]);
+        }
+        for (name, value) in &spec.app_env {
+            command.args(["--env", &format!("{name}={value}")]);
+        }
+        if !spec.script_name.is_empty() {
+            command.env("SCRIPT_NAME", &spec.script_name);
+        }
+        let log = std::fs::File::create(&log_path).expect("create gunicorn's log");
+        let mut child = Guarded::spawn(
+            command
+                .arg(&spec.app)
+                .current_dir(dir.path())
+                .env("TINE_TEST_STATE", state)
+                .env_remove("GUNICORN_CMD_ARGS")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("clone the log's descriptor"))
+                .stderr(log),
+        );
+        // Ready once the listener is up and a worker is booting: connections wait in the
+        // backlog while it imports the application.
+        let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let log = wait_until(
+            "gunicorn listening, with a worker booting",
+            || {
+                let log = read_log();
+                if let Some(status) = child.try_wait() {
+                    panic!("gunicorn exited with {status}; log:\n{log}");
+                }
+                log
+            },
+            |log| log.contains("Listening at:") && log.contains("Booting worker"),
+        );
+        let addr = log
+            .lines()
+            .find_map(|line| line.split("Listening at: http://").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no listening address in gunicorn's log:\n{log}"));
+        Gunicorn {
+            child,
+            addr,
+            log_path,
+            _dir: dir,
+        }
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-}
-
-impl Drop for Gunicorn {
-    fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -454,22 +433,9 @@ impl Drop for Gunicorn {
 fn gunicorn_has_control_socket(gunicorn: &Path) -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
-        let output = Command::new(gunicorn)
-            .arg("--help")
-            .stdin(Stdio::null())
-            .output()
-            .expect("gunicorn --help");
-        String::from_utf8_lossy(&output.stdout).contains("--no-control-socket")
+        let output = run_bounded(Command::new(gunicorn).arg("--help"), None, WAIT);
+        output.stdout.contains("--no-control-socket")
     })
-}
-
-/// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // --- small helpers ----------------------------------------------------------------------------
@@ -1274,9 +1240,15 @@ mod pep3333 {
         let mut first = [0u8; 8];
         std::io::Read::read_exact(&mut stream, &mut first).unwrap();
         drop(stream);
-        w.expect_count("close-gone", 1);
+        wait_until(
+            &format!("{}: close called", w.name()),
+            || w.count("close-gone"),
+            |&n| n >= 1,
+        );
         let produced = w.count("produced-gone");
-        std::thread::sleep(Duration::from_millis(300));
+        // expect_count's wait for a second close is also the while in which a closed iterable
+        // must not be advanced.
+        w.expect_count("close-gone", 1);
         assert_eq!(
             w.count("produced-gone"),
             produced,
@@ -1299,7 +1271,10 @@ mod pep3333 {
             "the client does not see the exception"
         );
         w.wait_log("RuntimeError: deliberate failure before start_response");
-        std::thread::sleep(Duration::from_millis(300));
+        // A later request's line in the same log: whatever the failed request logged comes
+        // before it.
+        assert_eq!(w.get("/errors?marker=after-raise-7f3a").text(), "logged");
+        w.wait_log("after-raise-7f3a via writelines");
         let log = w.log();
         assert_eq!(
             count_of(&log, "Traceback (most recent call last)"),
@@ -1427,19 +1402,11 @@ mod pep3333 {
             );
             if w.is_tine() {
                 // A line names the problem (gunicorn's TypeError for bytes does not).
-                let deadline = Instant::now() + WAIT;
-                loop {
-                    let log = w.log();
-                    let new = log.get(logged_before..).unwrap_or("").to_lowercase();
-                    if new.contains(named) {
-                        break;
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "{what}: no log line naming {named:?}; log:\n{log}"
-                    );
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                wait_until(
+                    &format!("{what}: a log line naming {named:?}"),
+                    || w.log().get(logged_before..).unwrap_or("").to_lowercase(),
+                    |new| new.contains(named),
+                );
             }
         }
         assert_eq!(w.get("/").text(), "validated_app\n");
@@ -1493,15 +1460,15 @@ mod pep3333 {
         let w = start(&Spec::validated());
         w.get("/"); // imported
         let addr = w.addr();
-        let started = Instant::now();
+        // Each request waits in the application until all four are there at once (or gives up
+        // after 15 s, answering "alone"): no clock on this side.
         let clients: Vec<_> = (0..4)
             .map(|_| {
                 std::thread::spawn(move || {
-                    let mut stream = TcpStream::connect(addr).unwrap();
-                    stream.set_read_timeout(Some(WAIT)).unwrap();
+                    let mut stream = crate::util::connect(addr);
                     stream
                         .write_all(
-                            b"GET /sleep?ms=800 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                            b"GET /together?n=4&tag=four HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
                         )
                         .unwrap();
                     read_response_any(&mut stream, false).unwrap().text()
@@ -1509,13 +1476,8 @@ mod pep3333 {
             })
             .collect();
         for client in clients {
-            assert_eq!(client.join().unwrap(), "slept");
+            assert_eq!(client.join().unwrap(), "together", "log:\n{}", w.log());
         }
-        assert!(
-            started.elapsed() < Duration::from_millis(2400),
-            "4 sleeps of 0.8 s took {:?}",
-            started.elapsed()
-        );
     }
 
     #[test]
@@ -1621,8 +1583,10 @@ mod tine_only {
         let started = Instant::now();
         let response = w.get("/stuck");
         assert_eq!(response.status, 504, "log:\n{}", w.log());
+        // Not before the configured timeout (a lower bound no machine can break); how late is
+        // bounded only by the read timeout, `WAIT`, a hang detector.
         assert!(
-            started.elapsed() < Duration::from_secs(8),
+            started.elapsed() >= Duration::from_secs(2),
             "answered after {:?}",
             started.elapsed()
         );
@@ -1694,48 +1658,21 @@ mod tine_only {
         );
     }
 
-    /// Runs tine on `config` until it exits, within `WAIT`; its exit status and output.
-    fn run_until_exit(config: &str) -> (ExitStatus, String) {
+    /// Runs tine on `config` until it exits, within `WAIT` (past it, a crash loop is assumed
+    /// and the test fails); its exit status and output.
+    fn run_until_exit(config: &Config) -> (ExitStatus, String) {
         let dir = TempDir::new();
-        let config_path = dir.write("tine.toml", config);
-        let log_path = dir.path().join("out.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = Command::new(tine_bin())
-            .arg("-c")
-            .arg(&config_path)
-            .current_dir(dir.path())
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("spawn tine");
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-                return (
-                    status,
-                    std::fs::read_to_string(&log_path).unwrap_or_default(),
-                );
-            }
-            if Instant::now() >= deadline {
-                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "tine still running after {WAIT:?} (a crash loop?); output:\n{}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn config_with_bind(spec: &Spec) -> String {
-        spec.tine_config()
-            .replacen("[server]", "[server]\nbind = [\"127.0.0.1:0\"]", 1)
+        let config_path = dir.write("tine.toml", &config.render());
+        let output = run_bounded(
+            Command::new(tine_bin())
+                .arg("-c")
+                .arg(&config_path)
+                .current_dir(dir.path())
+                .env_remove("NOTIFY_SOCKET"),
+            None,
+            WAIT,
+        );
+        (output.status, output.stdout + &output.stderr)
     }
 
     #[test]
@@ -1744,7 +1681,7 @@ mod tine_only {
             let spec = Spec::new("broken_app:application")
                 .workers(2)
                 .preload(preload);
-            let (status, output) = run_until_exit(&config_with_bind(&spec));
+            let (status, output) = run_until_exit(&spec.tine_config());
             assert!(
                 !status.success(),
                 "preload = {preload}: {status}; output:\n{output}"
@@ -1772,7 +1709,7 @@ mod tine_only {
             ("no_such_module_x7:application", "no_such_module_x7"),
             ("validated_app:no_such_callable_x7", "no_such_callable_x7"),
         ] {
-            let (status, output) = run_until_exit(&config_with_bind(&Spec::new(app)));
+            let (status, output) = run_until_exit(&Spec::new(app).tine_config());
             assert!(!status.success(), "{app}: {status}; output:\n{output}");
             assert!(output.contains(needle), "{app}; output:\n{output}");
         }
@@ -1781,20 +1718,24 @@ mod tine_only {
     #[test]
     fn a_slow_import_is_waited_for() {
         let spec = Spec::new("slow_import_app:application").preload(true);
-        let started = Instant::now();
-        let server =
-            Server::start_with_env(&spec.tine_config(), &[("TINE_TEST_IMPORT_SECONDS", "3")]);
+        let state = TempDir::new();
+        let server = TestServer::builder(spec.tine_config())
+            .env("TINE_TEST_IMPORT_SECONDS", "3")
+            .env("TINE_TEST_STATE", state.path())
+            .start();
+        // The import's last act is to leave this file: READY=1 came after it.
         assert!(
-            started.elapsed() >= Duration::from_secs(3),
-            "READY=1 before the preloaded import finished ({:?})",
-            started.elapsed()
+            state.path().join("imported").exists(),
+            "READY=1 before the preloaded import finished; log:\n{}",
+            server.log()
         );
         assert_eq!(server.get("/").text(), "ok");
         drop(server);
 
         let spec = Spec::new("slow_import_app:application").preload(false);
-        let server =
-            Server::start_with_env(&spec.tine_config(), &[("TINE_TEST_IMPORT_SECONDS", "3")]);
+        let server = TestServer::builder(spec.tine_config())
+            .env("TINE_TEST_IMPORT_SECONDS", "3")
+            .start();
         let response = server.get("/");
         assert_eq!(response.status, 200, "log:\n{}", server.log());
         assert_eq!(response.text(), "ok");
@@ -1894,11 +1835,7 @@ mod frameworks {
             }
             let mut stream = match self.stream.take() {
                 Some(stream) => stream,
-                None => {
-                    let stream = TcpStream::connect(self.addr).unwrap();
-                    stream.set_read_timeout(Some(WAIT)).unwrap();
-                    stream
-                }
+                None => crate::util::connect(self.addr),
             };
             stream.write_all(&raw).unwrap();
             let response = read_response_any(&mut stream, method == "HEAD")

@@ -1,4 +1,5 @@
-"""An application whose import takes TINE_TEST_IMPORT_SECONDS (default 2) seconds."""
+"""An application whose import takes TINE_TEST_IMPORT_SECONDS (default 2) seconds; at its end it
+creates the file ``imported`` in the directory TINE_TEST_STATE names, when set."""
 
 import os
 import time
@@ -6,6 +7,8 @@ import time
 IMPORT_STARTED = time.time()
 time.sleep(float(os.environ.get("TINE_TEST_IMPORT_SECONDS", "2")))
 IMPORTED = time.time()
+if os.environ.get("TINE_TEST_STATE"):
+    open(os.path.join(os.environ["TINE_TEST_STATE"], "imported"), "w").close()
 
 
 def application(environ, start_response):

@@ -25,6 +25,7 @@ import io
 import os
 import re
 import sys
+import threading
 import time
 import zlib
 from urllib.parse import parse_qs
@@ -488,6 +489,23 @@ def sleep_route(environ, start_response):
     return text(start_response, "slept")
 
 
+BARRIERS = {}
+BARRIERS_LOCK = threading.Lock()
+
+
+def together_route(environ, start_response):
+    """?n=&tag=: waits until n requests of that tag are in the application at once, then
+    answers "together"; after 15 s without them, "alone" (a 504)."""
+    q = query(environ)
+    with BARRIERS_LOCK:
+        barrier = BARRIERS.setdefault(q["tag"], threading.Barrier(int(q["n"]), timeout=15))
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        return text(start_response, "alone", status="504 Gateway Timeout")
+    return text(start_response, "together")
+
+
 def osenv_route(environ, start_response):
     return text(start_response, os.environ.get(query(environ)["name"], "<unset>"))
 
@@ -533,6 +551,7 @@ ROUTES = {
     "/stuck": stuck_route,
     "/errors": errors_route,
     "/sleep": sleep_route,
+    "/together": together_route,
     "/osenv": osenv_route,
     "/count": count_route,
     "/closecount": closecount_route,
