@@ -6,26 +6,27 @@ use std::net::{SocketAddr, TcpStream};
 
 use nix::sys::signal::Signal;
 
-use crate::util::{Server, read_response};
+use crate::util::{Config, TestServer, read_response};
 
-/// A port free at the time of asking (bound to port 0, then released), so the config can name
-/// it and a reload can keep or drop it by name.
+/// A port free at the time of asking, so the config can name it and a reload can drop it by
+/// name. It is taken below the kernel's ephemeral range (`ip_local_port_range` starts at 32768
+/// by default), where no other test's port-0 bind can land on it once tine has closed it and
+/// turn the expected refusal into an accepted connection.
 fn free_port() -> SocketAddr {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap()
+    let start = 20_000 + std::process::id() % 10_000;
+    (0..10_000)
+        .map(|i| 20_000 + (start - 20_000 + i) % 10_000)
+        .find_map(|port| {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
+            std::net::TcpListener::bind(addr).ok().map(|_| addr)
+        })
+        .expect("a free port below the ephemeral range")
 }
 
-fn config(binds: &[SocketAddr]) -> String {
-    let binds: Vec<String> = binds.iter().map(|b| format!("\"{b}\"")).collect();
-    format!(
-        "[server]\nbind = [{}]\nworkers = 2\nthreads = 2\n",
-        binds.join(", ")
-    )
-}
+const SERVER: &str = "workers = 2\nthreads = 2";
 
 fn get(addr: SocketAddr) -> u16 {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(crate::util::WAIT)).unwrap();
+    let mut stream = crate::util::connect(addr);
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
@@ -34,12 +35,14 @@ fn get(addr: SocketAddr) -> u16 {
 
 #[test]
 fn a_reload_that_drops_an_address_refuses_its_clients() {
-    let (kept, dropped) = (free_port(), free_port());
-    let mut server = Server::start(&config(&[kept, dropped]));
+    // Kept: the builder's listener; dropped: one more, named in the first config only.
+    let dropped = free_port();
+    let mut server = TestServer::start(Config::new(SERVER).bind(&dropped.to_string()));
+    let kept = server.addr;
     let old_workers = server.workers();
     assert_eq!(get(kept), 200);
     assert_eq!(get(dropped), 200);
-    server.rewrite_config(&config(&[kept]));
+    server.rewrite_config(SERVER);
     server.signal(Signal::SIGHUP);
     server.wait_for_notify("RELOADING=1");
     let ready = server.wait_for_notify("READY=1");

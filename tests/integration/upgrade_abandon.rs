@@ -1,14 +1,15 @@
 //! A binary upgrade whose new master never becomes ready is abandoned after `boot_timeout`
-//! and a margin: the old master keeps serving, and a later upgrade works.
+//! and a margin: the old master keeps serving, its pid file names it, and a later upgrade
+//! works.
 
 use nix::sys::signal::Signal;
 
-use crate::util::{Server, process_alive, python_apps, toml_string, wait_until};
+use crate::util::{Config, TestServer, process_alive, python_apps, toml_string, wait_until};
 
-const SERVER: &str = "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\nthreads = 2\n";
+const SERVER: &str = "workers = 1\nthreads = 2";
 
 /// Waits, within `WAIT`, for a log line containing `needle`; returns it.
-fn wait_for_line(server: &Server, needle: &str) -> String {
+fn wait_for_line(server: &TestServer, needle: &str) -> String {
     let line = |log: String| log.lines().find(|l| l.contains(needle)).map(str::to_owned);
     wait_until(needle, || line(server.log()), Option::is_some).expect("found")
 }
@@ -24,16 +25,17 @@ fn pid_in(line: &str) -> u32 {
 #[test]
 fn an_upgrade_that_never_becomes_ready_is_abandoned() {
     // The old master serves the demo handler; it gives new masters 1 s plus the margin.
-    let mut server = Server::start_with_env(
-        &format!("{SERVER}boot_timeout = \"1s\"\n"),
-        &[("TINE_TEST_IMPORT_SECONDS", "600")],
-    );
+    let mut server = TestServer::builder(format!("{SERVER}\nboot_timeout = \"1s\""))
+        .env("TINE_TEST_IMPORT_SECONDS", "600")
+        .start();
     // The new master reads a config whose application takes ten minutes to import.
-    server.rewrite_config(&format!(
-        "{SERVER}boot_timeout = \"10m\"\n[app]\nhandler = \"wsgi\"\n\
-         app = \"slow_import_app:application\"\npythonpath = [{}]\n",
-        toml_string(&python_apps().to_string_lossy())
-    ));
+    server.rewrite_config(
+        Config::new(&format!("{SERVER}\nboot_timeout = \"10m\"")).tables(&format!(
+            "[app]\nhandler = \"wsgi\"\napp = \"slow_import_app:application\"\n\
+             pythonpath = [{}]",
+            toml_string(&python_apps().to_string_lossy())
+        )),
+    );
     server.signal(Signal::SIGUSR2);
     let started = wait_for_line(&server, "as the new master (pid");
     let abandoned = wait_for_line(&server, "upgrade abandoned");
@@ -58,4 +60,45 @@ fn an_upgrade_that_never_becomes_ready_is_abandoned() {
         Some(0),
         "the old master hands over"
     );
+}
+
+#[test]
+fn a_preloading_master_stuck_in_its_import_is_abandoned_and_the_pid_file_comes_back() {
+    // With preload the new master imports before it has signal handlers or a pid file to
+    // clean up: told to stop, it dies where it stands, leaving its own pid in the file.
+    let pidfile = "pidfile = \"tine.pid\"";
+    let server = TestServer::builder(format!("{SERVER}\nboot_timeout = \"1s\"\n{pidfile}"))
+        .env("TINE_TEST_IMPORT_SECONDS", "600")
+        .start();
+    let path = server.dir().join("tine.pid");
+    let names =
+        |pid: u32| std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == pid.to_string());
+    assert!(names(server.pid()));
+    server.rewrite_config(
+        Config::new(&format!("{SERVER}\nboot_timeout = \"10m\"\n{pidfile}")).tables(&format!(
+            "[app]\nhandler = \"wsgi\"\napp = \"slow_import_app:application\"\npreload = true\n\
+             pythonpath = [{}]",
+            toml_string(&python_apps().to_string_lossy())
+        )),
+    );
+    server.signal(Signal::SIGUSR2);
+    let child = pid_in(&wait_for_line(&server, "as the new master (pid"));
+    // The new master writes its pid before it imports the application.
+    wait_until(
+        "the new master's pid in the file",
+        || names(child),
+        |yes| *yes,
+    );
+    wait_for_line(&server, "upgrade abandoned");
+    wait_until(
+        "the abandoned master gone",
+        || process_alive(child),
+        |alive| !alive,
+    );
+    assert!(
+        names(server.pid()),
+        "the pid file names the master that serves"
+    );
+    assert!(server.log().contains("names this master again"));
+    assert_eq!(server.get("/").text(), "Hello, World!");
 }
