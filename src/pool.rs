@@ -497,7 +497,8 @@ mod tests {
     /// A handler that reports its drop, and can be made slow to answer or to drop.
     struct Tracked {
         dropped: std::sync::mpsc::Sender<()>,
-        drop_takes: Duration,
+        /// What the drop waits for before it ends: `None` ends at once.
+        drop_waits_for: Option<Mutex<std::sync::mpsc::Receiver<()>>>,
     }
 
     impl Handler for Tracked {
@@ -513,7 +514,9 @@ mod tests {
 
     impl Drop for Tracked {
         fn drop(&mut self) {
-            std::thread::sleep(self.drop_takes);
+            if let Some(release) = &self.drop_waits_for {
+                let _ = lock(release).recv();
+            }
             let _ = self.dropped.send(());
         }
     }
@@ -525,7 +528,7 @@ mod tests {
             2,
             Tracked {
                 dropped: tx,
-                drop_takes: Duration::ZERO,
+                drop_waits_for: None,
             },
         );
         pool.submit(request_job(1, 1, "/?ms=50"));
@@ -537,6 +540,18 @@ mod tests {
         );
     }
 
+    /// Runs `shutdown_within` on a thread of its own and returns what it said, failing if it
+    /// has not returned within a bound that only catches a hang (the request it must not wait
+    /// for takes a minute; the drop, until the test lets it go).
+    fn shutdown_returns(pool: Pool, limit: Duration) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(pool.shutdown_within(limit));
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("shutdown_within waited for what it should give up on")
+    }
+
     #[test]
     fn shutdown_within_gives_up_on_a_busy_thread_or_a_slow_drop() {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -544,30 +559,34 @@ mod tests {
             1,
             Tracked {
                 dropped: tx,
-                drop_takes: Duration::ZERO,
+                drop_waits_for: None,
             },
         );
-        pool.submit(request_job(1, 1, "/?ms=2000"));
-        std::thread::sleep(Duration::from_millis(50));
-        let started = Instant::now();
-        assert!(!pool.shutdown_within(Duration::from_millis(100)));
-        assert!(started.elapsed() < Duration::from_millis(1000));
+        pool.submit(request_job(1, 1, "/?ms=60000"));
+        // The request is on its thread, not in the queue.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while pool.thread_running(1, 1).is_none() {
+            assert!(Instant::now() < deadline, "the request never started");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!shutdown_returns(pool, Duration::from_millis(100)));
         assert!(
             rx.try_recv().is_err(),
             "never dropped under a running request"
         );
 
         let (tx, rx) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel();
         let slow_drop = Tracked {
             dropped: tx,
-            drop_takes: Duration::from_millis(1500),
+            drop_waits_for: Some(Mutex::new(released)),
         };
         let (_poll, pool) = pool_with(1, slow_drop);
-        let started = Instant::now();
-        assert!(!pool.shutdown_within(Duration::from_millis(200)));
-        assert!(started.elapsed() < Duration::from_millis(1000));
-        // The destructor still finishes, on its own thread.
-        assert!(rx.recv_timeout(Duration::from_secs(10)).is_ok());
+        assert!(!shutdown_returns(pool, Duration::from_millis(200)));
+        // The destructor, still running on its own thread, finishes once let go.
+        assert!(rx.try_recv().is_err());
+        release.send(()).unwrap();
+        assert!(rx.recv_timeout(Duration::from_secs(20)).is_ok());
     }
 
     #[test]
