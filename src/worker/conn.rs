@@ -78,6 +78,9 @@ pub(super) enum Action {
     Discard(BodyStream),
     /// A response is going out: record it on the scoreboard and in the access log.
     Log(Answer),
+    /// A response is ready: write it (see [`Conn::write`]). It comes after the response's
+    /// `Log`, so the scoreboard and the access log have a response before its client does.
+    Write,
     /// The write budget is spent with the socket still writable: continue after the poll.
     Backlog,
     /// The connection is over: forget it. Always the last action.
@@ -553,7 +556,7 @@ impl<S: Socket> Conn<S> {
             deadline: Instant::now() + ctx.settings.body_timeout,
             linger,
         });
-        self.write(ctx);
+        ctx.actions.push(Action::Write);
     }
 
     /// Writes what the response has left until the socket is full or the response is out;

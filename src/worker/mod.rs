@@ -406,6 +406,7 @@ impl<'a> Worker<'a> {
             }
             Action::Discard(producer) => self.discard(index, serial, producer),
             Action::Log(answer) => self.record(index, answer),
+            Action::Write => self.drive(index, Conn::write),
             Action::Backlog => self.write_backlog.push((index, serial)),
             Action::Close => self.forget(index),
         }

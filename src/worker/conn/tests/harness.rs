@@ -144,8 +144,24 @@ impl Test {
         self.conn.stream.input.push_back(Input::Eof);
     }
 
-    /// Runs one transition and returns its actions.
+    /// Runs one transition and returns its actions, carrying out each `Write` as the worker
+    /// does (the write's own actions take its place).
     pub(super) fn run(
+        &mut self,
+        transition: impl FnOnce(&mut Conn<Mem>, &mut Ctx<'_>),
+    ) -> Vec<Action> {
+        let mut carried = Vec::new();
+        for action in self.run_alone(transition) {
+            match action {
+                Action::Write => carried.extend(self.run(write)),
+                other => carried.push(other),
+            }
+        }
+        carried
+    }
+
+    /// Runs one transition and returns its actions as they are, `Write` included.
+    pub(super) fn run_alone(
         &mut self,
         transition: impl FnOnce(&mut Conn<Mem>, &mut Ctx<'_>),
     ) -> Vec<Action> {
@@ -210,6 +226,7 @@ pub(super) fn names(actions: &[Action]) -> Vec<String> {
             Action::Discard(_) => "discard".to_owned(),
             Action::Log(answer) => format!("log {}", answer.status),
             Action::Backlog => "backlog".to_owned(),
+            Action::Write => "write".to_owned(),
             Action::Close => "close".to_owned(),
         })
         .collect()
@@ -230,3 +247,9 @@ pub(super) fn later(by: Duration) -> Instant {
 }
 
 pub(super) const SEC: Duration = Duration::from_secs(1);
+
+/// The transition a `Write` action asks for (a function, not a closure, so `Test::run` can
+/// carry out the writes it leads to without a new closure type at each level).
+pub(super) fn write(conn: &mut Conn<Mem>, ctx: &mut Ctx<'_>) {
+    conn.write(ctx);
+}

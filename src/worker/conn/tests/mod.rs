@@ -54,6 +54,30 @@ fn keep_alive_goes_back_to_reading_and_takes_the_pipelined_request() {
 }
 
 #[test]
+fn a_response_is_recorded_before_its_client_sees_a_byte() {
+    // A client that has its answer must find it counted in /metrics and the access log.
+    let mut test = Test::new();
+    test.dispatch_get("");
+    let actions = test.run_alone(|conn, ctx| conn.respond(Response::text(200, "one"), ctx));
+    assert_eq!(names(&actions), ["log 200", "write"]);
+    assert_eq!(test.received(), "", "nothing written before the log");
+    test.run(write);
+    assert!(test.received().ends_with("\r\n\r\none"));
+    let error = HttpError {
+        status: 400,
+        reason: "bad",
+    };
+    let mut test = Test::new();
+    test.send(b"GET / HTTP/1.1\r\n");
+    test.event();
+    let actions = test.run_alone(|conn, ctx| conn.fail(&error, ctx));
+    assert_eq!(names(&actions), ["log 400", "write"]);
+    assert_eq!(test.received(), "");
+    test.run(write);
+    assert!(test.received().starts_with("HTTP/1.1 400 "));
+}
+
+#[test]
 fn connection_close_closes_once_the_response_is_out() {
     let mut test = Test::new();
     test.dispatch_get("Connection: close\r\n");
