@@ -75,7 +75,9 @@ impl Intent {
     pub fn signal(self) -> Option<Signal> {
         let number = match self {
             Intent::GracefulStop => SIGTERM,
-            Intent::FastStop => SIGQUIT,
+            // SIGINT rather than SIGQUIT: a master that has no handlers yet (still importing a
+            // preloaded application) is ended without a core dump.
+            Intent::FastStop => SIGINT,
             Intent::AddWorker => SIGTTIN,
             Intent::RemoveWorker => SIGTTOU,
             Intent::ReapChildren => SIGCHLD,
