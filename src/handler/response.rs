@@ -57,6 +57,16 @@ pub enum Body {
 }
 
 impl Body {
+    /// The producer of a streamed body, `None` for the others: what is left to drop (on a
+    /// pool thread, since dropping it may run the application's code) when the body is not
+    /// sent.
+    pub fn into_stream(self) -> Option<BodyStream> {
+        match self {
+            Body::Stream(producer) | Body::SizedStream(producer, _) => Some(producer),
+            Body::Bytes(_) | Body::File(_) => None,
+        }
+    }
+
     /// The body's length in bytes; `None` for a stream, whose length is known only at its end.
     pub fn len(&self) -> Option<u64> {
         match self {

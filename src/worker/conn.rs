@@ -7,11 +7,12 @@
 //! carries out: what needs the pool, the access log or the worker's counters. The machine
 //! itself does the connection's own I/O, on any [`Socket`], so tests drive it in memory.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::out::{ChunkTaken, Output, Socket, WriteStep};
+use super::out::{ChunkTaken, OutQueue, Output, Socket, WriteStep};
 use super::peer_text;
 use crate::handler::{BodyStream, RequestBody};
 use crate::http::{self, DateCache, Decoded, Decoder, HttpError, RequestHead, Version};
@@ -60,7 +61,7 @@ pub(super) struct Ctx<'a> {
     pub(super) dates: &'a mut DateCache,
     /// The worker is stopping: no keep-alive for responses begun now.
     pub(super) stopping: bool,
-    pub(super) actions: &'a mut Vec<Action>,
+    pub(super) actions: &'a mut VecDeque<Action>,
 }
 
 /// What the worker does for a connection after a transition, in order.
@@ -223,6 +224,9 @@ pub(super) struct Conn<S> {
     /// Whether this connection has handed a request to the pool yet; until then it counts
     /// against the worker's room, so one worker cannot take a whole burst of connections.
     pub(super) fresh: bool,
+    /// The last response's emptied output queue, kept so the next response on a keep-alive
+    /// connection reuses its allocation.
+    spare: OutQueue,
 }
 
 impl<S: Socket> Conn<S> {
@@ -249,6 +253,7 @@ impl<S: Socket> Conn<S> {
             // The client may have sent its request already.
             unread: true,
             fresh: true,
+            spare: OutQueue::default(),
         }
     }
 
@@ -546,7 +551,8 @@ impl<S: Socket> Conn<S> {
             access: None,
         });
         let first = std::mem::take(&mut self.fresh);
-        ctx.actions.push(Action::Dispatch { head, body, first });
+        ctx.actions
+            .push_back(Action::Dispatch { head, body, first });
     }
 
     fn start_writing(&mut self, out: Output, linger: bool, ctx: &mut Ctx<'_>) {
@@ -556,7 +562,7 @@ impl<S: Socket> Conn<S> {
             deadline: Instant::now() + ctx.settings.body_timeout,
             linger,
         });
-        ctx.actions.push(Action::Write);
+        ctx.actions.push_back(Action::Write);
     }
 
     /// Writes what the response has left until the socket is full or the response is out;
@@ -571,7 +577,7 @@ impl<S: Socket> Conn<S> {
             writing.deadline = Instant::now() + ctx.settings.body_timeout;
         }
         if let Some(producer) = written.pull {
-            ctx.actions.push(if written.step == WriteStep::Close {
+            ctx.actions.push_back(if written.step == WriteStep::Close {
                 Action::Discard(producer)
             } else {
                 Action::Pull(producer)
@@ -579,7 +585,7 @@ impl<S: Socket> Conn<S> {
         }
         match written.step {
             WriteStep::Done => self.finish(ctx),
-            WriteStep::Paused => ctx.actions.push(Action::Backlog),
+            WriteStep::Paused => ctx.actions.push_back(Action::Backlog),
             WriteStep::Waiting => {}
             WriteStep::Close => self.close(ctx),
         }
@@ -589,7 +595,7 @@ impl<S: Socket> Conn<S> {
     pub(super) fn take_chunk(&mut self, next: Option<(Vec<u8>, BodyStream)>, ctx: &mut Ctx<'_>) {
         let State::Writing(writing) = &mut self.state else {
             if let Some((_, producer)) = next {
-                ctx.actions.push(Action::Discard(producer));
+                ctx.actions.push_back(Action::Discard(producer));
             }
             return;
         };
@@ -618,6 +624,7 @@ impl<S: Socket> Conn<S> {
             return;
         };
         if self.keep_alive {
+            self.spare = writing.out.queue;
             // A response begun before a stop (a long download, a stream) promised keep-alive.
             // Now the connection is idle, and a stopping worker does not wait long for idle
             // connections: a request already on its way is still answered, with
@@ -674,7 +681,7 @@ impl<S: Socket> Conn<S> {
             State::Reading(_) | State::InApp(_) | State::Lingering { .. } | State::Taken => {}
         }
         self.state = State::Closed;
-        ctx.actions.push(Action::Close);
+        ctx.actions.push_back(Action::Close);
     }
 }
 

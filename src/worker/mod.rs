@@ -18,6 +18,7 @@ mod out;
 mod start;
 mod sweep;
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -30,7 +31,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::access_log::{self, AccessLog};
 use crate::config::{BindAddr, Config};
 use crate::forwarded;
-use crate::handler::{Body, BodyStream, HandlerFactory, Headers, Request, RequestBody, Response};
+use crate::handler::{BodyStream, HandlerFactory, Headers, Request, RequestBody, Response};
 use crate::http::{DateCache, RequestHead};
 use crate::listeners::{Listener, MioListener, Stream};
 use crate::logging::{self, Role};
@@ -177,7 +178,7 @@ struct Worker<'a> {
     master_pid: u32,
     finished: Vec<Finished>,
     /// The actions of the transition being carried out; kept for its allocation.
-    actions: Vec<Action>,
+    actions: VecDeque<Action>,
     /// Connections (index, serial) that stopped writing at their budget with the socket still
     /// writable: edge-triggered readiness will not report them again, so the loop resumes them.
     write_backlog: Vec<(usize, u64)>,
@@ -368,23 +369,39 @@ impl<'a> Worker<'a> {
     /// Runs a transition of the connection at `index`, if it is open, and carries out the
     /// actions it returns.
     fn drive(&mut self, index: usize, transition: impl FnOnce(&mut Conn<Stream>, &mut Ctx<'_>)) {
-        let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
-            return;
-        };
         let mut actions = std::mem::take(&mut self.actions);
+        if let Some(serial) = self.step(index, &mut actions, transition) {
+            while let Some(action) = actions.pop_front() {
+                match action {
+                    // The write's own actions join the queue, behind what came before it.
+                    Action::Write => {
+                        self.step(index, &mut actions, Conn::write);
+                    }
+                    other => self.carry_out(index, serial, other),
+                }
+            }
+        }
+        self.actions = actions;
+    }
+
+    /// Runs one transition of the connection at `index`, its actions added to `actions`;
+    /// returns the connection's serial, or `None` when there is no connection there.
+    fn step(
+        &mut self,
+        index: usize,
+        actions: &mut VecDeque<Action>,
+        transition: impl FnOnce(&mut Conn<Stream>, &mut Ctx<'_>),
+    ) -> Option<u64> {
+        let conn = self.conns.get_mut(index).and_then(Option::as_mut)?;
         let mut ctx = Ctx {
             settings: &self.settings,
             scratch: &mut self.scratch,
             dates: &mut self.dates,
             stopping: self.phase != Phase::Running,
-            actions: &mut actions,
+            actions,
         };
         transition(conn, &mut ctx);
-        let serial = conn.serial;
-        for action in actions.drain(..) {
-            self.carry_out(index, serial, action);
-        }
-        self.actions = actions;
+        Some(conn.serial)
     }
 
     /// Does what a connection's transition asked for.
@@ -406,7 +423,7 @@ impl<'a> Worker<'a> {
             }
             Action::Discard(producer) => self.discard(index, serial, producer),
             Action::Log(answer) => self.record(index, answer),
-            Action::Write => self.drive(index, Conn::write),
+            Action::Write => debug_assert!(false, "drive writes itself"),
             Action::Backlog => self.write_backlog.push((index, serial)),
             Action::Close => self.forget(index),
         }
@@ -467,14 +484,17 @@ impl<'a> Worker<'a> {
         let Some(log) = self.access_log.as_mut() else {
             return;
         };
-        // A request that never parsed has only its peer.
-        let peer = self
-            .conns
-            .get(index)
-            .and_then(Option::as_ref)
-            .and_then(|conn| conn.peer)
-            .map_or_else(|| "-".to_owned(), |p| p.ip().to_string());
         let info = answer.access.as_ref();
+        // A request that never parsed has only its peer.
+        let peer = match info {
+            Some(_) => String::new(),
+            None => self
+                .conns
+                .get(index)
+                .and_then(Option::as_ref)
+                .and_then(|conn| conn.peer)
+                .map_or_else(|| "-".to_owned(), |p| p.ip().to_string()),
+        };
         log.log(&access_log::Entry {
             time: SystemTime::now(),
             remote: info.map_or(peer.as_str(), |i| i.remote.as_str()),
@@ -562,9 +582,7 @@ impl<'a> Worker<'a> {
     fn write_response(&mut self, index: usize, serial: u64, response: Response) {
         if self.is_current(index, serial) {
             self.drive(index, |conn, ctx| conn.respond(response, ctx));
-        } else if let Body::Stream(producer) | Body::SizedStream(producer, _) =
-            response.into_parts().2
-        {
+        } else if let Some(producer) = response.into_parts().2.into_stream() {
             self.discard(index, serial, producer);
         }
     }

@@ -186,11 +186,15 @@ pub(super) struct Output {
 }
 
 impl Output {
-    /// An output that writes `head` and then `tail`.
-    pub(super) fn new(head: Vec<u8>, tail: Tail) -> Output {
-        let mut queue = OutQueue::default();
+    /// An output that writes `head`, in `queue` (an empty queue kept for its allocation);
+    /// the body is added after it.
+    pub(super) fn new(mut queue: OutQueue, head: Vec<u8>) -> Output {
+        debug_assert!(queue.is_empty(), "a response queued behind another");
         queue.push(head);
-        Output { queue, tail }
+        Output {
+            queue,
+            tail: Tail::None,
+        }
     }
 
     /// Whether every byte of the response is out.
@@ -208,13 +212,7 @@ impl Output {
 
     /// Takes the stream's producer when it is with the loop: the connection is closing.
     pub(super) fn take_producer(&mut self) -> Option<BodyStream> {
-        match std::mem::replace(&mut self.tail, Tail::None) {
-            Tail::Stream(StreamOut::Ready { producer, .. }) => Some(producer),
-            other => {
-                self.tail = other;
-                None
-            }
-        }
+        self.take_ready().map(|(producer, ..)| producer)
     }
 
     /// Takes the stream's producer for a pool thread to pull the next chunk, when it is with
@@ -223,19 +221,24 @@ impl Output {
         if self.queue.unsent() >= LOW_WATER {
             return None;
         }
+        let (producer, chunked, remaining) = self.take_ready()?;
+        self.tail = Tail::Stream(StreamOut::Pulling {
+            chunked,
+            remaining,
+            since: Instant::now(),
+        });
+        Some(producer)
+    }
+
+    /// Takes a stream tail that is with the loop (its producer, framing and length left),
+    /// leaving no tail; any other tail stays.
+    fn take_ready(&mut self) -> Option<(BodyStream, bool, Option<u64>)> {
         match std::mem::replace(&mut self.tail, Tail::None) {
             Tail::Stream(StreamOut::Ready {
                 producer,
                 chunked,
                 remaining,
-            }) => {
-                self.tail = Tail::Stream(StreamOut::Pulling {
-                    chunked,
-                    remaining,
-                    since: Instant::now(),
-                });
-                Some(producer)
-            }
+            }) => Some((producer, chunked, remaining)),
             other => {
                 self.tail = other;
                 None

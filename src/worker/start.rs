@@ -110,7 +110,7 @@ impl<'a> Worker<'a> {
             last_memory_check: Instant::now(),
             master_pid: std::os::unix::process::parent_id(),
             finished: Vec::new(),
-            actions: Vec::new(),
+            actions: std::collections::VecDeque::new(),
             write_backlog: Vec::new(),
         };
         worker

@@ -42,7 +42,7 @@ impl<S: Socket> Conn<S> {
         // representation's, which the server does not know.
         let with_body = http::status_allows_body(status);
         let body_len = if with_body { body.len() } else { None };
-        ctx.actions.push(Action::Log(Answer {
+        ctx.actions.push_back(Action::Log(Answer {
             status,
             bytes: if is_head { 0 } else { body_len.unwrap_or(0) },
             micros: in_app.since.elapsed().as_micros() as u64,
@@ -72,7 +72,7 @@ impl<S: Socket> Conn<S> {
             self.keep_alive,
             ctx.dates.get(SystemTime::now()),
         );
-        let mut out = Output::new(head, Tail::None);
+        let mut out = Output::new(std::mem::take(&mut self.spare), head);
         let sent = with_body && !is_head;
         match body {
             Body::Bytes(bytes) if sent => out.queue.push(bytes),
@@ -117,7 +117,7 @@ impl<S: Socket> Conn<S> {
                 return;
             }
         };
-        ctx.actions.push(Action::Log(Answer {
+        ctx.actions.push_back(Action::Log(Answer {
             status: err.status,
             bytes: 0,
             micros: 0,
@@ -126,13 +126,12 @@ impl<S: Socket> Conn<S> {
         let mut head = Vec::with_capacity(256);
         http::error_response(&mut head, err, ctx.dates.get(SystemTime::now()));
         self.decide_keep_alive(KeepAlive::Broken, ctx.settings);
-        self.start_writing(Output::new(head, Tail::None), true, ctx);
+        let out = Output::new(std::mem::take(&mut self.spare), head);
+        self.start_writing(out, true, ctx);
     }
 }
 
 /// Hands the stream of a body that will not be sent to a pool thread to drop.
 fn discard_body(body: Body, ctx: &mut Ctx<'_>) {
-    if let Body::Stream(producer) | Body::SizedStream(producer, _) = body {
-        ctx.actions.push(Action::Discard(producer));
-    }
+    ctx.actions.extend(body.into_stream().map(Action::Discard));
 }

@@ -144,16 +144,17 @@ impl Test {
         self.conn.stream.input.push_back(Input::Eof);
     }
 
-    /// Runs one transition and returns its actions, carrying out each `Write` as the worker
-    /// does (the write's own actions take its place).
+    /// Runs one transition and returns its actions, carrying out each `Write` as the worker's
+    /// `drive` does: the write's own actions join the queue behind what came before it.
     pub(super) fn run(
         &mut self,
         transition: impl FnOnce(&mut Conn<Mem>, &mut Ctx<'_>),
     ) -> Vec<Action> {
+        let mut queue = VecDeque::from(self.run_alone(transition));
         let mut carried = Vec::new();
-        for action in self.run_alone(transition) {
+        while let Some(action) = queue.pop_front() {
             match action {
-                Action::Write => carried.extend(self.run(write)),
+                Action::Write => queue.extend(self.run_alone(write)),
                 other => carried.push(other),
             }
         }
@@ -165,7 +166,7 @@ impl Test {
         &mut self,
         transition: impl FnOnce(&mut Conn<Mem>, &mut Ctx<'_>),
     ) -> Vec<Action> {
-        let mut actions = Vec::new();
+        let mut actions = VecDeque::new();
         let mut ctx = Ctx {
             settings: &self.settings,
             scratch: &mut self.scratch,
@@ -174,7 +175,7 @@ impl Test {
             actions: &mut actions,
         };
         transition(&mut self.conn, &mut ctx);
-        actions
+        actions.into()
     }
 
     /// A readable (or writable) event.
@@ -248,8 +249,7 @@ pub(super) fn later(by: Duration) -> Instant {
 
 pub(super) const SEC: Duration = Duration::from_secs(1);
 
-/// The transition a `Write` action asks for (a function, not a closure, so `Test::run` can
-/// carry out the writes it leads to without a new closure type at each level).
+/// The transition a `Write` action asks for.
 pub(super) fn write(conn: &mut Conn<Mem>, ctx: &mut Ctx<'_>) {
     conn.write(ctx);
 }
