@@ -54,7 +54,7 @@ impl Admission {
     /// Whether there is room for another connection. One accepted but not yet sent to the
     /// pool counts as work to come, so a worker that woke first cannot take a whole burst while
     /// others have idle threads.
-    pub(super) fn has_room(&self) -> bool {
+    fn has_room(&self) -> bool {
         self.busy() + self.load.fresh < self.threads && self.load.live < self.max_connections
     }
 

@@ -19,10 +19,10 @@ use crate::http::{self, DateCache, Decoded, Decoder, HttpError, RequestHead, Ver
 
 /// How long a closing connection keeps draining the client's unread bytes, so the close does
 /// not turn into a reset that destroys the response in flight.
-pub(super) const LINGER: Duration = Duration::from_secs(2);
+const LINGER: Duration = Duration::from_secs(2);
 /// When a worker recycles itself, how long an idle keep-alive connection stays open for a
 /// request that may already be on its way.
-pub(super) const DRAIN_IDLE: Duration = Duration::from_secs(1);
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
 
 /// What every connection of a worker goes by.
 #[derive(Debug, Clone, Copy)]
@@ -289,7 +289,7 @@ impl<S: Socket> Conn<S> {
     }
 
     /// Whether the connection is with the application, waiting for its answer.
-    pub(super) fn in_app(&self) -> bool {
+    fn in_app(&self) -> bool {
         matches!(self.state, State::InApp(_))
     }
 

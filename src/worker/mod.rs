@@ -42,7 +42,7 @@ use crate::sys;
 
 use admission::Admission;
 use conn::{AccessInfo, Action, Answer, Conn, Ctx, Settings};
-pub use error::{SetupStep, WorkerError};
+use error::{SetupStep, WorkerError};
 
 const WAKER: Token = Token(0);
 const SIGNALS: Token = Token(1);
