@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use crate::config::access_log::{FIELDS, Format, Piece, Target};
+pub use crate::config::access_log::{Format, Piece, Target};
 use crate::text::{MONTHS, civil_from_unix, json_string, utc_stamp};
 
 /// One response, as the log records it.

@@ -295,7 +295,7 @@ fn serve(
         let listener = listeners::Listener::adopt(fd, name.as_deref(), activated)
             .map_err(|source| Error::Inherit { source })?;
         // An old master's socket this config no longer lists is closed, not kept unserved.
-        if !listener.activated && !server.bind.iter().any(|b| listener.serves(b)) {
+        if !listener.kept_by(&server.bind) {
             log::info!("not keeping {}: no longer in bind", listener.bind);
             continue;
         }

@@ -129,6 +129,12 @@ impl Listener {
         &self.bind == addr
     }
 
+    /// Whether a config whose `bind` is `binds` keeps this socket: it lists its address, or
+    /// the socket came from systemd, whose sockets are kept whatever the config says.
+    pub fn kept_by(&self, binds: &[BindAddr]) -> bool {
+        self.activated || binds.iter().any(|b| self.serves(b))
+    }
+
     /// The address actually bound (with the port the kernel chose for port 0), in the same form
     /// as the config's `bind`.
     pub fn local_addr(&self) -> io::Result<BindAddr> {

@@ -96,15 +96,19 @@ impl Pidfile {
         &self.path
     }
 
+    /// Whether the file names `pid`.
+    fn names(&self, pid: u32) -> io::Result<bool> {
+        Ok(std::fs::read_to_string(&self.path)?.trim() == pid.to_string())
+    }
+
     /// Writes this process's pid back when the file names `successor`, a new master that
     /// failed or was given up on (binary upgrade): one killed before it could clean up leaves
     /// its own pid behind, and `kill -HUP $(cat pidfile)` would then miss the master that still
     /// serves. Returns whether the file was rewritten.
     pub fn reclaim_from(&self, successor: u32) -> io::Result<bool> {
-        let names_successor = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text.trim() == successor.to_string(),
+        let names_successor = match self.names(successor) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => false,
-            Err(err) => return Err(err),
+            named => named?,
         };
         if names_successor {
             write_atomically(&self.path, self.pid)?;
@@ -128,9 +132,7 @@ fn write_atomically(path: &Path, pid: u32) -> io::Result<()> {
 impl Drop for Pidfile {
     fn drop(&mut self) {
         // Only our own: a successor may already have written its pid here.
-        let ours = std::fs::read_to_string(&self.path)
-            .is_ok_and(|text| text.trim() == self.pid.to_string());
-        if !ours {
+        if !self.names(self.pid).unwrap_or(false) {
             return;
         }
         match self.predecessor.filter(|&old| sys::process_exists(old)) {

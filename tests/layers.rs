@@ -25,14 +25,7 @@ const LAYERS: [&[&str]; 6] = [
     &["text", "sys", "http", "forwarded", "cpu"],
     &["config"],
     &["logging", "access_log", "protocol", "status"],
-    &[
-        "handler",
-        "pool",
-        "listeners",
-        "pidfile",
-        "python",
-        "protocol",
-    ],
+    &["handler", "pool", "listeners", "pidfile", "python"],
     &["worker", "master", "cli"],
     &["error", "boot"],
 ];

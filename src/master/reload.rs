@@ -97,11 +97,6 @@ impl ReloadState {
         }
     }
 
-    /// When it started.
-    pub fn started(&self) -> Instant {
-        self.started
-    }
-
     /// Takes in what happened and says what to do.
     pub fn step(&mut self, event: ReloadEvent) -> ReloadStep {
         match event {
@@ -332,7 +327,7 @@ impl Master<'_> {
     pub(super) fn close_unused_listeners(&mut self) {
         let binds = self.config.server.bind.clone();
         self.listeners.retain(|listener| {
-            let keep = listener.activated || binds.iter().any(|b| listener.serves(b));
+            let keep = listener.kept_by(&binds);
             if !keep {
                 log::info!("no longer listening on {}", listener.bind);
                 listener.remove_socket_file();

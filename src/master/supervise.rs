@@ -92,7 +92,7 @@ impl Master<'_> {
                 let binds = &self.config.server.bind;
                 let listeners: Vec<Listener> = std::mem::take(&mut self.listeners)
                     .into_iter()
-                    .filter(|l| l.activated || binds.iter().any(|b| l.serves(b)))
+                    .filter(|l| l.kept_by(binds))
                     .collect();
                 worker::run(WorkerContext {
                     slot,

@@ -33,15 +33,10 @@ pub struct Upgrade {
 }
 
 impl Master<'_> {
-    /// Starts the binary on disk as a new master, handing it every listening socket.
+    /// Starts the binary on disk as a new master, handing it every listening socket. Called
+    /// with nothing else under way (see `Master::ask`).
     pub(super) fn begin_upgrade(&mut self) {
-        if let Phase::Upgrading(upgrade) = &self.phase {
-            log::warn!(
-                "SIGUSR2: an upgrade is already under way (new master pid {})",
-                upgrade.child
-            );
-            return;
-        }
+        debug_assert!(matches!(self.phase, Phase::Running), "{:?}", self.phase);
         let fds: Vec<(std::os::fd::BorrowedFd<'_>, String)> = self
             .listeners
             .iter()

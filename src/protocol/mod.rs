@@ -23,8 +23,7 @@ use crate::sys;
 pub mod scoreboard;
 
 pub use scoreboard::{
-    CAPACITY as SCOREBOARD_CAPACITY, DURATION_BOUNDS_US, RetireReason, Scoreboard, SlotHandle,
-    SlotView, WorkerState,
+    CAPACITY as SCOREBOARD_CAPACITY, RetireReason, Scoreboard, SlotHandle, SlotView, WorkerState,
 };
 
 /// What the operator asked the master for, whatever signal carried it.
