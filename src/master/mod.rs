@@ -146,6 +146,10 @@ struct Stop {
     /// The new master that took over (binary upgrade): the sockets are its now, and nothing
     /// of theirs is removed on exit.
     successor: Option<u32>,
+    /// Whether the shared files (unix socket files, the control socket) are this master's
+    /// to remove on exit: not once a successor took them over, nor for a master started by an
+    /// upgrade that stops before it took over from the one it was to replace.
+    owns_files: bool,
     /// What ends the master with an error once the workers are gone.
     failure: Option<MasterError>,
 }
@@ -535,11 +539,19 @@ impl<'a> Master<'a> {
                 StopKind::Failed(failure) => (None, Some(failure)),
                 StopKind::Graceful(_) | StopKind::Fast(_) => (None, None),
             };
+            let took_over = !matches!(
+                self.phase,
+                Phase::Starting {
+                    replaces: Some(_),
+                    ..
+                }
+            );
             self.phase = Phase::Stopping(Stop {
                 deadline: now + wait,
                 killed: false,
                 successor,
                 failure,
+                owns_files: successor.is_none() && took_over,
             });
         }
         let workers = self.table.live_count();
@@ -576,8 +588,7 @@ impl<'a> Master<'a> {
     }
 
     fn finish(&mut self) {
-        let handed_over = matches!(&self.phase, Phase::Stopping(stop) if stop.successor.is_some());
-        if !handed_over {
+        if matches!(&self.phase, Phase::Stopping(stop) if stop.owns_files) {
             for listener in &self.listeners {
                 listener.remove_socket_file();
             }

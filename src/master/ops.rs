@@ -103,19 +103,10 @@ impl Ops {
     ) -> Result<Ops, OpsError> {
         let mut ops = Ops::default();
         if let Some(path) = control {
-            let error = |source| OpsError {
-                what: format!("the control socket {}", path.display()),
-                source,
-            };
             if replacing {
                 let _ = std::fs::remove_file(path);
             }
-            let listener = sys::bind_unix(path, 16, Some(0o600), None).map_err(error)?;
-            let mut listener = UnixListener::from_std(listener);
-            registry
-                .register(&mut listener, CONTROL, Interest::READABLE)
-                .map_err(error)?;
-            ops.control = Some((listener, path.to_owned()));
+            ops.control = Some((bind_control(path, registry)?, path.to_owned()));
         }
         if let Some(addr) = metrics {
             let error = |source| OpsError {
@@ -309,12 +300,40 @@ impl Ops {
         }
     }
 
+    /// Binds the control socket afresh at its path: a new master started by an upgrade took
+    /// the path over, and is gone without taking over from this one.
+    pub fn reclaim_control(&mut self, registry: &Registry) -> Result<(), OpsError> {
+        let Some((listener, path)) = self.control.take() else {
+            return Ok(());
+        };
+        // Closing it takes it out of the poll.
+        drop(listener);
+        let _ = std::fs::remove_file(&path);
+        let listener = bind_control(&path, registry)?;
+        self.control = Some((listener, path));
+        Ok(())
+    }
+
     /// Removes the control socket's file (on a clean exit that hands nothing over).
     pub fn remove_control_file(&self) {
         if let Some((_, path)) = &self.control {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Binds the control socket at `path` (only the owner may connect) and watches it.
+fn bind_control(path: &Path, registry: &Registry) -> Result<UnixListener, OpsError> {
+    let error = |source| OpsError {
+        what: format!("the control socket {}", path.display()),
+        source,
+    };
+    let listener = sys::bind_unix(path, 16, Some(0o600), None).map_err(error)?;
+    let mut listener = UnixListener::from_std(listener);
+    registry
+        .register(&mut listener, CONTROL, Interest::READABLE)
+        .map_err(error)?;
+    Ok(listener)
 }
 
 /// Reads an operator request: a line on the control socket, a request head on the metrics

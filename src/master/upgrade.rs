@@ -112,9 +112,16 @@ impl Master<'_> {
     }
 
     /// Back to serving after an upgrade that did not take over, and on to what waited for it.
-    /// The pid file names this master again if the new one left its own pid there.
+    /// The control socket is this master's again, and so is the pid file if the new master
+    /// left its own pid there.
     fn upgrade_ended(&mut self) {
         if let Phase::Upgrading(upgrade) = std::mem::replace(&mut self.phase, Phase::Running) {
+            // The new master took the control socket's path over when it started.
+            if let (Some(ops), Some(poll)) = (self.ops.as_mut(), self.poll.as_ref())
+                && let Err(err) = ops.reclaim_control(poll.registry())
+            {
+                log::error!("{err}; `tine status` cannot reach this master");
+            }
             if let Some(pidfile) = &self.pidfile {
                 match pidfile.reclaim_from(upgrade.child) {
                     Ok(true) => log::info!(

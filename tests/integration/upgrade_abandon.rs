@@ -4,7 +4,11 @@
 
 use nix::sys::signal::Signal;
 
-use crate::util::{Config, TestServer, process_alive, python_apps, toml_string, wait_until};
+use std::io::{Read, Write};
+
+use crate::util::{
+    Config, TempDir, TestServer, connect_unix, process_alive, python_apps, toml_string, wait_until,
+};
 
 const SERVER: &str = "workers = 1\nthreads = 2";
 
@@ -24,17 +28,25 @@ fn pid_in(line: &str) -> u32 {
 
 #[test]
 fn an_upgrade_that_never_becomes_ready_is_abandoned() {
-    // The old master serves the demo handler; it gives new masters 1 s plus the margin.
+    // The old master serves the demo handler, on TCP and on a unix socket, with a control
+    // socket; it gives new masters 1 s plus the margin.
+    let dir = TempDir::new();
+    let socket = dir.path().join("tine.sock");
+    let unix = format!("unix:{}", socket.display());
     let mut server = TestServer::builder(format!("{SERVER}\nboot_timeout = \"1s\""))
+        .bind(&unix)
+        .control_socket()
         .env("TINE_TEST_IMPORT_SECONDS", "600")
         .start();
     // The new master reads a config whose application takes ten minutes to import.
     server.rewrite_config(
-        Config::new(&format!("{SERVER}\nboot_timeout = \"10m\"")).tables(&format!(
-            "[app]\nhandler = \"wsgi\"\napp = \"slow_import_app:application\"\n\
-             pythonpath = [{}]",
-            toml_string(&python_apps().to_string_lossy())
-        )),
+        Config::new(&format!("{SERVER}\nboot_timeout = \"10m\""))
+            .bind(&unix)
+            .tables(&format!(
+                "[app]\nhandler = \"wsgi\"\napp = \"slow_import_app:application\"\n\
+                 pythonpath = [{}]",
+                toml_string(&python_apps().to_string_lossy())
+            )),
     );
     server.signal(Signal::SIGUSR2);
     let started = wait_for_line(&server, "as the new master (pid");
@@ -49,8 +61,22 @@ fn an_upgrade_that_never_becomes_ready_is_abandoned() {
         || process_alive(child),
         |alive| !alive,
     );
+    // What the new master took over or could have removed is the old master's again: the
+    // control socket answers for it, and the unix socket's file still leads to it.
+    let status = server.status_json();
+    assert!(
+        status.starts_with(&format!("{{\"master_pid\":{},", server.pid())),
+        "{status}"
+    );
+    let mut stream = connect_unix(&socket);
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     // A later upgrade, with a config that can start, takes over.
-    server.rewrite_config(SERVER);
+    server.rewrite_config(Config::new(SERVER).bind(&unix));
     server.signal(Signal::SIGUSR2);
     let mainpid = server.wait_for_notify_prefix("MAINPID=");
     let new_master: u32 = mainpid.trim().parse().expect("MAINPID is a pid");
