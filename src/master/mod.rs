@@ -490,17 +490,30 @@ impl<'a> Master<'a> {
     /// A reload or an upgrade: now when nothing else is under way, else once it ends (one at
     /// a time; never while stopping).
     fn ask(&mut self, next: Next) {
+        let signal = match next {
+            Next::Reload => "SIGHUP",
+            Next::Upgrade => "SIGUSR2",
+        };
         match &mut self.phase {
             Phase::Stopping(_) => {}
             Phase::Running => self.start_next(Some(next)),
-            Phase::Starting { next: pending, .. } => reload::queue(pending, next),
-            Phase::Reloading(_) => self.step_reload(reload::ReloadEvent::Queue(next)),
+            Phase::Starting { next: pending, .. } => {
+                log::info!("{signal}: runs once every worker is up");
+                reload::queue(pending, next);
+            }
+            Phase::Reloading(_) => {
+                log::info!("{signal}: runs once the reload under way ends");
+                self.step_reload(reload::ReloadEvent::Queue(next));
+            }
             Phase::Upgrading(upgrade) if next == Next::Upgrade => log::warn!(
                 "SIGUSR2: an upgrade is already under way (new master pid {})",
                 upgrade.child
             ),
             // Run if the new master does not take over; if it does, it read the file itself.
-            Phase::Upgrading(upgrade) => reload::queue(&mut upgrade.next, next),
+            Phase::Upgrading(upgrade) => {
+                log::info!("{signal}: runs if the upgrade under way does not take over");
+                reload::queue(&mut upgrade.next, next);
+            }
         }
     }
 
