@@ -48,6 +48,8 @@ pub const KEYS: &[&str] = &[
     "server.keepalive",
     "server.header_timeout",
     "server.body_timeout",
+    "server.min_body_rate",
+    "server.body_rate_grace",
     "server.request_timeout",
     "server.max_requests",
     "server.max_requests_jitter",
@@ -145,6 +147,11 @@ pub struct Server {
     pub header_timeout: Duration,
     /// A request body must make progress at least this often; never zero.
     pub body_timeout: Duration,
+    /// Bytes per second a request body must average, from the end of its head, once
+    /// `body_rate_grace` has passed; zero is off.
+    pub min_body_rate: u64,
+    /// How long a request body may arrive slower than `min_body_rate`; never zero.
+    pub body_rate_grace: Duration,
     /// A request whose handler runs longer is answered 504 and its worker replaced; zero is off.
     pub request_timeout: Duration,
     /// A worker is recycled after serving this many requests; zero is never.
@@ -191,6 +198,8 @@ impl Default for Server {
             keepalive: Duration::from_secs(75),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            min_body_rate: 240,
+            body_rate_grace: Duration::from_secs(5),
             request_timeout: Duration::ZERO,
             max_requests: 0,
             max_requests_jitter: 0,

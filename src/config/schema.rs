@@ -172,6 +172,24 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 write: |c| toml_string(&format_duration(c.server.body_timeout)),
             },
             KeySpec {
+                name: "min_body_rate",
+                help: "Bytes per second a request body must average after body_rate_grace, or 408; 0 is off.",
+                read: |v, c| {
+                    c.server.min_body_rate = non_negative_int(v)?;
+                    Ok(())
+                },
+                write: |c| c.server.min_body_rate.to_string(),
+            },
+            KeySpec {
+                name: "body_rate_grace",
+                help: "How long a request body may arrive slower than min_body_rate (> 0).",
+                read: |v, c| {
+                    c.server.body_rate_grace = read_duration(v, true)?;
+                    Ok(())
+                },
+                write: |c| toml_string(&format_duration(c.server.body_rate_grace)),
+            },
+            KeySpec {
                 name: "request_timeout",
                 help: "A handler running longer is answered 504 and its worker replaced; \"0s\" is off.",
                 read: |v, c| {

@@ -1,5 +1,6 @@
 //! Taking connections: the listeners' registration as [`Admission`](super::admission::Admission)
-//! decides it, accepting, and a new connection's first read.
+//! decides it, accepting in batches, an idle connection giving way at `max_connections`, and a
+//! new connection's first read.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,6 +12,20 @@ use super::conn::Conn;
 use super::{FIRST_CONN, FIRST_LISTENER, Phase, Worker};
 use crate::listeners::Stream;
 
+/// What one `accept` came to.
+enum Took {
+    /// A connection, now the worker's.
+    Conn,
+    /// The listener has no connection waiting.
+    Empty,
+    /// Nothing taken, but the listener may hold more (a connection reset before it was
+    /// taken, an interrupted call).
+    Skipped,
+    /// No room (an idle connection to give way was needed and there is none), or accepting
+    /// failed for the whole worker: stop for now.
+    Stop,
+}
+
 impl Worker<'_> {
     /// Re-weighs whether to take connections after the load changed, and publishes the load.
     pub(super) fn update_accepting(&mut self) {
@@ -19,27 +34,60 @@ impl Worker<'_> {
         if self.phase != Phase::Running {
             return;
         }
-        let room = self.admission.decide(Instant::now());
+        let idle_to_spare = self.idle_to_spare();
+        let room = self.admission.decide(Instant::now(), idle_to_spare);
         if let Err(err) = self.set_accepting(room) {
             log::error!("could not change listener registration: {err}");
         }
     }
 
-    /// A full worker still takes one waiting connection every
-    /// [`ACCEPT_NUDGE`](super::admission::ACCEPT_NUDGE); see
-    /// [`Admission::nudge`](super::admission::Admission::nudge).
-    pub(super) fn nudge_accept(&mut self) {
-        if self.phase != Phase::Running || !self.admission.nudge(Instant::now()) {
+    /// Whether the worker, at `max_connections` with a free thread, holds an idle connection
+    /// that would give way to a new one; looked for only then (see [`Worker::longest_idle`]).
+    fn idle_to_spare(&self) -> bool {
+        self.admission.at_limit() && self.admission.pool_has_room() && self.longest_idle().is_some()
+    }
+
+    /// The connection that has waited longest for a request of which no byte came: a
+    /// keep-alive connection between requests, or a new one that has sent nothing. A linear
+    /// scan, done only at `max_connections` (when the load changes, and per connection taken
+    /// there): cheaper than keeping the connections ordered on every request for a case that is
+    /// rare, and bounded by `max_connections`.
+    fn longest_idle(&self) -> Option<usize> {
+        self.conns
+            .iter()
+            .enumerate()
+            .filter_map(|(index, conn)| Some((index, conn.as_ref()?.idle_since()?)))
+            .min_by_key(|&(_, since)| since)
+            .map(|(index, _)| index)
+    }
+
+    /// After the events of one poll: takes the connections a listener may still hold (a batch
+    /// stopped at its size; edge-triggered readiness does not report them again), and, for a
+    /// full worker, one waiting connection every [`ACCEPT_NUDGE`](super::admission::ACCEPT_NUDGE)
+    /// (see [`Admission::nudge`](super::admission::Admission::nudge)).
+    pub(super) fn accept_waiting(&mut self) {
+        if self.phase != Phase::Running {
+            self.admission.set_more_waiting(false);
+            return;
+        }
+        if self.admission.take_more_waiting() {
+            for index in 0..self.listeners.len() {
+                self.on_listener(index);
+            }
+            return;
+        }
+        let now = Instant::now();
+        if !self.admission.nudge_due(now) {
+            return;
+        }
+        let idle_to_spare = self.admission.at_limit() && self.longest_idle().is_some();
+        if !self.admission.nudge(now, idle_to_spare) {
             return;
         }
         for index in 0..self.listeners.len() {
-            match self.listeners[index].accept() {
-                Ok((stream, peer)) => {
-                    self.add_conn(stream, peer, index);
-                    return;
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) => log::debug!("accept: {err}"),
+            match self.take_one(index) {
+                Took::Empty | Took::Skipped => {}
+                Took::Conn | Took::Stop => return,
             }
         }
     }
@@ -51,6 +99,9 @@ impl Worker<'_> {
         let registry = self.poll.registry();
         for (i, listener) in self.listeners.iter_mut().enumerate() {
             if on {
+                // Registering a listener whose queue already holds a connection reports it at
+                // once (epoll checks readiness when a descriptor is added), so connections that
+                // queued while the worker was full or backing off are not missed.
                 registry.register(listener, Token(FIRST_LISTENER + i), Interest::READABLE)?;
             } else {
                 registry.deregister(listener)?;
@@ -60,29 +111,62 @@ impl Worker<'_> {
         Ok(())
     }
 
+    /// The listener is readable: takes up to one batch of connections
+    /// ([`Admission::batch`](super::admission::Admission::batch)); when it may hold more, the
+    /// loop comes back for them after handling what it has polled.
     pub(super) fn on_listener(&mut self, index: usize) {
-        loop {
+        let mut left = self.admission.batch();
+        while left > 0 {
             if !self.accepting {
                 return;
             }
-            let Some(listener) = self.listeners.get(index) else {
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, peer)) => self.add_conn(stream, peer, index),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) if is_transient_accept_error(&err) => {
-                    log::debug!("accept: {err}");
-                    continue;
+            match self.take_one(index) {
+                Took::Conn | Took::Skipped => left -= 1,
+                Took::Empty | Took::Stop => return,
+            }
+        }
+        self.admission.set_more_waiting(true);
+    }
+
+    /// Accepts one connection from the listener at `index`. At `max_connections`, the
+    /// connection idle longest gives way to it, and without one nothing is accepted.
+    fn take_one(&mut self, index: usize) -> Took {
+        let to_close = if self.admission.at_limit() {
+            match self.longest_idle() {
+                Some(idle) => Some(idle),
+                None => {
+                    self.update_accepting();
+                    return Took::Stop;
                 }
-                Err(err) => {
-                    // Out of file descriptors or memory: stop taking connections for now; the
-                    // sweep turns accepting back on, so this cannot spin.
-                    log::error!("accept failed: {err}; pausing accepts");
-                    let _ = self.set_accepting(false);
-                    return;
+            }
+        } else {
+            None
+        };
+        let Some(listener) = self.listeners.get(index) else {
+            return Took::Empty;
+        };
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                if let Some(idle) = to_close {
+                    log::debug!("at max_connections: closing the connection idle longest");
+                    self.drive(idle, Conn::close);
                 }
+                self.add_conn(stream, peer, index);
+                Took::Conn
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Took::Empty,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => Took::Skipped,
+            Err(err) if is_transient_accept_error(&err) => {
+                log::debug!("accept: {err}");
+                Took::Skipped
+            }
+            Err(err) => {
+                // Out of file descriptors or memory: stop taking connections for a while
+                // (nudge included); the sweep turns accepting back on, so this cannot spin.
+                log::error!("accept failed: {err}; pausing accepts");
+                self.admission.back_off(Instant::now());
+                let _ = self.set_accepting(false);
+                Took::Stop
             }
         }
     }
@@ -116,7 +200,6 @@ impl Worker<'_> {
             &self.settings,
         ));
         self.admission.load.live += 1;
-        self.admission.load.fresh += 1;
         self.update_accepting();
         // The client may already have sent its request; edge-triggered events for data that
         // arrived before registration are not guaranteed, so look now.
@@ -130,4 +213,43 @@ fn is_transient_accept_error(err: &io::Error) -> bool {
         err.raw_os_error(),
         Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use mio::net::TcpListener;
+    use mio::{Events, Interest, Poll, Token};
+
+    /// What resuming after a pause relies on: a listener registered again while a connection
+    /// waits in its queue is reported readable at once, edge-triggered as it is.
+    #[test]
+    fn registering_a_listener_again_reports_a_connection_already_queued() {
+        let mut poll = Poll::new().unwrap();
+        let mut listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let token = Token(7);
+        let mut events = Events::with_capacity(8);
+        poll.registry()
+            .register(&mut listener, token, Interest::READABLE)
+            .unwrap();
+        poll.registry().deregister(&mut listener).unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client.write_all(b"x").unwrap();
+        poll.poll(&mut events, Some(Duration::from_millis(50)))
+            .unwrap();
+        assert!(events.is_empty(), "not registered: nothing reported");
+        poll.registry()
+            .register(&mut listener, token, Interest::READABLE)
+            .unwrap();
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        assert!(
+            events.iter().any(|e| e.token() == token && e.is_readable()),
+            "the queued connection is reported on registration"
+        );
+        assert!(listener.accept().is_ok());
+    }
 }

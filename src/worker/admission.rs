@@ -1,24 +1,38 @@
 //! When a worker takes connections from the shared listeners: the counts that make it full,
 //! and the decision, kept free of I/O so the policy can be read (and tested) as a table.
 //!
-//! A worker takes connections only while there is room in its pool and it holds fewer than
-//! `max_connections`; otherwise they wait in the kernel's queue for a worker that has room. A
-//! full worker still takes one waiting connection every [`ACCEPT_NUDGE`], so that when every
+//! Admission depends only on work that occupies the worker: requests and stream pulls with its
+//! pool, and open connections against `max_connections`. A connection that has sent nothing,
+//! or only part of a request, costs a buffer and no thread, so it does not count: a client
+//! cannot make a worker stop accepting by opening sockets and saying little.
+//!
+//! A worker takes connections while its pool has a free thread and it holds fewer than
+//! `max_connections`, or holds that many but one of them is idle (waiting for a request of which
+//! no byte came): that one gives way to the new connection, as nginx reuses its keep-alive
+//! connections. So that a worker that woke first does not swallow a whole burst while others
+//! have idle threads, it takes at most [`Admission::batch`] connections per readiness event and
+//! comes back for more on the next turn of its loop, after the events already polled (which
+//! include the new connections' first requests) are handled.
+//!
+//! A full worker still takes one waiting connection every [`ACCEPT_NUDGE`], so that when every
 //! worker is full the queued connections are not starved by the accepted keep-alive clients.
+//! When `accept` fails for want of descriptors or memory, the worker stops accepting for
+//! [`ACCEPT_BACKOFF`], nudge included, instead of retrying on every event.
 
 use std::time::{Duration, Instant};
 
 /// How long a full worker leaves connections in the kernel's queue before it takes one
 /// anyway (see [`Admission::nudge`]).
 pub(super) const ACCEPT_NUDGE: Duration = Duration::from_millis(50);
+/// How long a worker stops accepting after `accept` failed with `EMFILE`, `ENFILE`, `ENOBUFS`
+/// or `ENOMEM` (nginx waits 500 ms too). The sweep turns accepting back on after it.
+pub(super) const ACCEPT_BACKOFF: Duration = Duration::from_millis(500);
 
 /// What a worker holds, as far as taking more is concerned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Load {
     /// Open connections.
     pub(super) live: usize,
-    /// Connections accepted that have not yet handed a request to the pool.
-    pub(super) fresh: usize,
     /// Requests with the pool.
     pub(super) in_flight: usize,
     /// "Next chunk" jobs with the pool.
@@ -33,6 +47,11 @@ pub(super) struct Admission {
     max_connections: usize,
     /// Since when the worker has been too full to take connections.
     paused_since: Option<Instant>,
+    /// `accept` ran out of descriptors or memory: no accepting before this.
+    backoff_until: Option<Instant>,
+    /// A listener may still hold connections: a batch stopped at its size, not at
+    /// `WouldBlock`, and edge-triggered readiness will not say so again.
+    more_waiting: bool,
 }
 
 impl Admission {
@@ -43,6 +62,8 @@ impl Admission {
             threads,
             max_connections,
             paused_since: None,
+            backoff_until: None,
+            more_waiting: false,
         }
     }
 
@@ -51,45 +72,100 @@ impl Admission {
         self.load.in_flight + self.load.pulls
     }
 
-    /// Whether there is room for another connection. One accepted but not yet sent to the
-    /// pool counts as work to come, so a worker that woke first cannot take a whole burst while
-    /// others have idle threads.
-    fn has_room(&self) -> bool {
-        self.busy() + self.load.fresh < self.threads && self.load.live < self.max_connections
+    /// Whether the worker holds `max_connections`: a new connection then needs an idle one to
+    /// give way.
+    pub(super) fn at_limit(&self) -> bool {
+        self.load.live >= self.max_connections
+    }
+
+    /// Whether the pool has a free thread, so that a connection taken now is served at once.
+    pub(super) fn pool_has_room(&self) -> bool {
+        self.busy() < self.threads
+    }
+
+    /// Whether there is room for another connection: a free thread, and a connection slot or an
+    /// idle connection (`idle_to_spare`) that gives way.
+    fn has_room(&self, idle_to_spare: bool) -> bool {
+        self.pool_has_room() && (!self.at_limit() || idle_to_spare)
+    }
+
+    /// How many connections to take on one readiness event: one per free thread, at least one.
+    pub(super) fn batch(&self) -> usize {
+        self.threads.saturating_sub(self.busy()).max(1)
     }
 
     /// Decides, for a running worker whose load changed, whether it takes connections, and
-    /// notes since when it has been full.
-    pub(super) fn decide(&mut self, now: Instant) -> bool {
-        let room = self.has_room();
+    /// notes since when it has been full. `idle_to_spare` says that the worker, at
+    /// `max_connections`, holds an idle connection that would give way.
+    pub(super) fn decide(&mut self, now: Instant, idle_to_spare: bool) -> bool {
+        if let Some(until) = self.backoff_until {
+            if now < until {
+                return false;
+            }
+            self.backoff_until = None;
+        }
+        let room = self.has_room(idle_to_spare);
         if room {
             self.paused_since = None;
-        } else if self.paused_since.is_none() {
-            self.paused_since = Some(now);
+        } else {
+            self.more_waiting = false;
+            if self.paused_since.is_none() {
+                self.paused_since = Some(now);
+            }
         }
         room
     }
 
+    /// `accept` failed for want of descriptors or memory: no accepting, and no nudge, for
+    /// [`ACCEPT_BACKOFF`].
+    pub(super) fn back_off(&mut self, now: Instant) {
+        self.backoff_until = Some(now + ACCEPT_BACKOFF);
+        self.paused_since = None;
+        self.more_waiting = false;
+    }
+
+    /// Notes whether a listener may still hold connections after a batch (see
+    /// [`Admission::batch`]).
+    pub(super) fn set_more_waiting(&mut self, more: bool) {
+        self.more_waiting = more;
+    }
+
+    /// Whether the loop should take another batch now: a listener may hold more and the
+    /// worker has room. Clears the mark; the next batch sets it again if it stops short.
+    pub(super) fn take_more_waiting(&mut self) -> bool {
+        std::mem::take(&mut self.more_waiting) && self.paused_since.is_none()
+    }
+
     /// Whether a full, running worker takes one waiting connection now: every
-    /// [`ACCEPT_NUDGE`] while full, unless it holds `max_connections`. Accepted, the
-    /// connection's requests queue fairly in the pool with everyone else's.
-    pub(super) fn nudge(&mut self, now: Instant) -> bool {
+    /// [`ACCEPT_NUDGE`] while full, unless it holds `max_connections` and no idle connection
+    /// gives way, or accepting is backing off. Accepted, the connection's requests queue
+    /// fairly in the pool with everyone else's.
+    pub(super) fn nudge(&mut self, now: Instant, idle_to_spare: bool) -> bool {
         let Some(since) = self.paused_since else {
             return false;
         };
-        if now.duration_since(since) < ACCEPT_NUDGE || self.load.live >= self.max_connections {
+        if now.duration_since(since) < ACCEPT_NUDGE || (self.at_limit() && !idle_to_spare) {
             return false;
         }
         self.paused_since = Some(now);
         true
     }
 
-    /// How long the loop may sleep at `now`: `tick`, or less when a nudge is due sooner.
+    /// Whether a nudge is due at `now` (see [`Admission::nudge`]), so the caller looks for an
+    /// idle connection only then.
+    pub(super) fn nudge_due(&self, now: Instant) -> bool {
+        self.paused_since
+            .is_some_and(|since| now.duration_since(since) >= ACCEPT_NUDGE)
+    }
+
+    /// How long the loop may sleep at `now`: `tick`; nothing when a listener may still hold
+    /// connections and the worker has room; less when a nudge is due sooner.
     pub(super) fn wait(&self, now: Instant, tick: Duration) -> Duration {
         match self.paused_since {
             Some(since) => ACCEPT_NUDGE
                 .saturating_sub(now.duration_since(since))
                 .min(tick),
+            None if self.more_waiting => Duration::ZERO,
             None => tick,
         }
     }
@@ -99,10 +175,9 @@ impl Admission {
 mod tests {
     use super::*;
 
-    fn load(live: usize, fresh: usize, in_flight: usize, pulls: usize) -> Load {
+    fn load(live: usize, in_flight: usize, pulls: usize) -> Load {
         Load {
             live,
-            fresh,
             in_flight,
             pulls,
         }
@@ -110,64 +185,112 @@ mod tests {
 
     #[test]
     fn a_worker_takes_connections_while_its_pool_and_connection_limit_have_room() {
-        // 4 threads, at most 10 connections.
+        // 4 threads, at most 10 connections: (load, an idle connection to spare) -> room.
         let table = [
-            (load(0, 0, 0, 0), true),
-            (load(3, 0, 3, 0), true),
-            (load(4, 0, 4, 0), false),
-            (load(4, 0, 2, 2), false),
-            (load(4, 1, 3, 0), false),
-            (load(4, 4, 0, 0), false),
-            (load(9, 3, 0, 0), true),
-            (load(10, 0, 0, 0), false),
-            (load(10, 0, 1, 0), false),
-            (load(12, 0, 0, 0), false),
+            (load(0, 0, 0), false, true),
+            (load(3, 3, 0), false, true),
+            (load(4, 4, 0), false, false),
+            (load(4, 2, 2), false, false),
+            (load(4, 3, 0), false, true),
+            // Connections that have sent nothing, or part of a request, occupy no thread.
+            (load(4, 0, 0), false, true),
+            (load(9, 0, 0), false, true),
+            (load(9, 3, 0), false, true),
+            (load(10, 0, 0), false, false),
+            (load(10, 1, 0), false, false),
+            (load(12, 0, 0), false, false),
+            // At the limit, an idle connection gives way; a busy pool still says no.
+            (load(10, 0, 0), true, true),
+            (load(10, 3, 0), true, true),
+            (load(10, 4, 0), true, false),
+            (load(10, 2, 2), true, false),
         ];
-        for (load, room) in table {
+        for (load, idle, room) in table {
             let mut admission = Admission::new(4, 10);
             admission.load = load;
-            assert_eq!(admission.has_room(), room, "{load:?}");
-            assert_eq!(admission.decide(Instant::now()), room, "{load:?}");
+            assert_eq!(admission.has_room(idle), room, "{load:?} {idle}");
+            assert_eq!(admission.decide(Instant::now(), idle), room, "{load:?}");
         }
+    }
+
+    #[test]
+    fn a_readiness_event_takes_one_connection_per_free_thread() {
+        // (threads, load) -> connections taken before the loop comes back.
+        let table = [
+            (4, load(0, 0, 0), 4),
+            (4, load(5, 1, 0), 3),
+            (4, load(5, 3, 1), 1),
+            (4, load(5, 6, 0), 1),
+            (1, load(0, 0, 0), 1),
+        ];
+        for (threads, load, batch) in table {
+            let mut admission = Admission::new(threads, 100);
+            admission.load = load;
+            assert_eq!(admission.batch(), batch, "{threads} {load:?}");
+        }
+    }
+
+    #[test]
+    fn a_listener_left_with_connections_is_taken_again_without_sleeping_but_not_when_full() {
+        let start = Instant::now();
+        let tick = Duration::from_secs(1);
+        let mut admission = Admission::new(2, 10);
+        assert!(admission.decide(start, false));
+        admission.set_more_waiting(true);
+        assert_eq!(admission.wait(start, tick), Duration::ZERO);
+        assert!(admission.take_more_waiting());
+        assert!(!admission.take_more_waiting(), "taken once");
+        assert_eq!(admission.wait(start, tick), tick);
+        // Full: the connections wait for the nudge, never a busy loop.
+        admission.set_more_waiting(true);
+        admission.load = load(2, 2, 0);
+        assert!(!admission.decide(start, false));
+        assert_eq!(admission.wait(start, tick), ACCEPT_NUDGE);
+        assert!(!admission.take_more_waiting());
     }
 
     #[test]
     fn a_full_worker_remembers_since_when_and_forgets_once_it_has_room() {
         let start = Instant::now();
         let mut admission = Admission::new(1, 10);
-        admission.load = load(1, 1, 0, 0);
-        assert!(!admission.decide(start));
+        admission.load = load(1, 1, 0);
+        assert!(!admission.decide(start, false));
         assert_eq!(admission.paused_since, Some(start));
-        assert!(!admission.decide(start + Duration::from_millis(30)));
+        assert!(!admission.decide(start + Duration::from_millis(30), false));
         assert_eq!(
             admission.paused_since,
             Some(start),
             "still full: the first moment"
         );
-        admission.load = load(1, 0, 0, 0);
-        assert!(admission.decide(start + Duration::from_millis(40)));
+        admission.load = load(1, 0, 0);
+        assert!(admission.decide(start + Duration::from_millis(40), false));
         assert_eq!(admission.paused_since, None);
     }
 
     #[test]
-    fn a_full_worker_takes_one_connection_per_nudge_below_its_connection_limit() {
+    fn a_full_worker_takes_one_connection_per_nudge_below_its_limit_or_with_an_idle_one() {
         let start = Instant::now();
         let ms = Duration::from_millis;
-        // (full since, live, now after start) -> (nudged, full since after)
+        // (full since, live, idle to spare, now after start) -> (nudged, full since after)
         let table = [
-            (None, 1, ms(100), false, None),
-            (Some(ms(0)), 1, ms(49), false, Some(ms(0))),
-            (Some(ms(0)), 1, ms(50), true, Some(ms(50))),
-            (Some(ms(10)), 1, ms(70), true, Some(ms(70))),
-            (Some(ms(0)), 10, ms(500), false, Some(ms(0))),
-            (Some(ms(0)), 9, ms(500), true, Some(ms(500))),
+            (None, 1, false, ms(100), false, None),
+            (Some(ms(0)), 1, false, ms(49), false, Some(ms(0))),
+            (Some(ms(0)), 1, false, ms(50), true, Some(ms(50))),
+            (Some(ms(10)), 1, false, ms(70), true, Some(ms(70))),
+            (Some(ms(0)), 10, false, ms(500), false, Some(ms(0))),
+            (Some(ms(0)), 10, true, ms(500), true, Some(ms(500))),
+            (Some(ms(0)), 9, false, ms(500), true, Some(ms(500))),
         ];
-        for (since, live, now, nudged, after) in table {
+        for (since, live, idle, now, nudged, after) in table {
             let mut admission = Admission::new(1, 10);
-            admission.load = load(live, 1, 0, 0);
+            admission.load = load(live, 1, 0);
             admission.paused_since = since.map(|at| start + at);
             assert_eq!(
-                admission.nudge(start + now),
+                admission.nudge_due(start + now),
+                since.is_some() && now >= since.unwrap() + ACCEPT_NUDGE
+            );
+            assert_eq!(
+                admission.nudge(start + now, idle),
                 nudged,
                 "{since:?} {live} {now:?}"
             );
@@ -185,5 +308,28 @@ mod tests {
         assert_eq!(admission.wait(start + ms(20), ms(1000)), ms(30));
         assert_eq!(admission.wait(start + ms(20), ms(10)), ms(10));
         assert_eq!(admission.wait(start + ms(80), ms(1000)), Duration::ZERO);
+    }
+
+    #[test]
+    fn out_of_descriptors_stops_accepting_and_nudging_for_a_while_without_a_busy_loop() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let tick = ms(1000);
+        let mut admission = Admission::new(4, 10);
+        admission.paused_since = Some(start);
+        admission.set_more_waiting(true);
+        admission.back_off(start);
+        // No wake-up of its own: the sweep, every tick, turns accepting back on.
+        assert_eq!(admission.wait(start + ms(100), tick), tick);
+        assert!(!admission.nudge_due(start + ms(100)));
+        assert!(!admission.nudge(start + ms(100), true));
+        assert!(!admission.decide(start + ms(100), false));
+        assert_eq!(
+            admission.wait(start + ms(200), tick),
+            tick,
+            "still no nudge"
+        );
+        assert!(admission.decide(start + ACCEPT_BACKOFF, false), "resumes");
+        assert_eq!(admission.backoff_until, None);
     }
 }

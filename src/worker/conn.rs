@@ -23,6 +23,8 @@ const LINGER: Duration = Duration::from_secs(2);
 /// When a worker recycles itself, how long an idle keep-alive connection stays open for a
 /// request that may already be on its way.
 const DRAIN_IDLE: Duration = Duration::from_secs(1);
+/// The interim response to `Expect: 100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// What every connection of a worker goes by.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +40,11 @@ pub(super) struct Settings {
     pub(super) header_timeout: Duration,
     /// How long the body, or a response's write, may stall.
     pub(super) body_timeout: Duration,
+    /// `[server] min_body_rate`: the bytes per second a request body must average, from the
+    /// end of its head, once `body_rate_grace` has passed; zero turns the check off.
+    pub(super) min_body_rate: u64,
+    /// `[server] body_rate_grace`: how long a body may arrive slower than `min_body_rate`.
+    pub(super) body_rate_grace: Duration,
     /// How long the application may take to answer (zero: no limit).
     pub(super) request_timeout: Duration,
 }
@@ -66,12 +73,10 @@ pub(super) struct Ctx<'a> {
 
 /// What the worker does for a connection after a transition, in order.
 pub(super) enum Action {
-    /// A whole request arrived: hand it to the application. The connection is now with it;
-    /// `first` says it is the connection's first request.
+    /// A whole request arrived: hand it to the application. The connection is now with it.
     Dispatch {
         head: RequestHead,
         body: RequestBody,
-        first: bool,
     },
     /// Ask a pool thread for the stream's next chunk.
     Pull(BodyStream),
@@ -139,16 +144,67 @@ struct Reading {
     body: RequestBody,
     /// When the head or body being read (or the idle wait) runs out.
     deadline: Instant,
+    /// When the wait for this request began: while no byte of it has come, the connection is
+    /// idle since then (see [`Conn::idle_since`]). Once the head is in, when the body began,
+    /// for `min_body_rate`.
+    since: Instant,
+    /// Whether `since` is the body's beginning.
+    body_began: bool,
+    /// How many bytes at the end of [`CONTINUE`] are still to be written; no body byte is read
+    /// before they are out (see [`Conn::send_continue`]).
+    continue_left: u8,
 }
 
 impl Reading {
     /// Waiting up to `wait` for a request's first bytes.
     fn waiting(settings: &Settings, wait: Duration) -> State {
+        let now = Instant::now();
         State::Reading(Reading {
             decoder: Decoder::new(settings.limits),
             body: RequestBody::default(),
-            deadline: Instant::now() + wait,
+            deadline: now + wait,
+            since: now,
+            body_began: false,
+            continue_left: 0,
         })
+    }
+
+    /// The body's deadline after it progressed (or its head ended): the next byte is due
+    /// within `body_timeout`, and once `body_rate_grace` has passed since the head's end the
+    /// body must have averaged `min_body_rate` (Kestrel's `MinRequestBodyDataRate`). With the
+    /// bytes received so far that holds until `received / min_body_rate` after the head's end.
+    fn body_deadline(&mut self, settings: &Settings) -> Instant {
+        let now = Instant::now();
+        let stalled = now + settings.body_timeout;
+        if !self.body_began {
+            self.body_began = true;
+            self.since = now;
+        }
+        let began = self.since;
+        if settings.min_body_rate == 0 {
+            return stalled;
+        }
+        let received = self.body.len() + self.decoder.body_buffered() as u64;
+        let nanos = u128::from(received) * 1_000_000_000 / u128::from(settings.min_body_rate);
+        let earned = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+        began
+            .checked_add(earned.max(settings.body_rate_grace))
+            .map_or(stalled, |slow| slow.min(stalled))
+    }
+
+    /// The rest of a `100 Continue` begun but not finished, which must precede any response;
+    /// empty when none was begun (a final response may then take its place).
+    pub(super) fn continue_begun(&self) -> &'static [u8] {
+        if usize::from(self.continue_left) < CONTINUE.len() {
+            self.continue_unsent()
+        } else {
+            &[]
+        }
+    }
+
+    /// What is still to be written of a `100 Continue`.
+    fn continue_unsent(&self) -> &'static [u8] {
+        &CONTINUE[CONTINUE.len() - usize::from(self.continue_left)..]
     }
 }
 
@@ -221,9 +277,6 @@ pub(super) struct Conn<S> {
     /// The socket may hold bytes not yet read: set by a readable event and by a read that
     /// filled the buffer, cleared by a short read. Saves the read that would only say EAGAIN.
     unread: bool,
-    /// Whether this connection has handed a request to the pool yet; until then it counts
-    /// against the worker's room, so one worker cannot take a whole burst of connections.
-    pub(super) fresh: bool,
     /// The last response's emptied output queue, kept so the next response on a keep-alive
     /// connection reuses its allocation.
     spare: OutQueue,
@@ -252,7 +305,6 @@ impl<S: Socket> Conn<S> {
             keep_alive: true,
             // The client may have sent its request already.
             unread: true,
-            fresh: true,
             spare: OutQueue::default(),
         }
     }
@@ -285,6 +337,15 @@ impl<S: Socket> Conn<S> {
         match &self.state {
             State::Reading(reading) => reading.decoder.is_idle() && self.pending_input().is_empty(),
             _ => false,
+        }
+    }
+
+    /// Since when the connection has waited for a request of which no byte has come, if it
+    /// does: the worker at `max_connections` closes the one idle longest for a new one.
+    pub(super) fn idle_since(&self) -> Option<Instant> {
+        match &self.state {
+            State::Reading(reading) if self.is_idle() => Some(reading.since),
+            _ => None,
         }
     }
 
@@ -406,6 +467,9 @@ impl<S: Socket> Conn<S> {
     pub(super) fn read(&mut self, ctx: &mut Ctx<'_>) {
         let settings = *ctx.settings;
         loop {
+            if !self.send_continue(ctx) {
+                return;
+            }
             let State::Reading(reading) = &mut self.state else {
                 return;
             };
@@ -453,13 +517,12 @@ impl<S: Socket> Conn<S> {
                     if consumed > 0 {
                         // Head bytes are consumed only with the whole head, so this is body
                         // progress (or the head just completed): the body clock restarts.
-                        reading.deadline = Instant::now() + settings.body_timeout;
+                        reading.deadline = reading.body_deadline(&settings);
                     }
                     if reading.decoder.take_continue() {
-                        // Small and written before any body byte is read; if the socket can't
-                        // take 25 bytes right now, the client sends the body anyway after its
-                        // own wait (RFC 9110 §10.1.1).
-                        let _ = self.stream.write(b"HTTP/1.1 100 Continue\r\n\r\n");
+                        // Written before any body byte is read (the loop's first step).
+                        reading.continue_left = CONTINUE.len() as u8;
+                        continue;
                     }
                 }
             }
@@ -490,6 +553,31 @@ impl<S: Socket> Conn<S> {
                     log::debug!("read from {}: {err}", peer_text(self.peer));
                     self.close(ctx);
                     return;
+                }
+            }
+        }
+    }
+
+    /// Writes what is left of a `100 Continue`; true once none is left. Until then no body
+    /// byte is read and no response begins: a writable event resumes it.
+    fn send_continue(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        loop {
+            let State::Reading(reading) = &mut self.state else {
+                return false;
+            };
+            let unsent = reading.continue_unsent();
+            if unsent.is_empty() {
+                return true;
+            }
+            match self.stream.write(unsent) {
+                // At most what was asked for, so the count only goes down.
+                Ok(n) if n > 0 => reading.continue_left -= n.min(unsent.len()) as u8,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Ok(_) | Err(_) => {
+                    log::debug!("could not write 100 Continue to {}", peer_text(self.peer));
+                    self.close(ctx);
+                    return false;
                 }
             }
         }
@@ -550,9 +638,7 @@ impl<S: Socket> Conn<S> {
                 .then(|| format!("{} {}", head.method, head.target)),
             access: None,
         });
-        let first = std::mem::take(&mut self.fresh);
-        ctx.actions
-            .push_back(Action::Dispatch { head, body, first });
+        ctx.actions.push_back(Action::Dispatch { head, body });
     }
 
     fn start_writing(&mut self, out: Output, linger: bool, ctx: &mut Ctx<'_>) {
@@ -629,7 +715,11 @@ impl<S: Socket> Conn<S> {
             // Now the connection is idle, and a stopping worker does not wait long for idle
             // connections: a request already on its way is still answered, with
             // `Connection: close`.
-            let wait = if ctx.stopping {
+            let wait = if !self.pending_input().is_empty() {
+                // Part of the next request came with this one: its head has header_timeout,
+                // as it would if it came now.
+                ctx.settings.header_timeout
+            } else if ctx.stopping {
                 DRAIN_IDLE
             } else {
                 ctx.settings.idle_wait()

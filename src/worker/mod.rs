@@ -3,8 +3,8 @@
 //!
 //! The loop accepts, reads until a whole request (head and body) is buffered, hands it to the
 //! pool, and writes the response when the pool hands it back. A worker whose pool is full, or
-//! that holds `max_connections`, stops taking connections from the shared listeners, so the
-//! kernel gives them to a worker that has room.
+//! that holds `max_connections` none of which is idle, stops taking connections from the shared
+//! listeners, so the kernel gives them to a worker that has room.
 //!
 //! Each connection is a state machine (`conn.rs`); this module routes events to it and carries
 //! out the actions its transitions return. When to take connections is `admission.rs`'s
@@ -216,7 +216,7 @@ impl<'a> Worker<'a> {
                 }
             }
             self.drive_backlog();
-            self.nudge_accept();
+            self.accept_waiting();
             let now = Instant::now();
             if now.duration_since(last_sweep) >= self.tick {
                 last_sweep = now;
@@ -407,12 +407,7 @@ impl<'a> Worker<'a> {
     /// Does what a connection's transition asked for.
     fn carry_out(&mut self, index: usize, serial: u64, action: Action) {
         match action {
-            Action::Dispatch { head, body, first } => {
-                if first {
-                    self.admission.load.fresh -= 1;
-                }
-                self.dispatch(index, serial, head, body);
-            }
+            Action::Dispatch { head, body } => self.dispatch(index, serial, head, body),
             Action::Pull(producer) => {
                 self.admission.load.pulls += 1;
                 self.pool.submit(Job {
@@ -603,14 +598,11 @@ impl<'a> Worker<'a> {
 
     /// Forgets a closed connection.
     fn forget(&mut self, index: usize) {
-        let Some(conn) = self.conns.get_mut(index).and_then(Option::take) else {
+        let Some(_conn) = self.conns.get_mut(index).and_then(Option::take) else {
             return;
         };
         // No deregister: closing the socket (dropping `conn`) takes it out of epoll, and the
         // socket is never shared with another descriptor. One system call less per connection.
-        if conn.fresh {
-            self.admission.load.fresh -= 1;
-        }
         self.free.push(index);
         self.admission.load.live -= 1;
         self.update_accepting();

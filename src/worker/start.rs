@@ -100,6 +100,8 @@ impl<'a> Worker<'a> {
                 keepalive: server.keepalive,
                 header_timeout: server.header_timeout,
                 body_timeout: server.body_timeout,
+                min_body_rate: server.min_body_rate,
+                body_rate_grace: server.body_rate_grace,
                 request_timeout: server.request_timeout,
             },
             graceful_timeout: server.graceful_timeout,

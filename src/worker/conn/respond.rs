@@ -107,10 +107,15 @@ impl<S: Socket> Conn<S> {
 
     /// Reading or InApp → Writing an error response, after which the connection closes.
     pub(in crate::worker) fn fail(&mut self, err: &HttpError, ctx: &mut Ctx<'_>) {
+        let mut head = Vec::with_capacity(256);
         let access = match self.take_state() {
             // One that timed out in the handler still has what it was.
             State::InApp(in_app) => in_app.access,
-            State::Reading(_) => None,
+            State::Reading(reading) => {
+                // A `100 Continue` begun is finished first: the response follows it.
+                head.extend_from_slice(reading.continue_begun());
+                None
+            }
             other => {
                 debug_assert!(false, "an error response while already answering");
                 self.state = other;
@@ -123,7 +128,6 @@ impl<S: Socket> Conn<S> {
             micros: 0,
             access,
         }));
-        let mut head = Vec::with_capacity(256);
         http::error_response(&mut head, err, ctx.dates.get(SystemTime::now()));
         self.decide_keep_alive(KeepAlive::Broken, ctx.settings);
         let out = Output::new(std::mem::take(&mut self.spare), head);

@@ -21,11 +21,12 @@ pub(super) enum Input {
 }
 
 /// A socket in memory: reads follow a script (`WouldBlock` once it runs out), writes take at
-/// most `max_write` bytes a call (`WouldBlock` at 0) or fail.
+/// most `max_write` bytes a call and `write_room` bytes in all (`WouldBlock` at 0) or fail.
 pub(super) struct Mem {
     pub(super) input: VecDeque<Input>,
     pub(super) written: Vec<u8>,
     pub(super) max_write: usize,
+    pub(super) write_room: usize,
     pub(super) write_fails: bool,
     pub(super) shut: Cell<bool>,
 }
@@ -57,10 +58,10 @@ impl Mem {
     pub(super) fn room(&self, want: usize) -> io::Result<usize> {
         if self.write_fails {
             Err(io::ErrorKind::BrokenPipe.into())
-        } else if self.max_write == 0 {
+        } else if self.max_write == 0 || self.write_room == 0 {
             Err(io::ErrorKind::WouldBlock.into())
         } else {
-            Ok(want.min(self.max_write))
+            Ok(want.min(self.max_write).min(self.write_room))
         }
     }
 }
@@ -68,6 +69,7 @@ impl Mem {
 impl Write for Mem {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.room(buf.len())?;
+        self.write_room -= n;
         self.written.extend_from_slice(&buf[..n]);
         Ok(n)
     }
@@ -85,6 +87,7 @@ impl Socket for Mem {
     fn send_file(&mut self, file: &File, offset: &mut u64, count: usize) -> io::Result<usize> {
         let mut buf = vec![0; self.room(count)?];
         let n = file.read_at(&mut buf, *offset)?;
+        self.write_room -= n;
         self.written.extend_from_slice(&buf[..n]);
         *offset += n as u64;
         Ok(n)
@@ -107,6 +110,8 @@ pub(super) fn settings() -> Settings {
         keepalive: Duration::from_secs(5),
         header_timeout: Duration::from_secs(10),
         body_timeout: Duration::from_secs(100),
+        min_body_rate: 0,
+        body_rate_grace: Duration::from_secs(5),
         request_timeout: Duration::from_secs(30),
     }
 }
@@ -121,6 +126,7 @@ impl Test {
             input: VecDeque::new(),
             written: Vec::new(),
             max_write: usize::MAX,
+            write_room: usize::MAX,
             write_fails: false,
             shut: Cell::new(false),
         };
@@ -215,14 +221,7 @@ pub(super) fn names(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
         .map(|action| match action {
-            Action::Dispatch { head, first, .. } => {
-                format!(
-                    "dispatch {} {}{}",
-                    head.method,
-                    head.target,
-                    if *first { " first" } else { "" }
-                )
-            }
+            Action::Dispatch { head, .. } => format!("dispatch {} {}", head.method, head.target),
             Action::Pull(_) => "pull".to_owned(),
             Action::Discard(_) => "discard".to_owned(),
             Action::Log(answer) => format!("log {}", answer.status),

@@ -2,6 +2,7 @@
 //! timeouts and failures of each state.
 
 mod harness;
+mod reading;
 mod writing;
 
 use std::io::Read;
@@ -15,12 +16,9 @@ use harness::*;
 #[test]
 fn a_whole_request_goes_to_the_application() {
     let mut test = Test::new();
-    assert_eq!(names(&test.dispatch_get("")), ["dispatch GET /x first"]);
+    assert_eq!(names(&test.dispatch_get("")), ["dispatch GET /x"]);
     assert_eq!(test.state(), "in app");
-    assert!(
-        !test.conn.fresh,
-        "its first request is out: no longer fresh"
-    );
+    assert_eq!(test.conn.idle_since(), None, "a request came");
     assert!(test.conn.keep_alive);
 }
 
@@ -33,14 +31,14 @@ fn a_request_in_pieces_is_dispatched_once_complete() {
     assert_eq!(test.state(), "reading");
     assert!(!test.conn.is_idle(), "a request has begun");
     test.send(b"TP/1.1\r\nHost: h\r\n\r\n");
-    assert_eq!(names(&test.event()), ["dispatch GET / first"]);
+    assert_eq!(names(&test.event()), ["dispatch GET /"]);
 }
 
 #[test]
 fn keep_alive_goes_back_to_reading_and_takes_the_pipelined_request() {
     let mut test = Test::new();
     test.send(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n");
-    assert_eq!(names(&test.event()), ["dispatch GET /1 first"]);
+    assert_eq!(names(&test.event()), ["dispatch GET /1"]);
     let actions = test.respond(Response::text(200, "one"));
     assert_eq!(names(&actions), ["log 200", "dispatch GET /2"]);
     let received = test.received();
@@ -202,7 +200,7 @@ fn a_body_has_the_body_timeout_from_its_last_progress() {
     assert_eq!(expired, Some(Expired::SlowRequest));
     test.send(b"defghij");
     let actions = test.event();
-    assert_eq!(names(&actions), ["dispatch POST / first"]);
+    assert_eq!(names(&actions), ["dispatch POST /"]);
     let Action::Dispatch { body, .. } = &actions[0] else {
         unreachable!()
     };
@@ -242,7 +240,7 @@ fn expect_100_continue_is_answered_before_the_body() {
     assert!(test.event().is_empty());
     assert_eq!(test.received(), "HTTP/1.1 100 Continue\r\n\r\n");
     test.send(b"ok");
-    assert_eq!(names(&test.event()), ["dispatch PUT / first"]);
+    assert_eq!(names(&test.event()), ["dispatch PUT /"]);
 }
 
 #[test]
