@@ -194,7 +194,7 @@ impl Reading {
 
     /// The rest of a `100 Continue` begun but not finished, which must precede any response;
     /// empty when none was begun (a final response may then take its place).
-    pub(super) fn continue_begun(&self) -> &'static [u8] {
+    fn continue_begun(&self) -> &'static [u8] {
         if usize::from(self.continue_left) < CONTINUE.len() {
             self.continue_unsent()
         } else {

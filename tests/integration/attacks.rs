@@ -11,6 +11,13 @@ use std::time::{Duration, Instant};
 
 use crate::util::{TestServer, read_response, wait_until};
 
+/// One worker with 4 threads, a control socket, and `server` keys.
+fn start_with(server: &str) -> TestServer {
+    TestServer::builder(format!("workers = 1\nthreads = 4\n{server}"))
+        .control_socket()
+        .start()
+}
+
 /// New connections served one after another, each with one `Connection: close` request, per
 /// second.
 fn new_connection_rate(server: &TestServer, count: u32) -> f64 {
@@ -51,11 +58,7 @@ fn assert_served_under_attack(baseline: f64, attacked: f64) {
 
 #[test]
 fn slow_uploads_do_not_stop_a_worker_taking_new_connections() {
-    let server = TestServer::builder(
-        "workers = 1\nthreads = 4\nbody_timeout = \"60s\"\nbody_rate_grace = \"60s\"\n",
-    )
-    .control_socket()
-    .start();
+    let server = start_with("body_timeout = \"60s\"\nbody_rate_grace = \"60s\"\n");
     let baseline = new_connection_rate(&server, 200);
     let uploads: Vec<TcpStream> = (0..40).map(|_| slow_upload(&server)).collect();
     wait_until(
@@ -71,11 +74,7 @@ fn slow_uploads_do_not_stop_a_worker_taking_new_connections() {
 
 #[test]
 fn uploads_below_min_body_rate_get_408_after_the_grace_while_others_are_served() {
-    let server = TestServer::builder(
-        "workers = 1\nthreads = 4\nbody_timeout = \"30s\"\nbody_rate_grace = \"1s\"\n",
-    )
-    .control_socket()
-    .start();
+    let server = start_with("body_timeout = \"30s\"\nbody_rate_grace = \"1s\"\n");
     let baseline = new_connection_rate(&server, 200);
     let stalled: Vec<TcpStream> = (0..50).map(|_| slow_upload(&server)).collect();
     let trickling: Vec<TcpStream> = (0..50).map(|_| slow_upload(&server)).collect();

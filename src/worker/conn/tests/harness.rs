@@ -209,6 +209,21 @@ impl Test {
         }
     }
 
+    /// Which of the connection's waits has run out `by` from now (`request_timeout` off).
+    pub(super) fn expiry_in(&self, by: Duration) -> Option<Expired> {
+        self.conn.expiry(later(by), Duration::ZERO)
+    }
+
+    /// The request being read has run out of time `by` from now: it is answered 408, and the
+    /// connection lingers.
+    pub(super) fn times_out_with_408(&mut self, by: Duration) {
+        assert_eq!(self.expiry_in(by), Some(Expired::SlowRequest));
+        let actions = self.run(|conn, ctx| conn.on_expired(Expired::SlowRequest, ctx));
+        assert_eq!(names(&actions), ["log 408"]);
+        assert!(self.received().starts_with("HTTP/1.1 408 "));
+        assert_eq!(self.state(), "lingering");
+    }
+
     /// Sends a GET and returns it dispatched.
     pub(super) fn dispatch_get(&mut self, extra: &str) -> Vec<Action> {
         self.send(format!("GET /x HTTP/1.1\r\nHost: h\r\n{extra}\r\n").as_bytes());

@@ -180,13 +180,8 @@ fn a_head_that_does_not_arrive_in_time_is_answered_408() {
     let mut test = Test::new();
     test.send(b"GET / HT");
     test.event();
-    assert_eq!(test.conn.expiry(later(9 * SEC), Duration::ZERO), None);
-    let expired = test.conn.expiry(later(11 * SEC), Duration::ZERO);
-    assert_eq!(expired, Some(Expired::SlowRequest));
-    let actions = test.run(|conn, ctx| conn.on_expired(Expired::SlowRequest, ctx));
-    assert_eq!(names(&actions), ["log 408"]);
-    assert!(test.received().starts_with("HTTP/1.1 408 "));
-    assert_eq!(test.state(), "lingering");
+    assert_eq!(test.expiry_in(9 * SEC), None);
+    test.times_out_with_408(11 * SEC);
 }
 
 #[test]

@@ -1,8 +1,6 @@
 //! Reading: the body's minimum data rate, the head pipelined behind a response, `100 Continue`
 //! written in pieces, and which connections count as idle.
 
-use std::time::Duration;
-
 use super::harness::*;
 use crate::handler::Response;
 use crate::http::HttpError;
@@ -25,18 +23,9 @@ fn a_body_slower_than_min_body_rate_is_answered_408_once_the_grace_is_over() {
     test.send(UPLOAD);
     test.send(b"x");
     assert!(test.event().is_empty());
-    assert_eq!(
-        test.conn.expiry(later(4 * SEC), Duration::ZERO),
-        None,
-        "within the grace"
-    );
+    assert_eq!(test.expiry_in(4 * SEC), None, "within the grace");
     // One byte in 6 s is far below 240 bytes/s, and body_timeout (100 s) is far off.
-    let expired = test.conn.expiry(later(6 * SEC), Duration::ZERO);
-    assert_eq!(expired, Some(Expired::SlowRequest));
-    let actions = test.run(|conn, ctx| conn.on_expired(Expired::SlowRequest, ctx));
-    assert_eq!(names(&actions), ["log 408"]);
-    assert!(test.received().starts_with("HTTP/1.1 408 "));
-    assert_eq!(test.state(), "lingering");
+    test.times_out_with_408(6 * SEC);
 }
 
 #[test]
@@ -49,7 +38,7 @@ fn a_body_trickling_a_byte_at_a_time_does_not_restart_the_rate_clock() {
         assert!(test.event().is_empty());
     }
     assert_eq!(
-        test.conn.expiry(later(6 * SEC), Duration::ZERO),
+        test.expiry_in(6 * SEC),
         Some(Expired::SlowRequest),
         "20 bytes are not 240 bytes/s, however often they come"
     );
@@ -63,12 +52,9 @@ fn a_body_at_the_rate_goes_on_until_its_bytes_no_longer_cover_the_time() {
     // 2400 bytes cover 10 s at 240 bytes/s.
     test.send(&[b'x'; 2400]);
     assert!(test.event().is_empty());
-    assert_eq!(test.conn.expiry(later(6 * SEC), Duration::ZERO), None);
-    assert_eq!(test.conn.expiry(later(9 * SEC), Duration::ZERO), None);
-    assert_eq!(
-        test.conn.expiry(later(11 * SEC), Duration::ZERO),
-        Some(Expired::SlowRequest)
-    );
+    assert_eq!(test.expiry_in(6 * SEC), None);
+    assert_eq!(test.expiry_in(9 * SEC), None);
+    assert_eq!(test.expiry_in(11 * SEC), Some(Expired::SlowRequest));
 }
 
 #[test]
@@ -88,11 +74,8 @@ fn a_body_spilled_to_a_file_counts_toward_the_rate() {
             ..
         })
     ));
-    assert_eq!(test.conn.expiry(later(9 * SEC), Duration::ZERO), None);
-    assert_eq!(
-        test.conn.expiry(later(11 * SEC), Duration::ZERO),
-        Some(Expired::SlowRequest)
-    );
+    assert_eq!(test.expiry_in(9 * SEC), None);
+    assert_eq!(test.expiry_in(11 * SEC), Some(Expired::SlowRequest));
 }
 
 #[test]
@@ -101,11 +84,8 @@ fn min_body_rate_zero_leaves_only_body_timeout() {
     test.send(UPLOAD);
     test.send(b"x");
     test.event();
-    assert_eq!(test.conn.expiry(later(99 * SEC), Duration::ZERO), None);
-    assert_eq!(
-        test.conn.expiry(later(101 * SEC), Duration::ZERO),
-        Some(Expired::SlowRequest)
-    );
+    assert_eq!(test.expiry_in(99 * SEC), None);
+    assert_eq!(test.expiry_in(101 * SEC), Some(Expired::SlowRequest));
 }
 
 #[test]
@@ -118,65 +98,53 @@ fn body_timeout_still_applies_before_the_rate_does() {
     test.send(b"x");
     test.event();
     assert_eq!(
-        test.conn.expiry(later(3 * SEC), Duration::ZERO),
+        test.expiry_in(3 * SEC),
         Some(Expired::SlowRequest),
         "no byte for 2 s, within the grace"
     );
 }
 
-#[test]
-fn a_partial_head_pipelined_behind_a_request_has_header_timeout_not_keepalive() {
-    let mut test = Test::with(Settings {
+/// keepalive 100 s, header_timeout 10 s.
+fn keepalive_longer_than_header_timeout() -> Test {
+    Test::with(Settings {
         keepalive: 100 * SEC,
         header_timeout: 10 * SEC,
         ..settings()
-    });
+    })
+}
+
+#[test]
+fn a_partial_head_pipelined_behind_a_request_has_header_timeout_not_keepalive() {
+    let mut test = keepalive_longer_than_header_timeout();
     test.send(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HT");
     assert_eq!(names(&test.event()), ["dispatch GET /1"]);
     test.respond(Response::text(200, "one"));
     assert_eq!(test.state(), "reading");
     assert!(!test.conn.is_idle(), "the next request has begun");
-    assert_eq!(test.conn.expiry(later(9 * SEC), Duration::ZERO), None);
-    assert_eq!(
-        test.conn.expiry(later(11 * SEC), Duration::ZERO),
-        Some(Expired::SlowRequest)
-    );
+    assert_eq!(test.expiry_in(9 * SEC), None);
+    assert_eq!(test.expiry_in(11 * SEC), Some(Expired::SlowRequest));
 }
 
 #[test]
 fn a_partial_head_arriving_with_the_response_has_header_timeout_too() {
-    let mut test = Test::with(Settings {
-        keepalive: 100 * SEC,
-        header_timeout: 10 * SEC,
-        ..settings()
-    });
+    let mut test = keepalive_longer_than_header_timeout();
     test.dispatch_get("");
     // Arrives while the application runs; read once the response is out.
     test.send(b"GET /2 HT");
     test.event();
     test.respond(Response::text(200, "one"));
     assert!(!test.conn.is_idle());
-    assert_eq!(
-        test.conn.expiry(later(11 * SEC), Duration::ZERO),
-        Some(Expired::SlowRequest)
-    );
+    assert_eq!(test.expiry_in(11 * SEC), Some(Expired::SlowRequest));
 }
 
 #[test]
 fn a_keep_alive_connection_with_nothing_pipelined_waits_keepalive() {
-    let mut test = Test::with(Settings {
-        keepalive: 100 * SEC,
-        header_timeout: 10 * SEC,
-        ..settings()
-    });
+    let mut test = keepalive_longer_than_header_timeout();
     test.dispatch_get("");
     test.respond(Response::text(200, "one"));
     assert!(test.conn.is_idle());
-    assert_eq!(test.conn.expiry(later(11 * SEC), Duration::ZERO), None);
-    assert_eq!(
-        test.conn.expiry(later(101 * SEC), Duration::ZERO),
-        Some(Expired::Idle)
-    );
+    assert_eq!(test.expiry_in(11 * SEC), None);
+    assert_eq!(test.expiry_in(101 * SEC), Some(Expired::Idle));
 }
 
 const EXPECTING: &[u8] =
