@@ -139,16 +139,15 @@ impl Admission {
     /// Whether a full, running worker takes one waiting connection now: every
     /// [`ACCEPT_NUDGE`] while full, unless it holds `max_connections` and no idle connection
     /// gives way, or accepting is backing off. Accepted, the connection's requests queue
-    /// fairly in the pool with everyone else's.
+    /// fairly in the pool with everyone else's. A nudge that is due but refused is still
+    /// spent, so a worker at `max_connections` with none idle looks again a nudge later, not
+    /// in a busy loop.
     pub(super) fn nudge(&mut self, now: Instant, idle_to_spare: bool) -> bool {
-        let Some(since) = self.paused_since else {
-            return false;
-        };
-        if now.duration_since(since) < ACCEPT_NUDGE || (self.at_limit() && !idle_to_spare) {
+        if !self.nudge_due(now) {
             return false;
         }
         self.paused_since = Some(now);
-        true
+        !self.at_limit() || idle_to_spare
     }
 
     /// Whether a nudge is due at `now` (see [`Admission::nudge`]), so the caller looks for an
@@ -277,7 +276,7 @@ mod tests {
             (Some(ms(0)), 1, false, ms(49), false, Some(ms(0))),
             (Some(ms(0)), 1, false, ms(50), true, Some(ms(50))),
             (Some(ms(10)), 1, false, ms(70), true, Some(ms(70))),
-            (Some(ms(0)), 10, false, ms(500), false, Some(ms(0))),
+            (Some(ms(0)), 10, false, ms(500), false, Some(ms(500))),
             (Some(ms(0)), 10, true, ms(500), true, Some(ms(500))),
             (Some(ms(0)), 9, false, ms(500), true, Some(ms(500))),
         ];
@@ -296,6 +295,18 @@ mod tests {
             );
             assert_eq!(admission.paused_since, after.map(|at| start + at));
         }
+    }
+
+    #[test]
+    fn a_worker_at_its_limit_with_none_idle_looks_again_a_nudge_later_without_a_busy_loop() {
+        let start = Instant::now();
+        let mut admission = Admission::new(4, 10);
+        admission.load = load(10, 4, 0);
+        assert!(!admission.decide(start, false));
+        let due = start + ACCEPT_NUDGE;
+        assert_eq!(admission.wait(due, Duration::from_secs(1)), Duration::ZERO);
+        assert!(!admission.nudge(due, false));
+        assert_eq!(admission.wait(due, Duration::from_secs(1)), ACCEPT_NUDGE);
     }
 
     #[test]
