@@ -34,17 +34,18 @@ impl Worker<'_> {
         if self.phase != Phase::Running {
             return;
         }
-        let idle_to_spare = self.idle_to_spare();
+        // With the pool full there is no room whatever is idle: no need to look.
+        let idle_to_spare = self.admission.pool_has_room() && self.idle_to_spare();
         let room = self.admission.decide(Instant::now(), idle_to_spare);
         if let Err(err) = self.set_accepting(room) {
             log::error!("could not change listener registration: {err}");
         }
     }
 
-    /// Whether the worker, at `max_connections` with a free thread, holds an idle connection
-    /// that would give way to a new one; looked for only then (see [`Worker::longest_idle`]).
+    /// Whether the worker, at `max_connections`, holds an idle connection that would give way
+    /// to a new one; looked for only then (see [`Worker::longest_idle`]).
     fn idle_to_spare(&self) -> bool {
-        self.admission.at_limit() && self.admission.pool_has_room() && self.longest_idle().is_some()
+        self.admission.at_limit() && self.longest_idle().is_some()
     }
 
     /// The connection that has waited longest for a request of which no byte came: a
@@ -80,8 +81,7 @@ impl Worker<'_> {
         if !self.admission.nudge_due(now) {
             return;
         }
-        let idle_to_spare = self.admission.at_limit() && self.longest_idle().is_some();
-        if !self.admission.nudge(now, idle_to_spare) {
+        if !self.admission.nudge(now, self.idle_to_spare()) {
             return;
         }
         for index in 0..self.listeners.len() {
