@@ -919,17 +919,21 @@ def summary(record, tine, args, started_at, wall):
         if counter:
             out += ["", f"### {title} by class", ""]
             out.append(table(["client", "class", "detail", "count"],
-                             [[k, c, d, n] for (k, c, d), n in sorted(counter.items())],
+                             [[k, c, d, n] for (k, c, d), n in sorted(
+                                 counter.items(), key=lambda item: (
+                                     CLIENT_KINDS.index(item[0][0]), CLASSES.index(item[0][1]),
+                                     item[0][2]))],
                              right=(3,)))
     if record.examples:
-        out += ["", "First failures (t s, client, class, detail, worker pid):", ""]
-        out += [f"- {e}" for e in record.examples]
+        out += ["", "The first failures:", ""]
+        out += [f"- t={t} s, {kind}: {cls} ({detail}), worker {pid or 'unknown'}"
+                for t, kind, cls, detail, pid in record.examples]
     out += ["", "### Operator actions", ""]
     out.append(table(["t (s)", "action", "detail"], record.actions, right=(0,)))
     out += ["", "### Memory over time (/proc/PID/smaps_rollup)", ""]
     rows = [[t, n, mib(rss), mib(pss), mib(big), mib(mrss), mib(mpss)]
             for t, n, rss, pss, big, mrss, mpss in record.memory]
-    out.append(table(["t (s)", "workers", "workers RSS MiB", "workers PSS MiB",
+    out.append(table(["t (s)", "workers (draining ones too)", "workers RSS MiB", "workers PSS MiB",
                       "largest worker PSS MiB", "master RSS MiB", "master PSS MiB"], rows,
                      right=range(7)))
     out += ["", "### Attackers", ""]
