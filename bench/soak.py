@@ -50,6 +50,8 @@ Ctrl-C (SIGINT) or SIGTERM, and on the script's own errors.
 Usage:
   bench/soak.py [--tine target/release/tine] [--duration 1200] [options]   (see --help)
   bench/soak.py --duration 120       a two-minute check
+  bench/soak.py --duration 120 --stalled 0 --trickle 0 --silent 0 --idle 0
+                                     the same without attackers: what they cost in latency
 Without --tine it uses target/release/tine, building it (cargo build --release) when missing.
 Python 3.11 standard library only.
 """
@@ -387,6 +389,7 @@ class Record:
         self.latency = {k: [] for k in CLIENT_KINDS}  # seconds each answered request took
         self.classes = collections.Counter()  # (kind, class, detail) -> n
         self.lost_classes = collections.Counter()
+        self.retry_causes = collections.Counter()  # (kind, detail) -> n
         self.examples = []  # the first failures, for the report
         self.kills = []  # (monotonic time, pid)
         self.actions = []  # (elapsed s, action, detail)
@@ -401,6 +404,11 @@ class Record:
     def add(self, kind, what):
         with self.lock:
             self.count[kind][what] += 1
+
+    def retried(self, kind, failure):
+        with self.lock:
+            self.count[kind]["retried"] += 1
+            self.retry_causes[(kind, failure.detail)] += 1
 
     def answered(self, kind, seconds):
         with self.lock:
@@ -624,7 +632,7 @@ class Client(threading.Thread):
             except Failure as f:
                 if f.cls != BEFORE or not f.reused:
                     raise
-                self.record.add(self.kind, "retried")
+                self.record.retried(self.kind, f)
                 self.exchange(req, fresh=True)
         except Failure as f:
             f.start, f.end = start, time.monotonic()
@@ -924,6 +932,13 @@ def summary(record, tine, args, started_at, wall):
                                      CLIENT_KINDS.index(item[0][0]), CLASSES.index(item[0][1]),
                                      item[0][2]))],
                              right=(3,)))
+    if record.retry_causes:
+        out += ["", "### Retries on a new connection, by what ended the reused one", ""]
+        out.append(table(["client", "before any response byte", "count"],
+                         [[k, d, n] for (k, d), n in sorted(
+                             record.retry_causes.items(),
+                             key=lambda item: (CLIENT_KINDS.index(item[0][0]), item[0][1]))],
+                         right=(2,)))
     if record.examples:
         out += ["", "The first failures:", ""]
         out += [f"- t={t} s, {kind}: {cls} ({detail}), worker {pid or 'unknown'}"
