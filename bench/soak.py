@@ -976,7 +976,7 @@ def summary(record, tine, args, started_at, wall):
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tine", help="the tine binary (default target/release/tine, built when "
                                   "missing)")
