@@ -1,0 +1,173 @@
+//! What root does on behalf of less trusted users: log files in a directory the workers' user
+//! can write are never reached through a symbolic link (at start, and on every SIGUSR1 under
+//! logrotate), and the umask holds for every file tine creates.
+//! The pid file's temporary and the Unix socket's owner are tested in `src/pidfile.rs` and
+//! `src/sys/net.rs`, where the name to plant and the moment to plant it can be chosen.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::Signal;
+
+use crate::util::{Config, TempDir, TestServer, run_tine, skip, toml_string, wait_until};
+
+/// What an attack on a log file needs: root, and the user `nobody` for the workers.
+fn as_root_with_nobody(test: &str) -> Option<u32> {
+    if !nix::unistd::geteuid().is_root() {
+        skip(&format!("{test}: not running as root"));
+        return None;
+    }
+    match nix::unistd::User::from_name("nobody") {
+        Ok(Some(nobody)) => Some(nobody.uid.as_raw()),
+        _ => {
+            skip(&format!("{test}: no user nobody"));
+            None
+        }
+    }
+}
+
+/// A log directory the workers' user owns (so it can plant anything there), and a root-owned
+/// file outside it that stands in for `/etc/ld.so.preload`.
+struct Planted {
+    logs: PathBuf,
+    target: PathBuf,
+}
+
+const PRECIOUS: &str = "/usr/lib/precious.so\n";
+
+impl Planted {
+    fn new(dir: &Path, nobody: u32) -> Planted {
+        let logs = dir.join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        std::os::unix::fs::chown(&logs, Some(nobody), None).unwrap();
+        let target = dir.join("ld.so.preload");
+        std::fs::write(&target, PRECIOUS).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Planted { logs, target }
+    }
+
+    /// Puts a link to the target at `name` in the log directory, as the workers' user would.
+    fn link(&self, name: &str, nobody: u32) -> PathBuf {
+        let link = self.logs.join(name);
+        std::os::unix::fs::symlink(&self.target, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(nobody), None).unwrap();
+        link
+    }
+
+    /// The target is still root's and holds what it held.
+    fn assert_untouched(&self, log: &str) {
+        let meta = std::fs::metadata(&self.target).unwrap();
+        assert_eq!(meta.uid(), 0, "the target was given away; log:\n{log}");
+        assert_eq!(
+            std::fs::read_to_string(&self.target).unwrap(),
+            PRECIOUS,
+            "the target was written; log:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn a_log_path_that_is_a_symlink_is_refused_at_start() {
+    let Some(nobody) = as_root_with_nobody("a_log_path_that_is_a_symlink_is_refused_at_start")
+    else {
+        return;
+    };
+    for key in ["error_log", "access_log"] {
+        let dir = TempDir::new();
+        let planted = Planted::new(dir.path(), nobody);
+        let link = planted.link(&format!("{key}.log"), nobody);
+        let config = dir.write(
+            "tine.toml",
+            &format!(
+                "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\nuser = \"nobody\"\n\
+                 [log]\n{key} = {}\n",
+                toml_string(&link.to_string_lossy())
+            ),
+        );
+        let (status, _, stderr) = run_tine(&dir, &["-c", config.to_str().unwrap()]);
+        assert_eq!(status.code(), Some(71), "{key}: {stderr}");
+        assert!(
+            stderr.contains(&link.display().to_string()) && stderr.contains("symbolic link"),
+            "{key}: the error names the link: {stderr}"
+        );
+        planted.assert_untouched(&stderr);
+    }
+}
+
+#[test]
+fn a_log_replaced_by_a_symlink_is_not_followed_on_reopen() {
+    let Some(nobody) = as_root_with_nobody("a_log_replaced_by_a_symlink_is_not_followed_on_reopen")
+    else {
+        return;
+    };
+    let dir = TempDir::new();
+    let planted = Planted::new(dir.path(), nobody);
+    let error_log = planted.logs.join("error.log");
+    let access_log = planted.logs.join("access.log");
+    let server = TestServer::builder("workers = 1\nuser = \"nobody\"")
+        .error_log(&error_log)
+        .tables(&format!(
+            "access_log = {}\n",
+            toml_string(&access_log.to_string_lossy())
+        ))
+        .start();
+    assert_eq!(server.get("/").status, 200);
+    // Logrotate moves the logs away, and the workers' user puts links in their place before
+    // the master reopens them.
+    let rotated = planted.logs.join("error.log.1");
+    std::fs::rename(&error_log, &rotated).unwrap();
+    std::fs::rename(&access_log, planted.logs.join("access.log.1")).unwrap();
+    planted.link("error.log", nobody);
+    planted.link("access.log", nobody);
+    server.signal(Signal::SIGUSR1);
+    let wanted = [
+        format!(
+            "SIGUSR1: could not reopen the error log: {}: it is a symbolic link",
+            error_log.display()
+        ),
+        format!(
+            "SIGUSR1: could not open the new access log {}: it is a symbolic link",
+            access_log.display()
+        ),
+    ];
+    // Lines keep going to the file open until now.
+    let log = wait_until(
+        "both refusals in the rotated error log",
+        || std::fs::read_to_string(&rotated).unwrap_or_default(),
+        |log| wanted.iter().all(|line| log.contains(line.as_str())),
+    );
+    assert_eq!(server.get("/").status, 200, "still serving; log:\n{log}");
+    assert!(server.workers().len() == 1, "log:\n{log}");
+    planted.assert_untouched(&log);
+}
+
+#[test]
+fn the_umask_holds_for_every_file_tine_creates() {
+    let dir = TempDir::new();
+    let path = |name: &str| dir.path().join(name);
+    let quoted = |name: &str| toml_string(&path(name).to_string_lossy());
+    let server = TestServer::builder(Config::new(&format!(
+        "workers = 1\numask = \"0077\"\npidfile = {}",
+        quoted("tine.pid")
+    )))
+    .bind(&format!("unix:{}", path("tine.sock").display()))
+    .error_log(&path("error.log"))
+    .tables(&format!("access_log = {}\n", quoted("access.log")))
+    .start();
+    assert_eq!(server.get("/").status, 200);
+    let mode = |name: &str| std::fs::metadata(path(name)).unwrap().mode() & 0o777;
+    for (name, expected) in [
+        ("error.log", 0o600),
+        ("access.log", 0o600),
+        ("tine.pid", 0o600),
+        ("tine.sock", 0o700),
+    ] {
+        assert_eq!(
+            mode(name),
+            expected,
+            "{name} is {:o}; log:\n{}",
+            mode(name),
+            server.log()
+        );
+    }
+}
