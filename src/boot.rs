@@ -266,6 +266,12 @@ fn serve(
     log::info!("workers: {} ({})", workers.count, workers.explanation);
     if identity.is_unchanged() && sys::is_root() {
         log::warn!("running as root without [server] user: the application runs as root too");
+    } else if identity.user.is_none() && sys::is_root() {
+        log::warn!(
+            "[server] group is set but user is not: the workers switch group and STILL RUN AS \
+             ROOT (uid 0), and so does the application; set [server] user to the account they \
+             should run as"
+        );
     }
     // Each worker holds its connections plus the listeners, its pipes and the app's own files.
     let wanted_files = server.max_connections.get() as u64 + 256;

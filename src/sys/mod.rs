@@ -481,6 +481,22 @@ pub fn give_file(file: &std::fs::File, uid: u32) -> io::Result<()> {
     nix::unistd::fchown(file, Some(nix::unistd::Uid::from_raw(uid)), None).map_err(io::Error::from)
 }
 
+/// The environment variables through which the service manager talks to the master: its
+/// notification socket and the watchdog. They are the master's alone.
+pub const SERVICE_MANAGER_VARS: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+
+/// Removes [`SERVICE_MANAGER_VARS`] from this process's environment: a worker calls it right
+/// after fork, so the application can neither tell systemd it is ready or stopping, nor feed
+/// (or starve) the watchdog in the master's name. The master keeps them.
+pub fn forget_service_manager() {
+    for name in SERVICE_MANAGER_VARS {
+        // SAFETY: called in a freshly forked worker before it starts any thread: fork copies
+        // only the calling thread of the master, which has no other, so nothing can read the
+        // environment concurrently.
+        unsafe { std::env::remove_var(name) };
+    }
+}
+
 /// Records that this process now feeds systemd's watchdog (after an upgrade), so the master
 /// it starts next recognises `WATCHDOG_PID` too.
 pub fn claim_watchdog() {

@@ -1,6 +1,7 @@
 //! What root does on behalf of less trusted users: log files in a directory the workers' user
 //! can write are never reached through a symbolic link (at start, and on every SIGUSR1 under
-//! logrotate), and the umask holds for every file tine creates.
+//! logrotate), the umask holds for every file tine creates, a `group` without `user` says that
+//! the workers stay root, and the application never sees the service manager's variables.
 //! The pid file's temporary and the Unix socket's owner are tested in `src/pidfile.rs` and
 //! `src/sys/net.rs`, where the name to plant and the moment to plant it can be chosen.
 
@@ -169,5 +170,48 @@ fn the_umask_holds_for_every_file_tine_creates() {
             mode(name),
             server.log()
         );
+    }
+}
+
+#[test]
+fn a_group_without_user_says_the_workers_stay_root() {
+    if !nix::unistd::geteuid().is_root() {
+        skip("a_group_without_user_says_the_workers_stay_root: not running as root");
+        return;
+    }
+    let server = TestServer::start("workers = 1\ngroup = \"65534\"");
+    let log = server.wait_log("STILL RUN AS ROOT");
+    assert!(log.contains("set [server] user"), "names the fix:\n{log}");
+}
+
+#[cfg(feature = "python")]
+#[test]
+fn the_application_never_sees_the_service_managers_variables() {
+    let dir = TempDir::new();
+    dir.write(
+        "environ_app.py",
+        "import os\n\
+         NAMES = ('NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID')\n\
+         def app(environ, start_response):\n\
+         \x20   seen = [n for n in NAMES if os.environ.get(n) is not None or os.getenv(n)]\n\
+         \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
+         \x20   return [('seen: %s\\n' % ','.join(seen)).encode()]\n",
+    );
+    for preload in [false, true] {
+        // WATCHDOG_PID names another process, so this master does not feed the watchdog; it
+        // keeps the variables all the same (the test server's READY=1 came through its
+        // NOTIFY_SOCKET).
+        let server = TestServer::builder("workers = 1")
+            .tables(&format!(
+                "[app]\nhandler = \"wsgi\"\napp = \"environ_app:app\"\npythonpath = [{}]\n\
+                 preload = {preload}\n",
+                toml_string(&dir.path().to_string_lossy())
+            ))
+            .env("WATCHDOG_USEC", "600000000")
+            .env("WATCHDOG_PID", "1")
+            .start();
+        let answer = server.get("/");
+        assert_eq!(answer.status, 200, "{}", server.log());
+        assert_eq!(answer.text(), "seen: \n", "preload = {preload}");
     }
 }
