@@ -1,16 +1,20 @@
 //! What root does on behalf of less trusted users: log files in a directory the workers' user
 //! can write are never reached through a symbolic link (at start, and on every SIGUSR1 under
-//! logrotate), the umask holds for every file tine creates, a `group` without `user` says that
-//! the workers stay root, and the application never sees the service manager's variables.
-//! The pid file's temporary and the Unix socket's owner are tested in `src/pidfile.rs` and
-//! `src/sys/net.rs`, where the name to plant and the moment to plant it can be chosen.
+//! logrotate), nor is the pid file's temporary; the umask holds for every file tine creates; a
+//! `group` without `user` says that the workers stay root; and the application never sees the
+//! service manager's variables.
+//! The Unix socket's owner is tested in `src/sys/net.rs`: a link can only be planted there
+//! between `bind` and the change of owner, a moment a test from outside cannot choose.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use nix::sys::signal::Signal;
 
-use crate::util::{Config, TempDir, TestServer, run_tine, skip, toml_string, wait_until};
+use crate::util::{
+    Config, Guarded, TempDir, TestServer, run_tine, skip, tine_bin, toml_string, wait_until,
+};
 
 /// What an attack on a log file needs: root, and the user `nobody` for the workers.
 fn as_root_with_nobody(test: &str) -> Option<u32> {
@@ -140,6 +144,50 @@ fn a_log_replaced_by_a_symlink_is_not_followed_on_reopen() {
     assert_eq!(server.get("/").status, 200, "still serving; log:\n{log}");
     assert!(server.workers().len() == 1, "log:\n{log}");
     planted.assert_untouched(&log);
+}
+
+#[test]
+fn a_symlink_planted_at_the_pid_files_temporary_is_not_followed() {
+    let dir = TempDir::new();
+    let target = dir.write("ld.so.preload", PRECIOUS);
+    let pidfile = dir.path().join("tine.pid");
+    let config = dir.write(
+        "tine.toml",
+        &format!(
+            "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\npidfile = {}\n",
+            toml_string(&pidfile.to_string_lossy())
+        ),
+    );
+    let log = std::fs::File::create(dir.path().join("tine.log")).unwrap();
+    // The temporary is named after the master's pid: the shell plants the link under its own
+    // pid, then becomes tine.
+    let master = Guarded::spawn(
+        Command::new("sh")
+            .args(["-c", "ln -s \"$1\" \"$2.$$.tmp\" && exec \"$3\" -c \"$4\""])
+            .arg("sh")
+            .args([&target, &pidfile])
+            .arg(tine_bin())
+            .arg(&config)
+            .current_dir(dir.path())
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log),
+    );
+    let pid = master.id().to_string();
+    let log = || std::fs::read_to_string(dir.path().join("tine.log")).unwrap_or_default();
+    wait_until(
+        "the pid file",
+        || std::fs::read_to_string(&pidfile).unwrap_or_default(),
+        |text| text.trim() == pid,
+    );
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        PRECIOUS,
+        "written through the link; log:\n{}",
+        log()
+    );
+    assert!(std::fs::symlink_metadata(&pidfile).unwrap().is_file());
+    drop(master);
 }
 
 #[test]
