@@ -245,11 +245,9 @@ fn open_target(target: &Target) -> io::Result<Box<dyn Write + Send>> {
     })
 }
 
+/// Never through a symbolic link, and only a regular file: see `logging`'s log files.
 fn open_append(path: &Path) -> io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    crate::sys::open_append_regular(path, crate::sys::LOG_FILE_MODE)
 }
 
 fn write_loop(target: &Target, mut sink: Box<dyn Write + Send>, receiver: &Receiver<Message>) {

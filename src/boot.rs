@@ -232,6 +232,11 @@ fn serve(
     let server = &config.server;
     let identity = resolve_identity(server.user.as_deref(), server.group.as_deref())?;
     let unix = unix_options(&config).map_err(Error::Identity)?;
+    // Before the first file this process creates: log files, the pid file, Unix sockets and
+    // the control socket all get their permission bits through it.
+    if let Some(mask) = server.umask {
+        sys::set_umask(mask);
+    }
     logging::init(config.log.level);
     if let Some(path) = &config.log.error_log {
         logging::set_file(Some(path)).map_err(|source| Error::ErrorLog {
@@ -261,9 +266,12 @@ fn serve(
     log::info!("workers: {} ({})", workers.count, workers.explanation);
     if identity.is_unchanged() && sys::is_root() {
         log::warn!("running as root without [server] user: the application runs as root too");
-    }
-    if let Some(mask) = server.umask {
-        sys::set_umask(mask);
+    } else if identity.user.is_none() && sys::is_root() {
+        log::warn!(
+            "[server] group is set but user is not: the workers switch group and STILL RUN AS \
+             ROOT (uid 0), and so does the application; set [server] user to the account they \
+             should run as"
+        );
     }
     // Each worker holds its connections plus the listeners, its pipes and the app's own files.
     let wanted_files = server.max_connections.get() as u64 + 256;

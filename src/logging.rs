@@ -46,11 +46,30 @@ impl Write for Sink {
     }
 }
 
+/// Opens the log file at `path` for appending, creating it when missing, never through a
+/// symbolic link as its last component and only when it is a regular file
+/// ([`crate::sys::open_append_regular`]).
 fn open_append(path: &Path) -> io::Result<File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    crate::sys::open_append_regular(path, crate::sys::LOG_FILE_MODE)
+}
+
+/// Opens the log file at `path` as [`open_append`] does and, when `owner` is set, gives the
+/// descriptor (never the path) to that user.
+fn open_for(path: &Path, owner: Option<u32>) -> io::Result<File> {
+    let file = open_append(path)?;
+    if let Some(uid) = owner {
+        crate::sys::give_file(&file, uid)?;
+    }
+    Ok(file)
+}
+
+/// `err` with `path` in front of its message, for a caller that does not know the path (the
+/// error log's reopen on SIGUSR1).
+fn naming(path: &Path, err: io::Error) -> io::Error {
+    io::Error::new(
+        err.kind(),
+        format!("{}: {}", path.display(), crate::text::describe_io(&err)),
+    )
 }
 
 /// Sends the error log to `path` (appending) instead of stderr; `None` goes back to stderr.
@@ -80,34 +99,29 @@ pub fn reopen() -> io::Result<()> {
     reopen_for(None)
 }
 
-/// Reopens the error log file, giving a newly created one to `owner` (the user workers run
-/// as), so workers can reopen it after they dropped privileges.
+/// Reopens the error log file, giving it to `owner` (the user workers run as), so workers can
+/// reopen it after they dropped privileges. A path that now holds a symbolic link or no regular
+/// file is refused, and lines keep going to the file open until now.
 pub fn reopen_for(owner: Option<u32>) -> io::Result<()> {
     let mut file = FILE.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((path, current)) = file.as_mut() {
-        *current = open_append(path)?;
-        if let Some(uid) = owner {
-            crate::sys::chown_file(path, uid)?;
-        }
+        *current = open_for(path, owner).map_err(|err| naming(path, err))?;
     }
     Ok(())
 }
 
 /// Creates the log file at `path` if it is missing and gives it to `owner`, so workers that
 /// switched to that user can open and reopen it (for the access log, which workers write).
+/// The same refusals as [`reopen_for`].
 pub fn prepare_file(path: &Path, owner: Option<u32>) -> io::Result<()> {
-    open_append(path)?;
-    match owner {
-        Some(uid) => crate::sys::chown_file(path, uid),
-        None => Ok(()),
-    }
+    open_for(path, owner).map(drop)
 }
 
 /// Gives the current error log file to `uid`, so workers running as that user can reopen it.
 pub fn give_to(uid: u32) -> io::Result<()> {
     let file = FILE.lock().unwrap_or_else(PoisonError::into_inner);
     match file.as_ref() {
-        Some((path, _)) => crate::sys::chown_file(path, uid),
+        Some((_, file)) => crate::sys::give_file(file, uid),
         None => Ok(()),
     }
 }

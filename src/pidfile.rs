@@ -119,14 +119,34 @@ impl Pidfile {
 
 /// Writes `pid` to `path` through a temporary file and a rename, so no reader ever sees a
 /// half-written file.
+///
+/// The pid file's directory may be writable by others (`/run/tine` given to the workers' user),
+/// so the temporary is never written through what someone planted at its name: whatever is
+/// there (a stale temporary, a symbolic link to a system file) is unlinked, and the new one is
+/// created with `O_CREAT | O_EXCL | O_NOFOLLOW`, which fails rather than follow a link put back
+/// in between. The rename replaces a link at `path` itself, never what it points to.
 fn write_atomically(path: &Path, pid: u32) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut temporary = path.to_owned().into_os_string();
     temporary.push(format!(".{}.tmp", std::process::id()));
     let temporary = PathBuf::from(temporary);
-    std::fs::write(&temporary, format!("{pid}\n"))?;
-    std::fs::rename(&temporary, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&temporary);
-    })
+    match std::fs::remove_file(&temporary) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+        _ => {}
+    }
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temporary)
+        .and_then(|mut file| file.write_all(format!("{pid}\n").as_bytes()));
+    written
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&temporary);
+        })
 }
 
 impl Drop for Pidfile {
@@ -137,7 +157,7 @@ impl Drop for Pidfile {
         }
         match self.predecessor.filter(|&old| sys::process_exists(old)) {
             Some(old) => {
-                let _ = std::fs::write(&self.path, format!("{old}\n"));
+                let _ = write_atomically(&self.path, old);
             }
             None => {
                 let _ = std::fs::remove_file(&self.path);
@@ -218,6 +238,29 @@ mod tests {
         assert!(!path.exists());
         drop(ours);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_temporary_is_never_written_through_what_was_planted_at_its_name() {
+        let dir = temp_dir("planted");
+        let path = dir.join("tine.pid");
+        let temporary = dir.join(format!("tine.pid.{}.tmp", std::process::id()));
+        // A link to a file that stands in for /etc/ld.so.preload.
+        let target = dir.join("ld.so.preload");
+        std::fs::write(&target, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&target, &temporary).unwrap();
+        let pidfile = Pidfile::create(&path, None).expect("written beside the link");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+        let me = format!("{}\n", std::process::id());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), me);
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+        assert!(!temporary.exists() && std::fs::symlink_metadata(&temporary).is_err());
+        // A stale temporary (a regular file) is replaced too.
+        std::fs::write(&temporary, "junk").unwrap();
+        assert!(pidfile.reclaim_from(std::process::id()).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), me);
+        drop(pidfile);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

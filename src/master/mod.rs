@@ -469,7 +469,10 @@ impl<'a> Master<'a> {
                 if let Some(crate::access_log::Target::File(path)) = &self.config.log.access_log
                     && let Err(err) = crate::logging::prepare_file(path, owner)
                 {
-                    log::error!("SIGUSR1: could not create the new access log: {err}");
+                    log::error!(
+                        "SIGUSR1: could not open the new access log {}: {err}",
+                        path.display()
+                    );
                 }
                 match crate::logging::reopen_for(owner) {
                     Ok(()) => log::info!("SIGUSR1: log files reopened"),

@@ -80,6 +80,9 @@ impl Master<'_> {
                 Ok(pid)
             }
             Ok(Forked::Child) => {
+                // First, before the application or any thread: systemd's socket and watchdog
+                // are the master's, not the application's to notify or feed.
+                sys::forget_service_manager();
                 self.factory.after_fork_child();
                 // The worker must not share the master's event loop or run its signal actions.
                 drop(self.ops.take());

@@ -398,6 +398,9 @@ pub fn after_fork_parent() {
 }
 
 /// After fork, in the child: CPython resets its locks and threads, then the GIL is released.
+/// The interpreter started in the master (preload) copied the master's environment into
+/// `os.environ` (and `posix.environ`): the service manager's variables, which the worker has
+/// already dropped from its own environment, are dropped there too.
 pub fn after_fork_child() {
     if let Some(state) = FORKING.with(Cell::take) {
         // SAFETY: paired with before_fork, whose GIL the child's only thread holds.
@@ -405,6 +408,17 @@ pub fn after_fork_child() {
             ffi::PyOS_AfterFork_Child();
             ffi::PyGILState_Release(state);
         }
+        Python::attach(|py| {
+            let forgotten = support(py)
+                .getattr("forget_environ")
+                .and_then(|f| f.call1((crate::sys::SERVICE_MANAGER_VARS,)));
+            if let Err(err) = forgotten {
+                log::warn!(
+                    "could not remove the service manager's variables from os.environ: {}",
+                    format_err(py, &err)
+                );
+            }
+        });
     }
 }
 

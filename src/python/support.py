@@ -11,6 +11,17 @@ import threading
 import traceback
 
 
+def forget_environ(names):
+    """Removes ``names`` from ``os.environ`` and from the ``posix.environ`` it was copied from
+    (a worker forked from a master that started Python)."""
+    import os
+    import posix
+
+    for name in names:
+        os.environ.pop(name, None)
+        posix.environ.pop(os.fsencode(name), None)
+
+
 def load(module_name, attr_path, call_args):
     """Imports ``module_name``, follows ``attr_path`` (dotted) and, when ``call_args`` is not
     None, calls the result with those arguments (Python literals only) as a factory."""

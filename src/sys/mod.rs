@@ -390,9 +390,111 @@ pub fn current_ids() -> (u32, u32) {
     )
 }
 
-/// Gives the file at `path` to the user `uid` (its group unchanged).
-pub fn chown_file(path: &Path, uid: u32) -> io::Result<()> {
-    nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(uid)), None).map_err(io::Error::from)
+/// The permission bits of a log file tine creates (less the umask): its owner (the workers'
+/// user, when there is one) writes it, its group may read it, nobody else: it holds client
+/// addresses and request lines.
+pub const LOG_FILE_MODE: u32 = 0o640;
+
+/// Opens `path` for appending (a log file), creating it with the permission bits `mode` (less
+/// the umask) when it is missing.
+///
+/// Root opens log files in directories other users may write, so the open never follows a
+/// symbolic link as the last component (`O_NOFOLLOW`: a planted link to `/etc/ld.so.preload`
+/// would otherwise be appended to, and given to the workers' user), and what it opened must be
+/// a regular file: a FIFO (opened without blocking, then refused), a device or a directory is
+/// refused, with an error that says what it is. Symbolic links in the directories above are
+/// the administrator's and are followed.
+pub fn open_append_regular(path: &Path, mode: u32) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(mode)
+        // O_NONBLOCK: opening a FIFO with no reader would otherwise wait for one for ever.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(err) => {
+            // ELOOP is what O_NOFOLLOW answers for a link; ENXIO a FIFO nobody reads; EISDIR a
+            // directory: say what is there rather than the errno's words.
+            return Err(match std::fs::symlink_metadata(path) {
+                Ok(meta) if !meta.file_type().is_file() => not_regular(meta.file_type()),
+                _ => err,
+            });
+        }
+    };
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(not_regular(kind));
+    }
+    // Back to blocking writes (O_NONBLOCK means nothing for a regular file, but say what is
+    // meant); F_SETFL replaces the status flags, so O_APPEND is set again with it.
+    nix::fcntl::fcntl(
+        &file,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND),
+    )?;
+    Ok(file)
+}
+
+/// The error for a path that holds something other than a regular file.
+fn not_regular(kind: std::fs::FileType) -> io::Error {
+    use std::os::unix::fs::FileTypeExt;
+    let what = if kind.is_symlink() {
+        return io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is a symbolic link, and tine does not follow one there (whoever can write its \
+             directory could point it at any file); give the real path of the file",
+        );
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    };
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("it is {what}, not a regular file"),
+    )
+}
+
+/// Gives the open `file` to the user `uid` (its group unchanged) with `fchown`, so the file
+/// changed is the one opened, whatever its path names by now. A file with more than one hard
+/// link is refused: its other name could be a system file someone linked into the directory.
+pub fn give_file(file: &std::fs::File, uid: u32) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let links = file.metadata()?.nlink();
+    if links > 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "it has {links} hard links, so tine does not give it to the workers' user \
+                 (another of its names could be a system file)"
+            ),
+        ));
+    }
+    nix::unistd::fchown(file, Some(nix::unistd::Uid::from_raw(uid)), None).map_err(io::Error::from)
+}
+
+/// The environment variables through which the service manager talks to the master: its
+/// notification socket and the watchdog. They are the master's alone.
+pub const SERVICE_MANAGER_VARS: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+
+/// Removes [`SERVICE_MANAGER_VARS`] from this process's environment: a worker calls it right
+/// after fork, so the application can neither tell systemd it is ready or stopping, nor feed
+/// (or starve) the watchdog in the master's name. The master keeps them.
+pub fn forget_service_manager() {
+    for name in SERVICE_MANAGER_VARS {
+        // SAFETY: called in a freshly forked worker before it starts any thread: fork copies
+        // only the calling thread of the master, which has no other, so nothing can read the
+        // environment concurrently.
+        unsafe { std::env::remove_var(name) };
+    }
 }
 
 /// Records that this process now feeds systemd's watchdog (after an upgrade), so the master

@@ -70,20 +70,71 @@ pub fn bind_unix(
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         None,
     )?;
-    socket::bind(fd.as_raw_fd(), &socket::UnixAddr::new(path)?)?;
-    if let Some(mode) = mode {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    // The mode and owner are never applied through the path after `bind`: whoever can write
+    // the socket's directory could put a symbolic link to a system file there in between, and
+    // root's chmod or chown would follow it. The mode is given at creation instead: `bind`
+    // makes the socket's inode with 0777 less the umask, so the umask is set to the complement
+    // of `mode` for that one call (the master has a single thread, so no other file is being
+    // created meanwhile). A socket's own descriptor cannot change its file (fchown on it
+    // reaches the socket, not the inode in the directory), so the owner is given by `own`.
+    let address = socket::UnixAddr::new(path)?;
+    match mode {
+        Some(mode) => with_umask(!mode & 0o777, || socket::bind(fd.as_raw_fd(), &address))?,
+        None => socket::bind(fd.as_raw_fd(), &address)?,
     }
     if let Some((uid, gid)) = owner {
-        nix::unistd::chown(
-            path,
-            uid.map(nix::unistd::Uid::from_raw),
-            gid.map(nix::unistd::Gid::from_raw),
-        )?;
+        own(path, uid, gid).inspect_err(|_| {
+            let _ = std::fs::remove_file(path);
+        })?;
     }
     socket::listen(&fd, backlog_of(backlog)?)?;
     Ok(UnixListener::from(fd))
+}
+
+/// Runs `f` with the process's umask set to `mask`, then puts the previous one back.
+fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
+    use nix::sys::stat::{Mode, umask};
+    let previous = umask(Mode::from_bits_truncate(mask as libc::mode_t));
+    let result = f();
+    umask(previous);
+    result
+}
+
+/// Gives the socket just bound at `path` to `uid` and `gid` without following a link there.
+///
+/// The path is opened with `O_PATH | O_NOFOLLOW`, which pins the inode it names now (a
+/// symbolic link is opened as itself, never its target), and the checks and the change are
+/// made on that descriptor (`fstat`, then `fchownat` with `AT_EMPTY_PATH`), so nothing can be
+/// swapped in between. The inode must be a socket, made by this process's user, with one link:
+/// a planted link or FIFO, another user's socket or another name of an existing socket
+/// (`/run/docker.sock` linked in) is refused. The socket cannot be proven to be the very one
+/// `bind` made (its descriptor does not lead to its inode), but what passes is a socket root
+/// created in that directory, and owning it gives nothing else.
+fn own(path: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+    use nix::fcntl::{AtFlags, OFlag};
+    use nix::sys::stat::SFlag;
+    let pinned = nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let stat = nix::sys::stat::fstat(&pinned)?;
+    let is_socket = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK;
+    if !is_socket || stat.st_uid != nix::unistd::geteuid().as_raw() || stat.st_nlink != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the path no longer names the socket just bound (something replaced it), so its \
+             owner was not changed",
+        ));
+    }
+    nix::unistd::fchownat(
+        &pinned,
+        "",
+        uid.map(nix::unistd::Uid::from_raw),
+        gid.map(nix::unistd::Gid::from_raw),
+        AtFlags::AT_EMPTY_PATH,
+    )?;
+    Ok(())
 }
 
 /// The address a socket is bound to.
@@ -327,6 +378,37 @@ mod tests {
         drop(again);
         std::fs::write(dir.join("plain"), b"x").unwrap();
         assert!(bind_unix(&dir.join("plain"), 16, None, None).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_owner_is_given_to_the_socket_never_through_a_link() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("tine-own-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        // Root gives it to nobody; another user can only give it to itself.
+        let owner = if me == 0 { 65534 } else { me };
+        // Between bind and the change of owner, the socket was replaced by a link to a file
+        // that stands in for /etc/ld.so.preload.
+        let target = dir.join("ld.so.preload");
+        std::fs::write(&target, "precious\n").unwrap();
+        let path = dir.join("s.sock");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = own(&path, Some(owner), None).expect_err("a link is not followed");
+        assert!(
+            err.to_string().contains("no longer names the socket"),
+            "{err}"
+        );
+        assert_eq!(std::fs::metadata(&target).unwrap().uid(), me);
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+        std::fs::remove_file(&path).unwrap();
+        // The socket itself is given away, with the mode bind gave it.
+        let listener = bind_unix(&path, 16, Some(0o660), Some((Some(owner), None))).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o777), (owner, 0o660));
+        drop(listener);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

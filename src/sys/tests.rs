@@ -98,3 +98,57 @@ fn exit_how_reads_well() {
     };
     assert_eq!(killed.to_string(), "was killed by SIGKILL");
 }
+
+/// A directory of its own under the temp dir, emptied first.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tine-sys-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn a_log_file_is_opened_only_as_a_regular_file_never_through_a_link() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("append");
+    let target = dir.join("ld.so.preload");
+    std::fs::write(&target, "precious\n").unwrap();
+    let link = dir.join("error.log");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let err = open_append_regular(&link, 0o640).expect_err("a link is refused");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    let fifo = dir.join("fifo.log");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let err = open_append_regular(&fifo, 0o640).expect_err("a FIFO is refused, not waited on");
+    assert!(err.to_string().contains("a FIFO"), "{err}");
+    let err = open_append_regular(&dir, 0o640).expect_err("a directory is refused");
+    assert!(err.to_string().contains("a directory"), "{err}");
+    let err = open_append_regular(Path::new("/dev/null"), 0o640).expect_err("a device");
+    assert!(err.to_string().contains("a device"), "{err}");
+    // A new file: created with at most the mode asked for, and appended to.
+    let plain = dir.join("access.log");
+    let mut file = open_append_regular(&plain, 0o640).unwrap();
+    file.write_all(b"one\n").unwrap();
+    let mut again = open_append_regular(&plain, 0o640).unwrap();
+    again.write_all(b"two\n").unwrap();
+    assert_eq!(std::fs::read_to_string(&plain).unwrap(), "one\ntwo\n");
+    let mode = std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode & !0o640, 0, "{mode:o}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_file_with_another_name_is_not_given_away() {
+    let dir = scratch("give");
+    let path = dir.join("error.log");
+    let file = open_append_regular(&path, 0o640).unwrap();
+    std::fs::hard_link(&path, dir.join("passwd")).unwrap();
+    let (uid, _) = current_ids();
+    let err = give_file(&file, uid).expect_err("two links");
+    assert!(err.to_string().contains("2 hard links"), "{err}");
+    std::fs::remove_file(dir.join("passwd")).unwrap();
+    give_file(&file, uid).expect("one link: given");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -12,6 +12,7 @@ mod reload;
 mod serve;
 mod static_files;
 mod supervise;
+mod trust;
 #[cfg(feature = "python")]
 mod upgrade_abandon;
 mod util;
