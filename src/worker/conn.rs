@@ -10,8 +10,10 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::budget::{BodyBudget, Need, Refused, Reservation, SPILLS_PER_TURN};
 use super::out::{ChunkTaken, OutQueue, Output, Socket, WriteStep};
 use super::peer_text;
 use crate::handler::{BodyStream, RequestBody};
@@ -61,6 +63,8 @@ pub(super) struct Ctx<'a> {
     pub(super) dates: &'a mut DateCache,
     /// The worker is stopping: no keep-alive for responses begun now.
     pub(super) stopping: bool,
+    /// The worker's budget for bodies being received.
+    pub(super) budget: &'a Rc<BodyBudget>,
     pub(super) actions: &'a mut VecDeque<Action>,
 }
 
@@ -82,7 +86,8 @@ pub(super) enum Action {
     /// A response is ready: write it (see [`Conn::write`]). It comes after the response's
     /// `Log`, so the scoreboard and the access log have a response before its client does.
     Write,
-    /// The write budget is spent with the socket still writable: continue after the poll.
+    /// The write budget (or the spill budget of a body being read) is spent with the socket
+    /// still ready: continue after the poll.
     Backlog,
     /// The connection is over: forget it. Always the last action.
     Close,
@@ -139,6 +144,8 @@ struct Reading {
     body: RequestBody,
     /// When the head or body being read (or the idle wait) runs out.
     deadline: Instant,
+    /// What the body being received holds of the worker's budget, from its head on.
+    reserved: Option<Reservation>,
 }
 
 impl Reading {
@@ -148,6 +155,7 @@ impl Reading {
             decoder: Decoder::new(settings.limits),
             body: RequestBody::default(),
             deadline: Instant::now() + wait,
+            reserved: None,
         })
     }
 }
@@ -405,6 +413,7 @@ impl<S: Socket> Conn<S> {
     /// nothing more for now.
     pub(super) fn read(&mut self, ctx: &mut Ctx<'_>) {
         let settings = *ctx.settings;
+        let mut spills = 0;
         loop {
             let State::Reading(reading) = &mut self.state else {
                 return;
@@ -440,6 +449,15 @@ impl<S: Socket> Conn<S> {
                 }
                 Ok(Decoded::NeedMore { consumed }) => {
                     self.read_start += consumed;
+                    if reading.decoder.reading_body() {
+                        let received = reading.body.len() + reading.decoder.body_buffered() as u64;
+                        let remaining = reading.decoder.body_remaining();
+                        let need = Need::of_body(received, remaining, settings.body_buffer);
+                        if let Err(refused) = ctx.budget.reserve(&mut reading.reserved, need) {
+                            self.body_refused(&refused, ctx);
+                            return;
+                        }
+                    }
                     if reading
                         .body
                         .spill_due(reading.decoder.body_buffered(), settings.body_buffer)
@@ -449,6 +467,7 @@ impl<S: Socket> Conn<S> {
                             self.body_not_stored(&err, ctx);
                             return;
                         }
+                        spills += 1;
                     }
                     if consumed > 0 {
                         // Head bytes are consumed only with the whole head, so this is body
@@ -460,6 +479,12 @@ impl<S: Socket> Conn<S> {
                         // take 25 bytes right now, the client sends the body anyway after its
                         // own wait (RFC 9110 §10.1.1).
                         let _ = self.stream.write(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                    if spills >= SPILLS_PER_TURN && self.unread {
+                        // Enough disk writes for one turn: the other connections, and the
+                        // heartbeat, go first.
+                        ctx.actions.push_back(Action::Backlog);
+                        return;
                     }
                 }
             }
@@ -527,6 +552,21 @@ impl<S: Socket> Conn<S> {
             &HttpError {
                 status: 500,
                 reason: "the request body could not be stored",
+            },
+            ctx,
+        );
+    }
+
+    /// Answers 503 for a body the worker's budget has no room for.
+    fn body_refused(&mut self, refused: &Refused, ctx: &mut Ctx<'_>) {
+        log::warn!(
+            "refused a request body from {} with 503: {refused}",
+            peer_text(self.peer)
+        );
+        self.fail(
+            &HttpError {
+                status: 503,
+                reason: "the server is receiving too many request bodies; retry shortly",
             },
             ctx,
         );

@@ -12,6 +12,7 @@
 
 mod accept;
 mod admission;
+mod budget;
 mod conn;
 mod error;
 mod out;
@@ -22,6 +23,7 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -41,6 +43,7 @@ use crate::protocol::{RetireReason, Scoreboard, SlotHandle};
 use crate::sys;
 
 use admission::Admission;
+use budget::BodyBudget;
 use conn::{AccessInfo, Action, Answer, Conn, Ctx, Settings};
 use error::{SetupStep, WorkerError};
 
@@ -168,6 +171,8 @@ struct Worker<'a> {
     dates: DateCache,
     /// What every connection goes by.
     settings: Settings,
+    /// `[limits] body_memory` and `body_disk`: what the bodies being received may hold.
+    budget: Rc<BodyBudget>,
     graceful_timeout: Duration,
     /// Recycle after this many requests, jitter included; `None` never.
     max_requests: Option<u64>,
@@ -179,8 +184,9 @@ struct Worker<'a> {
     finished: Vec<Finished>,
     /// The actions of the transition being carried out; kept for its allocation.
     actions: VecDeque<Action>,
-    /// Connections (index, serial) that stopped writing at their budget with the socket still
-    /// writable: edge-triggered readiness will not report them again, so the loop resumes them.
+    /// Connections (index, serial) that stopped writing (or spilling a body being read) at
+    /// their budget with the socket still ready: edge-triggered readiness will not report them
+    /// again, so the loop resumes them.
     write_backlog: Vec<(usize, u64)>,
 }
 
@@ -398,6 +404,7 @@ impl<'a> Worker<'a> {
             scratch: &mut self.scratch,
             dates: &mut self.dates,
             stopping: self.phase != Phase::Running,
+            budget: &self.budget,
             actions,
         };
         transition(conn, &mut ctx);
@@ -587,12 +594,12 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Continues the writes that a connection paused at its budget.
+    /// Continues the writes (or a body's reads) that a connection paused at its budget.
     fn drive_backlog(&mut self) {
         let mut backlog = std::mem::take(&mut self.write_backlog);
         for (index, serial) in backlog.drain(..) {
             if self.is_current(index, serial) {
-                self.drive(index, Conn::write);
+                self.drive(index, |conn, ctx| conn.on_event(false, ctx));
             }
         }
         if self.write_backlog.is_empty() {

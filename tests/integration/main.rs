@@ -1,6 +1,7 @@
 //! Integration tests: each drives the real `tine` binary in a temp dir of its own.
 
 mod app;
+mod budget;
 mod cgroup;
 mod cli;
 mod listeners;

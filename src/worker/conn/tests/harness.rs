@@ -98,6 +98,8 @@ pub(super) struct Test {
     pub(super) scratch: Vec<u8>,
     pub(super) dates: DateCache,
     pub(super) stopping: bool,
+    /// The worker's budget for bodies being received: ample unless a test sets one.
+    pub(super) budget: Rc<BodyBudget>,
 }
 
 pub(super) fn settings() -> Settings {
@@ -130,6 +132,7 @@ impl Test {
             scratch: vec![0; 64 * 1024],
             dates: DateCache::new(),
             stopping: false,
+            budget: BodyBudget::new(u64::MAX, u64::MAX),
         }
     }
 
@@ -172,6 +175,7 @@ impl Test {
             scratch: &mut self.scratch,
             dates: &mut self.dates,
             stopping: self.stopping,
+            budget: &self.budget,
             actions: &mut actions,
         };
         transition(&mut self.conn, &mut ctx);

@@ -1,6 +1,7 @@
 //! The connection's state machine driven over an in-memory socket: every transition, with the
 //! timeouts and failures of each state.
 
+mod budget;
 mod harness;
 mod writing;
 
