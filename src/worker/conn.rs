@@ -81,8 +81,12 @@ pub(super) enum Action {
     Pull(BodyStream),
     /// Hand a stream no longer needed to a pool thread to drop.
     Discard(BodyStream),
-    /// A response is going out: record it on the scoreboard and in the access log.
+    /// A response is going out: record it on the scoreboard, and keep it for the access log
+    /// until its `Sent`.
     Log(Answer),
+    /// The response is over (written, or cut short): this many body bytes went out. The
+    /// access log writes its line now.
+    Sent(u64),
     /// A response is ready: write it (see [`Conn::write`]). It comes after the response's
     /// `Log`, so the scoreboard and the access log have a response before its client does.
     Write,
@@ -96,8 +100,6 @@ pub(super) enum Action {
 /// A response, as the scoreboard and the access log record it.
 pub(super) struct Answer {
     pub(super) status: u16,
-    /// Body bytes announced (0 for a stream or for HEAD).
-    pub(super) bytes: u64,
     /// How long the application took, in microseconds (0 for an error of the server's own).
     pub(super) micros: u64,
     /// What the access log records of the request, when there is a log and the request
@@ -663,6 +665,7 @@ impl<S: Socket> Conn<S> {
             debug_assert!(false, "finishing a response not being written");
             return;
         };
+        ctx.actions.push_back(Action::Sent(writing.out.body_sent()));
         if self.keep_alive {
             self.spare = writing.out.queue;
             // A response begun before a stop (a long download, a stream) promised keep-alive.
@@ -717,6 +720,7 @@ impl<S: Socket> Conn<S> {
             State::Writing(mut writing) => {
                 ctx.actions
                     .extend(writing.out.take_producer().map(Action::Discard));
+                ctx.actions.push_back(Action::Sent(writing.out.body_sent()));
             }
             State::Reading(_) | State::InApp(_) | State::Lingering { .. } | State::Taken => {}
         }

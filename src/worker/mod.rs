@@ -101,6 +101,9 @@ pub fn run(context: WorkerContext<'_>) -> ! {
     match Worker::start(context) {
         Ok(mut worker) => {
             let stopped = worker.run();
+            if stopped == Stopped::Abrupt {
+                worker.cut_responses_short();
+            }
             if let Some(access_log) = worker.access_log.as_mut() {
                 access_log.finish();
             }
@@ -173,6 +176,9 @@ struct Worker<'a> {
     settings: Settings,
     /// `[limits] body_memory` and `body_disk`: what the bodies being received may hold.
     budget: Rc<BodyBudget>,
+    /// By connection index: the response being written, kept from its `Log` (when the
+    /// scoreboard records it) to its `Sent` (when the access log does, with the bytes sent).
+    responses: Vec<Option<Answer>>,
     graceful_timeout: Duration,
     /// Recycle after this many requests, jitter included; `None` never.
     max_requests: Option<u64>,
@@ -430,6 +436,7 @@ impl<'a> Worker<'a> {
             }
             Action::Discard(producer) => self.discard(index, serial, producer),
             Action::Log(answer) => self.record(index, answer),
+            Action::Sent(bytes) => self.log_access(index, bytes),
             Action::Write => debug_assert!(false, "drive writes itself"),
             Action::Backlog => self.write_backlog.push((index, serial)),
             Action::Close => self.forget(index),
@@ -485,9 +492,25 @@ impl<'a> Worker<'a> {
         self.update_accepting();
     }
 
-    /// Records a response on the scoreboard and in the access log.
+    /// Records a response on the scoreboard, before its first byte goes out, and keeps it
+    /// for the access log, which has its line once the response is over.
     fn record(&mut self, index: usize, answer: Answer) {
         self.board.record(answer.status, answer.micros);
+        if self.access_log.is_none() {
+            return;
+        }
+        if self.responses.len() <= index {
+            self.responses.resize_with(index + 1, || None);
+        }
+        self.responses[index] = Some(answer);
+    }
+
+    /// Writes the access log line of the response just over at `index`: `bytes` of its body
+    /// went out.
+    fn log_access(&mut self, index: usize, bytes: u64) {
+        let Some(answer) = self.responses.get_mut(index).and_then(Option::take) else {
+            return;
+        };
         let Some(log) = self.access_log.as_mut() else {
             return;
         };
@@ -509,7 +532,7 @@ impl<'a> Worker<'a> {
             target: info.map_or("-", |i| i.target.as_str()),
             version: info.map_or("-", |i| i.version),
             status: answer.status,
-            bytes: answer.bytes,
+            bytes,
             duration_us: answer.micros,
             user_agent: info.map_or("", |i| i.user_agent.as_str()),
             referer: info.map_or("", |i| i.referer.as_str()),
@@ -608,11 +631,24 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// At an abrupt stop, closes the connections still writing a response, so the access
+    /// log records what went out of each.
+    fn cut_responses_short(&mut self) {
+        for index in 0..self.responses.len() {
+            if self.responses[index].is_some() {
+                self.drive(index, Conn::close);
+            }
+        }
+    }
+
     /// Forgets a closed connection.
     fn forget(&mut self, index: usize) {
         let Some(conn) = self.conns.get_mut(index).and_then(Option::take) else {
             return;
         };
+        if let Some(response) = self.responses.get_mut(index) {
+            *response = None;
+        }
         // No deregister: closing the socket (dropping `conn`) takes it out of epoll, and the
         // socket is never shared with another descriptor. One system call less per connection.
         if conn.fresh {

@@ -104,6 +104,7 @@ impl<'a> Worker<'a> {
                 request_timeout: server.request_timeout,
             },
             budget: BodyBudget::new(config.limits.body_memory(), config.limits.body_disk()),
+            responses: Vec::new(),
             graceful_timeout: server.graceful_timeout,
             max_requests,
             max_worker_memory: server.max_worker_memory,

@@ -1,5 +1,6 @@
 //! Integration tests: each drives the real `tine` binary in a temp dir of its own.
 
+mod access_log;
 mod app;
 mod budget;
 mod cgroup;

@@ -214,10 +214,12 @@ impl Test {
     }
 }
 
-/// The actions, named, to compare with a list.
+/// The actions, named, to compare with a list; a response's `Sent` is left out (see
+/// [`sent`]).
 pub(super) fn names(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
+        .filter(|action| !matches!(action, Action::Sent(_)))
         .map(|action| match action {
             Action::Dispatch { head, first, .. } => {
                 format!(
@@ -233,6 +235,18 @@ pub(super) fn names(actions: &[Action]) -> Vec<String> {
             Action::Backlog => "backlog".to_owned(),
             Action::Write => "write".to_owned(),
             Action::Close => "close".to_owned(),
+            Action::Sent(_) => unreachable!("filtered out"),
+        })
+        .collect()
+}
+
+/// The body bytes each response over in `actions` sent, in order.
+pub(super) fn sent(actions: &[Action]) -> Vec<u64> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Sent(bytes) => Some(*bytes),
+            _ => None,
         })
         .collect()
 }
