@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::util::{TempDir, TestServer, read_response, read_response_head, wait_until};
+use crate::util::{TempDir, TestServer, read_response, read_response_head, rss_kib, wait_until};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -29,15 +29,6 @@ fn spilled_bytes(pid: u32, dir: &Path) -> u64 {
         .filter_map(|entry| std::fs::metadata(entry.path()).ok())
         .map(|meta| meta.len())
         .sum()
-}
-
-fn rss_kib(pid: u32) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 /// A connection that sends a `POST` head announcing `length` bytes, then `sent` of them.

@@ -1124,6 +1124,16 @@ pub fn unlinked_temp_files(pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 /// A test that cannot make its check here says so and returns, unless `TINE_REQUIRE_ALL_TESTS`
 /// is set (CI sets it): then a missing prerequisite is a failure, never a silent pass.
 pub fn skip(reason: &str) {
