@@ -44,6 +44,8 @@ impl Need {
 pub(super) struct BodyBudget {
     limit: Need,
     used: Cell<Need>,
+    /// Bodies refused so far.
+    refused: Cell<u64>,
 }
 
 /// A body the budget had no room for, with the numbers for the log.
@@ -79,7 +81,13 @@ impl BodyBudget {
         Rc::new(BodyBudget {
             limit: Need { memory, disk },
             used: Cell::new(Need::default()),
+            refused: Cell::new(0),
         })
+    }
+
+    /// How many bodies the budget has refused.
+    pub(super) fn refused(&self) -> u64 {
+        self.refused.get()
     }
 
     /// What the bodies being received hold now.
@@ -112,6 +120,7 @@ impl BodyBudget {
         if !fits(used.memory, more.memory, self.limit.memory)
             || !fits(used.disk, more.disk, self.limit.disk)
         {
+            self.refused.set(self.refused.get() + 1);
             return Err(Refused {
                 need: Need {
                     memory: had.memory + more.memory,
@@ -193,6 +202,7 @@ mod tests {
         assert_eq!(refused.need, need(50, 0));
         assert_eq!(refused.used, need(60, 600));
         assert!(b.is_none(), "a refused body holds nothing");
+        assert_eq!(budget.refused(), 1);
         let refused = budget.reserve(&mut b, need(40, 401)).unwrap_err();
         assert!(
             refused.to_string().contains("body_disk = 1000"),

@@ -373,9 +373,10 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Publishes this worker's progress to the master.
+    /// Publishes this worker's progress to the master, and the bodies it refused.
     fn beat(&self) {
         self.board.beat(sys::monotonic_ms());
+        self.board.bodies_refused(self.budget.refused());
     }
 
     /// Runs a transition of the connection at `index`, if it is open, and carries out the

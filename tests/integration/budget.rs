@@ -7,7 +7,9 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::util::{TempDir, TestServer, read_response, read_response_head, rss_kib, wait_until};
+use crate::util::{
+    TempDir, TestServer, connect, read_response, read_response_head, rss_kib, wait_until,
+};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -56,7 +58,7 @@ fn parked_uploads_stay_within_the_body_budget_and_the_rest_get_503() {
     let server = TestServer::builder("workers = 1\nbody_timeout = \"60s\"")
         .tables(
             "[limits]\nbody = \"4MiB\"\nbody_buffer = \"256KiB\"\nbody_memory = \"4MiB\"\n\
-             body_disk = \"8MiB\"\n[app]\nhandler = \"demo\"",
+             body_disk = \"8MiB\"\n[app]\nhandler = \"demo\"\n[metrics]\nbind = \"127.0.0.1:0\"",
         )
         .env("TMPDIR", tmp.path())
         .start();
@@ -107,6 +109,24 @@ fn parked_uploads_stay_within_the_body_budget_and_the_rest_get_503() {
         "one warning per refusal; log:\n{log}"
     );
     assert!(log.contains("body_disk = 8MiB"), "{log}");
+    // And /metrics counts them (from the worker's next heartbeat).
+    let metrics_addr = log
+        .lines()
+        .find_map(|line| line.split("metrics on http://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no metrics line in the log:\n{log}"))
+        .to_owned();
+    wait_until(
+        "the refusals in /metrics",
+        || {
+            let mut stream = connect(&metrics_addr);
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n")
+                .unwrap();
+            read_response(&mut stream).unwrap().text()
+        },
+        |text| text.contains("\ntine_bodies_refused_total 31\n"),
+    );
 
     // The bodies held in memory stay within body_memory (and the worker's own slack).
     let grown = rss_kib(worker).saturating_sub(rss_at_start);
