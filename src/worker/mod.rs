@@ -373,10 +373,9 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Publishes this worker's progress to the master, and the bodies it refused.
+    /// Publishes this worker's progress to the master.
     fn beat(&self) {
         self.board.beat(sys::monotonic_ms());
-        self.board.bodies_refused(self.budget.refused());
     }
 
     /// Runs a transition of the connection at `index`, if it is open, and carries out the
@@ -497,6 +496,8 @@ impl<'a> Worker<'a> {
     /// for the access log, which has its line once the response is over.
     fn record(&mut self, index: usize, answer: Answer) {
         self.board.record(answer.status, answer.micros);
+        // A refused body's 503 is one of these: its count is out with it.
+        self.board.bodies_refused(self.budget.refused());
         if self.access_log.is_none() {
             return;
         }

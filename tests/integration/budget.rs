@@ -109,7 +109,7 @@ fn parked_uploads_stay_within_the_body_budget_and_the_rest_get_503() {
         "one warning per refusal; log:\n{log}"
     );
     assert!(log.contains("body_disk = 8MiB"), "{log}");
-    // And /metrics counts them (from the worker's next heartbeat).
+    // And /metrics counts them.
     let metrics_addr = log
         .lines()
         .find_map(|line| line.split("metrics on http://").nth(1))
