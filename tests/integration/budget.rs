@@ -110,12 +110,7 @@ fn parked_uploads_stay_within_the_body_budget_and_the_rest_get_503() {
     );
     assert!(log.contains("body_disk = 8MiB"), "{log}");
     // And /metrics counts them.
-    let metrics_addr = log
-        .lines()
-        .find_map(|line| line.split("metrics on http://").nth(1))
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("no metrics line in the log:\n{log}"))
-        .to_owned();
+    let metrics_addr = server.metrics_addr();
     wait_until(
         "the refusals in /metrics",
         || {

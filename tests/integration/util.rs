@@ -560,6 +560,17 @@ impl TestServer {
         answer
     }
 
+    /// The address of the master's metrics listener (`[metrics] bind`, port 0 allowed), as
+    /// its log says.
+    pub fn metrics_addr(&self) -> String {
+        let log = self.log();
+        log.lines()
+            .find_map(|line| line.split("metrics on http://").nth(1))
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_else(|| panic!("no metrics line in the log:\n{log}"))
+            .to_owned()
+    }
+
     /// How many requests the workers are running now (the scoreboard's busy count, through the
     /// control socket).
     pub fn busy(&self) -> u64 {
