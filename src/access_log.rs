@@ -15,7 +15,7 @@ use crate::text::{MONTHS, civil_from_unix, json_string, utc_stamp};
 /// One response, as the log records it.
 #[derive(Debug, Clone)]
 pub struct Entry<'a> {
-    /// When the response was written.
+    /// When the response was over.
     pub time: SystemTime,
     /// The client's address ("-" when unknown, as for Unix sockets).
     pub remote: &'a str,
@@ -27,7 +27,9 @@ pub struct Entry<'a> {
     pub version: &'a str,
     /// The status code.
     pub status: u16,
-    /// Body bytes sent.
+    /// Body bytes that went out (head and chunked framing not counted): counted when the
+    /// response is over, so a stream logs its real size and a response cut short what went
+    /// out of it.
     pub bytes: u64,
     /// From hand-over to the pool to the response.
     pub duration_us: u64,

@@ -44,6 +44,8 @@ pub struct Totals {
     pub duration_sum_us: u64,
     /// Requests per duration bucket (not cumulative), the last one `+Inf`.
     pub duration_buckets: [u64; 14],
+    /// Request bodies refused for want of body budget (`[limits] body_memory`, `body_disk`).
+    pub bodies_refused: u64,
 }
 
 impl Totals {
@@ -51,6 +53,7 @@ impl Totals {
     pub fn add(&mut self, other: &Totals) {
         self.requests += other.requests;
         self.duration_sum_us += other.duration_sum_us;
+        self.bodies_refused += other.bodies_refused;
         for (mine, theirs) in self.status_classes.iter_mut().zip(other.status_classes) {
             *mine += theirs;
         }
@@ -239,6 +242,17 @@ pub fn render_prometheus(snapshot: &Snapshot) -> String {
     let _ = writeln!(out, "tine_request_duration_seconds_count {cumulative}");
     metric(
         &mut out,
+        "tine_bodies_refused_total",
+        "counter",
+        "Request bodies answered 503 because the worker's body budget was spent.",
+    );
+    let _ = writeln!(
+        out,
+        "tine_bodies_refused_total {}",
+        snapshot.totals.bodies_refused
+    );
+    metric(
+        &mut out,
         "tine_busy_threads",
         "gauge",
         "Requests being handled by pool threads now.",
@@ -380,6 +394,7 @@ mod tests {
             status_classes: [0, 2, 0, 1, 0],
             duration_sum_us: 1_500,
             duration_buckets: [0; 14],
+            bodies_refused: 4,
         };
         totals.duration_buckets[0] = 2;
         totals.duration_buckets[13] = 1;
@@ -460,6 +475,7 @@ mod tests {
         assert!(text.contains("tine_listen_queue{listener=\"127.0.0.1:8000\"} 4\n"));
         assert!(text.contains("tine_up 1\n"));
         assert!(text.contains("tine_busy_threads 1\n"));
+        assert!(text.contains("tine_bodies_refused_total 4\n"));
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub const KEYS: &[&str] = &[
     "limits.header_bytes",
     "limits.body",
     "limits.body_buffer",
+    "limits.body_memory",
+    "limits.body_disk",
     "log.level",
     "log.error_log",
     "log.access_log",
@@ -271,6 +273,34 @@ pub struct Limits {
     /// A request body larger than this is written to an unlinked temporary file as it arrives,
     /// instead of being held in memory.
     pub body_buffer: u64,
+    /// `body_memory`: most bytes of memory one worker reserves for the bodies it is
+    /// receiving; `None` derives it ([`Limits::body_memory`]).
+    pub body_memory: Option<u64>,
+    /// `body_disk`: most bytes of temporary files one worker reserves for the bodies it is
+    /// receiving; `None` derives it ([`Limits::body_disk`]).
+    pub body_disk: Option<u64>,
+}
+
+/// The derived `body_memory` is this many times `body_buffer`: as many bodies received at
+/// once, each held in memory up to `body_buffer`.
+pub const BODY_MEMORY_PER_BUFFER: u64 = 16;
+/// The derived `body_disk` is this many times `body`: as many largest bodies received at once.
+pub const BODY_DISK_PER_BODY: u64 = 4;
+
+impl Limits {
+    /// The per-worker budget of memory for request bodies being received: `body_memory`, or
+    /// 16 × `body_buffer`.
+    pub fn body_memory(&self) -> u64 {
+        self.body_memory
+            .unwrap_or_else(|| self.body_buffer.saturating_mul(BODY_MEMORY_PER_BUFFER))
+    }
+
+    /// The per-worker budget of temporary-file space for request bodies being received:
+    /// `body_disk`, or 4 × `body`.
+    pub fn body_disk(&self) -> u64 {
+        self.body_disk
+            .unwrap_or_else(|| self.http.body.saturating_mul(BODY_DISK_PER_BODY))
+    }
 }
 
 /// The decoder's limits at the config's defaults.
@@ -291,6 +321,8 @@ impl Default for Limits {
         Limits {
             http: crate::http::Limits::default(),
             body_buffer: 1 << 20,
+            body_memory: None,
+            body_disk: None,
         }
     }
 }

@@ -19,11 +19,11 @@ use super::units::format_duration;
 use super::{Config, MAX_BACKLOG, MAX_THREADS, Workers, parse_app_spec};
 use read::{
     bad, expected, non_negative_int, optional_path, optional_string, positive_int, positive_usize,
-    read_bind, read_bool, read_duration, read_env, read_file_names, read_handler, read_level,
-    read_list, read_script_name, read_size, read_trusted, read_umask, read_workers, required_path,
-    size_usize,
+    read_auto_size, read_bind, read_bool, read_duration, read_env, read_file_names, read_handler,
+    read_level, read_list, read_script_name, read_size, read_trusted, read_umask, read_workers,
+    required_path, size_usize,
 };
-use write::{optional_path_toml, optional_toml, toml_inline_table, toml_size};
+use write::{optional_path_toml, optional_size_toml, optional_toml, toml_inline_table, toml_size};
 
 pub(crate) use walk::{apply, check_across, set};
 pub(crate) use write::{toml_array, toml_string};
@@ -364,6 +364,24 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                     Ok(())
                 },
                 write: |c| toml_size(c.limits.body_buffer),
+            },
+            KeySpec {
+                name: "body_memory",
+                help: "Memory one worker gives bodies being received: \"auto\" (16 x body_buffer) or a size.",
+                read: |v, c| {
+                    c.limits.body_memory = read_auto_size(v)?;
+                    Ok(())
+                },
+                write: |c| optional_size_toml(c.limits.body_memory),
+            },
+            KeySpec {
+                name: "body_disk",
+                help: "Temporary-file space one worker gives bodies being received: \"auto\" (4 x body) or a size.",
+                read: |v, c| {
+                    c.limits.body_disk = read_auto_size(v)?;
+                    Ok(())
+                },
+                write: |c| optional_size_toml(c.limits.body_disk),
             },
         ],
     },

@@ -579,3 +579,36 @@ fn load_reads_files_and_names_them() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn body_budgets_are_derived_unless_set() {
+    let c = Config::default();
+    assert_eq!(c.limits.body_memory(), 16 << 20, "16 x body_buffer");
+    assert_eq!(c.limits.body_disk(), 400 << 20, "4 x body");
+    let c = parse("[limits]\nbody = \"8MiB\"\nbody_buffer = \"256KiB\"\n");
+    assert_eq!(c.limits.body_memory(), 4 << 20);
+    assert_eq!(c.limits.body_disk(), 32 << 20);
+    let c = parse("[limits]\nbody_memory = \"2MiB\"\nbody_disk = \"AUTO\"\n");
+    assert_eq!(c.limits.body_memory, Some(2 << 20));
+    assert_eq!(c.limits.body_disk, None);
+    assert_eq!(c.limits.body_memory(), 2 << 20);
+    assert!(c.to_toml(None).contains("body_memory = \"2MiB\"\n"));
+}
+
+#[test]
+fn body_budgets_refuse_zero_and_less_than_one_body() {
+    assert!(errors("[limits]\nbody_memory = 0\n")[0].contains("greater than zero"));
+    let found = errors("[limits]\nbody_buffer = \"1MiB\"\nbody_memory = \"512KiB\"\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with(
+            "t.toml:3:15: limits.body_memory: body_memory (512KiB) is less than body_buffer (1MiB)"
+        ),
+        "{found:?}"
+    );
+    let found = errors("[limits]\nbody_disk = \"10MiB\"\n");
+    assert!(
+        found[0].contains("body_disk (10MiB) is less than body (100MiB)"),
+        "{found:?}"
+    );
+}

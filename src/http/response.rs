@@ -86,12 +86,16 @@ pub fn write_last_chunk(out: &mut Vec<u8>) {
 /// Writes a complete small error response for `err`, always closing the connection:
 /// status line, Date, Server, `Content-Type: text/plain; charset=utf-8`, Content-Length,
 /// `Connection: close`, and the body `"{status} {reason phrase}: {err.reason}\n"`
-/// (`"{status}: {err.reason}\n"` for a status without a phrase).
+/// (`"{status}: {err.reason}\n"` for a status without a phrase). A `503` of the server's own
+/// is a momentary refusal: it says `Retry-After: 1`.
 pub fn error_response(out: &mut Vec<u8>, err: &HttpError, date: &[u8]) {
     let phrase = reason_phrase(err.status);
     write_status_line(out, Version::Http11, err.status, None);
     write_field(out, b"Date", date);
     out.extend_from_slice(b"Server: tine\r\n");
+    if err.status == 503 {
+        out.extend_from_slice(b"Retry-After: 1\r\n");
+    }
     let with_body = status_allows_body(err.status);
     if with_body {
         out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\n");
@@ -364,6 +368,12 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 599 \r\n"));
         assert!(text.ends_with("Content-Length: 9\r\nConnection: close\r\n\r\n599: odd\n"));
+        assert!(!text.contains("Retry-After"));
+
+        let mut out = Vec::new();
+        error_response(&mut out, &HttpError::new(503, "busy"), DATE);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\r\nRetry-After: 1\r\n"), "{text}");
     }
 
     #[test]

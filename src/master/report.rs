@@ -26,6 +26,7 @@ fn totals_of(view: &SlotView) -> status::Totals {
         status_classes: view.status_classes,
         duration_sum_us: view.duration_sum_us,
         duration_buckets: view.duration_buckets,
+        bodies_refused: view.bodies_refused,
     }
 }
 

@@ -23,6 +23,7 @@ const RETIRE: usize = 7;
 const STATUS_CLASSES: usize = 8;
 const DURATION_SUM_US: usize = 13;
 const DURATION_BUCKETS: usize = 14;
+const BODIES_REFUSED: usize = 28;
 
 /// Upper bounds of the request duration histogram's buckets, in microseconds; a last bucket
 /// (`+Inf`) counts the rest. Prometheus-style, from 1 ms to 10 s.
@@ -124,6 +125,8 @@ pub struct SlotView {
     pub duration_sum_us: u64,
     /// Requests per duration bucket ([`DURATION_BOUNDS_US`], then `+Inf`), not cumulative.
     pub duration_buckets: [u64; 14],
+    /// Request bodies refused (503) because the worker's body budget had no room.
+    pub bodies_refused: u64,
 }
 
 /// The shared table of slots.
@@ -178,6 +181,7 @@ impl Scoreboard {
             status_classes: std::array::from_fn(|i| load(STATUS_CLASSES + i)),
             duration_sum_us: load(DURATION_SUM_US),
             duration_buckets: std::array::from_fn(|i| load(DURATION_BUCKETS + i)),
+            bodies_refused: load(BODIES_REFUSED),
         }
     }
 }
@@ -240,6 +244,11 @@ impl SlotHandle<'_> {
         add(DURATION_BUCKETS + bucket, 1);
     }
 
+    /// Publishes how many request bodies the worker has refused for want of budget.
+    pub fn bodies_refused(&self, count: u64) {
+        self.store(BODIES_REFUSED, count);
+    }
+
     /// Announces that the worker is recycling itself, so the master starts its replacement.
     pub fn retire(&self, reason: RetireReason) {
         self.store(RETIRE, reason.encode());
@@ -266,6 +275,7 @@ mod tests {
             handle.record(200, 1);
         }
         handle.oldest_request(1500);
+        handle.bodies_refused(6);
         let view = board.view(5);
         assert_eq!(view.pid, 4242);
         assert_eq!(view.state, WorkerState::Ready);
@@ -279,6 +289,7 @@ mod tests {
             (2000, 17, 3, 9)
         );
         assert_eq!(view.oldest_request_ms, 1500);
+        assert_eq!(view.bodies_refused, 6);
         assert_eq!(view.retire, None);
         assert_eq!(board.view(4).pid, 0, "neighbouring slots are untouched");
         handle.retire(RetireReason::MaxRequests(1000));

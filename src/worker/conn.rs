@@ -10,8 +10,10 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::budget::{BodyBudget, Need, Refused, Reservation, SPILLS_PER_TURN};
 use super::out::{ChunkTaken, OutQueue, Output, Socket, WriteStep};
 use super::peer_text;
 use crate::handler::{BodyStream, RequestBody};
@@ -68,6 +70,8 @@ pub(super) struct Ctx<'a> {
     pub(super) dates: &'a mut DateCache,
     /// The worker is stopping: no keep-alive for responses begun now.
     pub(super) stopping: bool,
+    /// The worker's budget for bodies being received.
+    pub(super) budget: &'a Rc<BodyBudget>,
     pub(super) actions: &'a mut VecDeque<Action>,
 }
 
@@ -82,12 +86,17 @@ pub(super) enum Action {
     Pull(BodyStream),
     /// Hand a stream no longer needed to a pool thread to drop.
     Discard(BodyStream),
-    /// A response is going out: record it on the scoreboard and in the access log.
+    /// A response is going out: record it on the scoreboard, and keep it for the access log
+    /// until its `Sent`.
     Log(Answer),
+    /// The response is over (written, or cut short): this many body bytes went out. The
+    /// access log writes its line now.
+    Sent(u64),
     /// A response is ready: write it (see [`Conn::write`]). It comes after the response's
     /// `Log`, so the scoreboard and the access log have a response before its client does.
     Write,
-    /// The write budget is spent with the socket still writable: continue after the poll.
+    /// The write budget (or the spill budget of a body being read) is spent with the socket
+    /// still ready: continue after the poll.
     Backlog,
     /// The connection is over: forget it. Always the last action.
     Close,
@@ -96,8 +105,6 @@ pub(super) enum Action {
 /// A response, as the scoreboard and the access log record it.
 pub(super) struct Answer {
     pub(super) status: u16,
-    /// Body bytes announced (0 for a stream or for HEAD).
-    pub(super) bytes: u64,
     /// How long the application took, in microseconds (0 for an error of the server's own).
     pub(super) micros: u64,
     /// What the access log records of the request, when there is a log and the request
@@ -153,6 +160,8 @@ struct Reading {
     /// How many bytes at the end of [`CONTINUE`] are still to be written; no body byte is read
     /// before they are out (see [`Conn::send_continue`]).
     continue_left: u8,
+    /// What the body being received holds of the worker's budget, from its head on.
+    reserved: Option<Reservation>,
 }
 
 impl Reading {
@@ -166,6 +175,7 @@ impl Reading {
             since: now,
             body_began: false,
             continue_left: 0,
+            reserved: None,
         })
     }
 
@@ -466,6 +476,7 @@ impl<S: Socket> Conn<S> {
     /// nothing more for now.
     pub(super) fn read(&mut self, ctx: &mut Ctx<'_>) {
         let settings = *ctx.settings;
+        let mut spills = 0;
         loop {
             if !self.send_continue(ctx) {
                 return;
@@ -504,6 +515,15 @@ impl<S: Socket> Conn<S> {
                 }
                 Ok(Decoded::NeedMore { consumed }) => {
                     self.read_start += consumed;
+                    if reading.decoder.reading_body() {
+                        let received = reading.body.len() + reading.decoder.body_buffered() as u64;
+                        let remaining = reading.decoder.body_remaining();
+                        let need = Need::of_body(received, remaining, settings.body_buffer);
+                        if let Err(refused) = ctx.budget.reserve(&mut reading.reserved, need) {
+                            self.body_refused(&refused, ctx);
+                            return;
+                        }
+                    }
                     if reading
                         .body
                         .spill_due(reading.decoder.body_buffered(), settings.body_buffer)
@@ -513,6 +533,7 @@ impl<S: Socket> Conn<S> {
                             self.body_not_stored(&err, ctx);
                             return;
                         }
+                        spills += 1;
                     }
                     if consumed > 0 {
                         // Head bytes are consumed only with the whole head, so this is body
@@ -523,6 +544,12 @@ impl<S: Socket> Conn<S> {
                         // Written before any body byte is read (the loop's first step).
                         reading.continue_left = CONTINUE.len() as u8;
                         continue;
+                    }
+                    if spills >= SPILLS_PER_TURN && self.unread {
+                        // Enough disk writes for one turn: the other connections, and the
+                        // heartbeat, go first.
+                        ctx.actions.push_back(Action::Backlog);
+                        return;
                     }
                 }
             }
@@ -620,6 +647,21 @@ impl<S: Socket> Conn<S> {
         );
     }
 
+    /// Answers 503 for a body the worker's budget has no room for.
+    fn body_refused(&mut self, refused: &Refused, ctx: &mut Ctx<'_>) {
+        log::warn!(
+            "refused a request body from {} with 503: {refused}",
+            peer_text(self.peer)
+        );
+        self.fail(
+            &HttpError {
+                status: 503,
+                reason: "the server is receiving too many request bodies; retry shortly",
+            },
+            ctx,
+        );
+    }
+
     /// Reading → InApp: the request goes to the application.
     fn dispatch(&mut self, head: RequestHead, body: RequestBody, ctx: &mut Ctx<'_>) {
         debug_assert!(matches!(self.state, State::Reading(_)));
@@ -709,6 +751,7 @@ impl<S: Socket> Conn<S> {
             debug_assert!(false, "finishing a response not being written");
             return;
         };
+        ctx.actions.push_back(Action::Sent(writing.out.body_sent()));
         if self.keep_alive {
             self.spare = writing.out.queue;
             // A response begun before a stop (a long download, a stream) promised keep-alive.
@@ -767,6 +810,7 @@ impl<S: Socket> Conn<S> {
             State::Writing(mut writing) => {
                 ctx.actions
                     .extend(writing.out.take_producer().map(Action::Discard));
+                ctx.actions.push_back(Action::Sent(writing.out.body_sent()));
             }
             State::Reading(_) | State::InApp(_) | State::Lingering { .. } | State::Taken => {}
         }

@@ -12,6 +12,7 @@
 
 mod accept;
 mod admission;
+mod budget;
 mod conn;
 mod error;
 mod out;
@@ -22,6 +23,7 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -41,6 +43,7 @@ use crate::protocol::{RetireReason, Scoreboard, SlotHandle};
 use crate::sys;
 
 use admission::Admission;
+use budget::BodyBudget;
 use conn::{AccessInfo, Action, Answer, Conn, Ctx, Settings};
 use error::{SetupStep, WorkerError};
 
@@ -98,6 +101,9 @@ pub fn run(context: WorkerContext<'_>) -> ! {
     match Worker::start(context) {
         Ok(mut worker) => {
             let stopped = worker.run();
+            if stopped == Stopped::Abrupt {
+                worker.cut_responses_short();
+            }
             if let Some(access_log) = worker.access_log.as_mut() {
                 access_log.finish();
             }
@@ -168,6 +174,11 @@ struct Worker<'a> {
     dates: DateCache,
     /// What every connection goes by.
     settings: Settings,
+    /// `[limits] body_memory` and `body_disk`: what the bodies being received may hold.
+    budget: Rc<BodyBudget>,
+    /// By connection index: the response being written, kept from its `Log` (when the
+    /// scoreboard records it) to its `Sent` (when the access log does, with the bytes sent).
+    responses: Vec<Option<Answer>>,
     graceful_timeout: Duration,
     /// Recycle after this many requests, jitter included; `None` never.
     max_requests: Option<u64>,
@@ -179,8 +190,9 @@ struct Worker<'a> {
     finished: Vec<Finished>,
     /// The actions of the transition being carried out; kept for its allocation.
     actions: VecDeque<Action>,
-    /// Connections (index, serial) that stopped writing at their budget with the socket still
-    /// writable: edge-triggered readiness will not report them again, so the loop resumes them.
+    /// Connections (index, serial) that stopped writing (or spilling a body being read) at
+    /// their budget with the socket still ready: edge-triggered readiness will not report them
+    /// again, so the loop resumes them.
     write_backlog: Vec<(usize, u64)>,
 }
 
@@ -398,6 +410,7 @@ impl<'a> Worker<'a> {
             scratch: &mut self.scratch,
             dates: &mut self.dates,
             stopping: self.phase != Phase::Running,
+            budget: &self.budget,
             actions,
         };
         transition(conn, &mut ctx);
@@ -418,6 +431,7 @@ impl<'a> Worker<'a> {
             }
             Action::Discard(producer) => self.discard(index, serial, producer),
             Action::Log(answer) => self.record(index, answer),
+            Action::Sent(bytes) => self.log_access(index, bytes),
             Action::Write => debug_assert!(false, "drive writes itself"),
             Action::Backlog => self.write_backlog.push((index, serial)),
             Action::Close => self.forget(index),
@@ -473,9 +487,27 @@ impl<'a> Worker<'a> {
         self.update_accepting();
     }
 
-    /// Records a response on the scoreboard and in the access log.
+    /// Records a response on the scoreboard, before its first byte goes out, and keeps it
+    /// for the access log, which has its line once the response is over.
     fn record(&mut self, index: usize, answer: Answer) {
         self.board.record(answer.status, answer.micros);
+        // A refused body's 503 is one of these: its count is out with it.
+        self.board.bodies_refused(self.budget.refused());
+        if self.access_log.is_none() {
+            return;
+        }
+        if self.responses.len() <= index {
+            self.responses.resize_with(index + 1, || None);
+        }
+        self.responses[index] = Some(answer);
+    }
+
+    /// Writes the access log line of the response just over at `index`: `bytes` of its body
+    /// went out.
+    fn log_access(&mut self, index: usize, bytes: u64) {
+        let Some(answer) = self.responses.get_mut(index).and_then(Option::take) else {
+            return;
+        };
         let Some(log) = self.access_log.as_mut() else {
             return;
         };
@@ -497,7 +529,7 @@ impl<'a> Worker<'a> {
             target: info.map_or("-", |i| i.target.as_str()),
             version: info.map_or("-", |i| i.version),
             status: answer.status,
-            bytes: answer.bytes,
+            bytes,
             duration_us: answer.micros,
             user_agent: info.map_or("", |i| i.user_agent.as_str()),
             referer: info.map_or("", |i| i.referer.as_str()),
@@ -582,12 +614,12 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Continues the writes that a connection paused at its budget.
+    /// Continues the writes (or a body's reads) that a connection paused at its budget.
     fn drive_backlog(&mut self) {
         let mut backlog = std::mem::take(&mut self.write_backlog);
         for (index, serial) in backlog.drain(..) {
             if self.is_current(index, serial) {
-                self.drive(index, Conn::write);
+                self.drive(index, |conn, ctx| conn.on_event(false, ctx));
             }
         }
         if self.write_backlog.is_empty() {
@@ -596,11 +628,24 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// At an abrupt stop, closes the connections still writing a response, so the access
+    /// log records what went out of each.
+    fn cut_responses_short(&mut self) {
+        for index in 0..self.responses.len() {
+            if self.responses[index].is_some() {
+                self.drive(index, Conn::close);
+            }
+        }
+    }
+
     /// Forgets a closed connection.
     fn forget(&mut self, index: usize) {
         let Some(_conn) = self.conns.get_mut(index).and_then(Option::take) else {
             return;
         };
+        if let Some(response) = self.responses.get_mut(index) {
+            *response = None;
+        }
         // No deregister: closing the socket (dropping `conn`) takes it out of epoll, and the
         // socket is never shared with another descriptor. One system call less per connection.
         self.free.push(index);

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::os::fd::AsFd;
 use std::time::Instant;
 
@@ -49,22 +50,39 @@ impl Socket for Stream {
 }
 
 /// The bytes of a response still to be written: a queue of buffers (the head, a bytes body),
-/// written with `writev` without first copying them into one.
+/// written with `writev` without first copying them into one. It counts the bytes of the
+/// response's body that went out, framing and head left out, for the access log.
 #[derive(Debug, Default)]
 pub(super) struct OutQueue {
-    buffers: VecDeque<Vec<u8>>,
+    buffers: VecDeque<Buffer>,
     /// Bytes of the front buffer already written.
     front_written: usize,
     /// Bytes queued and not yet written.
     unsent: usize,
+    /// Body bytes written since the response began.
+    body_written: u64,
+}
+
+/// A queued buffer, and which of its bytes are the response's body.
+#[derive(Debug)]
+struct Buffer {
+    bytes: Vec<u8>,
+    body: Range<usize>,
 }
 
 impl OutQueue {
-    /// Queues `bytes` after what is already queued.
+    /// Queues `bytes`, all of them body, after what is already queued.
     pub(super) fn push(&mut self, bytes: Vec<u8>) {
+        let body = 0..bytes.len();
+        self.push_part(bytes, body);
+    }
+
+    /// Queues `bytes`, of which `body` are the response's body (the rest is its head or the
+    /// body's framing), after what is already queued.
+    pub(super) fn push_part(&mut self, bytes: Vec<u8>, body: Range<usize>) {
         if !bytes.is_empty() {
             self.unsent += bytes.len();
-            self.buffers.push_back(bytes);
+            self.buffers.push_back(Buffer { bytes, body });
         }
     }
 
@@ -83,7 +101,7 @@ impl OutQueue {
         let mut count = 0;
         for (slot, buffer) in slices.iter_mut().zip(&self.buffers) {
             let start = if count == 0 { self.front_written } else { 0 };
-            *slot = IoSlice::new(&buffer[start..]);
+            *slot = IoSlice::new(&buffer.bytes[start..]);
             count += 1;
         }
         let written = out.write_vectored(&slices[..count])?;
@@ -94,7 +112,10 @@ impl OutQueue {
     fn consume(&mut self, mut written: usize) {
         self.unsent -= written.min(self.unsent);
         while let Some(front) = self.buffers.front() {
-            let left = front.len() - self.front_written;
+            let left = front.bytes.len() - self.front_written;
+            let done = self.front_written..self.front_written + written.min(left);
+            let body = done.start.max(front.body.start)..done.end.min(front.body.end);
+            self.body_written += body.len() as u64;
             if written < left {
                 self.front_written += written;
                 return;
@@ -183,18 +204,46 @@ pub(super) enum ChunkTaken {
 pub(super) struct Output {
     pub(super) queue: OutQueue,
     pub(super) tail: Tail,
+    /// Bytes of a file body sent.
+    file_sent: u64,
 }
 
 impl Output {
     /// An output that writes `head`, in `queue` (an empty queue kept for its allocation);
     /// the body is added after it.
-    pub(super) fn new(mut queue: OutQueue, head: Vec<u8>) -> Output {
+    pub(super) fn new(queue: OutQueue, head: Vec<u8>) -> Output {
+        Output::with_body(queue, head, 0)
+    }
+
+    /// An output that writes `response`, a whole response of the server's own (an error):
+    /// its body is what follows the blank line that ends its head.
+    pub(super) fn whole(queue: OutQueue, response: Vec<u8>) -> Output {
+        let head_len = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(response.len(), |at| at + 4);
+        let body_len = response.len() - head_len;
+        Output::with_body(queue, response, body_len)
+    }
+
+    /// An output that writes `response`, a head and then `body_len` bytes of body, in
+    /// `queue` (an empty queue kept for its allocation).
+    fn with_body(mut queue: OutQueue, response: Vec<u8>, body_len: usize) -> Output {
         debug_assert!(queue.is_empty(), "a response queued behind another");
-        queue.push(head);
+        queue.body_written = 0;
+        let body = response.len().saturating_sub(body_len)..response.len();
+        queue.push_part(response, body);
         Output {
             queue,
             tail: Tail::None,
+            file_sent: 0,
         }
+    }
+
+    /// Bytes of the response's body written so far (the head and a chunked body's framing
+    /// are not counted): what the access log records.
+    pub(super) fn body_sent(&self) -> u64 {
+        self.queue.body_written + self.file_sent
     }
 
     /// Whether every byte of the response is out.
@@ -272,6 +321,7 @@ impl Output {
                 let result = socket.send_file(&file.file, &mut file.offset, count);
                 if let Ok(sent) = &result {
                     file.remaining -= *sent as u64;
+                    self.file_sent += *sent as u64;
                     if file.remaining == 0 {
                         self.tail = Tail::None;
                     }
@@ -324,6 +374,7 @@ impl Output {
             return ChunkTaken::Unexpected(next.map(|(_, producer)| producer));
         };
         let mut framed = Vec::new();
+        let mut body = 0..0;
         let mut finished = None;
         let mut short = false;
         match next {
@@ -342,7 +393,11 @@ impl Output {
                 if chunked {
                     framed.reserve(chunk.len() + 16);
                     http::write_chunk(&mut framed, &chunk);
+                    // The size line before the data, CRLF after it; nothing for no data.
+                    let end = framed.len().saturating_sub(2);
+                    body = end.saturating_sub(chunk.len())..end;
                 } else {
+                    body = 0..chunk.len();
                     framed = chunk;
                 }
                 if remaining == Some(0) {
@@ -371,7 +426,7 @@ impl Output {
                 self.tail = Tail::None;
             }
         }
-        self.queue.push(framed);
+        self.queue.push_part(framed, body);
         ChunkTaken::Queued { finished, short }
     }
 }

@@ -7,6 +7,7 @@ use mio::{Interest, Poll, Waker};
 use signal_hook_mio::v1_0::Signals;
 
 use super::admission::Admission;
+use super::budget::BodyBudget;
 use super::conn::Settings;
 use super::{
     MAX_TICK, Phase, READ_CHUNK, SIGNALS, SetupStep, WAKER, Worker, WorkerContext, WorkerError,
@@ -104,6 +105,8 @@ impl<'a> Worker<'a> {
                 body_rate_grace: server.body_rate_grace,
                 request_timeout: server.request_timeout,
             },
+            budget: BodyBudget::new(config.limits.body_memory(), config.limits.body_disk()),
+            responses: Vec::new(),
             graceful_timeout: server.graceful_timeout,
             max_requests,
             max_worker_memory: server.max_worker_memory,

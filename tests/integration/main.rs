@@ -1,7 +1,9 @@
 //! Integration tests: each drives the real `tine` binary in a temp dir of its own.
 
+mod access_log;
 mod app;
 mod attacks;
+mod budget;
 mod cgroup;
 mod cli;
 mod listeners;

@@ -560,6 +560,17 @@ impl TestServer {
         answer
     }
 
+    /// The address of the master's metrics listener (`[metrics] bind`, port 0 allowed), as
+    /// its log says.
+    pub fn metrics_addr(&self) -> String {
+        let log = self.log();
+        log.lines()
+            .find_map(|line| line.split("metrics on http://").nth(1))
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_else(|| panic!("no metrics line in the log:\n{log}"))
+            .to_owned()
+    }
+
     /// How many requests the workers are running now (the scoreboard's busy count, through the
     /// control socket).
     pub fn busy(&self) -> u64 {
@@ -1122,6 +1133,16 @@ pub fn unlinked_temp_files(pid: u32) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }
 
 /// A test that cannot make its check here says so and returns, unless `TINE_REQUIRE_ALL_TESTS`

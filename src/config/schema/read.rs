@@ -179,6 +179,14 @@ pub(super) fn read_size(value: &Spanned<DeValue<'_>>, positive: bool) -> Result<
     Ok(n)
 }
 
+/// `"auto"` (`None`: derived from other keys) or a size greater than zero.
+pub(super) fn read_auto_size(value: &Spanned<DeValue<'_>>) -> Result<Option<u64>, Bad> {
+    match value.get_ref() {
+        DeValue::String(s) if s.eq_ignore_ascii_case("auto") => Ok(None),
+        _ => read_size(value, true).map(Some),
+    }
+}
+
 /// A positive size that must also fit in memory, since it bounds a buffer.
 pub(super) fn size_usize(value: &Spanned<DeValue<'_>>) -> Result<usize, Bad> {
     let n = read_size(value, true)?;

@@ -8,7 +8,7 @@ use toml::de::{DeTable, DeValue};
 use super::write::is_bare_key;
 use super::{Bads, SCHEMA, SectionSpec};
 use crate::config::diag::{Problem, describe, suggest};
-use crate::config::units::quote;
+use crate::config::units::{format_size, quote};
 use crate::config::{Config, HandlerKind};
 
 /// Checks `doc` against the schema, storing good values into `config` and every problem
@@ -46,6 +46,31 @@ pub(crate) fn check_across(doc: &DeTable<'_>, config: &Config, problems: &mut Ve
             message: "\"wsgi\" needs app = \"module:callable\" (the WSGI application to serve)"
                 .to_owned(),
         });
+    }
+    // A budget smaller than one body would refuse that body on an idle worker.
+    let limits = &config.limits;
+    let budgets = [
+        (
+            "body_memory",
+            limits.body_memory,
+            "body_buffer",
+            limits.body_buffer,
+        ),
+        ("body_disk", limits.body_disk, "body", limits.http.body),
+    ];
+    for (key, budget, per_body, one) in budgets {
+        if let Some(budget) = budget.filter(|&budget| budget < one) {
+            problems.push(Problem {
+                offset: value_offset(doc, "limits", key),
+                key: Some(format!("limits.{key}")),
+                message: format!(
+                    "{key} ({}) is less than {per_body} ({}): one such body would never fit; \
+                     set it to at least {per_body}, or \"auto\"",
+                    format_size(budget),
+                    format_size(one)
+                ),
+            });
+        }
     }
 }
 

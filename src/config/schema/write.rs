@@ -76,6 +76,11 @@ pub(super) fn toml_size(n: u64) -> String {
     }
 }
 
+/// A size that may be derived: `"auto"` when unset.
+pub(super) fn optional_size_toml(n: Option<u64>) -> String {
+    n.map_or_else(|| toml_string("auto"), toml_size)
+}
+
 /// Whether TOML lets `name` be written as a key without quotes.
 pub(super) fn is_bare_key(name: &str) -> bool {
     !name.is_empty()

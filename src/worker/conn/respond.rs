@@ -44,7 +44,6 @@ impl<S: Socket> Conn<S> {
         let body_len = if with_body { body.len() } else { None };
         ctx.actions.push_back(Action::Log(Answer {
             status,
-            bytes: if is_head { 0 } else { body_len.unwrap_or(0) },
             micros: in_app.since.elapsed().as_micros() as u64,
             access: in_app.access,
         }));
@@ -124,13 +123,12 @@ impl<S: Socket> Conn<S> {
         };
         ctx.actions.push_back(Action::Log(Answer {
             status: err.status,
-            bytes: 0,
             micros: 0,
             access,
         }));
         http::error_response(&mut head, err, ctx.dates.get(SystemTime::now()));
         self.decide_keep_alive(KeepAlive::Broken, ctx.settings);
-        let out = Output::new(std::mem::take(&mut self.spare), head);
+        let out = Output::whole(std::mem::take(&mut self.spare), head);
         self.start_writing(out, true, ctx);
     }
 }

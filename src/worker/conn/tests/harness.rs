@@ -101,6 +101,8 @@ pub(super) struct Test {
     pub(super) scratch: Vec<u8>,
     pub(super) dates: DateCache,
     pub(super) stopping: bool,
+    /// The worker's budget for bodies being received: ample unless a test sets one.
+    pub(super) budget: Rc<BodyBudget>,
 }
 
 pub(super) fn settings() -> Settings {
@@ -136,6 +138,7 @@ impl Test {
             scratch: vec![0; 64 * 1024],
             dates: DateCache::new(),
             stopping: false,
+            budget: BodyBudget::new(u64::MAX, u64::MAX),
         }
     }
 
@@ -178,6 +181,7 @@ impl Test {
             scratch: &mut self.scratch,
             dates: &mut self.dates,
             stopping: self.stopping,
+            budget: &self.budget,
             actions: &mut actions,
         };
         transition(&mut self.conn, &mut ctx);
@@ -231,10 +235,12 @@ impl Test {
     }
 }
 
-/// The actions, named, to compare with a list.
+/// The actions, named, to compare with a list; a response's `Sent` is left out (see
+/// [`sent`]).
 pub(super) fn names(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
+        .filter(|action| !matches!(action, Action::Sent(_)))
         .map(|action| match action {
             Action::Dispatch { head, .. } => format!("dispatch {} {}", head.method, head.target),
             Action::Pull(_) => "pull".to_owned(),
@@ -243,6 +249,18 @@ pub(super) fn names(actions: &[Action]) -> Vec<String> {
             Action::Backlog => "backlog".to_owned(),
             Action::Write => "write".to_owned(),
             Action::Close => "close".to_owned(),
+            Action::Sent(_) => unreachable!("filtered out"),
+        })
+        .collect()
+}
+
+/// The body bytes each response over in `actions` sent, in order.
+pub(super) fn sent(actions: &[Action]) -> Vec<u64> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Sent(bytes) => Some(*bytes),
+            _ => None,
         })
         .collect()
 }

@@ -1,6 +1,7 @@
 //! The connection's state machine driven over an in-memory socket: every transition, with the
 //! timeouts and failures of each state.
 
+mod budget;
 mod harness;
 mod reading;
 mod writing;
@@ -321,7 +322,7 @@ fn the_access_log_keeps_what_it_knew_of_a_request_that_timed_out() {
         reason: "late",
     };
     let actions = test.run(|conn, ctx| conn.fail(&error, ctx));
-    let [Action::Log(answer)] = &actions[..] else {
+    let [Action::Log(answer), Action::Sent(_)] = &actions[..] else {
         panic!("{:?}", names(&actions));
     };
     assert_eq!(

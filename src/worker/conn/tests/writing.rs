@@ -22,7 +22,8 @@ fn a_stream_is_pulled_chunk_by_chunk_and_ends_back_in_reading() {
     assert_eq!(names(&actions), ["pull"]);
     assert_eq!(test.received(), "3\r\nabc\r\n");
     let actions = test.run(|conn, ctx| conn.take_chunk(None, ctx));
-    assert!(actions.is_empty(), "{:?}", names(&actions));
+    assert!(names(&actions).is_empty(), "{:?}", names(&actions));
+    assert_eq!(sent(&actions), [3], "the body's bytes, not its framing");
     assert_eq!(test.received(), "0\r\n\r\n");
     assert_eq!(test.state(), "reading");
 }
@@ -151,7 +152,8 @@ fn a_long_response_stops_at_the_write_budget_and_goes_on_from_the_backlog() {
     assert_eq!(names(&actions), ["log 200", "backlog"]);
     assert_eq!(test.state(), "writing");
     let actions = test.run(Conn::write);
-    assert!(actions.is_empty());
+    assert!(names(&actions).is_empty());
+    assert_eq!(sent(&actions), [WRITE_BUDGET as u64 + 10]);
     assert_eq!(test.state(), "reading");
     let received = test.received();
     assert!(received.ends_with(&"x".repeat(WRITE_BUDGET + 10)));
@@ -224,4 +226,37 @@ fn the_client_closing_while_a_response_is_written_is_noticed_once_it_is_out() {
     test.conn.stream.max_write = usize::MAX;
     assert_eq!(names(&test.event()), ["close"]);
     assert!(test.received().ends_with("\r\n\r\nx"));
+}
+
+#[test]
+fn a_response_over_says_how_many_body_bytes_went_out() {
+    // A bytes body: its length; HEAD: none; an error of the server's own: its text.
+    let mut test = Test::new();
+    test.dispatch_get("");
+    assert_eq!(sent(&test.respond(Response::text(200, "hello"))), [5]);
+    test.send(b"HEAD /x HTTP/1.1\r\nHost: h\r\n\r\n");
+    test.event();
+    assert_eq!(sent(&test.respond(Response::text(200, "hello"))), [0]);
+    test.send(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n");
+    let actions = test.event();
+    let received = test.received();
+    let body = received.rsplit("\r\n\r\n").next().unwrap();
+    assert!(body.starts_with("400 Bad Request: "), "{received}");
+    assert_eq!(sent(&actions), [body.len() as u64]);
+}
+
+#[test]
+fn a_response_cut_short_says_what_went_out() {
+    let mut test = Test::new();
+    test.dispatch_get("");
+    test.conn.stream.max_write = 64 * 1024;
+    let actions = test.respond(Response::new(200).with_body(vec![b'x'; 2 * WRITE_BUDGET]));
+    assert_eq!(names(&actions), ["log 200", "backlog"]);
+    assert!(sent(&actions).is_empty(), "not over yet");
+    let received = test.received();
+    let body_out = received.len() - received.find("\r\n\r\n").unwrap() - 4;
+    test.conn.stream.write_fails = true;
+    let actions = test.run(Conn::write);
+    assert_eq!(names(&actions), ["close"]);
+    assert_eq!(sent(&actions), [body_out as u64]);
 }
