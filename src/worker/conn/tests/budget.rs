@@ -26,7 +26,7 @@ fn a_body_holds_its_reservation_from_its_head_until_dispatch() {
         "reserved at the head"
     );
     test.send(&vec![b'x'; 2997]);
-    assert_eq!(names(&test.event()), ["dispatch POST / first"]);
+    assert_eq!(names(&test.event()), ["dispatch POST /"]);
     let used = test.budget.used();
     assert_eq!(
         (used.memory, used.disk),
@@ -111,7 +111,7 @@ fn a_fast_body_spills_a_bounded_number_of_pieces_per_turn() {
         turns += 1;
         actions = test.run(|conn, ctx| conn.on_event(false, ctx));
     }
-    assert_eq!(names(&actions), ["dispatch POST / first"]);
+    assert_eq!(names(&actions), ["dispatch POST /"]);
     assert!(turns >= 2, "{turns} turns");
     let [Action::Dispatch { body, .. }] = &actions[..] else {
         unreachable!()
