@@ -98,3 +98,14 @@ fn exit_how_reads_well() {
     };
     assert_eq!(killed.to_string(), "was killed by SIGKILL");
 }
+
+#[test]
+fn open_files_count_two_a_connection_the_listeners_and_a_margin() {
+    assert_eq!(open_files_needed(1000, 1), 2000 + 1 + SPARE_OPEN_FILES);
+    assert_eq!(open_files_needed(1, 3), 2 + 3 + SPARE_OPEN_FILES);
+    assert_eq!(open_files_needed(5000, 2), 10_066);
+    // The default config (1000 connections, one listener) fits the usual 1024 soft limit only
+    // once raised: 2065 is more than 1024.
+    assert!(open_files_needed(1000, 1) > 1024);
+    assert_eq!(open_files_needed(usize::MAX, usize::MAX), u64::MAX);
+}
