@@ -195,3 +195,34 @@ fn out_of_descriptors_a_static_file_is_503_never_404_and_the_worker_does_not_spi
     big.read_to_end(&mut raw).unwrap();
     assert!(raw.starts_with(b"HTTP/1.1 206"), "{raw:?}");
 }
+
+#[test]
+fn the_demo_caps_its_bodies_and_refuses_framing_and_cookie_headers() {
+    let server = TestServer::start("workers = 1\nthreads = 2");
+    assert_eq!(server.get("/bytes?n=16777216").body.len(), 16 << 20);
+    assert_eq!(server.get("/bytes?n=16777217").status, 400);
+    assert_eq!(server.get("/stream?n=65&size=1048576").status, 400);
+    assert_eq!(server.get("/stream?n=100000&size=65536").status, 400);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"HEAD /stream?n=64&size=1048576 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response_head(&mut stream).unwrap().status, 200);
+    for name in [
+        "Set-Cookie",
+        "Location",
+        "Refresh",
+        "Clear-Site-Data",
+        "Content-Length",
+        "Transfer-Encoding",
+        "Connection",
+        "Proxy-Authenticate",
+    ] {
+        let response = server.get(&format!("/header?name={name}&value=x"));
+        assert_eq!(response.status, 400, "{name}");
+        assert!(response.text().contains("refused header"), "{name}");
+        assert_eq!(response.header(name).filter(|v| *v == "x"), None, "{name}");
+    }
+    let allowed = server.get("/header?name=X-Demo&value=x");
+    assert_eq!(allowed.header("X-Demo"), Some("x"));
+}
