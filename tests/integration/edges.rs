@@ -226,3 +226,45 @@ fn the_demo_caps_its_bodies_and_refuses_framing_and_cookie_headers() {
     let allowed = server.get("/header?name=X-Demo&value=x");
     assert_eq!(allowed.header("X-Demo"), Some("x"));
 }
+
+/// The metrics address the master logged.
+fn metrics_addr(server: &TestServer) -> std::net::SocketAddr {
+    let log = server.wait_log("metrics on http://");
+    log.lines()
+        .find_map(|line| line.split("metrics on http://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"))
+}
+
+#[test]
+fn silent_clients_cannot_starve_the_metrics_listener() {
+    let server = TestServer::builder("workers = 1\nthreads = 2")
+        .tables("[metrics]\nbind = \"127.0.0.1:0\"")
+        .control_socket()
+        .start();
+    let addr = metrics_addr(&server);
+    // More silent clients than the endpoint's 64 slots: the last ones wait in the listen queue.
+    let silent: Vec<TcpStream> = (0..70).map(|_| connect(addr)).collect();
+    // The control socket has slots of its own.
+    assert!(server.status_json().contains("\"workers\""));
+    // A scraper that connects while every slot is taken is answered once the silent ones reach
+    // their 5 s deadline and free theirs: its connection arrived while the listener was full,
+    // and no new one comes to announce it.
+    let mut scraper = connect(addr);
+    scraper
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let response = read_response(&mut scraper)
+        .unwrap_or_else(|e| panic!("the waiting scrape: {e}; log:\n{}", server.log()));
+    assert_eq!(response.status, 200);
+    assert!(response.text().contains("tine_workers 1\n"));
+    for path in ["/metrics", "/healthz"] {
+        let mut client = connect(addr);
+        client
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        assert_eq!(read_response(&mut client).unwrap().status, 200, "{path}");
+    }
+    drop(silent);
+}
