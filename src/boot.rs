@@ -273,13 +273,18 @@ fn serve(
              should run as"
         );
     }
-    // Each worker holds its connections plus the listeners, its pipes and the app's own files.
-    let wanted_files = server.max_connections.get() as u64 + 256;
+    // Each worker holds two descriptors a connection (its socket, and a spilled body or a file
+    // being sent), the listeners, and its logs, pipes and the app's own files; the workers
+    // inherit the limit raised here.
+    let wanted_files = sys::open_files_needed(server.max_connections.get(), server.bind.len());
     match sys::ensure_open_files(wanted_files) {
-        Ok(limit) if limit < wanted_files => log::warn!(
-            "the open files limit is {limit}, but max_connections = {} needs about {wanted_files}; \
-             raise the hard limit (LimitNOFILE= under systemd)",
-            server.max_connections
+        // Below what was wanted, the soft limit went as far as the hard one.
+        Ok(hard) if hard < wanted_files => log::warn!(
+            "the hard open files limit is {hard}, below the {wanted_files} that \
+             [server] max_connections = {} needs (2 a connection, the listeners, {} spare): \
+             lower max_connections or raise the hard limit (LimitNOFILE= under systemd)",
+            server.max_connections,
+            sys::SPARE_OPEN_FILES,
         ),
         Ok(_) => {}
         Err(err) => log::warn!("could not raise the open files limit: {err}"),

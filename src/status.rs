@@ -1,6 +1,7 @@
 //! What the master knows about its workers, rendered three ways: a table for `tine status`,
 //! JSON for scripts, and the Prometheus text format for `/metrics`. Pure: the master gathers a
-//! [`Snapshot`] from its table, the scoreboard and /proc, and these functions only format it.
+//! [`Snapshot`] from its table, the scoreboard and /proc, and these functions only format it
+//! (and read the listen queues, a bounded part, from the /proc/net/tcp reader they are given).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -322,27 +323,64 @@ pub fn render_prometheus(snapshot: &Snapshot) -> String {
     out
 }
 
-/// Connections waiting in the accept queue of each listening socket, from the text of
-/// `/proc/net/tcp` or `/proc/net/tcp6`: for sockets in LISTEN state the `rx_queue` column is
-/// the queue's length. Keys are `(hex address as the file writes it, port)`.
-pub fn parse_listen_queues(proc_net_tcp: &str) -> Vec<((String, u16), u64)> {
-    proc_net_tcp
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let local = fields.nth(1)?;
-            let state = fields.nth(1)?;
-            let queues = fields.next()?;
-            if state != "0A" {
-                return None;
-            }
-            let (address, port) = local.split_once(':')?;
-            let port = u16::from_str_radix(port, 16).ok()?;
-            let rx = u64::from_str_radix(queues.split_once(':')?.1, 16).ok()?;
-            Some(((address.to_owned(), port), rx))
-        })
-        .collect()
+/// The most a scrape reads of each of `/proc/net/tcp` and `/proc/net/tcp6`. The kernel makes
+/// those files as they are read, a line (150 bytes) a socket, under its socket-table locks; a
+/// busy server's run to tens of megabytes. Their listening sockets come first, so reading
+/// normally stops at the first line of another state, long before this; a listener whose line
+/// lies past it (thousands of listening sockets on the host) gets no `tine_listen_queue` sample.
+pub const PROC_NET_TCP_LIMIT: u64 = 1 << 20;
+
+/// Connections waiting in the accept queue of each listening socket, read from `/proc/net/tcp`
+/// or `/proc/net/tcp6` (`file`): for sockets in LISTEN state the `rx_queue` column is the
+/// queue's length. Keys are `(hex address as the file writes it, port)`.
+///
+/// Reads up to the first line of a socket that is not listening (the kernel lists every
+/// listening socket before any other), and never more than `limit` bytes: a line cut short by
+/// the limit is left out.
+pub fn read_listen_queues(file: impl std::io::Read, limit: u64) -> Vec<ListenQueue> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(file.take(limit));
+    let mut line = Vec::new();
+    let mut rows = Vec::new();
+    let mut header = true;
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if !line.ends_with(b"\n") => break,
+            Ok(_) if std::mem::take(&mut header) => continue,
+            Ok(_) => {}
+        }
+        let Some(text) = std::str::from_utf8(&line).ok() else {
+            break;
+        };
+        match listen_row(text) {
+            Some(Some(row)) => rows.push(row),
+            // Another state: the listening sockets are behind us.
+            Some(None) => break,
+            None => continue,
+        }
+    }
+    rows
+}
+
+/// A listening socket's line: `((hex address, port), connections waiting)`.
+pub type ListenQueue = ((String, u16), u64);
+
+/// One line of /proc/net/tcp{,6}: `Some(Some(row))` for a listening socket, `Some(None)` for a
+/// socket in another state, `None` for a line that does not parse.
+fn listen_row(line: &str) -> Option<Option<ListenQueue>> {
+    let mut fields = line.split_whitespace();
+    let local = fields.nth(1)?;
+    let state = fields.nth(1)?;
+    let queues = fields.next()?;
+    if state != "0A" {
+        return Some(None);
+    }
+    let (address, port) = local.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let rx = u64::from_str_radix(queues.split_once(':')?.1, 16).ok()?;
+    Some(Some(((address.to_owned(), port), rx)))
 }
 
 /// How /proc/net/tcp{,6} writes a local address: the IP's bytes as little-endian 32-bit hex
@@ -490,12 +528,57 @@ mod tests {
         );
     }
 
+    const HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+
+    /// A /proc/net/tcp line for a socket on 127.0.0.1:`port` in `state` with `rx` queued.
+    fn row(sl: usize, port: u16, state: &str, rx: u64) -> String {
+        format!(
+            "{sl:4}: 0100007F:{port:04X} 00000000:0000 {state} 00000000:{rx:08X} 00:00000000 00000000     0        0 {sl} 1 0 100 0 0 10 0\n"
+        )
+    }
+
+    fn read(text: &str, limit: u64) -> Vec<ListenQueue> {
+        read_listen_queues(text.as_bytes(), limit)
+    }
+
     #[test]
     fn listen_queues_come_from_listening_rows_only() {
-        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F40 00000000:0000 0A 00000000:00000005 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n   1: 0100007F:1F40 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n";
+        let text = format!("{HEADER}{}{}", row(0, 8000, "0A", 5), row(1, 8000, "01", 0));
         assert_eq!(
-            parse_listen_queues(text),
+            read(&text, PROC_NET_TCP_LIMIT),
             vec![(("0100007F".to_owned(), 8000), 5)]
         );
+    }
+
+    #[test]
+    fn reading_stops_at_the_first_socket_that_is_not_listening() {
+        // The kernel lists listeners first: a listening line after the connections (which
+        // it never writes) is not read, and neither is anything else after them.
+        let mut text = format!("{HEADER}{}{}", row(0, 80, "0A", 1), row(1, 81, "0A", 2));
+        for sl in 2..10_000 {
+            text.push_str(&row(sl, 80, "01", 0));
+        }
+        text.push_str(&row(10_000, 82, "0A", 3));
+        let ports: Vec<u16> = read(&text, PROC_NET_TCP_LIMIT)
+            .into_iter()
+            .map(|((_, port), _)| port)
+            .collect();
+        assert_eq!(ports, [80, 81]);
+    }
+
+    #[test]
+    fn reading_is_bounded_and_a_cut_line_is_left_out() {
+        let mut text = HEADER.to_owned();
+        for sl in 0..20_000 {
+            text.push_str(&row(sl, 1000 + sl as u16, "0A", 7));
+        }
+        let line = row(0, 1000, "0A", 7).len();
+        let limit = (HEADER.len() + 3 * line + line / 2) as u64;
+        let rows = read(&text, limit);
+        assert_eq!(rows.len(), 3, "three whole lines fit");
+        assert!(text.len() as u64 > 2 * PROC_NET_TCP_LIMIT);
+        assert!(read(&text, PROC_NET_TCP_LIMIT).len() < 20_000);
+        assert!(read("", PROC_NET_TCP_LIMIT).is_empty());
+        assert!(read(HEADER, PROC_NET_TCP_LIMIT).is_empty());
     }
 }

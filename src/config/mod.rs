@@ -87,6 +87,7 @@ pub const KEYS: &[&str] = &[
     "app.index",
     "app.listing",
     "app.follow_symlinks",
+    "app.dotfiles",
     "app.cache_control",
     "app.precompressed",
 ];
@@ -385,6 +386,9 @@ pub struct App {
     /// `static`: follow symbolic links wherever they lead; when false, only to somewhere
     /// under `root`.
     pub follow_symlinks: bool,
+    /// `static`: serve paths with a segment that starts with `.` (`/.git/config`, `/.env`);
+    /// when false they are answered 404, except `/.well-known/` (RFC 8615).
+    pub dotfiles: bool,
     /// `static`: the `Cache-Control` value sent with files; `None` sends none.
     pub cache_control: Option<String>,
     /// `static`: serve `FILE.br` or `FILE.gz` beside `FILE` to clients that accept them.
@@ -416,6 +420,7 @@ impl Default for App {
             index: vec!["index.html".to_owned()],
             listing: false,
             follow_symlinks: false,
+            dotfiles: false,
             cache_control: None,
             precompressed: false,
         }

@@ -579,6 +579,15 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 write: |c| c.app.follow_symlinks.to_string(),
             },
             KeySpec {
+                name: "dotfiles",
+                help: "static: serve names starting with \".\" (else 404, but /.well-known/).",
+                read: |v, c| {
+                    c.app.dotfiles = read_bool(v)?;
+                    Ok(())
+                },
+                write: |c| c.app.dotfiles.to_string(),
+            },
+            KeySpec {
                 name: "cache_control",
                 help: "static: the Cache-Control value sent with files; \"\" sends none.",
                 read: |v, c| {

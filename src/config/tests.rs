@@ -43,6 +43,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.app.root, PathBuf::from("public"));
     assert_eq!(c.app.index, ["index.html"]);
     assert!(!c.app.listing && !c.app.follow_symlinks && !c.app.precompressed);
+    assert!(!c.app.dotfiles);
     assert_eq!(c.app.cache_control, None);
     assert_eq!(c.server.boot_timeout, Duration::from_secs(120));
     assert_eq!(c.app.app, None);
@@ -332,9 +333,10 @@ fn static_keys_are_read_and_written_back() {
     let c = parse(
         "[app]\nhandler = \"static\"\nroot = \"/srv/www\"\nindex = [\"index.htm\", \"default.html\"]\n\
              listing = true\nfollow_symlinks = true\ncache_control = \"public, max-age=3600\"\n\
-             precompressed = true\n",
+             precompressed = true\ndotfiles = true\n",
     );
     assert_eq!(c.app.handler, HandlerKind::Static);
+    assert!(c.app.dotfiles);
     assert_eq!(c.app.root, PathBuf::from("/srv/www"));
     assert_eq!(c.app.index, ["index.htm", "default.html"]);
     assert!(c.app.listing && c.app.follow_symlinks && c.app.precompressed);

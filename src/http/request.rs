@@ -104,6 +104,15 @@ pub(crate) fn parse_head(
 ) -> Result<ParsedHead, HttpError> {
     let request_line = head.get(..span.request_line_len).unwrap_or_default();
     let version = check_request_line(request_line)?;
+    // httparse speaks only 1.0 and 1.1: a higher 1.x minor, already read as 1.1, is handed to it
+    // as `HTTP/1.1` (the same length, so the span's offsets stay true). Rare, so a copy is fine.
+    let relabelled;
+    let head = if version == Version::Http11 && !request_line.ends_with(b"HTTP/1.1") {
+        relabelled = relabel_http11(head, span.request_line_len);
+        relabelled.as_slice()
+    } else {
+        head
+    };
 
     // Slots on the stack for ordinary heads, saving an allocation per request.
     let mut stack_slots = [httparse::EMPTY_HEADER; STACK_SLOTS];
@@ -202,7 +211,9 @@ fn map_httparse_error(e: httparse::Error) -> HttpError {
 
 /// Checks `method SP request-target SP HTTP-version` ourselves, before httparse, because httparse
 /// reports one error for every bad version and we must tell 505 (a well-formed version we do not
-/// speak) from 400 (garbage), and give a precise reason for the rest.
+/// speak) from 400 (garbage), and give a precise reason for the rest. A higher minor version of
+/// HTTP/1 (`HTTP/1.2` .. `HTTP/1.9`) is read as HTTP/1.1, the highest minor tine speaks (RFC 9110
+/// §2.5, RFC 9112 §2.3): it is answered as 1.1; another major (`HTTP/2.0`, `HTTP/0.9`) is 505.
 fn check_request_line(line: &[u8]) -> Result<Version, HttpError> {
     let mut parts = line.splitn(3, |&b| b == b' ');
     let method = parts.next().unwrap_or_default();
@@ -221,6 +232,9 @@ fn check_request_line(line: &[u8]) -> Result<Version, HttpError> {
     match version {
         b"HTTP/1.1" => Ok(Version::Http11),
         b"HTTP/1.0" => Ok(Version::Http10),
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] if minor.is_ascii_digit() => {
+            Ok(Version::Http11)
+        }
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
             if major.is_ascii_digit() && minor.is_ascii_digit() =>
         {
@@ -228,6 +242,19 @@ fn check_request_line(line: &[u8]) -> Result<Version, HttpError> {
         }
         _ => Err(HttpError::new(400, "invalid HTTP version")),
     }
+}
+
+/// A copy of `head` whose request line (`line_len` bytes long, ending in an 8-byte version) says
+/// `HTTP/1.1`.
+fn relabel_http11(head: &[u8], line_len: usize) -> Vec<u8> {
+    let mut copy = head.to_vec();
+    if let Some(version) = line_len
+        .checked_sub(8)
+        .and_then(|start| copy.get_mut(start..line_len))
+    {
+        version.copy_from_slice(b"HTTP/1.1");
+    }
+    copy
 }
 
 /// RFC 9112 §3.2: one Host in HTTP/1.1, never more than one, and a valid `uri-host [":" port]`.

@@ -3,7 +3,8 @@
 
 use std::fmt;
 
-/// The protocol versions tine speaks; anything else is answered with 505 or 400.
+/// The protocol versions tine speaks. A higher minor of HTTP/1 (`HTTP/1.2`) is read as `Http11`
+/// (RFC 9110 §2.5); another major is answered with 505, a malformed version with 400.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
     /// `HTTP/1.0`

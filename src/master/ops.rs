@@ -20,9 +20,12 @@ pub const METRICS: Token = Token(3);
 const FIRST_CONN: usize = 1000;
 /// Requests to these endpoints are a line or a short head; anything longer is refused.
 const MAX_REQUEST: usize = 4096;
-/// How long a client has to send its request and read the answer.
+/// How long a client has to send its request and read the answer. The master's loop drops
+/// connections past it on every turn, which comes at least once a second.
 const DEADLINE: Duration = Duration::from_secs(5);
-/// At most this many operator connections at once; more wait in the listen queue.
+/// At most this many connections at once on each endpoint (the control socket, the metrics
+/// port), so clients of one cannot crowd out the other; more wait in the listen queue and are
+/// taken as connections close.
 const MAX_CONNS: usize = 64;
 
 /// What an operator asked for.
@@ -61,6 +64,10 @@ pub struct Ops {
     control: Option<(UnixListener, PathBuf)>,
     metrics: Option<TcpListener>,
     conns: Vec<Option<Conn>>,
+    /// A listener that was left with connections waiting because its endpoint had all its
+    /// slots taken, by token. Accepting is edge-triggered: no new event comes for clients
+    /// already queued, so they are taken when a connection of the endpoint closes.
+    waiting: Vec<Token>,
 }
 
 impl std::fmt::Debug for Ops {
@@ -149,8 +156,20 @@ impl Ops {
     }
 
     fn accept(&mut self, token: Token, registry: &Registry) {
+        let http = token == METRICS;
         loop {
-            if self.conns.iter().flatten().count() >= MAX_CONNS {
+            if self
+                .conns
+                .iter()
+                .flatten()
+                .filter(|c| c.http == http)
+                .count()
+                >= MAX_CONNS
+            {
+                // Full: what waits is taken when one of these connections closes.
+                if !self.waiting.contains(&token) {
+                    self.waiting.push(token);
+                }
                 return;
             }
             let accepted = match token {
@@ -278,12 +297,18 @@ impl Ops {
         self.close(index, registry);
     }
 
+    /// Closes connection `index`, and takes the clients waiting for its slot, if any.
     fn close(&mut self, index: usize, registry: &Registry) {
         if let Some(mut conn) = self.conns.get_mut(index).and_then(Option::take) {
             let _ = match &mut conn.stream {
                 Stream::Unix(s) => registry.deregister(s),
                 Stream::Tcp(s) => registry.deregister(s),
             };
+            let token = if conn.http { METRICS } else { CONTROL };
+            if let Some(at) = self.waiting.iter().position(|&t| t == token) {
+                self.waiting.swap_remove(at);
+                self.accept(token, registry);
+            }
         }
     }
 

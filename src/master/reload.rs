@@ -212,12 +212,17 @@ impl Master<'_> {
             }
         }
         self.listeners.extend(new);
-        let wanted_files = config.server.max_connections.get() as u64 + 256;
-        if let Ok(limit) = sys::ensure_open_files(wanted_files)
-            && limit < wanted_files
+        let wanted_files = sys::open_files_needed(
+            config.server.max_connections.get(),
+            config.server.bind.len(),
+        );
+        if let Ok(hard) = sys::ensure_open_files(wanted_files)
+            && hard < wanted_files
         {
             log::warn!(
-                "reload: the open files limit is {limit}, below the {wanted_files} max_connections needs"
+                "reload: the hard open files limit is {hard}, below the {wanted_files} that \
+                 [server] max_connections = {} needs",
+                config.server.max_connections
             );
         }
         crate::logging::set_level(config.log.level);

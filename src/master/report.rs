@@ -95,12 +95,13 @@ impl Master<'_> {
         }
     }
 
-    /// Accept-queue lengths of the TCP listeners, from /proc/net/tcp{,6}.
+    /// Accept-queue lengths of the TCP listeners, from /proc/net/tcp{,6} (their listening
+    /// lines only, and at most `PROC_NET_TCP_LIMIT` bytes of each).
     fn listen_queues(&self) -> Vec<(String, u64)> {
         let mut rows = Vec::new();
         for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-            if let Ok(text) = std::fs::read_to_string(file) {
-                rows.extend(status::parse_listen_queues(&text));
+            if let Ok(file) = std::fs::File::open(file) {
+                rows.extend(status::read_listen_queues(file, status::PROC_NET_TCP_LIMIT));
             }
         }
         self.listeners

@@ -638,5 +638,21 @@ pub(crate) fn thread_count() -> io::Result<usize> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Threads: line"))
 }
 
+/// Descriptors a worker keeps besides its connections' and its listeners': the log files,
+/// standard streams, its poll, pipes and the application's own files.
+pub const SPARE_OPEN_FILES: u64 = 64;
+
+/// The open-files limit a worker needs to hold `max_connections` connections on `listeners`
+/// listening sockets: two descriptors a connection (its socket, and a request body spilled to
+/// a file or a file being sent), the listeners, and [`SPARE_OPEN_FILES`] more. Saturates
+/// rather than overflowing.
+pub fn open_files_needed(max_connections: usize, listeners: usize) -> u64 {
+    let each = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    each(max_connections)
+        .saturating_mul(2)
+        .saturating_add(each(listeners))
+        .saturating_add(SPARE_OPEN_FILES)
+}
+
 #[cfg(test)]
 mod tests;

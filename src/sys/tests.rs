@@ -152,3 +152,14 @@ fn a_file_with_another_name_is_not_given_away() {
     give_file(&file, uid).expect("one link: given");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn open_files_count_two_a_connection_the_listeners_and_a_margin() {
+    assert_eq!(open_files_needed(1000, 1), 2000 + 1 + SPARE_OPEN_FILES);
+    assert_eq!(open_files_needed(1, 3), 2 + 3 + SPARE_OPEN_FILES);
+    assert_eq!(open_files_needed(5000, 2), 10_066);
+    // The default config (1000 connections, one listener) fits the usual 1024 soft limit only
+    // once raised: 2065 is more than 1024.
+    assert!(open_files_needed(1000, 1) > 1024);
+    assert_eq!(open_files_needed(usize::MAX, usize::MAX), u64::MAX);
+}

@@ -6,6 +6,7 @@ mod attacks;
 mod budget;
 mod cgroup;
 mod cli;
+mod edges;
 mod listeners;
 mod operate;
 #[cfg(feature = "python")]

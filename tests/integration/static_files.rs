@@ -75,6 +75,43 @@ fn serves_files_with_type_length_and_validators() {
 }
 
 #[test]
+fn dotfiles_are_not_served_and_every_answer_says_nosniff() {
+    let site = Site::new();
+    let root = site.root();
+    std::fs::create_dir_all(root.join(".git")).unwrap();
+    std::fs::create_dir_all(root.join(".well-known")).unwrap();
+    std::fs::write(root.join(".git/config"), "[core]").unwrap();
+    std::fs::write(root.join(".env"), "SECRET=1").unwrap();
+    std::fs::write(root.join("docs/.htpasswd"), "u:p").unwrap();
+    std::fs::write(root.join(".well-known/security.txt"), "Contact: x").unwrap();
+    let server = site.serve(2, "");
+    for target in [
+        "/.git/config",
+        "/.env",
+        "/docs/.htpasswd",
+        "/%2Eenv",
+        "/.git",
+    ] {
+        let response = server.get(target);
+        assert_eq!(response.status, 404, "{target}");
+        assert_eq!(response.header("X-Content-Type-Options"), Some("nosniff"));
+    }
+    for (target, status) in [
+        ("/.well-known/security.txt", 200),
+        ("/hello.txt", 200),
+        ("/docs", 301),
+    ] {
+        let response = server.get(target);
+        assert_eq!(response.status, status, "{target}");
+        assert_eq!(response.header("X-Content-Type-Options"), Some("nosniff"));
+    }
+    drop(server);
+    let served = site.serve(2, "dotfiles = true\n");
+    assert_eq!(served.get("/.env").text(), "SECRET=1");
+    assert_eq!(served.get("/docs/.htpasswd").status, 200);
+}
+
+#[test]
 fn keep_alive_continues_after_file_bodies_and_head_sends_no_body() {
     let site = Site::new();
     let server = site.serve(2, "");

@@ -278,6 +278,8 @@ pub struct Builder {
     /// A config file of the repository's to run instead (with `--bind 127.0.0.1:0`).
     config_file: Option<PathBuf>,
     program: PathBuf,
+    /// A command that runs the program (`prlimit --nofile=64:64`), with its arguments.
+    wrapper: Vec<std::ffi::OsString>,
     args: Vec<std::ffi::OsString>,
     env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
     error_log: Option<PathBuf>,
@@ -333,6 +335,14 @@ impl Builder {
         self
     }
 
+    /// Runs the program through `wrapper`, a command (and its arguments) that ends by executing
+    /// the program in its own process, such as `prlimit --nofile=64:64`: the pid stays the
+    /// program's.
+    pub fn wrapper(mut self, wrapper: &[&str]) -> Builder {
+        self.wrapper = wrapper.iter().map(std::ffi::OsString::from).collect();
+        self
+    }
+
     /// Runs the config file at `path` as it is, with `--bind 127.0.0.1:0` on the command line
     /// for the listener, instead of a generated config.
     pub fn config_file(mut self, path: &Path) -> Builder {
@@ -360,7 +370,14 @@ impl Builder {
             ));
         }
         let config_path = dir.path().join("tine.toml");
-        let mut command = Command::new(&self.program);
+        let mut command = match self.wrapper.split_first() {
+            Some((wrapper, wrapper_args)) => {
+                let mut command = Command::new(wrapper);
+                command.args(wrapper_args).arg(&self.program);
+                command
+            }
+            None => Command::new(&self.program),
+        };
         match &self.config_file {
             Some(file) => {
                 command.arg("-c").arg(file).args(["--bind", "127.0.0.1:0"]);
@@ -423,12 +440,13 @@ pub struct TestServer {
 impl TestServer {
     /// How to start a server on `config`: `TestServer::builder("workers = 1")` for a
     /// `[server]` table of one key, then `.tables(..)`, `.bind(..)`, `.arg(..)`, `.env(..)`,
-    /// `.error_log(..)`, `.control_socket()`, `.unready()`, and `.start()`.
+    /// `.error_log(..)`, `.control_socket()`, `.wrapper(..)`, `.unready()`, and `.start()`.
     pub fn builder(config: impl Into<Config>) -> Builder {
         Builder {
             config: config.into(),
             config_file: None,
             program: PathBuf::from(tine_bin()),
+            wrapper: Vec::new(),
             args: Vec::new(),
             env: Vec::new(),
             error_log: None,

@@ -2,14 +2,19 @@
 //!
 //! Files go out as [`Body::File`](crate::handler::Body::File) regions, so the event loop sends
 //! them with `sendfile(2)` whatever their size. Each answer carries `Content-Type` (by
-//! extension), `Last-Modified`, a strong `ETag` (inode, size and modification time),
-//! `Accept-Ranges: bytes` and the configured `Cache-Control`; conditional requests get `304` or
-//! `412` in the order RFC 9110 §13.2.2 sets, a single `Range` gets `206` (or `416`), and several
-//! ranges get the whole file.
+//! extension), `Last-Modified`, a strong `ETag` (modification time in nanoseconds and size, in
+//! hex, as nginx makes it: nothing about the inode), `Accept-Ranges: bytes` and the configured
+//! `Cache-Control`; conditional requests get `304` or `412` in the order RFC 9110 §13.2.2 sets, a
+//! single `Range` gets `206` (or `416`), and several ranges get the whole file. Every answer,
+//! errors and redirects included, carries `X-Content-Type-Options: nosniff`.
 //!
 //! Paths are percent-decoded before they are checked, and a path that could name something
 //! outside the root (`..`, encoded `/` or `\`, NUL, a symbolic link out of the root unless
-//! `follow_symlinks`) is answered `404`, exactly like a file that does not exist.
+//! `follow_symlinks`) is answered `404`, exactly like a file that does not exist. So is a path
+//! with a segment starting with `.` (`/.git/config`, `/.env`) unless `dotfiles`, with
+//! `/.well-known/` the exception. A file that cannot be opened for want of descriptors
+//! (`EMFILE`, `ENFILE`) or memory is `503` with `Retry-After: 1`, never `404` (a cache in front
+//! would keep that), and any other failure but "missing" or "forbidden" is `500`.
 //!
 //! ```
 //! use tine::handler::{Handler, Request};
@@ -42,7 +47,6 @@ mod resolve;
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -58,8 +62,8 @@ use resolve::{Opened, Root, SafePath};
 const SMALL_FILE: u64 = 16 * 1024;
 
 /// How a [`StaticFiles`] handler serves its directory: the config's `[app]` section, whose
-/// `root`, `index`, `listing`, `follow_symlinks`, `cache_control` and `precompressed` keys it
-/// reads (`handler` is not its business). One type, so the keys and the handler cannot drift.
+/// `root`, `index`, `listing`, `follow_symlinks`, `dotfiles`, `cache_control` and
+/// `precompressed` keys it reads (`handler` is not its business). One type, so the keys and the handler cannot drift.
 pub type StaticOptions = crate::config::App;
 
 /// Why a [`StaticFiles`] handler could not be built.
@@ -122,6 +126,7 @@ pub struct StaticFiles {
     root: Root,
     index: Vec<OsString>,
     listing: bool,
+    dotfiles: bool,
     cache_control: Option<Vec<u8>>,
     precompressed: bool,
 }
@@ -168,6 +173,7 @@ impl StaticFiles {
             root: Root::new(canonical, options.follow_symlinks),
             index,
             listing: options.listing,
+            dotfiles: options.dotfiles,
             cache_control,
             precompressed: options.precompressed,
         })
@@ -182,6 +188,12 @@ impl StaticFiles {
     /// starting with `/`. [`Handler::handle`] passes the request's own path; an application
     /// that mounts the files under a prefix passes what follows the prefix.
     pub fn serve(&self, request: &Request, path: &str) -> Response {
+        self.answer(request, path)
+            .with_header("X-Content-Type-Options", "nosniff")
+    }
+
+    /// [`StaticFiles::serve`] but for the headers every answer carries.
+    fn answer(&self, request: &Request, path: &str) -> Response {
         if !matches!(request.method(), "GET" | "HEAD") {
             return Response::text(405, "405 Method Not Allowed\n").with_header("Allow", ALLOW);
         }
@@ -189,13 +201,14 @@ impl StaticFiles {
             log::debug!("static: refused the path {path:?}");
             return not_found();
         };
+        if !self.dotfiles && safe.is_hidden() {
+            log::debug!("static: {path:?} names a dotfile");
+            return not_found();
+        }
         let relative = safe.relative();
         let opened = match self.root.open(&relative) {
             Ok(opened) => opened,
-            Err(err) => {
-                log::debug!("static: {path:?}: {err}");
-                return not_found();
-            }
+            Err(err) => return failed(&err, &relative),
         };
         if opened.metadata.is_dir() {
             if !safe.trailing_slash {
@@ -213,23 +226,29 @@ impl StaticFiles {
     fn serve_directory(&self, request: &Request, safe: &SafePath, relative: &Path) -> Response {
         for name in &self.index {
             let index_path = relative.join(name);
-            if let Ok(index) = self.root.open(&index_path)
-                && index.metadata.is_file()
-            {
-                return self.serve_file(request, index, &index_path, name.as_encoded_bytes());
+            match self.root.open(&index_path) {
+                Ok(index) if index.metadata.is_file() => {
+                    return self.serve_file(request, index, &index_path, name.as_encoded_bytes());
+                }
+                Ok(_) => {}
+                Err(err) if resolve::means_missing(&err) => {}
+                Err(err) => return failed(&err, &index_path),
             }
         }
         if !self.listing {
             return not_found();
         }
         match self.root.list(relative) {
-            Ok(entries) => Response::new(200)
-                .with_header("Content-Type", "text/html; charset=utf-8")
-                .with_body(listing::page(&safe.display_dir(), &entries)),
-            Err(err) => {
-                log::warn!("static: could not list {}: {err}", relative.display());
-                not_found()
+            Ok(mut entries) => {
+                if !self.dotfiles {
+                    let depth = safe.depth();
+                    entries.retain(|(name, _)| !resolve::is_hidden(depth, name.as_encoded_bytes()));
+                }
+                Response::new(200)
+                    .with_header("Content-Type", "text/html; charset=utf-8")
+                    .with_body(listing::page(&safe.display_dir(), &entries))
             }
+            Err(err) => failed(&err, relative),
         }
     }
 
@@ -249,13 +268,7 @@ impl StaticFiles {
             .ok()
             .and_then(|time| time.duration_since(UNIX_EPOCH).ok());
         let last_modified = modified.map_or(0, |d| d.as_secs());
-        let etag = format!(
-            "\"{:x}-{:x}-{:x}.{:x}\"",
-            opened.metadata.ino(),
-            len,
-            last_modified,
-            modified.map_or(0, |d| d.subsec_nanos())
-        );
+        let etag = entity_tag(modified.map_or(0, |d| d.as_nanos()), len, encoding);
         let validators = Validators {
             etag: &etag,
             last_modified,
@@ -343,7 +356,19 @@ impl StaticFiles {
                 return (opened, Some(encoding));
             }
         }
+        // A variant that cannot be opened (missing, or even out of descriptors) leaves the
+        // file itself, already open: the same content, only larger.
         (identity, None)
+    }
+}
+
+/// The strong entity tag of a file: its modification time in nanoseconds and its size, in hex
+/// (nginx's form, with nanoseconds), and the coding of a precompressed variant. Nothing about
+/// where the file lives (its inode), and the same in every worker and after a restart.
+fn entity_tag(modified_nanos: u128, len: u64, encoding: Option<&str>) -> String {
+    match encoding {
+        Some(coding) => format!("\"{modified_nanos:x}-{len:x}-{coding}\""),
+        None => format!("\"{modified_nanos:x}-{len:x}\""),
     }
 }
 
@@ -355,6 +380,27 @@ impl Handler for StaticFiles {
 
 fn not_found() -> Response {
     Response::text(404, "404 Not Found\n")
+}
+
+/// The answer when `relative` could not be opened or listed: `404` when it is missing, not a
+/// directory where one was needed, forbidden, or a bad name (as nginx answers); `503` with
+/// `Retry-After: 1` when the process or the system is out of descriptors or memory, a passing
+/// shortage that a cache in front must not remember as a missing file; `500` otherwise.
+fn failed(err: &io::Error, relative: &Path) -> Response {
+    if resolve::means_missing(err) {
+        log::debug!("static: {}: {err}", relative.display());
+        return not_found();
+    }
+    let shortage = matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
+    );
+    log::warn!("static: could not open {}: {err}", relative.display());
+    if shortage {
+        Response::text(503, "503 Service Unavailable\n").with_header("Retry-After", "1")
+    } else {
+        Response::text(500, "500 Internal Server Error\n")
+    }
 }
 
 /// `301` to the same path with a `/` added, the query kept. Repeated slashes are collapsed, so

@@ -58,6 +58,20 @@ impl SafePath {
         &self.segments
     }
 
+    /// Whether a segment starts with `.` (a dotfile or a dot directory, such as `.git` or
+    /// `.env`), but for a first segment `.well-known` (RFC 8615).
+    pub fn is_hidden(&self) -> bool {
+        self.segments
+            .iter()
+            .enumerate()
+            .any(|(depth, segment)| is_hidden(depth, segment))
+    }
+
+    /// How many segments deep the path goes (0 for the root).
+    pub fn depth(&self) -> usize {
+        self.segments.len()
+    }
+
     /// The last segment: the file's own name (empty for the root).
     pub fn file_name(&self) -> &[u8] {
         self.segments.last().map_or(&[], Vec::as_slice)
@@ -73,6 +87,30 @@ impl SafePath {
         }
         out
     }
+}
+
+/// Whether `name`, the segment at `depth` (0 for a name in the root), is a dotfile the handler
+/// hides unless `dotfiles`: a name starting with `.`, but for `.well-known` in the root.
+pub fn is_hidden(depth: usize, name: &[u8]) -> bool {
+    name.starts_with(b".") && !(depth == 0 && name == b".well-known")
+}
+
+/// Whether an error from [`Root::open`] or [`Root::list`] says the path names nothing this
+/// handler serves: missing, outside the root, not a directory where one was needed, forbidden,
+/// too long, or a loop of links. Any other error (out of descriptors, an I/O error) is not the
+/// path's fault, and must not be answered as if the file did not exist.
+pub fn means_missing(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(
+            libc::ENOENT
+                | libc::ENOTDIR
+                | libc::EACCES
+                | libc::EPERM
+                | libc::ENAMETOOLONG
+                | libc::ELOOP
+        )
+    ) || (err.raw_os_error().is_none() && err.kind() == io::ErrorKind::NotFound)
 }
 
 /// Strict percent-decoding of one path segment: `%` must start two hex digits, and `+` is a
@@ -249,7 +287,9 @@ impl Root {
             let is_dir = match self.open(&relative.join(&name)) {
                 Ok(opened) => opened.metadata.is_dir(),
                 // Not something this handler would serve: leave it out of the listing.
-                Err(_) => continue,
+                Err(err) if means_missing(&err) => continue,
+                // Out of descriptors, say: a listing with names missing would be a lie.
+                Err(err) => return Err(err),
             };
             entries.push((name, is_dir));
         }

@@ -424,3 +424,144 @@ fn qualities() {
         assert_eq!(parse_quality(bad), None, "{bad:?}");
     }
 }
+
+#[test]
+fn dotfiles_are_404_unless_enabled_but_well_known_is_served() {
+    let site = Site::new();
+    let root = site.root();
+    std::fs::create_dir_all(root.join(".git")).unwrap();
+    std::fs::create_dir_all(root.join(".well-known/.private")).unwrap();
+    std::fs::create_dir_all(root.join("docs/.well-known")).unwrap();
+    std::fs::write(root.join(".git/config"), "[core]").unwrap();
+    std::fs::write(root.join(".env"), "SECRET=1").unwrap();
+    std::fs::write(root.join("docs/.htpasswd"), "u:p").unwrap();
+    std::fs::write(root.join("docs/.well-known/x"), "x").unwrap();
+    std::fs::write(root.join(".well-known/security.txt"), "Contact: x").unwrap();
+    std::fs::write(root.join(".well-known/.private/key"), "k").unwrap();
+    let hidden = [
+        "/.git/config",
+        "/.git",
+        "/.git/",
+        "/.env",
+        "/%2eenv",
+        "/docs/.htpasswd",
+        "/docs/.well-known/x",
+        "/.well-known/.private/key",
+    ];
+    let files = site.files(|o| o.listing = true);
+    for target in hidden {
+        let response = get(&files, target, &[]);
+        assert_eq!(response.status(), 404, "{target}");
+        assert_eq!(body(&response), b"404 Not Found\n", "{target}");
+    }
+    let acme = get(&files, "/.well-known/security.txt", &[]);
+    assert_eq!((acme.status(), body(&acme)), (200, b"Contact: x".to_vec()));
+    let listing = String::from_utf8(body(&get(&files, "/", &[("X", "y")]))).unwrap();
+    assert_eq!(listing, "<h1>home</h1>\n", "the index wins");
+    std::fs::remove_file(root.join("index.html")).unwrap();
+    let listing = String::from_utf8(body(&get(&files, "/", &[]))).unwrap();
+    assert!(listing.contains(".well-known/"), "{listing}");
+    assert!(
+        !listing.contains(".git") && !listing.contains(".env"),
+        "{listing}"
+    );
+    let docs = String::from_utf8(body(&get(&files, "/docs/", &[]))).unwrap();
+    assert!(
+        !docs.contains(".htpasswd") && !docs.contains(".well-known"),
+        "{docs}"
+    );
+
+    let served = site.files(|o| {
+        o.listing = true;
+        o.dotfiles = true;
+    });
+    for target in hidden
+        .iter()
+        .filter(|t| !t.ends_with(".git") && !t.ends_with('/'))
+    {
+        assert_eq!(get(&served, target, &[]).status(), 200, "{target}");
+    }
+    assert_eq!(get(&served, "/.git", &[]).status(), 301);
+    let listing = String::from_utf8(body(&get(&served, "/", &[]))).unwrap();
+    assert!(
+        listing.contains(".git/") && listing.contains(".env"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn every_answer_says_nosniff() {
+    let site = Site::new();
+    let files = site.files(|o| o.listing = true);
+    let etag = header(&get(&files, "/hello.txt", &[]), "ETag").unwrap();
+    let answers = [
+        get(&files, "/hello.txt", &[]),
+        get(&files, "/docs/", &[]),
+        get(&files, "/docs", &[]),
+        get(&files, "/missing", &[]),
+        get(&files, "/../secret.txt", &[]),
+        request(&files, "POST", "/hello.txt", &[]),
+        get(&files, "/hello.txt", &[("If-None-Match", &etag)]),
+        get(&files, "/hello.txt", &[("If-Match", "\"other\"")]),
+        get(&files, "/hello.txt", &[("Range", "bytes=1-2")]),
+        get(&files, "/hello.txt", &[("Range", "bytes=100-")]),
+    ];
+    let statuses: Vec<u16> = answers.iter().map(Response::status).collect();
+    assert_eq!(statuses, [200, 200, 301, 404, 404, 405, 304, 412, 206, 416]);
+    for response in &answers {
+        assert_eq!(
+            header(response, "X-Content-Type-Options").as_deref(),
+            Some("nosniff"),
+            "{}",
+            response.status()
+        );
+    }
+}
+
+#[test]
+fn the_etag_is_modification_time_and_size_not_the_inode() {
+    let site = Site::new();
+    let files = site.files(|_| {});
+    let path = site.root().join("hello.txt");
+    let meta = std::fs::metadata(&path).unwrap();
+    let nanos = meta
+        .modified()
+        .unwrap()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let etag = header(&get(&files, "/hello.txt", &[]), "ETag").unwrap();
+    // Exactly these two numbers: nothing else (the inode) is in it.
+    assert_eq!(etag, format!("\"{nanos:x}-{:x}\"", meta.len()));
+    // Stable: another handler (another worker, a restart) gives the same tag.
+    let again = site.files(|_| {});
+    assert_eq!(header(&get(&again, "/hello.txt", &[]), "ETag"), Some(etag));
+    assert_eq!(entity_tag(0x10, 0x2, Some("br")), "\"10-2-br\"");
+}
+
+#[test]
+fn open_errors_map_to_404_503_or_500() {
+    let path = Path::new("a/b");
+    for errno in [
+        libc::ENOENT,
+        libc::ENOTDIR,
+        libc::EACCES,
+        libc::EPERM,
+        libc::ENAMETOOLONG,
+        libc::ELOOP,
+    ] {
+        let response = failed(&io::Error::from_raw_os_error(errno), path);
+        assert_eq!(response.status(), 404, "errno {errno}");
+    }
+    let outside = io::Error::new(io::ErrorKind::NotFound, "outside the root");
+    assert_eq!(failed(&outside, path).status(), 404);
+    for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM] {
+        let response = failed(&io::Error::from_raw_os_error(errno), path);
+        assert_eq!(response.status(), 503, "errno {errno}");
+        assert_eq!(header(&response, "Retry-After").as_deref(), Some("1"));
+    }
+    for errno in [libc::EIO, libc::ESTALE, libc::EOVERFLOW] {
+        let response = failed(&io::Error::from_raw_os_error(errno), path);
+        assert_eq!(response.status(), 500, "errno {errno}");
+    }
+}

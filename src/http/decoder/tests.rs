@@ -190,7 +190,9 @@ fn head_rule_table() {
         (b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", Ok(b"")),
         // version
         (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", Err(505)),
-        (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", Err(505)),
+        (b"GET / HTTP/3.0\r\nHost: a\r\n\r\n", Err(505)),
+        (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", Ok(b"")),
+        (b"GET / HTTP/1.9\r\n\r\n", Err(400)),
         (b"GET / HTTP/0.9\r\n\r\n", Err(505)),
         (b"GET / HTTP/1.1x\r\nHost: a\r\n\r\n", Err(400)),
         (b"GET / HTTP/1\r\nHost: a\r\n\r\n", Err(400)),

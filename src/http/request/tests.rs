@@ -21,10 +21,15 @@ fn request_line_checks() {
         check_request_line(b"GET /caf\xc3\xa9 HTTP/1.1"),
         Ok(Version::Http11)
     );
+    // A higher minor of HTTP/1 is processed as 1.1 (RFC 9110 §2.5).
+    assert_eq!(check_request_line(b"GET / HTTP/1.2"), Ok(Version::Http11));
+    assert_eq!(check_request_line(b"GET / HTTP/1.9"), Ok(Version::Http11));
     for (line, status, reason) in [
         (&b"GET / HTTP/2.0"[..], 505, "unsupported HTTP version"),
+        (b"GET / HTTP/3.0", 505, "unsupported HTTP version"),
         (b"GET / HTTP/0.9", 505, "unsupported HTTP version"),
-        (b"GET / HTTP/1.2", 505, "unsupported HTTP version"),
+        (b"GET / HTTP/1.x", 400, "invalid HTTP version"),
+        (b"GET / HTTP/1.", 400, "invalid HTTP version"),
         (b"GET / HTTP/2", 400, "invalid HTTP version"),
         (b"GET / http/1.1", 400, "invalid HTTP version"),
         (b"GET / HTTP/1.1 ", 400, "invalid HTTP version"),
@@ -348,4 +353,21 @@ fn expectations() {
         parse(b"GET / HTTP/1.0\r\nExpect: foo\r\n\r\n").unwrap_err(),
         HttpError::new(417, "unsupported expectation")
     );
+}
+
+#[test]
+fn a_higher_minor_version_is_processed_as_http11() {
+    let p = parse(b"POST /a HTTP/1.2\r\nHost: h\r\nContent-Length: 3\r\n\r\n").unwrap();
+    assert_eq!(p.head.version, Version::Http11);
+    assert_eq!(p.head.target, "/a");
+    assert!(p.head.keep_alive, "1.1 persistence");
+    assert_eq!(p.framing, Framing::Length(3));
+    assert_eq!(p.head.authority(), Some("h"));
+    // 1.1's rules apply: Host is required, chunked is allowed.
+    assert_eq!(
+        parse(b"GET / HTTP/1.3\r\n\r\n").unwrap_err(),
+        HttpError::new(400, "missing Host header")
+    );
+    let p = parse(b"POST / HTTP/1.9\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    assert_eq!(p.framing, Framing::Chunked);
 }
