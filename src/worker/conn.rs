@@ -129,6 +129,11 @@ pub(super) struct AccessInfo {
 /// once the `101` is out instead of going back to `Reading`; and a request body streamed to the
 /// application while it runs, which `InApp` will carry as its body decoder (today `Reading`
 /// holds the whole body before dispatch).
+#[expect(
+    clippy::large_enum_variant,
+    reason = "`Reading` is where a connection spends most of its life, idle keep-alive included: \
+              boxing it would cost an allocation per request and save no memory"
+)]
 enum State {
     /// The placeholder a transition leaves while it runs (see [`Conn::take_state`]).
     Taken,
