@@ -390,6 +390,11 @@ pub fn current_ids() -> (u32, u32) {
     )
 }
 
+/// Log paths that name the process's own standard streams or the null device, as gunicorn's
+/// users write them (`--access-logfile /dev/stdout` in containers). They are root's, in `/dev`,
+/// so [`open_append_regular`] follows them.
+pub const STANDARD_STREAMS: [&str; 3] = ["/dev/stdout", "/dev/stderr", "/dev/null"];
+
 /// The permission bits of a log file tine creates (less the umask): its owner (the workers'
 /// user, when there is one) writes it, its group may read it, nobody else: it holds client
 /// addresses and request lines.
@@ -404,8 +409,15 @@ pub const LOG_FILE_MODE: u32 = 0o640;
 /// a regular file: a FIFO (opened without blocking, then refused), a device or a directory is
 /// refused, with an error that says what it is. Symbolic links in the directories above are
 /// the administrator's and are followed.
+///
+/// The exceptions are [`STANDARD_STREAMS`], links and devices in root's own `/dev` that no other
+/// user can plant or change: they are opened as they are (what `/dev/stdout` leads to is often
+/// a pipe to the container runtime), never created, and never given away (see [`give_file`]).
 pub fn open_append_regular(path: &Path, mode: u32) -> io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
+    if STANDARD_STREAMS.iter().any(|name| path == Path::new(name)) {
+        return std::fs::OpenOptions::new().append(true).open(path);
+    }
     let opened = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -466,9 +478,17 @@ fn not_regular(kind: std::fs::FileType) -> io::Error {
 /// Gives the open `file` to the user `uid` (its group unchanged) with `fchown`, so the file
 /// changed is the one opened, whatever its path names by now. A file with more than one hard
 /// link is refused: its other name could be a system file someone linked into the directory.
+///
+/// Anything but a regular file (one of [`STANDARD_STREAMS`]: a terminal, a pipe, the null
+/// device) is left as it is: a worker writes to it through the descriptor it inherits, and
+/// `/dev/null` must stay root's.
 pub fn give_file(file: &std::fs::File, uid: u32) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let links = file.metadata()?.nlink();
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Ok(());
+    }
+    let links = meta.nlink();
     if links > 1 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

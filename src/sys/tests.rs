@@ -125,8 +125,21 @@ fn a_log_file_is_opened_only_as_a_regular_file_never_through_a_link() {
     assert!(err.to_string().contains("a FIFO"), "{err}");
     let err = open_append_regular(&dir, 0o640).expect_err("a directory is refused");
     assert!(err.to_string().contains("a directory"), "{err}");
-    let err = open_append_regular(Path::new("/dev/null"), 0o640).expect_err("a device");
+    let device = dir.join("null");
+    nix::sys::stat::mknod(
+        &device,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let err = open_append_regular(&device, 0o640).expect_err("a device");
     assert!(err.to_string().contains("a device"), "{err}");
+    let err = open_append_regular(&dir.join("stdout"), 0o640).map(|_| ());
+    assert!(
+        err.is_ok(),
+        "a file named stdout elsewhere is an ordinary log: {err:?}"
+    );
     // A new file: created with at most the mode asked for, and appended to.
     let plain = dir.join("access.log");
     let mut file = open_append_regular(&plain, 0o640).unwrap();
@@ -162,4 +175,28 @@ fn open_files_count_two_a_connection_the_listeners_and_a_margin() {
     // once raised: 2065 is more than 1024.
     assert!(open_files_needed(1000, 1) > 1024);
     assert_eq!(open_files_needed(usize::MAX, usize::MAX), u64::MAX);
+}
+
+#[test]
+fn the_standard_streams_are_opened_as_they_are_and_never_given_away() {
+    use std::os::unix::fs::MetadataExt;
+    open_append_regular(Path::new("/dev/null"), 0o640).expect("/dev/null is taken");
+    open_append_regular(Path::new("/dev/stderr"), 0o640).expect("/dev/stderr is followed");
+    // A device of the test's own stands in for /dev/null, so a mistake cannot give that away.
+    let dir = scratch("streams");
+    let device = dir.join("null");
+    nix::sys::stat::mknod(
+        &device,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .expect("mknod (the tests run as root)");
+    let opened = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&device)
+        .unwrap();
+    give_file(&opened, 65534).expect("a device is left as it is");
+    assert_eq!(std::fs::metadata(&device).unwrap().uid(), 0, "still root's");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

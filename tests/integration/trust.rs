@@ -263,3 +263,14 @@ fn the_application_never_sees_the_service_managers_variables() {
         assert_eq!(answer.text(), "seen: \n", "preload = {preload}");
     }
 }
+
+#[test]
+fn the_standard_streams_and_dev_null_are_taken_as_log_paths() {
+    // As gunicorn's users write them in containers: they are root's, in /dev, so the
+    // symbolic-link refusal does not apply to them.
+    let server = TestServer::builder("workers = 1")
+        .tables("[log]\nerror_log = \"/dev/stderr\"\naccess_log = \"/dev/null\"\n")
+        .start();
+    assert_eq!(server.get("/").status, 200, "{}", server.log());
+    server.wait_log("worker");
+}
