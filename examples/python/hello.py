@@ -3,8 +3,8 @@
     cargo run --release -- -c config/tine.toml
 
 Routes: GET / (Hello, World!), GET /sleep?ms=N (blocks a pool thread, not the event loop),
-GET /cpu?n=N (N rounds of a CPU-bound loop), GET /stream?n=N&size=S (a streamed body),
-POST /echo (the body back), GET /pid (which worker answered), GET /environ (the WSGI environ
+GET /cpu?n=N (N rounds of a CPU-bound loop), GET /stream?n=N&size=S (a streamed body: N
+chunks of S bytes, at most 64 MiB in all), POST /echo (the body back), GET /pid (which worker answered), GET /environ (the WSGI environ
 as JSON), GET /python (which Python runs this), GET /error (raises: a 500 and a traceback in
 the error log). Anything else is 404.
 """
@@ -14,6 +14,8 @@ import os
 import sys
 import time
 from urllib.parse import parse_qs
+
+STREAM_TOTAL = 64 << 20
 
 
 def _int(query, name, default, most):
@@ -46,8 +48,10 @@ def app(environ, start_response):
             total = (total * 31 + i) % 1_000_003
         return _text(start_response, "200 OK", f"{total}\n")
     if path == "/stream":
-        n = _int(query, "n", 10, 10_000)
         size = _int(query, "size", 1024, 1 << 20)
+        # At most 64 MiB in all, as the demo application's /stream: a bundled application
+        # must not hand whoever can reach it a way to make the server send gigabytes.
+        n = _int(query, "n", 10, min(10_000, STREAM_TOTAL // max(size, 1)))
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return (b"x" * size for _ in range(n))
     if path == "/echo" and method == "POST":
