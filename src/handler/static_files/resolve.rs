@@ -97,8 +97,10 @@ pub fn is_hidden(depth: usize, name: &[u8]) -> bool {
 
 /// Whether an error from [`Root::open`] or [`Root::list`] says the path names nothing this
 /// handler serves: missing, outside the root, not a directory where one was needed, forbidden,
-/// too long, or a loop of links. Any other error (out of descriptors, an I/O error) is not the
-/// path's fault, and must not be answered as if the file did not exist.
+/// too long, a loop of links, or a special file `open` refuses (`ENXIO` for a Unix socket,
+/// `ENODEV` for a device without its driver; [`servable`] turns away those it can open). Any
+/// other error (out of descriptors, an I/O error) is not the path's fault, and must not be
+/// answered as if the file did not exist.
 pub fn means_missing(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
@@ -109,6 +111,8 @@ pub fn means_missing(err: &io::Error) -> bool {
                 | libc::EPERM
                 | libc::ENAMETOOLONG
                 | libc::ELOOP
+                | libc::ENXIO
+                | libc::ENODEV
         )
     ) || (err.raw_os_error().is_none() && err.kind() == io::ErrorKind::NotFound)
 }

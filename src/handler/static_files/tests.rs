@@ -565,3 +565,23 @@ fn open_errors_map_to_404_503_or_500() {
         assert_eq!(response.status(), 500, "errno {errno}");
     }
 }
+
+#[test]
+fn a_socket_under_the_root_is_404_and_left_out_of_listings() {
+    // open(2) of a Unix socket fails with ENXIO, before the handler can see what it is: it is
+    // still not something this handler serves, like a FIFO or a device.
+    let site = Site::new();
+    let _socket =
+        std::os::unix::net::UnixListener::bind(site.root().join("docs/app.sock")).unwrap();
+    let files = site.files(|o| o.listing = true);
+    let response = get(&files, "/docs/app.sock", &[]);
+    assert_eq!(response.status(), 404);
+    assert_eq!(body(&response), b"404 Not Found\n");
+    let listing = get(&files, "/docs/", &[]);
+    assert_eq!(listing.status(), 200);
+    let html = String::from_utf8(body(&listing)).unwrap();
+    assert!(
+        html.contains("guide/") && !html.contains("app.sock"),
+        "{html}"
+    );
+}
