@@ -54,10 +54,12 @@ fn open_append(path: &Path) -> io::Result<File> {
 }
 
 /// Opens the log file at `path` as [`open_append`] does and, when `owner` is set, gives the
-/// descriptor (never the path) to that user.
+/// descriptor (never the path) to that user, unless the path is one of the standard streams.
 fn open_for(path: &Path, owner: Option<u32>) -> io::Result<File> {
     let file = open_append(path)?;
-    if let Some(uid) = owner {
+    if let Some(uid) = owner
+        && !crate::sys::is_standard_stream(path)
+    {
         crate::sys::give_file(&file, uid)?;
     }
     Ok(file)
@@ -121,8 +123,10 @@ pub fn prepare_file(path: &Path, owner: Option<u32>) -> io::Result<()> {
 pub fn give_to(uid: u32) -> io::Result<()> {
     let file = FILE.lock().unwrap_or_else(PoisonError::into_inner);
     match file.as_ref() {
-        Some((_, file)) => crate::sys::give_file(file, uid),
-        None => Ok(()),
+        Some((path, file)) if !crate::sys::is_standard_stream(path) => {
+            crate::sys::give_file(file, uid)
+        }
+        _ => Ok(()),
     }
 }
 

@@ -411,11 +411,22 @@ pub const LOG_FILE_MODE: u32 = 0o640;
 /// the administrator's and are followed.
 ///
 /// The exceptions are [`STANDARD_STREAMS`], links and devices in root's own `/dev` that no other
-/// user can plant or change: they are opened as they are (what `/dev/stdout` leads to is often
-/// a pipe to the container runtime), never created, and never given away (see [`give_file`]).
+/// user can plant or change: they are taken as they are (what `/dev/stdout` leads to is often
+/// a pipe to the container runtime), never created, and never given away (see
+/// [`is_standard_stream`]). `/dev/stdout` and `/dev/stderr` are the process's own streams, a new
+/// descriptor of each, never reopened through `/proc/self/fd`: a reopen is checked against the
+/// permissions of the pipe or file behind them, root's, which a worker that dropped its
+/// privileges would fail.
 pub fn open_append_regular(path: &Path, mode: u32) -> io::Result<std::fs::File> {
+    use std::os::fd::AsFd;
     use std::os::unix::fs::OpenOptionsExt;
-    if STANDARD_STREAMS.iter().any(|name| path == Path::new(name)) {
+    if path == Path::new("/dev/stdout") {
+        return Ok(io::stdout().as_fd().try_clone_to_owned()?.into());
+    }
+    if path == Path::new("/dev/stderr") {
+        return Ok(io::stderr().as_fd().try_clone_to_owned()?.into());
+    }
+    if is_standard_stream(path) {
         return std::fs::OpenOptions::new().append(true).open(path);
     }
     let opened = std::fs::OpenOptions::new()
@@ -447,6 +458,13 @@ pub fn open_append_regular(path: &Path, mode: u32) -> io::Result<std::fs::File> 
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND),
     )?;
     Ok(file)
+}
+
+/// Whether `path` is one of [`STANDARD_STREAMS`]: what it names is root's choice (where the
+/// master's output goes), so it is never given to the workers' user, even when it is a regular
+/// file.
+pub fn is_standard_stream(path: &Path) -> bool {
+    STANDARD_STREAMS.iter().any(|name| path == Path::new(name))
 }
 
 /// The error for a path that holds something other than a regular file.

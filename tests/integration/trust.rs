@@ -274,3 +274,28 @@ fn the_standard_streams_and_dev_null_are_taken_as_log_paths() {
     assert_eq!(server.get("/").status, 200, "{}", server.log());
     server.wait_log("worker");
 }
+
+#[test]
+fn a_standard_stream_that_is_a_file_is_written_by_the_workers_and_never_given_away() {
+    let Some(_) = as_root_with_nobody(
+        "a_standard_stream_that_is_a_file_is_written_by_the_workers_and_never_given_away",
+    ) else {
+        return;
+    };
+    // The test server's stdout and stderr are a regular file of root's (as with
+    // `tine >>/var/log/tine.out 2>&1`, or systemd's StandardOutput=append:): the workers' user
+    // writes the access log there through the descriptor it inherits, and never owns the file.
+    let server = TestServer::builder("workers = 1\nuser = \"nobody\"")
+        .tables("[log]\nerror_log = \"/dev/stderr\"\naccess_log = \"/dev/stdout\"\n")
+        .start();
+    let stdout = std::fs::read_link(format!("/proc/{}/fd/1", server.pid())).unwrap();
+    assert_eq!(server.get("/").status, 200, "{}", server.log());
+    let log = server.wait_log("\"GET / HTTP/1.1\" 200");
+    let meta = std::fs::metadata(&stdout).unwrap();
+    assert_eq!(
+        meta.uid(),
+        0,
+        "{} was given to the workers' user; log:\n{log}",
+        stdout.display()
+    );
+}
