@@ -69,7 +69,7 @@ impl Pidfile {
         // Absolute, so removal still finds it after `chdir`.
         let path = std::path::absolute(path).map_err(io_error)?;
         let pid = std::process::id();
-        match std::fs::read_to_string(&path) {
+        match read_pid_file(&path) {
             Ok(text) => {
                 if let Ok(old) = text.trim().parse::<u32>()
                     && old != pid
@@ -98,7 +98,7 @@ impl Pidfile {
 
     /// Whether the file names `pid`.
     fn names(&self, pid: u32) -> io::Result<bool> {
-        Ok(std::fs::read_to_string(&self.path)?.trim() == pid.to_string())
+        Ok(read_pid_file(&self.path)?.trim() == pid.to_string())
     }
 
     /// Writes this process's pid back when the file names `successor`, a new master that
@@ -115,6 +115,33 @@ impl Pidfile {
         }
         Ok(names_successor)
     }
+}
+
+/// The most of a pid file that is read: a pid and a newline, with room to spare.
+const PID_FILE_READ_LIMIT: u64 = 64;
+
+/// The text of the pid file at `path`, read as root may in a directory others can write: never
+/// through a symbolic link, never waiting on a FIFO, at most [`PID_FILE_READ_LIMIT`] bytes. A
+/// link, or anything but a regular file, reads as empty (no pid: not a live master's file);
+/// [`write_atomically`] replaces it by its name.
+fn read_pid_file(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => return Ok(String::new()),
+        Err(err) => return Err(err),
+    };
+    if !file.metadata()?.is_file() {
+        return Ok(String::new());
+    }
+    let mut text = String::new();
+    file.take(PID_FILE_READ_LIMIT).read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// Writes `pid` to `path` through a temporary file and a rename, so no reader ever sees a
@@ -260,6 +287,39 @@ mod tests {
         assert!(pidfile.reclaim_from(std::process::id()).unwrap());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), me);
         drop(pidfile);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_fifo_planted_at_the_pid_file_is_never_waited_for() {
+        // The workers' user, who can write the pid file's directory, puts a FIFO at its name:
+        // root reading it would wait for a writer for ever, at start, when an upgrade is given
+        // up (the master's loop stalls) and at exit.
+        let dir = temp_dir("fifo");
+        let path = dir.join("tine.pid");
+        let plant = |path: &Path| {
+            let _ = std::fs::remove_file(path);
+            nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        };
+        plant(&path);
+        let (done, finished) = std::sync::mpsc::channel();
+        let fifo = path.clone();
+        std::thread::spawn(move || {
+            let pidfile = Pidfile::create(&fifo, None).expect("a FIFO is no live pid file");
+            let written = std::fs::read_to_string(&fifo).unwrap();
+            plant(&fifo);
+            let reclaimed = pidfile.reclaim_from(1).expect("a FIFO names no successor");
+            drop(pidfile);
+            let left = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+            done.send((written, reclaimed, left)).unwrap();
+        });
+        let (written, reclaimed, left) = finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("root waited on the FIFO planted at the pid file");
+        assert_eq!(written, format!("{}\n", std::process::id()));
+        assert!(!reclaimed);
+        use std::os::unix::fs::FileTypeExt;
+        assert!(left.is_fifo(), "not ours: left where it is");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
