@@ -3,6 +3,7 @@
 mod app;
 mod cgroup;
 mod cli;
+mod forwarded;
 mod listeners;
 mod operate;
 #[cfg(feature = "python")]
