@@ -411,6 +411,14 @@ mod tests {
         client(Some(ip(peer)), fields, &nets(trusted), header)
     }
 
+    /// The answer naming `addr` and `scheme`.
+    fn answer(addr: &str, scheme: &'static str) -> Client {
+        Client {
+            addr: Some(ip(addr)),
+            scheme,
+        }
+    }
+
     /// The address `who` finds.
     fn addr(
         peer: &str,
@@ -428,8 +436,7 @@ mod tests {
             ("X-Forwarded-Proto", "https"),
         ];
         let c = who("203.0.113.9", &fields, &["127.0.0.1"], XForwardedFor);
-        assert_eq!(c.addr, Some(ip("203.0.113.9")));
-        assert_eq!(c.scheme, "http");
+        assert_eq!(c, answer("203.0.113.9", "http"));
         let c = client(
             None,
             [("X-Forwarded-For", &b"1.1.1.1"[..])],
@@ -533,22 +540,10 @@ mod tests {
             ("X-Forwarded-For", "198.51.100.7"),
         ];
         let c = who("127.0.0.1", &fields, &["127.0.0.1"], XForwardedFor);
-        assert_eq!(
-            c,
-            Client {
-                addr: Some(ip("198.51.100.7")),
-                scheme: "http"
-            }
-        );
+        assert_eq!(c, answer("198.51.100.7", "http"));
         let alone = [("Forwarded", "for=6.6.6.6;proto=https")];
         let c = who("127.0.0.1", &alone, &["127.0.0.1"], XForwardedFor);
-        assert_eq!(
-            c,
-            Client {
-                addr: Some(ip("127.0.0.1")),
-                scheme: "http"
-            }
-        );
+        assert_eq!(c, answer("127.0.0.1", "http"));
         // And the other way round: X-Forwarded-* are ignored when Forwarded is the setting.
         let fields = [
             ("X-Forwarded-For", "6.6.6.6"),
@@ -556,13 +551,7 @@ mod tests {
             ("Forwarded", "for=198.51.100.7"),
         ];
         let c = who("127.0.0.1", &fields, &["127.0.0.1"], Forwarded);
-        assert_eq!(
-            c,
-            Client {
-                addr: Some(ip("198.51.100.7")),
-                scheme: "http"
-            }
-        );
+        assert_eq!(c, answer("198.51.100.7", "http"));
     }
 
     #[test]
@@ -573,13 +562,7 @@ mod tests {
             "for=192.0.2.60;proto=http;by=203.0.113.43, for=\"[2001:db8:cafe::17]:4711\";proto=https",
         )];
         let c = who("127.0.0.1", &fields, &trusted, Forwarded);
-        assert_eq!(
-            c,
-            Client {
-                addr: Some(ip("2001:db8:cafe::17")),
-                scheme: "https"
-            }
-        );
+        assert_eq!(c, answer("2001:db8:cafe::17", "https"));
         for (value, want) in [
             ("for=\"[2001:db8::1]\"", "2001:db8::1"),
             ("For=\"[2001:db8::1]:_port-1\"", "2001:db8::1"),
@@ -600,13 +583,7 @@ mod tests {
             ),
         ];
         let c = who("127.0.0.1", &fields, &trusted, Forwarded);
-        assert_eq!(
-            c,
-            Client {
-                addr: Some(ip("198.51.100.7")),
-                scheme: "https"
-            }
-        );
+        assert_eq!(c, answer("198.51.100.7", "https"));
     }
 
     #[test]
@@ -633,13 +610,7 @@ mod tests {
             &trusted,
             Forwarded,
         );
-        assert_eq!(
-            c,
-            Client {
-                addr: Some(ip("127.0.0.1")),
-                scheme: "https"
-            }
-        );
+        assert_eq!(c, answer("127.0.0.1", "https"));
         for value in [
             "6.6.6.6, unknown",
             "6.6.6.6, _hidden",

@@ -214,37 +214,30 @@ fuzz_target!(|data: &[u8]| {
         let mut push =
             |value: String| appended.push((header.as_str().to_owned(), value.into_bytes()));
         let scheme = if https { "https" } else { "http" };
-        match header {
-            ForwardedHeader::XForwardedFor => {
-                let mut line = node;
-                for _ in 0..hops_after {
-                    if separate_lines {
-                        push(std::mem::take(&mut line));
-                        line.push_str("127.0.0.1");
-                    } else {
-                        line.push_str(", 127.0.0.1");
-                    }
-                }
-                push(line);
-                appended.push(("X-Forwarded-Proto".to_owned(), scheme.as_bytes().to_vec()));
-            }
+        // The client's hop, then each trusted proxy's, on one line or one line each.
+        let (mut line, hop) = match header {
+            ForwardedHeader::XForwardedFor => (node, "127.0.0.1"),
             ForwardedHeader::Forwarded => {
                 let quoted = node.contains(':') || proxy2 & 2 == 2;
                 let node = if quoted { format!("\"{node}\"") } else { node };
-                let mut line = format!("for={node};proto={scheme}");
-                if proxy2 & 4 == 4 {
-                    line.push_str(";by=_proxy");
-                }
-                for _ in 0..hops_after {
-                    if separate_lines {
-                        push(std::mem::take(&mut line));
-                        line.push_str("for=127.0.0.1;proto=http");
-                    } else {
-                        line.push_str(", for=127.0.0.1;proto=http");
-                    }
-                }
-                push(line);
+                let by = if proxy2 & 4 == 4 { ";by=_proxy" } else { "" };
+                (
+                    format!("for={node};proto={scheme}{by}"),
+                    "for=127.0.0.1;proto=http",
+                )
             }
+        };
+        for _ in 0..hops_after {
+            if separate_lines {
+                push(std::mem::take(&mut line));
+            } else {
+                line.push_str(", ");
+            }
+            line.push_str(hop);
+        }
+        push(line);
+        if header == ForwardedHeader::XForwardedFor {
+            appended.push(("X-Forwarded-Proto".to_owned(), scheme.as_bytes().to_vec()));
         }
         let got = run(Some(ip("127.0.0.1")), &appended, &trusted, header);
         assert_eq!(
