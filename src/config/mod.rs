@@ -63,6 +63,7 @@ pub const KEYS: &[&str] = &[
     "server.socket_owner",
     "server.control_socket",
     "server.forwarded_allow_ips",
+    "server.forwarded_header",
     "limits.request_line",
     "limits.headers",
     "limits.header_field_size",
@@ -182,6 +183,8 @@ pub struct Server {
     pub control_socket: Option<PathBuf>,
     /// Proxies whose `Forwarded`/`X-Forwarded-*` headers are believed.
     pub forwarded_allow_ips: Vec<crate::forwarded::Trusted>,
+    /// The header those proxies report the client in: `X-Forwarded-For` or `Forwarded`.
+    pub forwarded_header: crate::forwarded::ForwardedHeader,
 }
 
 impl Default for Server {
@@ -219,6 +222,7 @@ impl Default for Server {
                 std::net::IpAddr::from([127, 0, 0, 1]),
                 32,
             )],
+            forwarded_header: crate::forwarded::ForwardedHeader::XForwardedFor,
         }
     }
 }

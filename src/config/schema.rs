@@ -306,6 +306,15 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 },
                 write: |c| toml_array(c.server.forwarded_allow_ips.iter().map(ToString::to_string)),
             },
+            KeySpec {
+                name: "forwarded_header",
+                help: "The header those proxies set: \"x-forwarded-for\" (with X-Forwarded-Proto) or \"forwarded\".",
+                read: |v, c| {
+                    c.server.forwarded_header = read::read_forwarded_header(v)?;
+                    Ok(())
+                },
+                write: |c| toml_string(c.server.forwarded_header.as_str()),
+            },
         ],
     },
     SectionSpec {

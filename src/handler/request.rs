@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::config::BindAddr;
-use crate::forwarded::{Client, Trusted};
+use crate::forwarded::{Client, ForwardedHeader, Trusted};
 
 pub use crate::http::Version;
 
@@ -112,6 +112,8 @@ pub struct Request {
     listener: Option<Arc<BindAddr>>,
     /// The proxies whose forwarding headers are believed (`[server] forwarded_allow_ips`).
     trusted: Option<Arc<[Trusted]>>,
+    /// The header those proxies report the client in (`[server] forwarded_header`).
+    forwarded_header: ForwardedHeader,
 }
 
 impl Request {
@@ -147,6 +149,7 @@ impl Request {
             peer,
             listener: None,
             trusted: None,
+            forwarded_header: ForwardedHeader::default(),
         }
     }
 
@@ -302,13 +305,15 @@ impl Request {
     }
 
     /// The client as the server sees it: the peer, or, when the peer is a proxy listed in
-    /// `[server] forwarded_allow_ips`, the address and scheme its `Forwarded` or
-    /// `X-Forwarded-For` / `X-Forwarded-Proto` headers report (the access log's rule).
-    /// Worked out from the headers on each call.
+    /// `[server] forwarded_allow_ips`, the address and scheme it reports in the header
+    /// `[server] forwarded_header` names: `X-Forwarded-For` / `X-Forwarded-Proto` (the
+    /// default) or `Forwarded`, every line of it, walked from the right to the first untrusted
+    /// hop (the access log's rule; see [`crate::forwarded`]). Worked out from the headers on
+    /// each call.
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use tine::forwarded::Trusted;
+    /// use tine::forwarded::{ForwardedHeader, Trusted};
     /// use tine::handler::Request;
     ///
     /// let proxy = "127.0.0.1:5000".parse().unwrap();
@@ -320,22 +325,28 @@ impl Request {
     /// assert_eq!(request.client_addr(), Some(proxy.ip()), "no proxy is trusted");
     /// let trusted: Arc<[Trusted]> = Arc::from(vec!["127.0.0.1".parse::<Trusted>().unwrap()]);
     /// let request = Request::builder("GET", "/")
+    ///     .header("Forwarded", "for=198.51.100.7")
     ///     .header("X-Forwarded-For", "203.0.113.9")
     ///     .header("X-Forwarded-Proto", "https")
     ///     .peer(Some(proxy))
-    ///     .trusted(trusted)
+    ///     .trusted(trusted.clone())
     ///     .build();
     /// assert_eq!(request.client_addr(), Some("203.0.113.9".parse().unwrap()));
     /// assert_eq!(request.scheme(), "https");
+    /// let request = Request::builder("GET", "/")
+    ///     .header("Forwarded", "for=198.51.100.7")
+    ///     .peer(Some(proxy))
+    ///     .trusted(trusted)
+    ///     .forwarded_header(ForwardedHeader::Forwarded)
+    ///     .build();
+    /// assert_eq!(request.client_addr(), Some("198.51.100.7".parse().unwrap()));
     /// ```
     pub fn client(&self) -> Client {
-        let header = |name| self.headers.get_str(name);
         crate::forwarded::client(
             self.peer.map(|p| p.ip()),
-            header("Forwarded"),
-            header("X-Forwarded-For"),
-            header("X-Forwarded-Proto"),
+            self.headers.iter(),
             self.trusted.as_deref().unwrap_or_default(),
+            self.forwarded_header,
         )
     }
 
@@ -423,6 +434,13 @@ impl RequestBuilder {
     /// Sets the proxies whose forwarding headers are believed (see [`Request::client`]).
     pub fn trusted(mut self, trusted: Arc<[Trusted]>) -> Self {
         self.request.trusted = Some(trusted);
+        self
+    }
+
+    /// Sets the header the trusted proxies report the client in (see [`Request::client`]);
+    /// `X-Forwarded-For` unless set.
+    pub fn forwarded_header(mut self, header: ForwardedHeader) -> Self {
+        self.request.forwarded_header = header;
         self
     }
 

@@ -155,6 +155,7 @@ struct Worker<'a> {
     slot: usize,
     access_log: Option<AccessLog>,
     trusted: Arc<[forwarded::Trusted]>,
+    forwarded_header: forwarded::ForwardedHeader,
     board: SlotHandle<'a>,
     report: std::fs::File,
     signals: Signals,
@@ -455,6 +456,7 @@ impl<'a> Worker<'a> {
             .headers(Headers::from_fields(headers))
             .peer(conn.peer)
             .trusted(Arc::clone(&self.trusted))
+            .forwarded_header(self.forwarded_header)
             .body_parts(body);
         if let Some(addr) = self.listener_addrs.get(conn.listener) {
             request = request.listener(Arc::clone(addr));

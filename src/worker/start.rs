@@ -82,6 +82,7 @@ impl<'a> Worker<'a> {
             slot: context.slot,
             access_log,
             trusted: Arc::from(server.forwarded_allow_ips.as_slice()),
+            forwarded_header: server.forwarded_header,
             board,
             report,
             signals,

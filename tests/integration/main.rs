@@ -7,6 +7,7 @@ mod budget;
 mod cgroup;
 mod cli;
 mod edges;
+mod forwarded;
 mod listeners;
 mod operate;
 #[cfg(feature = "python")]

@@ -240,6 +240,16 @@ pub(super) fn read_trusted(
     }
 }
 
+/// `"x-forwarded-for"` or `"forwarded"`, in any case.
+pub(super) fn read_forwarded_header(
+    value: &Spanned<DeValue<'_>>,
+) -> Result<crate::forwarded::ForwardedHeader, Bad> {
+    match value.get_ref() {
+        DeValue::String(s) => s.parse().map_err(|e| bad(value, e)),
+        _ => Err(expected(value, "\"x-forwarded-for\" or \"forwarded\"")),
+    }
+}
+
 /// An array, each item read by `item`; every bad item is reported.
 pub(super) fn read_list<T>(
     value: &Spanned<DeValue<'_>>,

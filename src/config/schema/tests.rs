@@ -552,3 +552,34 @@ fn sizes_are_written_as_integers_or_strings() {
     assert_eq!(toml_size(8192), "\"8KiB\"");
     assert_eq!(toml_size(u64::MAX), "\"18446744073709551615\"");
 }
+
+#[test]
+fn forwarded_header_names_the_proxy_header() {
+    use crate::forwarded::ForwardedHeader;
+    let config = Config::from_toml_str("t.toml", "[server]\nforwarded_header = \"Forwarded\"\n")
+        .unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(config.server.forwarded_header, ForwardedHeader::Forwarded);
+    assert!(
+        config
+            .to_toml(None)
+            .contains("\nforwarded_header = \"forwarded\"\n")
+    );
+    assert_eq!(
+        Config::default().server.forwarded_header,
+        ForwardedHeader::XForwardedFor
+    );
+    assert_eq!(
+        errors("[server]\nforwarded_header = \"x-real-ip\"\n"),
+        [
+            "t.toml:2:20: server.forwarded_header: unknown header \"x-real-ip\": expected \
+          \"x-forwarded-for\" or \"forwarded\""
+        ]
+    );
+    assert_eq!(
+        errors("[server]\nforwarded_header = 1\n"),
+        [
+            "t.toml:2:20: server.forwarded_header: expected \"x-forwarded-for\" or \
+          \"forwarded\", found 1"
+        ]
+    );
+}

@@ -41,7 +41,7 @@
 mod conditional;
 mod listing;
 mod mime;
-mod range;
+pub mod range;
 mod resolve;
 
 use std::ffi::OsString;
