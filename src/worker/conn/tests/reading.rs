@@ -231,3 +231,26 @@ fn new_and_keep_alive_connections_are_idle_since_their_wait_began() {
     let kept = test.conn.idle_since().expect("idle between requests");
     assert!(kept >= new);
 }
+
+#[test]
+fn an_error_after_a_100_continue_begun_logs_only_its_own_body() {
+    let error = HttpError {
+        status: 408,
+        reason: "late",
+    };
+    let body_sent = |write_room: usize| {
+        let mut test = Test::new();
+        test.conn.stream.write_room = write_room;
+        test.send(EXPECTING);
+        test.event();
+        test.conn.stream.write_room = usize::MAX;
+        let actions = test.run(|conn, ctx| conn.fail(&error, ctx));
+        let received = test.received();
+        let body = received.split("\r\n\r\n").last().unwrap().len() as u64;
+        (sent(&actions), body)
+    };
+    // The interim response's head, finished before it, is not the error's body.
+    let (plain, body) = body_sent(0);
+    assert_eq!(plain, [body]);
+    assert_eq!(body_sent(10), (vec![body], body));
+}
