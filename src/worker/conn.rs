@@ -546,8 +546,11 @@ impl<S: Socket> Conn<S> {
                         reading.deadline = reading.body_deadline(&settings);
                     }
                     if reading.decoder.take_continue() {
-                        // Written before any body byte is read (the loop's first step).
+                        // Written before any body byte is read (the loop's first step). Until
+                        // it is out the client waits and no body byte is read: only a stalled
+                        // write times it out, and the body's rate runs from its end.
                         reading.continue_left = CONTINUE.len() as u8;
+                        reading.deadline = Instant::now() + settings.body_timeout;
                         continue;
                     }
                     if spills >= SPILLS_PER_TURN && self.unread {
@@ -603,7 +606,16 @@ impl<S: Socket> Conn<S> {
             }
             match self.stream.write(unsent) {
                 // At most what was asked for, so the count only goes down.
-                Ok(n) if n > 0 => reading.continue_left -= n.min(unsent.len()) as u8,
+                Ok(n) if n > 0 => {
+                    reading.continue_left -= n.min(unsent.len()) as u8;
+                    reading.deadline = if reading.continue_left == 0 {
+                        // The body begins now, as far as its rate is concerned.
+                        reading.body_began = false;
+                        reading.body_deadline(ctx.settings)
+                    } else {
+                        Instant::now() + ctx.settings.body_timeout
+                    };
+                }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Ok(_) | Err(_) => {

@@ -254,3 +254,25 @@ fn an_error_after_a_100_continue_begun_logs_only_its_own_body() {
     assert_eq!(plain, [body]);
     assert_eq!(body_sent(10), (vec![body], body));
 }
+
+#[test]
+fn min_body_rate_waits_for_a_100_continue_the_socket_does_not_take_yet() {
+    let mut test = with_rate(240);
+    test.conn.stream.write_room = 0;
+    test.send(EXPECTING);
+    assert!(test.event().is_empty());
+    // The client waits for the interim response, and the server reads no body byte until it is
+    // out: the body's rate cannot be held against it, only body_timeout (a stalled write).
+    assert_eq!(
+        test.expiry_in(6 * SEC),
+        None,
+        "the rate's clock has not started"
+    );
+    assert_eq!(test.expiry_in(101 * SEC), Some(Expired::SlowRequest));
+    test.conn.stream.write_room = usize::MAX;
+    assert!(test.event().is_empty());
+    assert_eq!(test.received(), "HTTP/1.1 100 Continue\r\n\r\n");
+    // Now it runs, with its grace, from the interim response on.
+    assert_eq!(test.expiry_in(4 * SEC), None);
+    test.times_out_with_408(6 * SEC);
+}
