@@ -350,7 +350,9 @@ impl<S: Socket> Conn<S> {
     /// Whether the connection waits for a request of which no byte has come.
     pub(super) fn is_idle(&self) -> bool {
         match &self.state {
-            State::Reading(reading) => reading.decoder.is_idle() && self.pending_input().is_empty(),
+            State::Reading(reading) => {
+                reading.decoder.is_idle() && !request_begun(self.pending_input())
+            }
             _ => false,
         }
     }
@@ -775,7 +777,7 @@ impl<S: Socket> Conn<S> {
             // Now the connection is idle, and a stopping worker does not wait long for idle
             // connections: a request already on its way is still answered, with
             // `Connection: close`.
-            let wait = if !self.pending_input().is_empty() {
+            let wait = if request_begun(self.pending_input()) {
                 // Part of the next request came with this one: its head has header_timeout,
                 // as it would if it came now.
                 ctx.settings.header_timeout
@@ -834,6 +836,12 @@ impl<S: Socket> Conn<S> {
         self.state = State::Closed;
         ctx.actions.push_back(Action::Close);
     }
+}
+
+/// Whether `pending`, bytes read while waiting for a request, begin one: the empty lines a
+/// client may send after a body (RFC 9112 §2.2, at most `MAX_LEADING_EMPTY_LINES`) do not.
+fn request_begun(pending: &[u8]) -> bool {
+    pending.iter().any(|&b| b != b'\r' && b != b'\n')
 }
 
 mod respond;

@@ -276,3 +276,29 @@ fn min_body_rate_waits_for_a_100_continue_the_socket_does_not_take_yet() {
     assert_eq!(test.expiry_in(4 * SEC), None);
     test.times_out_with_408(6 * SEC);
 }
+
+#[test]
+fn an_empty_line_after_a_body_leaves_the_connection_idle() {
+    // Some clients send CRLF after a body; the next request-line may follow it (RFC 9112
+    // §2.2), and until a byte of one does the connection waits for a request, quietly.
+    let mut test = keepalive_longer_than_header_timeout();
+    test.send(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nok\r\n");
+    assert_eq!(names(&test.event()), ["dispatch POST /"]);
+    test.respond(Response::text(200, "one"));
+    assert!(test.conn.is_idle(), "no byte of a request came");
+    assert!(test.conn.idle_since().is_some());
+    assert_eq!(
+        test.expiry_in(11 * SEC),
+        None,
+        "keepalive, not header_timeout"
+    );
+    assert_eq!(
+        test.expiry_in(101 * SEC),
+        Some(Expired::Idle),
+        "closed, no 408"
+    );
+    // A request after it is read as ever.
+    test.received();
+    test.send(b"GET /2 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(names(&test.event()), ["dispatch GET /2"]);
+}
