@@ -350,7 +350,9 @@ impl<S: Socket> Conn<S> {
     /// Whether the connection waits for a request of which no byte has come.
     pub(super) fn is_idle(&self) -> bool {
         match &self.state {
-            State::Reading(reading) => reading.decoder.is_idle() && self.pending_input().is_empty(),
+            State::Reading(reading) => {
+                reading.decoder.is_idle() && !request_begun(self.pending_input())
+            }
             _ => false,
         }
     }
@@ -546,8 +548,11 @@ impl<S: Socket> Conn<S> {
                         reading.deadline = reading.body_deadline(&settings);
                     }
                     if reading.decoder.take_continue() {
-                        // Written before any body byte is read (the loop's first step).
+                        // Written before any body byte is read (the loop's first step). Until
+                        // it is out the client waits and no body byte is read: only a stalled
+                        // write times it out, and the body's rate runs from its end.
                         reading.continue_left = CONTINUE.len() as u8;
+                        reading.deadline = Instant::now() + settings.body_timeout;
                         continue;
                     }
                     if spills >= SPILLS_PER_TURN && self.unread {
@@ -603,7 +608,16 @@ impl<S: Socket> Conn<S> {
             }
             match self.stream.write(unsent) {
                 // At most what was asked for, so the count only goes down.
-                Ok(n) if n > 0 => reading.continue_left -= n.min(unsent.len()) as u8,
+                Ok(n) if n > 0 => {
+                    reading.continue_left -= n.min(unsent.len()) as u8;
+                    reading.deadline = if reading.continue_left == 0 {
+                        // The body begins now, as far as its rate is concerned.
+                        reading.body_began = false;
+                        reading.body_deadline(ctx.settings)
+                    } else {
+                        Instant::now() + ctx.settings.body_timeout
+                    };
+                }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Ok(_) | Err(_) => {
@@ -763,7 +777,7 @@ impl<S: Socket> Conn<S> {
             // Now the connection is idle, and a stopping worker does not wait long for idle
             // connections: a request already on its way is still answered, with
             // `Connection: close`.
-            let wait = if !self.pending_input().is_empty() {
+            let wait = if request_begun(self.pending_input()) {
                 // Part of the next request came with this one: its head has header_timeout,
                 // as it would if it came now.
                 ctx.settings.header_timeout
@@ -822,6 +836,12 @@ impl<S: Socket> Conn<S> {
         self.state = State::Closed;
         ctx.actions.push_back(Action::Close);
     }
+}
+
+/// Whether `pending`, bytes read while waiting for a request, begin one: the empty lines a
+/// client may send after a body (RFC 9112 §2.2, at most `MAX_LEADING_EMPTY_LINES`) do not.
+fn request_begun(pending: &[u8]) -> bool {
+    pending.iter().any(|&b| b != b'\r' && b != b'\n')
 }
 
 mod respond;

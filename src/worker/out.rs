@@ -215,13 +215,14 @@ impl Output {
         Output::with_body(queue, head, 0)
     }
 
-    /// An output that writes `response`, a whole response of the server's own (an error):
-    /// its body is what follows the blank line that ends its head.
-    pub(super) fn whole(queue: OutQueue, response: Vec<u8>) -> Output {
-        let head_len = response
+    /// An output that writes `response`, a whole response of the server's own (an error)
+    /// that begins at `from` (after what is left of a `100 Continue`): its body is what follows
+    /// the blank line that ends its head.
+    pub(super) fn whole(queue: OutQueue, response: Vec<u8>, from: usize) -> Output {
+        let head_len = response[from..]
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
-            .map_or(response.len(), |at| at + 4);
+            .map_or(response.len(), |at| from + at + 4);
         let body_len = response.len() - head_len;
         Output::with_body(queue, response, body_len)
     }

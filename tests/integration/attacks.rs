@@ -47,6 +47,21 @@ fn slow_upload(server: &TestServer) -> TcpStream {
     stream
 }
 
+/// The rate of new connections under attack: the best of up to three rounds, measured again
+/// only while it stays under a quarter of `baseline`, so that a moment when a loaded machine
+/// runs something else is not taken for the attack working (before the fix every round was
+/// about 1% of the baseline).
+fn rate_under_attack(server: &TestServer, baseline: f64) -> f64 {
+    let mut best: f64 = 0.0;
+    for _ in 0..3 {
+        best = best.max(new_connection_rate(server, 200));
+        if best >= baseline / 4.0 {
+            break;
+        }
+    }
+    best
+}
+
 /// The rate of new connections under attack is compared with the rate without: the one
 /// timing-derived check, kept generous (a quarter; before the fix it was about 1%).
 fn assert_served_under_attack(baseline: f64, attacked: f64) {
@@ -66,7 +81,7 @@ fn slow_uploads_do_not_stop_a_worker_taking_new_connections() {
         || connections(&server),
         |n| *n >= 40,
     );
-    let attacked = new_connection_rate(&server, 200);
+    let attacked = rate_under_attack(&server, baseline);
     assert_served_under_attack(baseline, attacked);
     wait_until(
         "the uploads still open, the new connections closed",
@@ -100,7 +115,7 @@ fn uploads_below_min_body_rate_get_408_after_the_grace_while_others_are_served()
             }
         }
     });
-    let attacked = new_connection_rate(&server, 200);
+    let attacked = rate_under_attack(&server, baseline);
     let answered = |mut stream: TcpStream| {
         let response = read_response(&mut stream).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(response.status, 408, "{response:?}");

@@ -126,9 +126,10 @@ impl<S: Socket> Conn<S> {
             micros: 0,
             access,
         }));
+        let from = head.len();
         http::error_response(&mut head, err, ctx.dates.get(SystemTime::now()));
         self.decide_keep_alive(KeepAlive::Broken, ctx.settings);
-        let out = Output::whole(std::mem::take(&mut self.spare), head);
+        let out = Output::whole(std::mem::take(&mut self.spare), head, from);
         self.start_writing(out, true, ctx);
     }
 }

@@ -231,3 +231,74 @@ fn new_and_keep_alive_connections_are_idle_since_their_wait_began() {
     let kept = test.conn.idle_since().expect("idle between requests");
     assert!(kept >= new);
 }
+
+#[test]
+fn an_error_after_a_100_continue_begun_logs_only_its_own_body() {
+    let error = HttpError {
+        status: 408,
+        reason: "late",
+    };
+    let body_sent = |write_room: usize| {
+        let mut test = Test::new();
+        test.conn.stream.write_room = write_room;
+        test.send(EXPECTING);
+        test.event();
+        test.conn.stream.write_room = usize::MAX;
+        let actions = test.run(|conn, ctx| conn.fail(&error, ctx));
+        let received = test.received();
+        let body = received.split("\r\n\r\n").last().unwrap().len() as u64;
+        (sent(&actions), body)
+    };
+    // The interim response's head, finished before it, is not the error's body.
+    let (plain, body) = body_sent(0);
+    assert_eq!(plain, [body]);
+    assert_eq!(body_sent(10), (vec![body], body));
+}
+
+#[test]
+fn min_body_rate_waits_for_a_100_continue_the_socket_does_not_take_yet() {
+    let mut test = with_rate(240);
+    test.conn.stream.write_room = 0;
+    test.send(EXPECTING);
+    assert!(test.event().is_empty());
+    // The client waits for the interim response, and the server reads no body byte until it is
+    // out: the body's rate cannot be held against it, only body_timeout (a stalled write).
+    assert_eq!(
+        test.expiry_in(6 * SEC),
+        None,
+        "the rate's clock has not started"
+    );
+    assert_eq!(test.expiry_in(101 * SEC), Some(Expired::SlowRequest));
+    test.conn.stream.write_room = usize::MAX;
+    assert!(test.event().is_empty());
+    assert_eq!(test.received(), "HTTP/1.1 100 Continue\r\n\r\n");
+    // Now it runs, with its grace, from the interim response on.
+    assert_eq!(test.expiry_in(4 * SEC), None);
+    test.times_out_with_408(6 * SEC);
+}
+
+#[test]
+fn an_empty_line_after_a_body_leaves_the_connection_idle() {
+    // Some clients send CRLF after a body; the next request-line may follow it (RFC 9112
+    // §2.2), and until a byte of one does the connection waits for a request, quietly.
+    let mut test = keepalive_longer_than_header_timeout();
+    test.send(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nok\r\n");
+    assert_eq!(names(&test.event()), ["dispatch POST /"]);
+    test.respond(Response::text(200, "one"));
+    assert!(test.conn.is_idle(), "no byte of a request came");
+    assert!(test.conn.idle_since().is_some());
+    assert_eq!(
+        test.expiry_in(11 * SEC),
+        None,
+        "keepalive, not header_timeout"
+    );
+    assert_eq!(
+        test.expiry_in(101 * SEC),
+        Some(Expired::Idle),
+        "closed, no 408"
+    );
+    // A request after it is read as ever.
+    test.received();
+    test.send(b"GET /2 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(names(&test.event()), ["dispatch GET /2"]);
+}
