@@ -169,18 +169,6 @@ impl Decoder {
         mem::take(&mut self.body)
     }
 
-    /// While a body framed by `Content-Length` is being read: how many of its bytes are still
-    /// due. `None` for a chunked body (its size is known only at its end) and between requests.
-    pub fn body_remaining(&self) -> Option<u64> {
-        match &self.state {
-            State::Body {
-                reader: BodyReader::Fixed(fixed),
-                ..
-            } => Some(fixed.remaining),
-            _ => None,
-        }
-    }
-
     /// True exactly once after a head with `Expect: 100-continue` (HTTP/1.1, body expected) was
     /// parsed and before any of its body arrived: the caller then writes
     /// `HTTP/1.1 100 Continue\r\n\r\n`.

@@ -1,12 +1,14 @@
 //! A worker's budget for the request bodies it is receiving: `[limits] body_memory` bytes of
 //! memory and `[limits] body_disk` bytes of temporary files, shared by all its connections.
 //!
-//! A body reserves what it is known to reach once its head is in: its `Content-Length`, or
-//! for a chunked body what has arrived so far (growing as it arrives). Up to `body_buffer` of
-//! that is memory; a body past `body_buffer` also reserves its whole size on disk, where it
-//! goes. A body that does not fit is refused (`503`, `Retry-After: 1`). The reservation is
-//! released when the request goes to the application, which then owns the body, or when its
-//! connection ends: the budget covers bodies being received, not requests being handled.
+//! A body reserves what has arrived of it, growing as more arrives: up to `body_buffer` of it
+//! in memory, and, once it is larger than that, all of it on disk, where it goes. What a client
+//! only announces (its `Content-Length`) reserves nothing: otherwise a few sockets that announce
+//! large bodies and send a byte now and then would hold the whole budget, and every honest
+//! upload would be refused, at the cost of no bandwidth to the attacker. A body that outgrows
+//! what is left is refused (`503`, `Retry-After: 1`). The reservation is released when the
+//! request goes to the application, which then owns the body, or when its connection ends:
+//! the budget covers bodies being received, not requests being handled.
 
 use std::cell::Cell;
 use std::fmt;
@@ -27,14 +29,12 @@ pub(super) struct Need {
 }
 
 impl Need {
-    /// What a body needs once `received` of its bytes are in, and (for a `Content-Length`)
-    /// `remaining` more are due: up to `body_buffer` in memory, and all of it on disk once it
-    /// is larger than that.
-    pub(super) fn of_body(received: u64, remaining: Option<u64>, body_buffer: u64) -> Need {
-        let size = received.saturating_add(remaining.unwrap_or(0));
+    /// What a body needs once `received` of its bytes are in: up to `body_buffer` in memory,
+    /// and all of it on disk once it is larger than that.
+    pub(super) fn of_body(received: u64, body_buffer: u64) -> Need {
         Need {
-            memory: size.min(body_buffer),
-            disk: if size > body_buffer { size } else { 0 },
+            memory: received.min(body_buffer),
+            disk: if received > body_buffer { received } else { 0 },
         }
     }
 }
@@ -171,24 +171,18 @@ mod tests {
 
     #[test]
     fn a_body_needs_memory_up_to_body_buffer_and_disk_past_it() {
-        // (received, remaining, body_buffer) -> need
+        // (received, body_buffer) -> need: what arrived, never what was announced.
         let table = [
-            ((0, Some(100), 1000), need(100, 0)),
-            ((0, Some(1000), 1000), need(1000, 0)),
-            ((10, Some(991), 1000), need(1000, 1001)),
-            ((0, Some(5000), 1000), need(1000, 5000)),
-            // Chunked: what has arrived.
-            ((300, None, 1000), need(300, 0)),
-            ((2000, None, 1000), need(1000, 2000)),
+            ((0, 1000), need(0, 0)),
+            ((100, 1000), need(100, 0)),
+            ((1000, 1000), need(1000, 0)),
+            ((1001, 1000), need(1000, 1001)),
+            ((5000, 1000), need(1000, 5000)),
             // Every body to a file.
-            ((0, Some(10), 0), need(0, 10)),
+            ((10, 0), need(0, 10)),
         ];
-        for ((received, remaining, buffer), want) in table {
-            assert_eq!(
-                Need::of_body(received, remaining, buffer),
-                want,
-                "{received} {remaining:?} {buffer}"
-            );
+        for ((received, buffer), want) in table {
+            assert_eq!(Need::of_body(received, buffer), want, "{received} {buffer}");
         }
     }
 

@@ -524,8 +524,7 @@ impl<S: Socket> Conn<S> {
                     self.read_start += consumed;
                     if reading.decoder.reading_body() {
                         let received = reading.body.len() + reading.decoder.body_buffered() as u64;
-                        let remaining = reading.decoder.body_remaining();
-                        let need = Need::of_body(received, remaining, settings.body_buffer);
+                        let need = Need::of_body(received, settings.body_buffer);
                         if let Err(refused) = ctx.budget.reserve(&mut reading.reserved, need) {
                             self.body_refused(&refused, ctx);
                             return;

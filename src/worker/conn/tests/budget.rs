@@ -14,7 +14,7 @@ fn post(length: usize, body: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn a_body_holds_its_reservation_from_its_head_until_dispatch() {
+fn a_body_holds_what_arrived_of_it_never_what_it_announced_until_dispatch() {
     let mut test = Test::new(); // body_buffer 1024
     test.budget = BodyBudget::new(4096, 1 << 20);
     test.send(&post(3000, b"abc"));
@@ -22,10 +22,18 @@ fn a_body_holds_its_reservation_from_its_head_until_dispatch() {
     let used = test.budget.used();
     assert_eq!(
         (used.memory, used.disk),
-        (1024, 3000),
-        "reserved at the head"
+        (3, 0),
+        "a Content-Length of 3000 reserves only the 3 bytes that came"
     );
-    test.send(&vec![b'x'; 2997]);
+    test.send(&vec![b'x'; 1500]);
+    assert!(test.event().is_empty());
+    let used = test.budget.used();
+    assert_eq!(
+        (used.memory, used.disk),
+        (1024, 1503),
+        "past body_buffer: on disk, all of it"
+    );
+    test.send(&vec![b'x'; 1497]);
     assert_eq!(names(&test.event()), ["dispatch POST /"]);
     let used = test.budget.used();
     assert_eq!(
@@ -49,8 +57,8 @@ fn a_body_that_does_not_fit_is_answered_503_and_the_connection_lingers() {
             },
         )
         .unwrap();
-    test.send(&post(200, b"ab"));
-    assert_eq!(names(&test.event()), ["log 503"]);
+    test.send(&post(200, &[b'a'; 100]));
+    assert_eq!(names(&test.event()), ["log 503"], "4000 + 100 > 4096");
     let received = test.received();
     assert!(received.starts_with("HTTP/1.1 503 "), "{received}");
     assert!(received.contains("\r\nRetry-After: 1\r\n"), "{received}");
@@ -65,9 +73,9 @@ fn a_body_that_does_not_fit_is_answered_503_and_the_connection_lingers() {
     // Room again: the next connection's body is taken.
     let mut next = Test::new();
     next.budget = test.budget.clone();
-    next.send(&post(200, b"ab"));
+    next.send(&post(200, &[b'a'; 100]));
     assert!(next.event().is_empty());
-    assert_eq!(next.budget.used().memory, 200);
+    assert_eq!(next.budget.used().memory, 100);
     // A connection closed mid-body gives its reservation back.
     next.close_input();
     assert_eq!(names(&next.event()), ["close"]);
