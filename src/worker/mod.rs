@@ -282,8 +282,10 @@ impl<'a> Worker<'a> {
                 // did not ask for this itself.
                 WorkerIntent::Drain => self.retire(RetireReason::Replaced),
                 WorkerIntent::ReopenLogs => {
-                    if let Err(err) = logging::reopen() {
-                        log::error!("could not reopen the error log: {err}");
+                    match logging::reopen() {
+                        // In the new file: the line that says this worker writes there now.
+                        Ok(()) => log::info!("log files reopened"),
+                        Err(err) => log::error!("could not reopen the error log: {err}"),
                     }
                     if let Some(access_log) = self.access_log.as_mut() {
                         access_log.reopen();

@@ -138,13 +138,19 @@ fn the_error_log_goes_to_its_file_and_sigusr1_reopens_it_for_logrotate() {
     std::fs::rename(&log, &rotated).unwrap();
     server.signal(Signal::SIGUSR1);
     let new_file = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_until("a reopen line in the new file", new_file, |t| {
-        t.contains("log files reopened")
+    wait_until("the master's reopen line in the new file", new_file, |t| {
+        t.contains("master") && t.contains("SIGUSR1: log files reopened")
     });
-    // The worker writes to the new file too: a handler panic is logged by the worker.
+    // The master tells the workers after its own reopen; each says when it has reopened.
+    wait_until("the worker's reopen line in the new file", new_file, |t| {
+        t.lines()
+            .any(|line| line.contains("worker 1[") && line.contains("log files reopened"))
+    });
+    // The worker writes to the new file from then on: a handler panic is logged by the worker.
     assert_eq!(server.get("/panic").status, 500);
-    wait_until("the worker's line in the new file", new_file, |t| {
-        t.contains("worker 1[")
+    wait_until("the worker's panic in the new file", new_file, |t| {
+        t.lines()
+            .any(|line| line.contains("worker 1[") && line.contains("panicked"))
     });
     assert!(
         !std::fs::read_to_string(&rotated)
