@@ -62,6 +62,25 @@ impl Worker<'_> {
             .map(|(index, _)| index)
     }
 
+    /// The idle connection that gives way to a new one at `max_connections`: the one idle
+    /// longest that is still idle once its socket has been read again
+    /// ([`Conn::look_again`]): its next request may be there already, reported by an event of
+    /// this same poll not yet handled. A few candidates at most; `None` when none is idle or a
+    /// candidate's client had gone (a slot is then free).
+    fn idle_to_give_way(&mut self) -> Option<usize> {
+        for _ in 0..4 {
+            let idle = self.longest_idle()?;
+            self.drive(idle, Conn::look_again);
+            if !self.admission.at_limit() {
+                return None;
+            }
+            if self.conns[idle].as_ref().is_some_and(|conn| conn.is_idle()) {
+                return Some(idle);
+            }
+        }
+        None
+    }
+
     /// After the events of one poll: takes the connections a listener may still hold (a batch
     /// stopped at its size; edge-triggered readiness does not report them again), and, for a
     /// full worker, one waiting connection every [`ACCEPT_NUDGE`](super::admission::ACCEPT_NUDGE)
@@ -132,8 +151,10 @@ impl Worker<'_> {
     /// connection idle longest gives way to it, and without one nothing is accepted.
     fn take_one(&mut self, index: usize) -> Took {
         let to_close = if self.admission.at_limit() {
-            match self.longest_idle() {
+            match self.idle_to_give_way() {
                 Some(idle) => Some(idle),
+                // Looking again, a connection's client had gone: a slot is free.
+                None if !self.admission.at_limit() => None,
                 None => {
                     self.update_accepting();
                     return Took::Stop;

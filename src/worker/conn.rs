@@ -366,6 +366,15 @@ impl<S: Socket> Conn<S> {
         }
     }
 
+    /// Before an idle connection gives way at `max_connections`: reads what its socket holds
+    /// that no event has reported yet (its next request may have come in the same poll as the
+    /// new connection), so a connection is not closed under a request that already arrived.
+    /// Afterwards it is idle still, or reading, dispatched or closed like any other.
+    pub(super) fn look_again(&mut self, ctx: &mut Ctx<'_>) {
+        self.unread = true;
+        self.read(ctx);
+    }
+
     /// Whether the connection is with the application, waiting for its answer.
     fn in_app(&self) -> bool {
         matches!(self.state, State::InApp(_))

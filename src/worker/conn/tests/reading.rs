@@ -302,3 +302,30 @@ fn an_empty_line_after_a_body_leaves_the_connection_idle() {
     test.send(b"GET /2 HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!(names(&test.event()), ["dispatch GET /2"]);
 }
+
+#[test]
+fn an_idle_connection_about_to_give_way_first_reads_a_request_no_event_reported() {
+    let mut test = Test::new();
+    test.dispatch_get("");
+    test.respond(Response::text(200, "one"));
+    assert!(test.conn.is_idle());
+    // The next request is in the socket, its event not yet handled: looking again finds it,
+    // and the connection is no longer one that may be closed.
+    test.send(b"GET /2 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(test.conn.is_idle(), "no event yet");
+    assert_eq!(
+        names(&test.run(|conn, ctx| conn.look_again(ctx))),
+        ["dispatch GET /2"]
+    );
+    assert!(!test.conn.is_idle());
+    assert_eq!(test.conn.idle_since(), None);
+    // With nothing in the socket it stays idle; with the client gone, it closes.
+    test.respond(Response::text(200, "two"));
+    assert!(test.run(|conn, ctx| conn.look_again(ctx)).is_empty());
+    assert!(test.conn.is_idle());
+    test.close_input();
+    assert_eq!(
+        names(&test.run(|conn, ctx| conn.look_again(ctx))),
+        ["close"]
+    );
+}
