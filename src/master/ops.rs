@@ -166,11 +166,20 @@ impl Ops {
                 .count()
                 >= MAX_CONNS
             {
-                // Full: what waits is taken when one of these connections closes.
-                if !self.waiting.contains(&token) {
-                    self.waiting.push(token);
+                // Full, and a client waits (the listener said so): the oldest connection that
+                // has not been answered gives way, so clients that connect and say nothing
+                // cannot keep a scraper out even until their deadline. A client with a request
+                // is answered in the turn its bytes arrive, so the oldest is one that is silent.
+                // With every slot being flushed instead, what waits is taken when one closes.
+                match self.oldest_unanswered(http) {
+                    Some(index) => self.close(index, registry),
+                    None => {
+                        if !self.waiting.contains(&token) {
+                            self.waiting.push(token);
+                        }
+                        return;
+                    }
                 }
-                return;
             }
             let accepted = match token {
                 CONTROL => match &self.control {
@@ -220,6 +229,21 @@ impl Ops {
                 deadline: Instant::now() + DEADLINE,
             });
         }
+    }
+
+    /// The endpoint's connection (`http`: the metrics port, else the control socket) that
+    /// was accepted first among those not yet answered: every connection gets the same
+    /// [`DEADLINE`] at its accept, so the earliest deadline is the oldest.
+    fn oldest_unanswered(&self, http: bool) -> Option<usize> {
+        self.conns
+            .iter()
+            .enumerate()
+            .filter_map(|(index, conn)| {
+                let conn = conn.as_ref()?;
+                (conn.http == http && !conn.answered).then_some((index, conn.deadline))
+            })
+            .min_by_key(|&(_, deadline)| deadline)
+            .map(|(index, _)| index)
     }
 
     fn drive(&mut self, index: usize, registry: &Registry) -> Vec<(usize, OpsRequest)> {

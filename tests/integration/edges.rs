@@ -248,9 +248,9 @@ fn silent_clients_cannot_starve_the_metrics_listener() {
     let silent: Vec<TcpStream> = (0..70).map(|_| connect(addr)).collect();
     // The control socket has slots of its own.
     assert!(server.status_json().contains("\"workers\""));
-    // A scraper that connects while every slot is taken is answered once the silent ones reach
-    // their 5 s deadline and free theirs: its connection arrived while the listener was full,
-    // and no new one comes to announce it.
+    // A scraper that connects while every slot is taken is answered: the oldest silent
+    // connection gives way to it (before, it waited for the silent ones' 5 s deadline, and
+    // before that fix for ever: its connection arrived while the listener was full).
     let mut scraper = connect(addr);
     scraper
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -259,6 +259,14 @@ fn silent_clients_cannot_starve_the_metrics_listener() {
         .unwrap_or_else(|e| panic!("the waiting scrape: {e}; log:\n{}", server.log()));
     assert_eq!(response.status, 200);
     assert!(response.text().contains("tine_workers 1\n"));
+    // Answered while most silent clients were still connected: the oldest gave way, rather
+    // than every one of the first 64 reaching its deadline.
+    let open = silent.iter().filter(|stream| still_open(stream)).count();
+    assert!(
+        open >= 60,
+        "only {open} of 70 silent clients still connected: the scrape waited for deadlines"
+    );
+    assert!(open < 70, "the oldest silent clients gave way");
     for path in ["/metrics", "/healthz"] {
         let mut client = connect(addr);
         client
@@ -267,4 +275,15 @@ fn silent_clients_cannot_starve_the_metrics_listener() {
         assert_eq!(read_response(&mut client).unwrap().status, 200, "{path}");
     }
     drop(silent);
+}
+
+/// Whether the server still holds `stream` open: nothing to read yet, neither an end nor a
+/// reset.
+fn still_open(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let open =
+        matches!(stream.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    stream.set_nonblocking(false).unwrap();
+    open
 }
