@@ -99,6 +99,20 @@ fn exit_how_reads_well() {
     assert_eq!(killed.to_string(), "was killed by SIGKILL");
 }
 
+/// A character device like `/dev/null` at `dir/null`, standing in for it (making one needs
+/// root, as the tests run).
+fn null_device(dir: &Path) -> std::path::PathBuf {
+    let device = dir.join("null");
+    nix::sys::stat::mknod(
+        &device,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .expect("mknod (the tests run as root)");
+    device
+}
+
 /// A directory of its own under the temp dir, emptied first.
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("tine-sys-{name}-{}", std::process::id()));
@@ -125,14 +139,7 @@ fn a_log_file_is_opened_only_as_a_regular_file_never_through_a_link() {
     assert!(err.to_string().contains("a FIFO"), "{err}");
     let err = open_append_regular(&dir, 0o640).expect_err("a directory is refused");
     assert!(err.to_string().contains("a directory"), "{err}");
-    let device = dir.join("null");
-    nix::sys::stat::mknod(
-        &device,
-        nix::sys::stat::SFlag::S_IFCHR,
-        nix::sys::stat::Mode::from_bits_truncate(0o666),
-        nix::sys::stat::makedev(1, 3),
-    )
-    .unwrap();
+    let device = null_device(&dir);
     let err = open_append_regular(&device, 0o640).expect_err("a device");
     assert!(err.to_string().contains("a device"), "{err}");
     let err = open_append_regular(&dir.join("stdout"), 0o640).map(|_| ());
@@ -184,14 +191,7 @@ fn the_standard_streams_are_opened_as_they_are_and_never_given_away() {
     open_append_regular(Path::new("/dev/stderr"), 0o640).expect("/dev/stderr is followed");
     // A device of the test's own stands in for /dev/null, so a mistake cannot give that away.
     let dir = scratch("streams");
-    let device = dir.join("null");
-    nix::sys::stat::mknod(
-        &device,
-        nix::sys::stat::SFlag::S_IFCHR,
-        nix::sys::stat::Mode::from_bits_truncate(0o666),
-        nix::sys::stat::makedev(1, 3),
-    )
-    .expect("mknod (the tests run as root)");
+    let device = null_device(&dir);
     let opened = std::fs::OpenOptions::new()
         .append(true)
         .open(&device)

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::util::{Builder, TempDir, TestServer, read_response, unlinked_temp_files, wait_until};
+use crate::util::{
+    Builder, TempDir, TestServer, read_response, rss_kib, unlinked_temp_files, wait_until,
+};
 
 /// The example binary `name` as `cargo test` built it (`target/debug/examples/NAME-HASH`),
 /// the newest if there are several.
@@ -158,16 +160,6 @@ fn answer_waiting(stream: &TcpStream) -> bool {
     let waiting = stream.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0);
     stream.set_nonblocking(false).unwrap();
     waiting
-}
-
-/// The resident set size of `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 /// Reads one chunk of a chunked body: `Some(data)`, or `None` at the last chunk (whose empty

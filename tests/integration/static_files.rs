@@ -2,7 +2,7 @@
 //! requests, hostile paths, directories, precompressed files, large and slow downloads, and a
 //! root that cannot be served.
 
-use crate::util::{TempDir, TestServer, read_response, read_response_head, run_tine};
+use crate::util::{TempDir, TestServer, read_response, read_response_head, rss_kib, run_tine};
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -361,16 +361,6 @@ fn a_slow_100_mib_download_holds_no_thread_and_others_are_served_meanwhile() {
     }
     assert_eq!(received, size);
     assert_eq!(server.workers(), vec![worker]);
-}
-
-/// The resident set size of `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 #[test]
