@@ -178,7 +178,7 @@ pub struct Hop {
 /// by the rule in the [module documentation](self).
 pub fn client<'a>(
     peer: Option<IpAddr>,
-    fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    fields: impl IntoIterator<Item = (&'a str, &'a [u8]), IntoIter: Clone>,
     trusted: &[Trusted],
     header: ForwardedHeader,
 ) -> Client {
@@ -192,10 +192,10 @@ pub fn client<'a>(
             };
         }
     };
-    let fields: Vec<(&str, &[u8])> = fields.into_iter().collect();
+    let fields = fields.into_iter();
     let mut addr = peer_ip;
     let mut scheme = None;
-    for hop in hops_from_the_right(header, &lines(&fields, header.as_str())) {
+    for hop in hops_from_the_right(header, &lines(fields.clone(), header.as_str())) {
         scheme = hop.scheme;
         match hop.addr {
             Some(ip) => {
@@ -208,7 +208,7 @@ pub fn client<'a>(
         }
     }
     if header == ForwardedHeader::XForwardedFor {
-        let proto = lines(&fields, "x-forwarded-proto");
+        let proto = lines(fields, "x-forwarded-proto");
         scheme = list_from_the_right(&proto).next().map(scheme_of);
     }
     Client {
@@ -223,9 +223,7 @@ pub fn chain<'a>(
     fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     header: ForwardedHeader,
 ) -> Vec<Hop> {
-    let fields: Vec<(&str, &[u8])> = fields.into_iter().collect();
-    let mut hops: Vec<Hop> =
-        hops_from_the_right(header, &lines(&fields, header.as_str())).collect();
+    let mut hops: Vec<Hop> = hops_from_the_right(header, &lines(fields, header.as_str())).collect();
     hops.reverse();
     hops
 }
@@ -234,9 +232,12 @@ pub fn chain<'a>(
 const OWS: [char; 2] = [' ', '\t'];
 
 /// The values of every field called `name`, in order.
-fn lines<'a>(fields: &[(&str, &'a [u8])], name: &str) -> Vec<Cow<'a, str>> {
+fn lines<'a>(
+    fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    name: &str,
+) -> Vec<Cow<'a, str>> {
     fields
-        .iter()
+        .into_iter()
         .filter(|(field, _)| field.eq_ignore_ascii_case(name))
         .map(|(_, value)| String::from_utf8_lossy(value))
         .collect()

@@ -66,7 +66,7 @@ impl Headers {
     }
 
     /// Every field as `(name, value)`, in the order received.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + Clone {
         self.fields
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_slice()))
