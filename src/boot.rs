@@ -172,9 +172,9 @@ impl HandlerFactory for Builtin {
                 Ok(Box::new(handler::static_files::StaticFiles::new(options)?))
             }
             #[cfg(feature = "python")]
-            HandlerKind::Wsgi => Ok(Box::new(python::Wsgi::build(&worker.app)?)),
+            HandlerKind::Python => Ok(Box::new(python::Wsgi::build(&worker.app)?)),
             #[cfg(not(feature = "python"))]
-            HandlerKind::Wsgi => Err(NO_PYTHON.into()),
+            HandlerKind::Python => Err(NO_PYTHON.into()),
         }
     }
 
@@ -203,7 +203,7 @@ const NO_PYTHON: &str = "this tine was built without Python support (cargo's `py
 /// Which Python the config's application would run with: one line for `--check-config` and
 /// `--print-config`, or why it cannot run. Nothing is imported.
 fn python_for(config: &Config) -> Option<Result<String, String>> {
-    if config.app.handler != HandlerKind::Wsgi {
+    if config.app.handler != HandlerKind::Python {
         return None;
     }
     #[cfg(feature = "python")]
@@ -341,7 +341,7 @@ fn serve(
             source,
         })?;
     }
-    if factory.is_none() && config.app.handler == HandlerKind::Wsgi {
+    if factory.is_none() && config.app.handler == HandlerKind::Python {
         if let Some(Err(why)) = python_for(&config) {
             return Err(Error::Python(why));
         }

@@ -297,7 +297,7 @@ impl Overrides {
             config.server.threads = threads;
         }
         if let Some(app) = &self.app {
-            config.app.handler = HandlerKind::Wsgi;
+            config.app.handler = HandlerKind::Python;
             config.app.app = Some(app.clone());
         }
         for (name, value) in &self.env {

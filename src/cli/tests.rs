@@ -70,7 +70,7 @@ fn the_app_argument_serves_wsgi() {
         "app:create_app(\"prod\", debug=False)",
     ] {
         let config = config_from(&[spec]);
-        assert_eq!(config.app.handler, HandlerKind::Wsgi);
+        assert_eq!(config.app.handler, HandlerKind::Python);
         assert_eq!(config.app.app.as_deref(), Some(spec));
     }
     let command = parse_strs(&["-w", "4", "-t", "2", "-b", "0.0.0.0:8000", "app:app"]).unwrap();

@@ -380,6 +380,17 @@ pub struct App {
     /// environment variable then applies at start-up), or a path that starts with `/` and
     /// does not end with one.
     pub script_name: String,
+    /// `python`: which interface the application speaks; `Auto` looks at it once imported.
+    pub interface: Interface,
+    /// `python`, ASGI: the asyncio event loop each worker runs the application on.
+    pub event_loop: EventLoop,
+    /// `python`, ASGI: whether the application's lifespan protocol runs.
+    pub lifespan: Lifespan,
+    /// `python`, ASGI: how many requests a worker runs at once; more wait unread.
+    pub max_concurrency: usize,
+    /// `python`, ASGI: the `root_path` the application is mounted at, like `script_name`
+    /// for WSGI.
+    pub root_path: String,
     /// `static`: the directory served, relative to the directory tine runs in.
     pub root: PathBuf,
     /// `static`: file names tried, in order, for a request naming a directory; each a plain
@@ -420,6 +431,11 @@ impl Default for App {
             env: Vec::new(),
             preload: false,
             script_name: String::new(),
+            interface: Interface::Auto,
+            event_loop: EventLoop::Auto,
+            lifespan: Lifespan::Auto,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            root_path: String::new(),
             root: PathBuf::from("public"),
             index: vec!["index.html".to_owned()],
             listing: false,
@@ -438,6 +454,79 @@ pub struct Metrics {
     pub bind: Option<std::net::SocketAddr>,
 }
 
+/// `[app] max_concurrency`'s default: generous, as uvicorn sets no limit, yet a bound on the
+/// tasks one worker may hold.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 1000;
+
+/// `[app] interface`: how tine calls a Python application.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Interface {
+    /// ASGI when the application is a coroutine function (or its `__call__` is), else WSGI.
+    #[default]
+    Auto,
+    /// PEP 3333, on the worker's pool threads.
+    Wsgi,
+    /// ASGI 3, on one asyncio event loop per worker.
+    Asgi,
+}
+
+impl Interface {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interface::Auto => "auto",
+            Interface::Wsgi => "wsgi",
+            Interface::Asgi => "asgi",
+        }
+    }
+}
+
+/// `[app] loop`: the asyncio event loop an ASGI application runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EventLoop {
+    /// uvloop when it can be imported, else asyncio's own.
+    #[default]
+    Auto,
+    /// asyncio's own loop.
+    Asyncio,
+    /// uvloop; refused at start when it cannot be imported.
+    Uvloop,
+}
+
+impl EventLoop {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventLoop::Auto => "auto",
+            EventLoop::Asyncio => "asyncio",
+            EventLoop::Uvloop => "uvloop",
+        }
+    }
+}
+
+/// `[app] lifespan`: the ASGI lifespan protocol, as uvicorn's `--lifespan`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lifespan {
+    /// Run it; an application that does not support it is served without it.
+    #[default]
+    Auto,
+    /// Run it; an application that does not support it fails to start.
+    On,
+    /// Do not run it.
+    Off,
+}
+
+impl Lifespan {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifespan::Auto => "auto",
+            Lifespan::On => "on",
+            Lifespan::Off => "off",
+        }
+    }
+}
+
 /// The built-in request handlers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum HandlerKind {
@@ -446,20 +535,21 @@ pub enum HandlerKind {
     Demo,
     /// The files under `[app] root`.
     Static,
-    /// The Python WSGI application named by `[app] app`.
-    Wsgi,
+    /// The Python application named by `[app] app`: WSGI or ASGI, as `[app] interface`
+    /// says or the application shows.
+    Python,
 }
 
 impl HandlerKind {
     /// Every handler, in the order error messages list them.
-    pub const ALL: &[HandlerKind] = &[HandlerKind::Demo, HandlerKind::Static, HandlerKind::Wsgi];
+    pub const ALL: &[HandlerKind] = &[HandlerKind::Demo, HandlerKind::Static, HandlerKind::Python];
 
     /// The name used in the config file.
     pub fn as_str(self) -> &'static str {
         match self {
             HandlerKind::Demo => "demo",
             HandlerKind::Static => "static",
-            HandlerKind::Wsgi => "wsgi",
+            HandlerKind::Python => "python",
         }
     }
 }

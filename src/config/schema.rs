@@ -485,7 +485,11 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 name: "handler",
                 help: "The application that answers requests: \"demo\", \"static\" or \"wsgi\".",
                 read: |v, c| {
-                    c.app.handler = read_handler(v)?;
+                    let (handler, interface) = read_handler(v)?;
+                    c.app.handler = handler;
+                    if let Some(interface) = interface {
+                        c.app.interface = interface;
+                    }
                     Ok(())
                 },
                 write: |c| toml_string(&c.app.handler.to_string()),

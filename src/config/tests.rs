@@ -132,7 +132,7 @@ fn alternative_spellings_are_read() {
 fn example_file_is_the_defaults_and_covers_every_key() {
     // But for the application: the file serves the bundled WSGI one.
     let mut expected = Config::default();
-    expected.app.handler = HandlerKind::Wsgi;
+    expected.app.handler = HandlerKind::Python;
     expected.app.app = Some("hello:app".to_owned());
     expected.app.pythonpath = vec![PathBuf::from("examples/python")];
     assert_eq!(
@@ -320,8 +320,8 @@ fn handler_names() {
     assert_eq!(HandlerKind::Demo.to_string(), "demo");
     assert_eq!("demo".parse::<HandlerKind>(), Ok(HandlerKind::Demo));
     assert_eq!("static".parse::<HandlerKind>(), Ok(HandlerKind::Static));
-    assert_eq!("wsgi".parse::<HandlerKind>(), Ok(HandlerKind::Wsgi));
-    assert_eq!(HandlerKind::Wsgi.to_string(), "wsgi");
+    assert_eq!("wsgi".parse::<HandlerKind>(), Ok(HandlerKind::Python));
+    assert_eq!(HandlerKind::Python.to_string(), "wsgi");
     assert_eq!(
         "flask".parse::<HandlerKind>(),
         Err("unknown handler \"flask\": expected one of \"demo\", \"static\", \"wsgi\"".to_owned())
@@ -356,7 +356,7 @@ fn wsgi_keys_are_read_and_written_back() {
              env = { ZED = \"1\", DJANGO_SETTINGS_MODULE = \"site.settings\", \"odd name\" = \"a \\\"b\\\"\" }\n",
     );
     assert_eq!(c.server.boot_timeout, Duration::from_secs(300));
-    assert_eq!(c.app.handler, HandlerKind::Wsgi);
+    assert_eq!(c.app.handler, HandlerKind::Python);
     assert_eq!(
         c.app.app.as_deref(),
         Some("app:create_app(\"prod\", debug=False)")

@@ -49,7 +49,7 @@ const REPORT_PIPE: Token = Token(1);
 
 /// Whether `config` imports its application in the master.
 fn preloads(config: &Config) -> bool {
-    config.app.handler == crate::config::HandlerKind::Wsgi && config.app.preload
+    config.app.handler == crate::config::HandlerKind::Python && config.app.preload
 }
 
 /// How long the loop sleeps at most between checks of its timers and the heartbeats.

@@ -12,7 +12,7 @@ use toml::de::DeValue;
 use super::{Bad, Bads};
 use crate::config::diag::describe;
 use crate::config::units::{parse_duration, parse_size, quote};
-use crate::config::{BindAddr, HandlerKind, LEVELS, MAX_WORKERS, Workers};
+use crate::config::{BindAddr, HandlerKind, Interface, LEVELS, MAX_WORKERS, Workers};
 
 pub(super) fn bad(value: &Spanned<DeValue<'_>>, message: String) -> Bad {
     Bad {
@@ -212,9 +212,15 @@ pub(super) fn read_level(value: &Spanned<DeValue<'_>>) -> Result<log::LevelFilte
     })
 }
 
-pub(super) fn read_handler(value: &Spanned<DeValue<'_>>) -> Result<HandlerKind, Bad> {
+pub(super) fn read_handler(
+    value: &Spanned<DeValue<'_>>,
+) -> Result<(HandlerKind, Option<Interface>), Bad> {
     let found = match value.get_ref() {
-        DeValue::String(s) => s.parse::<HandlerKind>().ok(),
+        // The names of the Python interfaces, as earlier versions spelled the handler: the
+        // Python handler with its interface set.
+        DeValue::String(s) if s == "wsgi" => Some((HandlerKind::Python, Some(Interface::Wsgi))),
+        DeValue::String(s) if s == "asgi" => Some((HandlerKind::Python, Some(Interface::Asgi))),
+        DeValue::String(s) => s.parse::<HandlerKind>().ok().map(|h| (h, None)),
         _ => None,
     };
     found.ok_or_else(|| {
@@ -222,7 +228,13 @@ pub(super) fn read_handler(value: &Spanned<DeValue<'_>>) -> Result<HandlerKind, 
             .iter()
             .map(|h| format!("\"{h}\""))
             .collect();
-        expected(value, &format!("one of {}", names.join(", ")))
+        expected(
+            value,
+            &format!(
+                "one of {} (\"wsgi\" and \"asgi\" are \"python\" with that interface)",
+                names.join(", ")
+            ),
+        )
     })
 }
 

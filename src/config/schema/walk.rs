@@ -39,7 +39,7 @@ pub(crate) fn apply(doc: &DeTable<'_>, config: &mut Config, problems: &mut Vec<P
 pub(crate) fn check_across(doc: &DeTable<'_>, config: &Config, problems: &mut Vec<Problem>) {
     // A bad `app` is reported already; calling it missing as well would only be noise.
     let app_reported = problems.iter().any(|p| p.key.as_deref() == Some("app.app"));
-    if config.app.handler == HandlerKind::Wsgi && config.app.app.is_none() && !app_reported {
+    if config.app.handler == HandlerKind::Python && config.app.app.is_none() && !app_reported {
         problems.push(Problem {
             offset: value_offset(doc, "app", "handler"),
             key: Some("app.handler".to_owned()),
