@@ -172,7 +172,7 @@ impl HandlerFactory for Builtin {
                 Ok(Box::new(handler::static_files::StaticFiles::new(options)?))
             }
             #[cfg(feature = "python")]
-            HandlerKind::Python => Ok(Box::new(python::Wsgi::build(&worker.app)?)),
+            HandlerKind::Python => python::build(&worker.app),
             #[cfg(not(feature = "python"))]
             HandlerKind::Python => Err(NO_PYTHON.into()),
         }

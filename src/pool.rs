@@ -15,7 +15,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::handler::{BodyStream, Handler, Request, Response};
+use crate::handler::{BodyStream, Handler, Replied, Reply, Request, Response, Ticket};
 
 /// Work for the pool, tagged with the connection it belongs to.
 #[derive(Debug)]
@@ -92,6 +92,20 @@ impl std::fmt::Debug for Outcome {
     }
 }
 
+impl From<Reply> for Outcome {
+    fn from(reply: Reply) -> Outcome {
+        match reply {
+            Reply::Respond(response) => Outcome::Response {
+                response,
+                panicked: false,
+            },
+            Reply::Chunk(chunk) => Outcome::Chunk(chunk, Box::new(Replied)),
+            Reply::End => Outcome::StreamEnded,
+            Reply::Failed => Outcome::StreamFailed,
+        }
+    }
+}
+
 struct Queue {
     jobs: VecDeque<Job>,
     closed: bool,
@@ -100,11 +114,33 @@ struct Queue {
     idle: usize,
 }
 
+/// Where finished jobs wait for the event loop, and what wakes it for them.
+struct Completions {
+    finished: Mutex<Vec<Finished>>,
+    waker: mio::Waker,
+}
+
+impl Completions {
+    /// Hands `finished` to the event loop.
+    fn push(&self, finished: Finished) {
+        let was_empty = {
+            let mut done = lock(&self.finished);
+            let was_empty = done.is_empty();
+            done.push(finished);
+            was_empty
+        };
+        // One wake per batch: while the loop has not yet drained earlier answers, it will see
+        // this one too.
+        if was_empty && let Err(err) = self.waker.wake() {
+            log::error!("could not wake the event loop: {err}");
+        }
+    }
+}
+
 struct Shared {
     queue: Mutex<Queue>,
     work_ready: Condvar,
-    finished: Mutex<Vec<Finished>>,
-    waker: mio::Waker,
+    completions: Arc<Completions>,
     handler: Box<dyn Handler>,
     /// What each thread is running: the job's connection and serial, and the thread's
     /// `pthread_self()`, so a request that runs too long can be traced to its thread.
@@ -134,12 +170,32 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Pool {
     /// Starts `threads` threads named `{name}-{n}`, running `handler`, waking the event loop
     /// through `waker` when a response is ready.
+    ///
+    /// A [concurrent](Handler::concurrent) handler gets no threads: jobs are handed to it as
+    /// they come, and its replies come back as the threads' answers would.
     pub fn start(
         threads: usize,
         handler: Box<dyn Handler>,
         waker: mio::Waker,
         name: &str,
     ) -> io::Result<Pool> {
+        let completions = Arc::new(Completions {
+            finished: Mutex::new(Vec::new()),
+            waker,
+        });
+        let threads = if let Some(concurrent) = handler.concurrent() {
+            let completions = Arc::clone(&completions);
+            concurrent.serve(Arc::new(move |ticket: Ticket, reply: Reply| {
+                completions.push(Finished {
+                    conn: ticket.conn,
+                    serial: ticket.serial,
+                    outcome: reply.into(),
+                });
+            }));
+            0
+        } else {
+            threads
+        };
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
@@ -147,8 +203,7 @@ impl Pool {
                 idle: 0,
             }),
             work_ready: Condvar::new(),
-            finished: Mutex::new(Vec::new()),
-            waker,
+            completions,
             handler,
             running: (0..threads).map(|_| Mutex::new(None)).collect(),
         });
@@ -170,8 +225,20 @@ impl Pool {
         })
     }
 
-    /// Queues a job; a free thread picks it up at once.
+    /// Queues a job; a free thread picks it up at once. A concurrent handler takes it now.
     pub fn submit(&self, job: Job) {
+        if let Some(concurrent) = self.shared.handler.concurrent() {
+            let ticket = Ticket {
+                conn: job.conn,
+                serial: job.serial,
+            };
+            match job.work {
+                Work::Request(request) => concurrent.start(ticket, request),
+                Work::NextChunk(_) => concurrent.more(ticket),
+                Work::Discard(_) => concurrent.discard(ticket),
+            }
+            return;
+        }
         let wake = {
             let mut queue = lock(&self.shared.queue);
             queue.jobs.push_back(job);
@@ -185,7 +252,7 @@ impl Pool {
 
     /// Moves every finished job into `into`.
     pub fn take_finished(&self, into: &mut Vec<Finished>) {
-        let mut finished = lock(&self.shared.finished);
+        let mut finished = lock(&self.shared.completions.finished);
         if into.is_empty() {
             std::mem::swap(&mut *finished, into);
         } else {
@@ -279,19 +346,8 @@ fn run_thread(shared: &Shared, slot: usize) {
         *lock(&shared.running[slot]) = Some((job.conn, job.serial, thread));
         let finished = run_job(&*shared.handler, job);
         *lock(&shared.running[slot]) = None;
-        let Some(finished) = finished else {
-            continue;
-        };
-        let was_empty = {
-            let mut done = lock(&shared.finished);
-            let was_empty = done.is_empty();
-            done.push(finished);
-            was_empty
-        };
-        // One wake per batch: while the loop has not yet drained earlier answers, it will see
-        // this one too.
-        if was_empty && let Err(err) = shared.waker.wake() {
-            log::error!("could not wake the event loop: {err}");
+        if let Some(finished) = finished {
+            shared.completions.push(finished);
         }
     }
 }

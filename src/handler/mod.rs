@@ -24,6 +24,7 @@
 //! assert_eq!(response.body_bytes(), b"Hello from my app\n");
 //! ```
 
+mod concurrent;
 pub mod demo;
 mod request;
 mod response;
@@ -33,6 +34,7 @@ pub use request::{
     BodyReader, Headers, Request, RequestBody, RequestBuilder, Version, percent_decode,
     percent_decode_bytes, percent_decode_path,
 };
+pub use concurrent::{Concurrent, Replied, Replies, Reply, Ticket};
 pub use response::{Body, BodyStream, FileRegion, HeaderFields, Response};
 use std::error::Error as StdError;
 
@@ -107,6 +109,14 @@ pub trait Handler: Send + Sync + 'static {
     /// stuck logs it here. It must return at once; the default does nothing.
     fn request_stuck(&self, thread: u64, what: &str) {
         let _ = (thread, what);
+    }
+
+    /// An application that runs its requests concurrently on an event loop of its own (ASGI)
+    /// returns itself here: the worker then hands it requests without blocking instead of
+    /// calling [`Handler::handle`] on pool threads, and starts no pool threads. The default is
+    /// `None`.
+    fn concurrent(&self) -> Option<&dyn Concurrent> {
+        None
     }
 }
 

@@ -17,14 +17,85 @@
 
 #![allow(unsafe_code)]
 
+mod asgi;
 mod interp;
 mod wsgi;
 
+use pyo3::prelude::*;
+
+use crate::config::{App, Interface};
+use crate::handler::{BuildError, Handler};
+pub use asgi::Asgi;
 pub use interp::{
     Interpreter, Venv, after_fork_child, after_fork_parent, before_fork, ensure_started, preload,
     venv_for,
 };
 pub use wsgi::Wsgi;
+
+/// Builds the handler for the Python application `app` names, in this worker: starts the
+/// interpreter (unless the master preloaded the application), imports the application, and
+/// serves it as WSGI or ASGI, as `[app] interface` says or, for `"auto"`, as the application
+/// shows (an ASGI application is a coroutine function, or its `__call__` is one).
+pub fn build(app: &App) -> Result<Box<dyn Handler>, BuildError> {
+    interp::ensure_started(app)?;
+    let (application, interface) = Python::attach(|py| -> Result<_, BuildError> {
+        let application = match interp::preloaded() {
+            Some(application) => application.clone_ref(py),
+            None => interp::load_app(py, app)?,
+        };
+        let interface = match app.interface {
+            Interface::Auto => {
+                let asgi = interp::support(py)
+                    .getattr("looks_asgi")
+                    .and_then(|f| f.call1((application.bind(py),)))
+                    .and_then(|v| v.extract::<bool>())
+                    .map_err(|err| interp::format_err(py, &err))?;
+                if asgi { Interface::Asgi } else { Interface::Wsgi }
+            }
+            forced => forced,
+        };
+        Ok((application, interface))
+    })?;
+    let name = app.app.as_deref().unwrap_or("the application");
+    match interface {
+        Interface::Asgi => {
+            log::info!("serving {name} as ASGI 3");
+            Ok(Box::new(Asgi::start(application, app)?))
+        }
+        _ => {
+            log::debug!("serving {name} as WSGI (PEP 3333)");
+            Python::attach(|py| Ok(Box::new(Wsgi::new(py, application, app)?) as Box<dyn Handler>))
+        }
+    }
+}
+
+/// The name of `value`'s type ("bytes", "dict"), for an error the application is shown.
+fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
+/// `repr(value)`, for an error the application is shown; empty if `__repr__` raised.
+fn repr(value: &Bound<'_, PyAny>) -> String {
+    value.repr().map(|r| r.to_string()).unwrap_or_default()
+}
+
+/// A response's `Content-Length` after one more such field, `value`, given what the fields
+/// before it said: `None` when it is not a number, or another number than theirs.
+fn content_length(previous: Option<u64>, value: &[u8]) -> Option<u64> {
+    let value = std::str::from_utf8(value).ok()?.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let parsed = value.parse::<u64>().ok()?;
+    match previous {
+        Some(before) if before != parsed => None,
+        _ => Some(parsed),
+    }
+}
 
 /// The Python tine was built against, as the build script found it.
 pub struct BuiltWith {

@@ -136,3 +136,21 @@ def run_atexit():
             stream.flush()
         except Exception:
             pass
+
+
+def looks_asgi(app):
+    """Whether ``app`` is an ASGI application: a coroutine function, or an object whose
+    ``__call__`` is one (Starlette, FastAPI, Django's ASGIHandler). A class is not: ASGI 2
+    applications are not served."""
+    import asyncio
+    import inspect
+
+    def coroutine(fn):
+        return inspect.iscoroutinefunction(fn) or asyncio.iscoroutinefunction(fn)
+
+    if inspect.isclass(app):
+        return False
+    if coroutine(app):
+        return True
+    call = getattr(app, "__call__", None)
+    return call is not None and coroutine(call)

@@ -28,7 +28,8 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::{ffi, intern};
 
-use super::interp::{self, format_err, support};
+use super::interp::{format_err, support};
+use super::{repr, type_name};
 use crate::config::App;
 use crate::handler::{BuildError, Handler, Request, Response};
 use crate::pool::lock;
@@ -57,36 +58,32 @@ impl std::fmt::Debug for Wsgi {
 }
 
 impl Wsgi {
-    /// Starts the interpreter in this worker, unless the master preloaded the application,
-    /// and imports the application `app` names.
-    pub fn build(app: &App) -> Result<Wsgi, BuildError> {
-        interp::ensure_started(app)?;
+    /// The handler for the WSGI application `application`, configured by `app`.
+    pub(super) fn new(
+        py: Python<'_>,
+        application: Py<PyAny>,
+        app: &App,
+    ) -> Result<Wsgi, BuildError> {
         let script_name = if app.script_name.is_empty() {
             std::env::var("SCRIPT_NAME").unwrap_or_default()
         } else {
             app.script_name.clone()
         };
         let script_name = script_name.trim_end_matches('/').to_owned();
-        Python::attach(|py| -> Result<Wsgi, BuildError> {
-            let application = match interp::preloaded() {
-                Some(app) => app.clone_ref(py),
-                None => interp::load_app(py, app)?,
-            };
-            let errors = Py::new(py, Errors).map_err(|e| format_err(py, &e))?;
-            let file_wrapper = py.get_type::<FileWrapper>().into_any().unbind();
-            let context = py
-                .import("contextvars")
-                .and_then(|m| m.getattr("Context"))
-                .map_err(|e| format_err(py, &e))?
-                .unbind();
-            Ok(Wsgi {
-                app: application,
-                errors,
-                file_wrapper,
-                context,
-                script_name,
-                advancing: Arc::default(),
-            })
+        let errors = Py::new(py, Errors).map_err(|e| format_err(py, &e))?;
+        let file_wrapper = py.get_type::<FileWrapper>().into_any().unbind();
+        let context = py
+            .import("contextvars")
+            .and_then(|m| m.getattr("Context"))
+            .map_err(|e| format_err(py, &e))?
+            .unbind();
+        Ok(Wsgi {
+            app: application,
+            errors,
+            file_wrapper,
+            context,
+            script_name,
+            advancing: Arc::default(),
         })
     }
 
@@ -223,18 +220,4 @@ impl Drop for Wsgi {
             }
         });
     }
-}
-
-/// The name of `value`'s type ("bytes", "dict"), for an error the application is shown.
-fn type_name(value: &Bound<'_, PyAny>) -> String {
-    value
-        .get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_default()
-}
-
-/// `repr(value)`, for an error the application is shown; empty if `__repr__` raised.
-fn repr(value: &Bound<'_, PyAny>) -> String {
-    value.repr().map(|r| r.to_string()).unwrap_or_default()
 }

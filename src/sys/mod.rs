@@ -611,6 +611,23 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// The bytes go from the page cache to the socket without passing through user memory. On a
 /// non-blocking socket whose buffer is full this is `WouldBlock`; `Ok(0)` means the file ended
 /// before `*offset`. Any kind of socket works as the destination (TCP or Unix).
+/// Whether the peer of `socket` has closed its side (or reset the connection): a peek finds
+/// the end of the stream. Bytes waiting to be read are left where they are.
+pub fn peer_closed(socket: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::sys::socket::{MsgFlags, recv};
+    let mut byte = [0u8; 1];
+    match recv(
+        socket.as_raw_fd(),
+        &mut byte,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => false,
+        Err(_) => true,
+    }
+}
+
 pub fn sendfile(
     socket: std::os::fd::BorrowedFd<'_>,
     file: &std::fs::File,

@@ -39,10 +39,16 @@ pub(super) struct Load {
     pub(super) pulls: usize,
 }
 
+/// The most connections one readiness event takes: a concurrent application's worker has room
+/// for many requests, and would otherwise swallow a burst the other workers could share.
+const MAX_BATCH: usize = 16;
+
 /// A worker's load and limits, and since when it has been full.
 #[derive(Debug)]
 pub(super) struct Admission {
     pub(super) load: Load,
+    /// How many requests the application runs at once: its pool threads, or
+    /// `[app] max_concurrency` for a concurrent (ASGI) application.
     threads: usize,
     max_connections: usize,
     /// Since when the worker has been too full to take connections.
@@ -89,9 +95,12 @@ impl Admission {
         self.pool_has_room() && (!self.at_limit() || idle_to_spare)
     }
 
-    /// How many connections to take on one readiness event: one per free thread, at least one.
+    /// How many connections to take on one readiness event: one per free thread, at least one,
+    /// at most [`MAX_BATCH`].
     pub(super) fn batch(&self) -> usize {
-        self.threads.saturating_sub(self.busy()).max(1)
+        self.threads
+            .saturating_sub(self.busy())
+            .clamp(1, MAX_BATCH)
     }
 
     /// Decides, for a running worker whose load changed, whether it takes connections, and
@@ -221,6 +230,8 @@ mod tests {
             (4, load(5, 3, 1), 1),
             (4, load(5, 6, 0), 1),
             (1, load(0, 0, 0), 1),
+            (1000, load(0, 0, 0), 16),
+            (1000, load(990, 990, 0), 10),
         ];
         for (threads, load, batch) in table {
             let mut admission = Admission::new(threads, 100);

@@ -49,6 +49,11 @@ pub(super) struct Settings {
     pub(super) body_rate_grace: Duration,
     /// How long the application may take to answer (zero: no limit).
     pub(super) request_timeout: Duration,
+    /// The application is told when a client leaves in the middle of its request (a
+    /// concurrent one, ASGI's `http.disconnect`): a connection whose client closed its side
+    /// while its request is with the application is closed at once, not when the response is
+    /// written. Otherwise the response is written and the close noticed then.
+    pub(super) watch_hangups: bool,
 }
 
 impl Settings {
@@ -92,6 +97,9 @@ pub(super) enum Action {
     /// The response is over (written, or cut short): this many body bytes went out. The
     /// access log writes its line now.
     Sent(u64),
+    /// The connection closes while its request is with the application or its response is
+    /// being written: tell the application its client is gone. Comes before the `Close`.
+    Gone,
     /// A response is ready: write it (see [`Conn::write`]). It comes after the response's
     /// `Log`, so the scoreboard and the access log have a response before its client does.
     Write,
@@ -483,8 +491,17 @@ impl<S: Socket> Conn<S> {
             State::Writing(_) => self.write(ctx),
             State::Lingering { .. } => self.linger(ctx),
             // Bytes that arrive while the handler runs wait in the socket; they are read once
-            // the response is out.
-            State::InApp(_) | State::Closed | State::Taken => {}
+            // the response is out. The end of the stream may be noticed now.
+            State::InApp(_) => {
+                if readable && ctx.settings.watch_hangups && self.stream.peer_closed() {
+                    log::debug!(
+                        "{} went away while its request was with the application",
+                        peer_text(self.peer)
+                    );
+                    self.close(ctx);
+                }
+            }
+            State::Closed | State::Taken => {}
         }
     }
 
@@ -835,11 +852,16 @@ impl<S: Socket> Conn<S> {
                 return;
             }
             State::Writing(mut writing) => {
-                ctx.actions
-                    .extend(writing.out.take_producer().map(Action::Discard));
+                let producer = writing.out.take_producer();
+                if producer.is_some() || writing.out.pulling_since().is_some() {
+                    // A streamed response not over: its application is still producing it.
+                    ctx.actions.push_back(Action::Gone);
+                }
+                ctx.actions.extend(producer.map(Action::Discard));
                 ctx.actions.push_back(Action::Sent(writing.out.body_sent()));
             }
-            State::Reading(_) | State::InApp(_) | State::Lingering { .. } | State::Taken => {}
+            State::InApp(_) => ctx.actions.push_back(Action::Gone),
+            State::Reading(_) | State::Lingering { .. } | State::Taken => {}
         }
         self.state = State::Closed;
         ctx.actions.push_back(Action::Close);

@@ -33,7 +33,9 @@ use signal_hook_mio::v1_0::Signals;
 use crate::access_log::{self, AccessLog};
 use crate::config::{BindAddr, Config};
 use crate::forwarded;
-use crate::handler::{BodyStream, HandlerFactory, Headers, Request, RequestBody, Response};
+use crate::handler::{
+    BodyStream, HandlerFactory, Headers, Request, RequestBody, Response, Ticket,
+};
 use crate::http::{DateCache, RequestHead};
 use crate::listeners::{Listener, MioListener, Stream};
 use crate::logging::{self, Role};
@@ -435,6 +437,14 @@ impl<'a> Worker<'a> {
             Action::Discard(producer) => self.discard(index, serial, producer),
             Action::Log(answer) => self.record(index, answer),
             Action::Sent(bytes) => self.log_access(index, bytes),
+            Action::Gone => {
+                if let Some(concurrent) = self.pool.handler().concurrent() {
+                    concurrent.gone(Ticket {
+                        conn: index,
+                        serial,
+                    });
+                }
+            }
             Action::Write => debug_assert!(false, "drive writes itself"),
             Action::Backlog => self.write_backlog.push((index, serial)),
             Action::Close => self.forget(index),

@@ -33,6 +33,9 @@ pub(super) trait Socket: Read + Write {
     fn shutdown_write(&self);
     /// Sends up to `count` bytes of `file` from `offset`, advancing it, as `sendfile` does.
     fn send_file(&mut self, file: &File, offset: &mut u64, count: usize) -> io::Result<usize>;
+    /// Whether the client closed its side or reset the connection; bytes it sent before
+    /// stay to be read.
+    fn peer_closed(&self) -> bool;
 }
 
 impl Socket for Stream {
@@ -46,6 +49,14 @@ impl Socket for Stream {
             Stream::Unix(stream) => stream.as_fd(),
         };
         sys::sendfile(fd, file, offset, count)
+    }
+
+    fn peer_closed(&self) -> bool {
+        let fd = match self {
+            Stream::Tcp(stream) => stream.as_fd(),
+            Stream::Unix(stream) => stream.as_fd(),
+        };
+        sys::peer_closed(fd)
     }
 }
 

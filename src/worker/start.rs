@@ -49,6 +49,14 @@ impl<'a> Worker<'a> {
                 handler: config.app.handler.to_string(),
                 error,
             })?;
+        // A concurrent (ASGI) application runs up to `max_concurrency` requests on its own
+        // loop, where a pool runs one per thread.
+        let concurrent = handler.concurrent().is_some();
+        let capacity = if concurrent {
+            config.app.max_concurrency
+        } else {
+            threads
+        };
         let waker = Waker::new(poll.registry(), WAKER)
             .map_err(|e| WorkerError::Setup(SetupStep::Waker, e))?;
         let pool = Pool::start(threads, handler, waker, &format!("w{}", context.slot))
@@ -89,7 +97,7 @@ impl<'a> Worker<'a> {
             listeners,
             listener_addrs,
             accepting: false,
-            admission: Admission::new(threads, server.max_connections.get()),
+            admission: Admission::new(capacity, server.max_connections.get()),
             pool,
             conns: Vec::new(),
             free: Vec::new(),
@@ -105,6 +113,7 @@ impl<'a> Worker<'a> {
                 min_body_rate: server.min_body_rate,
                 body_rate_grace: server.body_rate_grace,
                 request_timeout: server.request_timeout,
+                watch_hangups: concurrent,
             },
             budget: BodyBudget::new(config.limits.body_memory(), config.limits.body_disk()),
             responses: Vec::new(),
@@ -128,10 +137,17 @@ impl<'a> Worker<'a> {
         worker
             .report_to_master()
             .map_err(|e| WorkerError::Setup(SetupStep::ReportReady, e))?;
-        log::debug!(
-            "worker up: {threads} threads, {} listeners",
-            worker.listeners.len()
-        );
+        if concurrent {
+            log::debug!(
+                "worker up: up to {capacity} concurrent requests, {} listeners",
+                worker.listeners.len()
+            );
+        } else {
+            log::debug!(
+                "worker up: {threads} threads, {} listeners",
+                worker.listeners.len()
+            );
+        }
         Ok(worker)
     }
 }

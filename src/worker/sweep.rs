@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::{Conn, Expired};
 use super::{IdleConnections, MEMORY_CHECK_EVERY, Phase, Worker, peer_text};
+use crate::handler::Ticket;
 use crate::http::HttpError;
 use crate::protocol::RetireReason;
 use crate::sys;
@@ -62,6 +63,25 @@ impl Worker<'_> {
         let Some(conn) = self.conns.get(index).and_then(Option::as_ref) else {
             return;
         };
+        if let Some(concurrent) = self.pool.handler().concurrent() {
+            // Its task is cancelled; no thread is stuck, so the worker serves on.
+            log::warn!(
+                "a streamed response to {} produced no chunk within request_timeout ({:?}); \
+                 closed the connection and cancelled its request",
+                peer_text(conn.peer),
+                self.settings.request_timeout
+            );
+            let what = format!("the streamed response to {}", peer_text(conn.peer));
+            concurrent.cancel(
+                Ticket {
+                    conn: index,
+                    serial: conn.serial,
+                },
+                &what,
+            );
+            self.drive(index, Conn::close);
+            return;
+        }
         log::warn!(
             "a streamed response to {} produced no chunk within request_timeout ({:?}); closed \
              the connection and recycling this worker",
@@ -84,6 +104,23 @@ impl Worker<'_> {
             return;
         };
         let label = conn.label().unwrap_or("a request").to_owned();
+        if let Some(concurrent) = self.pool.handler().concurrent() {
+            // Its task is cancelled; no thread is stuck, so the worker serves on.
+            log::warn!(
+                "{label} from {} ran past request_timeout ({:?}); answered 504 and cancelled it",
+                peer_text(conn.peer),
+                self.settings.request_timeout
+            );
+            concurrent.cancel(
+                Ticket {
+                    conn: index,
+                    serial: conn.serial,
+                },
+                &label,
+            );
+            self.answer_504(index);
+            return;
+        }
         log::warn!(
             "{label} from {} ran past request_timeout ({:?}); answered 504 and recycling this worker",
             peer_text(conn.peer),
@@ -92,7 +129,13 @@ impl Worker<'_> {
         if let Some(thread) = self.pool.thread_running(index, conn.serial) {
             self.pool.handler().request_stuck(thread, &label);
         }
-        // Its answer, if it ever comes, finds the connection no longer waiting and is dropped.
+        self.answer_504(index);
+        self.retire(RetireReason::RequestTimeout(ran.as_millis() as u64));
+    }
+
+    /// Answers 504 for a request the application did not answer in time. Its answer, if it
+    /// ever comes, finds the connection no longer waiting and is dropped.
+    fn answer_504(&mut self, index: usize) {
         self.drive(index, |conn, ctx| {
             conn.fail(
                 &HttpError {
@@ -102,6 +145,5 @@ impl Worker<'_> {
                 ctx,
             );
         });
-        self.retire(RetireReason::RequestTimeout(ran.as_millis() as u64));
     }
 }

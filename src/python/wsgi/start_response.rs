@@ -170,18 +170,13 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderFields, Option<u
             )));
         }
         if lower == "content-length" {
-            let parsed = value.trim().parse::<u64>().ok().filter(|_| {
-                !value.trim().is_empty() && value.trim().bytes().all(|b| b.is_ascii_digit())
-            });
-            match (parsed, content_length) {
-                (Some(n), None) => content_length = Some(n),
-                (Some(n), Some(m)) if n == m => {}
-                _ => {
-                    return Err(PyValueError::new_err(format!(
+            content_length = Some(
+                super::super::content_length(content_length, &value_bytes).ok_or_else(|| {
+                    PyValueError::new_err(format!(
                         "the response header Content-Length: {value:?} is not one number"
-                    )));
-                }
-            }
+                    ))
+                })?,
+            );
             continue;
         }
         fields.push((name, value_bytes));

@@ -92,6 +92,10 @@ impl Socket for Mem {
         *offset += n as u64;
         Ok(n)
     }
+
+    fn peer_closed(&self) -> bool {
+        matches!(self.input.back(), Some(Input::Eof | Input::Fail))
+    }
 }
 
 /// A connection over [`Mem`] and what its transitions need.
@@ -115,6 +119,7 @@ pub(super) fn settings() -> Settings {
         min_body_rate: 0,
         body_rate_grace: Duration::from_secs(5),
         request_timeout: Duration::from_secs(30),
+        watch_hangups: false,
     }
 }
 

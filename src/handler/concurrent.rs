@@ -1,0 +1,99 @@
+//! Applications that run many requests at once on an event loop of their own (ASGI), instead
+//! of one request per pool thread.
+//!
+//! The worker's event loop talks to such an application in messages that never block either
+//! side: it hands over a request ([`Concurrent::start`]), asks for a streamed response's next
+//! chunk when the connection has room for it ([`Concurrent::more`]), and says when the
+//! response is no longer wanted or the client left. The application answers through
+//! [`Replies`], which the worker reads on its loop as it reads the pool's answers.
+//!
+//! The conversation for one request, in order:
+//!
+//! ```text
+//!  worker                          application
+//!  start(ticket, request)  ---->
+//!                          <----   Reply::Respond(response)      exactly one per start
+//!  more(ticket)            ---->                                 while the body streams
+//!                          <----   Reply::Chunk | End | Failed   exactly one per more
+//!  discard(ticket)         ---->   the rest of the body is not wanted (HEAD, a length reached)
+//!  gone(ticket)            ---->   the client went away
+//!  cancel(ticket, what)    ---->   ran past request_timeout
+//! ```
+//!
+//! The promise of "exactly one" replies is what keeps the worker's count of requests and
+//! chunks in flight right: an application must keep it even for a request it cancels or that
+//! fails.
+
+use std::sync::Arc;
+
+use super::{Request, Response};
+
+/// Which request a message is about: the worker's connection slot and that connection's
+/// serial. A keep-alive connection's requests share a ticket, one after the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ticket {
+    /// The connection's slot in the worker.
+    pub conn: usize,
+    /// The connection's serial, unique in the worker.
+    pub serial: u64,
+}
+
+/// What a concurrent application says about a request.
+#[derive(Debug)]
+pub enum Reply {
+    /// The response begins (or is whole): a [`Body::Stream`](super::Body::Stream) or
+    /// [`Body::SizedStream`](super::Body::SizedStream) body is produced by `more` and
+    /// `Chunk`; its iterator is never called.
+    Respond(Response),
+    /// The next chunk of the body, answering a `more`.
+    Chunk(Vec<u8>),
+    /// The body is over, answering a `more`.
+    End,
+    /// The body cannot be completed, answering a `more`: the connection is closed without
+    /// its end.
+    Failed,
+}
+
+/// Where a concurrent application sends its replies; cheap to clone and callable from any
+/// thread. The worker's event loop is woken for them.
+pub type Replies = Arc<dyn Fn(Ticket, Reply) + Send + Sync>;
+
+/// An application that runs requests concurrently on its own event loop; see the module
+/// documentation for the conversation. Every method returns at once: it is called on the
+/// worker's event loop.
+pub trait Concurrent: Send + Sync {
+    /// Starts serving, before the first request: `replies` is where the answers go.
+    fn serve(&self, replies: Replies);
+
+    /// A request to run.
+    fn start(&self, ticket: Ticket, request: Request);
+
+    /// The connection has room for the next chunk of the streamed response of `ticket`.
+    fn more(&self, ticket: Ticket);
+
+    /// The rest of the response of `ticket` is not wanted (the request was `HEAD`, the
+    /// status allows no body, or the length the application gave is reached): what it still
+    /// sends is dropped without an error.
+    fn discard(&self, ticket: Ticket);
+
+    /// The client of `ticket` went away: what the application still sends fails.
+    fn gone(&self, ticket: Ticket);
+
+    /// The request of `ticket` (`what`, e.g. `GET /report`) ran past `request_timeout`: stop
+    /// it, and log where it was.
+    fn cancel(&self, ticket: Ticket, what: &str);
+}
+
+/// A streamed body's producer for a concurrent application: its chunks come as replies, so
+/// this is only a place-holder that the worker hands back and forth; asked for a chunk, it
+/// has none.
+#[derive(Debug, Default)]
+pub struct Replied;
+
+impl Iterator for Replied {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+}

@@ -1,0 +1,591 @@
+"""tine's ASGI runtime: one asyncio event loop per worker, on one Python thread.
+
+Embedded in the tine binary and loaded as the module ``_tine_asgi``; applications never see it.
+The worker's event loop (Rust, mio) owns the sockets. It hands this loop requests and
+requests for more of a streamed response through ``native``, waking it with an eventfd the
+loop watches (``loop.add_reader``); this loop answers through ``native``'s methods, which
+wake the worker's. Nothing here blocks but the application's own code.
+
+For every request started, ``native.respond`` is called exactly once; for every ``more``
+(the connection has room for the next chunk of a streamed response), exactly one of
+``native.chunk``, ``native.end`` and ``native.failed``: the worker counts on it.
+"""
+
+import asyncio
+import collections
+import traceback
+
+# tine's log levels, as ``native.log`` takes them.
+ERROR, WARN, INFO, DEBUG = 1, 2, 3, 4
+
+# The messages ``native.take()`` returns, as (kind, conn, serial, ...).
+START, MORE, DISCARD, GONE, CANCEL, STOP = range(6)
+
+# How much of a request body one ``http.request`` event carries.
+BODY_CHUNK = 64 * 1024
+
+
+class ClientDisconnected(OSError):
+    """Raised by ``send`` once the client has gone away (ASGI HTTP spec 2.4)."""
+
+
+class _Request:
+    """One request: its scope, ``receive`` and ``send``, and where its response is."""
+
+    __slots__ = (
+        "server",
+        "conn",
+        "serial",
+        "scope",
+        "label",
+        "body",
+        "body_left",
+        "task",
+        "status",
+        "headers",
+        "started",
+        "replied",
+        "pulled",
+        "pending",
+        "ending",
+        "failed",
+        "finished",
+        "gone",
+        "timed_out",
+        "waiter",
+    )
+
+    def __init__(self, server, conn, serial, scope, body, label):
+        self.server = server
+        self.conn = conn
+        self.serial = serial
+        self.scope = scope
+        self.label = label
+        # bytes, or a reader of a body kept in a file (``read(n)``) with the bytes left.
+        self.body = body
+        self.body_left = None
+        self.task = None
+        self.status = None
+        self.headers = None
+        # http.response.start was sent by the application.
+        self.started = False
+        # native.respond was called (the response's head is with the worker).
+        self.replied = False
+        # The worker asked for the next chunk and has no answer yet.
+        self.pulled = False
+        # A chunk the worker has not asked for yet (at most one: send waits for it).
+        self.pending = None
+        # The application's last body message came: the end is owed once pending is out.
+        self.ending = False
+        # The application ended (returned or raised) before its response was complete.
+        self.failed = False
+        # The response is over for the worker: sent in full, discarded or failed.
+        self.finished = False
+        self.gone = False
+        self.timed_out = False
+        # What receive or send waits on; resolved when something changes.
+        self.waiter = None
+
+    # The worker's side.
+
+    def on_more(self):
+        native = self.server.native
+        if self.pending is not None:
+            chunk, self.pending = self.pending, None
+            native.chunk(self.conn, self.serial, chunk)
+            self._wake()
+        elif self.ending:
+            self.ending = False
+            self.finished = True
+            native.end(self.conn, self.serial)
+            self._wake()
+            self._over()
+        elif self.failed:
+            self.finished = True
+            native.failed(self.conn, self.serial)
+            self._over()
+        else:
+            self.pulled = True
+
+    def on_discard(self):
+        self.finished = True
+        self.pending = None
+        self.ending = False
+        self._wake()
+        self._over()
+
+    def on_gone(self):
+        self.gone = True
+        self.pending = None
+        self.ending = False
+        if self.pulled:
+            # The connection is closed: nothing more will be written.
+            self.pulled = False
+            self.server.native.failed(self.conn, self.serial)
+        if self.replied:
+            self.finished = True
+        self._wake()
+        self._over()
+
+    def on_cancel(self):
+        self.timed_out = True
+        task = self.task
+        if task is None or task.done():
+            return
+        stack = _coroutine_stack(task)
+        self.server.log(
+            ERROR,
+            f"{self.label} ran past request_timeout; cancelled it. It was here (innermost "
+            f"last):\n{stack}",
+        )
+        task.cancel()
+
+    def _over(self):
+        """Forgets the request once the worker needs nothing more of it: its task ended and
+        its response is over."""
+        if self.task is None and (self.finished or self.gone):
+            self.server.forget(self)
+
+    def _wake(self):
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self):
+        self.waiter = self.server.loop.create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+    # The application's side.
+
+    async def receive(self):
+        if self.body is not None:
+            return self._next_body()
+        while not (self.gone or self.finished):
+            await self._wait()
+        return {"type": "http.disconnect"}
+
+    def _next_body(self):
+        body = self.body
+        if isinstance(body, bytes):
+            self.body = None
+            return {"type": "http.request", "body": body, "more_body": False}
+        # A body kept in a file: read a piece at a time.
+        if self.body_left is None:
+            self.body_left = body.len()
+        chunk = body.read(BODY_CHUNK)
+        self.body_left -= len(chunk)
+        more = self.body_left > 0 and len(chunk) > 0
+        if not more:
+            self.body = None
+        return {"type": "http.request", "body": chunk, "more_body": more}
+
+    async def send(self, message):
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.started:
+                raise RuntimeError(
+                    "ASGI: the application sent 'http.response.start' twice"
+                )
+            if self.gone:
+                raise ClientDisconnected("the client went away")
+            status = message["status"]
+            if not isinstance(status, int) or not 100 <= status <= 999:
+                raise TypeError(
+                    f"ASGI: the response status must be an int from 100 to 999, not "
+                    f"{status!r}"
+                )
+            self.status = status
+            self.headers = message.get("headers", ())
+            if message.get("trailers", False):
+                raise RuntimeError(
+                    "ASGI: tine does not offer the http.response.trailers extension"
+                )
+            self.started = True
+            return
+        if kind != "http.response.body":
+            raise RuntimeError(
+                f"ASGI: expected 'http.response.start' or 'http.response.body', got {kind!r}"
+            )
+        if not self.started:
+            raise RuntimeError(
+                "ASGI: the application sent 'http.response.body' before "
+                "'http.response.start'"
+            )
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        if not isinstance(body, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"ASGI: a response body must be bytes, not {type(body).__name__}"
+            )
+        if self.gone:
+            if body or more:
+                raise ClientDisconnected("the client went away")
+            return
+        if self.finished:
+            # Not wanted (HEAD, a status without a body, the length reached): dropped.
+            return
+        native = self.server.native
+        if not self.replied:
+            self.replied = True
+            streamed = native.respond(
+                self.conn, self.serial, self.status, self.headers, bytes(body), more
+            )
+            if not streamed:
+                self.finished = True
+                return
+            if body:
+                self.pending = bytes(body)
+            self.ending = not more
+            return
+        if self.ending:
+            raise RuntimeError(
+                "ASGI: the application sent 'http.response.body' after its last one "
+                "(more_body False)"
+            )
+        # Backpressure: the previous chunk must be with the worker before this one goes.
+        while self.pending is not None and not (self.gone or self.finished):
+            await self._wait()
+        if self.gone:
+            raise ClientDisconnected("the client went away")
+        if self.finished:
+            return
+        if body:
+            if self.pulled:
+                self.pulled = False
+                native.chunk(self.conn, self.serial, bytes(body))
+            else:
+                self.pending = bytes(body)
+        if not more:
+            if self.pulled:
+                self.pulled = False
+                self.finished = True
+                native.end(self.conn, self.serial)
+            else:
+                self.ending = True
+
+    async def run(self):
+        server = self.server
+        try:
+            await server.app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            if not self.timed_out:
+                server.log(INFO, f"{self.label}: the application's task was cancelled")
+        except Exception as err:
+            if self.gone and isinstance(err, OSError):
+                server.log(DEBUG, f"{self.label}: the client went away: {err}")
+            elif not self.replied:
+                server.log(
+                    ERROR,
+                    f"{self.label}: the application raised; answered 500\n"
+                    f"{server.format_exception(err)}",
+                )
+            else:
+                server.log(
+                    ERROR,
+                    f"{self.label}: the application raised after its response began; "
+                    f"closing the connection\n{server.format_exception(err)}",
+                )
+        else:
+            if not self.started and not self.gone:
+                server.log(
+                    ERROR,
+                    f"{self.label}: the application returned without starting a response; "
+                    "answered 500",
+                )
+            elif self.started and not self.replied and not self.gone:
+                server.log(
+                    ERROR,
+                    f"{self.label}: the application returned without sending its response's "
+                    "body; answered 500",
+                )
+            elif self.replied and not self.finished and not self.ending:
+                server.log(
+                    ERROR,
+                    f"{self.label}: the application returned before its response was "
+                    "complete; closing the connection",
+                )
+        finally:
+            self._conclude()
+
+    def _conclude(self):
+        """The promises to the worker, whatever became of the application."""
+        native = self.server.native
+        if not self.replied:
+            self.replied = True
+            native.respond_error(self.conn, self.serial, 500)
+        elif not self.finished and not self.ending:
+            self.failed = True
+            if self.pulled and self.pending is None:
+                self.pulled = False
+                self.finished = True
+                native.failed(self.conn, self.serial)
+        self._wake()
+        self.task = None
+        self.server.done(self)
+        self._over()
+
+
+class Server:
+    """The worker's ASGI side: the application, the loop, the requests."""
+
+    def __init__(self, native, app, loop_kind, lifespan, max_concurrency, format_exception):
+        self.native = native
+        self.app = app
+        self.loop_kind = loop_kind
+        self.lifespan_mode = lifespan
+        self.max_concurrency = max_concurrency
+        self.format_exception = format_exception
+        self.loop = None
+        # By (conn, serial): the request whose response the connection is on.
+        self.current = {}
+        self.running = 0
+        self.queued = collections.deque()
+        self.state = {}
+        self.lifespan = None
+        self.stopping = False
+
+    def log(self, level, text):
+        self.native.log(level, text)
+
+    # Life of the loop.
+
+    def run(self):
+        """Runs the loop on this thread until ``STOP``: the lifespan's startup first, whose
+        outcome ``native.ready`` reports; its shutdown last."""
+        self.loop = self._new_loop()
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.add_reader(self.native.fileno(), self._wake)
+            ok, message = self.loop.run_until_complete(self._startup())
+            self.native.ready(ok, message)
+            if ok:
+                self.loop.run_forever()
+                self.loop.run_until_complete(self._shutdown())
+        except BaseException as err:
+            self.native.ready(False, self.format_exception(err))
+        finally:
+            try:
+                self._cancel_all()
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            finally:
+                self.loop.close()
+
+    def _new_loop(self):
+        if self.loop_kind in ("auto", "uvloop"):
+            try:
+                import uvloop
+            except ImportError:
+                if self.loop_kind == "uvloop":
+                    raise RuntimeError(
+                        "[app] loop = \"uvloop\" but uvloop cannot be imported; install it "
+                        "in the application's environment (pip install uvloop), or set "
+                        "loop = \"auto\""
+                    ) from None
+            else:
+                self.log(INFO, f"ASGI on uvloop {uvloop.__version__}")
+                return uvloop.new_event_loop()
+        self.log(INFO, "ASGI on asyncio's event loop")
+        return asyncio.new_event_loop()
+
+    def _cancel_all(self):
+        tasks = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+    # Messages from the worker.
+
+    def _wake(self):
+        for message in self.native.take():
+            kind = message[0]
+            if kind == START:
+                _, conn, serial, scope, body, label = message
+                self._start(conn, serial, scope, body, label)
+                continue
+            if kind == STOP:
+                self.stopping = True
+                self.loop.stop()
+                continue
+            request = self.current.get((message[1], message[2]))
+            if request is None:
+                # A connection whose response is over (or a request never started).
+                continue
+            if kind == MORE:
+                request.on_more()
+            elif kind == DISCARD:
+                request.on_discard()
+            elif kind == GONE:
+                request.on_gone()
+            elif kind == CANCEL:
+                request.on_cancel()
+
+    def _start(self, conn, serial, scope, body, label):
+        if self.lifespan is not None and self.lifespan.state is not None:
+            scope["state"] = self.lifespan.state.copy()
+        request = _Request(self, conn, serial, scope, body, label)
+        # A new request on a keep-alive connection: the one before it is over for the worker.
+        self.current[(conn, serial)] = request
+        if self.running >= self.max_concurrency:
+            self.queued.append(request)
+            return
+        self._run(request)
+
+    def _run(self, request):
+        self.running += 1
+        request.task = self.loop.create_task(request.run())
+
+    def forget(self, request):
+        key = (request.conn, request.serial)
+        if self.current.get(key) is request:
+            del self.current[key]
+
+    def done(self, request):
+        """``request``'s task ended: the next waiting request may run."""
+        self.running -= 1
+        while self.queued and self.running < self.max_concurrency:
+            waiting = self.queued.popleft()
+            if waiting.gone or waiting.timed_out:
+                # Its client left, or its time ran out, before it started: it is answered
+                # without running.
+                self.running += 1
+                waiting._conclude()
+                continue
+            self._run(waiting)
+
+    # The lifespan protocol.
+
+    async def _startup(self):
+        if self.lifespan_mode == "off":
+            return True, ""
+        self.lifespan = _Lifespan(self)
+        return await self.lifespan.startup()
+
+    async def _shutdown(self):
+        if self.lifespan is not None:
+            await self.lifespan.shutdown()
+
+
+class _Lifespan:
+    """The ASGI lifespan protocol, as uvicorn runs it."""
+
+    def __init__(self, server):
+        self.server = server
+        self.state = {}
+        self.messages = asyncio.Queue()
+        self.started = server.loop.create_future()
+        self.stopped = server.loop.create_future()
+        # Whether the application asked for a message: one that raises before it does not
+        # support the protocol; one that raises after has failed its startup.
+        self.received = False
+        self.error = None
+        self.task = None
+
+    async def startup(self):
+        scope = {
+            "type": "lifespan",
+            "asgi": {"version": "3.0", "spec_version": "2.0"},
+            "state": self.state,
+        }
+        self.task = asyncio.ensure_future(self._main(scope))
+        await self.messages.put({"type": "lifespan.startup"})
+        outcome = await self.started
+        if outcome is True:
+            return True, ""
+        if outcome is None:
+            # The application does not support the lifespan protocol.
+            self.state = None
+            if self.server.lifespan_mode == "on":
+                return False, (
+                    "the application does not support the ASGI lifespan protocol "
+                    f"([app] lifespan = \"on\"):\n{self.error}"
+                )
+            self.server.log(
+                INFO,
+                "the application does not support the ASGI lifespan protocol; serving "
+                "without it",
+            )
+            return True, ""
+        return False, outcome
+
+    async def _main(self, scope):
+        try:
+            await self.server.app(scope, self._receive, self._send)
+        except BaseException as err:
+            if isinstance(err, asyncio.CancelledError):
+                raise
+            text = self.server.format_exception(err)
+            if not self.started.done():
+                if self.received:
+                    self.started.set_result(f"the application's lifespan startup raised:\n{text}")
+                else:
+                    self.error = text
+                    self.started.set_result(None)
+                return
+            if not self.stopped.done():
+                self.stopped.set_result(f"the lifespan shutdown raised:\n{text}")
+                return
+            self.server.log(ERROR, f"the application's lifespan raised:\n{text}")
+        finally:
+            # Returned without answering: nothing more to wait for.
+            if not self.started.done():
+                self.started.set_result(True)
+            if not self.stopped.done():
+                self.stopped.set_result(True)
+
+    async def _receive(self):
+        self.received = True
+        return await self.messages.get()
+
+    async def _send(self, message):
+        kind = message["type"]
+        if kind == "lifespan.startup.complete":
+            if not self.started.done():
+                self.started.set_result(True)
+        elif kind == "lifespan.startup.failed":
+            if not self.started.done():
+                why = message.get("message", "")
+                self.started.set_result(
+                    "the application's lifespan startup failed"
+                    + (f": {why}" if why else "")
+                )
+        elif kind == "lifespan.shutdown.complete":
+            if not self.stopped.done():
+                self.stopped.set_result(True)
+        elif kind == "lifespan.shutdown.failed":
+            if not self.stopped.done():
+                why = message.get("message", "")
+                self.stopped.set_result(
+                    "the application's lifespan shutdown failed" + (f": {why}" if why else "")
+                )
+        else:
+            raise RuntimeError(f"ASGI lifespan: unexpected message {kind!r}")
+
+    async def shutdown(self):
+        if self.state is None or self.task is None or self.task.done():
+            return
+        await self.messages.put({"type": "lifespan.shutdown"})
+        outcome = await self.stopped
+        if outcome is not True:
+            self.server.log(ERROR, outcome)
+        else:
+            self.server.log(INFO, "the application's lifespan shutdown completed")
+
+
+def _coroutine_stack(task):
+    """Where ``task`` is suspended, as a traceback: its coroutine chain, innermost last."""
+    frames = []
+    coro = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append((frame, frame.f_lineno))
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    if not frames:
+        return "  (no Python frame: the task was not suspended in a coroutine)"
+    summary = traceback.StackSummary.extract(frames)
+    return "".join(summary.format()).rstrip()

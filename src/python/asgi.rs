@@ -1,0 +1,552 @@
+//! The ASGI handler: ASGI 3 (HTTP and lifespan) on one asyncio event loop per worker, on one
+//! Python thread.
+//!
+//! The worker's event loop keeps every socket. It hands requests to the asyncio loop as
+//! messages in an inbox, waking it through an eventfd the asyncio loop watches
+//! (`loop.add_reader`), and the asyncio loop drains the inbox in one go per wake. The
+//! application's answers come back as [`Reply`]s through the worker's completion path, as a
+//! pool thread's answers do. Neither side ever waits for the other: the worker thread never
+//! takes the GIL, and the asyncio thread runs only the application and tine's short Python
+//! glue (`asgi.py`: `receive`, `send`, the lifespan protocol).
+//!
+//! A streamed response is pulled like any other: the worker asks for the next chunk when the
+//! connection has room for it, and the application's `send` waits until the chunk before it
+//! was taken, so a slow reader pauses the application and holds about one chunk.
+
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::thread::JoinHandle;
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyModule, PyTuple};
+
+use super::content_length;
+use super::interp::{format_err, support};
+use crate::config::{App, BindAddr};
+use crate::handler::{
+    BuildError, Concurrent, Handler, HeaderFields, Replied, Replies, Reply, Request,
+    RequestBody, Response, Ticket, Version, percent_decode_bytes,
+};
+use crate::pool::lock;
+
+/// What the worker tells the asyncio loop.
+enum ToLoop {
+    Start(Ticket, Request),
+    More(Ticket),
+    Discard(Ticket),
+    Gone(Ticket),
+    Cancel(Ticket),
+    Stop,
+}
+
+impl ToLoop {
+    /// The message's kind, as `asgi.py` numbers them.
+    fn kind(&self) -> u8 {
+        match self {
+            ToLoop::Start(..) => 0,
+            ToLoop::More(_) => 1,
+            ToLoop::Discard(_) => 2,
+            ToLoop::Gone(_) => 3,
+            ToLoop::Cancel(_) => 4,
+            ToLoop::Stop => 5,
+        }
+    }
+}
+
+/// What the worker's thread and the asyncio thread share.
+struct Bridge {
+    inbox: Mutex<Vec<ToLoop>>,
+    /// Written when the inbox stops being empty; the asyncio loop reads it, then the inbox.
+    wake: EventFd,
+    replies: OnceLock<Replies>,
+    /// Where the asyncio thread says whether the application started (its lifespan startup).
+    ready: Mutex<Option<mpsc::Sender<Result<(), String>>>>,
+    /// The worker asked the loop to stop: its end is expected.
+    stopping: AtomicBool,
+    root_path: String,
+}
+
+impl Bridge {
+    fn send(&self, message: ToLoop) {
+        let was_empty = {
+            let mut inbox = lock(&self.inbox);
+            let was_empty = inbox.is_empty();
+            inbox.push(message);
+            was_empty
+        };
+        // While the loop has not drained earlier messages, it will see this one too.
+        if was_empty && let Err(err) = self.wake.write(1) {
+            log::error!("could not wake the ASGI event loop: {err}");
+        }
+    }
+
+    fn reply(&self, ticket: Ticket, reply: Reply) {
+        match self.replies.get() {
+            Some(replies) => replies(ticket, reply),
+            None => debug_assert!(false, "a reply before the worker served"),
+        }
+    }
+
+    fn ready(&self, outcome: Result<(), String>) {
+        if let Some(ready) = lock(&self.ready).take() {
+            let _ = ready.send(outcome);
+        }
+    }
+}
+
+/// An ASGI application, served by one asyncio event loop in this worker.
+pub struct Asgi {
+    bridge: Arc<Bridge>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Asgi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Asgi")
+            .field("root_path", &self.bridge.root_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Asgi {
+    /// Starts the asyncio loop's thread for `application`, runs its lifespan startup there
+    /// and returns once it completed; its failure is the worker's.
+    pub(super) fn start(application: Py<PyAny>, app: &App) -> Result<Asgi, BuildError> {
+        let (ready, started) = mpsc::channel();
+        let bridge = Arc::new(Bridge {
+            inbox: Mutex::new(Vec::new()),
+            wake: EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+                .map_err(|err| format!("could not make the ASGI loop's eventfd: {err}"))?,
+            replies: OnceLock::new(),
+            ready: Mutex::new(Some(ready)),
+            stopping: AtomicBool::new(false),
+            root_path: app.root_path.clone(),
+        });
+        let settings = (
+            app.event_loop.as_str(),
+            app.lifespan.as_str(),
+            app.max_concurrency,
+        );
+        let shared = Arc::clone(&bridge);
+        let thread = std::thread::Builder::new()
+            .name("asgi".to_owned())
+            .spawn(move || run_loop(&shared, application, settings))
+            .map_err(|err| format!("could not start the ASGI event loop's thread: {err}"))?;
+        let outcome = started
+            .recv()
+            .unwrap_or_else(|_| Err("the ASGI event loop's thread ended before it started".into()));
+        let asgi = Asgi {
+            bridge,
+            thread: Mutex::new(Some(thread)),
+        };
+        outcome?;
+        Ok(asgi)
+    }
+}
+
+/// The asyncio thread: loads `asgi.py` and runs its `Server` until the worker stops it.
+fn run_loop(bridge: &Arc<Bridge>, application: Py<PyAny>, settings: (&str, &str, usize)) {
+    let (event_loop, lifespan, max_concurrency) = settings;
+    let ran = Python::attach(|py| -> Result<(), String> {
+        let code = CString::new(include_str!("asgi.py")).expect("no NUL in asgi.py");
+        let module = PyModule::from_code(py, &code, c"tine/asgi.py", c"_tine_asgi")
+            .map_err(|err| format!("could not load tine's ASGI runtime: {}", format_err(py, &err)))?;
+        let native = Py::new(
+            py,
+            Native {
+                bridge: Arc::clone(bridge),
+            },
+        )
+        .map_err(|err| format_err(py, &err))?;
+        let format_exception = support(py)
+            .getattr("format_exception")
+            .map_err(|err| format_err(py, &err))?;
+        module
+            .getattr("Server")
+            .and_then(|server| {
+                server.call1((
+                    native,
+                    application,
+                    event_loop,
+                    lifespan,
+                    max_concurrency,
+                    format_exception,
+                ))
+            })
+            .and_then(|server| server.call_method0("run"))
+            .map(drop)
+            .map_err(|err| format_err(py, &err))
+    });
+    // Whether the application had started: then requests are waiting on this loop.
+    let was_serving = lock(&bridge.ready).is_none();
+    match ran {
+        Err(err) => {
+            bridge.ready(Err(err.clone()));
+            if bridge.stopping.load(Ordering::Relaxed) {
+                log::error!("the ASGI event loop failed while stopping:\n{err}");
+                return;
+            }
+            log::error!("the ASGI event loop failed:\n{err}");
+        }
+        Ok(()) if bridge.stopping.load(Ordering::Relaxed) => return,
+        Ok(()) => log::error!("the ASGI event loop stopped although the worker did not stop it"),
+    }
+    // Requests would wait for ever: the worker exits, and the master starts another. (A
+    // failed start is the worker's own to report.)
+    if was_serving {
+        crate::sys::exit_now(1);
+    }
+}
+
+impl Handler for Asgi {
+    fn handle(&self, request: Request) -> Response {
+        // The pool never calls a concurrent handler: requests go to `Concurrent::start`.
+        debug_assert!(false, "an ASGI application was called as a pool handler");
+        log::error!(
+            "{} {}: an ASGI application cannot answer on a pool thread; answered 500",
+            request.method(),
+            request.target()
+        );
+        Response::text(500, "500 Internal Server Error\n")
+    }
+
+    fn concurrent(&self) -> Option<&dyn Concurrent> {
+        Some(self)
+    }
+}
+
+impl Concurrent for Asgi {
+    fn serve(&self, replies: Replies) {
+        let _ = self.bridge.replies.set(replies);
+    }
+
+    fn start(&self, ticket: Ticket, request: Request) {
+        self.bridge.send(ToLoop::Start(ticket, request));
+    }
+
+    fn more(&self, ticket: Ticket) {
+        self.bridge.send(ToLoop::More(ticket));
+    }
+
+    fn discard(&self, ticket: Ticket) {
+        self.bridge.send(ToLoop::Discard(ticket));
+    }
+
+    fn gone(&self, ticket: Ticket) {
+        self.bridge.send(ToLoop::Gone(ticket));
+    }
+
+    fn cancel(&self, ticket: Ticket, _what: &str) {
+        // The loop has the request's label itself.
+        self.bridge.send(ToLoop::Cancel(ticket));
+    }
+}
+
+impl Drop for Asgi {
+    fn drop(&mut self) {
+        // A graceful stop: every request is answered. The lifespan's shutdown runs on the
+        // loop; the worker bounds the whole by what is left of `graceful_timeout`.
+        self.bridge.stopping.store(true, Ordering::Relaxed);
+        self.bridge.send(ToLoop::Stop);
+        if let Some(thread) = lock(&self.thread).take() {
+            let _ = thread.join();
+        }
+        Python::attach(|py| {
+            if let Err(err) = support(py).getattr("run_atexit").and_then(|f| f.call0()) {
+                log::error!(
+                    "the application's atexit handlers raised:\n{}",
+                    format_err(py, &err)
+                );
+            }
+        });
+    }
+}
+
+/// The worker's side, as the asyncio loop sees it (`native` in `asgi.py`).
+#[pyclass(module = "tine", frozen)]
+struct Native {
+    bridge: Arc<Bridge>,
+}
+
+#[pymethods]
+impl Native {
+    /// The eventfd the loop watches.
+    fn fileno(&self) -> i32 {
+        self.bridge.wake.as_raw_fd()
+    }
+
+    /// The messages waiting, as tuples `(kind, conn, serial, ...)`; a request's are followed by
+    /// its scope, its body and its label.
+    fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        // The eventfd first, then the inbox: a message sent after the read wakes it again.
+        let _ = self.bridge.wake.read();
+        let messages = std::mem::take(&mut *lock(&self.bridge.inbox));
+        let list = PyList::empty(py);
+        for message in messages {
+            let kind = message.kind();
+            match message {
+                ToLoop::Start(ticket, request) => {
+                    let label = format!("{} {}", request.method(), request.target());
+                    match scope(py, request, &self.bridge.root_path) {
+                        Ok((scope, body)) => {
+                            list.append((kind, ticket.conn, ticket.serial, scope, body, label))?
+                        }
+                        Err(err) => {
+                            log::error!(
+                                "{label}: could not build the ASGI scope; answered 500\n{}",
+                                format_err(py, &err)
+                            );
+                            self.bridge.reply(ticket, Reply::Respond(server_error(500)));
+                        }
+                    }
+                }
+                ToLoop::More(ticket)
+                | ToLoop::Discard(ticket)
+                | ToLoop::Gone(ticket)
+                | ToLoop::Cancel(ticket) => list.append((kind, ticket.conn, ticket.serial))?,
+                ToLoop::Stop => list.append((kind, 0, 0))?,
+            }
+        }
+        Ok(list)
+    }
+
+    /// The lifespan startup's outcome: the worker goes on serving, or fails to start with
+    /// `message`.
+    fn ready(&self, ok: bool, message: String) {
+        self.bridge.ready(if ok { Ok(()) } else { Err(message) });
+    }
+
+    /// The response begins: `body` is its first chunk, or all of it when `more` is false.
+    /// Returns whether the rest is streamed (pulled with `more` messages), which is also the
+    /// case for a whole body shorter than the application's `Content-Length`.
+    fn respond(
+        &self,
+        conn: usize,
+        serial: u64,
+        status: u16,
+        headers: &Bound<'_, PyAny>,
+        body: &[u8],
+        more: bool,
+    ) -> PyResult<bool> {
+        let (fields, length) = response_headers(headers)?;
+        let mut response = Response::new(status);
+        for (name, value) in fields {
+            response = response.with_header(&name, value);
+        }
+        let len = body.len() as u64;
+        let (response, streamed) = match (more, length) {
+            (false, None) => (response.with_body(body.to_vec()), false),
+            (false, Some(n)) if n <= len => (response.with_body(body[..n as usize].to_vec()), false),
+            (_, Some(n)) => (response.with_sized_stream(Box::new(Replied), n), true),
+            (true, None) => (response.with_stream(Box::new(Replied)), true),
+        };
+        self.bridge
+            .reply(Ticket { conn, serial }, Reply::Respond(response));
+        Ok(streamed)
+    }
+
+    /// A response of the server's own: the application failed before its response began.
+    fn respond_error(&self, conn: usize, serial: u64, status: u16) {
+        self.bridge
+            .reply(Ticket { conn, serial }, Reply::Respond(server_error(status)));
+    }
+
+    /// The next chunk of a streamed response, answering a `more`.
+    fn chunk(&self, conn: usize, serial: u64, body: &[u8]) {
+        self.bridge
+            .reply(Ticket { conn, serial }, Reply::Chunk(body.to_vec()));
+    }
+
+    /// The end of a streamed response, answering a `more`.
+    fn end(&self, conn: usize, serial: u64) {
+        self.bridge.reply(Ticket { conn, serial }, Reply::End);
+    }
+
+    /// A streamed response that cannot be completed, answering a `more`.
+    fn failed(&self, conn: usize, serial: u64) {
+        self.bridge.reply(Ticket { conn, serial }, Reply::Failed);
+    }
+
+    /// A line for tine's error log: level 1 error, 2 warning, 3 info, else debug.
+    fn log(&self, level: u8, text: &str) {
+        match level {
+            1 => log::error!("{text}"),
+            2 => log::warn!("{text}"),
+            3 => log::info!("{text}"),
+            _ => log::debug!("{text}"),
+        }
+    }
+}
+
+/// A body kept in a temporary file, read by `receive` a piece at a time.
+#[pyclass(module = "tine")]
+struct SpilledBody {
+    file: Arc<std::fs::File>,
+    position: u64,
+    len: u64,
+}
+
+#[pymethods]
+impl SpilledBody {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Up to `size` bytes more; empty at the end (or if the file ended early).
+    fn read<'py>(&mut self, py: Python<'py>, size: usize) -> PyResult<Bound<'py, PyBytes>> {
+        use std::os::unix::fs::FileExt;
+        let left = self.len.saturating_sub(self.position);
+        let want = usize::try_from(left).unwrap_or(usize::MAX).min(size);
+        let mut buf = vec![0; want];
+        let mut filled = 0;
+        while filled < want {
+            match self.file.read_at(&mut buf[filled..], self.position) {
+                Ok(0) => break,
+                Ok(n) => {
+                    filled += n;
+                    self.position += n as u64;
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        buf.truncate(filled);
+        Ok(PyBytes::new(py, &buf))
+    }
+}
+
+/// The HTTP connection scope of `request` (ASGI HTTP spec 2.4), and its body: `bytes`, or a
+/// [`SpilledBody`] for one kept in a file.
+fn scope<'py>(
+    py: Python<'py>,
+    request: Request,
+    root_path: &str,
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyAny>)> {
+    let scope = PyDict::new(py);
+    scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
+    let asgi = PyDict::new(py);
+    asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
+    asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.4"))?;
+    scope.set_item(intern!(py, "asgi"), asgi)?;
+    let http_version = match request.version() {
+        Version::Http10 => intern!(py, "1.0"),
+        _ => intern!(py, "1.1"),
+    };
+    scope.set_item(intern!(py, "http_version"), http_version)?;
+    scope.set_item(intern!(py, "method"), request.method())?;
+    let client = request.client();
+    scope.set_item(intern!(py, "scheme"), client.scheme)?;
+    // As uvicorn: the root path the application is mounted at comes first in `path` and
+    // `raw_path` too.
+    let raw_path = request.path();
+    let path = String::from_utf8_lossy(&percent_decode_bytes(raw_path)).into_owned();
+    scope.set_item(intern!(py, "path"), format!("{root_path}{path}"))?;
+    let mut raw = Vec::with_capacity(root_path.len() + raw_path.len());
+    raw.extend_from_slice(root_path.as_bytes());
+    raw.extend_from_slice(raw_path.as_bytes());
+    scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, &raw))?;
+    scope.set_item(
+        intern!(py, "query_string"),
+        PyBytes::new(py, request.query().unwrap_or("").as_bytes()),
+    )?;
+    scope.set_item(intern!(py, "root_path"), root_path)?;
+    let headers = PyList::empty(py);
+    for (name, value) in request.headers().iter() {
+        let name = PyBytes::new(py, name.to_ascii_lowercase().as_bytes());
+        headers.append(PyTuple::new(py, [name, PyBytes::new(py, value)])?)?;
+    }
+    scope.set_item(intern!(py, "headers"), headers)?;
+    let peer = request.peer_addr();
+    match client.addr {
+        Some(ip) => {
+            // A client a trusted proxy reported has no port tine knows (uvicorn's 0).
+            let port = peer.filter(|p| p.ip() == ip).map_or(0, |p| p.port());
+            scope.set_item(intern!(py, "client"), (ip.to_string(), port))?;
+        }
+        None => scope.set_item(intern!(py, "client"), py.None())?,
+    }
+    match request.listener() {
+        Some(BindAddr::Tcp(addr)) => {
+            scope.set_item(intern!(py, "server"), (addr.ip().to_string(), addr.port()))?
+        }
+        Some(BindAddr::Unix(path)) => scope.set_item(
+            intern!(py, "server"),
+            (path.display().to_string(), py.None()),
+        )?,
+        None => scope.set_item(intern!(py, "server"), py.None())?,
+    }
+    let body = match request.into_body_parts() {
+        RequestBody::Memory(bytes) => PyBytes::new(py, &bytes).into_any(),
+        RequestBody::File(file, len) => Bound::new(
+            py,
+            SpilledBody {
+                file,
+                position: 0,
+                len,
+            },
+        )?
+        .into_any(),
+    };
+    Ok((scope, body))
+}
+
+/// The response headers an application sent: an iterable of `[name, value]` byte strings;
+/// `Content-Length` apart.
+fn response_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderFields, Option<u64>)> {
+    let mut fields = Vec::new();
+    let mut length = None;
+    for item in headers.try_iter()? {
+        let item = item?;
+        let pair: Vec<Bound<'_, PyAny>> = item
+            .try_iter()
+            .and_then(|pair| pair.collect::<PyResult<Vec<_>>>())
+            .ok()
+            .filter(|pair| pair.len() == 2)
+            .ok_or_else(|| {
+                PyTypeError::new_err(format!(
+                    "ASGI: a response header must be a [name, value] pair of bytes, not {}",
+                    super::repr(&item)
+                ))
+            })?;
+        let (Ok(name), Ok(value)) = (pair[0].cast::<PyBytes>(), pair[1].cast::<PyBytes>()) else {
+            return Err(PyTypeError::new_err(format!(
+                "ASGI: a response header's name and value must be bytes: {}",
+                super::repr(&item)
+            )));
+        };
+        let (name, value) = (name.as_bytes(), value.as_bytes());
+        let name = std::str::from_utf8(name)
+            .ok()
+            .filter(|name| crate::http::valid_header(name, value))
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "ASGI: the response header {}: {} is invalid (a name that is not a token, \
+                     or CR, LF or NUL in the value)",
+                    String::from_utf8_lossy(name),
+                    String::from_utf8_lossy(value)
+                ))
+            })?;
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(content_length(length, value).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "ASGI: the response header content-length: {:?} is not one number",
+                    String::from_utf8_lossy(value)
+                ))
+            })?);
+            continue;
+        }
+        fields.push((name.to_owned(), value.to_vec()));
+    }
+    Ok((fields, length))
+}
+
+/// A response of the server's own with `status`.
+fn server_error(status: u16) -> Response {
+    let reason = crate::http::reason_phrase(status);
+    Response::text(status, format!("{status} {reason}\n"))
+}
