@@ -75,6 +75,8 @@ pub enum Outcome {
     StreamEnded,
     /// The stream panicked; the response cannot be completed.
     StreamFailed,
+    /// A concurrent application waits for more of its request's body.
+    WantBody,
 }
 
 impl std::fmt::Debug for Outcome {
@@ -88,6 +90,7 @@ impl std::fmt::Debug for Outcome {
             Outcome::Chunk(chunk, _) => write!(f, "Chunk({} bytes)", chunk.len()),
             Outcome::StreamEnded => f.write_str("StreamEnded"),
             Outcome::StreamFailed => f.write_str("StreamFailed"),
+            Outcome::WantBody => f.write_str("WantBody"),
         }
     }
 }
@@ -102,6 +105,7 @@ impl From<Reply> for Outcome {
             Reply::Chunk(chunk) => Outcome::Chunk(chunk, Box::new(Replied)),
             Reply::End => Outcome::StreamEnded,
             Reply::Failed => Outcome::StreamFailed,
+            Reply::WantBody => Outcome::WantBody,
         }
     }
 }
@@ -233,7 +237,7 @@ impl Pool {
                 serial: job.serial,
             };
             match job.work {
-                Work::Request(request) => concurrent.start(ticket, request),
+                Work::Request(request) => concurrent.start(ticket, request, false),
                 Work::NextChunk(_) => concurrent.more(ticket),
                 Work::Discard(_) => concurrent.discard(ticket),
             }

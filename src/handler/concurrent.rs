@@ -12,6 +12,8 @@
 //! ```text
 //!  worker                          application
 //!  start(ticket, request)  ---->
+//!                          <----   Reply::WantBody               when its body follows
+//!  body(ticket, chunk)     ---->                                 one per WantBody
 //!                          <----   Reply::Respond(response)      exactly one per start
 //!  more(ticket)            ---->                                 while the body streams
 //!                          <----   Reply::Chunk | End | Failed   exactly one per more
@@ -52,6 +54,10 @@ pub enum Reply {
     /// The body cannot be completed, answering a `more`: the connection is closed without
     /// its end.
     Failed,
+    /// The application waits for more of the request's body (a request started with
+    /// `body_follows`): the worker reads on and answers with one [`Concurrent::body`]. The
+    /// first one also sends a `100 Continue` the client asked for.
+    WantBody,
 }
 
 /// Where a concurrent application sends its replies; cheap to clone and callable from any
@@ -65,8 +71,14 @@ pub trait Concurrent: Send + Sync {
     /// Starts serving, before the first request: `replies` is where the answers go.
     fn serve(&self, replies: Replies);
 
-    /// A request to run.
-    fn start(&self, ticket: Ticket, request: Request);
+    /// A request to run. With `body_follows`, its body is still arriving: the application
+    /// asks for it with [`Reply::WantBody`], a piece at a time, and gets each through
+    /// [`Concurrent::body`]; otherwise the request holds all of it.
+    fn start(&self, ticket: Ticket, request: Request, body_follows: bool);
+
+    /// The next piece of the body of `ticket`, answering a [`Reply::WantBody`]; `more` says
+    /// whether pieces follow.
+    fn body(&self, ticket: Ticket, chunk: Vec<u8>, more: bool);
 
     /// The connection has room for the next chunk of the streamed response of `ticket`.
     fn more(&self, ticket: Ticket);

@@ -30,11 +30,11 @@ mod request;
 mod response;
 pub mod static_files;
 
+pub use concurrent::{Concurrent, Replied, Replies, Reply, Ticket};
 pub use request::{
     BodyReader, Headers, Request, RequestBody, RequestBuilder, Version, percent_decode,
     percent_decode_bytes, percent_decode_path,
 };
-pub use concurrent::{Concurrent, Replied, Replies, Reply, Ticket};
 pub use response::{Body, BodyStream, FileRegion, HeaderFields, Response};
 use std::error::Error as StdError;
 

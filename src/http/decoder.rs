@@ -176,6 +176,16 @@ impl Decoder {
         mem::take(&mut self.continue_pending)
     }
 
+    /// The head of the request whose body is being decoded: between a complete head and the
+    /// end of its body (see [`Decoder::reading_body`]), for a caller that hands the request on
+    /// before its body has arrived.
+    pub fn head(&self) -> Option<&RequestHead> {
+        match &self.state {
+            State::Body { head, .. } => Some(head),
+            State::Head | State::Failed(_) => None,
+        }
+    }
+
     /// True between a complete head and the end of its body: the head has arrived and been
     /// accepted, and body bytes are still due. A caller timing out a slow head uses the head
     /// deadline while this is false (and [`Decoder::is_idle`] is false), the body deadline while

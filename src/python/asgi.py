@@ -19,7 +19,7 @@ import traceback
 ERROR, WARN, INFO, DEBUG = 1, 2, 3, 4
 
 # The messages ``native.take()`` returns, as (kind, conn, serial, ...).
-START, MORE, DISCARD, GONE, CANCEL, STOP = range(6)
+START, MORE, DISCARD, GONE, CANCEL, STOP, BODY = range(7)
 
 # How much of a request body one ``http.request`` event carries.
 BODY_CHUNK = 64 * 1024
@@ -52,7 +52,12 @@ class _Request:
         "finished",
         "gone",
         "timed_out",
-        "waiter",
+        "streamed",
+        "asked",
+        "inbound",
+        "body_over",
+        "receiving",
+        "sending",
     )
 
     def __init__(self, server, conn, serial, scope, body, label):
@@ -61,9 +66,16 @@ class _Request:
         self.serial = serial
         self.scope = scope
         self.label = label
-        # bytes, or a reader of a body kept in a file (``read(n)``) with the bytes left.
+        # bytes, or a reader of a body kept in a file (``read(n)``) with the bytes left; None
+        # once read, or when the body is streamed: it arrives a piece per ``want_body``.
         self.body = body
         self.body_left = None
+        self.streamed = body is None
+        # A piece of body was asked for and has not come.
+        self.asked = False
+        # The piece that came, (bytes, more), until receive takes it.
+        self.inbound = None
+        self.body_over = not self.streamed
         self.task = None
         self.status = None
         self.headers = None
@@ -83,8 +95,9 @@ class _Request:
         self.finished = False
         self.gone = False
         self.timed_out = False
-        # What receive or send waits on; resolved when something changes.
-        self.waiter = None
+        # What receive and send wait on; resolved when something changes.
+        self.receiving = None
+        self.sending = None
 
     # The worker's side.
 
@@ -106,6 +119,11 @@ class _Request:
             self._over()
         else:
             self.pulled = True
+
+    def on_body(self, chunk, more):
+        self.asked = False
+        self.inbound = (chunk, more)
+        self._wake()
 
     def on_discard(self):
         self.finished = True
@@ -147,16 +165,9 @@ class _Request:
             self.server.forget(self)
 
     def _wake(self):
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _wait(self):
-        self.waiter = self.server.loop.create_future()
-        try:
-            await self.waiter
-        finally:
-            self.waiter = None
+        for waiter in (self.receiving, self.sending):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     # The application's side.
 
@@ -164,7 +175,19 @@ class _Request:
         if self.body is not None:
             return self._next_body()
         while not (self.gone or self.finished):
-            await self._wait()
+            if self.inbound is not None:
+                chunk, more = self.inbound
+                self.inbound = None
+                self.body_over = not more
+                return {"type": "http.request", "body": chunk, "more_body": more}
+            if not self.body_over and not self.asked:
+                self.asked = True
+                self.server.native.want_body(self.conn, self.serial)
+            self.receiving = self.server.loop.create_future()
+            try:
+                await self.receiving
+            finally:
+                self.receiving = None
         return {"type": "http.disconnect"}
 
     def _next_body(self):
@@ -247,7 +270,11 @@ class _Request:
             )
         # Backpressure: the previous chunk must be with the worker before this one goes.
         while self.pending is not None and not (self.gone or self.finished):
-            await self._wait()
+            self.sending = self.server.loop.create_future()
+            try:
+                await self.sending
+            finally:
+                self.sending = None
         if self.gone:
             raise ClientDisconnected("the client went away")
         if self.finished:
@@ -422,6 +449,8 @@ class Server:
                 request.on_gone()
             elif kind == CANCEL:
                 request.on_cancel()
+            elif kind == BODY:
+                request.on_body(message[3], message[4])
 
     def _start(self, conn, serial, scope, body, label):
         if self.lifespan is not None and self.lifespan.state is not None:

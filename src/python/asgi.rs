@@ -29,14 +29,15 @@ use super::content_length;
 use super::interp::{format_err, support};
 use crate::config::{App, BindAddr};
 use crate::handler::{
-    BuildError, Concurrent, Handler, HeaderFields, Replied, Replies, Reply, Request,
-    RequestBody, Response, Ticket, Version, percent_decode_bytes,
+    BuildError, Concurrent, Handler, HeaderFields, Replied, Replies, Reply, Request, RequestBody,
+    Response, Ticket, Version, percent_decode_bytes,
 };
 use crate::pool::lock;
 
 /// What the worker tells the asyncio loop.
 enum ToLoop {
-    Start(Ticket, Request),
+    Start(Ticket, Request, bool),
+    Body(Ticket, Vec<u8>, bool),
     More(Ticket),
     Discard(Ticket),
     Gone(Ticket),
@@ -54,6 +55,7 @@ impl ToLoop {
             ToLoop::Gone(_) => 3,
             ToLoop::Cancel(_) => 4,
             ToLoop::Stop => 5,
+            ToLoop::Body(..) => 6,
         }
     }
 }
@@ -154,8 +156,13 @@ fn run_loop(bridge: &Arc<Bridge>, application: Py<PyAny>, settings: (&str, &str,
     let (event_loop, lifespan, max_concurrency) = settings;
     let ran = Python::attach(|py| -> Result<(), String> {
         let code = CString::new(include_str!("asgi.py")).expect("no NUL in asgi.py");
-        let module = PyModule::from_code(py, &code, c"tine/asgi.py", c"_tine_asgi")
-            .map_err(|err| format!("could not load tine's ASGI runtime: {}", format_err(py, &err)))?;
+        let module =
+            PyModule::from_code(py, &code, c"tine/asgi.py", c"_tine_asgi").map_err(|err| {
+                format!(
+                    "could not load tine's ASGI runtime: {}",
+                    format_err(py, &err)
+                )
+            })?;
         let native = Py::new(
             py,
             Native {
@@ -225,8 +232,13 @@ impl Concurrent for Asgi {
         let _ = self.bridge.replies.set(replies);
     }
 
-    fn start(&self, ticket: Ticket, request: Request) {
-        self.bridge.send(ToLoop::Start(ticket, request));
+    fn start(&self, ticket: Ticket, request: Request, body_follows: bool) {
+        self.bridge
+            .send(ToLoop::Start(ticket, request, body_follows));
+    }
+
+    fn body(&self, ticket: Ticket, chunk: Vec<u8>, more: bool) {
+        self.bridge.send(ToLoop::Body(ticket, chunk, more));
     }
 
     fn more(&self, ticket: Ticket) {
@@ -290,9 +302,9 @@ impl Native {
         for message in messages {
             let kind = message.kind();
             match message {
-                ToLoop::Start(ticket, request) => {
+                ToLoop::Start(ticket, request, body_follows) => {
                     let label = format!("{} {}", request.method(), request.target());
-                    match scope(py, request, &self.bridge.root_path) {
+                    match scope(py, request, body_follows, &self.bridge.root_path) {
                         Ok((scope, body)) => {
                             list.append((kind, ticket.conn, ticket.serial, scope, body, label))?
                         }
@@ -309,6 +321,13 @@ impl Native {
                 | ToLoop::Discard(ticket)
                 | ToLoop::Gone(ticket)
                 | ToLoop::Cancel(ticket) => list.append((kind, ticket.conn, ticket.serial))?,
+                ToLoop::Body(ticket, chunk, more) => list.append((
+                    kind,
+                    ticket.conn,
+                    ticket.serial,
+                    PyBytes::new(py, &chunk),
+                    more,
+                ))?,
                 ToLoop::Stop => list.append((kind, 0, 0))?,
             }
         }
@@ -341,7 +360,9 @@ impl Native {
         let len = body.len() as u64;
         let (response, streamed) = match (more, length) {
             (false, None) => (response.with_body(body.to_vec()), false),
-            (false, Some(n)) if n <= len => (response.with_body(body[..n as usize].to_vec()), false),
+            (false, Some(n)) if n <= len => {
+                (response.with_body(body[..n as usize].to_vec()), false)
+            }
             (_, Some(n)) => (response.with_sized_stream(Box::new(Replied), n), true),
             (true, None) => (response.with_stream(Box::new(Replied)), true),
         };
@@ -350,10 +371,17 @@ impl Native {
         Ok(streamed)
     }
 
+    /// The application waits for more of its request's body.
+    fn want_body(&self, conn: usize, serial: u64) {
+        self.bridge.reply(Ticket { conn, serial }, Reply::WantBody);
+    }
+
     /// A response of the server's own: the application failed before its response began.
     fn respond_error(&self, conn: usize, serial: u64, status: u16) {
-        self.bridge
-            .reply(Ticket { conn, serial }, Reply::Respond(server_error(status)));
+        self.bridge.reply(
+            Ticket { conn, serial },
+            Reply::Respond(server_error(status)),
+        );
     }
 
     /// The next chunk of a streamed response, answering a `more`.
@@ -420,11 +448,12 @@ impl SpilledBody {
     }
 }
 
-/// The HTTP connection scope of `request` (ASGI HTTP spec 2.4), and its body: `bytes`, or a
-/// [`SpilledBody`] for one kept in a file.
+/// The HTTP connection scope of `request` (ASGI HTTP spec 2.4), and its body: `bytes`, a
+/// [`SpilledBody`] for one kept in a file, or `None` when it follows (`body_follows`).
 fn scope<'py>(
     py: Python<'py>,
     request: Request,
+    body_follows: bool,
     root_path: &str,
 ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyAny>)> {
     let scope = PyDict::new(py);
@@ -481,6 +510,7 @@ fn scope<'py>(
         None => scope.set_item(intern!(py, "server"), py.None())?,
     }
     let body = match request.into_body_parts() {
+        _ if body_follows => py.None().into_bound(py),
         RequestBody::Memory(bytes) => PyBytes::new(py, &bytes).into_any(),
         RequestBody::File(file, len) => Bound::new(
             py,

@@ -50,7 +50,11 @@ pub fn build(app: &App) -> Result<Box<dyn Handler>, BuildError> {
                     .and_then(|f| f.call1((application.bind(py),)))
                     .and_then(|v| v.extract::<bool>())
                     .map_err(|err| interp::format_err(py, &err))?;
-                if asgi { Interface::Asgi } else { Interface::Wsgi }
+                if asgi {
+                    Interface::Asgi
+                } else {
+                    Interface::Wsgi
+                }
             }
             forced => forced,
         };

@@ -98,9 +98,7 @@ impl Admission {
     /// How many connections to take on one readiness event: one per free thread, at least one,
     /// at most [`MAX_BATCH`].
     pub(super) fn batch(&self) -> usize {
-        self.threads
-            .saturating_sub(self.busy())
-            .clamp(1, MAX_BATCH)
+        self.threads.saturating_sub(self.busy()).clamp(1, MAX_BATCH)
     }
 
     /// Decides, for a running worker whose load changed, whether it takes connections, and

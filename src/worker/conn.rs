@@ -18,6 +18,7 @@ use super::out::{ChunkTaken, OutQueue, Output, Socket, WriteStep};
 use super::peer_text;
 use crate::handler::{BodyStream, RequestBody};
 use crate::http::{self, DateCache, Decoded, Decoder, HttpError, RequestHead, Version};
+use body_in::BodyIn;
 
 /// How long a closing connection keeps draining the client's unread bytes, so the close does
 /// not turn into a reset that destroys the response in flight.
@@ -49,11 +50,13 @@ pub(super) struct Settings {
     pub(super) body_rate_grace: Duration,
     /// How long the application may take to answer (zero: no limit).
     pub(super) request_timeout: Duration,
-    /// The application is told when a client leaves in the middle of its request (a
-    /// concurrent one, ASGI's `http.disconnect`): a connection whose client closed its side
-    /// while its request is with the application is closed at once, not when the response is
-    /// written. Otherwise the response is written and the close noticed then.
-    pub(super) watch_hangups: bool,
+    /// The application runs requests concurrently on its own event loop (ASGI), so it can be
+    /// told what a pool thread could not: a request body still arriving is handed over with
+    /// its head and read as the application asks for it (see `body_in.rs`), and a client that
+    /// closes its side while its request is with the application is noticed at once (ASGI's
+    /// `http.disconnect`). Otherwise the body is read whole before dispatch, and a close is
+    /// noticed when the response is written.
+    pub(super) concurrent_app: bool,
 }
 
 impl Settings {
@@ -87,6 +90,12 @@ pub(super) enum Action {
         head: RequestHead,
         body: RequestBody,
     },
+    /// A request whose body is still arriving: hand it to the (concurrent) application, which
+    /// asks for its body a piece at a time. The connection is now with it.
+    Begin { head: RequestHead },
+    /// The next piece of the body of the request begun with `Begin`, for the application;
+    /// `more` says whether pieces follow.
+    Body { chunk: Vec<u8>, more: bool },
     /// Ask a pool thread for the stream's next chunk.
     Pull(BodyStream),
     /// Hand a stream no longer needed to a pool thread to drop.
@@ -265,6 +274,8 @@ pub(super) enum Expired {
     SlowRequest,
     /// A response's write stalled, or the lingering is over.
     Stalled,
+    /// The application waited for more of its request's body longer than `body_timeout`.
+    SlowBody,
 }
 
 /// What decides whether the connection stays open after the response being written.
@@ -303,6 +314,9 @@ pub(super) struct Conn<S> {
     /// The last response's emptied output queue, kept so the next response on a keep-alive
     /// connection reuses its allocation.
     spare: OutQueue,
+    /// The body of the request with the application, while it is still arriving (a
+    /// concurrent application's request begun before its body was in).
+    body_in: Option<BodyIn>,
 }
 
 impl<S: Socket> Conn<S> {
@@ -329,6 +343,7 @@ impl<S: Socket> Conn<S> {
             // The client may have sent its request already.
             unread: true,
             spare: OutQueue::default(),
+            body_in: None,
         }
     }
 
@@ -433,6 +448,9 @@ impl<S: Socket> Conn<S> {
     /// Which of the connection's waits ran out at `now`, if any. The application's waits
     /// (on the request, on a stream's chunk) are bounded by `request_timeout` only.
     pub(super) fn expiry(&self, now: Instant, request_timeout: Duration) -> Option<Expired> {
+        if self.body_deadline().is_some_and(|due| now >= due) {
+            return Some(Expired::SlowBody);
+        }
         if let Some(since) = self.app_since() {
             let ran = now.duration_since(since);
             if request_timeout.is_zero() || ran <= request_timeout {
@@ -474,6 +492,7 @@ impl<S: Socket> Conn<S> {
                     ctx,
                 );
             }
+            Expired::SlowBody => self.body_timed_out(ctx),
             Expired::Idle | Expired::Stalled | Expired::Request(_) | Expired::Stream(_) => {
                 self.close(ctx);
             }
@@ -488,12 +507,19 @@ impl<S: Socket> Conn<S> {
         }
         match self.state {
             State::Reading(_) => self.read(ctx),
-            State::Writing(_) => self.write(ctx),
+            State::Writing(_) => {
+                self.write(ctx);
+                if self.body_wanted() {
+                    self.read_body(ctx);
+                }
+            }
             State::Lingering { .. } => self.linger(ctx),
             // Bytes that arrive while the handler runs wait in the socket; they are read once
-            // the response is out. The end of the stream may be noticed now.
+            // the response is out, or when the application asks for more of its body. The end
+            // of the stream may be noticed now.
+            State::InApp(_) if self.body_wanted() => self.read_body(ctx),
             State::InApp(_) => {
-                if readable && ctx.settings.watch_hangups && self.stream.peer_closed() {
+                if readable && ctx.settings.concurrent_app && self.stream.peer_closed() {
                     log::debug!(
                         "{} went away while its request was with the application",
                         peer_text(self.peer)
@@ -548,6 +574,12 @@ impl<S: Socket> Conn<S> {
                 }
                 Ok(Decoded::NeedMore { consumed }) => {
                     self.read_start += consumed;
+                    if settings.concurrent_app && reading.decoder.reading_body() {
+                        // The head is in and its body is not: the application gets the
+                        // request now and its body as it asks for it.
+                        self.begin(ctx);
+                        return;
+                    }
                     if reading.decoder.reading_body() {
                         let received = reading.body.len() + reading.decoder.body_buffered() as u64;
                         let need = Need::of_body(received, settings.body_buffer);
@@ -709,6 +741,13 @@ impl<S: Socket> Conn<S> {
     /// Reading → InApp: the request goes to the application.
     fn dispatch(&mut self, head: RequestHead, body: RequestBody, ctx: &mut Ctx<'_>) {
         debug_assert!(matches!(self.state, State::Reading(_)));
+        self.enter_app(&head, ctx);
+        ctx.actions.push_back(Action::Dispatch { head, body });
+    }
+
+    /// → InApp, for the request `head`: the keep-alive decision, and what the response will
+    /// need to know of the request.
+    fn enter_app(&mut self, head: &RequestHead, ctx: &mut Ctx<'_>) {
         self.decide_keep_alive(
             KeepAlive::Dispatched {
                 client: head.keep_alive,
@@ -724,7 +763,6 @@ impl<S: Socket> Conn<S> {
                 .then(|| format!("{} {}", head.method, head.target)),
             access: None,
         });
-        ctx.actions.push_back(Action::Dispatch { head, body });
     }
 
     fn start_writing(&mut self, out: Output, linger: bool, ctx: &mut Ctx<'_>) {
@@ -874,6 +912,7 @@ fn request_begun(pending: &[u8]) -> bool {
     pending.iter().any(|&b| b != b'\r' && b != b'\n')
 }
 
+mod body_in;
 mod respond;
 
 #[cfg(test)]

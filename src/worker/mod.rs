@@ -33,9 +33,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::access_log::{self, AccessLog};
 use crate::config::{BindAddr, Config};
 use crate::forwarded;
-use crate::handler::{
-    BodyStream, HandlerFactory, Headers, Request, RequestBody, Response, Ticket,
-};
+use crate::handler::{BodyStream, HandlerFactory, Headers, Request, RequestBody, Response, Ticket};
 use crate::http::{DateCache, RequestHead};
 use crate::listeners::{Listener, MioListener, Stream};
 use crate::logging::{self, Role};
@@ -425,7 +423,22 @@ impl<'a> Worker<'a> {
     /// Does what a connection's transition asked for.
     fn carry_out(&mut self, index: usize, serial: u64, action: Action) {
         match action {
-            Action::Dispatch { head, body } => self.dispatch(index, serial, head, body),
+            Action::Dispatch { head, body } => {
+                self.dispatch(index, serial, head, Some(body));
+            }
+            Action::Begin { head } => self.dispatch(index, serial, head, None),
+            Action::Body { chunk, more } => {
+                if let Some(concurrent) = self.pool.handler().concurrent() {
+                    concurrent.body(
+                        Ticket {
+                            conn: index,
+                            serial,
+                        },
+                        chunk,
+                        more,
+                    );
+                }
+            }
             Action::Pull(producer) => {
                 self.admission.load.pulls += 1;
                 self.pool.submit(Job {
@@ -451,8 +464,15 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Hands a request to the pool.
-    fn dispatch(&mut self, index: usize, serial: u64, head: RequestHead, body: RequestBody) {
+    /// Hands a request to the pool; without `body`, to a concurrent application that asks for
+    /// its body as it arrives.
+    fn dispatch(
+        &mut self,
+        index: usize,
+        serial: u64,
+        head: RequestHead,
+        body: Option<RequestBody>,
+    ) {
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
@@ -463,13 +483,14 @@ impl<'a> Worker<'a> {
             headers,
             ..
         } = head;
+        let body_follows = body.is_none();
         let mut request = Request::builder(&method, &target)
             .version(version)
             .headers(Headers::from_fields(headers))
             .peer(conn.peer)
             .trusted(Arc::clone(&self.trusted))
             .forwarded_header(self.forwarded_header)
-            .body_parts(body);
+            .body_parts(body.unwrap_or_default());
         if let Some(addr) = self.listener_addrs.get(conn.listener) {
             request = request.listener(Arc::clone(addr));
         }
@@ -493,11 +514,23 @@ impl<'a> Worker<'a> {
             });
         }
         self.admission.load.in_flight += 1;
-        self.pool.submit(Job {
-            conn: index,
-            serial,
-            work: Work::Request(request),
-        });
+        match self.pool.handler().concurrent() {
+            Some(concurrent) if body_follows => {
+                concurrent.start(
+                    Ticket {
+                        conn: index,
+                        serial,
+                    },
+                    request,
+                    true,
+                );
+            }
+            _ => self.pool.submit(Job {
+                conn: index,
+                serial,
+                work: Work::Request(request),
+            }),
+        }
         self.update_accepting();
     }
 
@@ -579,6 +612,11 @@ impl<'a> Worker<'a> {
                 Outcome::StreamEnded => {
                     self.admission.load.pulls -= 1;
                     self.on_chunk(conn, serial, None);
+                }
+                Outcome::WantBody => {
+                    if self.is_current(conn, serial) {
+                        self.drive(conn, Conn::want_body);
+                    }
                 }
                 Outcome::StreamFailed => {
                     self.admission.load.pulls -= 1;

@@ -113,7 +113,7 @@ impl<'a> Worker<'a> {
                 min_body_rate: server.min_body_rate,
                 body_rate_grace: server.body_rate_grace,
                 request_timeout: server.request_timeout,
-                watch_hangups: concurrent,
+                concurrent_app: concurrent,
             },
             budget: BodyBudget::new(config.limits.body_memory(), config.limits.body_disk()),
             responses: Vec::new(),

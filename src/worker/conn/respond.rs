@@ -47,6 +47,11 @@ impl<S: Socket> Conn<S> {
             micros: in_app.since.elapsed().as_micros() as u64,
             access: in_app.access,
         }));
+        if self.body_unfinished() {
+            // The rest of a request body the application did not read is not read either:
+            // the connection closes after this response.
+            self.decide_keep_alive(KeepAlive::Broken, ctx.settings);
+        }
         // HTTP/1.0 has no chunked coding: a body of unknown length ends where the connection
         // does.
         self.decide_keep_alive(
@@ -108,8 +113,12 @@ impl<S: Socket> Conn<S> {
     pub(in crate::worker) fn fail(&mut self, err: &HttpError, ctx: &mut Ctx<'_>) {
         let mut head = Vec::with_capacity(256);
         let access = match self.take_state() {
-            // One that timed out in the handler still has what it was.
-            State::InApp(in_app) => in_app.access,
+            // One that timed out in the handler still has what it was; the application is told
+            // its request is over.
+            State::InApp(in_app) => {
+                ctx.actions.push_back(Action::Gone);
+                in_app.access
+            }
             State::Reading(reading) => {
                 // A `100 Continue` begun is finished first: the response follows it.
                 head.extend_from_slice(reading.continue_begun());

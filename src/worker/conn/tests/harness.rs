@@ -119,7 +119,7 @@ pub(super) fn settings() -> Settings {
         min_body_rate: 0,
         body_rate_grace: Duration::from_secs(5),
         request_timeout: Duration::from_secs(30),
-        watch_hangups: false,
+        concurrent_app: false,
     }
 }
 

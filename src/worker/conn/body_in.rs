@@ -1,0 +1,206 @@
+//! A request body streamed to a concurrent (ASGI) application: the request goes to the
+//! application as soon as its head is in, and its body is read from the socket only when the
+//! application asks for more (`Reply::WantBody`), one piece per ask. While it does not ask,
+//! the bytes wait in the socket and the client's sends stall there: flow control, with no
+//! buffer growing on either side. A `100 Continue` the client asked for goes out at the first
+//! ask, so a client is not invited to send a body the application never reads.
+//!
+//! The body is read while the request is with the application and while its response is
+//! written (an application may read after it began answering). A response that begins before
+//! the body is all in closes the connection after it: the rest of the body is not read.
+
+use std::io;
+use std::time::Instant;
+
+use super::{Action, CONTINUE, Conn, Ctx, State};
+use crate::http::{Decoded, Decoder, HttpError};
+use crate::worker::out::Socket;
+use crate::worker::peer_text;
+
+/// What is left to read of a body streamed to the application.
+pub(super) struct BodyIn {
+    decoder: Decoder,
+    /// The application waits for the next piece.
+    wanted: bool,
+    /// How many bytes at the end of [`CONTINUE`] are still to be written before the body is
+    /// read; zero when none was asked for, or it is out.
+    continue_left: u8,
+    /// While the application waits: when the body must have progressed (`body_timeout`).
+    deadline: Instant,
+}
+
+impl<S: Socket> Conn<S> {
+    /// Reading → InApp with the body still to come: hands the request's head to the
+    /// application, and keeps the decoder to read the body with as the application asks.
+    pub(super) fn begin(&mut self, ctx: &mut Ctx<'_>) {
+        let State::Reading(mut reading) = self.take_state() else {
+            debug_assert!(false, "beginning a request not being read");
+            return;
+        };
+        let Some(head) = reading.decoder.head().cloned() else {
+            debug_assert!(false, "beginning a request whose head is not in");
+            self.state = State::Reading(reading);
+            return;
+        };
+        let continue_left = if reading.decoder.take_continue() {
+            CONTINUE.len() as u8
+        } else {
+            0
+        };
+        self.body_in = Some(BodyIn {
+            decoder: reading.decoder,
+            wanted: false,
+            continue_left,
+            deadline: Instant::now(),
+        });
+        // The reservation against the body budget goes with `reading`: pieces pass through
+        // one at a time and are never gathered.
+        self.enter_app(&head, ctx);
+        ctx.actions.push_back(Action::Begin { head });
+    }
+
+    /// Whether the application waits for more of its request's body.
+    pub(super) fn body_wanted(&self) -> bool {
+        self.body_in.as_ref().is_some_and(|body| body.wanted)
+    }
+
+    /// Whether a body streamed to the application is not all read yet.
+    pub(super) fn body_unfinished(&self) -> bool {
+        self.body_in.is_some()
+    }
+
+    /// When the piece of body the application waits for is due, if it waits.
+    pub(super) fn body_deadline(&self) -> Option<Instant> {
+        self.body_in
+            .as_ref()
+            .filter(|body| body.wanted)
+            .map(|body| body.deadline)
+    }
+
+    /// The application asks for the next piece of its request's body.
+    pub(in crate::worker) fn want_body(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(body) = self.body_in.as_mut() else {
+            // The body is over (or the connection moved on): its end was already handed over.
+            return;
+        };
+        body.wanted = true;
+        body.deadline = Instant::now() + ctx.settings.body_timeout;
+        self.read_body(ctx);
+    }
+
+    /// Reads and decodes until a piece of body is ready for the application (or its end),
+    /// the socket is empty, or the connection fails.
+    pub(super) fn read_body(&mut self, ctx: &mut Ctx<'_>) {
+        loop {
+            let Some(body) = self.body_in.as_mut() else {
+                return;
+            };
+            if !body.wanted {
+                return;
+            }
+            if body.continue_left > 0 {
+                let unsent = &CONTINUE[CONTINUE.len() - usize::from(body.continue_left)..];
+                match self.stream.write(unsent) {
+                    Ok(n) if n > 0 => {
+                        body.continue_left -= n.min(unsent.len()) as u8;
+                        continue;
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    Ok(_) | Err(_) => {
+                        log::debug!("could not write 100 Continue to {}", peer_text(self.peer));
+                        self.close(ctx);
+                        return;
+                    }
+                }
+            }
+            match body
+                .decoder
+                .decode(&self.read_buf[self.read_start..self.read_end])
+            {
+                Err(err) => {
+                    log::debug!("bad request body from {}: {err}", peer_text(self.peer));
+                    self.body_failed(&err, ctx);
+                    return;
+                }
+                Ok(Decoded::Complete {
+                    consumed,
+                    body: rest,
+                    ..
+                }) => {
+                    self.read_start += consumed;
+                    self.body_in = None;
+                    ctx.actions.push_back(Action::Body {
+                        chunk: rest,
+                        more: false,
+                    });
+                    return;
+                }
+                Ok(Decoded::NeedMore { consumed }) => {
+                    self.read_start += consumed;
+                    if body.decoder.body_buffered() > 0 {
+                        body.wanted = false;
+                        let chunk = body.decoder.take_body();
+                        ctx.actions.push_back(Action::Body { chunk, more: true });
+                        return;
+                    }
+                }
+            }
+            if !self.unread {
+                return;
+            }
+            match self.read_more(ctx.scratch) {
+                Ok(0) => {
+                    log::debug!(
+                        "{} closed the connection in the middle of a request body",
+                        peer_text(self.peer)
+                    );
+                    self.close(ctx);
+                    return;
+                }
+                Ok(_) => {
+                    if let Some(body) = self.body_in.as_mut() {
+                        body.deadline = Instant::now() + ctx.settings.body_timeout;
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    self.unread = false;
+                    return;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    log::debug!("read from {}: {err}", peer_text(self.peer));
+                    self.close(ctx);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The body turned out malformed or too large: answered with `err` while the response has
+    /// not begun, else the connection is closed under it.
+    fn body_failed(&mut self, err: &HttpError, ctx: &mut Ctx<'_>) {
+        self.body_in = None;
+        if matches!(self.state, State::InApp(_)) {
+            self.fail(err, ctx);
+        } else {
+            self.close(ctx);
+        }
+    }
+
+    /// The application waited for body longer than `body_timeout`: 408 while its response has
+    /// not begun, else the connection is closed.
+    pub(super) fn body_timed_out(&mut self, ctx: &mut Ctx<'_>) {
+        log::debug!(
+            "the request body from {} stalled while the application waited for it",
+            peer_text(self.peer)
+        );
+        self.body_failed(
+            &HttpError {
+                status: 408,
+                reason: "the request body did not arrive in time",
+            },
+            ctx,
+        );
+    }
+}
