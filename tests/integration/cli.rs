@@ -155,7 +155,8 @@ fn the_app_argument_and_python_flags_reach_the_printed_config() {
     );
     assert_eq!(status.code(), Some(0), "stderr: {stderr}");
     for line in [
-        "handler = \"wsgi\"",
+        "handler = \"python\"",
+        "interface = \"auto\"",
         "app = \"pkg.wsgi:application\"",
         "pythonpath = [\"a\", \"b\"]",
         "preload = true",
