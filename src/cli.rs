@@ -315,80 +315,64 @@ const ASGI_WORKER_CLASSES: &[&str] = &[
     "uvicorn_worker.UvicornH11Worker",
 ];
 
-/// uvicorn's flags that tine does not have, each refused with what tine does instead. A name
+/// uvicorn's flags that tine does not have, refused with what tine does instead. A name
 /// ending in `*` stands for every flag that starts with the rest.
-pub(crate) const REFUSED_UVICORN_FLAGS: &[(&str, &str)] = &[
+pub(crate) const REFUSED_UVICORN_FLAGS: &[(&[&str], &str)] = &[
     (
-        "--reload",
+        &["--reload*"],
         "tine does not watch files; reload with `kill -HUP <master pid>`",
     ),
     (
-        "--reload-dir",
-        "tine does not watch files; reload with `kill -HUP <master pid>`",
-    ),
-    (
-        "--ws",
+        &["--ws", "--ws-*"],
         "tine does not serve WebSocket yet; every request is plain HTTP/1.1",
     ),
     (
-        "--http",
+        &["--http"],
         "tine has one HTTP/1.1 implementation, its own; there is none to choose",
     ),
     (
-        "--ssl-*",
+        &["--ssl-*"],
         "tine does not terminate TLS; put a TLS proxy (nginx, haproxy) in front of it",
     ),
     (
-        "--proxy-headers",
+        &["--proxy-headers"],
         "tine reads forwarded headers from forwarded_allow_ips (--forwarded-allow-ips)",
     ),
     (
-        "--no-proxy-headers",
+        &["--no-proxy-headers"],
         "tine believes forwarded headers only from forwarded_allow_ips; \
          --forwarded-allow-ips '' believes none",
     ),
     (
-        "--server-header",
+        &["--server-header", "--no-server-header"],
         "tine sends `Server: tine` unless the application sends its own Server header",
     ),
     (
-        "--no-server-header",
-        "tine sends `Server: tine` unless the application sends its own Server header",
-    ),
-    (
-        "--date-header",
+        &["--date-header", "--no-date-header"],
         "tine sends a Date header unless the application sends its own",
     ),
     (
-        "--no-date-header",
-        "tine sends a Date header unless the application sends its own",
-    ),
-    (
-        "--use-colors",
+        &["--use-colors", "--no-use-colors"],
         "tine's logs are plain text, without colours",
     ),
     (
-        "--no-use-colors",
-        "tine's logs are plain text, without colours",
-    ),
-    (
-        "--env-file",
+        &["--env-file"],
         "tine reads no .env file; set variables with -e KEY=VALUE or [app] env",
     ),
     (
-        "--h11-max-incomplete-event-size",
+        &["--h11-max-incomplete-event-size"],
         "tine bounds a request head with [limits] header_bytes and header_field_size",
     ),
     (
-        "--log-config",
+        &["--log-config"],
         "tine's logging is set with --log-level, --error-logfile and --access-logfile",
     ),
     (
-        "--access-log",
+        &["--access-log"],
         "access logging is on when --access-logfile is given (- for stdout)",
     ),
     (
-        "--no-access-log",
+        &["--no-access-log"],
         "access logging is off unless --access-logfile is given",
     ),
 ];
@@ -397,9 +381,11 @@ pub(crate) const REFUSED_UVICORN_FLAGS: &[(&str, &str)] = &[
 fn refused_uvicorn_flag(name: &str) -> Option<&'static str> {
     REFUSED_UVICORN_FLAGS
         .iter()
-        .find(|(flag, _)| match flag.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => name == *flag,
+        .find(|(flags, _)| {
+            flags.iter().any(|flag| match flag.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == *flag,
+            })
         })
         .map(|(_, instead)| *instead)
 }

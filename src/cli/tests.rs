@@ -706,7 +706,10 @@ fn host_port_and_uds_conflicts_and_bad_values() {
 
 #[test]
 fn every_refused_uvicorn_flag_says_what_tine_does_instead() {
-    for (flag, instead) in REFUSED_UVICORN_FLAGS {
+    let every = REFUSED_UVICORN_FLAGS
+        .iter()
+        .flat_map(|(flags, instead)| flags.iter().map(move |flag| (flag, instead)));
+    for (flag, instead) in every.clone() {
         let name = flag.replace('*', "certfile");
         assert_eq!(usage_error(&[&name]), format!("{name}: {instead}"));
         assert_eq!(
@@ -717,9 +720,17 @@ fn every_refused_uvicorn_flag_says_what_tine_does_instead() {
         assert!(!KEY_FLAGS.iter().any(|f| f.is(&name)), "{name}");
         assert!(!OTHER_FLAGS.contains(&name.as_str()), "{name}");
     }
+    for (flag, instead) in [
+        ("--reload-dir", "tine does not watch files"),
+        ("--reload-delay", "tine does not watch files"),
+        ("--ws-max-size", "tine does not serve WebSocket yet"),
+        ("--ssl-certfile", "tine does not terminate TLS"),
+    ] {
+        assert!(usage_error(&[flag, "1"]).starts_with(&format!("{flag}: {instead}")));
+    }
     // The README's notes name each of them.
     const README: &str = include_str!("../../README.md");
-    for (flag, _) in REFUSED_UVICORN_FLAGS {
+    for (flag, _) in every {
         assert!(
             README.contains(&format!("`{flag}`")),
             "README does not name {flag}"

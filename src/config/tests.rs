@@ -417,15 +417,6 @@ fn asgi_key_errors() {
         ]
     );
     assert_eq!(
-        errors(
-            "[app]\ninterface = \"ASGI\"\nmax_concurrency = 100001\nroot_path = \"/\"\n\
-             max_concurrency = \"5\"\n"
-        )
-        .len(),
-        1,
-        "a duplicate key is a syntax error, reported alone"
-    );
-    assert_eq!(
         errors("[app]\ninterface = \"ASGI\"\nmax_concurrency = 100001\nroot_path = \"/\"\n"),
         [
             "t.toml:2:13: app.interface: expected one of \"auto\", \"wsgi\", \"asgi\", found \"ASGI\"",
