@@ -852,7 +852,11 @@ impl<S: Socket> Conn<S> {
             self.state = Reading::waiting(ctx.settings, wait);
             // A pipelined request may already be buffered or waiting in the socket.
             self.read(ctx);
-        } else if writing.linger || self.unread || !self.pending_input().is_empty() {
+        } else if writing.linger
+            || self.unread
+            || !self.pending_input().is_empty()
+            || self.body_unfinished()
+        {
             self.stream.shutdown_write();
             self.state = State::Lingering {
                 until: Instant::now() + LINGER,

@@ -248,6 +248,13 @@ pub(super) fn names(actions: &[Action]) -> Vec<String> {
         .filter(|action| !matches!(action, Action::Sent(_)))
         .map(|action| match action {
             Action::Dispatch { head, .. } => format!("dispatch {} {}", head.method, head.target),
+            Action::Begin { head } => format!("begin {} {}", head.method, head.target),
+            Action::Body { chunk, more } => format!(
+                "body {:?}{}",
+                String::from_utf8_lossy(chunk),
+                if *more { " more" } else { "" }
+            ),
+            Action::Gone => "gone".to_owned(),
             Action::Pull(_) => "pull".to_owned(),
             Action::Discard(_) => "discard".to_owned(),
             Action::Log(answer) => format!("log {}", answer.status),

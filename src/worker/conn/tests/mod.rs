@@ -1,6 +1,7 @@
 //! The connection's state machine driven over an in-memory socket: every transition, with the
 //! timeouts and failures of each state.
 
+mod body_in;
 mod budget;
 mod harness;
 mod reading;
@@ -296,7 +297,8 @@ fn a_request_past_request_timeout_is_answered_504_and_its_late_answer_dropped() 
         reason: "the application did not answer in time",
     };
     let actions = test.run(|conn, ctx| conn.fail(&error, ctx));
-    assert_eq!(names(&actions), ["log 504"]);
+    // The application is told its request is over (a concurrent one cancels it).
+    assert_eq!(names(&actions), ["gone", "log 504"]);
     assert!(test.received().starts_with("HTTP/1.1 504 "));
     assert_eq!(test.state(), "lingering");
     let late = Response::new(200).with_stream(chunks(&[b"late"]));
@@ -322,7 +324,7 @@ fn the_access_log_keeps_what_it_knew_of_a_request_that_timed_out() {
         reason: "late",
     };
     let actions = test.run(|conn, ctx| conn.fail(&error, ctx));
-    let [Action::Log(answer), Action::Sent(_)] = &actions[..] else {
+    let [Action::Gone, Action::Log(answer), Action::Sent(_)] = &actions[..] else {
         panic!("{:?}", names(&actions));
     };
     assert_eq!(

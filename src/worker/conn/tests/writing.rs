@@ -43,8 +43,9 @@ fn a_stream_slower_than_request_timeout_expires() {
         test.conn.expiry(later(31 * SEC), timeout),
         Some(Expired::Stream(_))
     ));
-    // The producer is with the pool: nothing to discard.
-    assert_eq!(names(&test.run(Conn::close)), ["close"]);
+    // The producer is with the pool: nothing to discard; its application is told the
+    // client is gone.
+    assert_eq!(names(&test.run(Conn::close)), ["gone", "close"]);
 }
 
 #[test]
@@ -105,7 +106,7 @@ fn closing_with_a_stream_in_hand_lets_its_producer_go() {
         actions.is_empty(),
         "a full socket: the producer waits with the loop"
     );
-    assert_eq!(names(&test.run(Conn::close)), ["discard", "close"]);
+    assert_eq!(names(&test.run(Conn::close)), ["gone", "discard", "close"]);
 }
 
 #[test]
@@ -114,7 +115,7 @@ fn a_write_error_closes_and_lets_the_stream_go() {
     test.dispatch_get("");
     test.conn.stream.write_fails = true;
     let actions = test.respond(Response::new(200).with_stream(chunks(&[])));
-    assert_eq!(names(&actions), ["log 200", "discard", "close"]);
+    assert_eq!(names(&actions), ["log 200", "discard", "gone", "close"]);
     assert_eq!(test.state(), "closed");
 }
 
