@@ -141,11 +141,11 @@ pub(super) struct AccessInfo {
 
 /// Where a connection is.
 ///
-/// Two states are still to come, and have their places here: `Upgraded`, for a connection that
+/// One state is still to come, and has its place here: `Upgraded`, for a connection that
 /// switched protocols (WebSocket) after a `101` and stops being HTTP, entered from `Writing`
-/// once the `101` is out instead of going back to `Reading`; and a request body streamed to the
-/// application while it runs, which `InApp` will carry as its body decoder (today `Reading`
-/// holds the whole body before dispatch).
+/// once the `101` is out instead of going back to `Reading`. A request body streamed to a
+/// concurrent application while it runs is not a state but `Conn::body_in`, beside `InApp`
+/// and `Writing`.
 #[expect(
     clippy::large_enum_variant,
     reason = "`Reading` is where a connection spends most of its life, idle keep-alive included: \

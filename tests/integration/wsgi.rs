@@ -50,6 +50,8 @@ struct Spec {
     app_env: Vec<(String, String)>,
     /// `[server] forwarded_allow_ips`, when not the default.
     forwarded_allow_ips: Option<Vec<String>>,
+    /// `[app] handler`: "wsgi", or "python" to let tine tell WSGI from ASGI.
+    handler: &'static str,
 }
 
 impl Spec {
@@ -64,6 +66,7 @@ impl Spec {
             script_name: String::new(),
             app_env: Vec::new(),
             forwarded_allow_ips: None,
+            handler: "wsgi",
         }
     }
 
@@ -122,7 +125,8 @@ impl Spec {
             config.push_str(&format!("[limits]\n{}", self.limits));
         }
         config.push_str(&format!(
-            "[app]\nhandler = \"wsgi\"\napp = {}\npythonpath = [{}]\npreload = {}\n",
+            "[app]\nhandler = {}\napp = {}\npythonpath = [{}]\npreload = {}\n",
+            toml_string(self.handler),
             toml_string(&self.app),
             toml_string(&python_apps().to_string_lossy()),
             self.preload
@@ -2111,6 +2115,35 @@ mod frameworks {
             );
             assert_eq!(t.headers, g.headers, "{}: headers", t.step);
         }
+    }
+
+    /// Django's ASGI handler (`djsite.asgi:application`, told from WSGI by tine itself) serves
+    /// the session Django's WSGI handler serves, answer for answer.
+    #[test]
+    fn django_under_asgi_answers_as_under_wsgi() {
+        let wsgi = start_tine(&django());
+        let reference = session(wsgi.addr());
+        check_django(&reference, "tine (WSGI)");
+        let mut asgi = django();
+        asgi.app = "djsite.asgi:application".to_owned();
+        asgi.handler = "python";
+        let tine = start_tine(&asgi);
+        let mut answers = session(tine.addr());
+        assert!(tine.log().contains("as ASGI 3"), "{}", tine.log());
+        // Django's WSGI handler reads CONTENT_LENGTH bytes, and a chunked request has none;
+        // its ASGI handler reads the body to its end.
+        let chunked = answers
+            .iter()
+            .position(|e| e.step == "chunked echo")
+            .expect("a chunked echo");
+        let chunked = answers.remove(chunked);
+        assert_eq!(chunked.status, 200);
+        assert_eq!(chunked.body, step(&answers, "echo").body);
+        let reference: Vec<Exchange> = reference
+            .into_iter()
+            .filter(|e| e.step != "chunked echo")
+            .collect();
+        assert_same(&reference, &answers, &tine.log());
     }
 
     #[test]

@@ -13,4 +13,5 @@ urlpatterns = [
     path("echo", views.echo),
     path("stream", views.stream),
     path("file", views.file),
+    path("async", views.async_view),
 ]

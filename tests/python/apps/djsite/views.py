@@ -1,5 +1,6 @@
 """The views of the Django site, the same routes as flask_app.py."""
 
+import asyncio
 import hashlib
 import os
 import zlib
@@ -85,3 +86,21 @@ def stream(request):
 
 def file(request):
     return FileResponse(open(SAMPLE, "rb"), content_type="text/plain")
+
+
+# How many async_view calls are between their start and their end, and the most there were.
+_async_now = 0
+_async_peak = 0
+
+
+async def async_view(request):
+    """An async view: waits ``?s=`` seconds on the event loop (under ASGI) and says how many
+    calls overlapped at most."""
+    global _async_now, _async_peak
+    _async_now += 1
+    _async_peak = max(_async_peak, _async_now)
+    try:
+        await asyncio.sleep(float(request.GET.get("s", "0")))
+    finally:
+        _async_now -= 1
+    return JsonResponse({"peak": _async_peak})
