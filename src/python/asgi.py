@@ -300,7 +300,7 @@ class _Request:
         except asyncio.CancelledError:
             if not self.timed_out:
                 server.log(INFO, f"{self.label}: the application's task was cancelled")
-        except Exception as err:
+        except BaseException as err:  # SystemExit and KeyboardInterrupt too, as uvicorn
             if self.gone and isinstance(err, OSError):
                 server.log(DEBUG, f"{self.label}: the client went away: {err}")
             elif not self.replied:
