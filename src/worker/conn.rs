@@ -626,27 +626,60 @@ impl<S: Socket> Conn<S> {
                 return;
             }
             let idle_before = self.is_idle();
-            match self.read_more(ctx.scratch) {
-                Ok(0) => {
-                    // The client closed its side; whatever partial request there was is gone.
+            match self.read_socket(ctx.scratch) {
+                // The client closed its side; whatever partial request there was is gone.
+                Got::End => {
                     self.close(ctx);
                     return;
                 }
-                Ok(_) => {
+                Got::Bytes => {
                     if idle_before && let State::Reading(reading) = &mut self.state {
                         // A new request started: its head has `header_timeout` to arrive.
                         reading.deadline = Instant::now() + settings.header_timeout;
                     }
                 }
+                Got::Nothing => return,
+            }
+        }
+    }
+
+    /// Reads what the socket has (once): see [`Got`]. A failed read is logged and counts as
+    /// the end.
+    fn read_socket(&mut self, scratch: &mut [u8]) -> Got {
+        loop {
+            match self.read_more(scratch) {
+                Ok(0) => return Got::End,
+                Ok(_) => return Got::Bytes,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     self.unread = false;
-                    return;
+                    return Got::Nothing;
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => {
                     log::debug!("read from {}: {err}", peer_text(self.peer));
-                    self.close(ctx);
-                    return;
+                    return Got::End;
+                }
+            }
+        }
+    }
+
+    /// Writes some more of a `100 Continue` whose last `left` bytes are unsent, counting them
+    /// down: `Ok(true)` when bytes went out, `Ok(false)` when the socket takes none now, an
+    /// error (logged) when the write failed.
+    fn write_continue(&mut self, left: &mut u8) -> io::Result<bool> {
+        let unsent = &CONTINUE[CONTINUE.len() - usize::from(*left)..];
+        loop {
+            match self.stream.write(unsent) {
+                // At most what was asked for, so the count only goes down.
+                Ok(n) if n > 0 => {
+                    *left -= n.min(unsent.len()) as u8;
+                    return Ok(true);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Ok(_) | Err(_) => {
+                    log::debug!("could not write 100 Continue to {}", peer_text(self.peer));
+                    return Err(io::ErrorKind::WriteZero.into());
                 }
             }
         }
@@ -659,15 +692,17 @@ impl<S: Socket> Conn<S> {
             let State::Reading(reading) = &mut self.state else {
                 return false;
             };
-            let unsent = reading.continue_unsent();
-            if unsent.is_empty() {
+            if reading.continue_left == 0 {
                 return true;
             }
-            match self.stream.write(unsent) {
-                // At most what was asked for, so the count only goes down.
-                Ok(n) if n > 0 => {
-                    reading.continue_left -= n.min(unsent.len()) as u8;
-                    reading.deadline = if reading.continue_left == 0 {
+            let mut left = reading.continue_left;
+            match self.write_continue(&mut left) {
+                Ok(true) => {
+                    let State::Reading(reading) = &mut self.state else {
+                        return false;
+                    };
+                    reading.continue_left = left;
+                    reading.deadline = if left == 0 {
                         // The body begins now, as far as its rate is concerned.
                         reading.body_began = false;
                         reading.body_deadline(ctx.settings)
@@ -675,10 +710,8 @@ impl<S: Socket> Conn<S> {
                         Instant::now() + ctx.settings.body_timeout
                     };
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Ok(_) | Err(_) => {
-                    log::debug!("could not write 100 Continue to {}", peer_text(self.peer));
+                Ok(false) => return false,
+                Err(_) => {
                     self.close(ctx);
                     return false;
                 }
@@ -908,6 +941,16 @@ impl<S: Socket> Conn<S> {
         self.state = State::Closed;
         ctx.actions.push_back(Action::Close);
     }
+}
+
+/// What a read from the socket brought.
+enum Got {
+    /// Bytes, now in the read buffer.
+    Bytes,
+    /// Nothing for now: the socket is empty, and the next bytes come with an event.
+    Nothing,
+    /// The end of the stream, or a failed read: the connection is over.
+    End,
 }
 
 /// Whether `pending`, bytes read while waiting for a request, begin one: the empty lines a

@@ -9,10 +9,9 @@
 //! written (an application may read after it began answering). A response that begins before
 //! the body is all in closes the connection after it: the rest of the body is not read.
 
-use std::io;
 use std::time::Instant;
 
-use super::{Action, CONTINUE, Conn, Ctx, State};
+use super::{Action, CONTINUE, Conn, Ctx, Got, State};
 use crate::http::{Decoded, Decoder, HttpError};
 use crate::worker::out::Socket;
 use crate::worker::peer_text;
@@ -99,16 +98,15 @@ impl<S: Socket> Conn<S> {
                 return;
             }
             if body.continue_left > 0 {
-                let unsent = &CONTINUE[CONTINUE.len() - usize::from(body.continue_left)..];
-                match self.stream.write(unsent) {
-                    Ok(n) if n > 0 => {
-                        body.continue_left -= n.min(unsent.len()) as u8;
-                        continue;
-                    }
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                    Ok(_) | Err(_) => {
-                        log::debug!("could not write 100 Continue to {}", peer_text(self.peer));
+                let mut left = body.continue_left;
+                let written = self.write_continue(&mut left);
+                if let Some(body) = self.body_in.as_mut() {
+                    body.continue_left = left;
+                }
+                match written {
+                    Ok(true) => continue,
+                    Ok(false) => return,
+                    Err(_) => {
                         self.close(ctx);
                         return;
                     }
@@ -149,30 +147,21 @@ impl<S: Socket> Conn<S> {
             if !self.unread {
                 return;
             }
-            match self.read_more(ctx.scratch) {
-                Ok(0) => {
+            match self.read_socket(ctx.scratch) {
+                Got::End => {
                     log::debug!(
-                        "{} closed the connection in the middle of a request body",
+                        "{} left in the middle of a request body",
                         peer_text(self.peer)
                     );
                     self.close(ctx);
                     return;
                 }
-                Ok(_) => {
+                Got::Bytes => {
                     if let Some(body) = self.body_in.as_mut() {
                         body.deadline = Instant::now() + ctx.settings.body_timeout;
                     }
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    self.unread = false;
-                    return;
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => {
-                    log::debug!("read from {}: {err}", peer_text(self.peer));
-                    self.close(ctx);
-                    return;
-                }
+                Got::Nothing => return,
             }
         }
     }
