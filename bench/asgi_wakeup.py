@@ -23,6 +23,27 @@ import threading
 import time
 
 
+def produce_and_run(loop, messages, burst, send, batch_done):
+    """Runs ``loop`` while a thread sends ``messages`` with ``send``, ``burst`` at a time,
+    waiting for ``batch_done`` after each burst; returns the seconds it took."""
+
+    def produce():
+        for start in range(0, messages, burst):
+            batch_done.clear()
+            for i in range(start, min(start + burst, messages)):
+                send(i)
+            batch_done.wait()
+        loop.call_soon_threadsafe(loop.stop)
+
+    producer = threading.Thread(target=produce)
+    started = time.perf_counter()
+    producer.start()
+    loop.run_forever()
+    took = time.perf_counter() - started
+    producer.join()
+    return took
+
+
 def run_inbox(loop, messages, burst):
     """tine's way: inbox + eventfd + add_reader, drained in batches."""
     efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -46,25 +67,15 @@ def run_inbox(loop, messages, burst):
             if handled % burst == 0:
                 batch_done.set()
 
-    def produce():
-        for start in range(0, messages, burst):
-            batch_done.clear()
-            for i in range(start, min(start + burst, messages)):
-                with lock:
-                    was_empty = not inbox
-                    inbox.append(i)
-                if was_empty:
-                    os.eventfd_write(efd, 1)
-            batch_done.wait()
-        loop.call_soon_threadsafe(loop.stop)
+    def send(message):
+        with lock:
+            was_empty = not inbox
+            inbox.append(message)
+        if was_empty:
+            os.eventfd_write(efd, 1)
 
     loop.add_reader(efd, drain)
-    producer = threading.Thread(target=produce)
-    started = time.perf_counter()
-    producer.start()
-    loop.run_forever()
-    took = time.perf_counter() - started
-    producer.join()
+    took = produce_and_run(loop, messages, burst, send, batch_done)
     loop.remove_reader(efd)
     os.close(efd)
     return took, wakeups
@@ -81,20 +92,10 @@ def run_threadsafe(loop, messages, burst):
         if handled % burst == 0:
             batch_done.set()
 
-    def produce():
-        for start in range(0, messages, burst):
-            batch_done.clear()
-            for i in range(start, min(start + burst, messages)):
-                loop.call_soon_threadsafe(handle, i)
-            batch_done.wait()
-        loop.call_soon_threadsafe(loop.stop)
+    def send(message):
+        loop.call_soon_threadsafe(handle, message)
 
-    producer = threading.Thread(target=produce)
-    started = time.perf_counter()
-    producer.start()
-    loop.run_forever()
-    took = time.perf_counter() - started
-    producer.join()
+    took = produce_and_run(loop, messages, burst, send, batch_done)
     return took, messages
 
 
