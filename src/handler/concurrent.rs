@@ -94,6 +94,15 @@ pub trait Concurrent: Send + Sync {
     /// The request of `ticket` (`what`, e.g. `GET /report`) ran past `request_timeout`: stop
     /// it, and log where it was.
     fn cancel(&self, ticket: Ticket, what: &str);
+
+    /// Since when the oldest message the application has not taken yet has waited, if one
+    /// has: an application that takes none for long is blocked (code that never yields to
+    /// its event loop), and the worker replaces itself.
+    fn waiting_since(&self) -> Option<std::time::Instant>;
+
+    /// The worker found the application blocked for `how_long`: log where it is (the line
+    /// it is stuck on). Returns at once.
+    fn blocked(&self, how_long: std::time::Duration);
 }
 
 /// A streamed body's producer for a concurrent application: its chunks come as replies, so

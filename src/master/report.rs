@@ -213,6 +213,7 @@ impl Master<'_> {
             Some(RetireReason::Memory(_)) => "max_worker_memory",
             Some(RetireReason::RequestTimeout(_)) => "request_timeout",
             Some(RetireReason::Replaced) => "reload",
+            Some(RetireReason::Blocked(_)) => "hung",
             None if departure.was_hung => "hung",
             None if departure.was_retiring => "reload",
             None if how == ExitHow::Code(0) => "exited",

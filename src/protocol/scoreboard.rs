@@ -58,6 +58,9 @@ pub enum RetireReason {
     RequestTimeout(u64),
     /// It was told to make way (SIGUSR2: a reload, an upgrade, or an operator).
     Replaced,
+    /// Its application's own event loop (ASGI) took nothing from the worker for longer than
+    /// `timeout`: it is blocked; for how long, in ms.
+    Blocked(u64),
 }
 
 impl RetireReason {
@@ -67,6 +70,7 @@ impl RetireReason {
             RetireReason::Memory(bytes) => (2, bytes),
             RetireReason::RequestTimeout(ms) => (3, ms),
             RetireReason::Replaced => (4, 0),
+            RetireReason::Blocked(ms) => (5, ms),
         };
         (detail.min(u64::MAX >> 8) << 8) | code
     }
@@ -78,6 +82,7 @@ impl RetireReason {
             2 => Some(RetireReason::Memory(detail)),
             3 => Some(RetireReason::RequestTimeout(detail)),
             4 => Some(RetireReason::Replaced),
+            5 => Some(RetireReason::Blocked(detail)),
             _ => None,
         }
     }
@@ -96,6 +101,10 @@ impl std::fmt::Display for RetireReason {
                 write!(f, "a request ran {ms} ms, past request_timeout")
             }
             RetireReason::Replaced => write!(f, "was told to make way (SIGUSR2)"),
+            RetireReason::Blocked(ms) => write!(
+                f,
+                "its application's event loop was blocked for {ms} ms, past timeout"
+            ),
         }
     }
 }
@@ -328,6 +337,7 @@ mod tests {
             RetireReason::Memory(600 << 20),
             RetireReason::RequestTimeout(1234),
             RetireReason::Replaced,
+            RetireReason::Blocked(31_000),
         ] {
             assert_eq!(RetireReason::decode(reason.encode()), Some(reason));
         }

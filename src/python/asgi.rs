@@ -15,9 +15,10 @@
 
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -60,9 +61,19 @@ impl ToLoop {
     }
 }
 
+/// The messages the asyncio loop has not taken yet.
+#[derive(Default)]
+struct Inbox {
+    messages: Vec<ToLoop>,
+    /// When the first of them was sent.
+    since: Option<Instant>,
+}
+
 /// What the worker's thread and the asyncio thread share.
 struct Bridge {
-    inbox: Mutex<Vec<ToLoop>>,
+    inbox: Mutex<Inbox>,
+    /// The asyncio thread's `pthread_self()`, once it runs.
+    loop_thread: AtomicU64,
     /// Written when the inbox stops being empty; the asyncio loop reads it, then the inbox.
     wake: EventFd,
     replies: OnceLock<Replies>,
@@ -77,8 +88,11 @@ impl Bridge {
     fn send(&self, message: ToLoop) {
         let was_empty = {
             let mut inbox = lock(&self.inbox);
-            let was_empty = inbox.is_empty();
-            inbox.push(message);
+            let was_empty = inbox.messages.is_empty();
+            if was_empty {
+                inbox.since = Some(Instant::now());
+            }
+            inbox.messages.push(message);
             was_empty
         };
         // While the loop has not drained earlier messages, it will see this one too.
@@ -121,7 +135,8 @@ impl Asgi {
     pub(super) fn start(application: Py<PyAny>, app: &App) -> Result<Asgi, BuildError> {
         let (ready, started) = mpsc::channel();
         let bridge = Arc::new(Bridge {
-            inbox: Mutex::new(Vec::new()),
+            inbox: Mutex::default(),
+            loop_thread: AtomicU64::new(0),
             wake: EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
                 .map_err(|err| format!("could not make the ASGI loop's eventfd: {err}"))?,
             replies: OnceLock::new(),
@@ -154,6 +169,9 @@ impl Asgi {
 /// The asyncio thread: loads `asgi.py` and runs its `Server` until the worker stops it.
 fn run_loop(bridge: &Arc<Bridge>, application: Py<PyAny>, settings: (&str, &str, usize)) {
     let (event_loop, lifespan, max_concurrency) = settings;
+    bridge
+        .loop_thread
+        .store(crate::sys::current_thread(), Ordering::Relaxed);
     let ran = Python::attach(|py| -> Result<(), String> {
         let code = CString::new(include_str!("asgi.py")).expect("no NUL in asgi.py");
         let module =
@@ -257,6 +275,20 @@ impl Concurrent for Asgi {
         // The loop has the request's label itself.
         self.bridge.send(ToLoop::Cancel(ticket));
     }
+
+    fn waiting_since(&self) -> Option<Instant> {
+        lock(&self.bridge.inbox).since
+    }
+
+    fn blocked(&self, how_long: Duration) {
+        let thread = self.bridge.loop_thread.load(Ordering::Relaxed);
+        let what = format!(
+            "the ASGI event loop (blocked for {:.1} s: code that does not yield to it, such as a \
+             blocking call in an async function)",
+            how_long.as_secs_f64()
+        );
+        super::log_stack_of(thread, what, || {});
+    }
 }
 
 impl Drop for Asgi {
@@ -297,7 +329,7 @@ impl Native {
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         // The eventfd first, then the inbox: a message sent after the read wakes it again.
         let _ = self.bridge.wake.read();
-        let messages = std::mem::take(&mut *lock(&self.bridge.inbox));
+        let messages = std::mem::take(&mut *lock(&self.bridge.inbox)).messages;
         let list = PyList::empty(py);
         for message in messages {
             let kind = message.kind();

@@ -73,6 +73,34 @@ pub fn build(app: &App) -> Result<Box<dyn Handler>, BuildError> {
     }
 }
 
+/// Logs where the thread `thread` (its `pthread_self()`) is in Python, as "`what` was stuck
+/// here", then runs `after`; on a thread of its own, which waits for the GIL, so the caller
+/// (the worker's event loop) returns at once.
+fn log_stack_of(thread: u64, what: String, after: impl FnOnce() + Send + 'static) {
+    let spawned = std::thread::Builder::new()
+        .name("py-stack".to_owned())
+        .spawn(move || {
+            let stack = Python::attach(|py| {
+                interp::support(py)
+                    .getattr("stack_of")
+                    .and_then(|f| f.call1((thread,)))
+                    .and_then(|s| s.extract::<Option<String>>())
+                    .map_err(|err| interp::format_err(py, &err))
+            });
+            match stack {
+                Ok(Some(stack)) => {
+                    log::error!("{what} was stuck here (Python stack, innermost last):\n{stack}")
+                }
+                Ok(None) => log::error!("{what}: its thread is no longer in Python"),
+                Err(err) => log::error!("{what}: could not read its Python stack: {err}"),
+            }
+            after();
+        });
+    if let Err(err) = spawned {
+        log::error!("could not start a thread to read a Python stack: {err}");
+    }
+}
+
 /// The name of `value`'s type ("bytes", "dict"), for an error the application is shown.
 fn type_name(value: &Bound<'_, PyAny>) -> String {
     value

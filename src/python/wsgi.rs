@@ -176,35 +176,13 @@ impl Handler for Wsgi {
 
     fn request_stuck(&self, thread: u64, what: &str) {
         // The event loop never takes the GIL: a thread of its own waits for it.
-        let what = what.to_owned();
         let stuck = lock(&self.advancing).get(&thread).cloned();
-        let spawned = std::thread::Builder::new()
-            .name("py-stack".to_owned())
-            .spawn(move || {
-                let stack = Python::attach(|py| {
-                    support(py)
-                        .getattr("stack_of")
-                        .and_then(|f| f.call1((thread,)))
-                        .and_then(|s| s.extract::<Option<String>>())
-                        .map_err(|err| format_err(py, &err))
-                });
-                match stack {
-                    Ok(Some(stack)) => {
-                        log::error!(
-                            "{what} was stuck here (Python stack, innermost last):\n{stack}"
-                        )
-                    }
-                    Ok(None) => log::error!("{what}: its thread is no longer in Python"),
-                    Err(err) => log::error!("{what}: could not read its Python stack: {err}"),
-                }
-                // Its response will never be sent: its iterable is closed now.
-                if let Some(iterable) = stuck {
-                    Python::attach(|py| iterable.close(py, true));
-                }
-            });
-        if let Err(err) = spawned {
-            log::error!("could not start a thread to read the stuck request's stack: {err}");
-        }
+        super::log_stack_of(thread, what.to_owned(), move || {
+            // Its response will never be sent: its iterable is closed now.
+            if let Some(iterable) = stuck {
+                Python::attach(|py| iterable.close(py, true));
+            }
+        });
     }
 }
 

@@ -184,6 +184,9 @@ struct Worker<'a> {
     /// Recycle after this many requests, jitter included; `None` never.
     max_requests: Option<u64>,
     max_worker_memory: u64,
+    /// `[server] timeout`: how long a concurrent application may take nothing the worker
+    /// sends it before it counts as blocked.
+    app_block_limit: Duration,
     served: u64,
     tick: Duration,
     last_memory_check: Instant,

@@ -120,6 +120,7 @@ impl<'a> Worker<'a> {
             graceful_timeout: server.graceful_timeout,
             max_requests,
             max_worker_memory: server.max_worker_memory,
+            app_block_limit: server.timeout,
             served: 0,
             tick,
             last_memory_check: Instant::now(),

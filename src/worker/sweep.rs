@@ -32,6 +32,7 @@ impl Worker<'_> {
                 Err(err) => log::warn!("could not measure this worker's memory: {err}"),
             }
         }
+        self.check_app_blocked(now);
         let mut oldest_dispatch: Option<Instant> = None;
         for index in 0..self.conns.len() {
             let Some(conn) = self.conns[index].as_ref() else {
@@ -54,6 +55,34 @@ impl Worker<'_> {
             sys::monotonic_ms().saturating_sub(age).max(1)
         });
         self.board.oldest_request(oldest_ms);
+    }
+
+    /// A concurrent application that has taken nothing the worker sent it for longer than
+    /// `[server] timeout` is blocked (code that never yields to its event loop): where it is
+    /// stuck is logged, and the worker replaces itself, as the master replaces a worker whose
+    /// own loop is stuck.
+    fn check_app_blocked(&mut self, now: Instant) {
+        if self.phase != Phase::Running || self.app_block_limit.is_zero() {
+            return;
+        }
+        let Some(concurrent) = self.pool.handler().concurrent() else {
+            return;
+        };
+        let Some(since) = concurrent.waiting_since() else {
+            return;
+        };
+        let waited = now.saturating_duration_since(since);
+        if waited <= self.app_block_limit {
+            return;
+        }
+        log::error!(
+            "the application's event loop has taken nothing from this worker for {:.1} s \
+             (timeout is {:?}): it is blocked; replacing this worker",
+            waited.as_secs_f64(),
+            self.app_block_limit
+        );
+        concurrent.blocked(waited);
+        self.retire(RetireReason::Blocked(waited.as_millis() as u64));
     }
 
     /// Closes a connection whose stream took longer than `request_timeout` to produce its next

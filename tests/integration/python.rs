@@ -1,6 +1,7 @@
 //! The embedded interpreter and the process model around it: which Python runs, the bundled
 //! application, preload with its fork protocol, reloads that import new code, boot_timeout.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -491,4 +492,57 @@ fn the_directory_tine_runs_in_is_on_the_python_path_as_under_gunicorn() {
     .tables("[app]\nhandler = \"wsgi\"\napp = \"here:app\"");
     let server = TestServer::start(config);
     assert_eq!(server.get("/").text(), "found in the working directory");
+}
+
+/// An ASGI application that blocks its event loop (a blocking call in an `async def`) is a hung
+/// worker although the worker's own loop runs on: once a request has waited on it for `timeout`,
+/// the log shows the application's line it is stuck on, and a new worker serves.
+#[test]
+fn an_asgi_application_that_blocks_its_loop_is_replaced_with_its_line_logged() {
+    let dir = TempDir::new();
+    dir.write(
+        "blocking.py",
+        "import time\n\
+         async def app(scope, receive, send):\n\
+         \x20   if scope['type'] != 'http':\n\
+         \x20       return\n\
+         \x20   if scope['path'] == '/block':\n\
+         \x20       time.sleep(4)\n\
+         \x20   await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n\
+         \x20   await send({'type': 'http.response.body', 'body': b'served'})\n",
+    );
+    let config = Config::new("workers = 1\ntimeout = \"1s\"").tables(&format!(
+        "[app]\nhandler = \"python\"\napp = \"blocking:app\"\npythonpath = [{:?}]\n",
+        dir.path().display().to_string()
+    ));
+    let server = TestServer::start(config);
+    let first = server.workers();
+    assert_eq!(server.get("/").text(), "served");
+    let mut blocked = server.connect();
+    blocked
+        .write_all(b"GET /block HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // Blocked with nothing waiting harms no one else yet; a request waiting on it does.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut waiting = server.connect();
+    waiting
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    server.wait_log("is blocked; replacing this worker");
+    let log = wait_until(
+        "the blocked line in the log",
+        || server.log(),
+        |log| log.contains("blocking.py\", line 6"),
+    );
+    assert!(log.contains("time.sleep(4)"), "{log}");
+    let workers = server.wait_workers("a replacement worker", |pids| {
+        pids.iter().any(|pid| !first.contains(pid))
+    });
+    assert!(!workers.is_empty());
+    assert_eq!(server.get("/").text(), "served", "the new worker serves");
+    // The requests on the blocked worker are answered once its loop is free again.
+    for stream in [&mut blocked, &mut waiting] {
+        let answer = crate::util::read_response(stream).expect("an answer");
+        assert_eq!(answer.text(), "served");
+    }
 }
