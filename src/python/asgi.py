@@ -382,7 +382,11 @@ class Server:
     def run(self):
         """Runs the loop on this thread until ``STOP``: the lifespan's startup first, whose
         outcome ``native.ready`` reports; its shutdown last."""
-        self.loop = self._new_loop()
+        try:
+            self.loop = self._new_loop()
+        except BaseException as err:
+            self.native.ready(False, self.format_exception(err))
+            return
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.add_reader(self.native.fileno(), self._wake)

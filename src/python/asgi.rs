@@ -81,6 +81,8 @@ struct Bridge {
     ready: Mutex<Option<mpsc::Sender<Result<(), String>>>>,
     /// The worker asked the loop to stop: its end is expected.
     stopping: AtomicBool,
+    /// The application started (its lifespan startup completed): requests may wait on it.
+    serving: AtomicBool,
     root_path: String,
 }
 
@@ -142,6 +144,7 @@ impl Asgi {
             replies: OnceLock::new(),
             ready: Mutex::new(Some(ready)),
             stopping: AtomicBool::new(false),
+            serving: AtomicBool::new(false),
             root_path: app.root_path.clone(),
         });
         let settings = (
@@ -207,23 +210,21 @@ fn run_loop(bridge: &Arc<Bridge>, application: Py<PyAny>, settings: (&str, &str,
             .map(drop)
             .map_err(|err| format_err(py, &err))
     });
-    // Whether the application had started: then requests are waiting on this loop.
-    let was_serving = lock(&bridge.ready).is_none();
+    // A failed start is the worker's to report: it has the message.
+    let serving = bridge.serving.load(Ordering::Relaxed);
+    let stopping = bridge.stopping.load(Ordering::Relaxed);
     match ran {
-        Err(err) => {
-            bridge.ready(Err(err.clone()));
-            if bridge.stopping.load(Ordering::Relaxed) {
-                log::error!("the ASGI event loop failed while stopping:\n{err}");
-                return;
-            }
-            log::error!("the ASGI event loop failed:\n{err}");
+        Err(err) if !serving => bridge.ready(Err(err)),
+        Err(err) if stopping => log::error!("the ASGI event loop failed while stopping:\n{err}"),
+        Err(err) => log::error!("the ASGI event loop failed:\n{err}"),
+        Ok(()) if !serving => {
+            bridge.ready(Err("the ASGI event loop ended before it started".into()))
         }
-        Ok(()) if bridge.stopping.load(Ordering::Relaxed) => return,
+        Ok(()) if stopping => {}
         Ok(()) => log::error!("the ASGI event loop stopped although the worker did not stop it"),
     }
-    // Requests would wait for ever: the worker exits, and the master starts another. (A
-    // failed start is the worker's own to report.)
-    if was_serving {
+    if serving && !stopping {
+        // Requests would wait for ever: the worker exits, and the master starts another.
         crate::sys::exit_now(1);
     }
 }
@@ -369,6 +370,7 @@ impl Native {
     /// The lifespan startup's outcome: the worker goes on serving, or fails to start with
     /// `message`.
     fn ready(&self, ok: bool, message: String) {
+        self.bridge.serving.store(ok, Ordering::Relaxed);
         self.bridge.ready(if ok { Ok(()) } else { Err(message) });
     }
 
