@@ -243,6 +243,10 @@ impl Reading {
 struct InApp {
     /// When the request was handed over.
     since: Instant,
+    /// When the application's own time began, for `request_timeout`: the hand-over, or the
+    /// last piece of a streamed body it was given (the time a client takes to send its body
+    /// is the client's, as it is for a body read before dispatch).
+    working_since: Instant,
     /// The version and method of the request, which shape the response.
     version: Version,
     head_request: bool,
@@ -439,7 +443,9 @@ impl<S: Socket> Conn<S> {
     /// on its stream's next chunk.
     pub(super) fn app_since(&self) -> Option<Instant> {
         match &self.state {
-            State::InApp(in_app) => Some(in_app.since),
+            // Waiting for more of its body, the application waits for the client.
+            State::InApp(_) if self.body_wanted() => None,
+            State::InApp(in_app) => Some(in_app.working_since),
             State::Writing(writing) => writing.out.pulling_since(),
             _ => None,
         }
@@ -788,8 +794,10 @@ impl<S: Socket> Conn<S> {
             },
             ctx.settings,
         );
+        let now = Instant::now();
         self.state = State::InApp(InApp {
-            since: Instant::now(),
+            since: now,
+            working_since: now,
             version: head.version,
             head_request: head.method == "HEAD",
             label: (!ctx.settings.request_timeout.is_zero())

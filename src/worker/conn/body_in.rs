@@ -76,6 +76,14 @@ impl<S: Socket> Conn<S> {
             .map(|body| body.deadline)
     }
 
+    /// A piece of body goes to the application: its own time runs again from now.
+    fn hand_over(&mut self, chunk: Vec<u8>, more: bool, ctx: &mut Ctx<'_>) {
+        if let State::InApp(in_app) = &mut self.state {
+            in_app.working_since = Instant::now();
+        }
+        ctx.actions.push_back(Action::Body { chunk, more });
+    }
+
     /// The application asks for the next piece of its request's body.
     pub(in crate::worker) fn want_body(&mut self, ctx: &mut Ctx<'_>) {
         let Some(body) = self.body_in.as_mut() else {
@@ -128,10 +136,7 @@ impl<S: Socket> Conn<S> {
                 }) => {
                     self.read_start += consumed;
                     self.body_in = None;
-                    ctx.actions.push_back(Action::Body {
-                        chunk: rest,
-                        more: false,
-                    });
+                    self.hand_over(rest, false, ctx);
                     return;
                 }
                 Ok(Decoded::NeedMore { consumed }) => {
@@ -139,7 +144,7 @@ impl<S: Socket> Conn<S> {
                     if body.decoder.body_buffered() > 0 {
                         body.wanted = false;
                         let chunk = body.decoder.take_body();
-                        ctx.actions.push_back(Action::Body { chunk, more: true });
+                        self.hand_over(chunk, true, ctx);
                         return;
                     }
                 }

@@ -141,3 +141,33 @@ fn a_whole_body_is_dispatched_with_its_request_as_before() {
     test.send(&[POST, b"helloworld"].concat());
     assert_eq!(names(&test.event()), ["dispatch POST /up"]);
 }
+
+#[test]
+fn the_time_a_client_takes_to_send_its_body_is_not_the_applications() {
+    let mut test = concurrent();
+    let timeout = Duration::from_secs(30);
+    test.send(POST);
+    test.event();
+    assert!(
+        matches!(
+            test.conn.expiry(later(Duration::from_secs(31)), timeout),
+            Some(Expired::Request(_))
+        ),
+        "the application's time runs until it asks for the body"
+    );
+    test.run(Conn::want_body);
+    assert_eq!(
+        test.conn.expiry(later(Duration::from_secs(60)), timeout),
+        None,
+        "while it waits for the body, only body_timeout counts"
+    );
+    test.send(b"helloworld");
+    test.event();
+    assert!(
+        matches!(
+            test.conn.expiry(later(Duration::from_secs(31)), timeout),
+            Some(Expired::Request(ran)) if ran < Duration::from_secs(32)
+        ),
+        "from the last piece on, request_timeout counts again"
+    );
+}
