@@ -146,11 +146,6 @@ pub(super) struct AccessInfo {
 /// once the `101` is out instead of going back to `Reading`. A request body streamed to a
 /// concurrent application while it runs is not a state but `Conn::body_in`, beside `InApp`
 /// and `Writing`.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "`Reading` is where a connection spends most of its life, idle keep-alive included: \
-              boxing it would cost an allocation per request and save no memory"
-)]
 enum State {
     /// The placeholder a transition leaves while it runs (see [`Conn::take_state`]).
     Taken,
