@@ -77,6 +77,8 @@ pub enum Outcome {
     StreamFailed,
     /// A concurrent application waits for more of its request's body.
     WantBody,
+    /// A concurrent application's request is over, its response sent or not.
+    TaskDone,
 }
 
 impl std::fmt::Debug for Outcome {
@@ -91,6 +93,7 @@ impl std::fmt::Debug for Outcome {
             Outcome::StreamEnded => f.write_str("StreamEnded"),
             Outcome::StreamFailed => f.write_str("StreamFailed"),
             Outcome::WantBody => f.write_str("WantBody"),
+            Outcome::TaskDone => f.write_str("TaskDone"),
         }
     }
 }
@@ -106,6 +109,7 @@ impl From<Reply> for Outcome {
             Reply::End => Outcome::StreamEnded,
             Reply::Failed => Outcome::StreamFailed,
             Reply::WantBody => Outcome::WantBody,
+            Reply::Done => Outcome::TaskDone,
         }
     }
 }

@@ -15,6 +15,7 @@
 //!                          <----   Reply::WantBody               when its body follows
 //!  body(ticket, chunk)     ---->                                 one per WantBody
 //!                          <----   Reply::Respond(response)      exactly one per start
+//!                          <----   Reply::Done                   exactly one per start, last
 //!  more(ticket)            ---->                                 while the body streams
 //!                          <----   Reply::Chunk | End | Failed   exactly one per more
 //!  discard(ticket)         ---->   the rest of the body is not wanted (HEAD, a length reached)
@@ -24,7 +25,7 @@
 //!
 //! The promise of "exactly one" replies is what keeps the worker's count of requests and
 //! chunks in flight right: an application must keep it even for a request it cancels or that
-//! fails.
+//! fails. A request counts against the worker's concurrency from its start to its `Done`.
 
 use std::sync::Arc;
 
@@ -58,6 +59,9 @@ pub enum Reply {
     /// `body_follows`): the worker reads on and answers with one [`Concurrent::body`]. The
     /// first one also sends a `100 Continue` the client asked for.
     WantBody,
+    /// The request's work is over (its task ended, after or long after its response: a
+    /// background task): it no longer counts against the worker's concurrency.
+    Done,
 }
 
 /// Where a concurrent application sends its replies; cheap to clone and callable from any

@@ -40,6 +40,10 @@ class _Request:
         "label",
         "body",
         "body_left",
+        "streamed",
+        "asked",
+        "inbound",
+        "body_over",
         "task",
         "status",
         "headers",
@@ -48,16 +52,13 @@ class _Request:
         "pulled",
         "pending",
         "ending",
+        "completed",
         "failed",
         "finished",
         "gone",
         "timed_out",
-        "streamed",
-        "asked",
-        "inbound",
-        "body_over",
-        "receiving",
-        "sending",
+        "concluded",
+        "waiters",
     )
 
     def __init__(self, server, conn, serial, scope, body, label):
@@ -87,17 +88,20 @@ class _Request:
         self.pulled = False
         # A chunk the worker has not asked for yet (at most one: send waits for it).
         self.pending = None
-        # The application's last body message came: the end is owed once pending is out.
+        # The end is owed to the worker once pending is out.
         self.ending = False
+        # The application sent its last body message (more_body False).
+        self.completed = False
         # The application ended (returned or raised) before its response was complete.
         self.failed = False
         # The response is over for the worker: sent in full, discarded or failed.
         self.finished = False
         self.gone = False
         self.timed_out = False
-        # What receive and send wait on; resolved when something changes.
-        self.receiving = None
-        self.sending = None
+        # The promises to the worker are kept (see _conclude).
+        self.concluded = False
+        # What receive and send wait on: every one is woken when something changes.
+        self.waiters = []
 
     # The worker's side.
 
@@ -106,19 +110,17 @@ class _Request:
         if self.pending is not None:
             chunk, self.pending = self.pending, None
             native.chunk(self.conn, self.serial, chunk)
-            self._wake()
         elif self.ending:
             self.ending = False
             self.finished = True
             native.end(self.conn, self.serial)
-            self._wake()
-            self._over()
         elif self.failed:
             self.finished = True
             native.failed(self.conn, self.serial)
-            self._over()
         else:
             self.pulled = True
+        self._wake()
+        self._over()
 
     def on_body(self, chunk, more):
         self.asked = False
@@ -143,12 +145,22 @@ class _Request:
         if self.replied:
             self.finished = True
         self._wake()
+        if self.task is None and not self.concluded:
+            # Still waiting for its turn: it never runs.
+            self.server.unqueue(self)
+            self._conclude(ran=False)
         self._over()
 
     def on_cancel(self):
         self.timed_out = True
         task = self.task
-        if task is None or task.done():
+        if task is None:
+            if not self.concluded:
+                self.server.unqueue(self)
+                self._conclude(ran=False)
+                self._over()
+            return
+        if task.done():
             return
         stack = _coroutine_stack(task)
         self.server.log(
@@ -161,13 +173,25 @@ class _Request:
     def _over(self):
         """Forgets the request once the worker needs nothing more of it: its task ended and
         its response is over."""
-        if self.task is None and (self.finished or self.gone):
+        if self.concluded and self.task is None and (self.finished or self.gone):
             self.server.forget(self)
 
     def _wake(self):
-        for waiter in (self.receiving, self.sending):
-            if waiter is not None and not waiter.done():
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
                 waiter.set_result(None)
+
+    async def _wait(self):
+        waiter = self.server.loop.create_future()
+        self.waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            try:
+                self.waiters.remove(waiter)
+            except ValueError:
+                pass
 
     # The application's side.
 
@@ -183,11 +207,7 @@ class _Request:
             if not self.body_over and not self.asked:
                 self.asked = True
                 self.server.native.want_body(self.conn, self.serial)
-            self.receiving = self.server.loop.create_future()
-            try:
-                await self.receiving
-            finally:
-                self.receiving = None
+            await self._wait()
         return {"type": "http.disconnect"}
 
     def _next_body(self):
@@ -220,12 +240,12 @@ class _Request:
                     f"ASGI: the response status must be an int from 100 to 999, not "
                     f"{status!r}"
                 )
-            self.status = status
-            self.headers = message.get("headers", ())
             if message.get("trailers", False):
                 raise RuntimeError(
                     "ASGI: tine does not offer the http.response.trailers extension"
                 )
+            self.status = status
+            self.headers = message.get("headers", ())
             self.started = True
             return
         if kind != "http.response.body":
@@ -237,6 +257,11 @@ class _Request:
                 "ASGI: the application sent 'http.response.body' before "
                 "'http.response.start'"
             )
+        if self.completed:
+            raise RuntimeError(
+                "ASGI: the application sent 'http.response.body' after the response was "
+                "complete (its last body message had more_body False)"
+            )
         body = message.get("body", b"")
         more = message.get("more_body", False)
         if not isinstance(body, (bytes, bytearray, memoryview)):
@@ -246,35 +271,30 @@ class _Request:
         if self.gone:
             if body or more:
                 raise ClientDisconnected("the client went away")
+            self.completed = True
             return
+        self.completed = not more
         if self.finished:
             # Not wanted (HEAD, a status without a body, the length reached): dropped.
             return
         native = self.server.native
         if not self.replied:
-            self.replied = True
+            # Raises on headers the worker cannot send: then nothing was replied.
             streamed = native.respond(
                 self.conn, self.serial, self.status, self.headers, bytes(body), more
             )
+            self.replied = True
             if not streamed:
                 self.finished = True
+                self._wake()
                 return
             if body:
                 self.pending = bytes(body)
             self.ending = not more
             return
-        if self.ending:
-            raise RuntimeError(
-                "ASGI: the application sent 'http.response.body' after its last one "
-                "(more_body False)"
-            )
         # Backpressure: the previous chunk must be with the worker before this one goes.
         while self.pending is not None and not (self.gone or self.finished):
-            self.sending = self.server.loop.create_future()
-            try:
-                await self.sending
-            finally:
-                self.sending = None
+            await self._wait()
         if self.gone:
             raise ClientDisconnected("the client went away")
         if self.finished:
@@ -290,6 +310,7 @@ class _Request:
                 self.pulled = False
                 self.finished = True
                 native.end(self.conn, self.serial)
+                self._wake()
             else:
                 self.ending = True
 
@@ -337,11 +358,16 @@ class _Request:
         finally:
             self._conclude()
 
-    def _conclude(self):
-        """The promises to the worker, whatever became of the application."""
+    def _conclude(self, ran=True):
+        """Keeps the promises to the worker, whatever became of the application: one
+        response, an answer to a chunk it waits for, and the end of the request's task."""
+        if self.concluded:
+            return
+        self.concluded = True
         native = self.server.native
         if not self.replied:
             self.replied = True
+            self.finished = True
             native.respond_error(self.conn, self.serial, 500)
         elif not self.finished and not self.ending:
             self.failed = True
@@ -351,7 +377,9 @@ class _Request:
                 native.failed(self.conn, self.serial)
         self._wake()
         self.task = None
-        self.server.done(self)
+        native.task_done(self.conn, self.serial)
+        if ran:
+            self.server.done()
         self._over()
 
 
@@ -370,6 +398,8 @@ class Server:
         self.current = {}
         self.running = 0
         self.queued = collections.deque()
+        # Set while no request runs or waits: a stop waits for it.
+        self.idle = None
         self.state = {}
         self.lifespan = None
         self.stopping = False
@@ -381,7 +411,8 @@ class Server:
 
     def run(self):
         """Runs the loop on this thread until ``STOP``: the lifespan's startup first, whose
-        outcome ``native.ready`` reports; its shutdown last."""
+        outcome ``native.ready`` reports; its shutdown last. An exception once it serves
+        ends the worker (the caller logs it)."""
         try:
             self.loop = self._new_loop()
         except BaseException as err:
@@ -389,20 +420,31 @@ class Server:
             return
         asyncio.set_event_loop(self.loop)
         try:
-            self.loop.add_reader(self.native.fileno(), self._wake)
-            ok, message = self.loop.run_until_complete(self._startup())
+            try:
+                self.idle = asyncio.Event()
+                self.idle.set()
+                self.loop.add_reader(self.native.fileno(), self._wake)
+                ok, message = self.loop.run_until_complete(self._startup())
+            except BaseException as err:
+                ok, message = False, self.format_exception(err)
             self.native.ready(ok, message)
             if ok:
                 self.loop.run_forever()
-                self.loop.run_until_complete(self._shutdown())
-        except BaseException as err:
-            self.native.ready(False, self.format_exception(err))
         finally:
-            try:
-                self._cancel_all()
-                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            finally:
-                self.loop.close()
+            self._close()
+
+    def _close(self):
+        try:
+            tasks = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        except BaseException as err:
+            self.log(ERROR, f"closing the ASGI event loop:\n{self.format_exception(err)}")
+        finally:
+            self.loop.close()
 
     def _new_loop(self):
         if self.loop_kind in ("auto", "uvloop"):
@@ -421,40 +463,76 @@ class Server:
         self.log(INFO, "ASGI on asyncio's event loop")
         return asyncio.new_event_loop()
 
-    def _cancel_all(self):
-        tasks = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    async def _stop(self):
+        """The worker stops: every connection is over. The application's tasks that still
+        run (a background task after its response) finish, then the lifespan's shutdown runs;
+        the worker bounds the whole by what is left of graceful_timeout."""
+        if self.running or self.queued:
+            self.log(
+                INFO,
+                f"waiting for {self.running + len(self.queued)} tasks of the application "
+                "to finish",
+            )
+            await self.idle.wait()
+        if self.lifespan is not None:
+            await self.lifespan.shutdown()
+        self.loop.stop()
 
     # Messages from the worker.
 
     def _wake(self):
         for message in self.native.take():
-            kind = message[0]
-            if kind == START:
-                _, conn, serial, scope, body, label = message
-                self._start(conn, serial, scope, body, label)
-                continue
-            if kind == STOP:
+            try:
+                self._handle(message)
+            except Exception as err:
+                self._broken(message, err)
+
+    def _handle(self, message):
+        kind = message[0]
+        if kind == START:
+            _, conn, serial, scope, body, label = message
+            self._start(conn, serial, scope, body, label)
+            return
+        if kind == STOP:
+            if not self.stopping:
                 self.stopping = True
-                self.loop.stop()
-                continue
-            request = self.current.get((message[1], message[2]))
-            if request is None:
-                # A connection whose response is over (or a request never started).
-                continue
+                self.loop.create_task(self._stop())
+            return
+        request = self.current.get((message[1], message[2]))
+        if request is None:
             if kind == MORE:
-                request.on_more()
-            elif kind == DISCARD:
-                request.on_discard()
-            elif kind == GONE:
-                request.on_gone()
-            elif kind == CANCEL:
-                request.on_cancel()
-            elif kind == BODY:
-                request.on_body(message[3], message[4])
+                # Not expected; the worker still waits for an answer.
+                self.native.failed(message[1], message[2])
+            return
+        if kind == MORE:
+            request.on_more()
+        elif kind == DISCARD:
+            request.on_discard()
+        elif kind == GONE:
+            request.on_gone()
+        elif kind == CANCEL:
+            request.on_cancel()
+        elif kind == BODY:
+            request.on_body(message[3], message[4])
+
+    def _broken(self, message, err):
+        """A message that could not be handled: logged, and what the worker waits for is
+        answered."""
+        kind, conn, serial = message[0], message[1], message[2]
+        self.log(
+            ERROR,
+            f"tine's ASGI runtime failed on a message ({kind}):\n{self.format_exception(err)}",
+        )
+        request = self.current.get((conn, serial))
+        if kind == START and (request is None or request.task is None):
+            if request is not None:
+                self.unqueue(request)
+                request._conclude(ran=False)
+            else:
+                self.native.respond_error(conn, serial, 500)
+                self.native.task_done(conn, serial)
+        elif kind == MORE:
+            self.native.failed(conn, serial)
 
     def _start(self, conn, serial, scope, body, label):
         if self.lifespan is not None and self.lifespan.state is not None:
@@ -462,6 +540,7 @@ class Server:
         request = _Request(self, conn, serial, scope, body, label)
         # A new request on a keep-alive connection: the one before it is over for the worker.
         self.current[(conn, serial)] = request
+        self.idle.clear()
         if self.running >= self.max_concurrency:
             self.queued.append(request)
             return
@@ -469,25 +548,35 @@ class Server:
 
     def _run(self, request):
         self.running += 1
-        request.task = self.loop.create_task(request.run())
+        try:
+            request.task = self.loop.create_task(request.run())
+        except BaseException:
+            self.running -= 1
+            request._conclude(ran=False)
+            raise
+
+    def unqueue(self, request):
+        try:
+            self.queued.remove(request)
+        except ValueError:
+            pass
+        self._check_idle()
 
     def forget(self, request):
         key = (request.conn, request.serial)
         if self.current.get(key) is request:
             del self.current[key]
 
-    def done(self, request):
-        """``request``'s task ended: the next waiting request may run."""
+    def done(self):
+        """A request's task ended: the next waiting request may run."""
         self.running -= 1
         while self.queued and self.running < self.max_concurrency:
-            waiting = self.queued.popleft()
-            if waiting.gone or waiting.timed_out:
-                # Its client left, or its time ran out, before it started: it is answered
-                # without running.
-                self.running += 1
-                waiting._conclude()
-                continue
-            self._run(waiting)
+            self._run(self.queued.popleft())
+        self._check_idle()
+
+    def _check_idle(self):
+        if not self.running and not self.queued:
+            self.idle.set()
 
     # The lifespan protocol.
 
@@ -496,10 +585,6 @@ class Server:
             return True, ""
         self.lifespan = _Lifespan(self)
         return await self.lifespan.startup()
-
-    async def _shutdown(self):
-        if self.lifespan is not None:
-            await self.lifespan.shutdown()
 
 
 class _Lifespan:

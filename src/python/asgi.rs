@@ -370,8 +370,18 @@ impl Native {
     /// The lifespan startup's outcome: the worker goes on serving, or fails to start with
     /// `message`.
     fn ready(&self, ok: bool, message: String) {
+        let mut ready = lock(&self.bridge.ready);
+        let Some(sender) = ready.take() else {
+            // Only the first report counts: the worker acted on it.
+            return;
+        };
         self.bridge.serving.store(ok, Ordering::Relaxed);
-        self.bridge.ready(if ok { Ok(()) } else { Err(message) });
+        let _ = sender.send(if ok { Ok(()) } else { Err(message) });
+    }
+
+    /// The request's task is over: it no longer counts against the worker's concurrency.
+    fn task_done(&self, conn: usize, serial: u64) {
+        self.bridge.reply(Ticket { conn, serial }, Reply::Done);
     }
 
     /// The response begins: `body` is its first chunk, or all of it when `more` is false.

@@ -605,12 +605,6 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
         .map_err(io::Error::from)
 }
 
-/// Sends up to `count` bytes of `file`, from `*offset`, to the socket `socket` with
-/// `sendfile(2)`, and advances `*offset` by what was sent.
-///
-/// The bytes go from the page cache to the socket without passing through user memory. On a
-/// non-blocking socket whose buffer is full this is `WouldBlock`; `Ok(0)` means the file ended
-/// before `*offset`. Any kind of socket works as the destination (TCP or Unix).
 /// Whether the peer of `socket` has closed its side (or reset the connection): a peek finds
 /// the end of the stream. Bytes waiting to be read are left where they are.
 pub fn peer_closed(socket: std::os::fd::BorrowedFd<'_>) -> bool {
@@ -628,6 +622,12 @@ pub fn peer_closed(socket: std::os::fd::BorrowedFd<'_>) -> bool {
     }
 }
 
+/// Sends up to `count` bytes of `file`, from `*offset`, to the socket `socket` with
+/// `sendfile(2)`, and advances `*offset` by what was sent.
+///
+/// The bytes go from the page cache to the socket without passing through user memory. On a
+/// non-blocking socket whose buffer is full this is `WouldBlock`; `Ok(0)` means the file ended
+/// before `*offset`. Any kind of socket works as the destination (TCP or Unix).
 pub fn sendfile(
     socket: std::os::fd::BorrowedFd<'_>,
     file: &std::fs::File,

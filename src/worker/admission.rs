@@ -58,6 +58,9 @@ pub(super) struct Admission {
     /// A listener may still hold connections: a batch stopped at its size, not at
     /// `WouldBlock`, and edge-triggered readiness will not say so again.
     more_waiting: bool,
+    /// Whether chunk pulls count as work: with a pool each holds a thread; a concurrent
+    /// application's requests count whole, from start to `TaskDone`, pulls included.
+    pulls_count: bool,
 }
 
 impl Admission {
@@ -70,12 +73,27 @@ impl Admission {
             paused_since: None,
             backoff_until: None,
             more_waiting: false,
+            pulls_count: true,
         }
     }
 
-    /// Jobs with the pool: requests and chunk pulls.
+    /// An empty worker whose concurrent application runs at most `max_concurrency` requests
+    /// at once, each counted from its start to its end (its response streamed, its
+    /// background work done), and at most `max_connections`.
+    pub(super) fn concurrent(max_concurrency: usize, max_connections: usize) -> Admission {
+        Admission {
+            pulls_count: false,
+            ..Admission::new(max_concurrency, max_connections)
+        }
+    }
+
+    /// Jobs with the pool: requests and chunk pulls (a concurrent application's requests).
     pub(super) fn busy(&self) -> usize {
-        self.load.in_flight + self.load.pulls
+        if self.pulls_count {
+            self.load.in_flight + self.load.pulls
+        } else {
+            self.load.in_flight
+        }
     }
 
     /// Whether the worker holds `max_connections`: a new connection then needs an idle one to

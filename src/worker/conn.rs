@@ -196,27 +196,16 @@ impl Reading {
         })
     }
 
-    /// The body's deadline after it progressed (or its head ended): the next byte is due
-    /// within `body_timeout`, and once `body_rate_grace` has passed since the head's end the
-    /// body must have averaged `min_body_rate` (Kestrel's `MinRequestBodyDataRate`). With the
-    /// bytes received so far that holds until `received / min_body_rate` after the head's end.
+    /// The body's deadline after it progressed (or its head ended): see [`body_deadline`],
+    /// with the body's clock from the head's end.
     fn body_deadline(&mut self, settings: &Settings) -> Instant {
         let now = Instant::now();
-        let stalled = now + settings.body_timeout;
         if !self.body_began {
             self.body_began = true;
             self.since = now;
         }
-        let began = self.since;
-        if settings.min_body_rate == 0 {
-            return stalled;
-        }
         let received = self.body.len() + self.decoder.body_buffered() as u64;
-        let nanos = u128::from(received) * 1_000_000_000 / u128::from(settings.min_body_rate);
-        let earned = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
-        began
-            .checked_add(earned.max(settings.body_rate_grace))
-            .map_or(stalled, |slow| slow.min(stalled))
+        body_deadline(self.since, received, settings)
     }
 
     /// The rest of a `100 Continue` begun but not finished, which must precede any response;
@@ -944,6 +933,22 @@ impl<S: Socket> Conn<S> {
         self.state = State::Closed;
         ctx.actions.push_back(Action::Close);
     }
+}
+
+/// When a body whose clock began at `began` and of which `received` bytes came is due: the
+/// next byte within `body_timeout` from now, and, once `body_rate_grace` has passed, an average
+/// of `min_body_rate` (Kestrel's `MinRequestBodyDataRate`), which with `received` bytes holds
+/// until `received / min_body_rate` after `began`.
+fn body_deadline(began: Instant, received: u64, settings: &Settings) -> Instant {
+    let stalled = Instant::now() + settings.body_timeout;
+    if settings.min_body_rate == 0 {
+        return stalled;
+    }
+    let nanos = u128::from(received) * 1_000_000_000 / u128::from(settings.min_body_rate);
+    let earned = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+    began
+        .checked_add(earned.max(settings.body_rate_grace))
+        .map_or(stalled, |slow| slow.min(stalled))
 }
 
 /// What a read from the socket brought.

@@ -167,6 +167,8 @@ struct Worker<'a> {
     accepting: bool,
     /// The load that decides whether to take connections.
     admission: Admission,
+    /// The application runs requests concurrently on its own event loop (ASGI).
+    concurrent: bool,
     pool: Pool,
     conns: Vec<Option<Conn<Stream>>>,
     free: Vec<usize>,
@@ -598,7 +600,10 @@ impl<'a> Worker<'a> {
         {
             match outcome {
                 Outcome::Response { response, .. } => {
-                    self.admission.load.in_flight -= 1;
+                    if !self.concurrent {
+                        // A concurrent application's request counts until its `TaskDone`.
+                        self.admission.load.in_flight -= 1;
+                    }
                     self.served += 1;
                     if let Some(limit) = self.max_requests
                         && self.served >= limit
@@ -616,6 +621,7 @@ impl<'a> Worker<'a> {
                     self.admission.load.pulls -= 1;
                     self.on_chunk(conn, serial, None);
                 }
+                Outcome::TaskDone => self.admission.load.in_flight -= 1,
                 Outcome::WantBody => {
                     if self.is_current(conn, serial) {
                         self.drive(conn, Conn::want_body);

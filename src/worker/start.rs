@@ -97,7 +97,12 @@ impl<'a> Worker<'a> {
             listeners,
             listener_addrs,
             accepting: false,
-            admission: Admission::new(capacity, server.max_connections.get()),
+            admission: if concurrent {
+                Admission::concurrent(capacity, server.max_connections.get())
+            } else {
+                Admission::new(capacity, server.max_connections.get())
+            },
+            concurrent,
             pool,
             conns: Vec::new(),
             free: Vec::new(),

@@ -9,9 +9,9 @@
 //! written (an application may read after it began answering). A response that begins before
 //! the body is all in closes the connection after it: the rest of the body is not read.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::{Action, CONTINUE, Conn, Ctx, Got, State};
+use super::{Action, CONTINUE, Conn, Ctx, Got, Settings, State, body_deadline};
 use crate::http::{Decoded, Decoder, HttpError};
 use crate::worker::out::Socket;
 use crate::worker::peer_text;
@@ -24,8 +24,29 @@ pub(super) struct BodyIn {
     /// How many bytes at the end of [`CONTINUE`] are still to be written before the body is
     /// read; zero when none was asked for, or it is out.
     continue_left: u8,
-    /// While the application waits: when the body must have progressed (`body_timeout`).
+    /// While the application waits: when the body must have progressed (`body_timeout`,
+    /// `min_body_rate`).
     deadline: Instant,
+    /// Bytes of the body handed to the application so far.
+    received: u64,
+    /// How long the application waited for the pieces it was given: the body's clock, for
+    /// `min_body_rate`, runs only while it waits (it sets the pace otherwise).
+    waited: Duration,
+    /// When the application asked for the piece it waits for.
+    asked_at: Instant,
+}
+
+impl BodyIn {
+    /// When the piece the application waits for is due: within `body_timeout` of the last
+    /// progress, and at `min_body_rate` over the time the application has waited.
+    fn due(&self, settings: &Settings) -> Instant {
+        let received = self.received + self.decoder.body_buffered() as u64;
+        let began = self
+            .asked_at
+            .checked_sub(self.waited)
+            .unwrap_or(self.asked_at);
+        body_deadline(began, received, settings)
+    }
 }
 
 impl<S: Socket> Conn<S> {
@@ -51,11 +72,28 @@ impl<S: Socket> Conn<S> {
             wanted: false,
             continue_left,
             deadline: Instant::now(),
+            received: 0,
+            waited: Duration::ZERO,
+            asked_at: Instant::now(),
         });
         // The reservation against the body budget goes with `reading`: pieces pass through
         // one at a time and are never gathered.
         self.enter_app(&head, ctx);
         ctx.actions.push_back(Action::Begin { head });
+    }
+
+    /// A response begins: a `100 Continue` must not follow it. What is unsent of one begun
+    /// goes first (returned); one not begun is never sent.
+    pub(super) fn continue_before_response(&mut self) -> &'static [u8] {
+        let Some(body) = self.body_in.as_mut() else {
+            return &[];
+        };
+        let left = usize::from(std::mem::take(&mut body.continue_left));
+        if left == CONTINUE.len() {
+            &[]
+        } else {
+            &CONTINUE[CONTINUE.len() - left..]
+        }
     }
 
     /// Whether the application waits for more of its request's body.
@@ -78,8 +116,13 @@ impl<S: Socket> Conn<S> {
 
     /// A piece of body goes to the application: its own time runs again from now.
     fn hand_over(&mut self, chunk: Vec<u8>, more: bool, ctx: &mut Ctx<'_>) {
+        let now = Instant::now();
         if let State::InApp(in_app) = &mut self.state {
-            in_app.working_since = Instant::now();
+            in_app.working_since = now;
+        }
+        if let Some(body) = self.body_in.as_mut() {
+            body.waited += now.saturating_duration_since(body.asked_at);
+            body.received += chunk.len() as u64;
         }
         ctx.actions.push_back(Action::Body { chunk, more });
     }
@@ -91,7 +134,8 @@ impl<S: Socket> Conn<S> {
             return;
         };
         body.wanted = true;
-        body.deadline = Instant::now() + ctx.settings.body_timeout;
+        body.asked_at = Instant::now();
+        body.deadline = body.due(ctx.settings);
         self.read_body(ctx);
     }
 
@@ -163,7 +207,7 @@ impl<S: Socket> Conn<S> {
                 }
                 Got::Bytes => {
                     if let Some(body) = self.body_in.as_mut() {
-                        body.deadline = Instant::now() + ctx.settings.body_timeout;
+                        body.deadline = body.due(ctx.settings);
                     }
                 }
                 Got::Nothing => return,

@@ -63,7 +63,9 @@ impl<S: Socket> Conn<S> {
             },
             ctx.settings,
         );
+        // A `100 Continue` begun goes out whole first.
         let mut head = Vec::with_capacity(256);
+        head.extend_from_slice(self.continue_before_response());
         http::write_response_head(
             &mut head,
             in_app.version,
@@ -117,6 +119,7 @@ impl<S: Socket> Conn<S> {
             // its request is over.
             State::InApp(in_app) => {
                 ctx.actions.push_back(Action::Gone);
+                head.extend_from_slice(self.continue_before_response());
                 in_app.access
             }
             State::Reading(reading) => {

@@ -171,3 +171,69 @@ fn the_time_a_client_takes_to_send_its_body_is_not_the_applications() {
         "from the last piece on, request_timeout counts again"
     );
 }
+
+#[test]
+fn a_continue_begun_goes_out_whole_before_the_response_and_none_after_it() {
+    let expect =
+        b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n";
+    let mut test = concurrent();
+    test.send(expect);
+    test.event();
+    test.conn.stream.max_write = 5;
+    test.conn.stream.write_room = 5;
+    test.run(Conn::want_body);
+    assert_eq!(test.received(), "HTTP/");
+    test.conn.stream.write_room = usize::MAX;
+    test.conn.stream.max_write = usize::MAX;
+    test.respond(Response::text(200, "ok"));
+    let received = test.received();
+    assert!(
+        received.starts_with("1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"),
+        "{received:?}"
+    );
+    // Not begun before the response: never sent, even if the application asks after it.
+    let mut test = concurrent();
+    test.send(expect);
+    test.event();
+    test.respond(Response::new(200).with_stream(chunks(&[])));
+    assert!(test.received().starts_with("HTTP/1.1 200 OK\r\n"));
+    test.run(Conn::want_body);
+    assert!(!test.received().contains("100 Continue"));
+}
+
+#[test]
+fn a_body_slower_than_min_body_rate_while_the_application_waits_is_408() {
+    let mut test = Test::with(Settings {
+        concurrent_app: true,
+        min_body_rate: 100,
+        body_rate_grace: Duration::from_secs(5),
+        ..settings()
+    });
+    test.send(POST);
+    test.event();
+    assert_eq!(
+        test.expiry_in(Duration::from_secs(60)),
+        None,
+        "the application sets the pace: no clock before it asks"
+    );
+    test.run(Conn::want_body);
+    assert_eq!(
+        test.expiry_in(Duration::from_secs(4)),
+        None,
+        "within the grace"
+    );
+    assert_eq!(
+        test.expiry_in(Duration::from_secs(6)),
+        Some(Expired::SlowBody),
+        "no byte in the grace, far below 100 bytes/s"
+    );
+    test.send(b"hello");
+    test.event();
+    // 5 bytes handed over: the grace still bounds the next piece, counted from the ask.
+    test.run(Conn::want_body);
+    assert_eq!(test.expiry_in(Duration::from_secs(4)), None);
+    assert_eq!(
+        test.expiry_in(Duration::from_secs(6)),
+        Some(Expired::SlowBody)
+    );
+}
