@@ -238,6 +238,19 @@ mod tests {
     }
 
     #[test]
+    fn a_concurrent_application_counts_its_requests_whole_and_not_their_pulls() {
+        let mut admission = Admission::concurrent(2, 100);
+        admission.load = load(5, 1, 3);
+        assert_eq!(admission.busy(), 1, "pulls are part of their requests");
+        assert!(admission.pool_has_room());
+        admission.load = load(5, 2, 0);
+        assert!(!admission.pool_has_room(), "two requests alive, background work included");
+        let mut pool = Admission::new(2, 100);
+        pool.load = load(5, 1, 1);
+        assert_eq!(pool.busy(), 2, "a pull holds a pool thread");
+    }
+
+    #[test]
     fn a_readiness_event_takes_one_connection_per_free_thread() {
         // (threads, load) -> connections taken before the loop comes back.
         let table = [
