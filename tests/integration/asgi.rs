@@ -670,6 +670,52 @@ mod portable {
     }
 
     #[test]
+    fn expect_100_continue_is_not_sent_when_the_app_never_reads_the_body() {
+        // 100 Continue comes with the application's first receive(): an application that
+        // answers without reading spares the client its body.
+        let w = start(&Spec::raw());
+        let mut stream = w.connect();
+        stream
+            .write_all(
+                b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\
+                  Expect: 100-continue\r\nConnection: close\r\n\r\n",
+            )
+            .unwrap();
+        let response = read_response_any(&mut stream, false).unwrap();
+        assert_eq!(
+            response.status,
+            200,
+            "{}: the answer, with no 100 Continue before it",
+            w.name()
+        );
+        assert_eq!(response.text(), "asgi_app\n");
+    }
+
+    #[test]
+    fn a_request_body_reaches_the_app_as_it_arrives() {
+        // The client sends 1000 bytes of a 1 MB body and waits: the application's first
+        // http.request event must come with those, and more_body.
+        let w = start(&Spec::raw());
+        let mut stream = w.connect();
+        let mut raw = b"POST /first-event HTTP/1.1\r\nHost: test\r\nContent-Length: 1000000\r\n\
+                        Connection: close\r\n\r\n"
+            .to_vec();
+        raw.extend(pattern(0, 1000));
+        stream.write_all(&raw).unwrap();
+        let response = read_response_any(&mut stream, false)
+            .unwrap_or_else(|e| panic!("{}: {e}; log:\n{}", w.name(), w.log()));
+        assert_eq!(response.status, 200);
+        let text = response.text();
+        let len: usize = text
+            .strip_prefix("len ")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{text:?}"));
+        assert!((1..=1000).contains(&len), "{}: {text}", w.name());
+        assert!(text.ends_with(" more True\n"), "{}: {text}", w.name());
+    }
+
+    #[test]
     fn a_streamed_response_is_chunked_for_http_1_1() {
         let w = start(&Spec::raw());
         let response = w.get("/stream?n=20&label=chunked");
@@ -859,7 +905,11 @@ mod portable {
             w.name(),
             String::from_utf8_lossy(&rest)
         );
-        w.wait_log("RuntimeError: deliberate failure after the first body chunk");
+        let mark = "RuntimeError: deliberate failure after the first body chunk";
+        w.wait_log(mark);
+        std::thread::sleep(Duration::from_millis(300));
+        let log = w.log();
+        assert_eq!(log.matches(mark).count(), 1, "{}: log:\n{log}", w.name());
         assert_eq!(w.get_text("/"), "asgi_app\n");
     }
 
@@ -1066,6 +1116,25 @@ mod tine_only {
     }
 
     #[test]
+    fn a_stream_stalled_past_request_timeout_is_cut_and_the_worker_kept() {
+        let w = start_tine(&Spec::raw().server("request_timeout = \"1s\""));
+        let pid = w.pid();
+        let (head, rest) = head_then_rest(
+            &w,
+            b"GET /stream?n=3&pause_ms=5000&label=stalled&tag=stalled HTTP/1.1\r\nHost: test\r\n\r\n",
+        );
+        assert_eq!(head.status, 200);
+        assert!(contains(&rest, b"line 0 of stalled\n"), "{rest:?}");
+        assert!(!rest.ends_with(b"0\r\n\r\n"), "{rest:?}");
+        assert!(
+            w.wait_recorded("stream-stalled")
+                .starts_with("CancelledError"),
+            "the task was cancelled"
+        );
+        assert_eq!(w.pid(), pid, "the same worker answers next");
+    }
+
+    #[test]
     fn lifespan_startup_has_run_when_tine_says_ready() {
         let w = start_tine(&Spec::raw().workers(2));
         // Read at once after READY=1, before any request: both workers started the app.
@@ -1082,14 +1151,16 @@ mod tine_only {
     }
 
     #[test]
-    fn lifespan_startup_failed_stops_tine_with_the_app_s_message() {
-        let state = state_with(&[("lifespan-mode", "fail")]);
-        let (status, output) = run_until_exit(&Spec::raw().workers(2), &state);
-        assert!(!status.success(), "{status}; output:\n{output}");
-        assert!(
-            output.contains("asgi_app refuses to start (tine lifespan test)"),
-            "{output}"
-        );
+    fn lifespan_startup_failed_or_raising_stops_tine_with_the_app_s_message() {
+        for mode in ["fail", "crash"] {
+            let state = state_with(&[("lifespan-mode", mode)]);
+            let (status, output) = run_until_exit(&Spec::raw().workers(2), &state);
+            assert!(!status.success(), "{mode}: {status}; output:\n{output}");
+            assert!(
+                output.contains("asgi_app refuses to start (tine lifespan test)"),
+                "{mode}: {output}"
+            );
+        }
     }
 
     #[test]
@@ -1123,6 +1194,25 @@ mod tine_only {
             "log:\n{}",
             w.log()
         );
+    }
+
+    #[test]
+    fn a_lifespan_shutdown_that_never_ends_is_bounded_by_graceful_timeout() {
+        let state = state_with(&[("lifespan-mode", "stall")]);
+        let mut w = start_tine_with(&Spec::raw().server("graceful_timeout = \"2s\""), state);
+        let pid = w.pid();
+        let Backend::Tine(server) = &mut w.backend else {
+            unreachable!()
+        };
+        server.signal(Signal::SIGTERM);
+        // `wait_exit` is bounded by WAIT: a hang detector, well past the 2 s.
+        server.wait_exit();
+        assert!(
+            w.recorded(&format!("stalling.{pid}")).is_some(),
+            "the shutdown ran; log:\n{}",
+            w.log()
+        );
+        assert_eq!(w.recorded(&format!("shutdown.{pid}")), None);
     }
 
     #[test]

@@ -49,8 +49,9 @@ def recorded(name, default=""):
 async def _lifespan(scope, receive, send):
     """As the state file ``lifespan-mode`` says: ``ok`` (the default) starts and stops cleanly,
     leaving the files ``startup.PID`` and ``shutdown.PID``; ``fail`` answers
-    ``lifespan.startup.failed``; ``raise`` raises before receiving anything, as an application
-    that does not speak the protocol does."""
+    ``lifespan.startup.failed``; ``crash`` raises in its startup; ``raise`` raises before
+    receiving anything, as an application that does not speak the protocol does; ``stall``
+    starts, then never finishes its shutdown."""
     mode = recorded("lifespan-mode", "ok").strip() or "ok"
     if mode == "raise":
         raise RuntimeError(MARK_LIFESPAN_RAISE)
@@ -59,12 +60,17 @@ async def _lifespan(scope, receive, send):
     if mode == "fail":
         await send({"type": "lifespan.startup.failed", "message": MARK_STARTUP})
         return
+    if mode == "crash":
+        raise RuntimeError(MARK_STARTUP)
     scope["state"]["greeting"] = "hello from startup"
     scope["state"]["pid"] = os.getpid()
     record("startup.%d" % os.getpid(), "started")
     await send({"type": "lifespan.startup.complete"})
     message = await receive()
     assert message["type"] == "lifespan.shutdown", message
+    if mode == "stall":
+        record("stalling.%d" % os.getpid(), "stalling")
+        await asyncio.sleep(3600)
     record("shutdown.%d" % os.getpid(), "stopped")
     await send({"type": "lifespan.shutdown.complete"})
 
@@ -177,6 +183,15 @@ async def route_echo(scope, receive, send):
     )
 
 
+async def route_first_event(scope, receive, send):
+    """Answers after the first ``http.request`` event, with what it carried: ``len N more
+    BOOL``. The rest of the body is never read."""
+    message = await receive()
+    await respond(
+        send, "len %d more %s\n" % (len(message.get("body", b"")), message.get("more_body", False))
+    )
+
+
 async def route_stream(scope, receive, send):
     """``n`` chunks ``line I of LABEL\\n``, each its own ``http.response.body`` with
     ``more_body``; a ``Content-Length`` of ``cl`` when given. What became of the sends is
@@ -198,7 +213,7 @@ async def route_stream(scope, receive, send):
             if pause:
                 await asyncio.sleep(pause)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except Exception as err:
+    except BaseException as err:
         if tag:
             record(
                 "stream-" + tag,
@@ -335,6 +350,7 @@ ROUTES = {
     "/scope": route_scope,
     "/state": route_state,
     "/echo": route_echo,
+    "/first-event": route_first_event,
     "/stream": route_stream,
     "/fixed": route_fixed,
     "/flood": route_flood,
