@@ -992,13 +992,14 @@ mod portable {
         stream
             .write_all(
                 b"GET /sleep?ms=100 HTTP/1.1\r\nHost: test\r\n\r\n\
+                  GET /stream?n=3&label=piped HTTP/1.1\r\nHost: test\r\n\r\n\
                   GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
             )
             .unwrap();
-        let first = read_response_any(&mut stream, false).unwrap();
-        let second = read_response_any(&mut stream, false).unwrap();
-        assert_eq!(first.text(), "slept 100\n", "{}", w.name());
-        assert_eq!(second.text(), "asgi_app\n");
+        let mut next = || read_response_any(&mut stream, false).unwrap().text();
+        assert_eq!(next(), "slept 100\n", "{}", w.name());
+        assert_eq!(next(), stream_lines(3, "piped"));
+        assert_eq!(next(), "asgi_app\n");
     }
 }
 
@@ -1132,6 +1133,85 @@ mod tine_only {
             "the task was cancelled"
         );
         assert_eq!(w.pid(), pid, "the same worker answers next");
+    }
+
+    #[test]
+    fn a_slow_reader_of_a_stream_is_not_a_request_timeout() {
+        // The application waits for the client, not the other way round: past
+        // request_timeout, the stream goes on once the client reads.
+        let w = start_tine(&Spec::raw().server("request_timeout = \"1s\""));
+        let (chunks, size) = (200, 65536);
+        let mut stream = w.connect();
+        nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::RcvBuf, &65536).unwrap();
+        stream
+            .write_all(
+                format!(
+                    "GET /flood?n={chunks}&size={size}&tag=slow HTTP/1.1\r\nHost: test\r\n\
+                     Connection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        w.wait_recorded("sent-slow");
+        // Three request_timeouts without reading a byte.
+        std::thread::sleep(Duration::from_secs(3));
+        let response = read_response_any(&mut stream, false)
+            .unwrap_or_else(|e| panic!("{e}; log:\n{}", w.log()));
+        assert_eq!(response.body.len(), chunks * size, "log:\n{}", w.log());
+        assert!(response.body == pattern(0, chunks * size));
+    }
+
+    #[test]
+    fn a_graceful_stop_answers_the_requests_in_flight_then_runs_the_shutdown() {
+        let mut w = start_tine(&Spec::raw().server("graceful_timeout = \"10s\""));
+        let pid = w.pid();
+        let mut stream = w.connect();
+        stream
+            .write_all(b"GET /sleep?ms=1000&tag=drain HTTP/1.1\r\nHost: test\r\n\r\n")
+            .unwrap();
+        w.wait_recorded("sleeping-drain");
+        let Backend::Tine(server) = &mut w.backend else {
+            unreachable!()
+        };
+        server.signal(Signal::SIGTERM);
+        let response = read_response_any(&mut stream, false).unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.text(), "slept 1000\n");
+        let status = server.wait_exit();
+        assert!(status.success(), "{status}; log:\n{}", server.log());
+        assert_eq!(
+            w.recorded(&format!("shutdown.{pid}")).as_deref(),
+            Some("stopped")
+        );
+    }
+
+    #[test]
+    fn scope_names_a_unix_socket_listener_as_its_server() {
+        let dir = TempDir::new();
+        let path = dir.path().join("asgi.sock");
+        let server = TestServer::builder(Spec::raw().tine_config())
+            .bind(&format!("unix:{}", path.display()))
+            .env("TINE_TEST_STATE", dir.path())
+            .start();
+        let mut stream = crate::util::connect_unix(&path);
+        stream
+            .write_all(b"GET /scope HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        let line = |key: &str| {
+            body.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}\t")))
+                .unwrap_or_else(|| panic!("no {key} in {text}; log:\n{}", server.log()))
+                .to_owned()
+        };
+        assert_eq!(
+            line("server"),
+            format!("tuple\t('{}', None)", path.display())
+        );
+        assert_eq!(line("client"), "NoneType\tNone");
     }
 
     #[test]

@@ -277,8 +277,12 @@ async def route_longpoll(scope, receive, send):
 
 
 async def route_sleep(scope, receive, send):
-    """Sleeps ``ms`` milliseconds, counted in the peak."""
-    ms = int(query(scope).get("ms", "200"))
+    """Sleeps ``ms`` milliseconds, counted in the peak; with ``tag``, leaves ``sleeping-TAG``
+    when it starts."""
+    q = query(scope)
+    ms = int(q.get("ms", "200"))
+    if "tag" in q:
+        record("sleeping-" + q["tag"], "yes")
     with _Counted():
         await asyncio.sleep(ms / 1000)
     await respond(send, "slept %d\n" % ms)
