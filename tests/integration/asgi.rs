@@ -752,39 +752,122 @@ mod portable {
     }
 
     #[test]
-    fn a_stream_shorter_than_its_content_length_closes_the_connection() {
+    fn a_body_shorter_than_its_content_length_closes_the_connection() {
         // Keep-alive outlasts WAIT: only a close ends the wait for the missing bytes.
         let w = start(&Spec::raw().server("keepalive = \"60s\""));
-        let (head, rest) = head_then_rest(
-            &w,
-            b"GET /fixed?cl=10&body=12345 HTTP/1.1\r\nHost: test\r\n\r\n",
-        );
-        assert_eq!(head.status, 200);
-        assert_eq!(head.header("Content-Length"), Some("10"));
-        assert_eq!(rest, b"12345", "{}: a short body, then the close", w.name());
+        // In pieces with more_body, and as one last body.
+        for whole in [0, 1] {
+            let (head, rest) = head_then_rest(
+                &w,
+                format!("GET /fixed?cl=10&body=12345&whole={whole} HTTP/1.1\r\nHost: test\r\n\r\n")
+                    .as_bytes(),
+            );
+            assert_eq!(head.status, 200);
+            assert_eq!(head.header("Content-Length"), Some("10"));
+            assert_eq!(
+                rest,
+                b"12345",
+                "{}: whole={whole}: a short body, then the close",
+                w.name()
+            );
+        }
     }
 
     #[test]
-    fn a_stream_longer_than_its_content_length_puts_no_more_on_the_wire() {
+    fn a_body_longer_than_its_content_length_puts_no_more_on_the_wire() {
         let w = start(&Spec::raw());
-        let (head, rest) = head_then_rest(
-            &w,
-            b"GET /fixed?cl=5&body=1234567890 HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
-        );
-        assert_eq!(head.status, 200);
-        assert_eq!(head.header("Content-Length"), Some("5"));
-        assert!(
-            b"12345".starts_with(&rest),
-            "{}: never past the length: {:?}",
-            w.name(),
-            String::from_utf8_lossy(&rest)
-        );
-        if w.is_tine() {
-            // tine cuts the body at the length (uvicorn fails the send that passes it, before
-            // writing any of it).
-            assert_eq!(rest, b"12345");
+        for whole in [0, 1] {
+            let (head, rest) = head_then_rest(
+                &w,
+                format!(
+                    "GET /fixed?cl=5&body=1234567890&whole={whole} HTTP/1.1\r\nHost: test\r\n\
+                     Connection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            assert_eq!(head.status, 200);
+            assert_eq!(head.header("Content-Length"), Some("5"));
+            assert!(
+                b"12345".starts_with(&rest),
+                "{}: whole={whole}: never past the length: {:?}",
+                w.name(),
+                String::from_utf8_lossy(&rest)
+            );
+            if w.is_tine() {
+                // tine cuts the body at the length (uvicorn fails the send that passes it,
+                // before writing any of it).
+                assert_eq!(rest, b"12345", "whole={whole}");
+            }
         }
         assert_eq!(w.get_text("/"), "asgi_app\n", "and it serves on");
+    }
+
+    #[test]
+    fn response_headers_keep_their_order_and_repeats() {
+        let w = start(&Spec::raw());
+        let response = w.get("/headers");
+        assert_eq!(response.text(), "ok\n");
+        let ours: Vec<(String, &str)> = response
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.as_str()))
+            .filter(|(n, _)| n.starts_with("x-") || n == "set-cookie")
+            .collect();
+        assert_eq!(
+            ours,
+            [
+                ("x-upper".to_owned(), "One"),
+                ("set-cookie".to_owned(), "a=1; Path=/"),
+                ("x-lower".to_owned(), "two"),
+                ("set-cookie".to_owned(), "b=2; Path=/"),
+            ],
+            "{}",
+            w.name()
+        );
+    }
+
+    #[test]
+    fn a_body_the_app_does_not_receive_yet_is_not_read_from_the_client() {
+        // Flow control: while the application holds off receive(), the client's writes stall
+        // well short of the body, then finish once it reads on.
+        let w = start(&Spec::raw().limits("body = \"200MiB\""));
+        let size = 64 << 20;
+        let mut stream = w.connect();
+        stream
+            .write_all(
+                format!(
+                    "POST /hold?tag=fc HTTP/1.1\r\nHost: test\r\nContent-Length: {size}\r\n\
+                     Connection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        let body = pattern(0, size);
+        // Writes that find no room for 1 s stop; what went out by then is what was taken.
+        stream
+            .set_write_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let mut sent = 0;
+        while sent < size {
+            match stream.write(&body[sent..(sent + 65536).min(size)]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        assert!(
+            sent < size / 4,
+            "{}: {sent} of {size} bytes taken while the application received nothing",
+            w.name()
+        );
+        w.wait_recorded("held-fc");
+        std::fs::write(w.state.path().join("release-fc"), "go").unwrap();
+        stream.set_write_timeout(Some(WAIT)).unwrap();
+        stream.write_all(&body[sent..]).unwrap();
+        let response = read_response_any(&mut stream, false)
+            .unwrap_or_else(|e| panic!("{}: {e}; log:\n{}", w.name(), w.log()));
+        let sum: u64 = body.iter().map(|&b| u64::from(b)).sum();
+        assert_eq!(response.text(), format!("len {size} sum {sum}\n"));
     }
 
     #[test]

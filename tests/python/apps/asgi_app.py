@@ -192,6 +192,45 @@ async def route_first_event(scope, receive, send):
     )
 
 
+async def route_hold(scope, receive, send):
+    """Receives the first ``http.request`` event, leaves ``held-TAG``, then receives nothing
+    more until the file ``release-TAG`` exists; then reads the rest and answers the body's
+    length and the sum of its bytes."""
+    tag = query(scope)["tag"]
+    message = await receive()
+    total = len(message.get("body", b""))
+    checksum = sum(message.get("body", b""))
+    record("held-" + tag, "yes")
+    while not recorded("release-" + tag):
+        await asyncio.sleep(0.02)
+    more = message.get("more_body", False)
+    while more:
+        message = await receive()
+        body = message.get("body", b"")
+        total += len(body)
+        checksum += sum(body)
+        more = message.get("more_body", False)
+    await respond(send, "len %d sum %d\n" % (total, checksum))
+
+
+async def route_headers(scope, receive, send):
+    """Response headers as an application may send them: names in any case, one repeated."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"X-Upper", b"One"),
+                (b"set-cookie", b"a=1; Path=/"),
+                (b"x-lower", b"two"),
+                (b"set-cookie", b"b=2; Path=/"),
+                (b"content-length", b"3"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"ok\n"})
+
+
 async def route_stream(scope, receive, send):
     """``n`` chunks ``line I of LABEL\\n``, each its own ``http.response.body`` with
     ``more_body``; a ``Content-Length`` of ``cl`` when given. What became of the sends is
@@ -225,8 +264,9 @@ async def route_stream(scope, receive, send):
 
 
 async def route_fixed(scope, receive, send):
-    """A Content-Length of ``cl`` and the body ``body`` in chunks of ``step`` bytes: shorter or
-    longer than it promised, as the test asks."""
+    """A Content-Length of ``cl`` and the body ``body`` in chunks of ``step`` bytes (with
+    ``whole=1``, in one last ``http.response.body``): shorter or longer than it promised, as the
+    test asks."""
     q = query(scope)
     body = q.get("body", "").encode()
     step = int(q.get("step", "3"))
@@ -237,6 +277,9 @@ async def route_fixed(scope, receive, send):
             "headers": [(b"content-type", b"text/plain"), (b"content-length", q["cl"].encode())],
         }
     )
+    if q.get("whole") == "1":
+        await send({"type": "http.response.body", "body": body})
+        return
     for at in range(0, len(body), step):
         await send({"type": "http.response.body", "body": body[at : at + step], "more_body": True})
     await send({"type": "http.response.body", "body": b""})
@@ -355,6 +398,8 @@ ROUTES = {
     "/state": route_state,
     "/echo": route_echo,
     "/first-event": route_first_event,
+    "/hold": route_hold,
+    "/headers": route_headers,
     "/stream": route_stream,
     "/fixed": route_fixed,
     "/flood": route_flood,
