@@ -948,6 +948,47 @@ mod portable {
     }
 
     #[test]
+    fn a_client_leaving_while_the_app_waits_on_backpressure_frees_the_app() {
+        let w = start(&Spec::raw());
+        let mut stream = w.connect();
+        nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::RcvBuf, &65536).unwrap();
+        stream
+            .write_all(b"GET /flood?n=400&tag=left HTTP/1.1\r\nHost: test\r\n\r\n")
+            .unwrap();
+        w.wait_recorded("sent-left");
+        // Let the sends run into the full connection, then leave without reading.
+        std::thread::sleep(Duration::from_millis(500));
+        drop(stream);
+        let outcome = w.wait_recorded("flood-left");
+        if w.is_tine() {
+            // uvicorn's send returns without a word once the client left.
+            assert_eq!(outcome, "ClientDisconnected oserror=True");
+        }
+        assert_eq!(w.get_text("/"), "asgi_app\n");
+    }
+
+    #[test]
+    fn work_after_the_response_does_not_hold_up_the_connection() {
+        let w = start(&Spec::raw());
+        let mut stream = w.connect();
+        stream
+            .write_all(
+                b"GET /after?ms=500&tag=bg HTTP/1.1\r\nHost: test\r\n\r\n\
+                  GET /stream?n=3&label=next HTTP/1.1\r\nHost: test\r\n\r\n",
+            )
+            .unwrap();
+        let mut next = || read_response_any(&mut stream, false).unwrap().text();
+        assert_eq!(next(), "answered\n");
+        assert_eq!(next(), stream_lines(3, "next"), "{}", w.name());
+        assert_eq!(w.wait_recorded("after-bg"), "done");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let last = read_response_any(&mut stream, false).unwrap();
+        assert_eq!(last.text(), "asgi_app\n");
+    }
+
+    #[test]
     fn a_long_poll_gets_http_disconnect_when_the_client_closes() {
         let w = start(&Spec::raw());
         let mut stream = w.connect();
@@ -1180,6 +1221,17 @@ mod tine_only {
             w.log()
         );
         assert_eq!(w.pid(), pid, "the same worker serves on");
+    }
+
+    #[test]
+    fn a_response_started_without_a_body_is_a_500_with_a_log_line() {
+        // tine sends nothing before the first body message, so it can still answer 500
+        // (uvicorn has written the head at http.response.start and closes the connection).
+        let w = start_tine(&Spec::raw());
+        let response = w.get("/start-only");
+        assert_eq!(response.status, 500);
+        w.wait_log("GET /start-only: the application returned without sending its response's body");
+        assert_eq!(w.get_text("/"), "asgi_app\n");
     }
 
     #[test]

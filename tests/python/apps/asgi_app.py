@@ -213,6 +213,19 @@ async def route_hold(scope, receive, send):
     await respond(send, "len %d sum %d\n" % (total, checksum))
 
 
+async def route_after(scope, receive, send):
+    """Answers at once, then works on for ``ms`` milliseconds and leaves ``after-TAG``."""
+    q = query(scope)
+    await respond(send, "answered\n")
+    await asyncio.sleep(int(q.get("ms", "300")) / 1000)
+    record("after-" + q["tag"], "done")
+
+
+async def route_start_only(scope, receive, send):
+    """Starts a response, then returns without a body."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+
+
 async def route_headers(scope, receive, send):
     """Response headers as an application may send them: names in any case, one repeated."""
     await send(
@@ -287,7 +300,8 @@ async def route_fixed(scope, receive, send):
 
 async def route_flood(scope, receive, send):
     """``n`` chunks of ``size`` bytes (byte ``i % 251`` of the whole body at position i); after
-    each completed send, the number sent so far in ``sent-TAG``."""
+    each completed send, the number sent so far in ``sent-TAG``; at the end, ``flood-TAG``
+    says how it ended, as ``stream-TAG`` does for /stream."""
     q = query(scope)
     n = int(q["n"])
     size = int(q.get("size", "65536"))
@@ -300,13 +314,22 @@ async def route_flood(scope, receive, send):
             "headers": [(b"content-type", b"application/octet-stream")],
         }
     )
-    for i in range(n):
-        start = (i * size) % 251
-        await send(
-            {"type": "http.response.body", "body": pattern[start : start + size], "more_body": True}
-        )
-        record("sent-" + tag, str(i + 1))
-    await send({"type": "http.response.body", "body": b""})
+    try:
+        for i in range(n):
+            start = (i * size) % 251
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": pattern[start : start + size],
+                    "more_body": True,
+                }
+            )
+            record("sent-" + tag, str(i + 1))
+        await send({"type": "http.response.body", "body": b""})
+    except BaseException as err:
+        record("flood-" + tag, "%s oserror=%s" % (type(err).__name__, isinstance(err, OSError)))
+        raise
+    record("flood-" + tag, "done")
 
 
 async def route_longpoll(scope, receive, send):
@@ -400,6 +423,8 @@ ROUTES = {
     "/first-event": route_first_event,
     "/hold": route_hold,
     "/headers": route_headers,
+    "/after": route_after,
+    "/start-only": route_start_only,
     "/stream": route_stream,
     "/fixed": route_fixed,
     "/flood": route_flood,
