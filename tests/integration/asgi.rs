@@ -716,6 +716,52 @@ mod portable {
     }
 
     #[test]
+    fn a_body_the_app_does_not_read_does_not_spill_into_the_next_request() {
+        let w = start(&Spec::raw());
+        let body = pattern(0, 100_000);
+        let get = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+        let framed: [(&str, Vec<u8>); 2] = [
+            (
+                "Content-Length: 100000",
+                [body.as_slice(), get.as_slice()].concat(),
+            ),
+            (
+                "Transfer-Encoding: chunked",
+                [
+                    encode_chunked(&body, &[4096, 10]).as_slice(),
+                    get.as_slice(),
+                ]
+                .concat(),
+            ),
+        ];
+        for (framing, rest) in framed {
+            let mut stream = w.connect();
+            let mut raw =
+                format!("POST / HTTP/1.1\r\nHost: test\r\n{framing}\r\n\r\n").into_bytes();
+            raw.extend(rest);
+            stream.write_all(&raw).unwrap();
+            let first = read_response_any(&mut stream, false).unwrap();
+            assert_eq!(first.text(), "asgi_app\n", "{}: {framing}", w.name());
+            // The server may close instead of reading the body through; if it answers the next
+            // request, it answers that request, never the body's bytes.
+            let after = read_until_close(&mut stream).unwrap_or_else(|partial| {
+                panic!(
+                    "{}: {framing}: neither answered nor closed; got {:?}",
+                    w.name(),
+                    String::from_utf8_lossy(&partial)
+                )
+            });
+            assert!(
+                after.is_empty()
+                    || (after.starts_with(b"HTTP/1.1 200 ") && after.ends_with(b"asgi_app\n")),
+                "{}: {framing}: after the first response: {:?}",
+                w.name(),
+                String::from_utf8_lossy(&after)
+            );
+        }
+    }
+
+    #[test]
     fn a_streamed_response_is_chunked_for_http_1_1() {
         let w = start(&Spec::raw());
         let response = w.get("/stream?n=20&label=chunked");
@@ -734,6 +780,13 @@ mod portable {
             // uvicorn answers an HTTP/1.0 request chunked, a coding HTTP/1.0 does not have.
             assert_eq!(head.header("Transfer-Encoding"), None);
             assert_eq!(String::from_utf8_lossy(&rest), stream_lines(20, "old"));
+            // Asked to keep the connection, the server must still close it to end the body.
+            let (head, rest) = head_then_rest(
+                &w,
+                b"GET /stream?n=3&label=ka HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            );
+            assert_eq!(head.header("Transfer-Encoding"), None);
+            assert_eq!(String::from_utf8_lossy(&rest), stream_lines(3, "ka"));
         }
     }
 
