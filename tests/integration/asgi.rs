@@ -642,6 +642,61 @@ mod portable {
     }
 
     #[test]
+    fn a_chunked_body_reaches_the_app_piece_by_piece() {
+        // Each piece is sent only once the application has had the ones before it.
+        let w = start(&Spec::raw());
+        let mut stream = w.connect();
+        stream
+            .write_all(
+                b"POST /pieces?tag=pp HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+                  Transfer-Encoding: chunked\r\n\r\n",
+            )
+            .unwrap();
+        let body = pattern(1, 5 * 3000);
+        for (i, piece) in body.chunks(3000).enumerate() {
+            let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
+            chunk.extend_from_slice(piece);
+            chunk.extend_from_slice(b"\r\n");
+            stream.write_all(&chunk).unwrap();
+            let want = (i + 1) * 3000;
+            wait_until(
+                &format!("{}: piece {i} received by the application", w.name()),
+                || w.recorded("got-pp").and_then(|n| n.parse::<usize>().ok()),
+                |got| *got == Some(want),
+            );
+        }
+        stream.write_all(b"0\r\n\r\n").unwrap();
+        let response = read_response_any(&mut stream, false).unwrap();
+        assert!(response.body == body, "{}: the echo differs", w.name());
+        let events: usize = response.header("X-Events").unwrap().parse().unwrap();
+        assert!(events >= 5, "{}: {events} events", w.name());
+    }
+
+    #[test]
+    fn a_client_leaving_mid_body_gives_the_app_http_disconnect() {
+        let w = start(&Spec::raw());
+        let mut stream = w.connect();
+        let mut raw =
+            b"POST /pieces?tag=cut HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\n"
+                .to_vec();
+        raw.extend(pattern(0, 1000));
+        stream.write_all(&raw).unwrap();
+        wait_until(
+            &format!("{}: the first bytes received by the application", w.name()),
+            || w.recorded("got-cut"),
+            Option::is_some,
+        );
+        drop(stream);
+        let outcome = w.wait_recorded("pieces-cut");
+        assert!(
+            outcome.starts_with("disconnect after "),
+            "{}: {outcome}",
+            w.name()
+        );
+        assert_eq!(w.get_text("/"), "asgi_app\n");
+    }
+
+    #[test]
     fn a_body_larger_than_body_buffer_is_echoed_whole() {
         let w = start(&Spec::raw().limits("body_buffer = \"64KiB\""));
         let body = pattern(11, 3 << 20);

@@ -192,6 +192,26 @@ async def route_first_event(scope, receive, send):
     )
 
 
+async def route_pieces(scope, receive, send):
+    """Echoes the body, leaving in ``got-TAG`` how much of it came so far after each event, and
+    in ``pieces-TAG`` how it ended: ``whole N``, or ``disconnect after N``."""
+    tag = query(scope)["tag"]
+    body = bytearray()
+    events = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            record("pieces-" + tag, "disconnect after %d" % len(body))
+            return
+        events += 1
+        body += message.get("body", b"")
+        record("got-" + tag, str(len(body)))
+        if not message.get("more_body", False):
+            break
+    record("pieces-" + tag, "whole %d" % len(body))
+    await respond(send, bytes(body), headers=[(b"x-events", str(events).encode())])
+
+
 async def route_hold(scope, receive, send):
     """Receives the first ``http.request`` event, leaves ``held-TAG``, then receives nothing
     more until the file ``release-TAG`` exists; then reads the rest and answers the body's
@@ -422,6 +442,7 @@ ROUTES = {
     "/echo": route_echo,
     "/first-event": route_first_event,
     "/hold": route_hold,
+    "/pieces": route_pieces,
     "/headers": route_headers,
     "/after": route_after,
     "/start-only": route_start_only,
