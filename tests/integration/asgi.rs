@@ -219,10 +219,16 @@ impl Asgi {
         crate::util::connect(self.addr())
     }
 
-    /// Sends `raw` on a new connection and reads one response, whatever its framing.
-    fn send(&self, raw: &[u8]) -> Response {
+    /// A new connection on which `raw` was sent.
+    fn open(&self, raw: &[u8]) -> TcpStream {
         let mut stream = self.connect();
         stream.write_all(raw).unwrap();
+        stream
+    }
+
+    /// Sends `raw` on a new connection and reads one response, whatever its framing.
+    fn send(&self, raw: &[u8]) -> Response {
+        let mut stream = self.open(raw);
         let head = raw.starts_with(b"HEAD ");
         read_response_any(&mut stream, head)
             .unwrap_or_else(|e| panic!("{}: {e}; log:\n{}", self.name(), self.log()))
@@ -385,8 +391,7 @@ fn app_line(mark: &str) -> usize {
 /// Sends `raw` on a new connection, then reads a response head, then whatever follows until
 /// the server closes.
 fn head_then_rest(w: &Asgi, raw: &[u8]) -> (Response, Vec<u8>) {
-    let mut stream = w.connect();
-    stream.write_all(raw).unwrap();
+    let mut stream = w.open(raw);
     let head = read_response_head(&mut stream)
         .unwrap_or_else(|e| panic!("{}: {e}; log:\n{}", w.name(), w.log()));
     let rest = read_until_close(&mut stream).unwrap_or_else(|partial| {
@@ -426,6 +431,36 @@ fn at_once(w: &Asgi, n: usize, request: &str) -> Vec<Response> {
         })
         .collect()
 }
+
+/// Asks /flood for `chunks` chunks of 64 KiB on a connection whose receive buffer is small,
+/// and reads nothing yet: a client that does not read. Returns once the first chunk is sent.
+fn flood(w: &Asgi, chunks: usize, tag: &str) -> TcpStream {
+    let mut stream = w.connect();
+    nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::RcvBuf, &65536).unwrap();
+    stream
+        .write_all(
+            format!("GET /flood?n={chunks}&tag={tag} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    w.wait_recorded(&format!("sent-{tag}"));
+    stream
+}
+
+/// Reads the whole answer of a [`flood`] and checks every byte of it.
+fn read_flood(w: &Asgi, mut stream: TcpStream, chunks: usize) {
+    let response = read_response_any(&mut stream, false)
+        .unwrap_or_else(|e| panic!("{}: {e}; log:\n{}", w.name(), w.log()));
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body.len(), chunks * FLOOD_CHUNK, "{}", w.name());
+    assert!(
+        response.body == pattern(0, chunks * FLOOD_CHUNK),
+        "{}: bytes differ",
+        w.name()
+    );
+}
+
+/// The size of /flood's chunks.
+const FLOOD_CHUNK: usize = 65536;
 
 // --- /scope ---------------------------------------------------------------------------------
 
@@ -645,13 +680,10 @@ mod portable {
     fn a_chunked_body_reaches_the_app_piece_by_piece() {
         // Each piece is sent only once the application has had the ones before it.
         let w = start(&Spec::raw());
-        let mut stream = w.connect();
-        stream
-            .write_all(
-                b"POST /pieces?tag=pp HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+        let mut stream = w.open(
+            b"POST /pieces?tag=pp HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
                   Transfer-Encoding: chunked\r\n\r\n",
-            )
-            .unwrap();
+        );
         let body = pattern(1, 5 * 3000);
         for (i, piece) in body.chunks(3000).enumerate() {
             let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
@@ -709,13 +741,10 @@ mod portable {
     #[test]
     fn expect_100_continue_gets_100_then_the_answer() {
         let w = start(&Spec::raw());
-        let mut stream = w.connect();
-        stream
-            .write_all(
-                b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\
+        let mut stream = w.open(
+            b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\
                   Expect: 100-continue\r\nConnection: close\r\n\r\n",
-            )
-            .unwrap();
+        );
         let interim = read_response_head(&mut stream).unwrap();
         assert_eq!(interim.status, 100, "{}", w.name());
         stream.write_all(b"hello").unwrap();
@@ -729,13 +758,10 @@ mod portable {
         // 100 Continue comes with the application's first receive(): an application that
         // answers without reading spares the client its body.
         let w = start(&Spec::raw());
-        let mut stream = w.connect();
-        stream
-            .write_all(
-                b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\
+        let mut stream = w.open(
+            b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\
                   Expect: 100-continue\r\nConnection: close\r\n\r\n",
-            )
-            .unwrap();
+        );
         let response = read_response_any(&mut stream, false).unwrap();
         assert_eq!(
             response.status,
@@ -940,16 +966,13 @@ mod portable {
         // well short of the body, then finish once it reads on.
         let w = start(&Spec::raw().limits("body = \"200MiB\""));
         let size = 64 << 20;
-        let mut stream = w.connect();
-        stream
-            .write_all(
-                format!(
-                    "POST /hold?tag=fc HTTP/1.1\r\nHost: test\r\nContent-Length: {size}\r\n\
+        let mut stream = w.open(
+            format!(
+                "POST /hold?tag=fc HTTP/1.1\r\nHost: test\r\nContent-Length: {size}\r\n\
                      Connection: close\r\n\r\n"
-                )
-                .as_bytes(),
             )
-            .unwrap();
+            .as_bytes(),
+        );
         let body = pattern(0, size);
         // Writes that find no room for 1 s stop; what went out by then is what was taken.
         stream
@@ -981,13 +1004,10 @@ mod portable {
     #[test]
     fn head_to_a_streaming_route_gets_the_head_only_and_the_app_no_error() {
         let w = start(&Spec::raw());
-        let mut stream = w.connect();
-        stream
-            .write_all(
-                b"HEAD /stream?n=5&tag=head HTTP/1.1\r\nHost: test\r\n\r\n\
+        let mut stream = w.open(
+            b"HEAD /stream?n=5&tag=head HTTP/1.1\r\nHost: test\r\n\r\n\
                   GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
-            )
-            .unwrap();
+        );
         let head = read_response_head(&mut stream).unwrap();
         assert_eq!(head.status, 200);
         // No body bytes: what follows the head is the next response.
@@ -1017,53 +1037,31 @@ mod portable {
     #[test]
     fn a_client_that_does_not_read_pauses_the_app() {
         let w = start(&Spec::raw());
-        let (chunks, size) = (400, 65536);
-        let mut stream = w.connect();
-        nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::RcvBuf, &65536).unwrap();
-        stream
-            .write_all(
-                format!(
-                    "GET /flood?n={chunks}&size={size}&tag=bp HTTP/1.1\r\nHost: test\r\n\
-                     Connection: close\r\n\r\n"
-                )
-                .as_bytes(),
-            )
-            .unwrap();
+        let chunks = 400;
+        let stream = flood(&w, chunks, "bp");
         let sent = || -> usize {
             w.recorded("sent-bp")
                 .and_then(|n| n.trim().parse().ok())
                 .unwrap_or(0)
         };
-        wait_until("the first chunk sent", sent, |&n| n > 0);
         // The client reads nothing for a while: the sends must stop well short of the end.
         // (A pause lets them run as far as they can; it is not a timing assertion.)
         std::thread::sleep(Duration::from_millis(1500));
         let paused = sent();
         assert!(
             paused < chunks / 2,
-            "{}: {paused} of {chunks} chunks of {size} bytes sent to a client that reads nothing",
+            "{}: {paused} of {chunks} chunks of {FLOOD_CHUNK} bytes sent to a client that reads \
+             nothing",
             w.name()
         );
-        let response = read_response_any(&mut stream, false).unwrap();
-        assert_eq!(response.status, 200);
-        assert_eq!(response.body.len(), chunks * size);
-        assert!(
-            response.body == pattern(0, chunks * size),
-            "{}: bytes differ",
-            w.name()
-        );
+        read_flood(&w, stream, chunks);
         assert_eq!(sent(), chunks);
     }
 
     #[test]
     fn a_client_leaving_while_the_app_waits_on_backpressure_frees_the_app() {
         let w = start(&Spec::raw());
-        let mut stream = w.connect();
-        nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::RcvBuf, &65536).unwrap();
-        stream
-            .write_all(b"GET /flood?n=400&tag=left HTTP/1.1\r\nHost: test\r\n\r\n")
-            .unwrap();
-        w.wait_recorded("sent-left");
+        let stream = flood(&w, 400, "left");
         // Let the sends run into the full connection, then leave without reading.
         std::thread::sleep(Duration::from_millis(500));
         drop(stream);
@@ -1078,13 +1076,10 @@ mod portable {
     #[test]
     fn work_after_the_response_does_not_hold_up_the_connection() {
         let w = start(&Spec::raw());
-        let mut stream = w.connect();
-        stream
-            .write_all(
-                b"GET /after?ms=500&tag=bg HTTP/1.1\r\nHost: test\r\n\r\n\
+        let mut stream = w.open(
+            b"GET /after?ms=500&tag=bg HTTP/1.1\r\nHost: test\r\n\r\n\
                   GET /stream?n=3&label=next HTTP/1.1\r\nHost: test\r\n\r\n",
-            )
-            .unwrap();
+        );
         let mut next = || read_response_any(&mut stream, false).unwrap().text();
         assert_eq!(next(), "answered\n");
         assert_eq!(next(), stream_lines(3, "next"), "{}", w.name());
@@ -1099,10 +1094,7 @@ mod portable {
     #[test]
     fn a_long_poll_gets_http_disconnect_when_the_client_closes() {
         let w = start(&Spec::raw());
-        let mut stream = w.connect();
-        stream
-            .write_all(b"GET /longpoll?tag=lp HTTP/1.1\r\nHost: test\r\n\r\n")
-            .unwrap();
+        let stream = w.open(b"GET /longpoll?tag=lp HTTP/1.1\r\nHost: test\r\n\r\n");
         w.wait_recorded("waiting-lp");
         drop(stream);
         assert_eq!(w.wait_recorded("event-lp"), "http.disconnect");
@@ -1183,10 +1175,7 @@ mod portable {
     #[test]
     fn head_answers_the_head_with_the_length_of_the_get() {
         let w = start(&Spec::raw());
-        let mut stream = w.connect();
-        stream
-            .write_all(b"HEAD / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-            .unwrap();
+        let mut stream = w.open(b"HEAD / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
         let head = read_response_head(&mut stream).unwrap();
         assert_eq!(head.status, 200);
         assert_eq!(head.header("Content-Length"), Some("9"));
@@ -1220,14 +1209,11 @@ mod portable {
     #[test]
     fn pipelined_requests_are_answered_in_order() {
         let w = start(&Spec::raw());
-        let mut stream = w.connect();
-        stream
-            .write_all(
-                b"GET /sleep?ms=100 HTTP/1.1\r\nHost: test\r\n\r\n\
+        let mut stream = w.open(
+            b"GET /sleep?ms=100 HTTP/1.1\r\nHost: test\r\n\r\n\
                   GET /stream?n=3&label=piped HTTP/1.1\r\nHost: test\r\n\r\n\
                   GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
-            )
-            .unwrap();
+        );
         let mut next = || read_response_any(&mut stream, false).unwrap().text();
         assert_eq!(next(), "slept 100\n", "{}", w.name());
         assert_eq!(next(), stream_lines(3, "piped"));
@@ -1309,12 +1295,9 @@ mod tine_only {
         // uvicorn drops what the application sends after the client left, without an error.
         let w = start_tine(&Spec::raw());
         let pid = w.pid();
-        let mut stream = w.connect();
-        stream
-            .write_all(
-                b"GET /stream?n=100000&pause_ms=2&tag=gone&label=x HTTP/1.1\r\nHost: test\r\n\r\n",
-            )
-            .unwrap();
+        let mut stream = w.open(
+            b"GET /stream?n=100000&pause_ms=2&tag=gone&label=x HTTP/1.1\r\nHost: test\r\n\r\n",
+        );
         let head = read_response_head(&mut stream).unwrap();
         assert_eq!(head.status, 200);
         let mut some = [0u8; 64];
@@ -1383,35 +1366,17 @@ mod tine_only {
         // The application waits for the client, not the other way round: past
         // request_timeout, the stream goes on once the client reads.
         let w = start_tine(&Spec::raw().server("request_timeout = \"1s\""));
-        let (chunks, size) = (200, 65536);
-        let mut stream = w.connect();
-        nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::RcvBuf, &65536).unwrap();
-        stream
-            .write_all(
-                format!(
-                    "GET /flood?n={chunks}&size={size}&tag=slow HTTP/1.1\r\nHost: test\r\n\
-                     Connection: close\r\n\r\n"
-                )
-                .as_bytes(),
-            )
-            .unwrap();
-        w.wait_recorded("sent-slow");
+        let stream = flood(&w, 200, "slow");
         // Three request_timeouts without reading a byte.
         std::thread::sleep(Duration::from_secs(3));
-        let response = read_response_any(&mut stream, false)
-            .unwrap_or_else(|e| panic!("{e}; log:\n{}", w.log()));
-        assert_eq!(response.body.len(), chunks * size, "log:\n{}", w.log());
-        assert!(response.body == pattern(0, chunks * size));
+        read_flood(&w, stream, 200);
     }
 
     #[test]
     fn a_graceful_stop_answers_the_requests_in_flight_then_runs_the_shutdown() {
         let mut w = start_tine(&Spec::raw().server("graceful_timeout = \"10s\""));
         let pid = w.pid();
-        let mut stream = w.connect();
-        stream
-            .write_all(b"GET /sleep?ms=1000&tag=drain HTTP/1.1\r\nHost: test\r\n\r\n")
-            .unwrap();
+        let mut stream = w.open(b"GET /sleep?ms=1000&tag=drain HTTP/1.1\r\nHost: test\r\n\r\n");
         w.wait_recorded("sleeping-drain");
         let Backend::Tine(server) = &mut w.backend else {
             unreachable!()
