@@ -1423,6 +1423,34 @@ mod tine_only {
     }
 
     #[test]
+    fn an_upload_slower_than_request_timeout_is_not_a_request_timeout() {
+        // As for WSGI, whose request reaches the application once its body is in: the time a
+        // client takes to send its body is the client's (body_timeout, min_body_rate), not
+        // the application's.
+        let w = start_tine(&Spec::raw().server("request_timeout = \"1s\""));
+        let body = pattern(2, 3 * 4096);
+        let mut stream = w.open(
+            format!(
+                "POST /pieces?tag=slow HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        for (i, piece) in body.chunks(4096).enumerate() {
+            if i > 0 {
+                // Past request_timeout in all, each piece well above min_body_rate.
+                std::thread::sleep(Duration::from_millis(700));
+            }
+            stream.write_all(piece).unwrap();
+        }
+        let response = read_response_any(&mut stream, false)
+            .unwrap_or_else(|e| panic!("{e}; log:\n{}", w.log()));
+        assert_eq!(response.status, 200, "log:\n{}", w.log());
+        assert!(response.body == body);
+    }
+
+    #[test]
     fn lifespan_startup_has_run_when_tine_says_ready() {
         let w = start_tine(&Spec::raw().workers(2));
         // Read at once after READY=1, before any request: both workers started the app.
