@@ -729,6 +729,35 @@ mod portable {
     }
 
     #[test]
+    fn concurrent_uploads_are_each_echoed_intact() {
+        let w = start(&Spec::raw().limits("body_buffer = \"64KiB\""));
+        std::thread::scope(|scope| {
+            for i in 0..16usize {
+                let w = &w;
+                scope.spawn(move || {
+                    let body = pattern(i * 17, (1 << 20) + i);
+                    let raw = if i % 2 == 0 {
+                        post("/echo", &body)
+                    } else {
+                        let mut raw = b"POST /echo HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+                                        Transfer-Encoding: chunked\r\n\r\n"
+                            .to_vec();
+                        raw.extend(encode_chunked(&body, &[8000, 65536, 3]));
+                        raw
+                    };
+                    let response = w.send(&raw);
+                    assert_eq!(response.status, 200, "upload {i}");
+                    assert!(
+                        response.body == body,
+                        "{}: upload {i} came back changed",
+                        w.name()
+                    );
+                });
+            }
+        });
+    }
+
+    #[test]
     fn a_body_larger_than_body_buffer_is_echoed_whole() {
         let w = start(&Spec::raw().limits("body_buffer = \"64KiB\""));
         let body = pattern(11, 3 << 20);
