@@ -1480,6 +1480,29 @@ mod tine_only {
     }
 
     #[test]
+    fn a_body_over_the_limit_is_a_413_as_for_every_handler() {
+        let w = start_tine(&Spec::raw().limits("body = \"64KiB\""));
+        let body = pattern(0, 200_000);
+        // Announced: refused before the application sees it.
+        let (head, _) = head_then_rest(&w, &post("/pieces?tag=announced", &body));
+        assert_eq!(head.status, 413, "log:\n{}", w.log());
+        assert_eq!(w.recorded("got-announced"), None);
+        // Chunked: found out on the way.
+        let mut raw = b"POST /pieces?tag=chunked HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+                        Transfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+        raw.extend(encode_chunked(&body, &[16384]));
+        let (head, _) = head_then_rest(&w, &raw);
+        assert_eq!(head.status, 413, "log:\n{}", w.log());
+        assert_ne!(
+            w.recorded("pieces-chunked").as_deref(),
+            Some("whole 200000"),
+            "the application never gets the whole body"
+        );
+        assert_eq!(w.get_text("/"), "asgi_app\n");
+    }
+
+    #[test]
     fn lifespan_startup_has_run_when_tine_says_ready() {
         let w = start_tine(&Spec::raw().workers(2));
         // Read at once after READY=1, before any request: both workers started the app.
