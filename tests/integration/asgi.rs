@@ -1592,6 +1592,21 @@ mod tine_only {
     }
 
     #[test]
+    fn a_reload_starts_the_new_workers_app_and_shuts_the_old_ones_down() {
+        let w = start_tine(&Spec::raw().server("graceful_timeout = \"5s\""));
+        let old = w.pid();
+        w.tine().signal(Signal::SIGHUP);
+        w.wait_log("reload complete");
+        let new = w.pid();
+        assert_ne!(new, old, "log:\n{}", w.log());
+        assert_eq!(
+            w.recorded(&format!("startup.{new}")).as_deref(),
+            Some("started")
+        );
+        assert_eq!(w.wait_recorded(&format!("shutdown.{old}")), "stopped");
+    }
+
+    #[test]
     fn a_reload_to_an_app_whose_startup_fails_keeps_the_old_workers_serving() {
         let w = start_tine(&Spec::raw().server("graceful_timeout = \"5s\""));
         let pid = w.pid();
