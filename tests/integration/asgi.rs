@@ -1503,6 +1503,31 @@ mod tine_only {
     }
 
     #[test]
+    fn an_event_loop_blocked_past_request_timeout_is_replaced() {
+        // A task cannot be cancelled while the loop is blocked (time.sleep in an async route):
+        // then, as for a stuck WSGI thread, the worker must make way for another (by
+        // request_timeout's recycling, or as a hung worker past `timeout`).
+        let w = start_tine(&Spec::raw().server("request_timeout = \"1s\"\ntimeout = \"2s\""));
+        let blocked = w.pid();
+        let response = w.get("/block?s=60");
+        assert_eq!(response.status, 504, "log:\n{}", w.log());
+        let deadline = std::time::Instant::now() + WAIT;
+        let pid = loop {
+            let response = w.get("/pid");
+            if response.status == 200 {
+                break response.text();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no worker answered within {WAIT:?} (the last answer: {}); log:\n{}",
+                response.status,
+                w.log()
+            );
+        };
+        assert_ne!(pid, format!("pid {blocked}\n"), "log:\n{}", w.log());
+    }
+
+    #[test]
     fn lifespan_startup_has_run_when_tine_says_ready() {
         let w = start_tine(&Spec::raw().workers(2));
         // Read at once after READY=1, before any request: both workers started the app.

@@ -410,6 +410,15 @@ async def route_slow(scope, receive, send):
     await respond(send, "woke up\n")
 
 
+async def route_block(scope, receive, send):
+    """Blocks the event loop for ``s`` seconds (``time.sleep``, as careless code does), which no
+    cancellation can interrupt."""
+    import time
+
+    time.sleep(float(query(scope).get("s", "60")))  # BLOCK LINE
+    await respond(send, "unblocked\n")
+
+
 async def route_pid(scope, receive, send):
     await respond(send, "pid %d\n" % os.getpid())
 
@@ -455,6 +464,7 @@ ROUTES = {
     "/peak": route_peak,
     "/slow": route_slow,
     "/pid": route_pid,
+    "/block": route_block,
     "/loop": route_loop,
     "/raise-before": route_raise_before,
     "/raise-after": route_raise_after,
