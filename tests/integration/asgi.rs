@@ -1423,6 +1423,26 @@ mod tine_only {
     }
 
     #[test]
+    fn a_graceful_stop_ends_within_graceful_timeout_whatever_the_app_does() {
+        // A long poll that never ends, and a loop blocked for a minute: the stop waits for
+        // neither past graceful_timeout.
+        for (target, tag) in [
+            ("/longpoll?tag=stop", "waiting-stop"),
+            ("/block?s=60&tag=stop", "blocking-stop"),
+        ] {
+            let mut w = start_tine(&Spec::raw().server("graceful_timeout = \"2s\""));
+            let _stream = w.open(format!("GET {target} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+            w.wait_recorded(tag);
+            let Backend::Tine(server) = &mut w.backend else {
+                unreachable!()
+            };
+            server.signal(Signal::SIGTERM);
+            // Bounded by WAIT, a hang detector well past the 2 s.
+            server.wait_exit();
+        }
+    }
+
+    #[test]
     fn scope_names_a_unix_socket_listener_as_its_server() {
         let dir = TempDir::new();
         let path = dir.path().join("asgi.sock");

@@ -412,10 +412,13 @@ async def route_slow(scope, receive, send):
 
 async def route_block(scope, receive, send):
     """Blocks the event loop for ``s`` seconds (``time.sleep``, as careless code does), which no
-    cancellation can interrupt."""
+    cancellation can interrupt; with ``tag``, leaves ``blocking-TAG`` first."""
     import time
 
-    time.sleep(float(query(scope).get("s", "60")))  # BLOCK LINE
+    q = query(scope)
+    if "tag" in q:
+        record("blocking-" + q["tag"], "yes")
+    time.sleep(float(q.get("s", "60")))
     await respond(send, "unblocked\n")
 
 
