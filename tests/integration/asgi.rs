@@ -1591,6 +1591,21 @@ mod tine_only {
     }
 
     #[test]
+    fn lifespan_on_refuses_an_app_that_does_not_speak_it() {
+        let state = state_with(&[("lifespan-mode", "raise")]);
+        let (status, output) = run_until_exit(&Spec::raw().app_lines("lifespan = \"on\""), &state);
+        assert!(!status.success(), "{status}; output:\n{output}");
+        assert!(
+            output.contains("does not support the ASGI lifespan protocol"),
+            "{output}"
+        );
+        assert!(
+            output.contains("asgi_app does not speak lifespan (tine lifespan test)"),
+            "the application's own error: {output}"
+        );
+    }
+
+    #[test]
     fn lifespan_shutdown_runs_on_a_graceful_stop() {
         let mut w = start_tine(&Spec::raw());
         let pid = w.pid();
