@@ -575,6 +575,35 @@ mod portable {
     }
 
     #[test]
+    fn path_decodes_every_escape_and_raw_path_keeps_them() {
+        let w = start(&Spec::raw());
+        let scope = Scope::parse(&w.get("/scope/a%2Fb%20c%25d"));
+        assert_eq!(
+            scope.repr("path", "str"),
+            "'/scope/a/b c%d'",
+            "{}",
+            w.name()
+        );
+        assert_eq!(scope.repr("raw_path", "bytes"), "b'/scope/a%2Fb%20c%25d'");
+    }
+
+    #[test]
+    fn header_values_are_the_bytes_sent() {
+        let w = start(&Spec::raw());
+        let mut raw = b"GET /scope HTTP/1.1\r\nHost: test\r\nX-Latin: caf".to_vec();
+        raw.extend_from_slice(b"\xe9 \t tab\r\nConnection: close\r\n\r\n");
+        let scope = Scope::parse(&w.send(&raw));
+        assert!(
+            scope
+                .headers()
+                .contains(&"(b'x-latin', b'caf\\xe9 \\t tab')".to_owned()),
+            "{}: {:?}",
+            w.name(),
+            scope.headers()
+        );
+    }
+
+    #[test]
     fn http_version_is_1_0_for_an_http_1_0_request() {
         let w = start(&Spec::raw());
         let scope = Scope::parse(&w.send(b"GET /scope HTTP/1.0\r\nHost: test\r\n\r\n"));
@@ -1232,6 +1261,23 @@ mod portable {
             let response = read_response_any(&mut stream, false)
                 .unwrap_or_else(|e| panic!("{}: request {i}: {e}", w.name()));
             assert!(response.body == body, "request {i}");
+        }
+    }
+
+    #[test]
+    fn twenty_pipelined_streamed_responses_come_in_order() {
+        let w = start(&Spec::raw());
+        let mut raw = String::new();
+        for i in 0..20 {
+            raw.push_str(&format!(
+                "GET /stream?n=2&label=p{i} HTTP/1.1\r\nHost: test\r\n\r\n"
+            ));
+        }
+        let mut stream = w.open(raw.as_bytes());
+        for i in 0..20 {
+            let response = read_response_any(&mut stream, false)
+                .unwrap_or_else(|e| panic!("{}: response {i}: {e}", w.name()));
+            assert_eq!(response.text(), stream_lines(2, &format!("p{i}")));
         }
     }
 
