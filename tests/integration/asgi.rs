@@ -1872,6 +1872,8 @@ mod frameworks {
             c.exchange("json", "GET", "/", None),
             c.exchange("params", "GET", "/items/42?q=caf%C3%A9&limit=3", None),
             c.exchange("bad param", "GET", "/items/forty-two", None),
+            c.exchange("http exception", "GET", "/items/0", None),
+            c.exchange("sync route", "GET", "/sync", None),
             c.exchange(
                 "valid body",
                 "POST",
@@ -1896,6 +1898,8 @@ mod frameworks {
             ),
             c.exchange("not found", "GET", "/no/such/page", None),
             c.exchange("head", "HEAD", "/", None),
+            // Last: the server may close the connection after it (uvicorn does, unannounced).
+            c.exchange("crash", "GET", "/crash", None),
         ]
     }
 
@@ -1903,13 +1907,22 @@ mod frameworks {
         for e in exchanges {
             let expected = match e.step {
                 "bad param" | "invalid body" => 422,
-                "not found" => 404,
+                "not found" | "http exception" => 404,
+                "crash" => 500,
                 "head" => 405,
                 _ => 200,
             };
             assert_eq!(e.status, expected, "{server}: {}: {}", e.step, e.text());
         }
         assert_eq!(step(exchanges, "json").text(), r#"{"message":"hello"}"#);
+        assert_eq!(
+            step(exchanges, "http exception").text(),
+            r#"{"detail":"no item 0"}"#
+        );
+        assert_eq!(
+            step(exchanges, "sync route").text(),
+            r#"{"off_the_loop":true}"#
+        );
         assert_eq!(
             step(exchanges, "json").header("content-type"),
             Some("application/json")

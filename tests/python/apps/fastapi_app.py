@@ -7,13 +7,21 @@ routes read."""
 from contextlib import asynccontextmanager
 from typing import List, Optional
 
-from fastapi import BackgroundTasks, FastAPI, Request
+import threading
+
+from fastapi import BackgroundTasks, FastAPI, HTTPException, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
 
+# The thread the event loop runs on, as the lifespan (which runs on it) finds it.
+LOOP_THREAD = None
+
+
 @asynccontextmanager
 async def lifespan(app):
+    global LOOP_THREAD
+    LOOP_THREAD = threading.get_ident()
     # The state every request's scope gets a shallow copy of: the list itself is shared.
     yield {"motto": "made in the lifespan", "done": []}
 
@@ -34,7 +42,20 @@ async def index():
 
 @app.get("/items/{item_id}")
 async def read_item(item_id: int, q: Optional[str] = None, limit: int = 10):
+    if item_id == 0:
+        raise HTTPException(status_code=404, detail="no item 0")
     return {"item_id": item_id, "q": q, "limit": limit}
+
+
+@app.get("/sync")
+def sync_route():
+    # A plain function: FastAPI runs it in its thread pool, off the event loop's thread.
+    return {"off_the_loop": threading.get_ident() != LOOP_THREAD}
+
+
+@app.get("/crash")
+async def crash():
+    raise RuntimeError("fastapi_app crashes on purpose (tine test)")
 
 
 @app.post("/items")
