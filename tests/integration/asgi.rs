@@ -1418,6 +1418,21 @@ mod tine_only {
     }
 
     #[test]
+    fn a_stream_that_keeps_producing_outlives_request_timeout() {
+        // request_timeout bounds the wait for each chunk, as for WSGI, not the whole stream.
+        let w = start_tine(&Spec::raw().server("request_timeout = \"1s\""));
+        let response = w.get("/stream?n=25&pause_ms=100&label=long&tag=long");
+        assert_eq!(response.status, 200);
+        assert_eq!(
+            response.text(),
+            stream_lines(25, "long"),
+            "log:\n{}",
+            w.log()
+        );
+        assert_eq!(w.wait_recorded("stream-long"), "done");
+    }
+
+    #[test]
     fn a_stream_stalled_past_request_timeout_is_cut_and_the_worker_kept() {
         let w = start_tine(&Spec::raw().server("request_timeout = \"1s\""));
         let pid = w.pid();
