@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::io;
 
 use crate::cli::{self, Command, Mode, UsageError};
-use crate::config::{self, Config, HandlerKind, LoadError, Workers};
+use crate::config::{self, Config, HandlerKind, Interface, LoadError, Workers};
 use crate::error::Error;
 use crate::handler::{self, BuildError, Handler, HandlerFactory, WorkerInfo};
 use crate::master::{Loaded, Master, MasterSetup};
@@ -56,7 +56,11 @@ pub fn run(
             let application = match (factory, python_for(&config)) {
                 (Some(_), _) => "embedded application".to_owned(),
                 (None, Some(python)) => format!(
-                    "wsgi application {} on {}",
+                    "{} application {} on {}",
+                    match config.app.interface {
+                        Interface::Auto => "python",
+                        named => named.as_str(),
+                    },
                     config.app.app.as_deref().unwrap_or("?"),
                     python.map_err(Error::Python)?
                 ),
@@ -194,11 +198,11 @@ impl HandlerFactory for Builtin {
     }
 }
 
-/// Why a tine built without the `python` feature cannot serve `handler = "wsgi"`.
+/// Why a tine built without the `python` feature cannot serve `handler = "python"`.
 #[cfg(not(feature = "python"))]
 const NO_PYTHON: &str = "this tine was built without Python support (cargo's `python` \
-                         feature is off), so it cannot serve handler = \"wsgi\"; build it with \
-                         the default features";
+                         feature is off), so it cannot serve handler = \"python\"; build it \
+                         with the default features";
 
 /// Which Python the config's application would run with: one line for `--check-config` and
 /// `--print-config`, or why it cannot run. Nothing is imported.

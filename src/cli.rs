@@ -22,10 +22,11 @@ USAGE:
     tine status [-c FILE] [--json]
 
 ARGUMENTS:
-    APP                 The Python WSGI application to serve: MODULE:CALLABLE,
-                        like myproject.wsgi:application, or a factory to call,
-                        MODULE:FUNC(ARGS), like 'app:create_app(\"prod\")'.
-                        Sets [app] handler = \"wsgi\" and app = APP
+    APP                 The Python application to serve (WSGI or ASGI, detected;
+                        --interface overrides): MODULE:CALLABLE, like
+                        myproject.wsgi:application or main:app, or a factory to
+                        call, MODULE:FUNC(ARGS), like 'app:create_app(\"prod\")'.
+                        Sets [app] handler = \"python\" and app = APP
 
 COMMANDS:
     status              Ask the running master (through [server] control_socket)
@@ -43,11 +44,18 @@ OPTIONS:
 
 The options below override the config key named in parentheses, at start and
 on every reload. A DURATION is like 30s, 500ms or 1m30s; a bare number is
-seconds.
+seconds. uvicorn's names are taken too; uvicorn flags tine does not have are
+refused, each with what tine does instead.
 
 SERVER OPTIONS:
     -b, --bind ADDR     Listen on ADDR; repeat for more (127.0.0.1:8000,
                         [::1]:8000, unix:/run/tine.sock) (server.bind)
+        --host HOST     uvicorn's: listen on HOST:PORT, HOST an IP address
+                        (127.0.0.1 when only --port is given); not with --bind
+        --port PORT     uvicorn's: the port for --host (8000 when only --host
+                        is given)
+        --uds PATH      uvicorn's: listen on the unix socket PATH, as
+                        --bind unix:PATH
     -w, --workers N     Worker processes: a positive number or \"auto\"
                         (2 x cpus + 1, cgroup quotas and affinity honoured)
                         (server.workers)
@@ -56,16 +64,16 @@ SERVER OPTIONS:
         --timeout DURATION
                         A worker silent this long is hung and replaced
                         (server.timeout)
-        --graceful-timeout DURATION
+        --graceful-timeout DURATION, --timeout-graceful-shutdown DURATION
                         How long workers may finish their requests on a stop
                         or restart (server.graceful_timeout)
-        --keep-alive DURATION
+        --keep-alive DURATION, --timeout-keep-alive DURATION
                         How long an idle connection stays open; 0 disables
                         keep-alive (server.keepalive)
         --boot-timeout DURATION
                         How long a worker may take to start before it is hung
                         (server.boot_timeout)
-        --max-requests N
+        --max-requests N, --limit-max-requests N
                         Recycle a worker after N requests; 0 never
                         (server.max_requests)
         --max-requests-jitter N
@@ -79,11 +87,22 @@ SERVER OPTIONS:
                         Believe Forwarded/X-Forwarded-* headers from these
                         comma-separated IPs or networks, or *
                         (server.forwarded_allow_ips)
+    -k, --worker-class CLASS
+                        uvicorn.workers.UvicornWorker (or UvicornH11Worker, or
+                        either from uvicorn_worker) is --interface asgi; tine
+                        has no other worker classes and refuses them
 
 PYTHON APPLICATION OPTIONS:
         --pythonpath DIRS
                         Comma-separated directories put first in sys.path;
                         repeat to add more (app.pythonpath)
+        --app-dir DIR   uvicorn's: one directory put first in sys.path, added
+                        to app.pythonpath as --pythonpath adds
+        --factory       APP names a factory to call with no arguments:
+                        main:create_app serves main:create_app()
+        --interface auto|wsgi|asgi
+                        The interface the application speaks; auto detects it,
+                        uvicorn's asgi3 is asgi (app.interface)
     -e, --env KEY=VALUE Set an environment variable for the application; repeat
                         for more (added to app.env)
         --preload       Import the application in the master, before the
@@ -91,8 +110,20 @@ PYTHON APPLICATION OPTIONS:
         --virtualenv DIR
                         The virtual environment to import from (app.virtualenv)
         --script-name PATH
-                        The path the application is mounted at, like /app
+                        WSGI: the path the application is mounted at, like /app
                         (app.script_name)
+        --root-path PATH
+                        ASGI: the scope's root_path, the path the application
+                        is mounted at, like /api (app.root_path)
+        --loop auto|asyncio|uvloop
+                        ASGI: the event loop; auto is uvloop when installed
+                        (app.loop)
+        --lifespan auto|on|off
+                        ASGI: run the lifespan protocol; auto when the
+                        application supports it (app.lifespan)
+        --limit-concurrency N
+                        ASGI: requests one worker runs at once, 1 to 100000;
+                        more wait unread (app.max_concurrency)
 
 LOGGING OPTIONS:
         --log-level LEVEL
@@ -154,6 +185,8 @@ pub(crate) enum Form {
     Seconds,
     /// Comma-separated strings, an array; a repeated flag adds to it.
     List,
+    /// One string added to an array, commas and all; a repeated flag adds to it.
+    Item,
     /// No argument: the key is set to true.
     True,
 }
@@ -163,6 +196,8 @@ pub(crate) enum Form {
 pub(crate) struct KeyFlag {
     pub(crate) short: Option<&'static str>,
     pub(crate) long: &'static str,
+    /// Another long name for the same flag: uvicorn's.
+    pub(crate) also: Option<&'static str>,
     /// The key, as "section.key".
     pub(crate) key: &'static str,
     pub(crate) form: Form,
@@ -177,12 +212,34 @@ const fn flag(
     KeyFlag {
         short,
         long,
+        also: None,
         key,
         form,
     }
 }
 
-/// The flags that set one config key each, named as gunicorn names its own.
+impl KeyFlag {
+    /// The same flag, also spelled `long` (uvicorn's name for it).
+    const fn also(self, long: &'static str) -> KeyFlag {
+        KeyFlag {
+            also: Some(long),
+            ..self
+        }
+    }
+
+    /// Whether `name` (as given: `--long` or `-s`) is this flag.
+    fn is(&self, name: &str) -> bool {
+        self.long == name || self.short == Some(name) || self.also == Some(name)
+    }
+
+    /// Whether a repeated flag adds to the key's array rather than replacing it.
+    fn adds(&self) -> bool {
+        matches!(self.form, Form::List | Form::Item)
+    }
+}
+
+/// The flags that set one config key each, named as gunicorn names its own, or uvicorn where
+/// gunicorn has none; [`KeyFlag::also`] accepts uvicorn's name for a gunicorn flag.
 pub(crate) const KEY_FLAGS: &[KeyFlag] = &[
     flag(None, "--timeout", "server.timeout", Form::Seconds),
     flag(
@@ -190,10 +247,11 @@ pub(crate) const KEY_FLAGS: &[KeyFlag] = &[
         "--graceful-timeout",
         "server.graceful_timeout",
         Form::Seconds,
-    ),
-    flag(None, "--keep-alive", "server.keepalive", Form::Seconds),
+    )
+    .also("--timeout-graceful-shutdown"),
+    flag(None, "--keep-alive", "server.keepalive", Form::Seconds).also("--timeout-keep-alive"),
     flag(None, "--boot-timeout", "server.boot_timeout", Form::Seconds),
-    flag(None, "--max-requests", "server.max_requests", Form::Integer),
+    flag(None, "--max-requests", "server.max_requests", Form::Integer).also("--limit-max-requests"),
     flag(
         None,
         "--max-requests-jitter",
@@ -211,9 +269,20 @@ pub(crate) const KEY_FLAGS: &[KeyFlag] = &[
         Form::List,
     ),
     flag(None, "--pythonpath", "app.pythonpath", Form::List),
+    flag(None, "--app-dir", "app.pythonpath", Form::Item),
     flag(None, "--preload", "app.preload", Form::True),
     flag(None, "--virtualenv", "app.virtualenv", Form::Text),
     flag(None, "--script-name", "app.script_name", Form::Text),
+    flag(None, "--interface", "app.interface", Form::Text),
+    flag(None, "--root-path", "app.root_path", Form::Text),
+    flag(None, "--loop", "app.loop", Form::Text),
+    flag(None, "--lifespan", "app.lifespan", Form::Text),
+    flag(
+        None,
+        "--limit-concurrency",
+        "app.max_concurrency",
+        Form::Integer,
+    ),
     flag(None, "--log-level", "log.level", Form::Text),
     flag(None, "--access-logfile", "log.access_log", Form::Text),
     flag(None, "--error-logfile", "log.error_log", Form::Text),
@@ -226,12 +295,100 @@ const OTHER_FLAGS: &[&str] = &[
     "--workers",
     "--threads",
     "--env",
+    "--factory",
+    "--host",
+    "--port",
+    "--uds",
+    "--worker-class",
     "--check-config",
     "--print-config",
     "--json",
     "--version",
     "--help",
 ];
+
+/// The `-k` worker classes that tine takes: uvicorn's, which mean `--interface asgi`.
+const ASGI_WORKER_CLASSES: &[&str] = &[
+    "uvicorn.workers.UvicornWorker",
+    "uvicorn.workers.UvicornH11Worker",
+    "uvicorn_worker.UvicornWorker",
+    "uvicorn_worker.UvicornH11Worker",
+];
+
+/// uvicorn's flags that tine does not have, refused with what tine does instead. A name
+/// ending in `*` stands for every flag that starts with the rest.
+pub(crate) const REFUSED_UVICORN_FLAGS: &[(&[&str], &str)] = &[
+    (
+        &["--reload*"],
+        "tine does not watch files; reload with `kill -HUP <master pid>`",
+    ),
+    (
+        &["--ws", "--ws-*"],
+        "tine does not serve WebSocket yet; every request is plain HTTP/1.1",
+    ),
+    (
+        &["--http"],
+        "tine has one HTTP/1.1 implementation, its own; there is none to choose",
+    ),
+    (
+        &["--ssl-*"],
+        "tine does not terminate TLS; put a TLS proxy (nginx, haproxy) in front of it",
+    ),
+    (
+        &["--proxy-headers"],
+        "tine reads forwarded headers from forwarded_allow_ips (--forwarded-allow-ips)",
+    ),
+    (
+        &["--no-proxy-headers"],
+        "tine believes forwarded headers only from forwarded_allow_ips; \
+         --forwarded-allow-ips '' believes none",
+    ),
+    (
+        &["--server-header", "--no-server-header"],
+        "tine sends `Server: tine` unless the application sends its own Server header",
+    ),
+    (
+        &["--date-header", "--no-date-header"],
+        "tine sends a Date header unless the application sends its own",
+    ),
+    (
+        &["--use-colors", "--no-use-colors"],
+        "tine's logs are plain text, without colours",
+    ),
+    (
+        &["--env-file"],
+        "tine reads no .env file; set variables with -e KEY=VALUE or [app] env",
+    ),
+    (
+        &["--h11-max-incomplete-event-size"],
+        "tine bounds a request head with [limits] header_bytes and header_field_size",
+    ),
+    (
+        &["--log-config"],
+        "tine's logging is set with --log-level, --error-logfile and --access-logfile",
+    ),
+    (
+        &["--access-log"],
+        "access logging is on when --access-logfile is given (- for stdout)",
+    ),
+    (
+        &["--no-access-log"],
+        "access logging is off unless --access-logfile is given",
+    ),
+];
+
+/// What tine does instead of the uvicorn flag `name`, if it is one tine refuses.
+fn refused_uvicorn_flag(name: &str) -> Option<&'static str> {
+    REFUSED_UVICORN_FLAGS
+        .iter()
+        .find(|(flags, _)| {
+            flags.iter().any(|flag| match flag.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == *flag,
+            })
+        })
+        .map(|(_, instead)| *instead)
+}
 
 /// One [`KeyFlag`] as given: its arguments (a list flag's items, over all its repeats).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,7 +411,7 @@ impl KeySetting {
                 toml_string(&format!("{arg}s"))
             }
             Form::Seconds => toml_string(arg),
-            Form::List => toml_array(&self.args),
+            Form::List | Form::Item => toml_array(&self.args),
             Form::True => "true".to_owned(),
         }
     }
@@ -274,8 +431,8 @@ pub struct Overrides {
     pub workers: Option<Workers>,
     /// `--threads`.
     pub threads: Option<NonZeroUsize>,
-    /// The `APP` argument, a spec [`parse_app_spec`] accepts: sets `app.handler = "wsgi"`
-    /// and `app.app`.
+    /// The `APP` argument, a spec [`parse_app_spec`] accepts: sets `app.handler = "python"`
+    /// and `app.app`. With `--factory`, the call of the factory it names.
     pub app: Option<String>,
     /// `--env KEY=VALUE`, in order: each is added to `app.env`, or replaces the entry of that
     /// name.
@@ -314,18 +471,32 @@ impl Overrides {
         }
     }
 
-    /// Records `setting`, checked first: a list flag adds to what it gave before, any other
-    /// flag replaces it.
+    /// Records `setting`, checked first: a list flag adds to what the flags of its key gave
+    /// before (`--app-dir` to `--pythonpath`), any other flag replaces it.
     fn add_key(&mut self, setting: KeySetting, given_as: &str) -> Result<(), UsageError> {
         setting
             .apply(&mut Config::default())
             .map_err(|why| UsageError(format!("{given_as}: {why}")))?;
-        match self.keys.iter_mut().find(|s| s.flag == setting.flag) {
-            Some(earlier) if setting.flag.form == Form::List => earlier.args.extend(setting.args),
+        match self
+            .keys
+            .iter_mut()
+            .find(|s| s.flag.key == setting.flag.key)
+        {
+            Some(earlier) if setting.flag.adds() => earlier.args.extend(setting.args),
             Some(earlier) => *earlier = setting,
             None => self.keys.push(setting),
         }
         Ok(())
+    }
+
+    /// Sets the key of the [`KEY_FLAGS`] entry `long` to `arg`, as that flag would.
+    fn add_flag(&mut self, long: &str, arg: &str, given_as: &str) -> Result<(), UsageError> {
+        let flag = KEY_FLAGS
+            .iter()
+            .find(|f| f.long == long)
+            .expect("the flag is in KEY_FLAGS");
+        let args = vec![arg.to_owned()];
+        self.add_key(KeySetting { flag, args }, given_as)
     }
 }
 
@@ -362,6 +533,8 @@ where
         config: None,
         overrides: Overrides::default(),
     };
+    let mut listen = Listen::default();
+    let mut factory = false;
     let mut args = args.into_iter();
     while let Some(raw) = args.next() {
         let Some(arg) = raw.to_str() else {
@@ -388,7 +561,15 @@ where
                     .parse::<BindAddr>()
                     .map_err(|why| UsageError(format!("{name} {text:?}: {why}")))?;
                 command.overrides.bind.push(addr);
+                listen.bind.get_or_insert_with(|| name.to_owned());
             }
+            "--host" => listen.host = Some(utf8(value(name)?, name)?),
+            "--port" => listen.port = Some(utf8(value(name)?, name)?),
+            "--uds" => listen.uds = Some(utf8(value(name)?, name)?),
+            "--factory" if inline.is_some() => {
+                return Err(UsageError(format!("{name} takes no value")));
+            }
+            "--factory" => factory = true,
             "-w" | "--workers" => {
                 let text = utf8(value(name)?, name)?;
                 command.overrides.workers = Some(if text == "auto" {
@@ -418,16 +599,18 @@ where
             },
             "-h" | "--help" => command.mode = Mode::Help,
             "-k" | "--worker-class" => {
-                return Err(UsageError(format!(
-                    "{name}: tine has no worker classes; every worker is an event loop with a \
-                     pool of --threads threads"
-                )));
+                let class = utf8(value(name)?, name)?;
+                if !ASGI_WORKER_CLASSES.contains(&class.as_str()) {
+                    return Err(UsageError(format!(
+                        "{name} {class}: tine has no worker classes; every worker is an event \
+                         loop with a pool of --threads threads (uvicorn's worker classes are \
+                         accepted and mean --interface asgi)"
+                    )));
+                }
+                command.overrides.add_flag("--interface", "asgi", name)?;
             }
             _ => {
-                if let Some(flag) = KEY_FLAGS
-                    .iter()
-                    .find(|f| f.long == name || f.short == Some(name))
-                {
+                if let Some(flag) = KEY_FLAGS.iter().find(|f| f.is(name)) {
                     let args = match flag.form {
                         Form::True if inline.is_some() => {
                             return Err(UsageError(format!("{name} takes no value")));
@@ -437,6 +620,8 @@ where
                         _ => vec![utf8(value(name)?, name)?],
                     };
                     command.overrides.add_key(KeySetting { flag, args }, name)?;
+                } else if let Some(instead) = refused_uvicorn_flag(name) {
+                    return Err(UsageError(format!("{name}: {instead}")));
                 } else if name.starts_with('-') {
                     return Err(unknown_option(name));
                 } else {
@@ -445,7 +630,88 @@ where
             }
         }
     }
+    if let Some(addr) = listen.address()? {
+        command.overrides.bind.push(addr);
+    }
+    if factory {
+        call_factory(&mut command.overrides)?;
+    }
     Ok(command)
+}
+
+/// Where uvicorn's `--host`, `--port` and `--uds` say to listen, and how `--bind` was given.
+#[derive(Default)]
+struct Listen {
+    host: Option<String>,
+    port: Option<String>,
+    uds: Option<String>,
+    /// `-b` or `--bind`, as first given.
+    bind: Option<String>,
+}
+
+impl Listen {
+    /// The address uvicorn's flags make: `HOST:PORT` (127.0.0.1 and 8000 for the one not
+    /// given), or `unix:PATH`; `None` without them. With `--bind` too, a usage error.
+    fn address(&self) -> Result<Option<BindAddr>, UsageError> {
+        let given = [
+            ("--host", &self.host),
+            ("--port", &self.port),
+            ("--uds", &self.uds),
+        ];
+        let Some((first, _)) = given.iter().find(|(_, value)| value.is_some()) else {
+            return Ok(None);
+        };
+        if let Some(bind) = &self.bind {
+            return Err(UsageError(format!(
+                "{bind} and {first} both say where to listen: give -b/--bind, or uvicorn's \
+                 --host and --port (or --uds), not both"
+            )));
+        }
+        if let Some(path) = &self.uds {
+            if self.host.is_some() || self.port.is_some() {
+                return Err(UsageError(
+                    "--uds and --host/--port both say where to listen: give one".to_owned(),
+                ));
+            }
+            let addr = format!("unix:{path}")
+                .parse()
+                .map_err(|why| UsageError(format!("--uds: {why}")))?;
+            return Ok(Some(addr));
+        }
+        let host = self.host.as_deref().unwrap_or("127.0.0.1");
+        let port = self.port.as_deref().unwrap_or("8000");
+        if port.parse::<u16>().is_err() {
+            return Err(UsageError(format!(
+                "--port expects a port number from 0 to 65535, found {port:?}"
+            )));
+        }
+        // An IPv6 address goes in brackets before its port.
+        let addr = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        addr.parse()
+            .map(Some)
+            .map_err(|why| UsageError(format!("--host {host:?}: {why}")))
+    }
+}
+
+/// `--factory`: `APP` names a factory, called with no arguments.
+fn call_factory(overrides: &mut Overrides) -> Result<(), UsageError> {
+    let Some(app) = &overrides.app else {
+        return Err(UsageError(
+            "--factory needs APP, the factory to call, like main:create_app".to_owned(),
+        ));
+    };
+    if parse_app_spec(app).map_err(UsageError)?.call.is_some() {
+        return Err(UsageError(format!(
+            "--factory: {app:?} is a call already; give the factory's name, like \
+             main:create_app, or leave --factory out"
+        )));
+    }
+    overrides.app = Some(format!("{app}()"));
+    Ok(())
 }
 
 /// The `APP` argument: at most one, with the syntax `app.app` accepts.
@@ -486,7 +752,12 @@ fn unknown_option(name: &str) -> UsageError {
     let longs: Vec<&str> = OTHER_FLAGS
         .iter()
         .copied()
-        .chain(KEY_FLAGS.iter().map(|f| f.long))
+        .chain(
+            KEY_FLAGS
+                .iter()
+                .flat_map(|f| [Some(f.long), f.also])
+                .flatten(),
+        )
         .map(|f| f.trim_start_matches('-'))
         .collect();
     match suggest(name.trim_start_matches('-'), &longs) {

@@ -2,6 +2,7 @@
 //! README and the man page document every flag.
 
 use super::*;
+use crate::config::{EventLoop, Interface, Lifespan};
 use std::time::Duration;
 
 fn parse_strs(args: &[&str]) -> Result<Command, UsageError> {
@@ -318,8 +319,64 @@ fn flag_values_are_checked_as_their_keys_are() {
         (&["--chdir"], "--chdir needs a value"),
         (
             &["-k", "gevent"],
-            "-k: tine has no worker classes; every worker is an event loop with a pool of \
-                 --threads threads",
+            "-k gevent: tine has no worker classes; every worker is an event loop with a pool \
+             of --threads threads (uvicorn's worker classes are accepted and mean --interface \
+             asgi)",
+        ),
+        (&["--worker-class"], "--worker-class needs a value"),
+        (
+            &["--interface", "asgi2"],
+            "--interface: ASGI 2 applications are not supported: wrap the application with \
+             asgiref.compatibility.guarantee_single_callable to make it ASGI 3",
+        ),
+        (
+            &["--loop", "trio"],
+            "--loop: expected one of \"auto\", \"asyncio\", \"uvloop\", found \"trio\"",
+        ),
+        (
+            &["--lifespan=yes"],
+            "--lifespan: expected one of \"auto\", \"on\", \"off\", found \"yes\"",
+        ),
+        (
+            &["--limit-concurrency", "0"],
+            "--limit-concurrency: expected a positive integer up to 100000, found 0",
+        ),
+        (
+            &["--root-path", "/api/"],
+            "--root-path: expected \"\" or a path that starts with \"/\" and does not end \
+             with one, like \"/app\", found \"/api/\"",
+        ),
+        (
+            &["--timeout-keep-alive", "x"],
+            "--timeout-keep-alive: invalid duration \"x\": expected whole numbers each \
+             followed by a unit (ms, s, m or h), like \"30s\", \"500ms\" or \"1m30s\"",
+        ),
+        (&["--factory=yes", "a:b"], "--factory takes no value"),
+        (
+            &["--reload", "main:app"],
+            "--reload: tine does not watch files; reload with `kill -HUP <master pid>`",
+        ),
+        (
+            &["--ssl-keyfile", "k.pem"],
+            "--ssl-keyfile: tine does not terminate TLS; put a TLS proxy (nginx, haproxy) in \
+             front of it",
+        ),
+        (
+            &["--proxy-headers"],
+            "--proxy-headers: tine reads forwarded headers from forwarded_allow_ips \
+             (--forwarded-allow-ips)",
+        ),
+        (
+            &["--no-access-log"],
+            "--no-access-log: access logging is off unless --access-logfile is given",
+        ),
+        (
+            &["--limit-concurency", "5"],
+            "unknown option --limit-concurency (did you mean --limit-concurrency?)",
+        ),
+        (
+            &["--timeout-keepalive", "5"],
+            "unknown option --timeout-keepalive (did you mean --timeout-keep-alive?)",
         ),
         (
             &["--keepalive", "5"],
@@ -367,10 +424,21 @@ fn every_key_flag_is_documented_in_help_and_readme() {
             "README table lacks {flag}"
         );
     }
-    // Each key has one flag.
+    // uvicorn's names are in the table and in HELP too.
+    for also in KEY_FLAGS.iter().filter_map(|f| f.also) {
+        assert!(HELP.contains(also), "HELP lacks {also}");
+        assert!(
+            table.contains(&format!("`{also}`")),
+            "README table lacks {also}"
+        );
+    }
+    // Each key has one flag, but for --app-dir, which adds one directory where --pythonpath
+    // adds a list.
     for (i, flag) in KEY_FLAGS.iter().enumerate() {
         assert!(
-            KEY_FLAGS[i + 1..].iter().all(|f| f.key != flag.key),
+            KEY_FLAGS[i + 1..]
+                .iter()
+                .all(|f| f.key != flag.key || f.long == "--app-dir"),
             "{}",
             flag.key
         );
@@ -449,4 +517,223 @@ fn errors_name_the_argument() {
     assert_eq!(err.0, "unknown option --frobnicate");
     let err = parse_strs(&["--frob=1"]).unwrap_err();
     assert_eq!(err.0, "unknown option --frob");
+}
+
+#[test]
+fn the_asgi_flags_set_their_keys() {
+    let c = config_from(&[
+        "--interface",
+        "asgi3",
+        "--root-path",
+        "/api",
+        "--loop=uvloop",
+        "--lifespan",
+        "off",
+        "--limit-concurrency",
+        "250",
+        "--timeout-keep-alive",
+        "5",
+        "--timeout-graceful-shutdown=1m",
+        "main:app",
+    ]);
+    assert_eq!(c.app.handler, HandlerKind::Python);
+    assert_eq!(c.app.interface, Interface::Asgi);
+    assert_eq!(c.app.root_path, "/api");
+    assert_eq!(c.app.event_loop, EventLoop::Uvloop);
+    assert_eq!(c.app.lifespan, Lifespan::Off);
+    assert_eq!(c.app.max_concurrency, 250);
+    assert_eq!(c.server.keepalive, Duration::from_secs(5));
+    assert_eq!(c.server.graceful_timeout, Duration::from_secs(60));
+    let c = config_from(&[
+        "--interface",
+        "wsgi",
+        "--lifespan",
+        "on",
+        "--loop",
+        "asyncio",
+    ]);
+    assert_eq!(c.app.interface, Interface::Wsgi);
+    assert_eq!(c.app.lifespan, Lifespan::On);
+    assert_eq!(c.app.event_loop, EventLoop::Asyncio);
+    let c = config_from(&["--limit-max-requests", "500"]);
+    assert_eq!(c.server.max_requests, 500);
+    // Either spelling of one flag: the last given wins.
+    let c = config_from(&["--keep-alive", "7", "--timeout-keep-alive", "9"]);
+    assert_eq!(c.server.keepalive, Duration::from_secs(9));
+    let c = config_from(&["--timeout-keep-alive", "9", "--keep-alive", "7"]);
+    assert_eq!(c.server.keepalive, Duration::from_secs(7));
+}
+
+#[test]
+fn app_dir_adds_one_directory_to_the_python_path() {
+    let c = config_from(&[
+        "--pythonpath",
+        "a,b",
+        "--app-dir",
+        "src,v2",
+        "--app-dir=lib",
+    ]);
+    let paths: Vec<PathBuf> = ["a", "b", "src,v2", "lib"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(c.app.pythonpath, paths);
+    let c = config_from(&["--app-dir", "src", "--pythonpath", "x,y"]);
+    let paths: Vec<PathBuf> = ["src", "x", "y"].iter().map(PathBuf::from).collect();
+    assert_eq!(c.app.pythonpath, paths);
+    assert_eq!(
+        usage_error(&["--app-dir", ""]),
+        "--app-dir: expected a directory path, found \"\""
+    );
+}
+
+#[test]
+fn uvicorn_worker_classes_mean_asgi() {
+    for class in ASGI_WORKER_CLASSES {
+        for flag in ["-k", "--worker-class"] {
+            let c = config_from(&[flag, class, "main:app"]);
+            assert_eq!(c.app.interface, Interface::Asgi, "{flag} {class}");
+        }
+    }
+    let c = config_from(&["--worker-class=uvicorn.workers.UvicornWorker"]);
+    assert_eq!(c.app.interface, Interface::Asgi);
+    // The last word is the command line's: a later --interface overrides it.
+    let c = config_from(&["-k", "uvicorn.workers.UvicornWorker", "--interface", "wsgi"]);
+    assert_eq!(c.app.interface, Interface::Wsgi);
+    assert!(usage_error(&["-k", "gthread"]).starts_with("-k gthread: tine has no worker classes"));
+    assert!(
+        usage_error(&["-k", "uvicorn.workers.UvicornWorkers"]).starts_with("-k uvicorn.workers")
+    );
+}
+
+#[test]
+fn factory_calls_the_app_with_no_arguments() {
+    let c = config_from(&["--factory", "main:create_app"]);
+    assert_eq!(c.app.app.as_deref(), Some("main:create_app()"));
+    assert_eq!(c.app.handler, HandlerKind::Python);
+    // Before or after APP.
+    let c = config_from(&["pkg.api:make", "--factory"]);
+    assert_eq!(c.app.app.as_deref(), Some("pkg.api:make()"));
+    assert_eq!(
+        usage_error(&["--factory", "main:create_app()"]),
+        "--factory: \"main:create_app()\" is a call already; give the factory's name, like \
+         main:create_app, or leave --factory out"
+    );
+    assert_eq!(
+        usage_error(&["--factory", "main:create_app(\"prod\")"]),
+        "--factory: \"main:create_app(\\\"prod\\\")\" is a call already; give the factory's \
+         name, like main:create_app, or leave --factory out"
+    );
+    assert_eq!(
+        usage_error(&["--factory"]),
+        "--factory needs APP, the factory to call, like main:create_app"
+    );
+}
+
+#[test]
+fn host_port_and_uds_bind_as_uvicorn_does() {
+    let bind = |args: &[&str]| -> Vec<String> {
+        config_from(args)
+            .server
+            .bind
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    assert_eq!(bind(&["--host", "0.0.0.0", "--port", "80"]), ["0.0.0.0:80"]);
+    assert_eq!(bind(&["--host", "0.0.0.0"]), ["0.0.0.0:8000"]);
+    assert_eq!(bind(&["--port=9000"]), ["127.0.0.1:9000"]);
+    assert_eq!(bind(&["--host", "::1", "--port", "9000"]), ["[::1]:9000"]);
+    assert_eq!(bind(&["--host", "[::]"]), ["[::]:8000"]);
+    assert_eq!(bind(&["--uds", "/run/app.sock"]), ["unix:/run/app.sock"]);
+    // The last --host or --port given wins.
+    assert_eq!(
+        bind(&[
+            "--host", "10.0.0.1", "--host", "10.0.0.2", "--port", "1", "--port", "2"
+        ]),
+        ["10.0.0.2:2"]
+    );
+    // Without them the file's (or the default) bind stays.
+    assert_eq!(bind(&["main:app"]), ["127.0.0.1:8000"]);
+}
+
+#[test]
+fn host_port_and_uds_conflicts_and_bad_values() {
+    let table: &[(&[&str], &str)] = &[
+        (
+            &["-b", "127.0.0.1:9000", "--host", "0.0.0.0"],
+            "-b and --host both say where to listen: give -b/--bind, or uvicorn's --host and \
+             --port (or --uds), not both",
+        ),
+        (
+            &["--port", "80", "--bind=unix:/tmp/a.sock"],
+            "--bind and --port both say where to listen: give -b/--bind, or uvicorn's --host \
+             and --port (or --uds), not both",
+        ),
+        (
+            &["--uds", "/tmp/a.sock", "--bind", "127.0.0.1:1"],
+            "--bind and --uds both say where to listen: give -b/--bind, or uvicorn's --host \
+             and --port (or --uds), not both",
+        ),
+        (
+            &["--uds", "/tmp/a.sock", "--port", "1"],
+            "--uds and --host/--port both say where to listen: give one",
+        ),
+        (
+            &["--port", "http"],
+            "--port expects a port number from 0 to 65535, found \"http\"",
+        ),
+        (
+            &["--port", "65536"],
+            "--port expects a port number from 0 to 65535, found \"65536\"",
+        ),
+        (
+            &["--uds", ""],
+            "--uds: invalid address \"unix:\": the unix socket path is empty; \
+             write it after \"unix:\", like \"unix:/run/tine.sock\"",
+        ),
+        (&["--host"], "--host needs a value"),
+    ];
+    for (args, want) in table {
+        assert_eq!(usage_error(args), *want, "{args:?}");
+    }
+    let err = usage_error(&["--host", "localhost"]);
+    assert!(
+        err.starts_with("--host \"localhost\": invalid address \"localhost:8000\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_refused_uvicorn_flag_says_what_tine_does_instead() {
+    let every = REFUSED_UVICORN_FLAGS
+        .iter()
+        .flat_map(|(flags, instead)| flags.iter().map(move |flag| (flag, instead)));
+    for (flag, instead) in every.clone() {
+        let name = flag.replace('*', "certfile");
+        assert_eq!(usage_error(&[&name]), format!("{name}: {instead}"));
+        assert_eq!(
+            usage_error(&[&format!("{name}=x")]),
+            format!("{name}: {instead}")
+        );
+        // None is a flag tine has.
+        assert!(!KEY_FLAGS.iter().any(|f| f.is(&name)), "{name}");
+        assert!(!OTHER_FLAGS.contains(&name.as_str()), "{name}");
+    }
+    for (flag, instead) in [
+        ("--reload-dir", "tine does not watch files"),
+        ("--reload-delay", "tine does not watch files"),
+        ("--ws-max-size", "tine does not serve WebSocket yet"),
+        ("--ssl-certfile", "tine does not terminate TLS"),
+    ] {
+        assert!(usage_error(&[flag, "1"]).starts_with(&format!("{flag}: {instead}")));
+    }
+    // The README's notes name each of them.
+    const README: &str = include_str!("../../README.md");
+    for (flag, _) in every {
+        assert!(
+            README.contains(&format!("`{flag}`")),
+            "README does not name {flag}"
+        );
+    }
 }

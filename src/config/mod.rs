@@ -79,11 +79,16 @@ pub const KEYS: &[&str] = &[
     "metrics.bind",
     "app.handler",
     "app.app",
+    "app.interface",
     "app.pythonpath",
     "app.virtualenv",
     "app.env",
     "app.preload",
     "app.script_name",
+    "app.root_path",
+    "app.loop",
+    "app.lifespan",
+    "app.max_concurrency",
     "app.root",
     "app.index",
     "app.listing",
@@ -99,6 +104,8 @@ pub const MAX_BACKLOG: usize = 65535;
 pub const MAX_WORKERS: usize = 1024;
 /// Largest `server.threads`, per worker.
 pub const MAX_THREADS: usize = 1024;
+/// Largest `app.max_concurrency`, per worker.
+pub const MAX_CONCURRENCY: usize = 100_000;
 
 /// The accepted `log.level` names, quietest first.
 pub(crate) const LEVELS: [(&str, log::LevelFilter); 6] = [
@@ -362,21 +369,22 @@ impl Default for Log {
 pub struct App {
     /// Which built-in handler answers requests.
     pub handler: HandlerKind,
-    /// `wsgi`: the application, `"module:callable"` or `"module:factory(args)"`, its syntax
-    /// checked by [`parse_app_spec`]; `None` names none, which `handler = "wsgi"` refuses.
+    /// `python`: the application, `"module:callable"` or `"module:factory(args)"`, its
+    /// syntax checked by [`parse_app_spec`]; `None` names none, which `handler = "python"`
+    /// refuses.
     pub app: Option<String>,
-    /// `wsgi`: directories put at the front of `sys.path`, in order; a relative one is taken
+    /// `python`: directories put at the front of `sys.path`, in order; a relative one is taken
     /// from the directory tine runs in (after `[server] chdir`).
     pub pythonpath: Vec<PathBuf>,
-    /// `wsgi`: the virtual environment whose packages the application imports; `None` means
+    /// `python`: the virtual environment whose packages the application imports; `None` means
     /// the `VIRTUAL_ENV` environment variable's, if it is set (resolved at start-up).
     pub virtualenv: Option<PathBuf>,
-    /// `wsgi`: environment variables set for the application, in the file's order. Names are
+    /// `python`: environment variables set for the application, in the file's order. Names are
     /// not empty and hold no `=` or NUL; values hold no NUL.
     pub env: Vec<(String, String)>,
-    /// `wsgi`: import the application in the master, before the workers are forked.
+    /// `python`: import the application in the master, before the workers are forked.
     pub preload: bool,
-    /// `wsgi`: the `SCRIPT_NAME` the application is mounted at: `""` (the `SCRIPT_NAME`
+    /// `python`, WSGI: the `SCRIPT_NAME` the application is mounted at: `""` (the `SCRIPT_NAME`
     /// environment variable then applies at start-up), or a path that starts with `/` and
     /// does not end with one.
     pub script_name: String,
@@ -386,7 +394,8 @@ pub struct App {
     pub event_loop: EventLoop,
     /// `python`, ASGI: whether the application's lifespan protocol runs.
     pub lifespan: Lifespan,
-    /// `python`, ASGI: how many requests a worker runs at once; more wait unread.
+    /// `python`, ASGI: how many requests a worker runs at once (1 to [`MAX_CONCURRENCY`]);
+    /// more wait unread.
     pub max_concurrency: usize,
     /// `python`, ASGI: the `root_path` the application is mounted at, like `script_name`
     /// for WSGI.
@@ -481,6 +490,27 @@ impl Interface {
     }
 }
 
+impl Choice for Interface {
+    const ALL: &'static [Self] = &[Interface::Auto, Interface::Wsgi, Interface::Asgi];
+
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+
+    /// uvicorn's `asgi3` is ASGI; its `asgi2` is refused, with what to do about it.
+    fn other_spelling(name: &str) -> Option<Result<Self, String>> {
+        match name {
+            "asgi3" => Some(Ok(Interface::Asgi)),
+            "asgi2" => Some(Err(
+                "ASGI 2 applications are not supported: wrap the application with \
+                 asgiref.compatibility.guarantee_single_callable to make it ASGI 3"
+                    .to_owned(),
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// `[app] loop`: the asyncio event loop an ASGI application runs on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum EventLoop {
@@ -501,6 +531,14 @@ impl EventLoop {
             EventLoop::Asyncio => "asyncio",
             EventLoop::Uvloop => "uvloop",
         }
+    }
+}
+
+impl Choice for EventLoop {
+    const ALL: &'static [Self] = &[EventLoop::Auto, EventLoop::Asyncio, EventLoop::Uvloop];
+
+    fn name(self) -> &'static str {
+        self.as_str()
     }
 }
 
@@ -526,6 +564,74 @@ impl Lifespan {
         }
     }
 }
+
+impl Choice for Lifespan {
+    const ALL: &'static [Self] = &[Lifespan::Auto, Lifespan::On, Lifespan::Off];
+
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// A key whose value is one of a few names: `[app] interface`, `loop` and `lifespan`. One
+/// parser ([`parse_choice`]) serves the file, the command line and `FromStr`.
+pub(crate) trait Choice: Copy + 'static {
+    /// Every value, in the order messages list them.
+    const ALL: &'static [Self];
+
+    /// The name used in the config file.
+    fn name(self) -> &'static str;
+
+    /// A name other than the values' own: `Some(Ok)` for another spelling of a value,
+    /// `Some(Err)` for one refused with its own reason.
+    fn other_spelling(_name: &str) -> Option<Result<Self, String>> {
+        None
+    }
+}
+
+/// What a [`Choice`] accepts, for messages: `one of "auto", "on", "off"`.
+pub(crate) fn choices<T: Choice>() -> String {
+    let names: Vec<String> = T::ALL.iter().map(|c| format!("\"{}\"", c.name())).collect();
+    format!("one of {}", names.join(", "))
+}
+
+/// Parses a [`Choice`]: `Err(None)` for a name that is none of them, `Err(Some(why))` for one
+/// refused with its reason.
+pub(crate) fn parse_choice<T: Choice>(name: &str) -> Result<T, Option<String>> {
+    if let Some(found) = T::ALL.iter().find(|c| c.name() == name) {
+        return Ok(*found);
+    }
+    match T::other_spelling(name) {
+        Some(result) => result.map_err(Some),
+        None => Err(None),
+    }
+}
+
+/// `Display` and `FromStr` for the [`Choice`] types, by their names.
+macro_rules! choice_text {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl FromStr for $t {
+            type Err = String;
+
+            /// Parses a name as the config file accepts it.
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                parse_choice(s).map_err(|why| {
+                    why.unwrap_or_else(|| {
+                        format!("unknown value {}: expected {}", units::quote(s), choices::<$t>())
+                    })
+                })
+            }
+        }
+    )*};
+}
+
+choice_text!(Interface, EventLoop, Lifespan);
 
 /// The built-in request handlers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -16,12 +16,12 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::units::format_duration;
-use super::{Config, MAX_BACKLOG, MAX_THREADS, Workers, parse_app_spec};
+use super::{Config, MAX_BACKLOG, MAX_CONCURRENCY, MAX_THREADS, Workers, parse_app_spec};
 use read::{
     bad, expected, non_negative_int, optional_path, optional_string, positive_int, positive_usize,
-    read_auto_size, read_bind, read_bool, read_duration, read_env, read_file_names, read_handler,
-    read_level, read_list, read_script_name, read_size, read_trusted, read_umask, read_workers,
-    required_path, size_usize,
+    read_auto_size, read_bind, read_bool, read_choice, read_duration, read_env, read_file_names,
+    read_handler, read_level, read_list, read_mount_path, read_size, read_trusted, read_umask,
+    read_workers, required_path, size_usize,
 };
 use write::{optional_path_toml, optional_size_toml, optional_toml, toml_inline_table, toml_size};
 
@@ -483,7 +483,7 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
         keys: &[
             KeySpec {
                 name: "handler",
-                help: "The application that answers requests: \"demo\", \"static\" or \"wsgi\".",
+                help: "The application that answers requests: \"demo\", \"static\" or \"python\".",
                 read: |v, c| {
                     let (handler, interface) = read_handler(v)?;
                     c.app.handler = handler;
@@ -496,7 +496,7 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
             },
             KeySpec {
                 name: "app",
-                help: "wsgi: the application, \"module:callable\" or \"module:factory(args)\".",
+                help: "python: the application, \"module:callable\" or \"module:factory(args)\".",
                 read: |v, c| {
                     let spec = optional_string(v)?;
                     if let Some(spec) = &spec {
@@ -508,8 +508,17 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 write: |c| optional_toml(c.app.app.clone()),
             },
             KeySpec {
+                name: "interface",
+                help: "python: \"wsgi\", \"asgi\", or \"auto\" (ASGI for a coroutine function, else WSGI).",
+                read: |v, c| {
+                    c.app.interface = read_choice(v)?;
+                    Ok(())
+                },
+                write: |c| toml_string(c.app.interface.as_str()),
+            },
+            KeySpec {
                 name: "pythonpath",
-                help: "wsgi: directories put at the front of sys.path, in order.",
+                help: "python: directories put at the front of sys.path, in order.",
                 read: |v, c| {
                     c.app.pythonpath =
                         read_list(v, "a list of directories, like [\"src\"]", |item| {
@@ -521,7 +530,7 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
             },
             KeySpec {
                 name: "virtualenv",
-                help: "wsgi: the virtual environment to import from; \"\" is $VIRTUAL_ENV's, if set.",
+                help: "python: the virtual environment to import from; \"\" is $VIRTUAL_ENV's, if set.",
                 read: |v, c| {
                     c.app.virtualenv = optional_path(v)?;
                     Ok(())
@@ -530,7 +539,7 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
             },
             KeySpec {
                 name: "env",
-                help: "wsgi: environment variables set for the application, a table of strings.",
+                help: "python: environment variables set for the application, a table of strings.",
                 read: |v, c| {
                     c.app.env = read_env(v)?;
                     Ok(())
@@ -539,7 +548,7 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
             },
             KeySpec {
                 name: "preload",
-                help: "wsgi: import the application in the master, before the workers are forked.",
+                help: "python: import the application in the master, before the workers are forked.",
                 read: |v, c| {
                     c.app.preload = read_bool(v)?;
                     Ok(())
@@ -550,10 +559,46 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 name: "script_name",
                 help: "wsgi: the SCRIPT_NAME it is mounted at, like \"/app\"; \"\" is $SCRIPT_NAME's.",
                 read: |v, c| {
-                    c.app.script_name = read_script_name(v)?;
+                    c.app.script_name = read_mount_path(v)?;
                     Ok(())
                 },
                 write: |c| toml_string(&c.app.script_name),
+            },
+            KeySpec {
+                name: "root_path",
+                help: "asgi: the root_path it is mounted at, like \"/app\"; \"\" for none.",
+                read: |v, c| {
+                    c.app.root_path = read_mount_path(v)?;
+                    Ok(())
+                },
+                write: |c| toml_string(&c.app.root_path),
+            },
+            KeySpec {
+                name: "loop",
+                help: "asgi: the event loop, \"asyncio\", \"uvloop\", or \"auto\" (uvloop if installed).",
+                read: |v, c| {
+                    c.app.event_loop = read_choice(v)?;
+                    Ok(())
+                },
+                write: |c| toml_string(c.app.event_loop.as_str()),
+            },
+            KeySpec {
+                name: "lifespan",
+                help: "asgi: run the lifespan protocol: \"on\", \"off\", or \"auto\" (if the app supports it).",
+                read: |v, c| {
+                    c.app.lifespan = read_choice(v)?;
+                    Ok(())
+                },
+                write: |c| toml_string(c.app.lifespan.as_str()),
+            },
+            KeySpec {
+                name: "max_concurrency",
+                help: "asgi: how many requests one worker runs at once; more wait, unread, until one finishes (1-100000).",
+                read: |v, c| {
+                    c.app.max_concurrency = positive_int(v, Some(MAX_CONCURRENCY))?;
+                    Ok(())
+                },
+                write: |c| c.app.max_concurrency.to_string(),
             },
             KeySpec {
                 name: "root",

@@ -51,6 +51,11 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.app.virtualenv, None);
     assert!(!c.app.preload);
     assert_eq!(c.app.script_name, "");
+    assert_eq!(c.app.interface, Interface::Auto);
+    assert_eq!(c.app.event_loop, EventLoop::Auto);
+    assert_eq!(c.app.lifespan, Lifespan::Auto);
+    assert_eq!(c.app.max_concurrency, 1000);
+    assert_eq!(c.app.root_path, "");
 }
 
 #[test]
@@ -320,12 +325,177 @@ fn handler_names() {
     assert_eq!(HandlerKind::Demo.to_string(), "demo");
     assert_eq!("demo".parse::<HandlerKind>(), Ok(HandlerKind::Demo));
     assert_eq!("static".parse::<HandlerKind>(), Ok(HandlerKind::Static));
-    assert_eq!("wsgi".parse::<HandlerKind>(), Ok(HandlerKind::Python));
-    assert_eq!(HandlerKind::Python.to_string(), "wsgi");
+    assert_eq!("python".parse::<HandlerKind>(), Ok(HandlerKind::Python));
+    assert_eq!(HandlerKind::Python.to_string(), "python");
     assert_eq!(
         "flask".parse::<HandlerKind>(),
-        Err("unknown handler \"flask\": expected one of \"demo\", \"static\", \"wsgi\"".to_owned())
+        Err(
+            "unknown handler \"flask\": expected one of \"demo\", \"static\", \"python\""
+                .to_owned()
+        )
     );
+}
+
+#[test]
+fn interface_loop_and_lifespan_names() {
+    assert_eq!("wsgi".parse::<Interface>(), Ok(Interface::Wsgi));
+    assert_eq!("asgi3".parse::<Interface>(), Ok(Interface::Asgi));
+    assert_eq!(Interface::Asgi.to_string(), "asgi");
+    assert_eq!("uvloop".parse::<EventLoop>(), Ok(EventLoop::Uvloop));
+    assert_eq!(EventLoop::Asyncio.to_string(), "asyncio");
+    assert_eq!("off".parse::<Lifespan>(), Ok(Lifespan::Off));
+    assert_eq!(Lifespan::On.to_string(), "on");
+    assert_eq!(
+        "trio".parse::<EventLoop>(),
+        Err("unknown value \"trio\": expected one of \"auto\", \"asyncio\", \"uvloop\"".to_owned())
+    );
+    assert!(
+        "asgi2"
+            .parse::<Interface>()
+            .unwrap_err()
+            .contains("asgiref.compatibility.guarantee_single_callable")
+    );
+    // Every value reads back from its own name.
+    for i in Interface::ALL {
+        assert_eq!(i.to_string().parse::<Interface>(), Ok(*i));
+    }
+    for l in EventLoop::ALL {
+        assert_eq!(l.to_string().parse::<EventLoop>(), Ok(*l));
+    }
+    for l in Lifespan::ALL {
+        assert_eq!(l.to_string().parse::<Lifespan>(), Ok(*l));
+    }
+}
+
+#[test]
+fn asgi_keys_are_read_and_written_back() {
+    let c = parse(
+        "[app]\nhandler = \"python\"\napp = \"main:app\"\ninterface = \"asgi\"\n\
+         root_path = \"/api\"\nloop = \"asyncio\"\nlifespan = \"off\"\nmax_concurrency = 50\n",
+    );
+    assert_eq!(c.app.handler, HandlerKind::Python);
+    assert_eq!(c.app.interface, Interface::Asgi);
+    assert_eq!(c.app.root_path, "/api");
+    assert_eq!(c.app.event_loop, EventLoop::Asyncio);
+    assert_eq!(c.app.lifespan, Lifespan::Off);
+    assert_eq!(c.app.max_concurrency, 50);
+    let text = c.to_toml(None);
+    for line in [
+        "handler = \"python\"",
+        "interface = \"asgi\"",
+        "root_path = \"/api\"",
+        "loop = \"asyncio\"",
+        "lifespan = \"off\"",
+        "max_concurrency = 50",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line}:\n{text}");
+    }
+    assert_eq!(parse(&text), c);
+    // uvicorn's spelling of ASGI 3, and the limits of max_concurrency.
+    let c = parse("[app]\ninterface = \"asgi3\"\nmax_concurrency = 100000\nlifespan = \"on\"\n");
+    assert_eq!(c.app.interface, Interface::Asgi);
+    assert_eq!(c.app.max_concurrency, MAX_CONCURRENCY);
+    assert_eq!(c.app.lifespan, Lifespan::On);
+    assert_eq!(parse("[app]\nmax_concurrency = 1\n").app.max_concurrency, 1);
+}
+
+#[test]
+fn asgi_key_errors() {
+    assert_eq!(
+        errors(
+            "[app]\ninterface = \"asgi2\"\nloop = \"trio\"\nlifespan = true\n\
+             max_concurrency = 0\nroot_path = \"api/\"\n"
+        ),
+        [
+            "t.toml:2:13: app.interface: ASGI 2 applications are not supported: wrap the \
+             application with asgiref.compatibility.guarantee_single_callable to make it ASGI 3",
+            "t.toml:3:8: app.loop: expected one of \"auto\", \"asyncio\", \"uvloop\", found \"trio\"",
+            "t.toml:4:12: app.lifespan: expected one of \"auto\", \"on\", \"off\", found true",
+            "t.toml:5:19: app.max_concurrency: expected a positive integer up to 100000, found 0",
+            "t.toml:6:13: app.root_path: expected \"\" or a path that starts with \"/\" and \
+             does not end with one, like \"/app\", found \"api/\"",
+        ]
+    );
+    assert_eq!(
+        errors("[app]\ninterface = \"ASGI\"\nmax_concurrency = 100001\nroot_path = \"/\"\n"),
+        [
+            "t.toml:2:13: app.interface: expected one of \"auto\", \"wsgi\", \"asgi\", found \"ASGI\"",
+            "t.toml:3:19: app.max_concurrency: expected a positive integer up to 100000, found 100001",
+            "t.toml:4:13: app.root_path: expected \"\" or a path that starts with \"/\" and \
+             does not end with one, like \"/app\", found \"/\"",
+        ]
+    );
+    assert_eq!(
+        errors("[app]\nmax_concurrency = \"5\"\n"),
+        [
+            "t.toml:2:19: app.max_concurrency: expected a positive integer, found \"5\" \
+          (write numbers without quotes)"
+        ]
+    );
+}
+
+#[test]
+fn the_old_handler_names_are_the_python_handler_with_their_interface() {
+    for (handler, interface) in [("wsgi", Interface::Wsgi), ("asgi", Interface::Asgi)] {
+        // Whichever key comes first, and with interface = "auto" or its own name.
+        for text in [
+            format!("[app]\nhandler = \"{handler}\"\napp = \"a:b\"\n"),
+            format!("[app]\ninterface = \"auto\"\nhandler = \"{handler}\"\napp = \"a:b\"\n"),
+            format!("[app]\nhandler = \"{handler}\"\ninterface = \"auto\"\napp = \"a:b\"\n"),
+            format!("[app]\nhandler = \"{handler}\"\ninterface = \"{handler}\"\napp = \"a:b\"\n"),
+        ] {
+            let c = parse(&text);
+            assert_eq!(
+                (c.app.handler, c.app.interface),
+                (HandlerKind::Python, interface),
+                "{text}"
+            );
+            // Written back as the Python handler and its interface.
+            let printed = c.to_toml(None);
+            assert!(printed.contains("\nhandler = \"python\"\n"), "{printed}");
+            assert!(
+                printed.contains(&format!("\ninterface = \"{handler}\"\n")),
+                "{printed}"
+            );
+            assert_eq!(parse(&printed), c);
+        }
+    }
+}
+
+#[test]
+fn an_old_handler_name_and_another_interface_conflict_at_the_interface() {
+    assert_eq!(
+        errors("[app]\nhandler = \"wsgi\"\napp = \"a:b\"\ninterface = \"asgi\"\n"),
+        [
+            "t.toml:4:13: app.interface: interface = \"asgi\" contradicts handler = \"wsgi\", \
+          which means the wsgi interface; write handler = \"python\" with the interface wanted"
+        ]
+    );
+    // The other way round, the interface first, and in uvicorn's spelling.
+    assert_eq!(
+        errors("[app]\ninterface = \"asgi3\"\nhandler = \"wsgi\"\napp = \"a:b\"\n"),
+        [
+            "t.toml:2:13: app.interface: interface = \"asgi\" contradicts handler = \"wsgi\", \
+          which means the wsgi interface; write handler = \"python\" with the interface wanted"
+        ]
+    );
+    assert_eq!(
+        errors("app.handler = \"asgi\"\napp.app = \"a:b\"\napp.interface = \"wsgi\"\n"),
+        [
+            "t.toml:3:17: app.interface: interface = \"wsgi\" contradicts handler = \"asgi\", \
+          which means the asgi interface; write handler = \"python\" with the interface wanted"
+        ]
+    );
+    // The command line's --interface overrides the file's handler name without a conflict.
+    let c = Config::from_toml_str_with(
+        "t.toml",
+        "[app]\nhandler = \"wsgi\"\napp = \"a:b\"\n",
+        |c| {
+            c.app.interface = Interface::Asgi;
+        },
+    )
+    .unwrap();
+    assert_eq!(c.app.interface, Interface::Asgi);
 }
 
 #[test]
@@ -451,6 +621,21 @@ fn each_bad_env_entry_is_reported_where_it_is() {
         ["t.toml:2:7: app.env: expected a table of strings, like \
                  { DJANGO_SETTINGS_MODULE = \"site.settings\" }, found [\"A=1\"]"]
     );
+}
+
+#[test]
+fn python_without_app_is_reported_at_the_handler_as_spelled() {
+    for (handler, kind) in [("python", "Python"), ("asgi", "ASGI"), ("wsgi", "WSGI")] {
+        assert_eq!(
+            errors(&format!(
+                "[app]\nhandler = \"{handler}\"\ninterface = \"auto\"\n"
+            )),
+            [format!(
+                "t.toml:2:11: app.handler: \"{handler}\" needs app = \"module:callable\" \
+                 (the {kind} application to serve)"
+            )]
+        );
+    }
 }
 
 #[test]

@@ -155,7 +155,8 @@ fn the_app_argument_and_python_flags_reach_the_printed_config() {
     );
     assert_eq!(status.code(), Some(0), "stderr: {stderr}");
     for line in [
-        "handler = \"wsgi\"",
+        "handler = \"python\"",
+        "interface = \"auto\"",
         "app = \"pkg.wsgi:application\"",
         "pythonpath = [\"a\", \"b\"]",
         "preload = true",
@@ -200,5 +201,99 @@ fn a_bad_app_argument_is_a_usage_error() {
     assert!(
         stderr.contains("invalid application \"1a:b\""),
         "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn a_uvicorn_command_line_reaches_the_printed_config() {
+    let dir = TempDir::new();
+    let (status, stdout, stderr) = run_tine(
+        &dir,
+        &[
+            "--print-config",
+            "main:create_app",
+            "--factory",
+            "--host",
+            "::1",
+            "--port",
+            "9001",
+            "--interface",
+            "asgi3",
+            "--lifespan",
+            "on",
+            "--loop",
+            "asyncio",
+            "--limit-concurrency",
+            "64",
+            "--root-path",
+            "/api",
+            "--app-dir",
+            "src",
+            "--timeout-keep-alive",
+            "5",
+        ],
+    );
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    for line in [
+        "bind = [\"[::1]:9001\"]",
+        "keepalive = \"5s\"",
+        "handler = \"python\"",
+        "app = \"main:create_app()\"",
+        "interface = \"asgi\"",
+        "lifespan = \"on\"",
+        "loop = \"asyncio\"",
+        "max_concurrency = 64",
+        "root_path = \"/api\"",
+        "pythonpath = [\"src\"]",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "no {line}: {stdout}");
+    }
+    // -k with uvicorn's worker class, as `gunicorn -k uvicorn.workers.UvicornWorker` runs.
+    let (status, stdout, stderr) = run_tine(
+        &dir,
+        &[
+            "--print-config",
+            "-k",
+            "uvicorn.workers.UvicornWorker",
+            "main:app",
+        ],
+    );
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert!(
+        stdout.lines().any(|l| l == "interface = \"asgi\""),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn refused_uvicorn_flags_and_conflicts_exit_64_with_the_reason() {
+    let dir = TempDir::new();
+    for (args, want) in [
+        (
+            &["--reload", "main:app"][..],
+            "--reload: tine does not watch files; reload with `kill -HUP <master pid>`",
+        ),
+        (
+            &["-b", "127.0.0.1:1", "--port", "2"][..],
+            "-b and --port both say where to listen",
+        ),
+        (&["--factory", "main:create_app()"][..], "is a call already"),
+    ] {
+        let (status, _, stderr) = run_tine(&dir, args);
+        assert_eq!(status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+    let path = dir.write(
+        "tine.toml",
+        "[app]\nhandler = \"wsgi\"\napp = \"main:app\"\ninterface = \"asgi\"\n",
+    );
+    let path = path.to_str().unwrap();
+    let (status, _, stderr) = run_tine(&dir, &["--check-config", "-c", path]);
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{path}:4:13: app.interface: interface = \"asgi\" contradicts handler = \"wsgi\""
+        )),
+        "{stderr}"
     );
 }

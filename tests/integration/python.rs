@@ -78,8 +78,8 @@ fn the_bundled_config_serves_the_bundled_application() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(root.join("config/tine.toml")).unwrap();
     assert!(
-        text.contains("\nhandler = \"wsgi\""),
-        "config/tine.toml serves WSGI"
+        text.contains("\nhandler = \"python\""),
+        "config/tine.toml serves the Python application"
     );
     let dir = TempDir::new();
     let (status, out, err) = run_tine(
@@ -92,7 +92,7 @@ fn the_bundled_config_serves_the_bundled_application() {
     );
     assert!(status.success(), "{out}{err}");
     assert!(
-        out.contains("wsgi application hello:app on python"),
+        out.contains("python application hello:app on python"),
         "{out}"
     );
     // And the application it names answers, as it would from the repository's root.

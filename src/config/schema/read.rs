@@ -12,7 +12,9 @@ use toml::de::DeValue;
 use super::{Bad, Bads};
 use crate::config::diag::describe;
 use crate::config::units::{parse_duration, parse_size, quote};
-use crate::config::{BindAddr, HandlerKind, Interface, LEVELS, MAX_WORKERS, Workers};
+use crate::config::{
+    BindAddr, Choice, HandlerKind, Interface, LEVELS, MAX_WORKERS, Workers, choices, parse_choice,
+};
 
 pub(super) fn bad(value: &Spanned<DeValue<'_>>, message: String) -> Bad {
     Bad {
@@ -238,6 +240,17 @@ pub(super) fn read_handler(
     })
 }
 
+/// One of a [`Choice`]'s names; a refused one says why.
+pub(super) fn read_choice<T: Choice>(value: &Spanned<DeValue<'_>>) -> Result<T, Bad> {
+    let DeValue::String(name) = value.get_ref() else {
+        return Err(expected(value, &choices::<T>()));
+    };
+    parse_choice(name).map_err(|why| match why {
+        Some(why) => bad(value, why),
+        None => expected(value, &choices::<T>()),
+    })
+}
+
 /// A list of trusted proxies (or a single string).
 pub(super) fn read_trusted(
     value: &Spanned<DeValue<'_>>,
@@ -327,8 +340,9 @@ pub(super) fn read_env(value: &Spanned<DeValue<'_>>) -> Result<Vec<(String, Stri
     }))
 }
 
-/// `[app] script_name`: `""`, or a path that starts with `/` and does not end with one.
-pub(super) fn read_script_name(value: &Spanned<DeValue<'_>>) -> Result<String, Bad> {
+/// `[app] script_name` and `root_path`: `""`, or a path that starts with `/` and does not end
+/// with one.
+pub(super) fn read_mount_path(value: &Spanned<DeValue<'_>>) -> Result<String, Bad> {
     let what = "\"\" or a path that starts with \"/\" and does not end with one, like \"/app\"";
     let path = text(value, what)?;
     if path.is_empty() || (path.starts_with('/') && !path.ends_with('/')) {

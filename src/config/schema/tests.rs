@@ -161,7 +161,7 @@ fn wrong_types_name_expected_and_found() {
             "app",
             "handler",
             "true",
-            "app.handler: expected one of \"demo\", \"static\", \"wsgi\", found true",
+            "app.handler: expected one of \"demo\", \"static\", \"python\" (\"wsgi\" and \"asgi\" are \"python\" with that interface), found true",
         ),
         (
             "server",

@@ -5,11 +5,12 @@
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::read::read_handler;
 use super::write::is_bare_key;
 use super::{Bads, SCHEMA, SectionSpec};
 use crate::config::diag::{Problem, describe, suggest};
 use crate::config::units::{format_size, quote};
-use crate::config::{Config, HandlerKind};
+use crate::config::{Config, HandlerKind, Interface};
 
 /// Checks `doc` against the schema, storing good values into `config` and every problem
 /// into `problems`.
@@ -32,6 +33,29 @@ pub(crate) fn apply(doc: &DeTable<'_>, config: &mut Config, problems: &mut Vec<P
             }),
         }
     }
+    handler_names_interface(doc, config, problems);
+}
+
+/// `handler = "wsgi"` (or `"asgi"`) is the Python handler with that interface, whichever key
+/// comes first in the file; an `interface` that names the other one is a problem at it.
+fn handler_names_interface(doc: &DeTable<'_>, config: &mut Config, problems: &mut Vec<Problem>) {
+    let Some(Ok((_, Some(named)))) = value_at(doc, "app", "handler").map(read_handler) else {
+        return;
+    };
+    match value_at(doc, "app", "interface") {
+        Some(value) if ![Interface::Auto, named].contains(&config.app.interface) => {
+            problems.push(Problem {
+                offset: value.span().start,
+                key: Some("app.interface".to_owned()),
+                message: format!(
+                    "interface = \"{}\" contradicts handler = \"{named}\", which means the \
+                     {named} interface; write handler = \"python\" with the interface wanted",
+                    config.app.interface
+                ),
+            });
+        }
+        _ => config.app.interface = named,
+    }
 }
 
 /// The checks that involve several keys, once every key is read (and the command line's
@@ -40,11 +64,18 @@ pub(crate) fn check_across(doc: &DeTable<'_>, config: &Config, problems: &mut Ve
     // A bad `app` is reported already; calling it missing as well would only be noise.
     let app_reported = problems.iter().any(|p| p.key.as_deref() == Some("app.app"));
     if config.app.handler == HandlerKind::Python && config.app.app.is_none() && !app_reported {
+        // Named as the file spells the handler: "python", or "wsgi" or "asgi".
+        let (spelled, kind) = match value_at(doc, "app", "handler").map(Spanned::get_ref) {
+            Some(DeValue::String(name)) if name == "wsgi" => ("wsgi", "WSGI"),
+            Some(DeValue::String(name)) if name == "asgi" => ("asgi", "ASGI"),
+            _ => ("python", "Python"),
+        };
         problems.push(Problem {
             offset: value_offset(doc, "app", "handler"),
             key: Some("app.handler".to_owned()),
-            message: "\"wsgi\" needs app = \"module:callable\" (the WSGI application to serve)"
-                .to_owned(),
+            message: format!(
+                "\"{spelled}\" needs app = \"module:callable\" (the {kind} application to serve)"
+            ),
         });
     }
     // A budget smaller than one body would refuse that body on an idle worker.
@@ -77,11 +108,19 @@ pub(crate) fn check_across(doc: &DeTable<'_>, config: &Config, problems: &mut Ve
 /// Where the value of `section.key` starts in the file, or the file's start when the file
 /// does not set it.
 fn value_offset(doc: &DeTable<'_>, section: &str, key: &str) -> usize {
-    let value = doc.get(section).and_then(|s| match s.get_ref() {
+    value_at(doc, section, key).map_or(0, |v| v.span().start)
+}
+
+/// The value of `section.key` in the file, if it sets it.
+fn value_at<'d, 'v>(
+    doc: &'d DeTable<'v>,
+    section: &str,
+    key: &str,
+) -> Option<&'d Spanned<DeValue<'v>>> {
+    doc.get(section).and_then(|s| match s.get_ref() {
         DeValue::Table(table) => table.get(key),
         _ => None,
-    });
-    value.map_or(0, |v| v.span().start)
+    })
 }
 
 /// Sets the key `"section.key"` from its value written as TOML, through the key's own reader.
