@@ -2,6 +2,8 @@
 
 mod access_log;
 mod app;
+#[cfg(feature = "python")]
+mod asgi;
 mod attacks;
 mod budget;
 mod cgroup;

@@ -1173,3 +1173,21 @@ pub fn skip(reason: &str) {
     // only for a failing test): a skip is seen in every run.
     let _ = writeln!(std::io::stderr(), "SKIPPED {reason}");
 }
+
+/// `body` in the chunked transfer coding, `sizes` giving the chunk lengths in turn (cycled),
+/// with the last chunk and no trailers.
+pub fn encode_chunked(body: &[u8], sizes: &[usize]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    let mut i = 0;
+    while !rest.is_empty() {
+        let n = sizes[i % sizes.len()].min(rest.len());
+        out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+        out.extend_from_slice(&rest[..n]);
+        out.extend_from_slice(b"\r\n");
+        rest = &rest[n..];
+        i += 1;
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
