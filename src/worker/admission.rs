@@ -244,7 +244,10 @@ mod tests {
         assert_eq!(admission.busy(), 1, "pulls are part of their requests");
         assert!(admission.pool_has_room());
         admission.load = load(5, 2, 0);
-        assert!(!admission.pool_has_room(), "two requests alive, background work included");
+        assert!(
+            !admission.pool_has_room(),
+            "two requests alive, background work included"
+        );
         let mut pool = Admission::new(2, 100);
         pool.load = load(5, 1, 1);
         assert_eq!(pool.busy(), 2, "a pull holds a pool thread");
