@@ -15,16 +15,16 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::reference::{Backend, Reference, ServerSpec, UnderTest, WithServer, head_then_rest};
 use crate::util::{
-    Config, Guarded, Response, TempDir, TestServer, WAIT, encode_chunked, python_apps,
-    read_response_any, read_response_head, read_until_close, run_bounded, test_venv, tine_bin,
-    toml_string, wait_until,
+    Config, Response, TempDir, TestServer, WAIT, encode_chunked, python_apps, read_response_any,
+    read_response_head, read_until_close, run_bounded, test_venv, tine_bin, toml_string,
+    wait_until,
 };
 
 /// The environment variable that points the portable tests at uvicorn.
@@ -39,50 +39,30 @@ fn reference_is_uvicorn() -> bool {
 struct Spec {
     /// `module:callable` under tests/python/apps.
     app: String,
-    workers: u32,
-    /// More `[server]` lines (besides bind and workers).
-    server: String,
-    /// The `[limits]` lines, if any.
-    limits: String,
+    /// `[server]` (besides bind) and `[limits]`.
+    common: ServerSpec,
     /// More `[app]` lines (loop, lifespan, max_concurrency, handler).
     app_lines: String,
     /// `[app] handler`.
     handler: &'static str,
     /// `[app] root_path`.
     root_path: String,
-    /// `[server] forwarded_allow_ips`, when not the default.
-    forwarded_allow_ips: Option<Vec<String>>,
 }
 
 impl Spec {
     fn new(app: &str) -> Spec {
         Spec {
             app: app.to_owned(),
-            workers: 1,
-            server: String::new(),
-            limits: String::new(),
+            common: ServerSpec::default(),
             app_lines: String::new(),
             handler: "python",
             root_path: String::new(),
-            forwarded_allow_ips: None,
         }
     }
 
     /// asgi_app's routes.
     fn raw() -> Spec {
         Spec::new("asgi_app:app")
-    }
-
-    fn server(mut self, lines: &str) -> Spec {
-        self.server.push_str(lines);
-        self.server.push('\n');
-        self
-    }
-
-    fn limits(mut self, lines: &str) -> Spec {
-        self.limits.push_str(lines);
-        self.limits.push('\n');
-        self
     }
 
     fn app_lines(mut self, lines: &str) -> Spec {
@@ -96,49 +76,40 @@ impl Spec {
         self
     }
 
-    fn workers(mut self, workers: u32) -> Spec {
-        self.workers = workers;
-        self
-    }
-
     /// tine's config for this spec (the builder adds the listener). The test venv is the
     /// application's: it has uvloop, as uvicorn's has.
     fn tine_config(&self) -> Config {
-        let mut server = format!("workers = {}\n{}", self.workers, self.server);
-        if let Some(ips) = &self.forwarded_allow_ips {
-            let list: Vec<String> = ips.iter().map(|ip| toml_string(ip)).collect();
-            server.push_str(&format!("forwarded_allow_ips = [{}]\n", list.join(", ")));
-        }
-        let mut tables = String::new();
-        if !self.limits.is_empty() {
-            tables.push_str(&format!("[limits]\n{}", self.limits));
-        }
-        tables.push_str(&format!(
+        let mut tables = format!(
             "[app]\nhandler = {}\napp = {}\npythonpath = [{}]\nvirtualenv = {}\n{}",
             toml_string(self.handler),
             toml_string(&self.app),
             toml_string(&python_apps().to_string_lossy()),
             toml_string(&test_venv().to_string_lossy()),
             self.app_lines
-        ));
+        );
         if !self.root_path.is_empty() {
             tables.push_str(&format!("root_path = {}\n", toml_string(&self.root_path)));
         }
-        Config::new(&server).tables(&tables)
+        self.common.tine_config("", &tables)
+    }
+}
+
+impl WithServer for Spec {
+    fn server_spec(&mut self) -> &mut ServerSpec {
+        &mut self.common
     }
 }
 
 /// An ASGI server under test: tine, or uvicorn as the reference.
-struct Asgi {
-    backend: Backend,
-    /// TINE_TEST_STATE: where the application records what it saw.
-    state: TempDir,
-}
+type Asgi = UnderTest;
 
-enum Backend {
-    Tine(TestServer),
-    Uvicorn(Uvicorn),
-}
+/// How uvicorn's log says it is up: listening, and a worker started its application
+/// (connections wait in the backlog while other workers start theirs).
+const UVICORN: Reference = Reference {
+    name: "uvicorn",
+    listening: "Uvicorn running on http://",
+    ready: "startup complete",
+};
 
 /// A state directory for the application, with `files` written in it first.
 fn state_with(files: &[(&str, &str)]) -> TempDir {
@@ -165,93 +136,36 @@ fn start_tine(spec: &Spec) -> Asgi {
 
 /// Runs `spec` under tine with `state` as the application's state directory.
 fn start_tine_with(spec: &Spec, state: TempDir) -> Asgi {
-    let server = TestServer::builder(spec.tine_config())
-        .env("TINE_TEST_STATE", state.path())
-        .start();
-    Asgi {
-        backend: Backend::Tine(server),
-        state,
-    }
+    UnderTest::start_tine(spec.tine_config(), state)
 }
 
-/// Runs `spec` under uvicorn from the test venv.
+/// Runs `spec` under uvicorn from the test venv, with the settings tine's config gives it: its
+/// workers, the apps directory on sys.path, uvloop and httptools, root_path and
+/// forwarded_allow_ips; on a port the kernel picks, which its log names.
 fn start_uvicorn(spec: &Spec) -> Asgi {
-    let state = TempDir::new();
-    let uvicorn = Uvicorn::start(spec, state.path());
-    Asgi {
-        backend: Backend::Uvicorn(uvicorn),
-        state,
+    let mut command = Command::new(test_venv().join("bin/uvicorn"));
+    command
+        .arg("--app-dir")
+        .arg(python_apps())
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(["--workers", &spec.common.workers.to_string()])
+        .args(["--loop", "uvloop", "--http", "httptools"])
+        .args(["--timeout-graceful-shutdown", "2"]);
+    if !spec.root_path.is_empty() {
+        command.args(["--root-path", &spec.root_path]);
     }
+    if let Some(ips) = &spec.common.forwarded_allow_ips {
+        command.args(["--forwarded-allow-ips", &ips.join(",")]);
+    }
+    command.arg(&spec.app);
+    UnderTest::start_reference(&UVICORN, command)
 }
 
+/// The ASGI tests' own helpers.
 impl Asgi {
-    fn is_tine(&self) -> bool {
-        matches!(self.backend, Backend::Tine(_))
-    }
-
-    fn tine(&self) -> &TestServer {
-        match &self.backend {
-            Backend::Tine(server) => server,
-            Backend::Uvicorn(_) => panic!("a tine-only check ran against uvicorn"),
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        match &self.backend {
-            Backend::Tine(server) => server.addr,
-            Backend::Uvicorn(uvicorn) => uvicorn.addr,
-        }
-    }
-
-    /// Everything the server wrote to stdout and stderr (the error log).
-    fn log(&self) -> String {
-        match &self.backend {
-            Backend::Tine(server) => server.log(),
-            Backend::Uvicorn(uvicorn) => uvicorn.log(),
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        if self.is_tine() { "tine" } else { "uvicorn" }
-    }
-
-    fn connect(&self) -> TcpStream {
-        crate::util::connect(self.addr())
-    }
-
-    /// A new connection on which `raw` was sent.
-    fn open(&self, raw: &[u8]) -> TcpStream {
-        let mut stream = self.connect();
-        stream.write_all(raw).unwrap();
-        stream
-    }
-
-    /// Sends `raw` on a new connection and reads one response, whatever its framing.
-    fn send(&self, raw: &[u8]) -> Response {
-        let mut stream = self.open(raw);
-        let head = raw.starts_with(b"HEAD ");
-        read_response_any(&mut stream, head)
-            .unwrap_or_else(|e| panic!("{}: {e}; log:\n{}", self.name(), self.log()))
-    }
-
-    fn get(&self, target: &str) -> Response {
-        self.send(
-            format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-    }
-
     /// `GET target`, which must answer 200; its body as text.
     fn get_text(&self, target: &str) -> String {
-        let response = self.get(target);
-        assert_eq!(
-            response.status,
-            200,
-            "{}: GET {target}: {}; log:\n{}",
-            self.name(),
-            response.text(),
-            self.log()
-        );
-        response.text()
+        self.get_status(target, 200).text()
     }
 
     /// The application's state file `name`, if it wrote it.
@@ -269,15 +183,6 @@ impl Asgi {
         .unwrap_or_default()
     }
 
-    /// Waits for the log to contain `needle`; returns the log.
-    fn wait_log(&self, needle: &str) -> String {
-        wait_until(
-            &format!("{}: {needle:?} in the log", self.name()),
-            || self.log(),
-            |log| log.contains(needle),
-        )
-    }
-
     /// The pid of the worker that answers.
     fn pid(&self) -> u32 {
         let text = self.get_text("/pid");
@@ -285,79 +190,6 @@ impl Asgi {
             .strip_prefix("pid ")
             .and_then(|pid| pid.parse().ok())
             .unwrap_or_else(|| panic!("no pid in {text:?}"))
-    }
-}
-
-/// uvicorn from the test venv, in a process group of its own, killed with it on drop.
-struct Uvicorn {
-    _child: Guarded,
-    addr: SocketAddr,
-    log_path: PathBuf,
-    _dir: TempDir,
-}
-
-impl Uvicorn {
-    /// Runs `spec` under uvicorn with the settings tine's config gives it: its workers, the
-    /// apps directory on sys.path, uvloop and httptools, root_path and forwarded_allow_ips; on
-    /// a port the kernel picks, which its log names.
-    fn start(spec: &Spec, state: &Path) -> Uvicorn {
-        let venv = test_venv();
-        let dir = TempDir::new();
-        let log_path = dir.path().join("uvicorn.log");
-        let mut command = Command::new(venv.join("bin/uvicorn"));
-        command
-            .arg("--app-dir")
-            .arg(python_apps())
-            .args(["--host", "127.0.0.1", "--port", "0"])
-            .args(["--workers", &spec.workers.to_string()])
-            .args(["--loop", "uvloop", "--http", "httptools"])
-            .args(["--timeout-graceful-shutdown", "2"]);
-        if !spec.root_path.is_empty() {
-            command.args(["--root-path", &spec.root_path]);
-        }
-        if let Some(ips) = &spec.forwarded_allow_ips {
-            command.args(["--forwarded-allow-ips", &ips.join(",")]);
-        }
-        let log = std::fs::File::create(&log_path).expect("create uvicorn's log");
-        let mut child = Guarded::spawn(
-            command
-                .arg(&spec.app)
-                .current_dir(dir.path())
-                .env("TINE_TEST_STATE", state)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("clone the log's descriptor"))
-                .stderr(log),
-        );
-        let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-        // Ready once the listener is up and a worker started its application: connections
-        // wait in the backlog while other workers start theirs.
-        let log = wait_until(
-            "uvicorn listening, with a worker started",
-            || {
-                let log = read_log();
-                if let Some(status) = child.try_wait() {
-                    panic!("uvicorn exited with {status}; log:\n{log}");
-                }
-                log
-            },
-            |log| log.contains("Uvicorn running on") && log.contains("startup complete"),
-        );
-        let addr = log
-            .lines()
-            .find_map(|line| line.split("Uvicorn running on http://").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("no listening address in uvicorn's log:\n{log}"));
-        Uvicorn {
-            _child: child,
-            addr,
-            log_path,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 }
 
@@ -386,23 +218,6 @@ fn app_line(mark: &str) -> usize {
         .position(|l| l.contains(mark))
         .unwrap_or_else(|| panic!("no {mark:?} in asgi_app.py"))
         + 1
-}
-
-/// Sends `raw` on a new connection, then reads a response head, then whatever follows until
-/// the server closes.
-fn head_then_rest(w: &Asgi, raw: &[u8]) -> (Response, Vec<u8>) {
-    let mut stream = w.open(raw);
-    let head = read_response_head(&mut stream)
-        .unwrap_or_else(|e| panic!("{}: {e}; log:\n{}", w.name(), w.log()));
-    let rest = read_until_close(&mut stream).unwrap_or_else(|partial| {
-        panic!(
-            "{}: the connection stayed open after {:?}; log:\n{}",
-            w.name(),
-            String::from_utf8_lossy(&partial),
-            w.log()
-        )
-    });
-    (head, rest)
 }
 
 /// A POST of `body` to `target` with a Content-Length, asking for `Connection: close`.
@@ -625,7 +440,7 @@ mod portable {
         drop(w);
 
         let mut spec = Spec::raw();
-        spec.forwarded_allow_ips = Some(vec!["192.0.2.7".to_owned()]);
+        spec.common.forwarded_allow_ips = Some(vec!["192.0.2.7".to_owned()]);
         let untrusting = start(&spec);
         let scope = Scope::parse(&untrusting.send(forwarded));
         assert_eq!(scope.repr("scheme", "str"), "'http'");
@@ -1786,6 +1601,7 @@ mod tine_only {
 /// FastAPI and Starlette, under tine, and next to uvicorn.
 mod frameworks {
     use super::*;
+    use crate::reference::{KeepAlive, assert_same, step};
 
     fn fastapi() -> Spec {
         Spec::new("fastapi_app:app")
@@ -1795,15 +1611,8 @@ mod frameworks {
         Spec::new("starlette_app:app")
     }
 
-    /// One request of a session and what came back: the parts two servers must agree on.
-    #[derive(Debug, PartialEq)]
-    struct Exchange {
-        step: &'static str,
-        status: u16,
-        body: Vec<u8>,
-        /// Every header but Date and Server, names lower-cased, sorted.
-        headers: Vec<(String, String)>,
-    }
+    /// An exchange, with every header but Date and Server, names lower-cased, sorted.
+    type Exchange = crate::reference::Exchange<(String, String)>;
 
     impl Exchange {
         fn header(&self, name: &str) -> Option<&str> {
@@ -1812,17 +1621,10 @@ mod frameworks {
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.as_str())
         }
-
-        fn text(&self) -> String {
-            String::from_utf8_lossy(&self.body).into_owned()
-        }
     }
 
-    /// A client on one keep-alive connection, reconnecting when the server closes it.
-    struct Client {
-        addr: SocketAddr,
-        stream: Option<TcpStream>,
-    }
+    /// A client of the sessions.
+    struct Client(KeepAlive);
 
     impl Client {
         fn exchange(
@@ -1846,19 +1648,7 @@ mod frameworks {
                 }
                 None => raw.extend_from_slice(b"\r\n"),
             }
-            let mut stream = match self.stream.take() {
-                Some(stream) => stream,
-                None => crate::util::connect(self.addr),
-            };
-            stream.write_all(&raw).unwrap();
-            let response = read_response_any(&mut stream, method == "HEAD")
-                .unwrap_or_else(|e| panic!("{step}: {e}"));
-            if !response
-                .header("Connection")
-                .is_some_and(|c| c.eq_ignore_ascii_case("close"))
-            {
-                self.stream = Some(stream);
-            }
+            let response = self.0.send(step, &raw, method == "HEAD");
             let mut headers: Vec<(String, String)> = response
                 .headers
                 .iter()
@@ -1875,12 +1665,8 @@ mod frameworks {
         }
     }
 
-    fn step<'a>(exchanges: &'a [Exchange], name: &str) -> &'a Exchange {
-        exchanges.iter().find(|e| e.step == name).unwrap()
-    }
-
     fn fastapi_session(addr: SocketAddr) -> Vec<Exchange> {
-        let mut c = Client { addr, stream: None };
+        let mut c = Client(KeepAlive::new(addr));
         let json = "application/json";
         let echo = pattern(0, 50_000);
         vec![
@@ -1978,7 +1764,7 @@ mod frameworks {
     }
 
     fn starlette_session(addr: SocketAddr) -> Vec<Exchange> {
-        let mut c = Client { addr, stream: None };
+        let mut c = Client(KeepAlive::new(addr));
         let echo = pattern(5, 70_000);
         vec![
             c.exchange("json", "GET", "/", None),
@@ -2041,20 +1827,7 @@ mod frameworks {
         check(&reference, "uvicorn");
         let tine = start_tine(spec);
         let answers = session(tine.addr());
-        let log = tine.log();
-        assert_eq!(reference.len(), answers.len());
-        for (u, t) in reference.iter().zip(&answers) {
-            assert_eq!(u.step, t.step);
-            assert_eq!(t.status, u.status, "{}: status; tine log:\n{log}", t.step);
-            assert!(
-                t.body == u.body,
-                "{}: body under tine {:?}, under uvicorn {:?}",
-                t.step,
-                t.text(),
-                u.text()
-            );
-            assert_eq!(t.headers, u.headers, "{}: headers", t.step);
-        }
+        assert_same(&reference, "uvicorn", &answers, &tine.log());
     }
 
     #[test]

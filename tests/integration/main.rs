@@ -14,6 +14,8 @@ mod listeners;
 mod operate;
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+mod reference;
 mod reload;
 mod serve;
 mod static_files;

@@ -14,13 +14,14 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitStatus};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::reference::{Backend, Reference, ServerSpec, UnderTest, WithServer, head_then_rest};
 use crate::util::{
-    Config, Guarded, Response, TempDir, TestServer, WAIT, children_of, python_apps,
+    Config, Response, TempDir, TestServer, WAIT, children_of, encode_chunked, python_apps,
     read_response_any, read_response_head, read_until_close, run_bounded, test_venv, tine_bin,
     toml_string, unlinked_temp_files, wait_until,
 };
@@ -37,19 +38,14 @@ fn reference_is_gunicorn() -> bool {
 struct Spec {
     /// `module:callable` under tests/python/apps.
     app: String,
-    workers: u32,
-    /// More `[server]` lines (besides bind, workers and threads = 4).
-    server: String,
-    /// The `[limits]` lines, if any.
-    limits: String,
+    /// `[server]` (besides bind and threads = 4) and `[limits]`.
+    common: ServerSpec,
     /// Whether the application needs the test venv (Flask, Django).
     venv: bool,
     preload: bool,
     script_name: String,
     /// `[app] env`: set in the application's os.environ.
     app_env: Vec<(String, String)>,
-    /// `[server] forwarded_allow_ips`, when not the default.
-    forwarded_allow_ips: Option<Vec<String>>,
     /// `[app] handler`: "wsgi", or "python" to let tine tell WSGI from ASGI.
     handler: &'static str,
 }
@@ -58,14 +54,11 @@ impl Spec {
     fn new(app: &str) -> Spec {
         Spec {
             app: app.to_owned(),
-            workers: 1,
-            server: String::new(),
-            limits: String::new(),
+            common: ServerSpec::default(),
             venv: false,
             preload: false,
             script_name: String::new(),
             app_env: Vec::new(),
-            forwarded_allow_ips: None,
             handler: "wsgi",
         }
     }
@@ -79,23 +72,6 @@ impl Spec {
     /// wsgi.file_wrapper.
     fn raw() -> Spec {
         Spec::new("validated_app:raw_application")
-    }
-
-    fn server(mut self, lines: &str) -> Spec {
-        self.server.push_str(lines);
-        self.server.push('\n');
-        self
-    }
-
-    fn limits(mut self, lines: &str) -> Spec {
-        self.limits.push_str(lines);
-        self.limits.push('\n');
-        self
-    }
-
-    fn workers(mut self, workers: u32) -> Spec {
-        self.workers = workers;
-        self
     }
 
     fn preload(mut self, preload: bool) -> Spec {
@@ -115,22 +91,13 @@ impl Spec {
 
     /// tine's config for this spec (the builder adds the listener).
     fn tine_config(&self) -> Config {
-        let mut server = format!("workers = {}\nthreads = 4\n{}", self.workers, self.server);
-        if let Some(ips) = &self.forwarded_allow_ips {
-            let list: Vec<String> = ips.iter().map(|ip| toml_string(ip)).collect();
-            server.push_str(&format!("forwarded_allow_ips = [{}]\n", list.join(", ")));
-        }
-        let mut config = String::new();
-        if !self.limits.is_empty() {
-            config.push_str(&format!("[limits]\n{}", self.limits));
-        }
-        config.push_str(&format!(
+        let mut config = format!(
             "[app]\nhandler = {}\napp = {}\npythonpath = [{}]\npreload = {}\n",
             toml_string(self.handler),
             toml_string(&self.app),
             toml_string(&python_apps().to_string_lossy()),
             self.preload
-        ));
+        );
         if self.venv {
             config.push_str(&format!(
                 "virtualenv = {}\n",
@@ -151,21 +118,25 @@ impl Spec {
                 .collect();
             config.push_str(&format!("env = {{ {} }}\n", pairs.join(", ")));
         }
-        Config::new(&server).tables(&config)
+        self.common.tine_config("threads = 4\n", &config)
+    }
+}
+
+impl WithServer for Spec {
+    fn server_spec(&mut self) -> &mut ServerSpec {
+        &mut self.common
     }
 }
 
 /// A WSGI server under test: tine, or gunicorn as the reference.
-struct Wsgi {
-    backend: Backend,
-    /// TINE_TEST_STATE: where the application keeps its counters.
-    state: TempDir,
-}
+type Wsgi = UnderTest;
 
-enum Backend {
-    Tine(TestServer),
-    Gunicorn(Gunicorn),
-}
+/// How gunicorn's log says it is up.
+const GUNICORN: Reference = Reference {
+    name: "gunicorn",
+    listening: "Listening at: http://",
+    ready: "Booting worker",
+};
 
 /// Runs `spec` under tine, or under gunicorn when `TINE_WSGI_REFERENCE=gunicorn`.
 fn start(spec: &Spec) -> Wsgi {
@@ -178,112 +149,47 @@ fn start(spec: &Spec) -> Wsgi {
 
 /// Runs `spec` under tine.
 fn start_tine(spec: &Spec) -> Wsgi {
-    let state = TempDir::new();
-    let state_path = state.path().to_string_lossy().into_owned();
-    let server = TestServer::builder(spec.tine_config())
-        .env("TINE_TEST_STATE", &state_path)
-        .start();
-    Wsgi {
-        backend: Backend::Tine(server),
-        state,
-    }
+    UnderTest::start_tine(spec.tine_config(), TempDir::new())
 }
 
-/// Runs `spec` under gunicorn from the test venv.
+/// Runs `spec` under gunicorn from the test venv, with the settings tine's config gives it:
+/// one worker (or `spec.workers`), 4 threads (the gthread worker), the apps directory on
+/// sys.path; on a port the kernel picks, which its log names.
 fn start_gunicorn(spec: &Spec) -> Wsgi {
-    let state = TempDir::new();
-    let gunicorn = Gunicorn::start(spec, state.path());
-    Wsgi {
-        backend: Backend::Gunicorn(gunicorn),
-        state,
+    let gunicorn = test_venv().join("bin/gunicorn");
+    let mut command = Command::new(&gunicorn);
+    command
+        .arg("--chdir")
+        .arg(python_apps())
+        .args(["--workers", &spec.common.workers.to_string()])
+        .args(["--threads", "4", "--worker-class", "gthread"])
+        .args(["--bind", "127.0.0.1:0"])
+        .args(["--timeout", "30", "--graceful-timeout", "2"])
+        .args(["--error-logfile", "-"]);
+    if gunicorn_has_control_socket(&gunicorn) {
+        command.arg("--no-control-socket");
     }
+    if spec.preload {
+        command.arg("--preload");
+    }
+    if let Some(ips) = &spec.common.forwarded_allow_ips {
+        command.args(["--forwarded-allow-ips", &ips.join(",")]);
+    }
+    for (name, value) in &spec.app_env {
+        command.args(["--env", &format!("{name}={value}")]);
+    }
+    if !spec.script_name.is_empty() {
+        command.env("SCRIPT_NAME", &spec.script_name);
+    }
+    command.arg(&spec.app).env_remove("GUNICORN_CMD_ARGS");
+    UnderTest::start_reference(&GUNICORN, command)
 }
 
+/// The WSGI tests' own helpers.
 impl Wsgi {
-    fn is_tine(&self) -> bool {
-        matches!(self.backend, Backend::Tine(_))
-    }
-
-    fn addr(&self) -> SocketAddr {
-        match &self.backend {
-            Backend::Tine(server) => server.addr,
-            Backend::Gunicorn(gunicorn) => gunicorn.addr,
-        }
-    }
-
-    /// Everything the server wrote to stdout and stderr (the error log).
-    fn log(&self) -> String {
-        match &self.backend {
-            Backend::Tine(server) => server.log(),
-            Backend::Gunicorn(gunicorn) => gunicorn.log(),
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        if self.is_tine() { "tine" } else { "gunicorn" }
-    }
-
-    fn connect(&self) -> TcpStream {
-        crate::util::connect(self.addr())
-    }
-
-    /// Sends `raw` on a new connection and reads one response, whatever its framing.
-    fn send(&self, raw: &[u8]) -> Response {
-        let mut stream = self.connect();
-        stream.write_all(raw).unwrap();
-        let head = raw.starts_with(b"HEAD ");
-        read_response_any(&mut stream, head)
-            .unwrap_or_else(|e| panic!("{}: {e}; log:\n{}", self.name(), self.log()))
-    }
-
-    fn get(&self, target: &str) -> Response {
-        self.send(
-            format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-    }
-
     /// `GET target`, which must answer 200 (else the body and the server's log say why).
     fn get_ok(&self, target: &str) -> Response {
         self.get_status(target, 200)
-    }
-
-    /// `GET target`, which must answer `status` (else the body and the server's log say why).
-    fn get_status(&self, target: &str, status: u16) -> Response {
-        let response = self.get(target);
-        assert_eq!(
-            response.status,
-            status,
-            "GET {target}: {}; log:\n{}",
-            response.text(),
-            self.log()
-        );
-        response
-    }
-
-    fn post(&self, target: &str, content_type: &str, body: &[u8]) -> Response {
-        let mut raw = format!(
-            "POST {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: \
-             {content_type}\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        raw.extend_from_slice(body);
-        self.send(&raw)
-    }
-
-    /// Sends `raw` (which should ask for `Connection: close`) and returns every byte of the
-    /// answer up to the server's close.
-    fn raw(&self, raw: &[u8]) -> Vec<u8> {
-        let mut stream = self.connect();
-        stream.write_all(raw).unwrap();
-        read_until_close(&mut stream).unwrap_or_else(|partial| {
-            panic!(
-                "{} kept the connection open; got {:?}; log:\n{}",
-                self.name(),
-                String::from_utf8_lossy(&partial),
-                self.log()
-            )
-        })
     }
 
     /// The application's counter `name` (close-TAG, produced-TAG, reads-TAG), read under
@@ -318,19 +224,10 @@ impl Wsgi {
         );
     }
 
-    /// Waits for the log to contain `needle`; returns the log.
-    fn wait_log(&self, needle: &str) -> String {
-        wait_until(
-            &format!("{}: {needle:?} in the log", self.name()),
-            || self.log(),
-            |log| log.contains(needle),
-        )
-    }
-
     fn master_pid(&self) -> u32 {
         match &self.backend {
             Backend::Tine(server) => server.pid(),
-            Backend::Gunicorn(gunicorn) => gunicorn.child.id(),
+            Backend::Reference(gunicorn) => gunicorn.pid(),
         }
     }
 
@@ -344,91 +241,6 @@ impl Wsgi {
                 .unwrap_or_else(|| panic!("no {name} in {text:?}"))
         };
         (field("import_pid "), field("pid "))
-    }
-}
-
-/// gunicorn from the test venv, in a process group of its own, killed with it on drop.
-struct Gunicorn {
-    child: Guarded,
-    addr: SocketAddr,
-    log_path: PathBuf,
-    _dir: TempDir,
-}
-
-impl Gunicorn {
-    /// Runs `spec` under gunicorn with the settings tine's config gives it: one worker (or
-    /// `spec.workers`), 4 threads (the gthread worker), the apps directory on sys.path; on a
-    /// port the kernel picks, which its log names.
-    fn start(spec: &Spec, state: &Path) -> Gunicorn {
-        let venv = test_venv();
-        let gunicorn = venv.join("bin/gunicorn");
-        let dir = TempDir::new();
-        let log_path = dir.path().join("gunicorn.log");
-        let mut command = Command::new(&gunicorn);
-        command
-            .arg("--chdir")
-            .arg(python_apps())
-            .args(["--workers", &spec.workers.to_string()])
-            .args(["--threads", "4", "--worker-class", "gthread"])
-            .args(["--bind", "127.0.0.1:0"])
-            .args(["--timeout", "30", "--graceful-timeout", "2"])
-            .args(["--error-logfile", "-"]);
-        if gunicorn_has_control_socket(&gunicorn) {
-            command.arg("--no-control-socket");
-        }
-        if spec.preload {
-            command.arg("--preload");
-        }
-        if let Some(ips) = &spec.forwarded_allow_ips {
-            command.args(["--forwarded-allow-ips", &ips.join(",")]);
-        }
-        for (name, value) in &spec.app_env {
-            command.args(["--env", &format!("{name}={value}")]);
-        }
-        if !spec.script_name.is_empty() {
-            command.env("SCRIPT_NAME", &spec.script_name);
-        }
-        let log = std::fs::File::create(&log_path).expect("create gunicorn's log");
-        let mut child = Guarded::spawn(
-            command
-                .arg(&spec.app)
-                .current_dir(dir.path())
-                .env("TINE_TEST_STATE", state)
-                .env_remove("GUNICORN_CMD_ARGS")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("clone the log's descriptor"))
-                .stderr(log),
-        );
-        // Ready once the listener is up and a worker is booting: connections wait in the
-        // backlog while it imports the application.
-        let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-        let log = wait_until(
-            "gunicorn listening, with a worker booting",
-            || {
-                let log = read_log();
-                if let Some(status) = child.try_wait() {
-                    panic!("gunicorn exited with {status}; log:\n{log}");
-                }
-                log
-            },
-            |log| log.contains("Listening at:") && log.contains("Booting worker"),
-        );
-        let addr = log
-            .lines()
-            .find_map(|line| line.split("Listening at: http://").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("no listening address in gunicorn's log:\n{log}"));
-        Gunicorn {
-            child,
-            addr,
-            log_path,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 }
 
@@ -493,23 +305,6 @@ fn raw_status(raw: &[u8]) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {text:?}"))
-}
-
-/// Encodes a request chunked, `sizes` giving the chunk lengths in turn (cycled).
-fn chunked(body: &[u8], sizes: &[usize]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut rest = body;
-    let mut i = 0;
-    while !rest.is_empty() {
-        let n = sizes[i % sizes.len()].min(rest.len());
-        out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
-        out.extend_from_slice(&rest[..n]);
-        out.extend_from_slice(b"\r\n");
-        rest = &rest[n..];
-        i += 1;
-    }
-    out.extend_from_slice(b"0\r\n\r\n");
-    out
 }
 
 // --- /environ -----------------------------------------------------------------------------
@@ -758,7 +553,7 @@ fn check_big_input(w: &Wsgi, method: &str, n: usize, body: &[u8], chunk: bool) {
         .into_bytes()
     };
     if chunk {
-        raw.extend(chunked(body, &[65536, 1, 4093, 300_000]));
+        raw.extend(encode_chunked(body, &[65536, 1, 4093, 300_000]));
     } else {
         raw.extend_from_slice(body);
     }
@@ -775,25 +570,6 @@ fn check_big_input(w: &Wsgi, method: &str, n: usize, body: &[u8], chunk: bool) {
         w.name()
     );
     assert_eq!(report.eof, "empty,empty,empty,empty");
-}
-
-/// Sends `raw` on a new connection, then reads a response head, then whatever follows until
-/// the server closes.
-fn head_then_rest(w: &Wsgi, raw: &[u8]) -> (Response, Vec<u8>) {
-    let mut stream = w.connect();
-    stream.write_all(raw).unwrap();
-    let stream = &mut stream;
-    let head = read_response_head(stream)
-        .unwrap_or_else(|e| panic!("{}: {e}; log:\n{}", w.name(), w.log()));
-    let rest = read_until_close(stream).unwrap_or_else(|partial| {
-        panic!(
-            "{}: the connection stayed open after {:?}; log:\n{}",
-            w.name(),
-            String::from_utf8_lossy(&partial),
-            w.log()
-        )
-    });
-    (head, rest)
 }
 
 /// A response cut short after `kept`: without `dropped`, and without the last chunk, so the
@@ -994,7 +770,7 @@ mod pep3333 {
         drop(w);
 
         let mut spec = Spec::validated();
-        spec.forwarded_allow_ips = Some(vec!["192.0.2.7".to_owned()]);
+        spec.common.forwarded_allow_ips = Some(vec!["192.0.2.7".to_owned()]);
         let untrusting = start(&spec);
         let ignored = untrusting.send(
             b"GET /environ HTTP/1.1\r\nHost: test\r\nX-Forwarded-Proto: https\r\n\
@@ -1140,7 +916,7 @@ mod pep3333 {
                  Transfer-Encoding: chunked\r\n\r\n"
             )
             .into_bytes();
-            raw.extend(chunked(SMALL_BODY, &[1, 5, 11, 2]));
+            raw.extend(encode_chunked(SMALL_BODY, &[1, 5, 11, 2]));
             let report = InputReport::parse(&w.send(&raw));
             assert_eq!(
                 report.pieces,
@@ -1749,6 +1525,7 @@ mod tine_only {
 /// Flask and Django, under tine, and next to gunicorn.
 mod frameworks {
     use super::*;
+    use crate::reference::{KeepAlive, assert_same, step};
 
     fn flask() -> Spec {
         Spec::new("flask_app:app").with_venv()
@@ -1760,15 +1537,8 @@ mod frameworks {
             .app_env("DJANGO_SETTINGS_MODULE", "djsite.settings")
     }
 
-    /// One request of a session and what came back: the parts two servers must agree on.
-    #[derive(Debug, PartialEq)]
-    struct Exchange {
-        step: &'static str,
-        status: u16,
-        body: Vec<u8>,
-        /// Content-Type, Location, Set-Cookie, Content-Length, X-Echo-Length.
-        headers: Vec<(&'static str, Option<String>)>,
-    }
+    /// An exchange, with Content-Type, Location, Set-Cookie, Content-Length, X-Echo-Length.
+    type Exchange = crate::reference::Exchange<(&'static str, Option<String>)>;
 
     impl Exchange {
         fn header(&self, name: &str) -> Option<&str> {
@@ -1777,25 +1547,19 @@ mod frameworks {
                 .find(|(n, _)| *n == name)
                 .and_then(|(_, v)| v.as_deref())
         }
-
-        fn text(&self) -> String {
-            String::from_utf8_lossy(&self.body).into_owned()
-        }
     }
 
     /// A client on one keep-alive connection (reconnecting when the server closes it) that
     /// keeps cookies.
     struct Client {
-        addr: SocketAddr,
-        stream: Option<TcpStream>,
+        connection: KeepAlive,
         cookies: Vec<(String, String)>,
     }
 
     impl Client {
         fn new(addr: SocketAddr) -> Client {
             Client {
-                addr,
-                stream: None,
+                connection: KeepAlive::new(addr),
                 cookies: Vec::new(),
             }
         }
@@ -1827,7 +1591,7 @@ mod frameworks {
             match body {
                 Some(body) if chunked => {
                     raw.extend_from_slice(b"\r\n");
-                    raw.extend(super::chunked(body, &[1000, 7, 30_000]));
+                    raw.extend(encode_chunked(body, &[1000, 7, 30_000]));
                 }
                 Some(body) => {
                     raw.extend_from_slice(
@@ -1837,19 +1601,7 @@ mod frameworks {
                 }
                 None => raw.extend_from_slice(b"\r\n"),
             }
-            let mut stream = match self.stream.take() {
-                Some(stream) => stream,
-                None => crate::util::connect(self.addr),
-            };
-            stream.write_all(&raw).unwrap();
-            let response = read_response_any(&mut stream, method == "HEAD")
-                .unwrap_or_else(|e| panic!("{step}: {e}"));
-            if !response
-                .header("Connection")
-                .is_some_and(|c| c.eq_ignore_ascii_case("close"))
-            {
-                self.stream = Some(stream);
-            }
+            let response = self.connection.send(step, &raw, method == "HEAD");
             for (name, value) in &response.headers {
                 if name.eq_ignore_ascii_case("Set-Cookie")
                     && let Some((n, v)) = value.split(';').next().unwrap_or("").split_once('=')
@@ -1959,10 +1711,6 @@ mod frameworks {
             c.exchange("head", "HEAD", "/", &[], None),
             c.exchange("json again", "GET", "/", &[("Connection", "close")], None),
         ]
-    }
-
-    fn step<'a>(exchanges: &'a [Exchange], name: &str) -> &'a Exchange {
-        exchanges.iter().find(|e| e.step == name).unwrap()
     }
 
     /// What both frameworks answer alike.
@@ -2100,23 +1848,6 @@ mod frameworks {
         check_django(&exchanges, w.name());
     }
 
-    /// Every exchange of the session the same under tine as under gunicorn.
-    fn assert_same(reference: &[Exchange], tine: &[Exchange], log: &str) {
-        assert_eq!(reference.len(), tine.len());
-        for (g, t) in reference.iter().zip(tine) {
-            assert_eq!(g.step, t.step);
-            assert_eq!(t.status, g.status, "{}: status; tine log:\n{log}", t.step);
-            assert!(
-                t.body == g.body,
-                "{}: body under tine {:?}, under gunicorn {:?}",
-                t.step,
-                t.text(),
-                g.text()
-            );
-            assert_eq!(t.headers, g.headers, "{}: headers", t.step);
-        }
-    }
-
     /// Django's ASGI handler (`djsite.asgi:application`, told from WSGI by tine itself) serves
     /// the session Django's WSGI handler serves, answer for answer.
     #[test]
@@ -2143,7 +1874,7 @@ mod frameworks {
             .into_iter()
             .filter(|e| e.step != "chunked echo")
             .collect();
-        assert_same(&reference, &answers, &tine.log());
+        assert_same(&reference, "tine (WSGI)", &answers, &tine.log());
     }
 
     #[test]
@@ -2152,7 +1883,7 @@ mod frameworks {
         check_flask(&reference, "gunicorn");
         let tine = start_tine(&flask());
         let answers = session(tine.addr());
-        assert_same(&reference, &answers, &tine.log());
+        assert_same(&reference, "gunicorn", &answers, &tine.log());
     }
 
     #[test]
@@ -2161,6 +1892,6 @@ mod frameworks {
         check_django(&reference, "gunicorn");
         let tine = start_tine(&django());
         let answers = session(tine.addr());
-        assert_same(&reference, &answers, &tine.log());
+        assert_same(&reference, "gunicorn", &answers, &tine.log());
     }
 }
