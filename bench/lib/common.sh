@@ -2,7 +2,8 @@
 #
 # The sourcing script sets ROOT (the repository) and, before it calls them, SERVER_PID (the
 # server being measured, "" when none), PORT, START_TIMEOUT and STOP_TIMEOUT (seconds), and TMP
-# (its temp dir).
+# (its temp dir); for wait_quiet, QUIET_WAIT and QUIET_TOTAL (seconds), CLK_TCK (getconf
+# CLK_TCK) and NCPU (nproc).
 
 BENCH_SCRIPT="bench/${0##*/}"
 
@@ -93,4 +94,36 @@ remove_tmp() { # remove_tmp STATUS: the end of an EXIT trap; TMP is kept when KE
         rm -rf "$TMP"
     fi
     exit "$1"
+}
+
+busy_ticks() { # CPU ticks the whole machine spent in user and system mode so far
+    local _cpu user nice system _rest
+    read -r _cpu user nice system _rest </proc/stat
+    printf '%s\n' $((user + nice + system))
+}
+
+# wait_quiet: other work on the machine (a build, say) skews every number: waits until it is idle
+# (under 10% of its CPUs busy for a second), at most QUIET_WAIT seconds, and QUIET_TOTAL in all
+# the calls of a run. Sets BUSY_BEFORE to the % of all CPUs busy in the last second it looked
+# at (- when it did not look).
+BUSY_BEFORE=-
+wait_quiet() {
+    QUIET_LEFT=${QUIET_LEFT:-$QUIET_TOTAL}
+    local wait=$((QUIET_WAIT < QUIET_LEFT ? QUIET_WAIT : QUIET_LEFT))
+    BUSY_BEFORE=-
+    ((wait > 0)) || return 0
+    local start=$SECONDS before busy
+    while :; do
+        before=$(busy_ticks)
+        sleep 1
+        busy=$(($(busy_ticks) - before))
+        BUSY_BEFORE=$((busy * 100 / (CLK_TCK * NCPU)))
+        ((busy * 10 <= CLK_TCK * NCPU)) && break
+        if ((SECONDS - start >= wait)); then
+            log "the machine is still busy ($((busy * 100 / CLK_TCK))% of a CPU) after ${wait}s; measuring anyway (see 'other CPU s')"
+            break
+        fi
+    done
+    QUIET_LEFT=$((QUIET_LEFT - (SECONDS - start)))
+    ((QUIET_LEFT > 0)) || QUIET_LEFT=0
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Helpers for bench/run.sh and bench/memory.sh: /proc accounting, sd_notify readiness,
+"""Helpers for bench/run.sh, bench/memory.sh and bench/asgi.sh: /proc accounting, sd_notify readiness,
 per-worker balance, a warm-up client, and the result tables. Standard library only.
 
 Subcommands (each prints one line, or a table, to stdout):
@@ -42,6 +42,9 @@ Subcommands (each prints one line, or a table, to stdout):
                               prints the result tables and writes them as Markdown.
   memory-render ROWS.tsv MARKDOWN_OUT [NOTE...]
                               bench/memory.sh's table, printed and written as Markdown.
+  asgi-render ROWS.tsv MARKDOWN_OUT [NOTE...]
+                              bench/asgi.sh's tables (each server's numbers, then tine's ratio
+                              to each peer), printed and written as Markdown.
 """
 
 import errno
@@ -633,6 +636,110 @@ def cmd_memory_render(rows_path, md_out, *meta):
                    [("PSS after the warm-up", markdown_table(header, table, right=set(range(2, 10))))])
 
 
+def asgi_row(fields):
+    """One row of bench/asgi.sh's rows.tsv as a dict of numbers, or {"outcome": why} for a run
+    that did not happen. Fields: scenario, server, outcome, wrk's BENCH_RESULT key=value pairs,
+    connections, seconds each request sleeps (- for none), server CPU s, context switches, CPU s
+    per child process (CSV), master + children PSS KiB, processes, the machine's busy ticks over
+    the run, ticks per second, wrk's own CPU s, the machine's busy % in the second before the
+    warm-up (- when not looked at)."""
+    row = {"scenario": fields[0], "server": fields[1], "outcome": fields[2]}
+    if fields[2] != "ok":
+        return row
+    (result, conns, sleep_s, cpu, ctx, per_proc, pss, procs, busy, tck, client, before) = fields[3:]
+    r = {k: int(v) for k, v in (kv.split("=", 1) for kv in result.split())}
+    n, cpu = r["requests"], float(cpu)
+    row.update(
+        rps=n / (r["duration_us"] / 1e6) if r["duration_us"] else 0.0,
+        ceiling=int(conns) / float(sleep_s) if sleep_s != "-" else None,
+        p50=r["p50_us"] / 1000, p99=r["p99_us"] / 1000,
+        status_errors=r["status"],
+        socket_errors=r["connect"] + r["read"] + r["write"] + r["timeout"],
+        cpu=cpu,
+        us_per_req=cpu / n * 1e6 if n else None,
+        per_cpu_s=n / cpu if cpu else None,
+        ctx_per_req=int(ctx) / n if n else None,
+        per_proc=per_proc,
+        pss=int(pss) / 1024, procs=int(procs),
+        # CPU the rest of the machine used meanwhile: neither the server nor wrk.
+        other=max(0.0, int(busy) / int(tck) - cpu - float(client)),
+        busy_before=before,
+        seconds=r["duration_us"] / 1e6,
+    )
+    return row
+
+
+def cmd_asgi_render(rows_path, md_out, *meta):
+    """bench/asgi.sh's tables: each server's numbers per scenario, then tine's ratio to each
+    peer, with a note of how busy the rest of the machine was."""
+    rows = [asgi_row(f) for f in read_tsv(rows_path)]
+    # Grouped by scenario, then server, each in the order it first ran.
+    order = {}
+    for r in rows:
+        order.setdefault(r["scenario"], len(order))
+        order.setdefault(r["server"], len(order))
+    rows.sort(key=lambda r: (order[r["scenario"]], order[r["server"]]))
+
+    def num(x, spec):
+        return "-" if x is None else format(x, spec)
+
+    table = []
+    for r in rows:
+        if r["outcome"] != "ok":
+            table.append([r["scenario"], r["server"]] + ["-"] * 13 + [r["outcome"]])
+            continue
+        ceiling = f"{r['rps'] / r['ceiling']:.0%} of {r['ceiling']:,.0f}" if r["ceiling"] else "-"
+        table.append([r["scenario"], r["server"], num(r["rps"], ",.0f"), ceiling,
+                      num(r["p50"], ".2f"), num(r["p99"], ".2f"),
+                      f"{r['status_errors']} / {r['socket_errors']}", num(r["cpu"], ".2f"),
+                      num(r["us_per_req"], ".1f"), num(r["per_cpu_s"], ",.0f"),
+                      num(r["ctx_per_req"], ".2f"), f"{r['pss']:.1f} ({r['procs']})",
+                      num(r["other"], ".1f"), r["busy_before"], r["per_proc"], "ok"])
+    header = ["scenario", "server", "requests/s", "of the ceiling", "p50 ms", "p99 ms",
+              "errors ≥400 / socket", "server CPU s", "CPU µs/req", "requests per CPU-s",
+              "ctx sw/req", "PSS MiB (processes)", "other CPU s", "busy % before",
+              "CPU s per child", "outcome"]
+    main = markdown_table(header, table, right=set(range(2, 14)))
+
+    ok = {(r["scenario"], r["server"]): r for r in rows if r["outcome"] == "ok"}
+    ratios = []
+    for r in rows:
+        tine = ok.get((r["scenario"], "tine"))
+        if r["server"] == "tine" or r["outcome"] != "ok" or tine is None:
+            continue
+
+        def ratio(key):
+            a, b = tine[key], r[key]
+            return f"{a / b:.2f}" if a is not None and b else "-"
+
+        ratios.append([r["scenario"], r["server"], ratio("rps"), ratio("per_cpu_s"), ratio("p99"),
+                       ratio("pss")])
+    ratio_header = ["scenario", "peer", "requests/s: tine ÷ peer",
+                    "requests per CPU-s: tine ÷ peer", "p99: tine ÷ peer (lower is better)",
+                    "PSS: tine ÷ peer (lower is better)"]
+    ratio_table = markdown_table(ratio_header, ratios, right={2, 3, 4, 5}) if ratios else ""
+
+    measured = [r for r in ok.values()]
+    if measured:
+        cpus = len(os.sched_getaffinity(0))
+        other = sum(r["other"] for r in measured)
+        seconds = sum(r["seconds"] for r in measured)
+        worst = max(measured, key=lambda r: r["other"])
+        meta = list(meta) + [
+            f"other processes' CPU during the measured runs: {other:.1f} CPU-s over {seconds:.0f} s "
+            f"({other / (seconds * cpus):.0%} of the machine's {cpus} CPUs); the most in one run "
+            f"{worst['other']:.1f} s ({worst['scenario']}, {worst['server']})"]
+        before = sorted(int(r["busy_before"]) for r in measured if r["busy_before"] != "-")
+        if before:
+            meta.append(f"the whole machine's CPU busy in the second before each scenario's warm-up "
+                        f"(no server under load): {before[0]}–{before[-1]}% of its {cpus} CPUs, "
+                        f"median {before[len(before) // 2]}%")
+    write_markdown(md_out, "ASGI: tine, uvicorn and granian", meta, [
+        ("Each server", main),
+        ("tine against each peer", ratio_table),
+    ])
+
+
 COMMANDS = {
     "snap": cmd_snap,
     "delta": cmd_delta,
@@ -647,6 +754,7 @@ COMMANDS = {
     "idle": cmd_idle,
     "render": cmd_render,
     "memory-render": cmd_memory_render,
+    "asgi-render": cmd_asgi_render,
 }
 
 if __name__ == "__main__":
