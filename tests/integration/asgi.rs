@@ -1024,6 +1024,25 @@ mod portable {
     }
 
     #[test]
+    fn every_receive_waiting_when_the_response_completes_gets_http_disconnect() {
+        let w = start(&Spec::raw());
+        assert_eq!(w.get_text("/watch?tag=w"), "watched\n");
+        assert_eq!(
+            w.wait_recorded("watch-w"),
+            "http.disconnect http.disconnect",
+            "log:\n{}",
+            w.log()
+        );
+    }
+
+    #[test]
+    fn a_body_sent_after_the_response_was_complete_raises() {
+        let w = start(&Spec::raw());
+        assert_eq!(w.get_text("/after-complete?tag=c"), "complete\n");
+        assert_eq!(w.wait_recorded("after-complete-c"), "RuntimeError");
+    }
+
+    #[test]
     fn two_hundred_sleeping_requests_are_in_one_worker_at_once() {
         // Each request waits in the application until all 200 are in (or 15 s pass), then
         // sleeps 0.2 s: the count proves they ran at once, without a timing assertion.
@@ -1497,6 +1516,43 @@ mod tine_only {
             Some("stopped"),
             "log:\n{}",
             w.log()
+        );
+    }
+
+    #[test]
+    fn response_headers_that_are_not_bytes_are_a_500_and_the_worker_serves_on() {
+        // uvicorn logs a 200 and closes the connection without a response.
+        let w = start_tine(&Spec::raw());
+        let response = w.get("/bad-header");
+        assert_eq!(response.status, 500, "log:\n{}", w.log());
+        assert_eq!(w.get_text("/"), "asgi_app\n");
+    }
+
+    #[test]
+    fn a_graceful_stop_lets_background_work_finish_before_the_lifespan_shutdown() {
+        let mut w = start_tine(&Spec::raw());
+        let pid = w.pid();
+        // Answered at once; the task works on for 500 ms after its response.
+        assert_eq!(w.get_text("/after?tag=bg&ms=500"), "answered\n");
+        let Backend::Tine(server) = &mut w.backend else {
+            unreachable!()
+        };
+        server.signal(Signal::SIGTERM);
+        let status = server.wait_exit();
+        assert!(status.success(), "{status}; log:\n{}", server.log());
+        let written = |name: &str| {
+            std::fs::metadata(w.state.path().join(name))
+                .and_then(|m| m.modified())
+                .unwrap_or_else(|e| panic!("{name}: {e}; log:\n{}", w.log()))
+        };
+        assert!(
+            written("after-bg") <= written(&format!("shutdown.{pid}")),
+            "the background work finished before the shutdown; log:\n{}",
+            w.log()
+        );
+        assert!(
+            w.log()
+                .contains("waiting for 1 tasks of the application to finish")
         );
     }
 

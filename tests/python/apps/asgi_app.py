@@ -447,6 +447,49 @@ async def route_no_response(scope, receive, send):
     return
 
 
+async def route_bad_header(scope, receive, send):
+    """Response headers as str, which ASGI does not allow: the body's send raises."""
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [("content-type", "text/plain")]}
+    )
+    await send({"type": "http.response.body", "body": b"never sent"})
+
+
+async def route_watch(scope, receive, send):
+    """Two tasks wait on ``receive()`` at once while the response goes out; once it is
+    complete each must see ``http.disconnect``. Leaves ``watch-TAG``: the last message type
+    each saw, or ``stuck`` for one still waiting after 5 s."""
+    tag = query(scope)["tag"]
+
+    async def watch():
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return message["type"]
+
+    watchers = [asyncio.ensure_future(watch()) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    await respond(send, "watched\n")
+    done, pending = await asyncio.wait(watchers, timeout=5)
+    for task in pending:
+        task.cancel()
+    seen = [task.result() if task in done else "stuck" for task in watchers]
+    record("watch-" + tag, " ".join(seen))
+
+
+async def route_after_complete(scope, receive, send):
+    """Answers whole, then sends another body: leaves ``after-complete-TAG`` with the name
+    of the exception that send raised (or ``none``)."""
+    tag = query(scope)["tag"]
+    await respond(send, "complete\n")
+    try:
+        await send({"type": "http.response.body", "body": b"too late"})
+    except Exception as err:
+        record("after-complete-" + tag, type(err).__name__)
+    else:
+        record("after-complete-" + tag, "none")
+
+
 ROUTES = {
     "/": route_index,
     "/scope": route_scope,
@@ -472,6 +515,9 @@ ROUTES = {
     "/raise-before": route_raise_before,
     "/raise-after": route_raise_after,
     "/no-response": route_no_response,
+    "/bad-header": route_bad_header,
+    "/watch": route_watch,
+    "/after-complete": route_after_complete,
 }
 
 
