@@ -252,30 +252,7 @@ start_nginx() { # start_nginx DIR [WORKER_CONNECTIONS]
 
 declare -A WORKER_CPU # instance label -> per-worker CPU seconds in the balance scenario
 
-busy_ticks() { # CPU ticks the whole machine spent in user and system mode so far
-    local _cpu user nice system _rest
-    read -r _cpu user nice system _rest </proc/stat
-    printf '%s\n' $((user + nice + system))
-}
-
-QUIET_LEFT=$QUIET_TOTAL
-wait_quiet() { # other work on the machine (a build, say) skews every number: wait for it, bounded
-    local wait=$((QUIET_WAIT < QUIET_LEFT ? QUIET_WAIT : QUIET_LEFT))
-    ((wait > 0)) || return 0
-    local start=$SECONDS before busy limit=$((CLK_TCK * NCPU / 10))
-    while :; do
-        before=$(busy_ticks)
-        sleep 1
-        busy=$(($(busy_ticks) - before))
-        ((busy <= limit)) && break
-        if ((SECONDS - start >= wait)); then
-            log "the machine is still busy ($((busy * 100 / CLK_TCK))% of a CPU) after ${wait}s; measuring anyway (see 'other CPU s')"
-            break
-        fi
-    done
-    QUIET_LEFT=$((QUIET_LEFT - (SECONDS - start)))
-    ((QUIET_LEFT > 0)) || QUIET_LEFT=0
-}
+# busy_ticks and wait_quiet are in lib/common.sh.
 
 # measure_wrk NAME LABEL CONNS URL WARMUP_S DURATION_S OUT [WRK_ARGS...]: one wrk run of
 # DURATION_S seconds against SERVER_PID, after WARMUP_S seconds of unmeasured load. Sets M[rps p50
