@@ -1302,9 +1302,7 @@ mod tine_only {
         let pid = w.pid();
         let mut stream = w.open(b"GET /sleep?ms=1000&tag=drain HTTP/1.1\r\nHost: test\r\n\r\n");
         w.wait_recorded("sleeping-drain");
-        let Backend::Tine(server) = &mut w.backend else {
-            unreachable!()
-        };
+        let server = w.tine_mut();
         server.signal(Signal::SIGTERM);
         let response = read_response_any(&mut stream, false).unwrap();
         assert_eq!(response.status, 200);
@@ -1328,9 +1326,7 @@ mod tine_only {
             let mut w = start_tine(&Spec::raw().server("graceful_timeout = \"2s\""));
             let _stream = w.open(format!("GET {target} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
             w.wait_recorded(tag);
-            let Backend::Tine(server) = &mut w.backend else {
-                unreachable!()
-            };
+            let server = w.tine_mut();
             server.signal(Signal::SIGTERM);
             // Bounded by WAIT, a hang detector well past the 2 s.
             server.wait_exit();
@@ -1505,9 +1501,7 @@ mod tine_only {
         let mut w = start_tine(&Spec::raw());
         let pid = w.pid();
         assert_eq!(w.recorded(&format!("shutdown.{pid}")), None);
-        let Backend::Tine(server) = &mut w.backend else {
-            unreachable!()
-        };
+        let server = w.tine_mut();
         server.signal(Signal::SIGTERM);
         let status = server.wait_exit();
         assert!(status.success(), "{status}; log:\n{}", server.log());
@@ -1534,9 +1528,7 @@ mod tine_only {
         let pid = w.pid();
         // Answered at once; the task works on for 500 ms after its response.
         assert_eq!(w.get_text("/after?tag=bg&ms=500"), "answered\n");
-        let Backend::Tine(server) = &mut w.backend else {
-            unreachable!()
-        };
+        let server = w.tine_mut();
         server.signal(Signal::SIGTERM);
         let status = server.wait_exit();
         assert!(status.success(), "{status}; log:\n{}", server.log());
@@ -1561,9 +1553,7 @@ mod tine_only {
         let state = state_with(&[("lifespan-mode", "stall")]);
         let mut w = start_tine_with(&Spec::raw().server("graceful_timeout = \"2s\""), state);
         let pid = w.pid();
-        let Backend::Tine(server) = &mut w.backend else {
-            unreachable!()
-        };
+        let server = w.tine_mut();
         server.signal(Signal::SIGTERM);
         // `wait_exit` is bounded by WAIT: a hang detector, well past the 2 s.
         server.wait_exit();

@@ -145,6 +145,14 @@ impl UnderTest {
         }
     }
 
+    /// tine, to signal and wait for; a tine-only check.
+    pub fn tine_mut(&mut self) -> &mut TestServer {
+        match &mut self.backend {
+            Backend::Tine(server) => server,
+            Backend::Reference(server) => panic!("a tine-only check ran against {}", server.name),
+        }
+    }
+
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         match &self.backend {
