@@ -37,7 +37,6 @@ class _Request:
         "conn",
         "serial",
         "scope",
-        "label",
         "body",
         "body_left",
         "streamed",
@@ -61,12 +60,11 @@ class _Request:
         "waiters",
     )
 
-    def __init__(self, server, conn, serial, scope, body, label):
+    def __init__(self, server, conn, serial, scope, body):
         self.server = server
         self.conn = conn
         self.serial = serial
         self.scope = scope
-        self.label = label
         # bytes, or a reader of a body kept in a file (``read(n)``) with the bytes left; None
         # once read, or when the body is streamed: it arrives a piece per ``want_body``.
         self.body = body
@@ -102,6 +100,20 @@ class _Request:
         self.concluded = False
         # What receive and send wait on: every one is woken when something changes.
         self.waiters = []
+
+    @property
+    def label(self):
+        """The request's method and target, as the access log has them; built only for a log
+        line."""
+        scope = self.scope
+        root = scope.get("root_path", "").encode("latin-1", "replace")
+        target = scope.get("raw_path", b"")
+        if root and target.startswith(root):
+            target = target[len(root) :]
+        query = scope.get("query_string", b"")
+        if query:
+            target += b"?" + query
+        return f"{scope.get('method', '?')} {target.decode('latin-1')}"
 
     # The worker's side.
 
@@ -400,7 +412,6 @@ class Server:
         self.queued = collections.deque()
         # Set while no request runs or waits: a stop waits for it.
         self.idle = None
-        self.state = {}
         self.lifespan = None
         self.stopping = False
 
@@ -490,8 +501,8 @@ class Server:
     def _handle(self, message):
         kind = message[0]
         if kind == START:
-            _, conn, serial, scope, body, label = message
-            self._start(conn, serial, scope, body, label)
+            _, conn, serial, scope, body = message
+            self._start(conn, serial, scope, body)
             return
         if kind == STOP:
             if not self.stopping:
@@ -534,10 +545,10 @@ class Server:
         elif kind == MORE:
             self.native.failed(conn, serial)
 
-    def _start(self, conn, serial, scope, body, label):
+    def _start(self, conn, serial, scope, body):
         if self.lifespan is not None and self.lifespan.state is not None:
             scope["state"] = self.lifespan.state.copy()
-        request = _Request(self, conn, serial, scope, body, label)
+        request = _Request(self, conn, serial, scope, body)
         # A new request on a keep-alive connection: the one before it is over for the worker.
         self.current[(conn, serial)] = request
         self.idle.clear()

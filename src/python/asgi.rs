@@ -110,8 +110,11 @@ impl Bridge {
         }
     }
 
+    /// Reports whether the application started, once: only the first report counts (the
+    /// worker acted on it).
     fn ready(&self, outcome: Result<(), String>) {
         if let Some(ready) = lock(&self.ready).take() {
+            self.serving.store(outcome.is_ok(), Ordering::Relaxed);
             let _ = ready.send(outcome);
         }
     }
@@ -326,7 +329,7 @@ impl Native {
     }
 
     /// The messages waiting, as tuples `(kind, conn, serial, ...)`; a request's are followed by
-    /// its scope, its body and its label.
+    /// its scope and its body.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         // The eventfd first, then the inbox: a message sent after the read wakes it again.
         let _ = self.bridge.wake.read();
@@ -336,17 +339,18 @@ impl Native {
             let kind = message.kind();
             match message {
                 ToLoop::Start(ticket, request, body_follows) => {
-                    let label = format!("{} {}", request.method(), request.target());
                     match scope(py, request, body_follows, &self.bridge.root_path) {
                         Ok((scope, body)) => {
-                            list.append((kind, ticket.conn, ticket.serial, scope, body, label))?
+                            list.append((kind, ticket.conn, ticket.serial, scope, body))?
                         }
                         Err(err) => {
                             log::error!(
-                                "{label}: could not build the ASGI scope; answered 500\n{}",
+                                "could not build a request's ASGI scope; answered 500\n{}",
                                 format_err(py, &err)
                             );
+                            // Its promises, as asgi.py keeps them for the requests it runs.
                             self.bridge.reply(ticket, Reply::Respond(server_error(500)));
+                            self.bridge.reply(ticket, Reply::Done);
                         }
                     }
                 }
@@ -370,13 +374,7 @@ impl Native {
     /// The lifespan startup's outcome: the worker goes on serving, or fails to start with
     /// `message`.
     fn ready(&self, ok: bool, message: String) {
-        let mut ready = lock(&self.bridge.ready);
-        let Some(sender) = ready.take() else {
-            // Only the first report counts: the worker acted on it.
-            return;
-        };
-        self.bridge.serving.store(ok, Ordering::Relaxed);
-        let _ = sender.send(if ok { Ok(()) } else { Err(message) });
+        self.bridge.ready(if ok { Ok(()) } else { Err(message) });
     }
 
     /// The request's task is over: it no longer counts against the worker's concurrency.
