@@ -20,7 +20,7 @@
 //!                          <----   Reply::Chunk | End | Failed   exactly one per more
 //!  discard(ticket)         ---->   the rest of the body is not wanted (HEAD, a length reached)
 //!  gone(ticket)            ---->   the client went away
-//!  cancel(ticket, what)    ---->   ran past request_timeout
+//!  cancel(ticket)          ---->   ran past request_timeout
 //! ```
 //!
 //! The promise of "exactly one" replies is what keeps the worker's count of requests and
@@ -95,9 +95,9 @@ pub trait Concurrent: Send + Sync {
     /// The client of `ticket` went away: what the application still sends fails.
     fn gone(&self, ticket: Ticket);
 
-    /// The request of `ticket` (`what`, e.g. `GET /report`) ran past `request_timeout`: stop
-    /// it, and log where it was.
-    fn cancel(&self, ticket: Ticket, what: &str);
+    /// The request of `ticket` ran past `request_timeout` (or its streamed response's next
+    /// chunk did): stop it, and log where it was.
+    fn cancel(&self, ticket: Ticket);
 
     /// Since when the oldest message the application has not taken yet has waited, if one
     /// has: an application that takes none for long is blocked (code that never yields to

@@ -275,8 +275,7 @@ impl Concurrent for Asgi {
         self.bridge.send(ToLoop::Gone(ticket));
     }
 
-    fn cancel(&self, ticket: Ticket, _what: &str) {
-        // The loop has the request's label itself.
+    fn cancel(&self, ticket: Ticket) {
         self.bridge.send(ToLoop::Cancel(ticket));
     }
 

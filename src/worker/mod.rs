@@ -167,8 +167,6 @@ struct Worker<'a> {
     accepting: bool,
     /// The load that decides whether to take connections.
     admission: Admission,
-    /// The application runs requests concurrently on its own event loop (ASGI).
-    concurrent: bool,
     pool: Pool,
     conns: Vec<Option<Conn<Stream>>>,
     free: Vec<usize>,
@@ -600,7 +598,7 @@ impl<'a> Worker<'a> {
         {
             match outcome {
                 Outcome::Response { response, .. } => {
-                    if !self.concurrent {
+                    if self.pool.handler().concurrent().is_none() {
                         // A concurrent application's request counts until its `TaskDone`.
                         self.admission.load.in_flight -= 1;
                     }

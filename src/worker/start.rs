@@ -102,7 +102,6 @@ impl<'a> Worker<'a> {
             } else {
                 Admission::new(capacity, server.max_connections.get())
             },
-            concurrent,
             pool,
             conns: Vec::new(),
             free: Vec::new(),

@@ -100,14 +100,10 @@ impl Worker<'_> {
                 peer_text(conn.peer),
                 self.settings.request_timeout
             );
-            let what = format!("the streamed response to {}", peer_text(conn.peer));
-            concurrent.cancel(
-                Ticket {
-                    conn: index,
-                    serial: conn.serial,
-                },
-                &what,
-            );
+            concurrent.cancel(Ticket {
+                conn: index,
+                serial: conn.serial,
+            });
             self.drive(index, Conn::close);
             return;
         }
@@ -140,13 +136,10 @@ impl Worker<'_> {
                 peer_text(conn.peer),
                 self.settings.request_timeout
             );
-            concurrent.cancel(
-                Ticket {
-                    conn: index,
-                    serial: conn.serial,
-                },
-                &label,
-            );
+            concurrent.cancel(Ticket {
+                conn: index,
+                serial: conn.serial,
+            });
             self.answer_504(index);
             return;
         }
