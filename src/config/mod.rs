@@ -96,6 +96,10 @@ pub const KEYS: &[&str] = &[
     "app.dotfiles",
     "app.cache_control",
     "app.precompressed",
+    "websocket.max_message",
+    "websocket.ping_interval",
+    "websocket.ping_timeout",
+    "websocket.on_stop",
 ];
 
 /// Largest `server.backlog`: the kernel stores the backlog in 16 bits.
@@ -130,6 +134,8 @@ pub struct Config {
     pub metrics: Metrics,
     /// `[app]`: the application behind the server.
     pub app: App,
+    /// `[websocket]`: the WebSockets of an ASGI application.
+    pub websocket: WebSocket,
 }
 
 /// `[server]`: where to listen, how many processes and threads, and timeouts.
@@ -461,6 +467,60 @@ impl Default for App {
 pub struct Metrics {
     /// The address; `None` serves no metrics.
     pub bind: Option<std::net::SocketAddr>,
+}
+
+/// `[websocket]`: the WebSockets of an ASGI application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebSocket {
+    /// The largest message a client may send, after reassembly; a bigger one closes the
+    /// connection with 1009.
+    pub max_message: usize,
+    /// A WebSocket from which nothing came for this long is pinged; zero sends no pings.
+    pub ping_interval: Duration,
+    /// How long the pong may take before the connection counts as dead; never zero.
+    pub ping_timeout: Duration,
+    /// When a stopping worker sends its WebSockets `1001 Going Away`.
+    pub on_stop: OnStop,
+}
+
+impl Default for WebSocket {
+    fn default() -> Self {
+        WebSocket {
+            max_message: 1 << 20,
+            ping_interval: Duration::from_secs(20),
+            ping_timeout: Duration::from_secs(20),
+            on_stop: OnStop::Wait,
+        }
+    }
+}
+
+/// `[websocket] on_stop`: when a stopping worker (a reload, an upgrade, a stop) closes its
+/// WebSockets, which would otherwise hold it for as long as their clients stay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnStop {
+    /// Once `graceful_timeout` has nearly run out (the close handshake gets the last second).
+    #[default]
+    Wait,
+    /// As soon as the worker begins to stop.
+    Close,
+}
+
+impl OnStop {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnStop::Wait => "wait",
+            OnStop::Close => "close",
+        }
+    }
+}
+
+impl Choice for OnStop {
+    const ALL: &'static [Self] = &[OnStop::Wait, OnStop::Close];
+
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
 }
 
 /// `[app] max_concurrency`'s default: generous, as uvicorn sets no limit, yet a bound on the

@@ -672,6 +672,47 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
             },
         ],
     },
+    SectionSpec {
+        name: "websocket",
+        keys: &[
+            KeySpec {
+                name: "max_message",
+                help: "asgi: the largest message a client may send (after reassembly); bigger closes with 1009.",
+                read: |v, c| {
+                    c.websocket.max_message = size_usize(v)?;
+                    Ok(())
+                },
+                write: |c| toml_size(c.websocket.max_message as u64),
+            },
+            KeySpec {
+                name: "ping_interval",
+                help: "asgi: ping a WebSocket silent for this long; \"0s\" sends no pings.",
+                read: |v, c| {
+                    c.websocket.ping_interval = read_duration(v, false)?;
+                    Ok(())
+                },
+                write: |c| toml_string(&format_duration(c.websocket.ping_interval)),
+            },
+            KeySpec {
+                name: "ping_timeout",
+                help: "asgi: close a WebSocket whose pong has not come this long after its ping (> 0).",
+                read: |v, c| {
+                    c.websocket.ping_timeout = read_duration(v, true)?;
+                    Ok(())
+                },
+                write: |c| toml_string(&format_duration(c.websocket.ping_timeout)),
+            },
+            KeySpec {
+                name: "on_stop",
+                help: "asgi: when a stopping worker closes its WebSockets (1001): \"wait\" for graceful_timeout, or \"close\" at once.",
+                read: |v, c| {
+                    c.websocket.on_stop = read_choice(v)?;
+                    Ok(())
+                },
+                write: |c| toml_string(c.websocket.on_stop.as_str()),
+            },
+        ],
+    },
 ];
 
 #[cfg(test)]

@@ -799,3 +799,25 @@ fn body_budgets_refuse_zero_and_less_than_one_body() {
         "{found:?}"
     );
 }
+
+#[test]
+fn websocket_keys_are_read_written_back_and_checked() {
+    let c = parse(
+        "[websocket]\nmax_message = \"16MiB\"\nping_interval = \"0s\"\nping_timeout = \"5s\"\n\
+         on_stop = \"close\"\n",
+    );
+    assert_eq!(c.websocket.max_message, 16 << 20);
+    assert_eq!(c.websocket.ping_interval, Duration::ZERO);
+    assert_eq!(c.websocket.ping_timeout, Duration::from_secs(5));
+    assert_eq!(c.websocket.on_stop, crate::config::OnStop::Close);
+    assert_eq!(parse(&c.to_toml(None)), c);
+    assert_eq!(parse("").websocket, crate::config::WebSocket::default());
+    assert_eq!(
+        errors("[websocket]\nmax_message = 0\nping_timeout = \"0s\"\non_stop = \"never\"\n"),
+        [
+            "t.toml:2:15: websocket.max_message: expected a size greater than zero, found 0",
+            "t.toml:3:16: websocket.ping_timeout: expected a duration greater than zero, found \"0s\"",
+            "t.toml:4:11: websocket.on_stop: expected one of \"wait\", \"close\", found \"never\"",
+        ]
+    );
+}
