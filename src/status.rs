@@ -594,16 +594,14 @@ mod tests {
     #[test]
     fn prometheus_counts_open_websockets_of_every_worker() {
         let text = render_prometheus(&sample());
-        assert!(
-            text.contains("# TYPE tine_websockets_open gauge\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("# HELP tine_websockets_open Open WebSockets"),
-            "{text}"
-        );
-        assert!(text.contains("\ntine_websockets_open 7\n"), "{text}");
-        assert!(text.contains("\ntine_connections 9\n"), "{text}");
+        for line in [
+            "\n# HELP tine_websockets_open Open WebSockets",
+            "\n# TYPE tine_websockets_open gauge\n",
+            "\ntine_websockets_open 7\n",
+            "\ntine_connections 9\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
         let mut empty = sample();
         empty.workers.clear();
         assert!(render_prometheus(&empty).contains("\ntine_websockets_open 0\n"));
