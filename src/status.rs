@@ -28,6 +28,8 @@ pub struct WorkerStatus {
     pub busy: u64,
     /// Open client connections.
     pub connections: u64,
+    /// Open WebSockets, counted among `connections` too.
+    pub websockets: u64,
     /// How long its oldest request in the pool has been running.
     pub oldest_request: Option<Duration>,
     /// Private memory in bytes, when it could be read.
@@ -96,8 +98,42 @@ impl Snapshot {
     }
 
     fn busy(&self) -> u64 {
-        self.workers.iter().map(|w| w.busy).sum()
+        self.sum(|w| w.busy)
     }
+
+    /// One gauge of every live worker, added up.
+    fn sum(&self, gauge: fn(&WorkerStatus) -> u64) -> u64 {
+        self.workers.iter().map(gauge).sum()
+    }
+}
+
+/// The `tine status` table's columns: heading and width. STATE, the only text, is aligned
+/// left, the rest right.
+const COLUMNS: [(&str, usize); 11] = [
+    ("PID", 8),
+    ("SLOT", 4),
+    ("GEN", 4),
+    ("AGE", 8),
+    ("STATE", 10),
+    ("REQUESTS", 10),
+    ("BUSY", 5),
+    ("CONNS", 6),
+    ("WS", 5),
+    ("OLDEST", 8),
+    ("MEMORY", 9),
+];
+
+/// One line of the `tine status` table, its cells in [`COLUMNS`]' order.
+fn table_row(out: &mut String, cells: [&dyn std::fmt::Display; 11]) {
+    for (i, (cell, (heading, width))) in cells.into_iter().zip(COLUMNS).enumerate() {
+        let gap = if i == 0 { "" } else { " " };
+        let _ = if heading == "STATE" {
+            write!(out, "{gap}{cell:<width$}")
+        } else {
+            write!(out, "{gap}{cell:>width$}")
+        };
+    }
+    out.push('\n');
 }
 
 /// The `tine status` table.
@@ -116,41 +152,44 @@ pub fn render_table(snapshot: &Snapshot) -> String {
         snapshot.busy(),
         snapshot.totals.requests,
     );
-    let _ = writeln!(
-        out,
-        "{:>8} {:>4} {:>4} {:>8} {:<10} {:>10} {:>5} {:>6} {:>8} {:>9}",
-        "PID", "SLOT", "GEN", "AGE", "STATE", "REQUESTS", "BUSY", "CONNS", "OLDEST", "MEMORY"
+    table_row(
+        &mut out,
+        COLUMNS.each_ref().map(|(heading, _)| heading as _),
     );
     for w in &snapshot.workers {
-        let _ = writeln!(
-            out,
-            "{:>8} {:>4} {:>4} {:>8} {:<10} {:>10} {:>5} {:>6} {:>8} {:>9}",
-            w.pid,
-            w.slot,
-            w.generation,
-            human(w.age),
-            w.state,
-            w.requests,
-            w.busy,
-            w.connections,
-            w.oldest_request.map_or_else(|| "-".to_owned(), human),
-            w.memory.map_or_else(|| "-".to_owned(), mebibytes),
+        table_row(
+            &mut out,
+            [
+                &w.pid,
+                &w.slot,
+                &w.generation,
+                &human(w.age),
+                &w.state,
+                &w.requests,
+                &w.busy,
+                &w.connections,
+                &w.websockets,
+                &w.oldest_request.map_or_else(|| "-".to_owned(), human),
+                &w.memory.map_or_else(|| "-".to_owned(), mebibytes),
+            ],
         );
     }
     let memory: u64 = snapshot.workers.iter().filter_map(|w| w.memory).sum();
-    let _ = writeln!(
-        out,
-        "{:>8} {:>4} {:>4} {:>8} {:<10} {:>10} {:>5} {:>6} {:>8} {:>9}",
-        "total",
-        "",
-        "",
-        "",
-        "",
-        snapshot.workers.iter().map(|w| w.requests).sum::<u64>(),
-        snapshot.busy(),
-        snapshot.workers.iter().map(|w| w.connections).sum::<u64>(),
-        "",
-        mebibytes(memory),
+    table_row(
+        &mut out,
+        [
+            &"total",
+            &"",
+            &"",
+            &"",
+            &"",
+            &snapshot.sum(|w| w.requests),
+            &snapshot.busy(),
+            &snapshot.sum(|w| w.connections),
+            &snapshot.sum(|w| w.websockets),
+            &"",
+            &mebibytes(memory),
+        ],
     );
     out
 }
@@ -176,7 +215,7 @@ pub fn render_json(snapshot: &Snapshot) -> String {
         }
         let _ = write!(
             out,
-            "{{\"pid\":{},\"slot\":{},\"generation\":{},\"age_seconds\":{},\"state\":{},\"requests\":{},\"busy\":{},\"connections\":{},\"oldest_request_ms\":{},\"memory_bytes\":{}}}",
+            "{{\"pid\":{},\"slot\":{},\"generation\":{},\"age_seconds\":{},\"state\":{},\"requests\":{},\"busy\":{},\"connections\":{},\"websockets\":{},\"oldest_request_ms\":{},\"memory_bytes\":{}}}",
             w.pid,
             w.slot,
             w.generation,
@@ -185,6 +224,7 @@ pub fn render_json(snapshot: &Snapshot) -> String {
             w.requests,
             w.busy,
             w.connections,
+            w.websockets,
             w.oldest_request
                 .map_or_else(|| "null".to_owned(), |d| d.as_millis().to_string()),
             w.memory
@@ -285,10 +325,17 @@ pub fn render_prometheus(snapshot: &Snapshot) -> String {
         "gauge",
         "Open client connections.",
     );
+    let _ = writeln!(out, "tine_connections {}", snapshot.sum(|w| w.connections));
+    metric(
+        &mut out,
+        "tine_websockets_open",
+        "gauge",
+        "Open WebSockets (upgraded connections, counted in tine_connections too).",
+    );
     let _ = writeln!(
         out,
-        "tine_connections {}",
-        snapshot.workers.iter().map(|w| w.connections).sum::<u64>()
+        "tine_websockets_open {}",
+        snapshot.sum(|w| w.websockets)
     );
     metric(
         &mut out,
@@ -453,6 +500,7 @@ mod tests {
                     requests: 2,
                     busy: 1,
                     connections: 3,
+                    websockets: 2,
                     oldest_request: Some(Duration::from_millis(250)),
                     memory: Some(3 << 20),
                 },
@@ -464,7 +512,8 @@ mod tests {
                     state: "starting",
                     requests: 1,
                     busy: 0,
-                    connections: 0,
+                    connections: 6,
+                    websockets: 5,
                     oldest_request: None,
                     memory: None,
                 },
@@ -490,11 +539,37 @@ mod tests {
     }
 
     #[test]
+    fn the_table_counts_websockets_per_worker_and_in_total() {
+        let table = render_table(&sample());
+        let lines: Vec<&str> = table.lines().skip(1).collect();
+        assert!(
+            lines.iter().all(|l| l.len() == lines[0].len()),
+            "the columns line up:\n{table}"
+        );
+        // Numbers are aligned right: a column's cell ends where its heading does.
+        let cell = |line: &str, heading: &str| {
+            let end = lines[0].find(&format!(" {heading}")).unwrap() + 1 + heading.len();
+            line[..end].rsplit(' ').next().unwrap().to_owned()
+        };
+        assert!(lines[0].contains(" CONNS    WS "), "{table}");
+        let column = |heading| {
+            lines[1..]
+                .iter()
+                .map(|l| cell(l, heading))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(column("WS"), ["2", "5", "7"], "{table}");
+        assert_eq!(column("CONNS"), ["3", "6", "9"], "{table}");
+    }
+
+    #[test]
     fn json_is_well_formed_enough_to_read_back() {
         let json = render_json(&sample());
         assert!(json.starts_with("{\"master_pid\":10,\"version\":\"0.1.0\",\"phase\":\"running\""));
         assert!(json.contains("\"oldest_request_ms\":250"));
         assert!(json.contains("\"oldest_request_ms\":null"));
+        assert!(json.contains("\"connections\":3,\"websockets\":2,"));
+        assert!(json.contains("\"connections\":6,\"websockets\":5,"));
         assert!(json.contains("\"restarts\":{\"crashed\":1,\"hung\":0}"));
         assert_eq!(json.matches('{').count(), json.matches('}').count());
         assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
@@ -514,6 +589,22 @@ mod tests {
         assert!(text.contains("tine_up 1\n"));
         assert!(text.contains("tine_busy_threads 1\n"));
         assert!(text.contains("tine_bodies_refused_total 4\n"));
+    }
+
+    #[test]
+    fn prometheus_counts_open_websockets_of_every_worker() {
+        let text = render_prometheus(&sample());
+        for line in [
+            "\n# HELP tine_websockets_open Open WebSockets",
+            "\n# TYPE tine_websockets_open gauge\n",
+            "\ntine_websockets_open 7\n",
+            "\ntine_connections 9\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
+        let mut empty = sample();
+        empty.workers.clear();
+        assert!(render_prometheus(&empty).contains("\ntine_websockets_open 0\n"));
     }
 
     #[test]

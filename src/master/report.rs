@@ -71,6 +71,7 @@ impl Master<'_> {
                 requests: view.requests,
                 busy: view.busy,
                 connections: view.connections,
+                websockets: view.websockets,
                 oldest_request: (view.oldest_request_ms > 0)
                     .then(|| Duration::from_millis(now_ms.saturating_sub(view.oldest_request_ms))),
                 memory: sys::private_memory_of(worker.pid).ok(),

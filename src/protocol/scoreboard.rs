@@ -24,6 +24,8 @@ const STATUS_CLASSES: usize = 8;
 const DURATION_SUM_US: usize = 13;
 const DURATION_BUCKETS: usize = 14;
 const BODIES_REFUSED: usize = 28;
+const WEBSOCKETS: usize = 29;
+const _: () = assert!(WEBSOCKETS < WORDS, "the last word must fit in the slot");
 
 /// Upper bounds of the request duration histogram's buckets, in microseconds; a last bucket
 /// (`+Inf`) counts the rest. Prometheus-style, from 1 ms to 10 s.
@@ -136,6 +138,8 @@ pub struct SlotView {
     pub duration_buckets: [u64; 14],
     /// Request bodies refused (503) because the worker's body budget had no room.
     pub bodies_refused: u64,
+    /// Open WebSockets: connections upgraded after their `101`, a part of `connections`.
+    pub websockets: u64,
 }
 
 /// The shared table of slots.
@@ -191,6 +195,7 @@ impl Scoreboard {
             duration_sum_us: load(DURATION_SUM_US),
             duration_buckets: std::array::from_fn(|i| load(DURATION_BUCKETS + i)),
             bodies_refused: load(BODIES_REFUSED),
+            websockets: load(WEBSOCKETS),
         }
     }
 }
@@ -225,6 +230,12 @@ impl SlotHandle<'_> {
     pub fn load(&self, busy: usize, connections: usize) {
         self.store(BUSY, busy as u64);
         self.store(CONNECTIONS, connections as u64);
+    }
+
+    /// Publishes how many of its connections are WebSockets now (upgraded, after their
+    /// `101`).
+    pub fn websockets(&self, open: usize) {
+        self.store(WEBSOCKETS, open as u64);
     }
 
     /// Publishes when the oldest request now in the pool started (0 for none).
@@ -308,6 +319,31 @@ mod tests {
         board.reset(5, 3000);
         assert_eq!(board.view(5).retire, None);
         assert_eq!(board.view(5).pid, 0);
+    }
+
+    #[test]
+    fn open_websockets_are_stored_not_added_and_cleared_by_a_reset() {
+        let board = Scoreboard::new().unwrap();
+        board.reset(7, 0);
+        board.reset(8, 0);
+        assert_eq!(
+            board.view(7).websockets,
+            0,
+            "none before the worker says so"
+        );
+        let handle = board.handle(7);
+        handle.load(1, 12);
+        handle.websockets(10);
+        handle.websockets(4);
+        let view = board.view(7);
+        assert_eq!((view.websockets, view.connections, view.busy), (4, 12, 1));
+        assert_eq!(
+            board.view(8).websockets,
+            0,
+            "neighbouring slots are untouched"
+        );
+        board.reset(7, 0);
+        assert_eq!(board.view(7).websockets, 0);
     }
 
     #[test]

@@ -41,6 +41,10 @@ fn status_shows_every_worker_as_a_table_and_as_json() {
         "{json}"
     );
     assert!(json.contains("\"requests\":5"), "{json}");
+    assert!(
+        json.contains("\"websockets\":0,"),
+        "no WebSockets yet: {json}"
+    );
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&control).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the control socket is private");
@@ -98,6 +102,7 @@ fn metrics_and_healthz_come_from_the_master() {
         "{text}"
     );
     assert!(text.contains("tine_workers 1\n"), "{text}");
+    assert!(text.contains("\ntine_websockets_open 0\n"), "{text}");
     assert!(text.contains("tine_listen_queue{listener="), "{text}");
     check_with_prometheus_parser(&text);
     let health = metrics_get(&metrics_addr, "/healthz");
