@@ -287,7 +287,8 @@ impl Reader {
             match header.role {
                 Role::Control(control) => {
                     // The header checked the length: at most 125.
-                    let end = header.size + usize::try_from(header.len).unwrap_or(usize::MAX);
+                    let len = usize::try_from(header.len).unwrap_or(usize::MAX);
+                    let end = header.size.saturating_add(len);
                     let Some(payload) = input.get(header.size..end) else {
                         return Ok((0, None));
                     };
