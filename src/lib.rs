@@ -44,6 +44,7 @@ pub mod python;
 pub mod status;
 pub(crate) mod sys;
 mod text;
+pub mod websocket;
 pub mod worker;
 
 use std::ffi::OsString;
