@@ -11,13 +11,13 @@
 # Verdict: one line per case whose behavior is not OK (with its behaviorClose), then the count
 # of cases per behavior (summary.py). The exit status is 1 if any case's behavior is FAILED, 0
 # otherwise: NON-STRICT, INFORMATIONAL and UNIMPLEMENTED are reported but do not fail the run.
-# It is 124 if the run did not end within AUTOBAHN_TIMEOUT, 2 on bad usage or a missing report.
+# It is 124 if wstest did not end within AUTOBAHN_TIMEOUT, 2 on bad usage or when there is no
+# verdict (no case ran: the connection was refused, say).
 #
-# The report (index.json, index.html and a page per case) goes to REPORT_DIR, with the spec
-# (fuzzingclient.json) and wstest's output (wstest.log), by default
-# target/autobahn-report. wstest runs under Python 2.7 from a private directory,
-# target/autobahn-venv, made by setup-env from requirements-py27.txt and reused while those pins
-# hold.
+# The report (index.json, index.html and a page per case) goes to REPORT_DIR (default
+# target/autobahn-report), with the spec (fuzzingclient.json) and wstest's output (wstest.log).
+# wstest runs under Python 2.7 from a private directory, target/autobahn-venv, made by setup-env
+# from requirements-py27.txt and reused while those pins hold.
 #
 # Environment (all optional):
 #   AUTOBAHN_CASES    comma-separated case patterns to run (default: the set above), e.g. "9.*"
