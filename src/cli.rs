@@ -124,6 +124,15 @@ PYTHON APPLICATION OPTIONS:
         --limit-concurrency N
                         ASGI: requests one worker runs at once, 1 to 100000;
                         more wait unread (app.max_concurrency)
+        --ws-max-size BYTES
+                        ASGI: the largest WebSocket message a client may send
+                        (websocket.max_message)
+        --ws-ping-interval SECONDS
+                        ASGI: ping a WebSocket silent this long
+                        (websocket.ping_interval)
+        --ws-ping-timeout SECONDS
+                        ASGI: close a WebSocket whose pong is this late
+                        (websocket.ping_timeout)
 
 LOGGING OPTIONS:
         --log-level LEVEL
@@ -283,6 +292,24 @@ pub(crate) const KEY_FLAGS: &[KeyFlag] = &[
         "app.max_concurrency",
         Form::Integer,
     ),
+    flag(
+        None,
+        "--ws-max-size",
+        "websocket.max_message",
+        Form::Integer,
+    ),
+    flag(
+        None,
+        "--ws-ping-interval",
+        "websocket.ping_interval",
+        Form::Seconds,
+    ),
+    flag(
+        None,
+        "--ws-ping-timeout",
+        "websocket.ping_timeout",
+        Form::Seconds,
+    ),
     flag(None, "--log-level", "log.level", Form::Text),
     flag(None, "--access-logfile", "log.access_log", Form::Text),
     flag(None, "--error-logfile", "log.error_log", Form::Text),
@@ -323,8 +350,18 @@ pub(crate) const REFUSED_UVICORN_FLAGS: &[(&[&str], &str)] = &[
         "tine does not watch files; reload with `kill -HUP <master pid>`",
     ),
     (
-        &["--ws", "--ws-*"],
-        "tine does not serve WebSocket yet; every request is plain HTTP/1.1",
+        &["--ws"],
+        "tine has one WebSocket implementation, its own, in its event loop; there is none to \
+         choose",
+    ),
+    (
+        &["--ws-per-message-deflate"],
+        "tine does not negotiate permessage-deflate: WebSocket messages go uncompressed",
+    ),
+    (
+        &["--ws-max-queue"],
+        "tine holds at most one message per WebSocket that the application has not received, \
+         then stops reading from it",
     ),
     (
         &["--http"],
@@ -407,10 +444,7 @@ impl KeySetting {
                 Ok(n) => n.to_string(),
                 Err(_) => toml_string(arg),
             },
-            Form::Seconds if !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_digit()) => {
-                toml_string(&format!("{arg}s"))
-            }
-            Form::Seconds => toml_string(arg),
+            Form::Seconds => toml_string(&seconds_as_duration(arg)),
             Form::List | Form::Item => toml_array(&self.args),
             Form::True => "true".to_owned(),
         }
@@ -419,6 +453,24 @@ impl KeySetting {
     /// Sets the flag's key in `config`.
     fn apply(&self, config: &mut Config) -> Result<(), String> {
         config.set(self.flag.key, &self.toml())
+    }
+}
+
+/// A bare number of seconds, as gunicorn and uvicorn take them ("30", uvicorn's "20.0"), as
+/// a duration with a unit ("30s", "20000ms"); anything else as it is, for the key to judge.
+fn seconds_as_duration(arg: &str) -> String {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match arg.split_once('.') {
+        None if digits(arg) => format!("{arg}s"),
+        Some((whole, fraction)) if digits(whole) && digits(fraction) => {
+            // Milliseconds, the finest unit a duration has: the rest of the fraction is cut.
+            let millis: String = fraction.chars().chain("000".chars()).take(3).collect();
+            format!(
+                "{}ms",
+                format!("{whole}{millis}").trim_start_matches('0').max("0")
+            )
+        }
+        _ => arg.to_owned(),
     }
 }
 

@@ -723,7 +723,8 @@ fn every_refused_uvicorn_flag_says_what_tine_does_instead() {
     for (flag, instead) in [
         ("--reload-dir", "tine does not watch files"),
         ("--reload-delay", "tine does not watch files"),
-        ("--ws-max-size", "tine does not serve WebSocket yet"),
+        ("--ws-max-queue", "tine holds at most one message"),
+        ("--ws", "tine has one WebSocket implementation"),
         ("--ssl-certfile", "tine does not terminate TLS"),
     ] {
         assert!(usage_error(&[flag, "1"]).starts_with(&format!("{flag}: {instead}")));
@@ -736,4 +737,27 @@ fn every_refused_uvicorn_flag_says_what_tine_does_instead() {
             "README does not name {flag}"
         );
     }
+}
+
+#[test]
+fn uvicorns_websocket_flags_set_the_websocket_section() {
+    let c = config_from(&[
+        "--ws-max-size",
+        "16777216",
+        "--ws-ping-interval",
+        "20.5",
+        "--ws-ping-timeout",
+        "5",
+    ]);
+    assert_eq!(c.websocket.max_message, 16 << 20);
+    assert_eq!(c.websocket.ping_interval, Duration::from_millis(20_500));
+    assert_eq!(c.websocket.ping_timeout, Duration::from_secs(5));
+    let c = config_from(&["--ws-ping-interval", "0.0", "--ws-ping-timeout", "0.25"]);
+    assert_eq!(c.websocket.ping_interval, Duration::ZERO);
+    assert_eq!(c.websocket.ping_timeout, Duration::from_millis(250));
+    assert_eq!(seconds_as_duration("30"), "30s");
+    assert_eq!(seconds_as_duration("1.5"), "1500ms");
+    assert_eq!(seconds_as_duration("0.0001"), "0ms");
+    assert_eq!(seconds_as_duration("1m"), "1m");
+    assert_eq!(seconds_as_duration("1.5s"), "1.5s");
 }

@@ -23,13 +23,46 @@
 //!  cancel(ticket)          ---->   ran past request_timeout
 //! ```
 //!
+//! A WebSocket request ([`Begin::WebSocket`]) is answered with [`Reply::Accept`] (the `101`
+//! goes out and the connection carries frames from then on) or, refused, with a `Respond` as
+//! above. Once accepted, the body pulled with `more` is the application's messages:
+//!
+//! ```text
+//!  worker                          application
+//!                          <----   Reply::Accept                 instead of Respond
+//!                          <----   Reply::WantBody               it waits for a message
+//!  message(ticket, msg)    ---->                                 one per WantBody
+//!  more(ticket)            ---->                                 room for the next message
+//!                          <----   Reply::Message | Close | Failed   exactly one per more
+//!  closed(ticket, code)    ---->   the connection is over (last); a message not yet asked
+//!                                  for comes before it
+//!                          <----   Reply::Done                   exactly one per start, last
+//! ```
+//!
 //! The promise of "exactly one" replies is what keeps the worker's count of requests and
 //! chunks in flight right: an application must keep it even for a request it cancels or that
 //! fails. A request counts against the worker's concurrency from its start to its `Done`.
 
 use std::sync::Arc;
 
-use super::{Request, Response};
+use super::{HeaderFields, Request, Response};
+use crate::websocket::Message;
+
+/// How a request reaches the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// With all of its body.
+    Whole,
+    /// With its body still arriving: the application asks for it with [`Reply::WantBody`], a
+    /// piece at a time.
+    BodyFollows,
+    /// A valid WebSocket opening handshake (RFC 6455 §4.2.1), offering `subprotocols`: the
+    /// application accepts it ([`Reply::Accept`]) or refuses it with a response.
+    WebSocket {
+        /// The subprotocols the client offered, in its order.
+        subprotocols: Vec<String>,
+    },
+}
 
 /// Which request a message is about: the worker's connection slot and that connection's
 /// serial. A keep-alive connection's requests share a ticket, one after the other.
@@ -62,6 +95,25 @@ pub enum Reply {
     /// The request's work is over (its task ended, after or long after its response: a
     /// background task): it no longer counts against the worker's concurrency.
     Done,
+    /// The WebSocket request is accepted, in place of a `Respond`: the `101` goes out with
+    /// the `subprotocol` the application chose (one the client offered) and its extra header
+    /// fields.
+    Accept {
+        /// The subprotocol chosen, if any.
+        subprotocol: Option<String>,
+        /// More fields for the `101`.
+        headers: HeaderFields,
+    },
+    /// A message for the WebSocket's client, answering a `more`.
+    Message(Message),
+    /// Close the WebSocket with `code` and `reason`, answering a `more`: the application
+    /// sends nothing more.
+    Close {
+        /// The close code (RFC 6455 §7.4).
+        code: u16,
+        /// Why, for the client: UTF-8, cut to fit a close frame.
+        reason: String,
+    },
 }
 
 /// Where a concurrent application sends its replies; cheap to clone and callable from any
@@ -75,16 +127,26 @@ pub trait Concurrent: Send + Sync {
     /// Starts serving, before the first request: `replies` is where the answers go.
     fn serve(&self, replies: Replies);
 
-    /// A request to run. With `body_follows`, its body is still arriving: the application
-    /// asks for it with [`Reply::WantBody`], a piece at a time, and gets each through
-    /// [`Concurrent::body`]; otherwise the request holds all of it.
-    fn start(&self, ticket: Ticket, request: Request, body_follows: bool);
+    /// A request to run; `begin` says whether its body is all in the request, still arriving
+    /// (the application asks for it with [`Reply::WantBody`], a piece at a time, and gets each
+    /// through [`Concurrent::body`]) or a WebSocket handshake.
+    fn start(&self, ticket: Ticket, request: Request, begin: Begin);
 
     /// The next piece of the body of `ticket`, answering a [`Reply::WantBody`]; `more` says
     /// whether pieces follow.
     fn body(&self, ticket: Ticket, chunk: Vec<u8>, more: bool);
 
-    /// The connection has room for the next chunk of the streamed response of `ticket`.
+    /// The next message from the client of WebSocket `ticket`, answering a
+    /// [`Reply::WantBody`] (or, once, just before [`Concurrent::closed`]).
+    fn message(&self, ticket: Ticket, message: Message);
+
+    /// WebSocket `ticket` is over: `code` and `reason` are the client's close frame's, or the
+    /// close tine sent (1001 at a stop, 1002, 1007, 1009, 1011 for a dead peer), or 1006 when
+    /// the connection ended without one. Nothing more comes for it.
+    fn closed(&self, ticket: Ticket, code: u16, reason: String);
+
+    /// The connection has room for the next chunk of the streamed response of `ticket` (or
+    /// the next message of WebSocket `ticket`).
     fn more(&self, ticket: Ticket);
 
     /// The rest of the response of `ticket` is not wanted (the request was `HEAD`, the

@@ -58,7 +58,10 @@ pub fn write_response_head<'a>(
             (None, Version::Http10) => close_delimited = true,
         }
     }
-    if !keep_alive || close_delimited {
+    if status == 101 {
+        // The only 101 tine sends: an accepted WebSocket (RFC 6455 §4.2.2).
+        out.extend_from_slice(b"Connection: Upgrade\r\n");
+    } else if !keep_alive || close_delimited {
         out.extend_from_slice(b"Connection: close\r\n");
     } else if version == Version::Http10 {
         out.extend_from_slice(b"Connection: keep-alive\r\n");
@@ -95,6 +98,10 @@ pub fn error_response(out: &mut Vec<u8>, err: &HttpError, date: &[u8]) {
     out.extend_from_slice(b"Server: tine\r\n");
     if err.status == 503 {
         out.extend_from_slice(b"Retry-After: 1\r\n");
+    }
+    if err.status == 426 {
+        // Only a WebSocket handshake of another version gets one (RFC 6455 §4.4).
+        out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n");
     }
     let with_body = status_allows_body(err.status);
     if with_body {

@@ -19,7 +19,7 @@ import traceback
 ERROR, WARN, INFO, DEBUG = 1, 2, 3, 4
 
 # The messages ``native.take()`` returns, as (kind, conn, serial, ...).
-START, MORE, DISCARD, GONE, CANCEL, STOP, BODY = range(7)
+START, MORE, DISCARD, GONE, CANCEL, STOP, BODY, MESSAGE, CLOSED = range(9)
 
 # How much of a request body one ``http.request`` event carries.
 BODY_CHUNK = 64 * 1024
@@ -343,32 +343,41 @@ class _Request:
                     f"{server.format_exception(err)}",
                 )
             else:
+                self.failed = True
                 server.log(
                     ERROR,
                     f"{self.label}: the application raised after its response began; "
-                    f"closing the connection\n{server.format_exception(err)}",
+                    f"{self._cut_short}\n{server.format_exception(err)}",
                 )
         else:
-            if not self.started and not self.gone:
-                server.log(
-                    ERROR,
-                    f"{self.label}: the application returned without starting a response; "
-                    "answered 500",
-                )
-            elif self.started and not self.replied and not self.gone:
-                server.log(
-                    ERROR,
-                    f"{self.label}: the application returned without sending its response's "
-                    "body; answered 500",
-                )
-            elif self.replied and not self.finished and not self.ending:
-                server.log(
-                    ERROR,
-                    f"{self.label}: the application returned before its response was "
-                    "complete; closing the connection",
-                )
+            self._returned()
         finally:
             self._conclude()
+
+    # What a failure after the response began does, for the log.
+    _cut_short = "closing the connection"
+
+    def _returned(self):
+        """The application returned: logs what it left undone."""
+        server = self.server
+        if not self.started and not self.gone:
+            server.log(
+                ERROR,
+                f"{self.label}: the application returned without starting a response; "
+                "answered 500",
+            )
+        elif self.started and not self.replied and not self.gone:
+            server.log(
+                ERROR,
+                f"{self.label}: the application returned without sending its response's "
+                "body; answered 500",
+            )
+        elif self.replied and not self.finished and not self.ending:
+            server.log(
+                ERROR,
+                f"{self.label}: the application returned before its response was "
+                "complete; closing the connection",
+            )
 
     def _conclude(self, ran=True):
         """Keeps the promises to the worker, whatever became of the application: one
@@ -387,6 +396,222 @@ class _Request:
                 self.pulled = False
                 self.finished = True
                 native.failed(self.conn, self.serial)
+        self._wake()
+        self.task = None
+        native.task_done(self.conn, self.serial)
+        if ran:
+            self.server.done()
+        self._over()
+
+
+class _WebSocket(_Request):
+    """One WebSocket (ASGI's websocket scope): before ``websocket.accept`` a request that may
+    still be refused (403, or a whole HTTP response with the denial response extension);
+    after it, messages both ways. The worker frames them: ``native.ws_send`` and
+    ``native.ws_close`` answer its pulls as ``native.chunk`` and ``native.end`` do for a
+    streamed response, and ``native.want_body`` asks for the client's next message."""
+
+    __slots__ = ("accepted", "closing", "inbound", "disconnect")
+
+    _cut_short = "closing the WebSocket with 1011"
+
+    def __init__(self, server, conn, serial, scope):
+        super().__init__(server, conn, serial, scope, None)
+        self.accepted = False
+        # The application's close, owed to the worker at its next pull: (code, reason).
+        self.closing = None
+        # What receive returns next.
+        self.inbound = collections.deque([{"type": "websocket.connect"}])
+        # (code, reason) once the connection is over.
+        self.disconnect = None
+
+    @property
+    def label(self):
+        return "WebSocket " + super().label.split(" ", 1)[1]
+
+    # The worker's side.
+
+    def on_more(self):
+        if not self.accepted:
+            # A denial response's body.
+            super().on_more()
+            return
+        native = self.server.native
+        if self.pending is not None:
+            data, self.pending = self.pending, None
+            native.ws_send(self.conn, self.serial, data)
+        elif self.closing is not None:
+            code, reason = self.closing
+            self.closing = None
+            self.finished = True
+            native.ws_close(self.conn, self.serial, code, reason)
+        else:
+            self.pulled = True
+        self._wake()
+        self._over()
+
+    def on_message(self, data):
+        self.asked = False
+        if isinstance(data, str):
+            self.inbound.append({"type": "websocket.receive", "text": data})
+        else:
+            self.inbound.append({"type": "websocket.receive", "bytes": data})
+        self._wake()
+
+    def on_closed(self, code, reason):
+        self.disconnect = (code, reason)
+        self.on_gone()
+
+    def on_gone(self):
+        if self.disconnect is None:
+            # Before its 101, or during a denial response: no close frame.
+            self.disconnect = (1006, "")
+        self.closing = None
+        super().on_gone()
+
+    # The application's side.
+
+    async def receive(self):
+        while True:
+            if self.inbound:
+                return self.inbound.popleft()
+            if self.disconnect is not None:
+                code, reason = self.disconnect
+                return {"type": "websocket.disconnect", "code": code, "reason": reason}
+            if self.accepted and not self.asked:
+                self.asked = True
+                self.server.native.want_body(self.conn, self.serial)
+            await self._wait()
+
+    async def send(self, message):
+        kind = message["type"]
+        if kind == "websocket.send":
+            await self._send_message(message)
+        elif kind == "websocket.accept":
+            self._accept(message)
+        elif kind == "websocket.close":
+            self._close(message)
+        elif kind in ("websocket.http.response.start", "websocket.http.response.body"):
+            if self.accepted:
+                raise RuntimeError(
+                    f"ASGI: the application sent {kind!r} after 'websocket.accept'"
+                )
+            await super().send(dict(message, type=kind[len("websocket.") :]))
+        else:
+            raise RuntimeError(f"ASGI: unexpected message {kind!r} on a WebSocket")
+
+    def _accept(self, message):
+        if self.accepted or self.started:
+            raise RuntimeError(
+                "ASGI: the application sent 'websocket.accept' after it accepted or "
+                "refused the WebSocket"
+            )
+        if self.gone:
+            raise ClientDisconnected("the client went away")
+        subprotocol = message.get("subprotocol")
+        if subprotocol is not None and subprotocol not in self.scope["subprotocols"]:
+            raise ValueError(
+                f"ASGI: the subprotocol {subprotocol!r} was not offered by the client "
+                f"(it offered {self.scope['subprotocols']!r})"
+            )
+        self.server.native.ws_accept(
+            self.conn, self.serial, subprotocol, message.get("headers") or ()
+        )
+        self.accepted = self.started = self.replied = True
+
+    def _close(self, message):
+        native = self.server.native
+        if not self.accepted:
+            if self.started:
+                raise RuntimeError(
+                    "ASGI: the application sent 'websocket.close' after "
+                    "'websocket.http.response.start'"
+                )
+            if self.gone:
+                return
+            # Refused before the handshake completed: 403, as uvicorn answers.
+            native.respond(self.conn, self.serial, 403, (), b"", False)
+            self.started = self.replied = self.completed = self.finished = True
+            self._wake()
+            return
+        if self.gone:
+            return
+        if self.closing is not None or self.finished:
+            raise RuntimeError("ASGI: the application sent 'websocket.close' twice")
+        code = message.get("code")
+        code = 1000 if code is None else code
+        if not isinstance(code, int) or not native.valid_close_code(code):
+            raise ValueError(f"ASGI: {code!r} is not a close code that may be sent")
+        reason = message.get("reason") or ""
+        if self.pulled and self.pending is None:
+            self.pulled = False
+            self.finished = True
+            native.ws_close(self.conn, self.serial, code, reason)
+            self._wake()
+        else:
+            self.closing = (code, reason)
+
+    async def _send_message(self, message):
+        if not self.accepted:
+            raise RuntimeError(
+                "ASGI: the application sent 'websocket.send' before 'websocket.accept'"
+            )
+        if self.gone:
+            raise ClientDisconnected("the client went away")
+        if self.closing is not None or self.finished:
+            raise RuntimeError("ASGI: the application sent 'websocket.send' after 'websocket.close'")
+        data = message.get("bytes")
+        text = message.get("text")
+        if (data is None) == (text is None):
+            raise TypeError(
+                "ASGI: a 'websocket.send' message has exactly one of 'bytes' and 'text'"
+            )
+        if data is not None:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f"ASGI: 'bytes' must be bytes, not {type(data).__name__}")
+            data = bytes(data)
+        elif isinstance(text, str):
+            data = text
+        else:
+            raise TypeError(f"ASGI: 'text' must be str, not {type(text).__name__}")
+        # Backpressure: the message before must be with the worker.
+        while self.pending is not None and not self.gone:
+            await self._wait()
+        if self.gone:
+            raise ClientDisconnected("the client went away")
+        if self.pulled:
+            self.pulled = False
+            self.server.native.ws_send(self.conn, self.serial, data)
+        else:
+            self.pending = data
+
+    def _returned(self):
+        if not self.replied and not self.gone:
+            self.server.log(
+                ERROR,
+                f"{self.label}: the application returned without accepting or refusing the "
+                "WebSocket; answered 500",
+            )
+        elif not self.accepted:
+            super()._returned()
+
+    def _conclude(self, ran=True):
+        if not self.accepted:
+            super()._conclude(ran)
+            return
+        if self.concluded:
+            return
+        self.concluded = True
+        native = self.server.native
+        if not self.finished and self.closing is None and not self.gone:
+            # Returned without closing: a normal closure, as uvicorn; raised: 1011.
+            self.closing = (1011, "Internal Error") if self.failed else (1000, "")
+        if self.pulled and self.pending is None and self.closing is not None:
+            code, reason = self.closing
+            self.closing = None
+            self.pulled = False
+            self.finished = True
+            native.ws_close(self.conn, self.serial, code, reason)
         self._wake()
         self.task = None
         native.task_done(self.conn, self.serial)
@@ -525,6 +750,10 @@ class Server:
             request.on_cancel()
         elif kind == BODY:
             request.on_body(message[3], message[4])
+        elif kind == MESSAGE:
+            request.on_message(message[3])
+        elif kind == CLOSED:
+            request.on_closed(message[3], message[4])
 
     def _broken(self, message, err):
         """A message that could not be handled: logged, and what the worker waits for is
@@ -548,7 +777,10 @@ class Server:
     def _start(self, conn, serial, scope, body):
         if self.lifespan is not None and self.lifespan.state is not None:
             scope["state"] = self.lifespan.state.copy()
-        request = _Request(self, conn, serial, scope, body)
+        if scope["type"] == "websocket":
+            request = _WebSocket(self, conn, serial, scope)
+        else:
+            request = _Request(self, conn, serial, scope, body)
         # A new request on a keep-alive connection: the one before it is over for the worker.
         self.current[(conn, serial)] = request
         self.idle.clear()

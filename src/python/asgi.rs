@@ -24,21 +24,24 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyModule, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyModule, PyString, PyTuple};
 
 use super::content_length;
 use super::interp::{format_err, support};
 use crate::config::{App, BindAddr};
 use crate::handler::{
-    BuildError, Concurrent, Handler, HeaderFields, Replied, Replies, Reply, Request, RequestBody,
-    Response, Ticket, Version, percent_decode_bytes,
+    Begin, BuildError, Concurrent, Handler, HeaderFields, Replied, Replies, Reply, Request,
+    RequestBody, Response, Ticket, Version, percent_decode_bytes,
 };
 use crate::pool::lock;
+use crate::websocket::Message;
 
 /// What the worker tells the asyncio loop.
 enum ToLoop {
-    Start(Ticket, Request, bool),
+    Start(Ticket, Request, Begin),
     Body(Ticket, Vec<u8>, bool),
+    Message(Ticket, Message),
+    Closed(Ticket, u16, String),
     More(Ticket),
     Discard(Ticket),
     Gone(Ticket),
@@ -57,6 +60,8 @@ impl ToLoop {
             ToLoop::Cancel(_) => 4,
             ToLoop::Stop => 5,
             ToLoop::Body(..) => 6,
+            ToLoop::Message(..) => 7,
+            ToLoop::Closed(..) => 8,
         }
     }
 }
@@ -254,13 +259,20 @@ impl Concurrent for Asgi {
         let _ = self.bridge.replies.set(replies);
     }
 
-    fn start(&self, ticket: Ticket, request: Request, body_follows: bool) {
-        self.bridge
-            .send(ToLoop::Start(ticket, request, body_follows));
+    fn start(&self, ticket: Ticket, request: Request, begin: Begin) {
+        self.bridge.send(ToLoop::Start(ticket, request, begin));
     }
 
     fn body(&self, ticket: Ticket, chunk: Vec<u8>, more: bool) {
         self.bridge.send(ToLoop::Body(ticket, chunk, more));
+    }
+
+    fn message(&self, ticket: Ticket, message: Message) {
+        self.bridge.send(ToLoop::Message(ticket, message));
+    }
+
+    fn closed(&self, ticket: Ticket, code: u16, reason: String) {
+        self.bridge.send(ToLoop::Closed(ticket, code, reason));
     }
 
     fn more(&self, ticket: Ticket) {
@@ -337,8 +349,8 @@ impl Native {
         for message in messages {
             let kind = message.kind();
             match message {
-                ToLoop::Start(ticket, request, body_follows) => {
-                    match scope(py, request, body_follows, &self.bridge.root_path) {
+                ToLoop::Start(ticket, request, begin) => {
+                    match scope(py, request, begin, &self.bridge.root_path) {
                         Ok((scope, body)) => {
                             list.append((kind, ticket.conn, ticket.serial, scope, body))?
                         }
@@ -364,6 +376,16 @@ impl Native {
                     PyBytes::new(py, &chunk),
                     more,
                 ))?,
+                ToLoop::Message(ticket, message) => {
+                    let message = match message {
+                        Message::Text(text) => PyString::new(py, &text).into_any(),
+                        Message::Binary(bytes) => PyBytes::new(py, &bytes).into_any(),
+                    };
+                    list.append((kind, ticket.conn, ticket.serial, message))?
+                }
+                ToLoop::Closed(ticket, code, reason) => {
+                    list.append((kind, ticket.conn, ticket.serial, code, reason))?
+                }
                 ToLoop::Stop => list.append((kind, 0, 0))?,
             }
         }
@@ -441,6 +463,61 @@ impl Native {
         self.bridge.reply(Ticket { conn, serial }, Reply::Failed);
     }
 
+    /// The application accepts its WebSocket: the `101` goes out with `subprotocol` and
+    /// `headers` (an iterable of `[name, value]` byte pairs).
+    fn ws_accept(
+        &self,
+        conn: usize,
+        serial: u64,
+        subprotocol: Option<String>,
+        headers: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let (headers, _) = response_headers(headers)?;
+        if let Some(chosen) = &subprotocol
+            && !crate::http::valid_header("Sec-WebSocket-Protocol", chosen.as_bytes())
+        {
+            return Err(PyValueError::new_err(format!(
+                "ASGI: the subprotocol {chosen:?} cannot be sent in a header"
+            )));
+        }
+        self.bridge.reply(
+            Ticket { conn, serial },
+            Reply::Accept {
+                subprotocol,
+                headers,
+            },
+        );
+        Ok(())
+    }
+
+    /// The next message of a WebSocket (`str`: text, `bytes`: binary), answering a `more`.
+    fn ws_send(&self, conn: usize, serial: u64, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let message = if let Ok(text) = data.cast::<PyString>() {
+            Message::Text(text.to_str()?.to_owned())
+        } else if let Ok(bytes) = data.cast::<PyBytes>() {
+            Message::Binary(bytes.as_bytes().to_vec())
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "ASGI: a WebSocket message is str or bytes, not {}",
+                super::type_name(data)
+            )));
+        };
+        self.bridge
+            .reply(Ticket { conn, serial }, Reply::Message(message));
+        Ok(())
+    }
+
+    /// Whether `code` may be sent in a close frame.
+    fn valid_close_code(&self, code: u16) -> bool {
+        crate::websocket::valid_close_code(code)
+    }
+
+    /// The application closes its WebSocket with `code` and `reason`, answering a `more`.
+    fn ws_close(&self, conn: usize, serial: u64, code: u16, reason: String) {
+        self.bridge
+            .reply(Ticket { conn, serial }, Reply::Close { code, reason });
+    }
+
     /// A line for tine's error log: level 1 error, 2 warning, 3 info, else debug.
     fn log(&self, level: u8, text: &str) {
         match level {
@@ -489,16 +566,38 @@ impl SpilledBody {
     }
 }
 
-/// The HTTP connection scope of `request` (ASGI HTTP spec 2.4), and its body: `bytes`, a
-/// [`SpilledBody`] for one kept in a file, or `None` when it follows (`body_follows`).
+/// The connection scope of `request` (ASGI HTTP and WebSocket spec 2.4), and its body:
+/// `bytes`, a [`SpilledBody`] for one kept in a file, or `None` when it follows or the
+/// request is a WebSocket's.
 fn scope<'py>(
     py: Python<'py>,
     request: Request,
-    body_follows: bool,
+    begin: Begin,
     root_path: &str,
 ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyAny>)> {
     let scope = PyDict::new(py);
-    scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
+    let client = request.client();
+    match &begin {
+        Begin::WebSocket { subprotocols } => {
+            scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
+            let scheme = if client.scheme == "https" {
+                "wss"
+            } else {
+                "ws"
+            };
+            scope.set_item(intern!(py, "scheme"), scheme)?;
+            scope.set_item(intern!(py, "subprotocols"), PyList::new(py, subprotocols)?)?;
+            // The denial response extension: a refusal may be a whole HTTP response.
+            let extensions = PyDict::new(py);
+            extensions.set_item(intern!(py, "websocket.http.response"), PyDict::new(py))?;
+            scope.set_item(intern!(py, "extensions"), extensions)?;
+        }
+        Begin::Whole | Begin::BodyFollows => {
+            scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
+            scope.set_item(intern!(py, "method"), request.method())?;
+            scope.set_item(intern!(py, "scheme"), client.scheme)?;
+        }
+    }
     let asgi = PyDict::new(py);
     asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
     asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.4"))?;
@@ -508,9 +607,6 @@ fn scope<'py>(
         _ => intern!(py, "1.1"),
     };
     scope.set_item(intern!(py, "http_version"), http_version)?;
-    scope.set_item(intern!(py, "method"), request.method())?;
-    let client = request.client();
-    scope.set_item(intern!(py, "scheme"), client.scheme)?;
     // As uvicorn: the root path the application is mounted at comes first in `path` and
     // `raw_path` too.
     let raw_path = request.path();
@@ -551,7 +647,7 @@ fn scope<'py>(
         None => scope.set_item(intern!(py, "server"), py.None())?,
     }
     let body = match request.into_body_parts() {
-        _ if body_follows => py.None().into_bound(py),
+        _ if begin != Begin::Whole => py.None().into_bound(py),
         RequestBody::Memory(bytes) => PyBytes::new(py, &bytes).into_any(),
         RequestBody::File(file, len) => Bound::new(
             py,

@@ -18,7 +18,10 @@ use super::out::{ChunkTaken, OutQueue, Output, Socket, WriteStep};
 use super::peer_text;
 use crate::handler::{BodyStream, RequestBody};
 use crate::http::{self, DateCache, Decoded, Decoder, HttpError, RequestHead, Version};
+use crate::websocket::{Message, handshake};
 use body_in::BodyIn;
+use upgraded::Upgraded;
+pub(super) use upgraded::{WsSettings, WsTimer};
 
 /// How long a closing connection keeps draining the client's unread bytes, so the close does
 /// not turn into a reset that destroys the response in flight.
@@ -57,6 +60,8 @@ pub(super) struct Settings {
     /// `http.disconnect`). Otherwise the body is read whole before dispatch, and a close is
     /// noticed when the response is written.
     pub(super) concurrent_app: bool,
+    /// `[websocket]`: for the WebSockets of a concurrent application.
+    pub(super) websocket: WsSettings,
 }
 
 impl Settings {
@@ -93,6 +98,16 @@ pub(super) enum Action {
     /// A request whose body is still arriving: hand it to the (concurrent) application, which
     /// asks for its body a piece at a time. The connection is now with it.
     Begin { head: RequestHead },
+    /// A valid WebSocket handshake: hand it to the (concurrent) application, which accepts
+    /// or refuses it. The connection is now with it.
+    Upgrade {
+        head: RequestHead,
+        subprotocols: Vec<String>,
+    },
+    /// A WebSocket's next message, for the application.
+    Message(Message),
+    /// The WebSocket is over: tell the application, with the close code and reason.
+    Closed { code: u16, reason: String },
     /// The next piece of the body of the request begun with `Begin`, for the application;
     /// `more` says whether pieces follow.
     Body { chunk: Vec<u8>, more: bool },
@@ -141,11 +156,8 @@ pub(super) struct AccessInfo {
 
 /// Where a connection is.
 ///
-/// One state is still to come, and has its place here: `Upgraded`, for a connection that
-/// switched protocols (WebSocket) after a `101` and stops being HTTP, entered from `Writing`
-/// once the `101` is out instead of going back to `Reading`. A request body streamed to a
-/// concurrent application while it runs is not a state but `Conn::body_in`, beside `InApp`
-/// and `Writing`.
+/// A request body streamed to a concurrent application while it runs is not a state but
+/// `Conn::body_in`, beside `InApp` and `Writing`.
 enum State {
     /// The placeholder a transition leaves while it runs (see [`Conn::take_state`]).
     Taken,
@@ -157,6 +169,8 @@ enum State {
     InApp(InApp),
     /// Writing a response.
     Writing(Writing),
+    /// A WebSocket, after its `101` (see `upgraded.rs`).
+    Upgraded(Box<Upgraded>),
     /// Response done, write side shut; draining what the client still sends until `until`,
     /// then closing.
     Lingering { until: Instant },
@@ -238,6 +252,8 @@ struct InApp {
     /// long.
     label: Option<String>,
     access: Option<AccessInfo>,
+    /// For a WebSocket handshake, the `Sec-WebSocket-Accept` its `101` will carry.
+    websocket: Option<String>,
 }
 
 struct Writing {
@@ -264,6 +280,8 @@ pub(super) enum Expired {
     Stalled,
     /// The application waited for more of its request's body longer than `body_timeout`.
     SlowBody,
+    /// A WebSocket's timer ran out.
+    WebSocket(WsTimer),
 }
 
 /// What decides whether the connection stays open after the response being written.
@@ -305,6 +323,8 @@ pub(super) struct Conn<S> {
     /// The body of the request with the application, while it is still arriving (a
     /// concurrent application's request begun before its body was in).
     body_in: Option<BodyIn>,
+    /// The connection became a WebSocket (it stays true once it is closed).
+    upgraded: bool,
 }
 
 impl<S: Socket> Conn<S> {
@@ -332,6 +352,7 @@ impl<S: Socket> Conn<S> {
             unread: true,
             spare: OutQueue::default(),
             body_in: None,
+            upgraded: false,
         }
     }
 
@@ -438,6 +459,9 @@ impl<S: Socket> Conn<S> {
     /// Which of the connection's waits ran out at `now`, if any. The application's waits
     /// (on the request, on a stream's chunk) are bounded by `request_timeout` only.
     pub(super) fn expiry(&self, now: Instant, request_timeout: Duration) -> Option<Expired> {
+        if let Some(timer) = self.ws_expiry(now) {
+            return timer.map(Expired::WebSocket);
+        }
         if self.body_deadline().is_some_and(|due| now >= due) {
             return Some(Expired::SlowBody);
         }
@@ -456,7 +480,7 @@ impl<S: Socket> Conn<S> {
             State::Reading(reading) => reading.deadline,
             State::Writing(writing) => writing.deadline,
             State::Lingering { until } => *until,
-            State::InApp(_) | State::Closed | State::Taken => return None,
+            State::InApp(_) | State::Upgraded(_) | State::Closed | State::Taken => return None,
         };
         if now < deadline {
             None
@@ -483,6 +507,7 @@ impl<S: Socket> Conn<S> {
                 );
             }
             Expired::SlowBody => self.body_timed_out(ctx),
+            Expired::WebSocket(timer) => self.ws_timer(timer, ctx),
             Expired::Idle | Expired::Stalled | Expired::Request(_) | Expired::Stream(_) => {
                 self.close(ctx);
             }
@@ -504,6 +529,10 @@ impl<S: Socket> Conn<S> {
                 }
             }
             State::Lingering { .. } => self.linger(ctx),
+            State::Upgraded(_) => {
+                self.ws_read(ctx);
+                self.ws_write(ctx);
+            }
             // Bytes that arrive while the handler runs wait in the socket; they are read once
             // the response is out, or when the application asks for more of its body. The end
             // of the stream may be noticed now.
@@ -554,6 +583,10 @@ impl<S: Socket> Conn<S> {
                         self.read_buf = Vec::new();
                         self.read_start = 0;
                         self.read_end = 0;
+                    }
+                    if settings.concurrent_app && handshake::wants_websocket(&head) {
+                        self.begin_websocket(head, ctx);
+                        return;
                     }
                     let so_far = std::mem::take(&mut reading.body);
                     match so_far.finish(body, settings.body_buffer) {
@@ -768,6 +801,37 @@ impl<S: Socket> Conn<S> {
         ctx.actions.push_back(Action::Dispatch { head, body });
     }
 
+    /// Reading → InApp with a WebSocket handshake, which goes to the application; or, when it
+    /// is malformed, Writing its 400 (426 for a version other than 13).
+    fn begin_websocket(&mut self, head: RequestHead, ctx: &mut Ctx<'_>) {
+        match handshake::check(&head) {
+            Ok(handshake) => {
+                self.enter_app(&head, ctx);
+                if let State::InApp(in_app) = &mut self.state {
+                    in_app.websocket = Some(handshake.accept);
+                }
+                ctx.actions.push_back(Action::Upgrade {
+                    head,
+                    subprotocols: handshake.subprotocols,
+                });
+            }
+            Err(refusal) => {
+                log::debug!(
+                    "refused a WebSocket handshake from {}: {}",
+                    peer_text(self.peer),
+                    refusal.reason()
+                );
+                self.fail(
+                    &HttpError {
+                        status: refusal.status(),
+                        reason: refusal.reason(),
+                    },
+                    ctx,
+                );
+            }
+        }
+    }
+
     /// → InApp, for the request `head`: the keep-alive decision, and what the response will
     /// need to know of the request.
     fn enter_app(&mut self, head: &RequestHead, ctx: &mut Ctx<'_>) {
@@ -787,6 +851,7 @@ impl<S: Socket> Conn<S> {
             label: (!ctx.settings.request_timeout.is_zero())
                 .then(|| format!("{} {}", head.method, head.target)),
             access: None,
+            websocket: None,
         });
     }
 
@@ -828,6 +893,11 @@ impl<S: Socket> Conn<S> {
 
     /// Queues a streamed body's next chunk (or its end, with `None`) and writes on.
     pub(super) fn take_chunk(&mut self, next: Option<(Vec<u8>, BodyStream)>, ctx: &mut Ctx<'_>) {
+        if self.is_websocket() && next.is_none() {
+            // A WebSocket's messages came to an end without a close: a normal closure.
+            self.ws_app_close(1000, "", ctx);
+            return;
+        }
         let State::Writing(writing) = &mut self.state else {
             if let Some((_, producer)) = next {
                 ctx.actions.push_back(Action::Discard(producer));
@@ -928,6 +998,7 @@ impl<S: Socket> Conn<S> {
                 ctx.actions.push_back(Action::Sent(writing.out.body_sent()));
             }
             State::InApp(_) => ctx.actions.push_back(Action::Gone),
+            State::Upgraded(up) => Self::ws_closed(up, ctx),
             State::Reading(_) | State::Lingering { .. } | State::Taken => {}
         }
         self.state = State::Closed;
@@ -969,6 +1040,7 @@ fn request_begun(pending: &[u8]) -> bool {
 
 mod body_in;
 mod respond;
+mod upgraded;
 
 #[cfg(test)]
 mod tests;

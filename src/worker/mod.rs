@@ -33,7 +33,9 @@ use signal_hook_mio::v1_0::Signals;
 use crate::access_log::{self, AccessLog};
 use crate::config::{BindAddr, Config};
 use crate::forwarded;
-use crate::handler::{BodyStream, HandlerFactory, Headers, Request, RequestBody, Response, Ticket};
+use crate::handler::{
+    Begin, BodyStream, HandlerFactory, Headers, Request, RequestBody, Response, Ticket,
+};
 use crate::http::{DateCache, RequestHead};
 use crate::listeners::{Listener, MioListener, Stream};
 use crate::logging::{self, Role};
@@ -66,6 +68,9 @@ const ON_STOP_WARN: Duration = Duration::from_millis(50);
 const MEMORY_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// The worker's scratch buffer for reads from client sockets.
 const READ_CHUNK: usize = 64 * 1024;
+/// With `[websocket] on_stop = "wait"`, how long before the end of a graceful stop its
+/// WebSockets are sent `1001 Going Away`: the time their close handshake has.
+const WS_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// What the master hands a new worker.
 pub struct WorkerContext<'a> {
@@ -187,6 +192,12 @@ struct Worker<'a> {
     /// `[server] timeout`: how long a concurrent application may take nothing the worker
     /// sends it before it counts as blocked.
     app_block_limit: Duration,
+    /// `[websocket] on_stop`: when a stopping worker closes its WebSockets.
+    ws_on_stop: crate::config::OnStop,
+    /// Open WebSockets (connections after their `101`).
+    websockets: usize,
+    /// The WebSockets were sent `1001 Going Away` (the worker is stopping).
+    websockets_closed: bool,
     served: u64,
     tick: Duration,
     last_memory_check: Instant,
@@ -243,6 +254,9 @@ impl<'a> Worker<'a> {
                 self.beat();
             }
             if let Phase::Stopping { deadline } = self.phase {
+                if !self.websockets_closed && now + WS_CLOSE_GRACE >= deadline {
+                    self.close_websockets();
+                }
                 if self.admission.load.live == 0 {
                     return Stopped::Clean { deadline };
                 }
@@ -335,6 +349,9 @@ impl<'a> Worker<'a> {
             deadline: Instant::now() + self.graceful_timeout,
         };
         self.tell_application_stopping();
+        if self.ws_on_stop == crate::config::OnStop::Close {
+            self.close_websockets();
+        }
         let _ = self.set_accepting(false);
         self.listeners.clear();
         let idle_wait = self.settings.idle_wait();
@@ -358,6 +375,19 @@ impl<'a> Worker<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// A stopping worker sends each of its WebSockets `1001 Going Away`, so their clients
+    /// reconnect (to the workers that replace it).
+    fn close_websockets(&mut self) {
+        self.websockets_closed = true;
+        if self.websockets == 0 {
+            return;
+        }
+        log::info!("closing {} WebSockets (1001 Going Away)", self.websockets);
+        for index in 0..self.conns.len() {
+            self.drive(index, Conn::go_away);
         }
     }
 
@@ -427,9 +457,47 @@ impl<'a> Worker<'a> {
     fn carry_out(&mut self, index: usize, serial: u64, action: Action) {
         match action {
             Action::Dispatch { head, body } => {
-                self.dispatch(index, serial, head, Some(body));
+                self.dispatch(index, serial, head, body, Begin::Whole);
             }
-            Action::Begin { head } => self.dispatch(index, serial, head, None),
+            Action::Begin { head } => {
+                self.dispatch(
+                    index,
+                    serial,
+                    head,
+                    RequestBody::default(),
+                    Begin::BodyFollows,
+                );
+            }
+            Action::Upgrade { head, subprotocols } => self.dispatch(
+                index,
+                serial,
+                head,
+                RequestBody::default(),
+                Begin::WebSocket { subprotocols },
+            ),
+            Action::Message(message) => {
+                if let Some(concurrent) = self.pool.handler().concurrent() {
+                    concurrent.message(
+                        Ticket {
+                            conn: index,
+                            serial,
+                        },
+                        message,
+                    );
+                }
+            }
+            Action::Closed { code, reason } => {
+                if let Some(concurrent) = self.pool.handler().concurrent() {
+                    concurrent.closed(
+                        Ticket {
+                            conn: index,
+                            serial,
+                        },
+                        code,
+                        reason,
+                    );
+                }
+            }
             Action::Body { chunk, more } => {
                 if let Some(concurrent) = self.pool.handler().concurrent() {
                     concurrent.body(
@@ -467,14 +535,15 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Hands a request to the pool; without `body`, to a concurrent application that asks for
-    /// its body as it arrives.
+    /// Hands a request to the pool; one whose body follows, or a WebSocket's, to a concurrent
+    /// application.
     fn dispatch(
         &mut self,
         index: usize,
         serial: u64,
         head: RequestHead,
-        body: Option<RequestBody>,
+        body: RequestBody,
+        begin: Begin,
     ) {
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return;
@@ -486,14 +555,13 @@ impl<'a> Worker<'a> {
             headers,
             ..
         } = head;
-        let body_follows = body.is_none();
         let mut request = Request::builder(&method, &target)
             .version(version)
             .headers(Headers::from_fields(headers))
             .peer(conn.peer)
             .trusted(Arc::clone(&self.trusted))
             .forwarded_header(self.forwarded_header)
-            .body_parts(body.unwrap_or_default());
+            .body_parts(body);
         if let Some(addr) = self.listener_addrs.get(conn.listener) {
             request = request.listener(Arc::clone(addr));
         }
@@ -518,14 +586,14 @@ impl<'a> Worker<'a> {
         }
         self.admission.load.in_flight += 1;
         match self.pool.handler().concurrent() {
-            Some(concurrent) if body_follows => {
+            Some(concurrent) if begin != Begin::Whole => {
                 concurrent.start(
                     Ticket {
                         conn: index,
                         serial,
                     },
                     request,
-                    true,
+                    begin,
                 );
             }
             _ => self.pool.submit(Job {
@@ -628,7 +696,32 @@ impl<'a> Worker<'a> {
                 Outcome::StreamFailed => {
                     self.admission.load.pulls -= 1;
                     if self.is_current(conn, serial) {
-                        self.drive(conn, Conn::close);
+                        self.drive(conn, Conn::app_failed);
+                    }
+                }
+                Outcome::Accept {
+                    subprotocol,
+                    headers,
+                } => {
+                    self.served += 1;
+                    if self.is_current(conn, serial) {
+                        self.drive(conn, |c, ctx| c.accept(subprotocol, headers, ctx));
+                        if self.conns[conn].as_ref().is_some_and(Conn::is_websocket) {
+                            self.websockets += 1;
+                            self.board.websockets(self.websockets);
+                        }
+                    }
+                }
+                Outcome::Message(message) => {
+                    self.admission.load.pulls -= 1;
+                    if self.is_current(conn, serial) {
+                        self.drive(conn, |c, ctx| c.ws_send(message, ctx));
+                    }
+                }
+                Outcome::Close { code, reason } => {
+                    self.admission.load.pulls -= 1;
+                    if self.is_current(conn, serial) {
+                        self.drive(conn, |c, ctx| c.ws_app_close(code, &reason, ctx));
                     }
                 }
             }
@@ -699,9 +792,14 @@ impl<'a> Worker<'a> {
 
     /// Forgets a closed connection.
     fn forget(&mut self, index: usize) {
-        let Some(_conn) = self.conns.get_mut(index).and_then(Option::take) else {
+        let Some(conn) = self.conns.get_mut(index).and_then(Option::take) else {
             return;
         };
+        if conn.was_websocket() {
+            self.websockets -= 1;
+            self.board.websockets(self.websockets);
+        }
+        drop(conn);
         if let Some(response) = self.responses.get_mut(index) {
             *response = None;
         }

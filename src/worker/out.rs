@@ -101,6 +101,16 @@ impl OutQueue {
         self.buffers.is_empty()
     }
 
+    /// Starts counting body bytes from zero, for a new response.
+    pub(super) fn reset_count(&mut self) {
+        self.body_written = 0;
+    }
+
+    /// Body bytes written since the count began.
+    pub(super) fn body_written(&self) -> u64 {
+        self.body_written
+    }
+
     /// Bytes queued and not yet written.
     pub(super) fn unsent(&self) -> usize {
         self.unsent
@@ -242,7 +252,7 @@ impl Output {
     /// `queue` (an empty queue kept for its allocation).
     fn with_body(mut queue: OutQueue, response: Vec<u8>, body_len: usize) -> Output {
         debug_assert!(queue.is_empty(), "a response queued behind another");
-        queue.body_written = 0;
+        queue.reset_count();
         let body = response.len().saturating_sub(body_len)..response.len();
         queue.push_part(response, body);
         Output {

@@ -8,7 +8,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use super::admission::Admission;
 use super::budget::BodyBudget;
-use super::conn::Settings;
+use super::conn::{Settings, WsSettings};
 use super::{
     MAX_TICK, Phase, READ_CHUNK, SIGNALS, SetupStep, WAKER, Worker, WorkerContext, WorkerError,
     take_listeners,
@@ -66,11 +66,17 @@ impl<'a> Worker<'a> {
         let server = &config.server;
         let max_requests = (server.max_requests > 0)
             .then(|| server.max_requests + jitter(server.max_requests_jitter));
-        let tick = [server.timeout / 4, server.request_timeout / 4]
-            .into_iter()
-            .filter(|d| !d.is_zero())
-            .fold(MAX_TICK, Duration::min)
-            .max(Duration::from_millis(10));
+        let websocket = &config.websocket;
+        let tick = [
+            server.timeout / 4,
+            server.request_timeout / 4,
+            websocket.ping_interval / 4,
+            websocket.ping_timeout / 4,
+        ]
+        .into_iter()
+        .filter(|d| !d.is_zero())
+        .fold(MAX_TICK, Duration::min)
+        .max(Duration::from_millis(10));
         let board = context.scoreboard.handle(context.board);
         let report = context
             .report
@@ -118,7 +124,15 @@ impl<'a> Worker<'a> {
                 body_rate_grace: server.body_rate_grace,
                 request_timeout: server.request_timeout,
                 concurrent_app: concurrent,
+                websocket: WsSettings {
+                    max_message: websocket.max_message,
+                    ping_interval: websocket.ping_interval,
+                    ping_timeout: websocket.ping_timeout,
+                },
             },
+            ws_on_stop: websocket.on_stop,
+            websockets: 0,
+            websockets_closed: false,
             budget: BodyBudget::new(config.limits.body_memory(), config.limits.body_disk()),
             responses: Vec::new(),
             graceful_timeout: server.graceful_timeout,

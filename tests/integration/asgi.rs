@@ -47,6 +47,8 @@ struct Spec {
     handler: &'static str,
     /// `[app] root_path`.
     root_path: String,
+    /// `[websocket] max_message` (uvicorn's `--ws-max-size`), when not the default.
+    max_message: Option<usize>,
 }
 
 impl Spec {
@@ -57,6 +59,7 @@ impl Spec {
             app_lines: String::new(),
             handler: "python",
             root_path: String::new(),
+            max_message: None,
         }
     }
 
@@ -68,6 +71,11 @@ impl Spec {
     fn app_lines(mut self, lines: &str) -> Spec {
         self.app_lines.push_str(lines);
         self.app_lines.push('\n');
+        self
+    }
+
+    fn max_message(mut self, bytes: usize) -> Spec {
+        self.max_message = Some(bytes);
         self
     }
 
@@ -89,6 +97,9 @@ impl Spec {
         );
         if !self.root_path.is_empty() {
             tables.push_str(&format!("root_path = {}\n", toml_string(&self.root_path)));
+        }
+        if let Some(bytes) = self.max_message {
+            tables.push_str(&format!("[websocket]\nmax_message = {bytes}\n"));
         }
         self.common.tine_config("", &tables)
     }
@@ -153,6 +164,9 @@ fn start_uvicorn(spec: &Spec) -> Asgi {
         .args(["--timeout-graceful-shutdown", "2"]);
     if !spec.root_path.is_empty() {
         command.args(["--root-path", &spec.root_path]);
+    }
+    if let Some(bytes) = spec.max_message {
+        command.args(["--ws-max-size", &bytes.to_string()]);
     }
     if let Some(ips) = &spec.common.forwarded_allow_ips {
         command.args(["--forwarded-allow-ips", &ips.join(",")]);
@@ -1896,3 +1910,5 @@ mod frameworks {
         same_as_uvicorn(&starlette(), starlette_session, check_starlette);
     }
 }
+
+mod websocket;

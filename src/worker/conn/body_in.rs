@@ -62,6 +62,12 @@ impl<S: Socket> Conn<S> {
             self.state = State::Reading(reading);
             return;
         };
+        if crate::websocket::handshake::wants_websocket(&head) {
+            // A handshake with a body: malformed.
+            self.state = State::Reading(reading);
+            self.begin_websocket(head, ctx);
+            return;
+        }
         let continue_left = if reading.decoder.take_continue() {
             CONTINUE.len() as u8
         } else {
@@ -129,6 +135,10 @@ impl<S: Socket> Conn<S> {
 
     /// The application asks for the next piece of its request's body.
     pub(in crate::worker) fn want_body(&mut self, ctx: &mut Ctx<'_>) {
+        if self.is_websocket() {
+            self.ws_want(ctx);
+            return;
+        }
         let Some(body) = self.body_in.as_mut() else {
             // The body is over (or the connection moved on): its end was already handed over.
             return;

@@ -24,19 +24,32 @@ impl<S: Socket> Conn<S> {
         let mut response = response;
         let mut reason = response.take_reason();
         let (mut status, mut headers, mut body) = response.into_parts();
-        if let Some((name, _)) = headers.iter().find(|(n, v)| !http::valid_header(n, v)) {
-            // Writing it could split the response in two; the whole answer becomes a 500.
-            log::error!(
-                "the handler returned an invalid header field {name:?} (a name that is not a \
-                 token, or CR, LF or NUL in the value); answered 500 instead"
-            );
+        let invalid = headers.iter().find(|(n, v)| !http::valid_header(n, v));
+        if invalid.is_some() || status < 200 {
+            // Writing it could split the response in two, or leave the client waiting for a
+            // final response (a 101 switches protocols only for an accepted WebSocket): the
+            // whole answer becomes a 500.
+            match invalid {
+                Some((name, _)) => log::error!(
+                    "the handler returned an invalid header field {name:?} (a name that is not \
+                     a token, or CR, LF or NUL in the value); answered 500 instead"
+                ),
+                None => log::error!(
+                    "the handler answered with the interim status {status}, which cannot end \
+                     a request; answered 500 instead"
+                ),
+            }
             status = 500;
             reason = None;
             headers = vec![(
                 "Content-Type".to_owned(),
                 b"text/plain; charset=utf-8".to_vec(),
             )];
-            body = Body::Bytes(b"500 Internal Server Error\n".to_vec());
+            let unsent = std::mem::replace(
+                &mut body,
+                Body::Bytes(b"500 Internal Server Error\n".to_vec()),
+            );
+            discard_body(unsent, ctx);
         }
         // 1xx, 204 and 304 carry no body and no framing: a 304's length is the stored
         // representation's, which the server does not know.
@@ -47,9 +60,10 @@ impl<S: Socket> Conn<S> {
             micros: in_app.since.elapsed().as_micros() as u64,
             access: in_app.access,
         }));
-        if self.body_unfinished() {
+        if self.body_unfinished() || in_app.websocket.is_some() {
             // The rest of a request body the application did not read is not read either:
-            // the connection closes after this response.
+            // the connection closes after this response. So does a refused WebSocket
+            // handshake, as under uvicorn.
             self.decide_keep_alive(KeepAlive::Broken, ctx.settings);
         }
         // HTTP/1.0 has no chunked coding: a body of unknown length ends where the connection

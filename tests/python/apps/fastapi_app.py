@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import threading
 
-from fastapi import BackgroundTasks, FastAPI, HTTPException, Request
+from fastapi import BackgroundTasks, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
@@ -98,3 +98,19 @@ async def echo(request: Request):
     return PlainTextResponse(
         body, media_type="application/octet-stream", headers={"X-Echo-Length": str(len(body))}
     )
+
+
+@app.websocket("/ws")
+async def websocket_echo(websocket: WebSocket, name: str = "you"):
+    # What FastAPI users write: accept, then receive_text / send_text until the client goes.
+    await websocket.accept(subprotocol=(websocket.scope["subprotocols"] or [None])[0])
+    await websocket.send_json({"hello": name, "motto": websocket.state.motto})
+    try:
+        while True:
+            text = await websocket.receive_text()
+            if text == "close":
+                await websocket.close(code=4000, reason="asked to")
+                return
+            await websocket.send_text(f"echo: {text}")
+    except WebSocketDisconnect:
+        return

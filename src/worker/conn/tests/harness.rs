@@ -120,6 +120,11 @@ pub(super) fn settings() -> Settings {
         body_rate_grace: Duration::from_secs(5),
         request_timeout: Duration::from_secs(30),
         concurrent_app: false,
+        websocket: WsSettings {
+            max_message: 1 << 20,
+            ping_interval: Duration::from_secs(20),
+            ping_timeout: Duration::from_secs(20),
+        },
     }
 }
 
@@ -215,6 +220,7 @@ impl Test {
             State::InApp(_) => "in app",
             State::Writing(_) => "writing",
             State::Lingering { .. } => "lingering",
+            State::Upgraded(_) => "websocket",
         }
     }
 
@@ -254,6 +260,11 @@ pub(super) fn names(actions: &[Action]) -> Vec<String> {
                 String::from_utf8_lossy(chunk),
                 if *more { " more" } else { "" }
             ),
+            Action::Upgrade { head, subprotocols } => {
+                format!("upgrade {} {subprotocols:?}", head.target)
+            }
+            Action::Message(message) => format!("message {message:?}"),
+            Action::Closed { code, reason } => format!("closed {code} {reason:?}"),
             Action::Gone => "gone".to_owned(),
             Action::Pull(_) => "pull".to_owned(),
             Action::Discard(_) => "discard".to_owned(),

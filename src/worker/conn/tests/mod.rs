@@ -5,6 +5,7 @@ mod body_in;
 mod budget;
 mod harness;
 mod reading;
+mod websocket;
 mod writing;
 
 use std::io::Read;

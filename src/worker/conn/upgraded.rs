@@ -1,0 +1,509 @@
+//! A WebSocket: the connection after its `101`, when it carries RFC 6455 frames instead of
+//! HTTP (InApp → Upgraded → Closed).
+//!
+//! The framing is done here, on the worker's loop, with `crate::websocket`'s codec: a client's
+//! frames are unmasked, checked and put together into messages; pings are answered, and the
+//! close handshake is carried out, without the application. The application's side is the
+//! same conversation as a streamed request and response: it asks for a message
+//! (`Reply::WantBody`) and gets one (`Action::Message`); the loop asks it for its next message
+//! (`Action::Pull`) when the connection has room for one, and frames what comes.
+//!
+//! Flow control both ways, as for HTTP bodies: a whole message read and not yet asked for is
+//! held and nothing more is read until it is (the client's sends stall in the kernel); the
+//! application's `send` waits until its message before was taken, and the loop takes one only
+//! while less than `LOW_WATER` bytes wait to be written.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::{Action, Answer, Conn, Ctx, Got, State};
+use crate::handler::{HeaderFields, Replied};
+use crate::http::{self, Version};
+use crate::websocket::{self, Event, Message, Opcode, ProtocolError, Reader};
+use crate::worker::out::{LOW_WATER, OutQueue, Socket, WRITE_BUDGET};
+use crate::worker::peer_text;
+
+/// How long the connection waits for the client's close frame after sending its own.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// The close code for a connection that ended without a close frame (RFC 6455 §7.1.5); it is
+/// never sent, only told to the application.
+const ABNORMAL: u16 = 1006;
+/// The close code a close frame without one stands for (RFC 6455 §7.1.5).
+const NO_STATUS: u16 = 1005;
+/// What a stopping worker tells its WebSockets.
+const GOING_AWAY: (u16, &str) = (1001, "the server is going away");
+
+/// What the `[websocket]` section asks of every WebSocket.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::worker) struct WsSettings {
+    /// The largest message a client may send, after reassembly.
+    pub(in crate::worker) max_message: usize,
+    /// A WebSocket silent this long is pinged; zero sends no pings.
+    pub(in crate::worker) ping_interval: Duration,
+    /// How long its pong may take.
+    pub(in crate::worker) ping_timeout: Duration,
+}
+
+/// Which of a WebSocket's timers ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::worker) enum WsTimer {
+    /// The close handshake took too long, or a write stalled: the connection closes.
+    Over,
+    /// The pong to a ping did not come: the connection closes with 1011.
+    PongLate,
+    /// The client has been silent for `ping_interval`: a ping goes out.
+    PingDue,
+}
+
+/// Where the application's messages are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sending {
+    /// The loop may ask for the next one.
+    Ready,
+    /// Asked for since then; not here yet.
+    Pulling,
+    /// No more: the application closed, or the connection is closing.
+    Over,
+}
+
+/// A WebSocket's state.
+pub(super) struct Upgraded {
+    reader: Reader,
+    /// Its pings, and how long a write may stall (`body_timeout`).
+    ws: WsSettings,
+    write_timeout: Duration,
+    out: OutQueue,
+    sending: Sending,
+    /// The application waits for a message.
+    wanted: bool,
+    /// A whole message read and not yet asked for: nothing more is read until it is.
+    held: Option<Message>,
+    /// The close frame sent: its code and reason.
+    close_sent: Option<(u16, String)>,
+    /// The client's close frame: its code (1005 for none) and reason.
+    close_received: Option<(u16, String)>,
+    /// The close handshake must be over by then.
+    closing_until: Option<Instant>,
+    /// The connection closes as soon as its close frame is out, without waiting for the
+    /// client's (a protocol error, a dead peer).
+    drop_after_close: bool,
+    /// When a frame (or part of one) last came from the client.
+    last_heard: Instant,
+    /// The ping waiting for its pong, since when.
+    ping_sent: Option<Instant>,
+    /// When a write last progressed, or output began to wait.
+    write_since: Instant,
+}
+
+impl Upgraded {
+    /// Which of its timers has run out at `now`, if one has: the close handshake or a
+    /// stalled write first, then the pong awaited, then the next ping.
+    fn expired(&self, now: Instant) -> Option<WsTimer> {
+        let stalled = !self.out.is_empty() && now >= self.write_since + self.write_timeout;
+        if stalled || self.closing_until.is_some_and(|until| now >= until) {
+            return Some(WsTimer::Over);
+        }
+        if self.ws.ping_interval.is_zero() || self.close_sent.is_some() {
+            return None;
+        }
+        match self.ping_sent {
+            Some(sent) => (now >= sent + self.ws.ping_timeout).then_some(WsTimer::PongLate),
+            None => (now >= self.last_heard + self.ws.ping_interval).then_some(WsTimer::PingDue),
+        }
+    }
+
+    /// Queues a close frame and notes it sent; the handshake has `CLOSE_WAIT` to finish.
+    fn send_close(&mut self, code: u16, reason: &str) {
+        if self.close_sent.is_some() {
+            return;
+        }
+        self.out.push(websocket::close_frame(code, reason));
+        self.close_sent = Some((code, reason.to_owned()));
+        self.closing_until = Some(Instant::now() + CLOSE_WAIT);
+        if self.sending == Sending::Ready {
+            self.sending = Sending::Over;
+        }
+    }
+
+    /// Queues one message's frame.
+    fn queue(&mut self, message: Message) {
+        let (opcode, payload) = match message {
+            Message::Text(text) => (Opcode::Text, text.into_bytes()),
+            Message::Binary(bytes) => (Opcode::Binary, bytes),
+        };
+        if self.out.is_empty() {
+            self.write_since = Instant::now();
+        }
+        self.out
+            .push(websocket::frame_header(opcode, payload.len()));
+        self.out.push(payload);
+    }
+}
+
+impl<S: Socket> Conn<S> {
+    /// InApp → Upgraded: the application accepted the WebSocket; its `101` goes out, with
+    /// the `subprotocol` chosen and the application's `headers`. An acceptance that finds the
+    /// connection no longer waiting for it (its client left) is dropped.
+    pub(in crate::worker) fn accept(
+        &mut self,
+        subprotocol: Option<String>,
+        headers: HeaderFields,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let in_app = match self.take_state() {
+            State::InApp(in_app) if in_app.websocket.is_some() => in_app,
+            other => {
+                self.state = other;
+                return;
+            }
+        };
+        let accept = in_app.websocket.unwrap_or_default();
+        let mut fields: HeaderFields = Vec::with_capacity(headers.len() + 3);
+        fields.push(("Upgrade".to_owned(), b"websocket".to_vec()));
+        fields.push(("Sec-WebSocket-Accept".to_owned(), accept.into_bytes()));
+        if let Some(chosen) = subprotocol {
+            fields.push(("Sec-WebSocket-Protocol".to_owned(), chosen.into_bytes()));
+        }
+        fields.extend(headers.into_iter().filter(|(name, _)| {
+            !name.eq_ignore_ascii_case("upgrade")
+                && !name.eq_ignore_ascii_case("sec-websocket-accept")
+                && !name.eq_ignore_ascii_case("sec-websocket-extensions")
+        }));
+        ctx.actions.push_back(Action::Log(Answer {
+            status: 101,
+            micros: in_app.since.elapsed().as_micros() as u64,
+            access: in_app.access,
+        }));
+        let mut head = Vec::with_capacity(256);
+        http::write_response_head(
+            &mut head,
+            Version::Http11,
+            101,
+            &fields,
+            None,
+            true,
+            ctx.dates.get(std::time::SystemTime::now()),
+        );
+        let mut out = std::mem::take(&mut self.spare);
+        out.reset_count();
+        let head_len = head.len();
+        out.push_part(head, head_len..head_len);
+        let now = Instant::now();
+        self.upgraded = true;
+        self.state = State::Upgraded(Box::new(Upgraded {
+            reader: Reader::new(ctx.settings.websocket.max_message),
+            ws: ctx.settings.websocket,
+            write_timeout: ctx.settings.body_timeout,
+            out,
+            sending: Sending::Ready,
+            wanted: false,
+            held: None,
+            close_sent: None,
+            close_received: None,
+            closing_until: None,
+            drop_after_close: false,
+            last_heard: now,
+            ping_sent: None,
+            write_since: now,
+        }));
+        self.ws_write(ctx);
+        // Frames the client sent right after its handshake may be buffered or in the socket.
+        self.ws_read(ctx);
+    }
+
+    /// Whether the connection is a WebSocket.
+    pub(in crate::worker) fn is_websocket(&self) -> bool {
+        matches!(self.state, State::Upgraded(_))
+    }
+
+    /// Whether the connection became a WebSocket, open or closed since.
+    pub(in crate::worker) fn was_websocket(&self) -> bool {
+        self.upgraded
+    }
+
+    /// The application waits for the WebSocket's next message: the one held goes at once,
+    /// else the next one read.
+    pub(super) fn ws_want(&mut self, ctx: &mut Ctx<'_>) {
+        let State::Upgraded(up) = &mut self.state else {
+            return;
+        };
+        match up.held.take() {
+            Some(message) => ctx.actions.push_back(Action::Message(message)),
+            None => {
+                up.wanted = true;
+                self.ws_read(ctx);
+            }
+        }
+        self.ws_write(ctx);
+    }
+
+    /// The application's next message, answering a pull.
+    pub(in crate::worker) fn ws_send(&mut self, message: Message, ctx: &mut Ctx<'_>) {
+        let State::Upgraded(up) = &mut self.state else {
+            return;
+        };
+        if up.sending == Sending::Pulling {
+            up.sending = Sending::Ready;
+        }
+        if up.close_sent.is_none() {
+            up.queue(message);
+        }
+        self.ws_write(ctx);
+    }
+
+    /// The application closes its WebSocket (answering a pull): its close frame goes out,
+    /// and the connection waits for the client's.
+    pub(in crate::worker) fn ws_app_close(&mut self, code: u16, reason: &str, ctx: &mut Ctx<'_>) {
+        let State::Upgraded(up) = &mut self.state else {
+            return;
+        };
+        up.sending = Sending::Over;
+        let code = if websocket::valid_close_code(code) {
+            code
+        } else {
+            log::error!(
+                "the application closed a WebSocket with code {code}, which may not be sent; \
+                 sent 1011 instead"
+            );
+            1011
+        };
+        up.send_close(code, reason);
+        self.ws_write(ctx);
+    }
+
+    /// The application cannot go on (it raised, or ended without closing): a streamed
+    /// response is cut short; a WebSocket is closed with 1011.
+    pub(in crate::worker) fn app_failed(&mut self, ctx: &mut Ctx<'_>) {
+        if self.is_websocket() {
+            self.ws_app_close(1011, "Internal Error", ctx);
+        } else {
+            self.close(ctx);
+        }
+    }
+
+    /// A stopping worker closes its WebSockets with `1001 Going Away`; other connections are
+    /// left as they are.
+    pub(in crate::worker) fn go_away(&mut self, ctx: &mut Ctx<'_>) {
+        let State::Upgraded(up) = &mut self.state else {
+            return;
+        };
+        up.send_close(GOING_AWAY.0, GOING_AWAY.1);
+        self.ws_write(ctx);
+    }
+
+    /// For a WebSocket, which of its timers has run out at `now`, if one has; `None` for
+    /// any other connection.
+    pub(super) fn ws_expiry(&self, now: Instant) -> Option<Option<WsTimer>> {
+        match &self.state {
+            State::Upgraded(up) => Some(up.expired(now)),
+            _ => None,
+        }
+    }
+
+    /// A WebSocket's timer ran out: the close handshake or a write took too long (the
+    /// connection closes), the pong did not come (closed with 1011), or a ping is due.
+    pub(super) fn ws_timer(&mut self, timer: WsTimer, ctx: &mut Ctx<'_>) {
+        let State::Upgraded(up) = &mut self.state else {
+            return;
+        };
+        match timer {
+            WsTimer::Over => {
+                log::debug!(
+                    "the WebSocket of {} stopped reading, or did not finish its close \
+                     handshake; closing it",
+                    peer_text(self.peer)
+                );
+                self.close(ctx);
+            }
+            WsTimer::PongLate => {
+                log::debug!(
+                    "the WebSocket of {} did not answer a ping within {:?}; closing it",
+                    peer_text(self.peer),
+                    up.ws.ping_timeout
+                );
+                up.drop_after_close = true;
+                up.send_close(1011, "keepalive ping timeout");
+                self.ws_write(ctx);
+                // The peer is gone: the frame is sent if the socket takes it, and that is all.
+                self.close(ctx);
+            }
+            WsTimer::PingDue => {
+                let now = Instant::now();
+                up.ping_sent = Some(now);
+                if up.out.is_empty() {
+                    up.write_since = now;
+                }
+                up.out.push(websocket::control_frame(Opcode::Ping, b"tine"));
+                self.ws_write(ctx);
+            }
+        }
+    }
+
+    /// Reads and decodes frames: messages go to the application when it waits for one (else
+    /// one is held and reading stops), pings are answered, a close frame is answered and ends
+    /// reading, a protocol error closes the connection with its code.
+    pub(super) fn ws_read(&mut self, ctx: &mut Ctx<'_>) {
+        loop {
+            let State::Upgraded(up) = &mut self.state else {
+                return;
+            };
+            // What is buffered first.
+            loop {
+                let reading = up.close_received.is_none()
+                    && !up.drop_after_close
+                    && (up.held.is_none() || up.close_sent.is_some());
+                if !reading {
+                    break;
+                }
+                let input = &self.read_buf[self.read_start..self.read_end];
+                let (consumed, event) = match up.reader.decode(input) {
+                    Ok(decoded) => decoded,
+                    Err(err) => {
+                        self.ws_protocol_error(err, ctx);
+                        return;
+                    }
+                };
+                if consumed == 0 && event.is_none() {
+                    break;
+                }
+                self.read_start += consumed;
+                up.last_heard = Instant::now();
+                up.ping_sent = None;
+                match event {
+                    None | Some(Event::Pong(_)) => {}
+                    // After its own close, the connection only waits for the client's.
+                    Some(Event::Message(_)) if up.close_sent.is_some() => {}
+                    Some(Event::Message(message)) if up.wanted => {
+                        up.wanted = false;
+                        ctx.actions.push_back(Action::Message(message));
+                    }
+                    Some(Event::Message(message)) => up.held = Some(message),
+                    Some(Event::Ping(payload)) => {
+                        if up.close_sent.is_none() {
+                            if up.out.is_empty() {
+                                up.write_since = Instant::now();
+                            }
+                            up.out
+                                .push(websocket::control_frame(Opcode::Pong, &payload));
+                        }
+                    }
+                    Some(Event::Close(close)) => {
+                        // Answered with the same code (RFC 6455 §5.5.1); the connection
+                        // closes once the answer is out.
+                        match &close {
+                            Some((code, _)) => up.send_close(*code, ""),
+                            None if up.close_sent.is_none() => {
+                                up.out.push(websocket::control_frame(Opcode::Close, b""));
+                                up.close_sent = Some((NO_STATUS, String::new()));
+                            }
+                            None => {}
+                        }
+                        up.close_received = Some(close.unwrap_or((NO_STATUS, String::new())));
+                    }
+                }
+            }
+            let State::Upgraded(up) = &self.state else {
+                return;
+            };
+            let reading = up.close_received.is_none()
+                && !up.drop_after_close
+                && (up.held.is_none() || up.close_sent.is_some());
+            if !reading || !self.unread {
+                break;
+            }
+            match self.read_socket(ctx.scratch) {
+                Got::Bytes => {}
+                Got::Nothing => break,
+                Got::End => {
+                    self.close(ctx);
+                    return;
+                }
+            }
+        }
+        if self.read_start == self.read_end {
+            // An idle WebSocket holds no read buffer.
+            self.read_buf = Vec::new();
+            self.read_start = 0;
+            self.read_end = 0;
+        }
+        self.ws_write(ctx);
+    }
+
+    /// The client broke the protocol: its close code goes out, then the connection closes.
+    fn ws_protocol_error(&mut self, err: ProtocolError, ctx: &mut Ctx<'_>) {
+        log::debug!(
+            "WebSocket protocol error from {}: {} ({})",
+            peer_text(self.peer),
+            err.reason,
+            err.code
+        );
+        if let State::Upgraded(up) = &mut self.state {
+            up.drop_after_close = true;
+            up.send_close(err.code, err.reason);
+        }
+        self.ws_write(ctx);
+    }
+
+    /// Writes what is queued, until the socket is full or the budget spent; asks the
+    /// application for its next message while little is left; closes the connection once the
+    /// close handshake is over.
+    pub(super) fn ws_write(&mut self, ctx: &mut Ctx<'_>) {
+        let State::Upgraded(up) = &mut self.state else {
+            return;
+        };
+        let mut written = 0;
+        while !up.out.is_empty() {
+            if written >= WRITE_BUDGET {
+                ctx.actions.push_back(Action::Backlog);
+                break;
+            }
+            match up.out.write_to(&mut self.stream) {
+                Ok(0) => {
+                    self.close(ctx);
+                    return;
+                }
+                Ok(n) => {
+                    written += n;
+                    up.write_since = Instant::now();
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    log::debug!("write to WebSocket {}: {err}", peer_text(self.peer));
+                    self.close(ctx);
+                    return;
+                }
+            }
+        }
+        if up.out.is_empty()
+            && up.close_sent.is_some()
+            && (up.drop_after_close || up.close_received.is_some())
+        {
+            // The server closes the TCP connection first (RFC 6455 §7.1.1).
+            self.close(ctx);
+            return;
+        }
+        if up.sending == Sending::Ready && up.close_sent.is_none() && up.out.unsent() < LOW_WATER {
+            up.sending = Sending::Pulling;
+            ctx.actions.push_back(Action::Pull(Box::new(Replied)));
+        }
+    }
+
+    /// Upgraded → Closed: the application is told, after the message it had not asked for
+    /// yet, with the client's close code, the one sent, or 1006.
+    pub(super) fn ws_closed(up: Box<Upgraded>, ctx: &mut Ctx<'_>) {
+        let Upgraded {
+            held,
+            close_received,
+            close_sent,
+            out,
+            ..
+        } = *up;
+        ctx.actions.extend(held.map(Action::Message));
+        let (code, reason) = close_received
+            .or(close_sent)
+            .unwrap_or((ABNORMAL, String::new()));
+        ctx.actions.push_back(Action::Closed { code, reason });
+        ctx.actions.push_back(Action::Sent(out.body_written()));
+    }
+}
