@@ -1912,3 +1912,4 @@ mod frameworks {
 }
 
 mod websocket;
+mod ws_operate;

@@ -355,8 +355,12 @@ mod portable {
         let w = start(&Spec::new("ws_app:app"));
         let mut ws = Ws::open(&w, "/return");
         assert_eq!(ws.recv_text(), "bye");
-        assert_eq!(ws.recv_close().map(|(c, _)| c), Some(1000));
-        ws.send_close(1000, "");
+        if w.is_tine() {
+            // uvicorn closes the connection without a close frame (the client sees 1006);
+            // tine completes the close handshake with a normal closure.
+            assert_eq!(ws.recv_close().map(|(c, _)| c), Some(1000));
+            ws.send_close(1000, "");
+        }
         ws.expect_end();
     }
 
@@ -465,7 +469,12 @@ mod portable {
             &w,
             &format!("{base}Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 8\r\n\r\n"),
         );
-        assert_eq!(response.status, 426, "version 8: {response:?}");
-        assert_eq!(response.header("Sec-WebSocket-Version"), Some("13"));
+        if w.is_tine() {
+            // RFC 6455 §4.4's answer; uvicorn answers 400.
+            assert_eq!(response.status, 426, "version 8: {response:?}");
+            assert_eq!(response.header("Sec-WebSocket-Version"), Some("13"));
+        } else {
+            assert_eq!(response.status, 400, "version 8: {response:?}");
+        }
     }
 }
