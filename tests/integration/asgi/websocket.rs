@@ -10,7 +10,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use super::{Asgi, Spec, start};
+use super::{Asgi, Spec, start, start_tine};
 use crate::util::{Response, WAIT, read_response_head};
 
 /// The client's key: RFC 6455's example, whose accept value §1.3 gives.
@@ -476,5 +476,126 @@ mod portable {
         } else {
             assert_eq!(response.status, 400, "version 8: {response:?}");
         }
+    }
+}
+
+/// What /scope sent: `key<TAB>type<TAB>repr` lines, as asgi_app's /scope answers.
+fn scope_of(ws: &mut Ws) -> super::Scope {
+    let text = ws.recv_text();
+    super::Scope::parse(&Response {
+        status: 200,
+        headers: Vec::new(),
+        body: text.into_bytes(),
+    })
+}
+
+mod scope {
+    use super::*;
+
+    #[test]
+    fn the_websocket_scope_has_what_asgi_says() {
+        let w = start(&Spec::new("ws_app:app"));
+        let mut ws = Ws::open_with(
+            &w,
+            "/scope?a=1&b=%C3%A9",
+            "Sec-WebSocket-Protocol: chat, superchat\r\nX-Custom: yes\r\n",
+        );
+        let scope = scope_of(&mut ws);
+        assert_eq!(scope.repr("type", "str"), "'websocket'");
+        assert_eq!(scope.repr("scheme", "str"), "'ws'");
+        assert_eq!(scope.repr("http_version", "str"), "'1.1'");
+        assert_eq!(scope.repr("path", "str"), "'/scope'");
+        assert_eq!(scope.repr("raw_path", "bytes"), "b'/scope'");
+        assert_eq!(scope.repr("query_string", "bytes"), "b'a=1&b=%C3%A9'");
+        assert_eq!(scope.repr("root_path", "str"), "''");
+        assert_eq!(scope.repr("subprotocols", "list"), "['chat', 'superchat']");
+        assert!(!scope.has("method"), "a websocket scope has no method");
+        assert!(
+            scope.repr("asgi", "dict").contains("'version': '3.0'"),
+            "{}",
+            scope.repr("asgi", "dict")
+        );
+        assert!(
+            scope
+                .repr("extensions", "dict")
+                .contains("'websocket.http.response': {}"),
+            "the denial response extension is offered"
+        );
+        let client = scope.repr("client", "tuple");
+        assert!(client.starts_with("('127.0.0.1', "), "{client}");
+        assert_eq!(
+            scope.repr("server", "tuple"),
+            format!("('127.0.0.1', {})", w.addr().port())
+        );
+        let headers = scope.headers();
+        for header in [
+            "(b'upgrade', b'websocket')",
+            "(b'sec-websocket-version', b'13')",
+            "(b'x-custom', b'yes')",
+        ] {
+            assert!(
+                headers.iter().any(|h| h == header),
+                "no {header} in {headers:?}"
+            );
+        }
+        assert_eq!(ws.recv_close().map(|(c, _)| c), Some(1000));
+    }
+}
+
+mod tine_only {
+    use super::*;
+    use crate::util::{python_apps, toml_string};
+
+    #[test]
+    fn an_upgrade_to_a_wsgi_application_is_a_plain_http_request() {
+        // As under gunicorn: the application sees the request and answers it; no 101.
+        let config = crate::reference::ServerSpec::default().tine_config(
+            "",
+            &format!(
+                "[app]\nhandler = \"python\"\napp = \"validated_app:application\"\npythonpath = [{}]\n",
+                toml_string(&python_apps().to_string_lossy())
+            ),
+        );
+        let w = Asgi::start_tine(config, crate::util::TempDir::new());
+        let (_, response) = open_raw(&w, &handshake("/", ""));
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.header("Upgrade"), None);
+    }
+
+    #[test]
+    fn the_application_raising_after_accept_closes_with_1011() {
+        let w = start_tine(&Spec::new("ws_app:app"));
+        let mut ws = Ws::open(&w, "/raise-after");
+        assert_eq!(ws.recv_text(), "boom");
+        assert_eq!(ws.recv_close().map(|(c, _)| c), Some(1011));
+        ws.send_close(1011, "");
+        ws.expect_end();
+        w.wait_log("deliberate failure after websocket.accept");
+    }
+}
+
+mod frameworks {
+    use super::*;
+
+    #[test]
+    fn a_fastapi_websocket_route_works_as_under_uvicorn() {
+        let w = start(&Spec::new("fastapi_app:app"));
+        let mut ws = Ws::open_with(&w, "/ws?name=tester", "Sec-WebSocket-Protocol: chat\r\n");
+        assert_eq!(ws.response.header("Sec-WebSocket-Protocol"), Some("chat"));
+        assert_eq!(
+            ws.recv_text(),
+            r#"{"hello":"tester","motto":"made in the lifespan"}"#
+        );
+        for text in ["hi", "héllo", ""] {
+            ws.send_text(text);
+            assert_eq!(ws.recv_text(), format!("echo: {text}"));
+        }
+        ws.send_text("close");
+        assert_eq!(ws.recv_close(), Some((4000, "asked to".to_owned())));
+        ws.send_close(4000, "");
+        ws.expect_end();
+        // A route that does not exist: Starlette closes before accepting (403).
+        let (_, response) = open_raw(&w, &handshake("/nowhere", ""));
+        assert_eq!(response.status, 403, "{response:?}");
     }
 }
