@@ -6,9 +6,12 @@ requests for more of a streamed response through ``native``, waking it with an e
 loop watches (``loop.add_reader``); this loop answers through ``native``'s methods, which
 wake the worker's. Nothing here blocks but the application's own code.
 
-For every request started, ``native.respond`` is called exactly once; for every ``more``
-(the connection has room for the next chunk of a streamed response), exactly one of
-``native.chunk``, ``native.end`` and ``native.failed``: the worker counts on it.
+For every request started, ``native.respond`` (or, for an accepted WebSocket,
+``native.ws_accept``) is called exactly once; for every ``more`` (the connection has room for
+the next chunk of a streamed response, or the next message of a WebSocket), exactly one of
+``native.chunk``, ``native.end`` and ``native.failed`` (``native.ws_send``, ``native.ws_close``
+and ``native.failed``): the worker counts on it. The worker frames a WebSocket's messages; this
+side sees only ASGI's messages.
 """
 
 import asyncio

@@ -1,5 +1,5 @@
-//! The ASGI handler: ASGI 3 (HTTP and lifespan) on one asyncio event loop per worker, on one
-//! Python thread.
+//! The ASGI handler: ASGI 3 (HTTP, WebSocket and lifespan) on one asyncio event loop per
+//! worker, on one Python thread.
 //!
 //! The worker's event loop keeps every socket. It hands requests to the asyncio loop as
 //! messages in an inbox, waking it through an eventfd the asyncio loop watches
