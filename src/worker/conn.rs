@@ -529,9 +529,10 @@ impl<S: Socket> Conn<S> {
                 }
             }
             State::Lingering { .. } => self.linger(ctx),
+            // Writing first: reading may have stopped for want of room to answer.
             State::Upgraded(_) => {
-                self.ws_read(ctx);
                 self.ws_write(ctx);
+                self.ws_read(ctx);
             }
             // Bytes that arrive while the handler runs wait in the socket; they are read once
             // the response is out, or when the application asks for more of its body. The end

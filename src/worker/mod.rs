@@ -709,6 +709,10 @@ impl<'a> Worker<'a> {
                         if self.conns[conn].as_ref().is_some_and(Conn::is_websocket) {
                             self.websockets += 1;
                             self.board.websockets(self.websockets);
+                            if self.websockets_closed {
+                                // Accepted after the others were told to go away.
+                                self.drive(conn, Conn::go_away);
+                            }
                         }
                     }
                 }

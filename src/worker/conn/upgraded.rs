@@ -112,6 +112,16 @@ impl Upgraded {
         }
     }
 
+    /// Whether to read on: not once the close handshake is over or the connection failed,
+    /// not while a message waits for the application to ask for it, and not while what is
+    /// queued for the client (pongs to its pings) is not going out.
+    fn reading(&self) -> bool {
+        self.close_received.is_none()
+            && !self.drop_after_close
+            && (self.held.is_none() || self.close_sent.is_some())
+            && self.out.unsent() < LOW_WATER
+    }
+
     /// Queues a close frame and notes it sent; the handshake has `CLOSE_WAIT` to finish.
     fn send_close(&mut self, code: u16, reason: &str) {
         if self.close_sent.is_some() {
@@ -349,10 +359,7 @@ impl<S: Socket> Conn<S> {
             };
             // What is buffered first.
             loop {
-                let reading = up.close_received.is_none()
-                    && !up.drop_after_close
-                    && (up.held.is_none() || up.close_sent.is_some());
-                if !reading {
+                if !up.reading() {
                     break;
                 }
                 let input = &self.read_buf[self.read_start..self.read_end];
@@ -405,10 +412,7 @@ impl<S: Socket> Conn<S> {
             let State::Upgraded(up) = &self.state else {
                 return;
             };
-            let reading = up.close_received.is_none()
-                && !up.drop_after_close
-                && (up.held.is_none() || up.close_sent.is_some());
-            if !reading || !self.unread {
+            if !up.reading() || !self.unread {
                 break;
             }
             match self.read_socket(ctx.scratch) {

@@ -324,3 +324,41 @@ fn an_interim_status_from_the_application_is_a_500() {
     test.respond(Response::new(101));
     assert!(test.received().starts_with("HTTP/1.1 500 "));
 }
+
+#[test]
+fn a_client_that_pings_without_reading_stops_being_read() {
+    let mut test = accepted();
+    test.conn.stream.write_room = 0;
+    let ping = frame(0x89, &[7; 125]);
+    let pings: Vec<u8> = std::iter::repeat_n(ping, 1000).flatten().collect();
+    let sent = pings.len();
+    test.send(&pings);
+    test.event();
+    // The pongs it will not read fill the queue; then its pings stay unread, in the socket
+    // or in the one read already made.
+    let in_socket: usize = test
+        .conn
+        .stream
+        .input
+        .iter()
+        .map(|input| match input {
+            Input::Bytes(bytes) => bytes.len(),
+            _ => 0,
+        })
+        .sum();
+    let unread = in_socket + test.conn.pending_input().len();
+    assert!(unread > sent / 4, "{unread} of {sent} bytes left unread");
+    test.conn.stream.write_room = usize::MAX;
+    test.event();
+    assert_eq!(
+        written(&mut test),
+        server_frame_long_repeat(0xA, &[7; 125], 1000)
+    );
+}
+
+/// `count` server frames with `payload`.
+fn server_frame_long_repeat(opcode: u8, payload: &[u8], count: usize) -> Vec<u8> {
+    let mut one = vec![0x80 | opcode, payload.len() as u8];
+    one.extend_from_slice(payload);
+    std::iter::repeat_n(one, count).flatten().collect()
+}
