@@ -16,9 +16,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::handler::{
-    Begin, BodyStream, Handler, HeaderFields, Replied, Reply, Request, Response, Ticket,
+    Begin, BodyStream, Handler, Replied, Reply, Request, Response, Ticket, WsReply,
 };
-use crate::websocket::Message;
 
 /// Work for the pool, tagged with the connection it belongs to.
 #[derive(Debug)]
@@ -82,22 +81,9 @@ pub enum Outcome {
     WantBody,
     /// A concurrent application's request is over, its response sent or not.
     TaskDone,
-    /// A concurrent application accepted a WebSocket: the `101` goes out with these.
-    Accept {
-        /// The subprotocol it chose.
-        subprotocol: Option<String>,
-        /// More fields for the `101`.
-        headers: HeaderFields,
-    },
-    /// A WebSocket's next message, answering a pull.
-    Message(Message),
-    /// The application closes its WebSocket, answering a pull.
-    Close {
-        /// The close code.
-        code: u16,
-        /// Why.
-        reason: String,
-    },
+    /// A concurrent application about its WebSocket: accepted, or its next message or its
+    /// close, answering a pull.
+    WebSocket(WsReply),
 }
 
 impl std::fmt::Debug for Outcome {
@@ -113,16 +99,7 @@ impl std::fmt::Debug for Outcome {
             Outcome::StreamFailed => f.write_str("StreamFailed"),
             Outcome::WantBody => f.write_str("WantBody"),
             Outcome::TaskDone => f.write_str("TaskDone"),
-            Outcome::Accept { subprotocol, .. } => f
-                .debug_struct("Accept")
-                .field("subprotocol", subprotocol)
-                .finish_non_exhaustive(),
-            Outcome::Message(message) => f.debug_tuple("Message").field(message).finish(),
-            Outcome::Close { code, reason } => f
-                .debug_struct("Close")
-                .field("code", code)
-                .field("reason", reason)
-                .finish(),
+            Outcome::WebSocket(reply) => reply.fmt(f),
         }
     }
 }
@@ -139,15 +116,7 @@ impl From<Reply> for Outcome {
             Reply::Failed => Outcome::StreamFailed,
             Reply::WantBody => Outcome::WantBody,
             Reply::Done => Outcome::TaskDone,
-            Reply::Accept {
-                subprotocol,
-                headers,
-            } => Outcome::Accept {
-                subprotocol,
-                headers,
-            },
-            Reply::Message(message) => Outcome::Message(message),
-            Reply::Close { code, reason } => Outcome::Close { code, reason },
+            Reply::WebSocket(reply) => Outcome::WebSocket(reply),
         }
     }
 }

@@ -23,17 +23,17 @@
 //!  cancel(ticket)          ---->   ran past request_timeout
 //! ```
 //!
-//! A WebSocket request ([`Begin::WebSocket`]) is answered with [`Reply::Accept`] (the `101`
+//! A WebSocket request ([`Begin::WebSocket`]) is answered with [`WsReply::Accept`] (the `101`
 //! goes out and the connection carries frames from then on) or, refused, with a `Respond` as
 //! above. Once accepted, the body pulled with `more` is the application's messages:
 //!
 //! ```text
 //!  worker                          application
-//!                          <----   Reply::Accept                 instead of Respond
+//!                          <----   WsReply::Accept               instead of Respond
 //!                          <----   Reply::WantBody               it waits for a message
 //!  message(ticket, msg)    ---->                                 one per WantBody
 //!  more(ticket)            ---->                                 room for the next message
-//!                          <----   Reply::Message | Close | Failed   exactly one per more
+//!                          <----   WsReply::Message | Close, or Reply::Failed: one per more
 //!  closed(ticket, code)    ---->   the connection is over (last); a message not yet asked
 //!                                  for comes before it
 //!                          <----   Reply::Done                   exactly one per start, last
@@ -95,6 +95,13 @@ pub enum Reply {
     /// The request's work is over (its task ended, after or long after its response: a
     /// background task): it no longer counts against the worker's concurrency.
     Done,
+    /// About a WebSocket request.
+    WebSocket(WsReply),
+}
+
+/// What a concurrent application says about a WebSocket request.
+#[derive(Debug)]
+pub enum WsReply {
     /// The WebSocket request is accepted, in place of a `Respond`: the `101` goes out with
     /// the `subprotocol` the application chose (one the client offered) and its extra header
     /// fields.
@@ -129,7 +136,8 @@ pub trait Concurrent: Send + Sync {
 
     /// A request to run; `begin` says whether its body is all in the request, still arriving
     /// (the application asks for it with [`Reply::WantBody`], a piece at a time, and gets each
-    /// through [`Concurrent::body`]) or a WebSocket handshake.
+    /// through [`Concurrent::body`]) or a WebSocket handshake (answered with
+    /// [`WsReply::Accept`] or a response).
     fn start(&self, ticket: Ticket, request: Request, begin: Begin);
 
     /// The next piece of the body of `ticket`, answering a [`Reply::WantBody`]; `more` says

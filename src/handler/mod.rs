@@ -30,7 +30,7 @@ mod request;
 mod response;
 pub mod static_files;
 
-pub use concurrent::{Begin, Concurrent, Replied, Replies, Reply, Ticket};
+pub use concurrent::{Begin, Concurrent, Replied, Replies, Reply, Ticket, WsReply};
 pub use request::{
     BodyReader, Headers, Request, RequestBody, RequestBuilder, Version, percent_decode,
     percent_decode_bytes, percent_decode_path,

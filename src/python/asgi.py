@@ -185,6 +185,16 @@ class _Request:
         )
         task.cancel()
 
+    def _task_over(self, ran):
+        """The request's task is over (or never ran): the worker is told, and the next
+        request waiting may run."""
+        self._wake()
+        self.task = None
+        self.server.native.task_done(self.conn, self.serial)
+        if ran:
+            self.server.done()
+        self._over()
+
     def _over(self):
         """Forgets the request once the worker needs nothing more of it: its task ended and
         its response is over."""
@@ -399,12 +409,7 @@ class _Request:
                 self.pulled = False
                 self.finished = True
                 native.failed(self.conn, self.serial)
-        self._wake()
-        self.task = None
-        native.task_done(self.conn, self.serial)
-        if ran:
-            self.server.done()
-        self._over()
+        self._task_over(ran)
 
 
 class _WebSocket(_Request):
@@ -615,12 +620,7 @@ class _WebSocket(_Request):
             self.pulled = False
             self.finished = True
             native.ws_close(self.conn, self.serial, code, reason)
-        self._wake()
-        self.task = None
-        native.task_done(self.conn, self.serial)
-        if ran:
-            self.server.done()
-        self._over()
+        self._task_over(ran)
 
 
 class Server:

@@ -31,7 +31,7 @@ use super::interp::{format_err, support};
 use crate::config::{App, BindAddr};
 use crate::handler::{
     Begin, BuildError, Concurrent, Handler, HeaderFields, Replied, Replies, Reply, Request,
-    RequestBody, Response, Ticket, Version, percent_decode_bytes,
+    RequestBody, Response, Ticket, Version, WsReply, percent_decode_bytes,
 };
 use crate::pool::lock;
 use crate::websocket::Message;
@@ -482,10 +482,10 @@ impl Native {
         }
         self.bridge.reply(
             Ticket { conn, serial },
-            Reply::Accept {
+            Reply::WebSocket(WsReply::Accept {
                 subprotocol,
                 headers,
-            },
+            }),
         );
         Ok(())
     }
@@ -502,8 +502,10 @@ impl Native {
                 super::type_name(data)
             )));
         };
-        self.bridge
-            .reply(Ticket { conn, serial }, Reply::Message(message));
+        self.bridge.reply(
+            Ticket { conn, serial },
+            Reply::WebSocket(WsReply::Message(message)),
+        );
         Ok(())
     }
 
@@ -514,8 +516,10 @@ impl Native {
 
     /// The application closes its WebSocket with `code` and `reason`, answering a `more`.
     fn ws_close(&self, conn: usize, serial: u64, code: u16, reason: String) {
-        self.bridge
-            .reply(Ticket { conn, serial }, Reply::Close { code, reason });
+        self.bridge.reply(
+            Ticket { conn, serial },
+            Reply::WebSocket(WsReply::Close { code, reason }),
+        );
     }
 
     /// A line for tine's error log: level 1 error, 2 warning, 3 info, else debug.

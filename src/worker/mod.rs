@@ -34,7 +34,8 @@ use crate::access_log::{self, AccessLog};
 use crate::config::{BindAddr, Config};
 use crate::forwarded;
 use crate::handler::{
-    Begin, BodyStream, HandlerFactory, Headers, Request, RequestBody, Response, Ticket,
+    Begin, BodyStream, Concurrent, HandlerFactory, Headers, Request, RequestBody, Response, Ticket,
+    WsReply,
 };
 use crate::http::{DateCache, RequestHead};
 use crate::listeners::{Listener, MioListener, Stream};
@@ -476,39 +477,15 @@ impl<'a> Worker<'a> {
                 Begin::WebSocket { subprotocols },
             ),
             Action::Message(message) => {
-                if let Some(concurrent) = self.pool.handler().concurrent() {
-                    concurrent.message(
-                        Ticket {
-                            conn: index,
-                            serial,
-                        },
-                        message,
-                    );
-                }
+                self.tell_app(index, serial, |app, ticket| app.message(ticket, message));
             }
             Action::Closed { code, reason } => {
-                if let Some(concurrent) = self.pool.handler().concurrent() {
-                    concurrent.closed(
-                        Ticket {
-                            conn: index,
-                            serial,
-                        },
-                        code,
-                        reason,
-                    );
-                }
+                self.tell_app(index, serial, |app, ticket| {
+                    app.closed(ticket, code, reason)
+                });
             }
             Action::Body { chunk, more } => {
-                if let Some(concurrent) = self.pool.handler().concurrent() {
-                    concurrent.body(
-                        Ticket {
-                            conn: index,
-                            serial,
-                        },
-                        chunk,
-                        more,
-                    );
-                }
+                self.tell_app(index, serial, |app, ticket| app.body(ticket, chunk, more));
             }
             Action::Pull(producer) => {
                 self.admission.load.pulls += 1;
@@ -521,17 +498,24 @@ impl<'a> Worker<'a> {
             Action::Discard(producer) => self.discard(index, serial, producer),
             Action::Log(answer) => self.record(index, answer),
             Action::Sent(bytes) => self.log_access(index, bytes),
-            Action::Gone => {
-                if let Some(concurrent) = self.pool.handler().concurrent() {
-                    concurrent.gone(Ticket {
-                        conn: index,
-                        serial,
-                    });
-                }
-            }
+            Action::Gone => self.tell_app(index, serial, |app, ticket| app.gone(ticket)),
             Action::Write => debug_assert!(false, "drive writes itself"),
             Action::Backlog => self.write_backlog.push((index, serial)),
             Action::Close => self.forget(index),
+        }
+    }
+
+    /// Tells a concurrent application about its request on the connection at `index`; a
+    /// handler that is not concurrent has nothing to be told.
+    fn tell_app(&self, index: usize, serial: u64, tell: impl FnOnce(&dyn Concurrent, Ticket)) {
+        if let Some(concurrent) = self.pool.handler().concurrent() {
+            tell(
+                concurrent,
+                Ticket {
+                    conn: index,
+                    serial,
+                },
+            );
         }
     }
 
@@ -699,39 +683,46 @@ impl<'a> Worker<'a> {
                         self.drive(conn, Conn::app_failed);
                     }
                 }
-                Outcome::Accept {
-                    subprotocol,
-                    headers,
-                } => {
-                    self.served += 1;
-                    if self.is_current(conn, serial) {
-                        self.drive(conn, |c, ctx| c.accept(subprotocol, headers, ctx));
-                        if self.conns[conn].as_ref().is_some_and(Conn::is_websocket) {
-                            self.websockets += 1;
-                            self.board.websockets(self.websockets);
-                            if self.websockets_closed {
-                                // Accepted after the others were told to go away.
-                                self.drive(conn, Conn::go_away);
-                            }
-                        }
-                    }
-                }
-                Outcome::Message(message) => {
-                    self.admission.load.pulls -= 1;
-                    if self.is_current(conn, serial) {
-                        self.drive(conn, |c, ctx| c.ws_send(message, ctx));
-                    }
-                }
-                Outcome::Close { code, reason } => {
-                    self.admission.load.pulls -= 1;
-                    if self.is_current(conn, serial) {
-                        self.drive(conn, |c, ctx| c.ws_app_close(code, &reason, ctx));
-                    }
-                }
+                Outcome::WebSocket(reply) => self.on_websocket(conn, serial, reply),
             }
         }
         self.finished = finished;
         self.update_accepting();
+    }
+
+    /// Carries out what a concurrent application said about its WebSocket.
+    fn on_websocket(&mut self, conn: usize, serial: u64, reply: WsReply) {
+        match reply {
+            WsReply::Accept {
+                subprotocol,
+                headers,
+            } => {
+                self.served += 1;
+                if self.is_current(conn, serial) {
+                    self.drive(conn, |c, ctx| c.accept(subprotocol, headers, ctx));
+                    if self.conns[conn].as_ref().is_some_and(Conn::is_websocket) {
+                        self.websockets += 1;
+                        self.board.websockets(self.websockets);
+                        if self.websockets_closed {
+                            // Accepted after the others were told to go away.
+                            self.drive(conn, Conn::go_away);
+                        }
+                    }
+                }
+            }
+            WsReply::Message(message) => {
+                self.admission.load.pulls -= 1;
+                if self.is_current(conn, serial) {
+                    self.drive(conn, |c, ctx| c.ws_send(message, ctx));
+                }
+            }
+            WsReply::Close { code, reason } => {
+                self.admission.load.pulls -= 1;
+                if self.is_current(conn, serial) {
+                    self.drive(conn, |c, ctx| c.ws_app_close(code, &reason, ctx));
+                }
+            }
+        }
     }
 
     /// Whether the connection at `index` is still the one with `serial`.
