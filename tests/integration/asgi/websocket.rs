@@ -19,19 +19,19 @@ const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
 const CONTINUATION: u8 = 0x0;
 const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
+pub(super) const BINARY: u8 = 0x2;
 const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xA;
+pub(super) const PING: u8 = 0x9;
+pub(super) const PONG: u8 = 0xA;
 
 /// One frame as it came from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Frame {
+pub(super) struct Frame {
     fin: bool,
     rsv: u8,
-    opcode: u8,
+    pub(super) opcode: u8,
     masked: bool,
-    payload: Vec<u8>,
+    pub(super) payload: Vec<u8>,
 }
 
 impl Frame {
@@ -46,23 +46,23 @@ impl Frame {
         })
     }
 
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         assert_eq!(self.opcode, TEXT, "not a text frame: {self:?}");
         String::from_utf8(self.payload.clone()).expect("UTF-8 in a text frame")
     }
 }
 
 /// A WebSocket client, from the RFC: its frames masked, the server's read and checked.
-struct Ws {
-    stream: TcpStream,
+pub(super) struct Ws {
+    pub(super) stream: TcpStream,
     /// The 101's head.
-    response: Response,
+    pub(super) response: Response,
     /// A counter for the masks, so they differ frame to frame.
-    masks: u32,
+    pub(super) masks: u32,
 }
 
 /// The handshake's request for `target`, with `extra` header lines (each ending in CRLF).
-fn handshake(target: &str, extra: &str) -> String {
+pub(super) fn handshake(target: &str, extra: &str) -> String {
     format!(
         "GET {target} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
@@ -81,7 +81,7 @@ fn open_raw(w: &Asgi, request: &str) -> (TcpStream, Response) {
 
 impl Ws {
     /// Opens a WebSocket to `target`, which must be accepted.
-    fn open(w: &Asgi, target: &str) -> Ws {
+    pub(super) fn open(w: &Asgi, target: &str) -> Ws {
         Ws::open_with(w, target, "")
     }
 
@@ -142,15 +142,15 @@ impl Ws {
     }
 
     /// Sends one whole frame with FIN set.
-    fn send(&mut self, opcode: u8, payload: &[u8]) {
+    pub(super) fn send(&mut self, opcode: u8, payload: &[u8]) {
         self.send_raw(0x80 | opcode, payload, false);
     }
 
-    fn send_text(&mut self, text: &str) {
+    pub(super) fn send_text(&mut self, text: &str) {
         self.send(TEXT, text.as_bytes());
     }
 
-    fn send_close(&mut self, code: u16, reason: &str) {
+    pub(super) fn send_close(&mut self, code: u16, reason: &str) {
         let mut payload = code.to_be_bytes().to_vec();
         payload.extend_from_slice(reason.as_bytes());
         self.send(CLOSE, &payload);
@@ -200,7 +200,7 @@ impl Ws {
     }
 
     /// The next data frame, checked as a server's must be: unmasked, no RSV bits, whole.
-    fn recv(&mut self) -> Frame {
+    pub(super) fn recv(&mut self) -> Frame {
         let frame = self.read_frame();
         assert!(
             !frame.masked,
@@ -210,13 +210,13 @@ impl Ws {
         frame
     }
 
-    fn recv_text(&mut self) -> String {
+    pub(super) fn recv_text(&mut self) -> String {
         self.recv().text()
     }
 
     /// Reads until the server's close frame; returns its code and reason. Data frames before
     /// it are skipped.
-    fn recv_close(&mut self) -> Option<(u16, String)> {
+    pub(super) fn recv_close(&mut self) -> Option<(u16, String)> {
         loop {
             let frame = self.recv();
             if frame.opcode == CLOSE {
@@ -226,7 +226,7 @@ impl Ws {
     }
 
     /// After the close handshake: the server closes the TCP connection (RFC 6455 §7.1.1).
-    fn expect_end(&mut self) {
+    pub(super) fn expect_end(&mut self) {
         let mut byte = [0u8; 1];
         match self.stream.read(&mut byte) {
             Ok(0) => {}
@@ -237,7 +237,7 @@ impl Ws {
     }
 
     /// The whole close handshake begun by the client: the server echoes the code and closes.
-    fn close(mut self, code: u16) {
+    pub(super) fn close(mut self, code: u16) {
         self.send_close(code, "done");
         assert_eq!(self.recv_close().map(|(c, _)| c), Some(code));
         self.expect_end();
@@ -245,7 +245,7 @@ impl Ws {
 }
 
 /// The pattern /flood sends: byte i of message k is (k + i) % 251.
-fn flood_message(k: usize, size: usize) -> Vec<u8> {
+pub(super) fn flood_message(k: usize, size: usize) -> Vec<u8> {
     (0..size).map(|i| ((k + i) % 251) as u8).collect()
 }
 

@@ -16,6 +16,8 @@ Routes, by path (the query string tunes them):
   message k is (k + i) % 251), recording ``sent-T`` with the count after each send.
 - ``/pid``: accepts, sends ``pid PID``, then echoes as /echo does.
 - ``/count``: accepts, then answers each message with how many it has received.
+- ``/slow-accept?tag=T``: does not accept: records ``waiting-T``, then waits for the next
+  event (the client's going) and records it in ``got-T`` as ``TYPE CODE``.
 """
 
 import os
@@ -156,6 +158,14 @@ async def route_count(scope, receive, send, q):
         await send({"type": "websocket.send", "text": str(count)})
 
 
+async def route_slow_accept(scope, receive, send, q):
+    await _connected(receive)
+    tag = q.get("tag", "slow")
+    record("waiting-" + tag, "")
+    message = await receive()
+    record("got-" + tag, "%s %s" % (message["type"], message.get("code", "")))
+
+
 ROUTES = {
     "/echo": route_echo,
     "/refuse": route_refuse,
@@ -168,6 +178,7 @@ ROUTES = {
     "/flood": route_flood,
     "/pid": route_pid,
     "/count": route_count,
+    "/slow-accept": route_slow_accept,
 }
 
 
