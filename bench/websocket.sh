@@ -81,7 +81,6 @@ QUIET_TOTAL=${QUIET_TOTAL:-45}
 VENV=${VENV:-$ROOT/target/bench-venv}
 PYTHON=${PYTHON:-python3}
 RESULTS=${RESULTS:-$HERE/results/websocket-latest.md}
-REQUIREMENTS=$HERE/requirements-asgi.txt
 APPS=$HERE/apps
 APP=ws_echo:app
 WSLOAD_DIR=$ROOT/target/wsload
@@ -135,25 +134,9 @@ log "cargo build --release bench/wsload"
 cargo build --release --quiet --manifest-path "$HERE/wsload/Cargo.toml" --target-dir "$WSLOAD_DIR" ||
     die "building bench/wsload failed"
 
-# --- the virtualenv (as bench/asgi.sh makes it, with the same stamp) ------------------------------
+# --- the virtualenv (bench/asgi.sh's, the same stamp) -----------------------------------------
 
-log "virtualenv $VENV"
-"$ROOT/tests/python/setup-venv" "$VENV" "$PYTHON" || die "tests/python/setup-venv $VENV failed"
-stamp=$VENV/.tine-bench-asgi
-want="$(sha256sum <"$REQUIREMENTS" | cut -d' ' -f1) $(cat "$VENV/.tine-requirements")"
-if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
-    log "installing ${REQUIREMENTS#"$ROOT"/} into $VENV"
-    (cd "$HERE" && "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-        -r "$REQUIREMENTS") || die "pip install -r ${REQUIREMENTS#"$ROOT"/} failed"
-    echo "$want" >"$stamp"
-fi
-"$VENV/bin/python" -c 'import granian, httptools, uvicorn, uvloop, websockets' ||
-    die "$VENV lacks a package bench/websocket.sh needs"
-versions() { # "uvicorn X, ..." of the packages the bench uses
-    "$VENV/bin/python" -c 'import sys
-from importlib.metadata import version
-print(", ".join(f"{p} {version(p)}" for p in sys.argv[1:]))' uvicorn websockets httptools uvloop granian
-}
+asgi_venv granian httptools uvicorn uvloop websockets
 
 # --- state and cleanup -------------------------------------------------------------------------
 
@@ -308,7 +291,7 @@ tine_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
 tine_version=$(if [[ -n ${TINE:-} ]]; then first_line "$TINE" --version; else echo "tine not run"; fi)
 meta=(
     "$(machine_note); load average at the start $load_at_start; $((SECONDS - started)) s in all"
-    "$tine_version (git $tine_commit), $(first_line "$VENV/bin/python" --version), $(versions), wsload (bench/wsload, std only, a thread per connection)"
+    "$tine_version (git $tine_commit), $(first_line "$VENV/bin/python" --version), $(asgi_versions uvicorn websockets httptools uvloop granian), wsload (bench/wsload, std only, a thread per connection)"
     "every server with WORKERS=$WORKERS worker processes ($NCPU CPUs here), on 127.0.0.1:$PORT, access log off, the application bench/apps/ws_echo.py (raw ASGI echo)"
     "tine: [server] workers = $WORKERS, max_connections = $MAX_CONNECTIONS; [app] handler = \"python\", app = \"$APP\", pythonpath = [bench/apps], virtualenv = $(basename "$VENV"), loop = \"auto\" (uvloop); [log] level = \"warn\", access_log = \"\"; no [websocket] section (its defaults)"
     "uvicorn --app-dir bench/apps ${UVICORN_ARGS[*]} $APP"

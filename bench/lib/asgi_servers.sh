@@ -2,7 +2,7 @@
 # application, for bench/websocket.sh (the same steps as bench/asgi.sh's own). Sourced after
 # bench/lib/common.sh, not run.
 #
-# The sourcing script sets, before it calls them: PROBE (the probe.py command, an array), TINE,
+# The sourcing script sets, before it calls them: ROOT, HERE (bench/), PYTHON, PROBE (the probe.py command, an array), TINE,
 # VENV, APPS (the applications' directory), PORT, WORKERS, START_TIMEOUT, STOP_TIMEOUT,
 # UVICORN_ARGS and GRANIAN_ARGS (arrays: each server's options but the app, host and port),
 # SERVER_PID and NOTIFY_PID ("" when none); optionally MAX_CONNECTIONS, tine's
@@ -122,4 +122,29 @@ stop_server_tree() {
         fi
         sleep 0.1
     done
+}
+
+# asgi_venv MODULE...: makes the virtualenv VENV with tests/python/setup-venv (the tests' pinned
+# list), then installs bench/requirements-asgi.txt into it, unless its stamp says both are in
+# already; then checks that each MODULE imports
+asgi_venv() {
+    local requirements=$HERE/requirements-asgi.txt stamp=$VENV/.tine-bench-asgi want
+    log "virtualenv $VENV"
+    "$ROOT/tests/python/setup-venv" "$VENV" "$PYTHON" || die "tests/python/setup-venv $VENV failed"
+    # The stamp records this list's hash and setup-venv's own stamp, so it is redone whenever
+    # either list or the Python changes (setup-venv then rebuilds the venv from scratch).
+    want="$(sha256sum <"$requirements" | cut -d' ' -f1) $(cat "$VENV/.tine-requirements")"
+    if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
+        log "installing ${requirements#"$ROOT"/} into $VENV"
+        (cd "$HERE" && "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+            -r "$requirements") || die "pip install -r ${requirements#"$ROOT"/} failed"
+        echo "$want" >"$stamp"
+    fi
+    "$VENV/bin/python" -c "import $(IFS=,; echo "$*")" || die "$VENV lacks a package $BENCH_SCRIPT needs ($*)"
+}
+
+asgi_versions() { # asgi_versions PACKAGE...: "uvicorn X, granian Y, ..." as installed in VENV
+    "$VENV/bin/python" -c 'import sys
+from importlib.metadata import version
+print(", ".join(f"{p} {version(p)}" for p in sys.argv[1:]))' "$@"
 }
