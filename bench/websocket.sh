@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
 # bench/websocket.sh: tine's WebSockets side by side with uvicorn and granian, on the same raw
-# ASGI echo application (bench/apps/ws_echo.py), and prints the tables.
+# ASGI echo application (bench/apps/ws_echo.py) and on a FastAPI websocket echo route
+# (bench/apps/fastapi_ws_echo.py), and prints the tables.
 #
 # Builds tine (cargo build --release), the load client bench/wsload (a standalone std-only Rust
 # program, built into target/wsload), makes the virtualenv as bench/asgi.sh does
 # (tests/python/setup-venv, then bench/requirements-asgi.txt, which pins websockets for uvicorn),
-# then for each server in turn: starts it on 127.0.0.1:$PORT with WORKERS worker processes in
-# its own temp dir, waits until it is ready, and runs
-#   echo-64x64B     64 connections, each sending a 64-byte binary message and waiting for its
-#                   echo, for DURATION s after WARMUP s of the same unmeasured
-#   echo-16x64KiB   16 connections, 64 KiB messages, the same way
-#   idle-N          IDLE connections opened (handshake each) and held idle: the PSS of the
-#                   server's master and workers before (after the echo runs, idle) and while it
-#                   holds them; KiB per idle socket = ΔPSS / sockets held
+# then for each application and each server in turn: starts the server on 127.0.0.1:$PORT with
+# WORKERS worker processes in its own temp dir, waits until it is ready, and runs
+#   echo-64x64B     (ws_echo) 64 connections, each sending a 64-byte binary message and
+#                   waiting for its echo, for DURATION s after WARMUP s of the same unmeasured
+#   echo-16x64KiB   (ws_echo) 16 connections, 64 KiB messages, the same way
+#   idle-N          (ws_echo) IDLE connections opened (handshake each) and held idle: the PSS
+#                   of the server's master and workers before (after the echo runs, at rest) and
+#                   while it holds them; KiB per idle socket = ΔPSS / sockets held
+#   fastapi-echo-64x64B
+#                   (fastapi_ws_echo) as echo-64x64B
 # and stops it by its pid (TERM, then KILL after 10 s; a worker left behind is killed by its own
 # pid). The echo runs measure the server's CPU (its master and workers, from /proc) and the
 # client's (so a reader can see the client was not the bottleneck). Writes the tables as Markdown
 # to bench/results/websocket-latest.md.
 #
 # Servers, each with WORKERS worker processes and its access log off:
-#   tine     [app] handler = "python", app = "ws_echo:app", loop = "auto" (uvloop),
+#   tine     [app] handler = "python", app = APP, loop = "auto" (uvloop),
 #            [server] workers = WORKERS, max_connections = LIMIT; ready when it sends READY=1 to the NOTIFY_SOCKET this
 #            script listens on; its WebSocket limits are its defaults (no [websocket] section)
 #   uvicorn  --ws websockets --workers WORKERS --loop uvloop --http httptools --no-access-log
@@ -82,7 +85,6 @@ VENV=${VENV:-$ROOT/target/bench-venv}
 PYTHON=${PYTHON:-python3}
 RESULTS=${RESULTS:-$HERE/results/websocket-latest.md}
 APPS=$HERE/apps
-APP=ws_echo:app
 WSLOAD_DIR=$ROOT/target/wsload
 WSLOAD=$WSLOAD_DIR/release/wsload
 START_TIMEOUT=30  # seconds a server may take to be ready
@@ -90,11 +92,13 @@ STOP_TIMEOUT=10   # seconds between TERM and KILL
 CLIENT_TIMEOUT=10 # wsload --timeout: the longest wait for a handshake, an echo, a close answer
 IDLE_SETTLE=2     # seconds between "all open" and reading the PSS
 
-# The scenarios: one a line. name | kind (echo or idle) | connections | message bytes (echo)
+# The scenarios: one a line. name | application (module:callable in bench/apps) | kind (echo or
+# idle) | connections | message bytes (echo)
 SCENARIOS=(
-    "echo-64x64B    | echo | 64      | 64"
-    "echo-16x64KiB  | echo | 16      | 65536"
-    "idle-$IDLE     | idle | $IDLE   | -"
+    "echo-64x64B         | ws_echo:app         | echo | 64    | 64"
+    "echo-16x64KiB       | ws_echo:app         | echo | 16    | 65536"
+    "idle-$IDLE          | ws_echo:app         | idle | $IDLE | -"
+    "fastapi-echo-64x64B | fastapi_ws_echo:app | echo | 64    | 64"
 )
 
 for tool in python3 curl cargo timeout; do
@@ -113,11 +117,11 @@ done
 CLK_TCK=$(getconf CLK_TCK)
 NCPU=$(nproc)
 
-NAMES=() KINDS=() CONNS=() SIZES=()
+NAMES=() MODULES=() KINDS=() CONNS=() SIZES=()
 for line in "${SCENARIOS[@]}"; do
-    IFS='|' read -r name kind conns size <<<"${line// /}"
+    IFS='|' read -r name module kind conns size <<<"${line// /}"
     [[ -n $ONLY && ! $name =~ $ONLY ]] && continue
-    NAMES+=("$name") KINDS+=("$kind") CONNS+=("$conns") SIZES+=("$size")
+    NAMES+=("$name") MODULES+=("$module") KINDS+=("$kind") CONNS+=("$conns") SIZES+=("$size")
 done
 ((${#NAMES[@]} > 0)) || die "no scenario matches ONLY='$ONLY'"
 
@@ -136,7 +140,7 @@ cargo build --release --quiet --manifest-path "$HERE/wsload/Cargo.toml" --target
 
 # --- the virtualenv (bench/asgi.sh's, the same stamp) -----------------------------------------
 
-asgi_venv granian httptools uvicorn uvloop websockets
+asgi_venv fastapi granian httptools uvicorn uvloop websockets
 
 # --- state and cleanup -------------------------------------------------------------------------
 
@@ -267,21 +271,30 @@ port_busy && die "something already answers on 127.0.0.1:$PORT; set PORT to a fr
 load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$SECONDS
 
-for server in $SERVERS; do
-    dir="$TMP/$server"
-    log "starting $server ($APP, $WORKERS workers)"
-    port_busy && die "127.0.0.1:$PORT is still taken before starting $server"
-    if ! start_server "$server" "$APP" "$dir"; then
-        log "   $(cat "$dir/why")"
-        [[ -n $SERVER_PID ]] && stop_server_tree
-        for name in "${NAMES[@]}"; do failed_row "$name" "$server" "$(cat "$dir/why")"; done
-        continue
-    fi
-    sleep 1
-    for i in "${!NAMES[@]}"; do
-        "${KINDS[i]}_row" "$i" "$server" "$dir"
+# Each application in the order of its first scenario, every server on it before the next.
+apps=()
+for module in "${MODULES[@]}"; do
+    [[ " ${apps[*]} " == *" $module "* ]] || apps+=("$module")
+done
+for app in "${apps[@]}"; do
+    for server in $SERVERS; do
+        dir="$TMP/$server-${app%%:*}"
+        log "starting $server ($app, $WORKERS workers)"
+        port_busy && die "127.0.0.1:$PORT is still taken before starting $server"
+        if ! start_server "$server" "$app" "$dir"; then
+            log "   $(cat "$dir/why")"
+            [[ -n $SERVER_PID ]] && stop_server_tree
+            for i in "${!NAMES[@]}"; do
+                if [[ ${MODULES[i]} == "$app" ]]; then failed_row "${NAMES[i]}" "$server" "$(cat "$dir/why")"; fi
+            done
+            continue
+        fi
+        sleep 1
+        for i in "${!NAMES[@]}"; do
+            if [[ ${MODULES[i]} == "$app" ]]; then "${KINDS[i]}_row" "$i" "$server" "$dir"; fi
+        done
+        stop_server_tree
     done
-    stop_server_tree
 done
 
 # --- the tables --------------------------------------------------------------------------------
@@ -292,10 +305,10 @@ tine_version=$(if [[ -n ${TINE:-} ]]; then first_line "$TINE" --version; else ec
 meta=(
     "$(machine_note); load average at the start $load_at_start; $((SECONDS - started)) s in all"
     "$tine_version (git $tine_commit), $(first_line "$VENV/bin/python" --version), $(asgi_versions uvicorn websockets httptools uvloop granian), wsload (bench/wsload, std only, a thread per connection)"
-    "every server with WORKERS=$WORKERS worker processes ($NCPU CPUs here), on 127.0.0.1:$PORT, access log off, the application bench/apps/ws_echo.py (raw ASGI echo)"
-    "tine: [server] workers = $WORKERS, max_connections = $MAX_CONNECTIONS; [app] handler = \"python\", app = \"$APP\", pythonpath = [bench/apps], virtualenv = $(basename "$VENV"), loop = \"auto\" (uvloop); [log] level = \"warn\", access_log = \"\"; no [websocket] section (its defaults)"
-    "uvicorn --app-dir bench/apps ${UVICORN_ARGS[*]} $APP"
-    "granian --working-dir bench/apps ${GRANIAN_ARGS[*]} $APP"
+    "every server with WORKERS=$WORKERS worker processes ($NCPU CPUs here), on 127.0.0.1:$PORT, access log off, APP: ws_echo:app (bench/apps/ws_echo.py, a raw ASGI echo), for fastapi-* fastapi_ws_echo:app (a FastAPI websocket route)"
+    "tine: [server] workers = $WORKERS, max_connections = $MAX_CONNECTIONS; [app] handler = \"python\", app = APP, pythonpath = [bench/apps], virtualenv = $(basename "$VENV"), loop = \"auto\" (uvloop); [log] level = \"warn\", access_log = \"\"; no [websocket] section (its defaults)"
+    "uvicorn --app-dir bench/apps ${UVICORN_ARGS[*]} APP"
+    "granian --working-dir bench/apps ${GRANIAN_ARGS[*]} APP"
     "echo: each connection sends a binary message, waits for its echo and checks it, for ${DURATION}s after ${WARMUP}s of the same unmeasured; the client and the servers share the machine"
     "idle: $IDLE sockets opened (at most 128 handshakes under way at once) and held; the PSS of master + workers ${IDLE_SETTLE}s after the last opened, against the PSS just before (after the echo runs, at rest); no permessage-deflate offered"
 )

@@ -788,9 +788,9 @@ def cmd_ws_render(rows_path, md_out, *meta):
     echo, idle = [], []
     for r in rows:
         if r["outcome"] != "ok":
-            (idle if r["scenario"].startswith("idle") else echo).append(
-                [r["scenario"], r["server"]] + ["-"] * (10 if r["scenario"].startswith("echo") else 6)
-                + [r["outcome"]])
+            is_idle = r["scenario"].startswith("idle")
+            (idle if is_idle else echo).append(
+                [r["scenario"], r["server"]] + ["-"] * (6 if is_idle else 10) + [r["outcome"]])
         elif r["kind"] == "echo":
             echo.append([r["scenario"], r["server"], num(r["messages_per_s"], ",.0f"),
                          str(r["p50_us"]), str(r["p99_us"]), f"{r['errors']} / {r['mismatches']}",
