@@ -271,31 +271,8 @@ port_busy && die "something already answers on 127.0.0.1:$PORT; set PORT to a fr
 load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$SECONDS
 
-# Each application in the order of its first scenario, every server on it before the next.
-apps=()
-for module in "${MODULES[@]}"; do
-    [[ " ${apps[*]} " == *" $module "* ]] || apps+=("$module")
-done
-for app in "${apps[@]}"; do
-    for server in $SERVERS; do
-        dir="$TMP/$server-${app%%:*}"
-        log "starting $server ($app, $WORKERS workers)"
-        port_busy && die "127.0.0.1:$PORT is still taken before starting $server"
-        if ! start_server "$server" "$app" "$dir"; then
-            log "   $(cat "$dir/why")"
-            [[ -n $SERVER_PID ]] && stop_server_tree
-            for i in "${!NAMES[@]}"; do
-                if [[ ${MODULES[i]} == "$app" ]]; then failed_row "${NAMES[i]}" "$server" "$(cat "$dir/why")"; fi
-            done
-            continue
-        fi
-        sleep 1
-        for i in "${!NAMES[@]}"; do
-            if [[ ${MODULES[i]} == "$app" ]]; then "${KINDS[i]}_row" "$i" "$server" "$dir"; fi
-        done
-        stop_server_tree
-    done
-done
+scenario_row() { "${KINDS[$1]}_row" "$@"; } # scenario_row I SERVER DIR
+run_scenarios scenario_row
 
 # --- the tables --------------------------------------------------------------------------------
 

@@ -2,11 +2,12 @@
 # application, for bench/websocket.sh (the same steps as bench/asgi.sh's own). Sourced after
 # bench/lib/common.sh, not run.
 #
-# The sourcing script sets, before it calls them: ROOT, HERE (bench/), PYTHON, PROBE (the probe.py command, an array), TINE,
-# VENV, APPS (the applications' directory), PORT, WORKERS, START_TIMEOUT, STOP_TIMEOUT,
-# UVICORN_ARGS and GRANIAN_ARGS (arrays: each server's options but the app, host and port),
-# SERVER_PID and NOTIFY_PID ("" when none); optionally MAX_CONNECTIONS, tine's
-# [server] max_connections (else tine's default).
+# The sourcing script sets, before it calls them: ROOT, HERE (bench/), PYTHON, TMP, SERVERS,
+# NAMES and MODULES (the scenarios' names and applications, arrays), PROBE (the probe.py
+# command, an array), TINE, VENV, APPS (the applications' directory), PORT, WORKERS,
+# START_TIMEOUT, STOP_TIMEOUT, UVICORN_ARGS and GRANIAN_ARGS (arrays: each server's options but
+# the app, host and port), SERVER_PID and NOTIFY_PID ("" when none); optionally
+# MAX_CONNECTIONS, tine's [server] max_connections (else tine's default).
 
 write_tine_config() { # write_tine_config FILE APP
     cat >"$1" <<EOF
@@ -147,4 +148,36 @@ asgi_versions() { # asgi_versions PACKAGE...: "uvicorn X, granian Y, ..." as ins
     "$VENV/bin/python" -c 'import sys
 from importlib.metadata import version
 print(", ".join(f"{p} {version(p)}" for p in sys.argv[1:]))' "$@"
+}
+
+# run_scenarios ROW_FUNCTION: for each application of the scenarios (MODULES, one a scenario, in
+# the order of its first scenario) and each server of SERVERS on it before the next: starts the
+# server in TMP/SERVER-MODULE, calls ROW_FUNCTION I SERVER DIR for each scenario I of that
+# application, and stops it. A server that does not start gets a failed row (failed_row SCENARIO
+# SERVER WHY, the caller's) for each of those scenarios instead.
+run_scenarios() {
+    local row=$1 order=() module app server dir i
+    for module in "${MODULES[@]}"; do
+        [[ " ${order[*]} " == *" $module "* ]] || order+=("$module")
+    done
+    for app in "${order[@]}"; do
+        for server in $SERVERS; do
+            dir="$TMP/$server-${app%%:*}"
+            log "starting $server ($app, $WORKERS workers)"
+            port_busy && die "127.0.0.1:$PORT is still taken before starting $server"
+            if ! start_server "$server" "$app" "$dir"; then
+                log "   $(cat "$dir/why")"
+                [[ -n $SERVER_PID ]] && stop_server_tree
+                for i in "${!MODULES[@]}"; do
+                    if [[ ${MODULES[i]} == "$app" ]]; then failed_row "${NAMES[i]}" "$server" "$(cat "$dir/why")"; fi
+                done
+                continue
+            fi
+            sleep 1
+            for i in "${!MODULES[@]}"; do
+                if [[ ${MODULES[i]} == "$app" ]]; then "$row" "$i" "$server" "$dir"; fi
+            done
+            stop_server_tree
+        done
+    done
 }

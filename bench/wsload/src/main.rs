@@ -29,7 +29,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -463,16 +463,24 @@ struct EchoStats {
 fn echo(opts: &Opts) -> Result<String, String> {
     let start_line = Arc::new(Barrier::new(opts.connections + 1));
     let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(AtomicUsize::new(0));
     let (target, size, timeout) = (opts.target.clone(), opts.size, opts.timeout);
     let handles = {
-        let (start_line, stop) = (Arc::clone(&start_line), Arc::clone(&stop));
+        let (start_line, stop, opened) = (
+            Arc::clone(&start_line),
+            Arc::clone(&stop),
+            Arc::clone(&opened),
+        );
         spawn_each(opts.connections, move |_| {
-            echo_connection(&target, size, timeout, &start_line, &stop)
+            echo_connection(&target, size, timeout, &start_line, &opened, &stop)
         })?
     };
     start_line.wait();
     let started = Instant::now();
-    thread::sleep(opts.duration);
+    // Nothing to measure when no handshake succeeded: the result says so at once.
+    if opened.load(Ordering::Relaxed) > 0 {
+        thread::sleep(opts.duration);
+    }
     stop.store(true, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
     let mut all = EchoStats::default();
@@ -505,7 +513,11 @@ fn echo(opts: &Opts) -> Result<String, String> {
         opts.connections,
         opts.size,
         all.messages,
-        all.messages as f64 / seconds,
+        if seconds > 0.0 {
+            all.messages as f64 / seconds
+        } else {
+            0.0
+        },
         pct(50),
         pct(99),
         all.mismatches,
@@ -515,18 +527,23 @@ fn echo(opts: &Opts) -> Result<String, String> {
 }
 
 /// One echo connection: the handshake, then the start line (every connection waits there,
-/// whether its handshake worked or not), then round trips until `stop`, then a close.
+/// whether its handshake worked or not; `opened` counts those that did), then round trips until
+/// `stop`, then a close.
 fn echo_connection(
     target: &Target,
     size: usize,
     timeout: Duration,
     start_line: &Barrier,
+    opened: &AtomicUsize,
     stop: &AtomicBool,
 ) -> EchoStats {
     let mut stats = EchoStats::default();
-    let opened = Conn::open(target, timeout);
+    let conn = Conn::open(target, timeout);
+    if conn.is_ok() {
+        opened.fetch_add(1, Ordering::Relaxed);
+    }
     start_line.wait();
-    let mut conn = match opened {
+    let mut conn = match conn {
         Ok(conn) => conn,
         Err(e) => {
             stats.handshake_failures = 1;
