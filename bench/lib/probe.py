@@ -45,6 +45,9 @@ Subcommands (each prints one line, or a table, to stdout):
   asgi-render ROWS.tsv MARKDOWN_OUT [NOTE...]
                               bench/asgi.sh's tables (each server's numbers, then tine's ratio
                               to each peer), printed and written as Markdown.
+  ws-render ROWS.tsv MARKDOWN_OUT [NOTE...]
+                              bench/websocket.sh's tables (echo runs, idle sockets, then tine's
+                              ratio to each peer), printed and written as Markdown.
 """
 
 import errno
@@ -740,6 +743,105 @@ def cmd_asgi_render(rows_path, md_out, *meta):
     ])
 
 
+def ws_row(fields):
+    """One row of bench/websocket.sh's rows.tsv as a dict, or {"outcome": why} for a run that did
+    not happen. Fields: scenario, server, outcome ("ok" or why not), then for a run: its kind and
+    wsload's JSON, and for "echo" the server's CPU s, CPU s per child process (CSV), master +
+    children PSS KiB, processes, the machine's busy ticks over the run, ticks per second, the
+    client's own CPU s, the machine's busy % in the second before the warm-up (- when not looked
+    at); for "idle" wsload's OPEN line, the total PSS KiB before and while holding, processes."""
+    row = {"scenario": fields[0], "server": fields[1], "outcome": fields[2]}
+    if fields[2] != "ok":
+        return row
+    row["kind"] = fields[3]
+    row.update(json.loads(fields[4]))
+    if row["kind"] == "echo":
+        cpu, per_proc, pss, procs, busy, tck, client, before = fields[5:]
+        cpu, n = float(cpu), row["messages"]
+        row.update(
+            cpu=cpu, per_proc=per_proc, pss=int(pss) / 1024, procs=int(procs),
+            us_per_msg=cpu / n * 1e6 if n else None, client_cpu=float(client),
+            # CPU the rest of the machine used meanwhile: neither the server nor the client.
+            other=max(0.0, int(busy) / int(tck) - cpu - float(client)),
+            busy_before=before,
+        )
+    else:
+        open_line, pss_before, pss_held, procs = fields[5:]
+        opened = dict(kv.split("=", 1) for kv in open_line.split()[1:])
+        held = row["handshakes"]
+        row.update(
+            open_s=opened.get("open_s", "-"), pss_before=int(pss_before), pss_held=int(pss_held),
+            procs=int(procs),
+            kib_per_socket=(int(pss_held) - int(pss_before)) / held if held else None,
+        )
+    return row
+
+
+def cmd_ws_render(rows_path, md_out, *meta):
+    """bench/websocket.sh's tables: the echo runs, the idle sockets, and tine's ratio to each
+    peer, with a note of how busy the rest of the machine was."""
+    rows = [ws_row(f) for f in read_tsv(rows_path)]
+
+    def num(x, spec):
+        return "-" if x is None else format(x, spec)
+
+    echo, idle = [], []
+    for r in rows:
+        if r["outcome"] != "ok":
+            is_idle = r["scenario"].startswith("idle")
+            (idle if is_idle else echo).append(
+                [r["scenario"], r["server"]] + ["-"] * (6 if is_idle else 10) + [r["outcome"]])
+        elif r["kind"] == "echo":
+            echo.append([r["scenario"], r["server"], num(r["messages_per_s"], ",.0f"),
+                         str(r["p50_us"]), str(r["p99_us"]), f"{r['errors']} / {r['mismatches']}",
+                         num(r["cpu"], ".2f"), num(r["us_per_msg"], ".1f"), num(r["client_cpu"], ".2f"),
+                         f"{r['pss']:.1f} ({r['procs']})", num(r["other"], ".1f"), r["busy_before"],
+                         "ok"])
+        else:
+            failed = f"{r['failed']}" + (f" {json.dumps(r['failures'])}" if r["failed"] else "")
+            idle.append([r["scenario"], r["server"], f"{r['handshakes']} of {r['connections']}", failed,
+                         r["open_s"], f"{r['pss_before'] / 1024:.1f} → {r['pss_held'] / 1024:.1f} ({r['procs']})",
+                         num(r["kib_per_socket"], ".1f"),
+                         f"{r['dropped_while_idle']}, {r['close_back']} of {r['close_sent']}", "ok"])
+    echo_header = ["scenario", "server", "messages/s", "p50 µs", "p99 µs", "errors / mismatches",
+                   "server CPU s", "server CPU µs/msg", "client CPU s", "PSS MiB (processes)",
+                   "other CPU s", "busy % before", "outcome"]
+    idle_header = ["scenario", "server", "held", "failed", "open s", "PSS MiB before → held (processes)",
+                   "KiB per idle socket", "dropped while idle, closes answered", "outcome"]
+
+    ok = {(r["scenario"], r["server"]): r for r in rows if r["outcome"] == "ok"}
+    ratios = []
+    for r in rows:
+        tine = ok.get((r["scenario"], "tine"))
+        if r["server"] == "tine" or r["outcome"] != "ok" or tine is None:
+            continue
+
+        def ratio(key):
+            a, b = tine.get(key), r.get(key)
+            return f"{a / b:.2f}" if a is not None and b else "-"
+
+        ratios.append([r["scenario"], r["server"], ratio("messages_per_s"), ratio("us_per_msg"),
+                       ratio("p99_us"), ratio("kib_per_socket")])
+    ratio_header = ["scenario", "peer", "messages/s: tine ÷ peer",
+                    "server CPU per message: tine ÷ peer (lower is better)",
+                    "p99: tine ÷ peer (lower is better)",
+                    "KiB per idle socket: tine ÷ peer (lower is better)"]
+
+    measured = [r for r in ok.values() if r["kind"] == "echo"]
+    if measured:
+        cpus = len(os.sched_getaffinity(0))
+        other = sum(r["other"] for r in measured)
+        seconds = sum(r["seconds"] for r in measured)
+        meta = list(meta) + [
+            f"other processes' CPU during the measured echo runs: {other:.1f} CPU-s over {seconds:.0f} s "
+            f"({other / (seconds * cpus):.0%} of the machine's {cpus} CPUs)"]
+    write_markdown(md_out, "WebSockets: tine, uvicorn and granian", meta, [
+        ("Echo", markdown_table(echo_header, echo, right=set(range(2, 12))) if echo else ""),
+        ("Idle sockets", markdown_table(idle_header, idle, right={2, 3, 4, 5, 6}) if idle else ""),
+        ("tine against each peer", markdown_table(ratio_header, ratios, right={2, 3, 4, 5}) if ratios else ""),
+    ])
+
+
 COMMANDS = {
     "snap": cmd_snap,
     "delta": cmd_delta,
@@ -755,6 +857,7 @@ COMMANDS = {
     "render": cmd_render,
     "memory-render": cmd_memory_render,
     "asgi-render": cmd_asgi_render,
+    "ws-render": cmd_ws_render,
 }
 
 if __name__ == "__main__":
