@@ -23,14 +23,15 @@
 #
 # Servers, each with WORKERS worker processes and its access log off:
 #   tine     [app] handler = "python", app = APP, loop = "auto" (uvloop),
-#            [server] workers = WORKERS, max_connections = LIMIT; ready when it sends READY=1 to the NOTIFY_SOCKET this
-#            script listens on; its WebSocket limits are its defaults (no [websocket] section)
+#            [server] workers = WORKERS, max_connections = LIMIT, [app] max_concurrency = LIMIT;
+#            ready when it sends READY=1 to the NOTIFY_SOCKET this script listens on; its
+#            WebSocket limits are its defaults (no [websocket] section)
 #   uvicorn  --ws websockets --workers WORKERS --loop uvloop --http httptools --no-access-log
 #            --log-level warning
 #   granian  --interface asgi --workers WORKERS --loop uvloop --ws --backpressure LIMIT
 #            --no-access-log --log-level warning
 # where LIMIT = max(IDLE, 1024), so that any one worker may hold every idle socket: tine's
-# max_connections (1000 by default) and granian's --backpressure (backlog / workers = 512 by
+# max_connections and max_concurrency (1000 by default) and granian's --backpressure (backlog / workers = 512 by
 # default) are per worker and would otherwise refuse or stall some; uvicorn has no such limit
 # unless given one.
 #
@@ -283,7 +284,7 @@ meta=(
     "$(machine_note); load average at the start $load_at_start; $((SECONDS - started)) s in all"
     "$tine_version (git $tine_commit), $(first_line "$VENV/bin/python" --version), $(asgi_versions uvicorn websockets httptools uvloop granian), wsload (bench/wsload, std only, a thread per connection)"
     "every server with WORKERS=$WORKERS worker processes ($NCPU CPUs here), on 127.0.0.1:$PORT, access log off, APP: ws_echo:app (bench/apps/ws_echo.py, a raw ASGI echo), for fastapi-* fastapi_ws_echo:app (a FastAPI websocket route)"
-    "tine: [server] workers = $WORKERS, max_connections = $MAX_CONNECTIONS; [app] handler = \"python\", app = APP, pythonpath = [bench/apps], virtualenv = $(basename "$VENV"), loop = \"auto\" (uvloop); [log] level = \"warn\", access_log = \"\"; no [websocket] section (its defaults)"
+    "tine: [server] workers = $WORKERS, max_connections = $MAX_CONNECTIONS; [app] max_concurrency = $MAX_CONNECTIONS, handler = \"python\", app = APP, pythonpath = [bench/apps], virtualenv = $(basename "$VENV"), loop = \"auto\" (uvloop); [log] level = \"warn\", access_log = \"\"; no [websocket] section (its defaults)"
     "uvicorn --app-dir bench/apps ${UVICORN_ARGS[*]} APP"
     "granian --working-dir bench/apps ${GRANIAN_ARGS[*]} APP"
     "echo: each connection sends a binary message, waits for its echo and checks it, for ${DURATION}s after ${WARMUP}s of the same unmeasured; the client and the servers share the machine"

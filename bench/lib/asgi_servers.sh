@@ -7,7 +7,8 @@
 # command, an array), TINE, VENV, APPS (the applications' directory), PORT, WORKERS,
 # START_TIMEOUT, STOP_TIMEOUT, UVICORN_ARGS and GRANIAN_ARGS (arrays: each server's options but
 # the app, host and port), SERVER_PID and NOTIFY_PID ("" when none); optionally
-# MAX_CONNECTIONS, tine's [server] max_connections (else tine's default).
+# MAX_CONNECTIONS, tine's [server] max_connections and [app] max_concurrency (else tine's
+# defaults): each open WebSocket is a connection and its task a request in flight.
 
 write_tine_config() { # write_tine_config FILE APP
     cat >"$1" <<EOF
@@ -28,6 +29,7 @@ app = "$2"
 pythonpath = ["$APPS"]
 virtualenv = "$VENV"
 loop = "auto"
+${MAX_CONNECTIONS:+max_concurrency = $MAX_CONNECTIONS}
 EOF
 }
 
