@@ -29,19 +29,20 @@
 //!
 //! ```text
 //!  worker                          application
-//!                          <----   WsReply::Accept               instead of Respond
+//!                          <----   WsReply::Accept               instead of Respond and Done
 //!                          <----   Reply::WantBody               it waits for a message
 //!  message(ticket, msg)    ---->                                 one per WantBody
 //!  more(ticket)            ---->                                 room for the next message
 //!                          <----   WsReply::Message | Close, or Reply::Failed: one per more
 //!  closed(ticket, code)    ---->   the connection is over (last); a message not yet asked
 //!                                  for comes before it
-//!                          <----   Reply::Done                   exactly one per start, last
 //! ```
 //!
 //! The promise of "exactly one" replies is what keeps the worker's count of requests and
 //! chunks in flight right: an application must keep it even for a request it cancels or that
-//! fails. A request counts against the worker's concurrency from its start to its `Done`.
+//! fails. A request counts against the worker's concurrency from its start to its `Done`, or
+//! to its `Accept`: an accepted WebSocket is a connection, counted against `max_connections`,
+//! and its task (however long it lives) sends no `Done`.
 
 use std::sync::Arc;
 
@@ -102,7 +103,7 @@ pub enum Reply {
 /// What a concurrent application says about a WebSocket request.
 #[derive(Debug)]
 pub enum WsReply {
-    /// The WebSocket request is accepted, in place of a `Respond`: the `101` goes out with
+    /// The WebSocket request is accepted, in place of a `Respond` and a `Done`: the `101` goes out with
     /// the `subprotocol` the application chose (one the client offered) and its extra header
     /// fields.
     Accept {

@@ -483,6 +483,9 @@ class _WebSocket(_Request):
         while True:
             if self.inbound:
                 return self.inbound.popleft()
+            if self.replied and not self.accepted and self.disconnect is None:
+                # Refused (a 403 or a denial response): the connection closes after it.
+                self.disconnect = (1006, "")
             if self.disconnect is not None:
                 code, reason = self.disconnect
                 return {"type": "websocket.disconnect", "code": code, "reason": reason}
@@ -526,6 +529,9 @@ class _WebSocket(_Request):
             self.conn, self.serial, subprotocol, message.get("headers") or ()
         )
         self.accepted = self.started = self.replied = True
+        # An accepted WebSocket is a connection, no longer a request in flight: its place
+        # goes to the next request waiting (the worker counts it so from the accept on).
+        self.server.done()
 
     def _close(self, message):
         native = self.server.native
@@ -551,10 +557,13 @@ class _WebSocket(_Request):
         if not isinstance(code, int) or not native.valid_close_code(code):
             raise ValueError(f"ASGI: {code!r} is not a close code that may be sent")
         reason = message.get("reason") or ""
+        if not isinstance(reason, str):
+            raise TypeError(f"ASGI: a close reason is str, not {type(reason).__name__}")
         if self.pulled and self.pending is None:
+            # The worker is told first: should it refuse the reason, nothing has changed.
+            native.ws_close(self.conn, self.serial, code, reason)
             self.pulled = False
             self.finished = True
-            native.ws_close(self.conn, self.serial, code, reason)
             self._wake()
         else:
             self.closing = (code, reason)
@@ -588,8 +597,10 @@ class _WebSocket(_Request):
         if self.gone:
             raise ClientDisconnected("the client went away")
         if self.pulled:
-            self.pulled = False
+            # The worker is told first: should it refuse the message (a str with a lone
+            # surrogate), the pull is still to be answered.
             self.server.native.ws_send(self.conn, self.serial, data)
+            self.pulled = False
         else:
             self.pending = data
 
@@ -619,8 +630,20 @@ class _WebSocket(_Request):
             self.closing = None
             self.pulled = False
             self.finished = True
-            native.ws_close(self.conn, self.serial, code, reason)
+            try:
+                native.ws_close(self.conn, self.serial, code, reason)
+            except Exception:  # a reason the worker refuses: the pull is answered all the same
+                native.failed(self.conn, self.serial)
         self._task_over(ran)
+
+    def _task_over(self, ran):
+        if not self.accepted:
+            super()._task_over(ran)
+            return
+        # Its place was given back at the accept, and the worker expects no task_done.
+        self._wake()
+        self.task = None
+        self._over()
 
 
 class Server:

@@ -104,6 +104,8 @@ pub(super) enum Action {
         head: RequestHead,
         subprotocols: Vec<String>,
     },
+    /// The connection became a WebSocket (its `101` is queued): count it.
+    Upgraded,
     /// A WebSocket's next message, for the application.
     Message(Message),
     /// The WebSocket is over: tell the application, with the close code and reason.

@@ -476,6 +476,14 @@ impl<'a> Worker<'a> {
                 RequestBody::default(),
                 Begin::WebSocket { subprotocols },
             ),
+            Action::Upgraded => {
+                self.websockets += 1;
+                self.board.websockets(self.websockets);
+                if self.websockets_closed {
+                    // Accepted after the others were told to go away.
+                    self.drive(index, Conn::go_away);
+                }
+            }
             Action::Message(message) => {
                 self.tell_app(index, serial, |app, ticket| app.message(ticket, message));
             }
@@ -698,16 +706,12 @@ impl<'a> Worker<'a> {
                 headers,
             } => {
                 self.served += 1;
+                // An accepted WebSocket is a connection from now on, not a request in flight:
+                // it counts against max_connections, not the application's concurrency (its
+                // task sends no `Done`).
+                self.admission.load.in_flight -= 1;
                 if self.is_current(conn, serial) {
                     self.drive(conn, |c, ctx| c.accept(subprotocol, headers, ctx));
-                    if self.conns[conn].as_ref().is_some_and(Conn::is_websocket) {
-                        self.websockets += 1;
-                        self.board.websockets(self.websockets);
-                        if self.websockets_closed {
-                            // Accepted after the others were told to go away.
-                            self.drive(conn, Conn::go_away);
-                        }
-                    }
                 }
             }
             WsReply::Message(message) => {

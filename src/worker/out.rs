@@ -25,6 +25,9 @@ const MAX_IOVECS: usize = 16;
 /// producer works while the socket drains, and a connection never holds much more than this
 /// plus one chunk.
 pub(super) const LOW_WATER: usize = 64 * 1024;
+/// Most buffers a connection queues before it asks for more: many tiny chunks (or messages)
+/// would otherwise cost far more in queue entries than their bytes say.
+const MAX_BUFFERS: usize = 64;
 
 /// A client connection's socket, as the connection's state machine uses it: a socket in the
 /// worker, a scripted stream in tests.
@@ -111,9 +114,10 @@ impl OutQueue {
         self.body_written
     }
 
-    /// Bytes queued and not yet written.
-    pub(super) fn unsent(&self) -> usize {
-        self.unsent
+    /// Whether the queue is low enough to take more: under [`LOW_WATER`] bytes, in under
+    /// [`MAX_BUFFERS`] buffers.
+    pub(super) fn has_room(&self) -> bool {
+        self.unsent < LOW_WATER && self.buffers.len() < MAX_BUFFERS
     }
 
     /// Writes once, as much as `out` takes, and drops what was written.
@@ -144,6 +148,10 @@ impl OutQueue {
             written -= left;
             self.buffers.pop_front();
             self.front_written = 0;
+        }
+        if self.buffers.is_empty() && self.buffers.capacity() > MAX_BUFFERS {
+            // An idle connection keeps no large queue.
+            self.buffers = VecDeque::new();
         }
     }
 }
@@ -289,7 +297,7 @@ impl Output {
     /// Takes the stream's producer for a pool thread to pull the next chunk, when it is with
     /// the loop and little is left to write.
     fn producer_to_pull(&mut self) -> Option<BodyStream> {
-        if self.queue.unsent() >= LOW_WATER {
+        if !self.queue.has_room() {
             return None;
         }
         let (producer, chunked, remaining) = self.take_ready()?;
@@ -483,15 +491,15 @@ mod tests {
             queue.push(Vec::new());
             queue.push(b"body".to_vec());
             queue.push(b"!".to_vec());
-            assert_eq!(queue.unsent(), 11);
+            assert_eq!(queue.unsent, 11);
             let mut out = Trickle {
                 max,
                 got: Vec::new(),
             };
             while !queue.is_empty() {
-                let before = queue.unsent();
+                let before = queue.unsent;
                 let n = queue.write_to(&mut out).unwrap();
-                assert_eq!(queue.unsent(), before - n);
+                assert_eq!(queue.unsent, before - n);
             }
             assert_eq!(out.got, b"head\r\nbody!", "max {max}");
         }
@@ -503,7 +511,7 @@ mod tests {
         queue.push(b"abc".to_vec());
         queue.push(b"de".to_vec());
         queue.consume(1);
-        assert_eq!(queue.unsent(), 4);
+        assert_eq!(queue.unsent, 4);
         let mut out = Trickle {
             max: 10,
             got: Vec::new(),

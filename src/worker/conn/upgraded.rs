@@ -8,11 +8,14 @@
 //! (`Reply::WantBody`) and gets one (`Action::Message`); the loop asks it for its next message
 //! (`Action::Pull`) when the connection has room for one, and frames what comes.
 //!
-//! Flow control both ways, as for HTTP bodies: a whole message read and not yet asked for is
-//! held and nothing more is read until it is (the client's sends stall in the kernel); the
+//! Flow control both ways, as for HTTP bodies: whole messages read and not yet asked for are
+//! held, up to `max_message` bytes of them (or `MAX_HELD` messages), and then nothing more is
+//! read until the application takes them (the client's sends stall in the kernel); the
 //! application's `send` waits until its message before was taken, and the loop takes one only
-//! while less than `LOW_WATER` bytes wait to be written.
+//! while its output queue has room (under 64 KiB). Pings are answered only while the
+//! output drains, the latest one at most: a client that pings and does not read costs one pong.
 
+use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -20,7 +23,7 @@ use super::{Action, Answer, Conn, Ctx, Got, State};
 use crate::handler::{HeaderFields, Replied};
 use crate::http::{self, Version};
 use crate::websocket::{self, Event, Message, Opcode, ProtocolError, Reader};
-use crate::worker::out::{LOW_WATER, OutQueue, Socket, WRITE_BUDGET};
+use crate::worker::out::{OutQueue, Socket, WRITE_BUDGET};
 use crate::worker::peer_text;
 
 /// How long the connection waits for the client's close frame after sending its own.
@@ -30,6 +33,8 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 const ABNORMAL: u16 = 1006;
 /// The close code a close frame without one stands for (RFC 6455 §7.1.5).
 const NO_STATUS: u16 = 1005;
+/// Most messages held for an application that has not asked for them; then reading stops.
+const MAX_HELD: usize = 16;
 /// What a stopping worker tells its WebSockets.
 const GOING_AWAY: (u16, &str) = (1001, "the server is going away");
 
@@ -76,8 +81,11 @@ pub(super) struct Upgraded {
     sending: Sending,
     /// The application waits for a message.
     wanted: bool,
-    /// A whole message read and not yet asked for: nothing more is read until it is.
-    held: Option<Message>,
+    /// Whole messages read and not yet asked for, oldest first, and their bytes.
+    held: VecDeque<Message>,
+    held_bytes: usize,
+    /// The pong owed to the latest ping, while the output has not drained enough to take it.
+    pong: Option<Vec<u8>>,
     /// The close frame sent: its code and reason.
     close_sent: Option<(u16, String)>,
     /// The client's close frame: its code (1005 for none) and reason.
@@ -103,7 +111,8 @@ impl Upgraded {
         if stalled || self.closing_until.is_some_and(|until| now >= until) {
             return Some(WsTimer::Over);
         }
-        if self.ws.ping_interval.is_zero() || self.close_sent.is_some() {
+        if self.ws.ping_interval.is_zero() || self.close_sent.is_some() || self.held_full() {
+            // While nothing is read (the application is behind), a pong could not be seen.
             return None;
         }
         match self.ping_sent {
@@ -118,8 +127,29 @@ impl Upgraded {
     fn reading(&self) -> bool {
         self.close_received.is_none()
             && !self.drop_after_close
-            && (self.held.is_none() || self.close_sent.is_some())
-            && self.out.unsent() < LOW_WATER
+            && (!self.held_full() || self.close_sent.is_some())
+            && self.out.has_room()
+    }
+
+    /// Whether as much is held for the application as it may be.
+    fn held_full(&self) -> bool {
+        self.held_bytes >= self.ws.max_message || self.held.len() >= MAX_HELD
+    }
+
+    /// Holds a message the application has not asked for yet.
+    fn hold(&mut self, message: Message) {
+        self.held_bytes += message_len(&message);
+        self.held.push_back(message);
+    }
+
+    /// The oldest message held, if any.
+    fn unhold(&mut self) -> Option<Message> {
+        let message = self.held.pop_front()?;
+        self.held_bytes -= message_len(&message);
+        if self.held.is_empty() && self.held.capacity() > MAX_HELD {
+            self.held = VecDeque::new();
+        }
+        Some(message)
     }
 
     /// Queues a close frame and notes it sent; the handshake has `CLOSE_WAIT` to finish.
@@ -207,7 +237,9 @@ impl<S: Socket> Conn<S> {
             out,
             sending: Sending::Ready,
             wanted: false,
-            held: None,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            pong: None,
             close_sent: None,
             close_received: None,
             closing_until: None,
@@ -216,6 +248,8 @@ impl<S: Socket> Conn<S> {
             ping_sent: None,
             write_since: now,
         }));
+        // Counted before anything can close it.
+        ctx.actions.push_back(Action::Upgraded);
         self.ws_write(ctx);
         // Frames the client sent right after its handshake may be buffered or in the socket.
         self.ws_read(ctx);
@@ -237,14 +271,17 @@ impl<S: Socket> Conn<S> {
         let State::Upgraded(up) = &mut self.state else {
             return;
         };
-        match up.held.take() {
-            Some(message) => ctx.actions.push_back(Action::Message(message)),
+        match up.unhold() {
+            Some(message) => {
+                ctx.actions.push_back(Action::Message(message));
+                // Reading may have stopped for what was held.
+                self.ws_read(ctx);
+            }
             None => {
                 up.wanted = true;
                 self.ws_read(ctx);
             }
         }
-        self.ws_write(ctx);
     }
 
     /// The application's next message, answering a pull.
@@ -384,14 +421,12 @@ impl<S: Socket> Conn<S> {
                         up.wanted = false;
                         ctx.actions.push_back(Action::Message(message));
                     }
-                    Some(Event::Message(message)) => up.held = Some(message),
+                    Some(Event::Message(message)) => up.hold(message),
                     Some(Event::Ping(payload)) => {
                         if up.close_sent.is_none() {
-                            if up.out.is_empty() {
-                                up.write_since = Instant::now();
-                            }
-                            up.out
-                                .push(websocket::control_frame(Opcode::Pong, &payload));
+                            // Only the latest ping is answered (RFC 6455 §5.5.3) when they
+                            // come faster than the answers go.
+                            up.pong = Some(payload);
                         }
                     }
                     Some(Event::Close(close)) => {
@@ -455,6 +490,15 @@ impl<S: Socket> Conn<S> {
         let State::Upgraded(up) = &mut self.state else {
             return;
         };
+        if up.out.has_room()
+            && let Some(payload) = up.pong.take()
+        {
+            if up.out.is_empty() {
+                up.write_since = Instant::now();
+            }
+            up.out
+                .push(websocket::control_frame(Opcode::Pong, &payload));
+        }
         let mut written = 0;
         while !up.out.is_empty() {
             if written >= WRITE_BUDGET {
@@ -487,7 +531,7 @@ impl<S: Socket> Conn<S> {
             self.close(ctx);
             return;
         }
-        if up.sending == Sending::Ready && up.close_sent.is_none() && up.out.unsent() < LOW_WATER {
+        if up.sending == Sending::Ready && up.close_sent.is_none() && up.out.has_room() {
             up.sending = Sending::Pulling;
             ctx.actions.push_back(Action::Pull(Box::new(Replied)));
         }
@@ -503,11 +547,19 @@ impl<S: Socket> Conn<S> {
             out,
             ..
         } = *up;
-        ctx.actions.extend(held.map(Action::Message));
+        ctx.actions.extend(held.into_iter().map(Action::Message));
         let (code, reason) = close_received
             .or(close_sent)
             .unwrap_or((ABNORMAL, String::new()));
         ctx.actions.push_back(Action::Closed { code, reason });
         ctx.actions.push_back(Action::Sent(out.body_written()));
+    }
+}
+
+/// A message's payload length.
+fn message_len(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(bytes) => bytes.len(),
     }
 }

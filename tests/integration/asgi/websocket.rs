@@ -372,6 +372,17 @@ mod portable {
     }
 
     #[test]
+    fn after_a_refusal_receive_says_the_client_is_gone() {
+        let w = start(&Spec::new("ws_app:app"));
+        let (_, response) = open_raw(&w, &handshake("/refuse-then-receive?tag=r", ""));
+        assert_eq!(response.status, 403, "{response:?}");
+        assert_eq!(
+            w.wait_recorded("after-refusal-r").split(' ').next(),
+            Some("websocket.disconnect")
+        );
+    }
+
+    #[test]
     fn a_denial_response_is_sent_as_the_application_wrote_it() {
         let w = start(&Spec::new("ws_app:app"));
         let (mut stream, response) = open_raw(&w, &handshake("/deny", ""));
@@ -560,6 +571,17 @@ mod tine_only {
         let (_, response) = open_raw(&w, &handshake("/", ""));
         assert_eq!(response.status, 200, "{response:?}");
         assert_eq!(response.header("Upgrade"), None);
+    }
+
+    #[test]
+    fn a_message_that_cannot_be_sent_raises_in_the_application_and_the_websocket_goes_on() {
+        let w = start_tine(&Spec::new("ws_app:app"));
+        let mut ws = Ws::open(&w, "/bad-text");
+        ws.send_text("go");
+        assert_eq!(ws.recv_text(), "refused: UnicodeEncodeError");
+        assert_eq!(ws.recv_close().map(|(c, _)| c), Some(1000));
+        ws.send_close(1000, "");
+        ws.expect_end();
     }
 
     #[test]

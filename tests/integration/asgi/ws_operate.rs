@@ -196,9 +196,8 @@ fn a_thousand_idle_websockets_on_one_worker_cost_little_and_all_still_work() {
         return;
     }
     let w = start_with(
-        ws_app()
-            .server("max_connections = 2000")
-            .app_lines("max_concurrency = 2000"),
+        // max_concurrency stays at its default, 1000: an accepted WebSocket is a connection.
+        ws_app().server("max_connections = 2000"),
         "",
     );
     let worker = only_worker(&w);

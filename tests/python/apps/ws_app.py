@@ -166,7 +166,29 @@ async def route_slow_accept(scope, receive, send, q):
     record("got-" + tag, "%s %s" % (message["type"], message.get("code", "")))
 
 
+async def route_refuse_then_receive(scope, receive, send, q):
+    # As Starlette's WebSocketEndpoint does after an on_connect that closes: receive again.
+    await _connected(receive)
+    await send({"type": "websocket.close"})
+    message = await receive()
+    record("after-refusal-" + q.get("tag", "x"), "%s %s" % (message["type"], message.get("code")))
+
+
+async def route_bad_text(scope, receive, send, q):
+    await _connected(receive)
+    await send({"type": "websocket.accept"})
+    await receive()
+    try:
+        await send({"type": "websocket.send", "text": "half an emoji \ud83d"})
+    except Exception as err:  # the message cannot be sent; the WebSocket goes on
+        await send({"type": "websocket.send", "text": "refused: " + type(err).__name__})
+    await send({"type": "websocket.close", "code": 1000})
+    await receive()
+
+
 ROUTES = {
+    "/refuse-then-receive": route_refuse_then_receive,
+    "/bad-text": route_bad_text,
     "/echo": route_echo,
     "/refuse": route_refuse,
     "/deny": route_deny,

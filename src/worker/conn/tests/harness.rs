@@ -263,6 +263,7 @@ pub(super) fn names(actions: &[Action]) -> Vec<String> {
             Action::Upgrade { head, subprotocols } => {
                 format!("upgrade {} {subprotocols:?}", head.target)
             }
+            Action::Upgraded => "upgraded".to_owned(),
             Action::Message(message) => format!("message {message:?}"),
             Action::Closed { code, reason } => format!("closed {code} {reason:?}"),
             Action::Gone => "gone".to_owned(),
