@@ -105,6 +105,8 @@ const fn protocol(reason: &'static str) -> ProtocolError {
 }
 
 const UNMASKED: ProtocolError = protocol("a client frame is not masked");
+/// The most a data frame's header makes the reader set aside for its payload before it comes.
+const RESERVE_AHEAD: usize = 256 * 1024;
 const RESERVED_BITS: ProtocolError = protocol("a frame sets a reserved bit");
 const RESERVED_OPCODE: ProtocolError = protocol("a frame has a reserved opcode");
 const FRAGMENTED_CONTROL: ProtocolError = protocol("a control frame is fragmented");
@@ -300,6 +302,12 @@ impl Reader {
                     if kind.is_some() {
                         self.message = kind;
                     }
+                    // Room for the payload at once (the header checked it against
+                    // max_message), so it is not copied again as the buffer grows; at most
+                    // RESERVE_AHEAD before the bytes come, so a frame that only announces a
+                    // large payload does not hold its size.
+                    let announced = usize::try_from(header.len).unwrap_or(usize::MAX);
+                    self.buf.reserve(announced.min(RESERVE_AHEAD));
                     self.frame = Some(Payload {
                         mask: header.mask,
                         offset: 0,

@@ -78,7 +78,7 @@ impl Settings {
 /// What a transition needs from the worker, and where it leaves its actions.
 pub(super) struct Ctx<'a> {
     pub(super) settings: &'a Settings,
-    /// Where reads from client sockets land first; see [`Conn::read_more`].
+    /// Where reads from client sockets land first; see [`Conn::keep`].
     pub(super) scratch: &'a mut [u8],
     pub(super) dates: &'a mut DateCache,
     /// The worker is stopping: no keep-alive for responses begun now.
@@ -669,21 +669,38 @@ impl<S: Socket> Conn<S> {
         }
     }
 
-    /// Reads what the socket has (once): see [`Got`]. A failed read is logged and counts as
-    /// the end.
+    /// Reads what the socket has (once) into the connection's buffer: see [`Got`]. A failed
+    /// read is logged and counts as the end.
     fn read_socket(&mut self, scratch: &mut [u8]) -> Got {
+        match self.read_scratch(scratch) {
+            Ok(n) => {
+                self.keep(&scratch[..n]);
+                Got::Bytes
+            }
+            Err(got) => got,
+        }
+    }
+
+    /// Reads once into the worker's one scratch buffer: how many bytes came, or why none did
+    /// ([`Got::Nothing`], [`Got::End`]; a failed read is logged and counts as the end).
+    fn read_scratch(&mut self, scratch: &mut [u8]) -> Result<usize, Got> {
         loop {
-            match self.read_more(scratch) {
-                Ok(0) => return Got::End,
-                Ok(_) => return Got::Bytes,
+            match self.stream.read(scratch) {
+                Ok(0) => return Err(Got::End),
+                Ok(n) => {
+                    // Fewer bytes than asked for: the socket is drained (a full read may have
+                    // left more).
+                    self.unread = n == scratch.len();
+                    return Ok(n);
+                }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     self.unread = false;
-                    return Got::Nothing;
+                    return Err(Got::Nothing);
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => {
                     log::debug!("read from {}: {err}", peer_text(self.peer));
-                    return Got::End;
+                    return Err(Got::End);
                 }
             }
         }
@@ -745,9 +762,10 @@ impl<S: Socket> Conn<S> {
         }
     }
 
-    /// Reads once into the connection's buffer, growing it when it is nearly full and
-    /// reclaiming the space of decoded bytes first.
-    fn read_more(&mut self, scratch: &mut [u8]) -> io::Result<usize> {
+    /// Keeps `bytes` (read into the scratch buffer) behind the bytes not yet decoded, reclaiming
+    /// the space of decoded ones first: only what a connection has not decoded is its own, so
+    /// an idle keep-alive connection holds no read buffer at all.
+    fn keep(&mut self, bytes: &[u8]) {
         if self.read_start == self.read_end {
             self.read_buf.clear();
             self.read_start = 0;
@@ -757,14 +775,8 @@ impl<S: Socket> Conn<S> {
             self.read_end -= self.read_start;
             self.read_start = 0;
         }
-        // Into the worker's one scratch buffer, then only the bytes that came into the
-        // connection's own: an idle keep-alive connection holds no read buffer at all.
-        let n = self.stream.read(scratch)?;
-        self.read_buf.extend_from_slice(&scratch[..n]);
+        self.read_buf.extend_from_slice(bytes);
         self.read_end = self.read_buf.len();
-        // Fewer bytes than asked for: the socket is drained (a full read may have left more).
-        self.unread = n == scratch.len();
-        Ok(n)
     }
 
     /// Answers 500 for a request whose body could not be written to its temporary file.

@@ -156,7 +156,7 @@ enum Phase {
 
 struct Worker<'a> {
     poll: Poll,
-    /// Where reads from client sockets land first; see `Conn::read_more`.
+    /// Where reads from client sockets land first; see `Conn::keep`.
     scratch: Box<[u8]>,
     slot: usize,
     access_log: Option<AccessLog>,

@@ -12,8 +12,8 @@
 //! held, up to `max_message` bytes of them (or `MAX_HELD` messages), and then nothing more is
 //! read until the application takes them (the client's sends stall in the kernel); the
 //! application's `send` waits until its message before was taken, and the loop takes one only
-//! while its output queue has room (under 64 KiB). Pings are answered only while the
-//! output drains, the latest one at most: a client that pings and does not read costs one pong.
+//! while its output queue has room (under 64 KiB). Each ping is answered while the output has
+//! room; beyond it, only the latest: a client that pings and does not read costs one pong.
 
 use std::collections::VecDeque;
 use std::io;
@@ -84,7 +84,7 @@ pub(super) struct Upgraded {
     /// Whole messages read and not yet asked for, oldest first, and their bytes.
     held: VecDeque<Message>,
     held_bytes: usize,
-    /// The pong owed to the latest ping, while the output has not drained enough to take it.
+    /// The pong owed to the latest ping, while the output has no room for it.
     pong: Option<Vec<u8>>,
     /// The close frame sent: its code and reason.
     close_sent: Option<(u16, String)>,
@@ -131,6 +131,61 @@ impl Upgraded {
             && self.out.has_room()
     }
 
+    /// Decodes frames from `input` while it may read on (see [`Upgraded::reading`]): messages
+    /// go to the application when it waits for one and are held otherwise, pings are owed a
+    /// pong, a close frame is answered and ends reading. Returns how much of `input` it used;
+    /// an error is the client's breach of the protocol.
+    fn take(
+        &mut self,
+        input: &[u8],
+        actions: &mut VecDeque<Action>,
+    ) -> Result<usize, ProtocolError> {
+        let mut used = 0;
+        while self.reading() {
+            let (consumed, event) = self.reader.decode(&input[used..])?;
+            if consumed == 0 && event.is_none() {
+                break;
+            }
+            used += consumed;
+            self.last_heard = Instant::now();
+            self.ping_sent = None;
+            match event {
+                None | Some(Event::Pong(_)) => {}
+                // After its own close, the connection only waits for the client's.
+                Some(Event::Message(_)) if self.close_sent.is_some() => {}
+                Some(Event::Message(message)) if self.wanted => {
+                    self.wanted = false;
+                    actions.push_back(Action::Message(message));
+                }
+                Some(Event::Message(message)) => self.hold(message),
+                Some(Event::Ping(payload)) if self.close_sent.is_none() => {
+                    if self.out.has_room() {
+                        self.queue_control(Opcode::Pong, &payload);
+                    } else {
+                        // The answers do not go out: only the latest ping will be answered
+                        // (RFC 6455 §5.5.3), so a flood of them costs one pong.
+                        self.pong = Some(payload);
+                    }
+                }
+                Some(Event::Ping(_)) => {}
+                Some(Event::Close(close)) => {
+                    // Answered with the same code (RFC 6455 §5.5.1); the connection closes
+                    // once the answer is out.
+                    match &close {
+                        Some((code, _)) => self.send_close(*code, ""),
+                        None if self.close_sent.is_none() => {
+                            self.out.push(websocket::control_frame(Opcode::Close, b""));
+                            self.close_sent = Some((NO_STATUS, String::new()));
+                        }
+                        None => {}
+                    }
+                    self.close_received = Some(close.unwrap_or((NO_STATUS, String::new())));
+                }
+            }
+        }
+        Ok(used)
+    }
+
     /// Whether as much is held for the application as it may be.
     fn held_full(&self) -> bool {
         self.held_bytes >= self.ws.max_message || self.held.len() >= MAX_HELD
@@ -163,6 +218,14 @@ impl Upgraded {
         if self.sending == Sending::Ready {
             self.sending = Sending::Over;
         }
+    }
+
+    /// Queues a control frame.
+    fn queue_control(&mut self, opcode: Opcode, payload: &[u8]) {
+        if self.out.is_empty() {
+            self.write_since = Instant::now();
+        }
+        self.out.push(websocket::control_frame(opcode, payload));
     }
 
     /// Queues one message's frame.
@@ -377,10 +440,7 @@ impl<S: Socket> Conn<S> {
             WsTimer::PingDue => {
                 let now = Instant::now();
                 up.ping_sent = Some(now);
-                if up.out.is_empty() {
-                    up.write_since = now;
-                }
-                up.out.push(websocket::control_frame(Opcode::Ping, b"tine"));
+                up.queue_control(Opcode::Ping, b"tine");
                 self.ws_write(ctx);
             }
         }
@@ -395,53 +455,11 @@ impl<S: Socket> Conn<S> {
                 return;
             };
             // What is buffered first.
-            loop {
-                if !up.reading() {
-                    break;
-                }
-                let input = &self.read_buf[self.read_start..self.read_end];
-                let (consumed, event) = match up.reader.decode(input) {
-                    Ok(decoded) => decoded,
-                    Err(err) => {
-                        self.ws_protocol_error(err, ctx);
-                        return;
-                    }
-                };
-                if consumed == 0 && event.is_none() {
-                    break;
-                }
-                self.read_start += consumed;
-                up.last_heard = Instant::now();
-                up.ping_sent = None;
-                match event {
-                    None | Some(Event::Pong(_)) => {}
-                    // After its own close, the connection only waits for the client's.
-                    Some(Event::Message(_)) if up.close_sent.is_some() => {}
-                    Some(Event::Message(message)) if up.wanted => {
-                        up.wanted = false;
-                        ctx.actions.push_back(Action::Message(message));
-                    }
-                    Some(Event::Message(message)) => up.hold(message),
-                    Some(Event::Ping(payload)) => {
-                        if up.close_sent.is_none() {
-                            // Only the latest ping is answered (RFC 6455 §5.5.3) when they
-                            // come faster than the answers go.
-                            up.pong = Some(payload);
-                        }
-                    }
-                    Some(Event::Close(close)) => {
-                        // Answered with the same code (RFC 6455 §5.5.1); the connection
-                        // closes once the answer is out.
-                        match &close {
-                            Some((code, _)) => up.send_close(*code, ""),
-                            None if up.close_sent.is_none() => {
-                                up.out.push(websocket::control_frame(Opcode::Close, b""));
-                                up.close_sent = Some((NO_STATUS, String::new()));
-                            }
-                            None => {}
-                        }
-                        up.close_received = Some(close.unwrap_or((NO_STATUS, String::new())));
-                    }
+            match up.take(&self.read_buf[self.read_start..self.read_end], ctx.actions) {
+                Ok(used) => self.read_start += used,
+                Err(err) => {
+                    self.ws_protocol_error(err, ctx);
+                    return;
                 }
             }
             let State::Upgraded(up) = &self.state else {
@@ -450,11 +468,34 @@ impl<S: Socket> Conn<S> {
             if !up.reading() || !self.unread {
                 break;
             }
-            match self.read_socket(ctx.scratch) {
-                Got::Bytes => {}
-                Got::Nothing => break,
-                Got::End => {
+            if self.read_start < self.read_end {
+                // The start of a frame waits in the buffer: read behind it.
+                match self.read_socket(ctx.scratch) {
+                    Got::Bytes => continue,
+                    Got::Nothing => break,
+                    Got::End => {
+                        self.close(ctx);
+                        return;
+                    }
+                }
+            }
+            // Nothing buffered: decode straight from the scratch buffer, and keep only what is
+            // left of it (a frame's start cut short, or what waits for the application).
+            let read = match self.read_scratch(ctx.scratch) {
+                Ok(read) => read,
+                Err(Got::Nothing) => break,
+                Err(_) => {
                     self.close(ctx);
+                    return;
+                }
+            };
+            let State::Upgraded(up) = &mut self.state else {
+                return;
+            };
+            match up.take(&ctx.scratch[..read], ctx.actions) {
+                Ok(used) => self.keep(&ctx.scratch[used..read]),
+                Err(err) => {
+                    self.ws_protocol_error(err, ctx);
                     return;
                 }
             }
@@ -493,11 +534,7 @@ impl<S: Socket> Conn<S> {
         if up.out.has_room()
             && let Some(payload) = up.pong.take()
         {
-            if up.out.is_empty() {
-                up.write_since = Instant::now();
-            }
-            up.out
-                .push(websocket::control_frame(Opcode::Pong, &payload));
+            up.queue_control(Opcode::Pong, &payload);
         }
         let mut written = 0;
         while !up.out.is_empty() {
