@@ -23,13 +23,8 @@
 #   SKIP_BUILD=1         use the existing target/release/tine
 #   TINE=PATH            measure this tine binary instead (implies SKIP_BUILD)
 #   KEEP_TMP=1           keep the temp dir (config, server log, wrk output)
-set -euo pipefail
-export LC_ALL=C
-
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
 # shellcheck source=bench/lib/common.sh
-source "$HERE/lib/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" || exit 1 # set -euo pipefail, HERE, ROOT, PROBE
 
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-16}

@@ -29,14 +29,8 @@
 #   TINE=PATH             measure this tine binary instead (implies SKIP_BUILD)
 #   RESULTS=FILE          where the Markdown goes (default bench/results/memory-latest.md)
 #   KEEP_TMP=1            keep the temp dir (configs, server logs)
-set -euo pipefail
-export LC_ALL=C
-
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
-PROBE=(python3 "$HERE/lib/probe.py")
 # shellcheck source=bench/lib/common.sh
-source "$HERE/lib/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" || exit 1 # set -euo pipefail, HERE, ROOT, PROBE
 
 WORKERS=${WORKERS:-5}
 THREADS=${THREADS:-4}
@@ -58,15 +52,11 @@ ROUTES=(/ /target /redirect /cookie/read "/stream?n=20" /file)
 # server | mode: the four configurations, in the order they run
 CONFIGS=("tine|lazy" "tine|preload" "gunicorn|lazy" "gunicorn|preload")
 
-for tool in python3 curl cargo timeout; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
-done
-for var in WORKERS THREADS REQUESTS; do
-    [[ ${!var} =~ ^[1-9][0-9]*$ ]] || die "$var must be a positive whole number, got '${!var}'"
-done
+require_tools python3 curl cargo timeout
+require_counts WORKERS THREADS REQUESTS
 [[ -n $CONCURRENCY ]] || CONCURRENCY=$((WORKERS * THREADS))
-[[ $CONCURRENCY =~ ^[1-9][0-9]*$ ]] || die "CONCURRENCY must be a positive whole number, got '$CONCURRENCY'"
-[[ $SETTLE =~ ^[0-9]+$ ]] || die "SETTLE must be a whole number of seconds, got '$SETTLE'"
+require_counts CONCURRENCY
+require_seconds SETTLE
 
 find_tine
 log "virtualenv $VENV"
@@ -231,17 +221,12 @@ done
 
 # --- the table ---------------------------------------------------------------------------------
 
-mkdir -p "$(dirname "$RESULTS")"
-tine_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
 meta=(
     "$(machine_note)"
-    "$(first_line "$TINE" --version) (git $tine_commit), $(first_line "$GUNICORN" --version), Django $("$VENV/bin/python" -c 'import django; print(django.get_version())'), $(first_line "$VENV/bin/python" --version)"
+    "$(tine_note), $(first_line "$GUNICORN" --version), Django $("$VENV/bin/python" -c 'import django; print(django.get_version())'), $(first_line "$VENV/bin/python" --version)"
     "tine: [server] workers = $WORKERS, threads = $THREADS; [app] handler = \"wsgi\", app = \"$APP\", pythonpath = [tests/python/apps], virtualenv, preload = false | true"
     "gunicorn: -k gthread -w $WORKERS --threads $THREADS --chdir tests/python/apps ${GUNICORN_EXTRA[*]} [--preload] $APP"
     "after all workers are up and ${SETTLE} s: PSS before the warm-up; then $REQUESTS GET requests, each on a new connection, $CONCURRENCY at a time, over ${ROUTES[*]} in turn; after ${SETTLE} s more: PSS from /proc/PID/smaps_rollup of the master and each worker"
     "per-worker PSS = (total − master) / workers; ratio = tine's total PSS / gunicorn's in the same mode"
 )
-echo
-"${PROBE[@]}" memory-render "$TMP/rows.tsv" "$RESULTS" "${meta[@]}"
-echo
-echo "written to ${RESULTS#"$ROOT"/}"
+write_results memory-render "${meta[@]}"

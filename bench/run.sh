@@ -27,12 +27,8 @@
 #   TINE=PATH          benchmark this tine binary instead (implies SKIP_BUILD)
 #   RESULTS=FILE       where the Markdown goes (default bench/results/latest.md)
 #   KEEP_TMP=1         keep the temp dir (configs, server logs, wrk output)
-set -euo pipefail
-export LC_ALL=C
-
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
-PROBE=(python3 "$HERE/lib/probe.py")
+# shellcheck source=bench/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" || exit 1 # set -euo pipefail, HERE, ROOT, PROBE
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
@@ -68,9 +64,6 @@ SCENARIOS=(
     "static-1k      | /1k.bin       | 64  | keepalive | app.handler=static app.root=@DOCROOT@ | nginx"
     "static-1m      | /1m.bin       | 16  | keepalive | app.handler=static app.root=@DOCROOT@ | nginx"
 )
-
-# shellcheck source=bench/lib/common.sh
-source "$HERE/lib/common.sh"
 
 # --- tools -------------------------------------------------------------------------------------
 

@@ -5,9 +5,10 @@
 #
 # Builds tine (cargo build --release), the load client bench/wsload (a standalone std-only Rust
 # program, built into target/wsload), makes the virtualenv as bench/asgi.sh does
-# (tests/python/setup-venv, then bench/requirements-asgi.txt, which pins websockets for uvicorn),
-# then for each application and each server in turn: starts the server on 127.0.0.1:$PORT with
-# WORKERS worker processes in its own temp dir, waits until it is ready, and runs
+# (tests/python/setup-venv, whose list pins websockets for uvicorn, then
+# bench/requirements-asgi.txt), then for each application and each server in turn: starts the
+# server on 127.0.0.1:$PORT with WORKERS worker processes in its own temp dir, waits until it is
+# ready, and runs
 #   echo-64x64B     (ws_echo) 64 connections, each sending a 64-byte binary message and
 #                   waiting for its echo, for DURATION s after WARMUP s of the same unmeasured
 #   echo-16x64KiB   (ws_echo) 16 connections, 64 KiB messages, the same way
@@ -23,7 +24,8 @@
 #
 # Servers, each with WORKERS worker processes and its access log off:
 #   tine     [app] handler = "python", app = APP, loop = "auto" (uvloop),
-#            [server] workers = WORKERS, max_connections = LIMIT, [app] max_concurrency = LIMIT;
+#            [server] workers = WORKERS, max_connections = LIMIT (an accepted WebSocket is a
+#            connection; it holds no place of [app] max_concurrency);
 #            ready when it sends READY=1 to the NOTIFY_SOCKET this script listens on; its
 #            WebSocket limits are its defaults (no [websocket] section)
 #   uvicorn  --ws websockets --workers WORKERS --loop uvloop --http httptools --no-access-log
@@ -31,7 +33,7 @@
 #   granian  --interface asgi --workers WORKERS --loop uvloop --ws --backpressure LIMIT
 #            --no-access-log --log-level warning
 # where LIMIT = max(IDLE, 1024), so that any one worker may hold every idle socket: tine's
-# max_connections and max_concurrency (1000 by default) and granian's --backpressure (backlog / workers = 512 by
+# max_connections (1000 by default) and granian's --backpressure (backlog / workers = 512 by
 # default) are per worker and would otherwise refuse or stall some; uvicorn has no such limit
 # unless given one.
 #
@@ -61,31 +63,16 @@
 #   TINE=PATH          benchmark this tine binary instead (implies SKIP_BUILD)
 #   RESULTS=FILE       where the Markdown goes (default bench/results/websocket-latest.md)
 #   KEEP_TMP=1         keep the temp dir (configs, server logs, the client's output)
-set -euo pipefail
-export LC_ALL=C
-
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
-PROBE=(python3 "$HERE/lib/probe.py")
 # shellcheck source=bench/lib/common.sh
-source "$HERE/lib/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" || exit 1 # set -euo pipefail, HERE, ROOT, PROBE
 # shellcheck source=bench/lib/asgi_servers.sh
 source "$HERE/lib/asgi_servers.sh"
 
-DURATION=${DURATION:-10}
-WARMUP=${WARMUP:-2}
+PORT=${PORT:-18083}
+asgi_settings # DURATION, WARMUP, WORKERS, SERVERS, ONLY, QUIET_*, VENV, PYTHON, APPS
 IDLE=${IDLE:-2000}
 IDLE_HOLD=${IDLE_HOLD:-6}
-WORKERS=${WORKERS:-2}
-PORT=${PORT:-18083}
-SERVERS=${SERVERS:-tine uvicorn granian}
-ONLY=${ONLY:-}
-QUIET_WAIT=${QUIET_WAIT:-10}
-QUIET_TOTAL=${QUIET_TOTAL:-45}
-VENV=${VENV:-$ROOT/target/bench-venv}
-PYTHON=${PYTHON:-python3}
 RESULTS=${RESULTS:-$HERE/results/websocket-latest.md}
-APPS=$HERE/apps
 WSLOAD_DIR=$ROOT/target/wsload
 WSLOAD=$WSLOAD_DIR/release/wsload
 START_TIMEOUT=30  # seconds a server may take to be ready
@@ -102,29 +89,10 @@ SCENARIOS=(
     "fastapi-echo-64x64B | fastapi_ws_echo:app | echo | 64    | 64"
 )
 
-for tool in python3 curl cargo timeout; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
-done
-for var in DURATION WORKERS PORT IDLE IDLE_HOLD; do
-    [[ ${!var} =~ ^[1-9][0-9]*$ ]] || die "$var must be a positive whole number, got '${!var}'"
-done
-for var in WARMUP QUIET_WAIT QUIET_TOTAL; do
-    [[ ${!var} =~ ^[0-9]+$ ]] || die "$var must be a whole number of seconds, got '${!var}'"
-done
-for server in $SERVERS; do
-    [[ $server =~ ^(tine|uvicorn|granian)$ ]] || die "SERVERS: unknown server '$server' (tine, uvicorn, granian)"
-done
+require_counts IDLE IDLE_HOLD
 ((IDLE_HOLD > IDLE_SETTLE + 1)) || die "IDLE_HOLD must be above $((IDLE_SETTLE + 1)) s (the PSS is read ${IDLE_SETTLE} s in)"
-CLK_TCK=$(getconf CLK_TCK)
-NCPU=$(nproc)
-
 NAMES=() MODULES=() KINDS=() CONNS=() SIZES=()
-for line in "${SCENARIOS[@]}"; do
-    IFS='|' read -r name module kind conns size <<<"${line// /}"
-    [[ -n $ONLY && ! $name =~ $ONLY ]] && continue
-    NAMES+=("$name") MODULES+=("$module") KINDS+=("$kind") CONNS+=("$conns") SIZES+=("$size")
-done
-((${#NAMES[@]} > 0)) || die "no scenario matches ONLY='$ONLY'"
+read_scenarios NAMES MODULES KINDS CONNS SIZES
 
 # Every socket of the idle run may end up in one process; 1024 more for all the rest.
 want_files=$((IDLE + 1024))
@@ -146,15 +114,12 @@ asgi_venv fastapi granian httptools uvicorn uvloop websockets
 # --- state and cleanup -------------------------------------------------------------------------
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/tine-ws-bench.XXXXXX")
-SERVER_PID=""
-NOTIFY_PID=""
 CLIENT_PID=""
 
 cleanup() {
     local status=$?
     [[ -n $CLIENT_PID ]] && kill "$CLIENT_PID" 2>/dev/null
-    [[ -n $NOTIFY_PID ]] && kill "$NOTIFY_PID" 2>/dev/null
-    [[ -n $SERVER_PID ]] && stop_server_tree
+    stop_started
     remove_tmp "$status"
 }
 trap cleanup EXIT
@@ -173,10 +138,6 @@ json_field() { # json_field FILE KEY: a number from the client's JSON line in FI
     python3 -c 'import json, sys
 line = [l for l in open(sys.argv[1]) if l.startswith("{")][-1]
 print(json.loads(line)[sys.argv[2]])' "$1" "$2"
-}
-
-failed_row() { # failed_row SCENARIO SERVER WHY
-    printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$TMP/rows.tsv"
 }
 
 # echo_row I SERVER DIR: the warm-up, then one measured echo run of scenario I against the
@@ -267,30 +228,19 @@ idle_row() {
     log "   $(grep '^OPEN ' "$out"); PSS ${pss_before} → ${pss_held} KiB; $(json_field "$out" close_back) closes answered"
 }
 
-: >"$TMP/rows.tsv"
-port_busy && die "something already answers on 127.0.0.1:$PORT; set PORT to a free port"
-load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
-started=$SECONDS
-
 scenario_row() { "${KINDS[$1]}_row" "$@"; } # scenario_row I SERVER DIR
 run_scenarios scenario_row
 
 # --- the tables --------------------------------------------------------------------------------
 
-mkdir -p "$(dirname "$RESULTS")"
-tine_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
-tine_version=$(if [[ -n ${TINE:-} ]]; then first_line "$TINE" --version; else echo "tine not run"; fi)
 meta=(
-    "$(machine_note); load average at the start $load_at_start; $((SECONDS - started)) s in all"
-    "$tine_version (git $tine_commit), $(first_line "$VENV/bin/python" --version), $(asgi_versions uvicorn websockets httptools uvloop granian), wsload (bench/wsload, std only, a thread per connection)"
+    "$(run_note)"
+    "$(tine_note), $(first_line "$VENV/bin/python" --version), $(asgi_versions uvicorn websockets httptools uvloop granian), wsload (bench/wsload, std only, a thread per connection)"
     "every server with WORKERS=$WORKERS worker processes ($NCPU CPUs here), on 127.0.0.1:$PORT, access log off, APP: ws_echo:app (bench/apps/ws_echo.py, a raw ASGI echo), for fastapi-* fastapi_ws_echo:app (a FastAPI websocket route)"
-    "tine: [server] workers = $WORKERS, max_connections = $MAX_CONNECTIONS; [app] max_concurrency = $MAX_CONNECTIONS, handler = \"python\", app = APP, pythonpath = [bench/apps], virtualenv = $(basename "$VENV"), loop = \"auto\" (uvloop); [log] level = \"warn\", access_log = \"\"; no [websocket] section (its defaults)"
+    "tine: [server] workers = $WORKERS, max_connections = $MAX_CONNECTIONS; [app] handler = \"python\", app = APP, pythonpath = [bench/apps], virtualenv = $(basename "$VENV"), loop = \"auto\" (uvloop); [log] level = \"warn\", access_log = \"\"; no [websocket] section (its defaults)"
     "uvicorn --app-dir bench/apps ${UVICORN_ARGS[*]} APP"
     "granian --working-dir bench/apps ${GRANIAN_ARGS[*]} APP"
     "echo: each connection sends a binary message, waits for its echo and checks it, for ${DURATION}s after ${WARMUP}s of the same unmeasured; the client and the servers share the machine"
     "idle: $IDLE sockets opened (at most 128 handshakes under way at once) and held; the PSS of master + workers ${IDLE_SETTLE}s after the last opened, against the PSS just before (after the echo runs, at rest); no permessage-deflate offered"
 )
-echo
-"${PROBE[@]}" ws-render "$TMP/rows.tsv" "$RESULTS" "${meta[@]}"
-echo
-echo "written to ${RESULTS#"$ROOT"/}"
+write_results ws-render "${meta[@]}"

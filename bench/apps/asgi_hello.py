@@ -6,6 +6,8 @@ it the way it runs an application that has one.
 Serve it as `asgi_hello:app` with this directory on the Python path.
 """
 
+from bench_lifespan import lifespan
+
 BODY = b"Hello, World!"
 HEADERS = [(b"content-type", b"text/plain"), (b"content-length", str(len(BODY)).encode())]
 
@@ -15,12 +17,6 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         await send({"type": "http.response.body", "body": BODY})
     elif scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
     else:
         raise ValueError(f"asgi_hello serves HTTP only, not {scope['type']!r}")

@@ -7,6 +7,8 @@ shutdown), so each server runs it the way it runs an application that has one.
 Serve it as `ws_echo:app` with this directory on the Python path.
 """
 
+from bench_lifespan import lifespan
+
 BODY = b"ws_echo: connect with a WebSocket\n"
 HEADERS = [
     (b"content-type", b"text/plain"),
@@ -35,12 +37,6 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 426, "headers": HEADERS})
         await send({"type": "http.response.body", "body": BODY})
     elif kind == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
     else:
         raise ValueError(f"ws_echo serves WebSockets (and HTTP probes) only, not {kind!r}")

@@ -1,14 +1,58 @@
-# bench/lib/asgi_servers.sh: starting and stopping tine, uvicorn and granian on an ASGI
-# application, for bench/websocket.sh (the same steps as bench/asgi.sh's own). Sourced after
+# shellcheck shell=bash
+# bench/lib/asgi_servers.sh: what bench/asgi.sh and bench/websocket.sh share: their common
+# settings, their scenario lists, starting and stopping tine, uvicorn and granian on an ASGI
+# application, the virtualenv, and the run over applications and servers. Sourced after
 # bench/lib/common.sh, not run.
 #
-# The sourcing script sets, before it calls them: ROOT, HERE (bench/), PYTHON, TMP, SERVERS,
-# NAMES and MODULES (the scenarios' names and applications, arrays), PROBE (the probe.py
-# command, an array), TINE, VENV, APPS (the applications' directory), PORT, WORKERS,
-# START_TIMEOUT, STOP_TIMEOUT, UVICORN_ARGS and GRANIAN_ARGS (arrays: each server's options but
-# the app, host and port), SERVER_PID and NOTIFY_PID ("" when none); optionally
-# MAX_CONNECTIONS, tine's [server] max_connections and [app] max_concurrency (else tine's
-# defaults): each open WebSocket is a connection and its task a request in flight.
+# The sourcing script sets, before it calls them: PORT's default (asgi_settings sets the other
+# shared ones), SCENARIOS (read_scenarios), TMP, UVICORN_ARGS and GRANIAN_ARGS (arrays: each
+# server's options but the app, host and port), START_TIMEOUT and STOP_TIMEOUT; optionally
+# MAX_CONNECTIONS, tine's [server] max_connections (else tine's default). SERVER_PID and
+# NOTIFY_PID are "" until a server or its READY=1 listener runs.
+
+SERVER_PID=""
+NOTIFY_PID=""
+
+# asgi_settings: the settings both scripts take (see their headers), with their defaults, each
+# checked; and the tools both need
+asgi_settings() {
+    DURATION=${DURATION:-10}
+    WARMUP=${WARMUP:-2}
+    WORKERS=${WORKERS:-2}
+    SERVERS=${SERVERS:-tine uvicorn granian}
+    ONLY=${ONLY:-}
+    QUIET_WAIT=${QUIET_WAIT:-10}
+    QUIET_TOTAL=${QUIET_TOTAL:-45}
+    VENV=${VENV:-$ROOT/target/bench-venv}
+    PYTHON=${PYTHON:-python3}
+    APPS=$HERE/apps
+    CLK_TCK=$(getconf CLK_TCK)
+    NCPU=$(nproc)
+    require_tools python3 curl cargo timeout
+    require_counts DURATION WORKERS PORT
+    require_seconds WARMUP QUIET_WAIT QUIET_TOTAL
+    local server
+    for server in $SERVERS; do
+        [[ $server =~ ^(tine|uvicorn|granian)$ ]] || die "SERVERS: unknown server '$server' (tine, uvicorn, granian)"
+    done
+}
+
+# read_scenarios ARRAY...: splits each line of SCENARIOS ("field | field | ...", spaces
+# dropped) whose name (its first field) ONLY matches, and appends its Nth field to the Nth array
+# named (the caller's, declared empty; the first two NAMES and MODULES, as run_scenarios reads
+# them); dies when no scenario is left
+read_scenarios() {
+    local line fields i n=0
+    for line in "${SCENARIOS[@]}"; do
+        IFS='|' read -ra fields <<<"${line// /}"
+        [[ -n $ONLY && ! ${fields[0]} =~ $ONLY ]] && continue
+        for ((i = 1; i <= $#; i++)); do
+            declare -g "${!i}[$n]=${fields[i - 1]}"
+        done
+        n=$((n + 1))
+    done
+    ((n > 0)) || die "no scenario matches ONLY='$ONLY'"
+}
 
 write_tine_config() { # write_tine_config FILE APP
     cat >"$1" <<EOF
@@ -29,7 +73,6 @@ app = "$2"
 pythonpath = ["$APPS"]
 virtualenv = "$VENV"
 loop = "auto"
-${MAX_CONNECTIONS:+max_concurrency = $MAX_CONNECTIONS}
 EOF
 }
 
@@ -152,13 +195,28 @@ from importlib.metadata import version
 print(", ".join(f"{p} {version(p)}" for p in sys.argv[1:]))' "$@"
 }
 
-# run_scenarios ROW_FUNCTION: for each application of the scenarios (MODULES, one a scenario, in
-# the order of its first scenario) and each server of SERVERS on it before the next: starts the
-# server in TMP/SERVER-MODULE, calls ROW_FUNCTION I SERVER DIR for each scenario I of that
-# application, and stops it. A server that does not start gets a failed row (failed_row SCENARIO
-# SERVER WHY, the caller's) for each of those scenarios instead.
+failed_row() { # failed_row SCENARIO SERVER WHY: a row of TMP/rows.tsv for a run that did not happen
+    printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$TMP/rows.tsv"
+}
+
+# stop_started: stops the READY=1 listener and the server, each if it runs (for an EXIT trap)
+stop_started() {
+    if [[ -n $NOTIFY_PID ]]; then kill "$NOTIFY_PID" 2>/dev/null || true; fi
+    if [[ -n $SERVER_PID ]]; then stop_server_tree; fi
+}
+
+# run_scenarios ROW_FUNCTION: starts TMP/rows.tsv anew (it dies when something already answers
+# on PORT); then for each application of the scenarios (MODULES, one a scenario, in the order of
+# its first scenario) and each server of SERVERS on it before the next: starts the server in
+# TMP/SERVER-MODULE, calls ROW_FUNCTION I SERVER DIR for each scenario I of that application,
+# and stops it. A server that does not start gets a failed row (failed_row SCENARIO SERVER WHY)
+# for each of those scenarios instead. run_note then says when it began and how long it took.
 run_scenarios() {
     local row=$1 order=() module app server dir i
+    : >"$TMP/rows.tsv"
+    port_busy && die "something already answers on 127.0.0.1:$PORT; set PORT to a free port"
+    LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
+    STARTED=$SECONDS
     for module in "${MODULES[@]}"; do
         [[ " ${order[*]} " == *" $module "* ]] || order+=("$module")
     done
@@ -182,4 +240,9 @@ run_scenarios() {
             stop_server_tree
         done
     done
+}
+
+run_note() { # the machine, its load average when run_scenarios began, and how long it has taken
+    printf '%s; load average at the start %s; %s s in all' "$(machine_note)" "$LOAD_AT_START" \
+        $((SECONDS - STARTED))
 }

@@ -1,10 +1,22 @@
-# bench/lib/common.sh: what bench/run.sh and bench/memory.sh share. Sourced, not run.
+# shellcheck shell=bash
+# bench/lib/common.sh: what the bench scripts (run.sh, memory.sh, attacks.sh, asgi.sh,
+# websocket.sh) share. Sourced first, not run:
+#   # shellcheck source=bench/lib/common.sh
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh" || exit 1
+# It turns on `set -euo pipefail` and LC_ALL=C, and sets HERE (bench/), ROOT (the repository)
+# and PROBE (the bench/lib/probe.py command, an array).
 #
-# The sourcing script sets ROOT (the repository) and, before it calls them, SERVER_PID (the
-# server being measured, "" when none), PORT, START_TIMEOUT and STOP_TIMEOUT (seconds), and TMP
-# (its temp dir); for wait_quiet, QUIET_WAIT and QUIET_TOTAL (seconds), CLK_TCK (getconf
-# CLK_TCK) and NCPU (nproc).
+# The sourcing script sets, before it calls them, SERVER_PID (the server being measured, ""
+# when none), PORT, START_TIMEOUT and STOP_TIMEOUT (seconds), and TMP (its temp dir); for
+# wait_quiet, QUIET_WAIT and QUIET_TOTAL (seconds), CLK_TCK (getconf CLK_TCK) and NCPU (nproc);
+# for write_results, RESULTS; for tine_note, TINE when tine ran.
 
+set -euo pipefail
+export LC_ALL=C
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+PROBE=(python3 "$HERE/lib/probe.py")
 BENCH_SCRIPT="bench/${0##*/}"
 
 log() { printf '== %s\n' "$*" >&2; }
@@ -38,6 +50,27 @@ find_tine() { # sets TINE: $TINE as given, or target/release/tine, built unless 
     [[ -x $TINE ]] || die "no tine binary at $TINE"
 }
 
+require_tools() { # require_tools COMMAND...: dies unless each COMMAND is on the PATH
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
+    done
+}
+
+require_counts() { # require_counts VAR...: dies unless each VAR holds a positive whole number
+    local var
+    for var in "$@"; do
+        [[ ${!var} =~ ^[1-9][0-9]*$ ]] || die "$var must be a positive whole number, got '${!var}'"
+    done
+}
+
+require_seconds() { # require_seconds VAR...: dies unless each VAR holds a whole number (0 too)
+    local var
+    for var in "$@"; do
+        [[ ${!var} =~ ^[0-9]+$ ]] || die "$var must be a whole number of seconds, got '${!var}'"
+    done
+}
+
 first_line() { "$@" 2>&1 | head -n 1 || true; }
 
 machine_note() { # the date, the CPUs and the kernel, for a results file's head
@@ -45,6 +78,23 @@ machine_note() { # the date, the CPUs and the kernel, for a results file's head
     cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
     printf '%s, %s CPUs (%s), %s' "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(nproc)" \
         "${cpu_model:-unknown model}" "$(uname -sr)"
+}
+
+tine_note() { # "tine X.Y.Z (git COMMIT)" of TINE and this checkout, for a results file's head
+    local version commit
+    version=$(if [[ -n ${TINE:-} ]]; then first_line "$TINE" --version; else echo "tine not run"; fi)
+    commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+    printf '%s (git %s)' "$version" "$commit"
+}
+
+# write_results RENDER META...: `probe.py RENDER TMP/rows.tsv RESULTS META...` prints the
+# table(s) and writes them as Markdown to RESULTS (its directory made if need be)
+write_results() {
+    mkdir -p "$(dirname "$RESULTS")"
+    echo
+    "${PROBE[@]}" "$1" "$TMP/rows.tsv" "$RESULTS" "${@:2}"
+    echo
+    echo "written to ${RESULTS#"$ROOT"/}"
 }
 
 ANSWER_MS="-"

@@ -639,6 +639,39 @@ def cmd_memory_render(rows_path, md_out, *meta):
                    [("PSS after the warm-up", markdown_table(header, table, right=set(range(2, 10))))])
 
 
+def num(x, spec):
+    """x formatted with spec, or "-" for None."""
+    return "-" if x is None else format(x, spec)
+
+
+def peer_ratios(rows, keys):
+    """tine's ratio to each peer: for each measured row of another server on a scenario tine
+    also measured, [scenario, peer] and then tine's value ÷ the peer's for each of keys, "-"
+    where either has none or the peer's is 0."""
+    ok = {(r["scenario"], r["server"]): r for r in rows if r["outcome"] == "ok"}
+    ratios = []
+    for r in rows:
+        tine = ok.get((r["scenario"], "tine"))
+        if r["server"] == "tine" or r["outcome"] != "ok" or tine is None:
+            continue
+        cells = [r["scenario"], r["server"]]
+        for key in keys:
+            a, b = tine.get(key), r.get(key)
+            cells.append(f"{a / b:.2f}" if a is not None and b else "-")
+        ratios.append(cells)
+    return ratios
+
+
+def other_cpu_note(measured, runs):
+    """The meta line on the CPU other processes used during the measured rows (each with
+    "other" and "seconds"): "other processes' CPU during the measured RUNS: ..."."""
+    cpus = len(os.sched_getaffinity(0))
+    other = sum(r["other"] for r in measured)
+    seconds = sum(r["seconds"] for r in measured)
+    return (f"other processes' CPU during the measured {runs}: {other:.1f} CPU-s over {seconds:.0f} s "
+            f"({other / (seconds * cpus):.0%} of the machine's {cpus} CPUs)")
+
+
 def asgi_row(fields):
     """One row of bench/asgi.sh's rows.tsv as a dict of numbers, or {"outcome": why} for a run
     that did not happen. Fields: scenario, server, outcome, wrk's BENCH_RESULT key=value pairs,
@@ -683,9 +716,6 @@ def cmd_asgi_render(rows_path, md_out, *meta):
         order.setdefault(r["server"], len(order))
     rows.sort(key=lambda r: (order[r["scenario"]], order[r["server"]]))
 
-    def num(x, spec):
-        return "-" if x is None else format(x, spec)
-
     table = []
     for r in rows:
         if r["outcome"] != "ok":
@@ -704,33 +734,18 @@ def cmd_asgi_render(rows_path, md_out, *meta):
               "CPU s per child", "outcome"]
     main = markdown_table(header, table, right=set(range(2, 14)))
 
-    ok = {(r["scenario"], r["server"]): r for r in rows if r["outcome"] == "ok"}
-    ratios = []
-    for r in rows:
-        tine = ok.get((r["scenario"], "tine"))
-        if r["server"] == "tine" or r["outcome"] != "ok" or tine is None:
-            continue
-
-        def ratio(key):
-            a, b = tine[key], r[key]
-            return f"{a / b:.2f}" if a is not None and b else "-"
-
-        ratios.append([r["scenario"], r["server"], ratio("rps"), ratio("per_cpu_s"), ratio("p99"),
-                       ratio("pss")])
+    ratios = peer_ratios(rows, ["rps", "per_cpu_s", "p99", "pss"])
     ratio_header = ["scenario", "peer", "requests/s: tine ÷ peer",
                     "requests per CPU-s: tine ÷ peer", "p99: tine ÷ peer (lower is better)",
                     "PSS: tine ÷ peer (lower is better)"]
     ratio_table = markdown_table(ratio_header, ratios, right={2, 3, 4, 5}) if ratios else ""
 
-    measured = [r for r in ok.values()]
+    measured = [r for r in rows if r["outcome"] == "ok"]
     if measured:
         cpus = len(os.sched_getaffinity(0))
-        other = sum(r["other"] for r in measured)
-        seconds = sum(r["seconds"] for r in measured)
         worst = max(measured, key=lambda r: r["other"])
         meta = list(meta) + [
-            f"other processes' CPU during the measured runs: {other:.1f} CPU-s over {seconds:.0f} s "
-            f"({other / (seconds * cpus):.0%} of the machine's {cpus} CPUs); the most in one run "
+            f"{other_cpu_note(measured, 'runs')}; the most in one run "
             f"{worst['other']:.1f} s ({worst['scenario']}, {worst['server']})"]
         before = sorted(int(r["busy_before"]) for r in measured if r["busy_before"] != "-")
         if before:
@@ -782,9 +797,6 @@ def cmd_ws_render(rows_path, md_out, *meta):
     peer, with a note of how busy the rest of the machine was."""
     rows = [ws_row(f) for f in read_tsv(rows_path)]
 
-    def num(x, spec):
-        return "-" if x is None else format(x, spec)
-
     echo, idle = [], []
     for r in rows:
         if r["outcome"] != "ok":
@@ -809,32 +821,15 @@ def cmd_ws_render(rows_path, md_out, *meta):
     idle_header = ["scenario", "server", "held", "failed", "open s", "PSS MiB before → held (processes)",
                    "KiB per idle socket", "dropped while idle, closes answered", "outcome"]
 
-    ok = {(r["scenario"], r["server"]): r for r in rows if r["outcome"] == "ok"}
-    ratios = []
-    for r in rows:
-        tine = ok.get((r["scenario"], "tine"))
-        if r["server"] == "tine" or r["outcome"] != "ok" or tine is None:
-            continue
-
-        def ratio(key):
-            a, b = tine.get(key), r.get(key)
-            return f"{a / b:.2f}" if a is not None and b else "-"
-
-        ratios.append([r["scenario"], r["server"], ratio("messages_per_s"), ratio("us_per_msg"),
-                       ratio("p99_us"), ratio("kib_per_socket")])
+    ratios = peer_ratios(rows, ["messages_per_s", "us_per_msg", "p99_us", "kib_per_socket"])
     ratio_header = ["scenario", "peer", "messages/s: tine ÷ peer",
                     "server CPU per message: tine ÷ peer (lower is better)",
                     "p99: tine ÷ peer (lower is better)",
                     "KiB per idle socket: tine ÷ peer (lower is better)"]
 
-    measured = [r for r in ok.values() if r["kind"] == "echo"]
+    measured = [r for r in rows if r["outcome"] == "ok" and r["kind"] == "echo"]
     if measured:
-        cpus = len(os.sched_getaffinity(0))
-        other = sum(r["other"] for r in measured)
-        seconds = sum(r["seconds"] for r in measured)
-        meta = list(meta) + [
-            f"other processes' CPU during the measured echo runs: {other:.1f} CPU-s over {seconds:.0f} s "
-            f"({other / (seconds * cpus):.0%} of the machine's {cpus} CPUs)"]
+        meta = list(meta) + [other_cpu_note(measured, "echo runs")]
     write_markdown(md_out, "WebSockets: tine, uvicorn and granian", meta, [
         ("Echo", markdown_table(echo_header, echo, right=set(range(2, 12))) if echo else ""),
         ("Idle sockets", markdown_table(idle_header, idle, right={2, 3, 4, 5, 6}) if idle else ""),
