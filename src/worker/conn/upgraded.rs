@@ -122,8 +122,8 @@ impl Upgraded {
     }
 
     /// Whether to read on: not once the close handshake is over or the connection failed,
-    /// not while a message waits for the application to ask for it, and not while what is
-    /// queued for the client (pongs to its pings) is not going out.
+    /// not while as much waits for the application as may (see [`Upgraded::held_full`]), and
+    /// not while the output queue, which the answers to pings join, has no room.
     fn reading(&self) -> bool {
         self.close_received.is_none()
             && !self.drop_after_close
@@ -147,8 +147,6 @@ impl Upgraded {
                 break;
             }
             used += consumed;
-            self.last_heard = Instant::now();
-            self.ping_sent = None;
             match event {
                 None | Some(Event::Pong(_)) => {}
                 // After its own close, the connection only waits for the client's.
@@ -182,6 +180,11 @@ impl Upgraded {
                     self.close_received = Some(close.unwrap_or((NO_STATUS, String::new())));
                 }
             }
+        }
+        if used > 0 {
+            // The client is alive: its ping clock starts again.
+            self.last_heard = Instant::now();
+            self.ping_sent = None;
         }
         Ok(used)
     }

@@ -344,7 +344,10 @@ fn a_ping_flood_from_a_client_that_does_not_read_is_answered_as_far_as_the_queue
     // Reading again, it answers the rest.
     test.event();
     let rest = written(&mut test).len() / pong.len();
-    assert!(pongs + rest > 65 && pongs + rest <= 1000, "{pongs} + {rest}");
+    assert!(
+        pongs + rest > 65 && pongs + rest <= 1000,
+        "{pongs} + {rest}"
+    );
 }
 
 /// `count` server frames with `payload`.
