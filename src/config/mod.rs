@@ -633,8 +633,9 @@ impl Choice for Lifespan {
     }
 }
 
-/// A key whose value is one of a few names: `[app] interface`, `loop` and `lifespan`. One
-/// parser ([`parse_choice`]) serves the file, the command line and `FromStr`.
+/// A key whose value is one of a few names: `[app] interface`, `loop` and `lifespan`, and
+/// `[websocket] on_stop`. One parser ([`parse_choice`]) serves the file, the command line and
+/// `FromStr`.
 pub(crate) trait Choice: Copy + 'static {
     /// Every value, in the order messages list them.
     const ALL: &'static [Self];

@@ -116,7 +116,12 @@ class _Request:
         query = scope.get("query_string", b"")
         if query:
             target += b"?" + query
-        return f"{scope.get('method', '?')} {target.decode('latin-1')}"
+        return f"{self._verb} {target.decode('latin-1')}"
+
+    @property
+    def _verb(self):
+        """What the log line calls the request: its method."""
+        return self.scope.get("method", "?")
 
     # The worker's side.
 
@@ -434,8 +439,8 @@ class _WebSocket(_Request):
         self.disconnect = None
 
     @property
-    def label(self):
-        return "WebSocket " + super().label.split(" ", 1)[1]
+    def _verb(self):
+        return "WebSocket"
 
     # The worker's side.
 

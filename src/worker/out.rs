@@ -104,16 +104,6 @@ impl OutQueue {
         self.buffers.is_empty()
     }
 
-    /// Starts counting body bytes from zero, for a new response.
-    pub(super) fn reset_count(&mut self) {
-        self.body_written = 0;
-    }
-
-    /// Body bytes written since the count began.
-    pub(super) fn body_written(&self) -> u64 {
-        self.body_written
-    }
-
     /// Whether the queue is low enough to take more: under [`LOW_WATER`] bytes, in under
     /// [`MAX_BUFFERS`] buffers.
     pub(super) fn has_room(&self) -> bool {
@@ -260,7 +250,7 @@ impl Output {
     /// `queue` (an empty queue kept for its allocation).
     fn with_body(mut queue: OutQueue, response: Vec<u8>, body_len: usize) -> Output {
         debug_assert!(queue.is_empty(), "a response queued behind another");
-        queue.reset_count();
+        queue.body_written = 0;
         let body = response.len().saturating_sub(body_len)..response.len();
         queue.push_part(response, body);
         Output {

@@ -16,14 +16,13 @@
 //! room; beyond it, only the latest: a client that pings and does not read costs one pong.
 
 use std::collections::VecDeque;
-use std::io;
 use std::time::{Duration, Instant};
 
 use super::{Action, Answer, Conn, Ctx, Got, State};
 use crate::handler::{HeaderFields, Replied};
 use crate::http::{self, Version};
 use crate::websocket::{self, Event, Message, Opcode, ProtocolError, Reader};
-use crate::worker::out::{OutQueue, Socket, WRITE_BUDGET};
+use crate::worker::out::{Output, Socket, WriteStep};
 use crate::worker::peer_text;
 
 /// How long the connection waits for the client's close frame after sending its own.
@@ -77,7 +76,8 @@ pub(super) struct Upgraded {
     /// Its pings, and how long a write may stall (`body_timeout`).
     ws: WsSettings,
     write_timeout: Duration,
-    out: OutQueue,
+    /// What is queued for the client: frames, the `101` first.
+    out: Output,
     sending: Sending,
     /// The application waits for a message.
     wanted: bool,
@@ -107,7 +107,7 @@ impl Upgraded {
     /// Which of its timers has run out at `now`, if one has: the close handshake or a
     /// stalled write first, then the pong awaited, then the next ping.
     fn expired(&self, now: Instant) -> Option<WsTimer> {
-        let stalled = !self.out.is_empty() && now >= self.write_since + self.write_timeout;
+        let stalled = !self.out.queue.is_empty() && now >= self.write_since + self.write_timeout;
         if stalled || self.closing_until.is_some_and(|until| now >= until) {
             return Some(WsTimer::Over);
         }
@@ -128,7 +128,7 @@ impl Upgraded {
         self.close_received.is_none()
             && !self.drop_after_close
             && (!self.held_full() || self.close_sent.is_some())
-            && self.out.has_room()
+            && self.out.queue.has_room()
     }
 
     /// Decodes frames from `input` while it may read on (see [`Upgraded::reading`]): messages
@@ -157,7 +157,7 @@ impl Upgraded {
                 }
                 Some(Event::Message(message)) => self.hold(message),
                 Some(Event::Ping(payload)) if self.close_sent.is_none() => {
-                    if self.out.has_room() {
+                    if self.out.queue.has_room() {
                         self.queue_control(Opcode::Pong, &payload);
                     } else {
                         // The answers do not go out: only the latest ping will be answered
@@ -172,7 +172,9 @@ impl Upgraded {
                     match &close {
                         Some((code, _)) => self.send_close(*code, ""),
                         None if self.close_sent.is_none() => {
-                            self.out.push(websocket::control_frame(Opcode::Close, b""));
+                            self.out
+                                .queue
+                                .push(websocket::control_frame(Opcode::Close, b""));
                             self.close_sent = Some((NO_STATUS, String::new()));
                         }
                         None => {}
@@ -215,7 +217,7 @@ impl Upgraded {
         if self.close_sent.is_some() {
             return;
         }
-        self.out.push(websocket::close_frame(code, reason));
+        self.out.queue.push(websocket::close_frame(code, reason));
         self.close_sent = Some((code, reason.to_owned()));
         self.closing_until = Some(Instant::now() + CLOSE_WAIT);
         if self.sending == Sending::Ready {
@@ -225,10 +227,12 @@ impl Upgraded {
 
     /// Queues a control frame.
     fn queue_control(&mut self, opcode: Opcode, payload: &[u8]) {
-        if self.out.is_empty() {
+        if self.out.queue.is_empty() {
             self.write_since = Instant::now();
         }
-        self.out.push(websocket::control_frame(opcode, payload));
+        self.out
+            .queue
+            .push(websocket::control_frame(opcode, payload));
     }
 
     /// Queues one message's frame.
@@ -237,12 +241,13 @@ impl Upgraded {
             Message::Text(text) => (Opcode::Text, text.into_bytes()),
             Message::Binary(bytes) => (Opcode::Binary, bytes),
         };
-        if self.out.is_empty() {
+        if self.out.queue.is_empty() {
             self.write_since = Instant::now();
         }
         self.out
+            .queue
             .push(websocket::frame_header(opcode, payload.len()));
-        self.out.push(payload);
+        self.out.queue.push(payload);
     }
 }
 
@@ -290,10 +295,7 @@ impl<S: Socket> Conn<S> {
             true,
             ctx.dates.get(std::time::SystemTime::now()),
         );
-        let mut out = std::mem::take(&mut self.spare);
-        out.reset_count();
-        let head_len = head.len();
-        out.push_part(head, head_len..head_len);
+        let out = Output::new(std::mem::take(&mut self.spare), head);
         let now = Instant::now();
         self.upgraded = true;
         self.state = State::Upgraded(Box::new(Upgraded {
@@ -534,36 +536,24 @@ impl<S: Socket> Conn<S> {
         let State::Upgraded(up) = &mut self.state else {
             return;
         };
-        if up.out.has_room()
+        if up.out.queue.has_room()
             && let Some(payload) = up.pong.take()
         {
             up.queue_control(Opcode::Pong, &payload);
         }
-        let mut written = 0;
-        while !up.out.is_empty() {
-            if written >= WRITE_BUDGET {
-                ctx.actions.push_back(Action::Backlog);
-                break;
-            }
-            match up.out.write_to(&mut self.stream) {
-                Ok(0) => {
-                    self.close(ctx);
-                    return;
-                }
-                Ok(n) => {
-                    written += n;
-                    up.write_since = Instant::now();
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => {
-                    log::debug!("write to WebSocket {}: {err}", peer_text(self.peer));
-                    self.close(ctx);
-                    return;
-                }
-            }
+        let written = up.out.write(&mut self.stream, self.peer);
+        if written.progressed {
+            up.write_since = Instant::now();
         }
-        if up.out.is_empty()
+        match written.step {
+            WriteStep::Close => {
+                self.close(ctx);
+                return;
+            }
+            WriteStep::Paused => ctx.actions.push_back(Action::Backlog),
+            WriteStep::Done | WriteStep::Waiting => {}
+        }
+        if up.out.is_sent()
             && up.close_sent.is_some()
             && (up.drop_after_close || up.close_received.is_some())
         {
@@ -571,7 +561,7 @@ impl<S: Socket> Conn<S> {
             self.close(ctx);
             return;
         }
-        if up.sending == Sending::Ready && up.close_sent.is_none() && up.out.has_room() {
+        if up.sending == Sending::Ready && up.close_sent.is_none() && up.out.queue.has_room() {
             up.sending = Sending::Pulling;
             ctx.actions.push_back(Action::Pull(Box::new(Replied)));
         }
@@ -592,7 +582,7 @@ impl<S: Socket> Conn<S> {
             .or(close_sent)
             .unwrap_or((ABNORMAL, String::new()));
         ctx.actions.push_back(Action::Closed { code, reason });
-        ctx.actions.push_back(Action::Sent(out.body_written()));
+        ctx.actions.push_back(Action::Sent(out.body_sent()));
     }
 }
 
