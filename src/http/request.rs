@@ -65,12 +65,27 @@ impl RequestHead {
         }
     }
 
-    /// All values of fields named `name`, in order.
-    fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    /// All values of fields named `name` (compared case-insensitively), in order.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.headers
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_slice())
+    }
+
+    /// The items of every field named `name` as a comma-separated list (RFC 9110 §5.6.1), in
+    /// order: trimmed of SP and HTAB, empty ones dropped.
+    pub fn list_items<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.header_values(name)
+            .flat_map(|value| value.split(|&b| b == b','))
+            .map(trim_ows)
+            .filter(|item| !item.is_empty())
+    }
+
+    /// Whether a field named `name` lists `token` (compared case-insensitively).
+    pub fn lists(&self, name: &str, token: &[u8]) -> bool {
+        self.list_items(name)
+            .any(|item| item.eq_ignore_ascii_case(token))
     }
 }
 
@@ -277,23 +292,12 @@ fn check_host(head: &RequestHead) -> Result<(), HttpError> {
 
 /// RFC 9112 §9.3: HTTP/1.1 persists unless `close`; HTTP/1.0 only with `keep-alive` (and no `close`).
 fn keep_alive(head: &RequestHead) -> bool {
-    let mut close = false;
-    let mut keep = false;
-    for v in head.header_values("connection") {
-        close |= list_has(v, b"close");
-        keep |= list_has(v, b"keep-alive");
-    }
+    let close = head.lists("connection", b"close");
+    let keep = head.lists("connection", b"keep-alive");
     match head.version {
         Version::Http11 => !close,
         Version::Http10 => keep && !close,
     }
-}
-
-/// Whether a comma-separated field value lists `token` (case-insensitive).
-fn list_has(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|item| trim_ows(item).eq_ignore_ascii_case(token))
 }
 
 fn trim_ows(mut s: &[u8]) -> &[u8] {

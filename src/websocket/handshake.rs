@@ -56,7 +56,7 @@ impl Refusal {
 /// Whether the request asks for a WebSocket: an `Upgrade` field one of whose comma-separated
 /// tokens is `websocket` (case-insensitive). Only such requests are checked.
 pub fn wants_websocket(head: &RequestHead) -> bool {
-    has_token(head, "upgrade", b"websocket")
+    head.lists("upgrade", b"websocket")
 }
 
 const NOT_GET: Refusal = Refusal::BadRequest("the WebSocket handshake is not a GET");
@@ -88,7 +88,7 @@ pub fn check(head: &RequestHead) -> Result<Handshake, Refusal> {
     if head.version != Version::Http11 {
         return Err(NOT_HTTP11);
     }
-    if !has_token(head, "connection", b"upgrade") {
+    if !head.lists("connection", b"upgrade") {
         return Err(NO_UPGRADE);
     }
     let length = head.header("content-length").unwrap_or(b"0");
@@ -111,7 +111,8 @@ pub fn check(head: &RequestHead) -> Result<Handshake, Refusal> {
         Only::One(_) | Only::None => return Err(Refusal::Version),
         Only::Several => return Err(SEVERAL_VERSIONS),
     }
-    let subprotocols = items(head, "sec-websocket-protocol")
+    let subprotocols = head
+        .list_items("sec-websocket-protocol")
         .map(|item| std::str::from_utf8(item).map(str::to_owned))
         .collect::<Result<_, _>>()
         .map_err(|_| PROTOCOL_NOT_UTF8)?;
@@ -137,34 +138,12 @@ enum Only<'a> {
 }
 
 fn only<'a>(head: &'a RequestHead, name: &'a str) -> Only<'a> {
-    let mut values = values(head, name);
+    let mut values = head.header_values(name);
     match (values.next(), values.next()) {
         (None, _) => Only::None,
         (Some(value), None) => Only::One(value),
         (Some(_), Some(_)) => Only::Several,
     }
-}
-
-/// The values of the fields named `name` (case-insensitive), in order.
-fn values<'a>(head: &'a RequestHead, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-    head.headers
-        .iter()
-        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_slice())
-}
-
-/// The comma-separated items of every field named `name`, trimmed of SP and HTAB, empty ones
-/// dropped.
-fn items<'a>(head: &'a RequestHead, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-    values(head, name)
-        .flat_map(|value| value.split(|&b| b == b','))
-        .map(|item| item.trim_ascii())
-        .filter(|item| !item.is_empty())
-}
-
-/// Whether a field named `name` lists `token` (case-insensitive).
-fn has_token(head: &RequestHead, name: &str, token: &[u8]) -> bool {
-    items(head, name).any(|item| item.eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]
