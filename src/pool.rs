@@ -166,6 +166,9 @@ struct Shared {
 pub struct Pool {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// Jobs queued since the last [`Pool::wake`]: their threads are woken together, once the
+    /// event loop has queued everything its round of events brought.
+    unwoken: std::cell::Cell<usize>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -237,10 +240,16 @@ impl Pool {
         Ok(Pool {
             shared,
             threads: handles,
+            unwoken: std::cell::Cell::new(0),
         })
     }
 
-    /// Queues a job; a free thread picks it up at once. A concurrent handler takes it now.
+    /// Queues a job, for a free thread to pick up once [`Pool::wake`] is called (the event
+    /// loop calls it before it waits again). A concurrent handler takes the job now.
+    ///
+    /// Waking a thread at once would let it preempt the loop on its CPU, one context switch
+    /// there and back per request, while the loop still has other connections' events to
+    /// handle; woken after the round, the threads run while the loop waits.
     pub fn submit(&self, job: Job) {
         if let Some(concurrent) = self.shared.handler.concurrent() {
             let ticket = Ticket {
@@ -254,13 +263,21 @@ impl Pool {
             }
             return;
         }
+        lock(&self.shared.queue).jobs.push_back(job);
+        self.unwoken.set(self.unwoken.get() + 1);
+    }
+
+    /// Wakes a thread for each job queued since the last call, as far as threads are idle.
+    pub fn wake(&self) {
+        let fresh = self.unwoken.replace(0);
+        if fresh == 0 {
+            return;
+        }
         let wake = {
-            let mut queue = lock(&self.shared.queue);
-            queue.jobs.push_back(job);
-            // Jobs already queued have claimed idle threads that have not woken yet.
-            queue.idle >= queue.jobs.len()
+            let queue = lock(&self.shared.queue);
+            threads_to_wake(queue.jobs.len(), fresh, queue.idle)
         };
-        if wake {
+        for _ in 0..wake {
             self.shared.work_ready.notify_one();
         }
     }
@@ -300,7 +317,9 @@ impl Pool {
     /// destructor did not finish in time.
     pub fn shutdown_within(self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
-        let Pool { shared, threads } = self;
+        let Pool {
+            shared, threads, ..
+        } = self;
         lock(&shared.queue).closed = true;
         shared.work_ready.notify_all();
         while !threads.iter().all(JoinHandle::is_finished) {
@@ -405,6 +424,14 @@ pub fn install_panic_hook() {
     }));
 }
 
+/// How many idle threads to wake for the `fresh` newest of `queued` jobs: each job claims an
+/// idle thread in queue order, and the older jobs' claims were made when they were queued
+/// (their threads are woken already, or were busy and will come back for them).
+fn threads_to_wake(queued: usize, fresh: usize, idle: usize) -> usize {
+    let older = queued.saturating_sub(fresh);
+    queued.min(idle).saturating_sub(older)
+}
+
 /// Runs one job; `None` when there is nothing to hand back.
 fn run_job(handler: &dyn Handler, job: Job) -> Option<Finished> {
     let Job { conn, serial, work } = job;
@@ -498,6 +525,7 @@ mod tests {
     }
 
     fn wait_for(poll: &mut mio::Poll, pool: &Pool, count: usize) -> Vec<Finished> {
+        pool.wake();
         let mut events = mio::Events::with_capacity(8);
         let mut done = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -522,6 +550,19 @@ mod tests {
             Outcome::Response { response, .. } => response,
             other => panic!("expected a response, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_round_of_jobs_wakes_as_many_idle_threads_as_it_has_unclaimed_jobs() {
+        // Nothing queued before the round: one thread a job, as far as there are threads.
+        assert_eq!(threads_to_wake(3, 3, 4), 3);
+        assert_eq!(threads_to_wake(6, 6, 4), 4);
+        // Two older jobs claimed two of the four idle threads already.
+        assert_eq!(threads_to_wake(5, 3, 4), 2);
+        // Older jobs outnumber the idle threads: nothing left to wake.
+        assert_eq!(threads_to_wake(7, 2, 4), 0);
+        assert_eq!(threads_to_wake(2, 2, 0), 0);
+        assert_eq!(threads_to_wake(0, 0, 4), 0);
     }
 
     #[test]
@@ -634,6 +675,7 @@ mod tests {
             },
         );
         pool.submit(request_job(1, 1, "/?ms=60000"));
+        pool.wake();
         // The request is on its thread, not in the queue.
         let deadline = Instant::now() + Duration::from_secs(20);
         while pool.thread_running(1, 1).is_none() {

@@ -222,6 +222,8 @@ impl<'a> Worker<'a> {
             } else {
                 self.admission.wait(Instant::now(), self.tick)
             };
+            // The jobs this round queued, their threads woken together before the loop waits.
+            self.pool.wake();
             if let Err(err) = self.poll.poll(&mut events, Some(wait))
                 && err.kind() != io::ErrorKind::Interrupted
             {
