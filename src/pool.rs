@@ -11,12 +11,13 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::handler::{
-    Begin, BodyStream, Handler, Replied, Reply, Request, Response, Ticket, WsReply,
+    Begin, BodyStream, Handler, Replied, Replies, Reply, Request, Response, Ticket, WsReply,
 };
 
 /// Work for the pool, tagged with the connection it belongs to.
@@ -133,20 +134,44 @@ struct Queue {
 struct Completions {
     finished: Mutex<Vec<Finished>>,
     waker: mio::Waker,
+    /// Answers were queued quietly into an empty list: the loop needs a wake for them.
+    wake_due: AtomicBool,
 }
 
 impl Completions {
-    /// Hands `finished` to the event loop.
+    /// Hands `finished` to the event loop, waking it.
     fn push(&self, finished: Finished) {
-        let was_empty = {
-            let mut done = lock(&self.finished);
-            let was_empty = done.is_empty();
-            done.push(finished);
-            was_empty
-        };
-        // One wake per batch: while the loop has not yet drained earlier answers, it will see
-        // this one too.
-        if was_empty && let Err(err) = self.waker.wake() {
+        if self.queue(finished) {
+            self.wake();
+        }
+    }
+
+    /// Hands `finished` to the event loop, leaving the wake-up to [`Completions::wake_if_due`].
+    fn push_quietly(&self, finished: Finished) {
+        if self.queue(finished) {
+            self.wake_due.store(true, Ordering::Release);
+        }
+    }
+
+    /// Wakes the loop for answers queued quietly since the last wake.
+    fn wake_if_due(&self) {
+        if self.wake_due.swap(false, Ordering::AcqRel) {
+            self.wake();
+        }
+    }
+
+    /// Queues `finished`; returns whether the list was empty, so that the loop needs waking.
+    /// One wake per batch: while the loop has not yet drained earlier answers, it will see
+    /// this one too.
+    fn queue(&self, finished: Finished) -> bool {
+        let mut done = lock(&self.finished);
+        let was_empty = done.is_empty();
+        done.push(finished);
+        was_empty
+    }
+
+    fn wake(&self) {
+        if let Err(err) = self.waker.wake() {
             log::error!("could not wake the event loop: {err}");
         }
     }
@@ -200,16 +225,21 @@ impl Pool {
         let completions = Arc::new(Completions {
             finished: Mutex::new(Vec::new()),
             waker,
+            wake_due: AtomicBool::new(false),
         });
         let threads = if let Some(concurrent) = handler.concurrent() {
-            let completions = Arc::clone(&completions);
-            concurrent.serve(Arc::new(move |ticket: Ticket, reply: Reply| {
-                completions.push(Finished {
-                    conn: ticket.conn,
-                    serial: ticket.serial,
-                    outcome: reply.into(),
-                });
-            }));
+            let queue = Arc::clone(&completions);
+            let wake = Arc::clone(&completions);
+            concurrent.serve(Replies::new(
+                move |ticket: Ticket, reply: Reply| {
+                    queue.push_quietly(Finished {
+                        conn: ticket.conn,
+                        serial: ticket.serial,
+                        outcome: reply.into(),
+                    });
+                },
+                move || wake.wake_if_due(),
+            ));
             0
         } else {
             threads
@@ -267,8 +297,13 @@ impl Pool {
         self.unwoken.set(self.unwoken.get() + 1);
     }
 
-    /// Wakes a thread for each job queued since the last call, as far as threads are idle.
+    /// Wakes a thread for each job queued since the last call, as far as threads are idle; a
+    /// concurrent handler, for what it was handed since.
     pub fn wake(&self) {
+        if let Some(concurrent) = self.shared.handler.concurrent() {
+            concurrent.wake();
+            return;
+        }
         let fresh = self.unwoken.replace(0);
         if fresh == 0 {
             return;
@@ -563,6 +598,47 @@ mod tests {
         assert_eq!(threads_to_wake(7, 2, 4), 0);
         assert_eq!(threads_to_wake(2, 2, 0), 0);
         assert_eq!(threads_to_wake(0, 0, 4), 0);
+    }
+
+    #[test]
+    fn answers_queued_quietly_wake_the_loop_once_when_told() {
+        let mut poll = mio::Poll::new().unwrap();
+        let completions = Completions {
+            finished: Mutex::new(Vec::new()),
+            waker: mio::Waker::new(poll.registry(), mio::Token(0)).unwrap(),
+            wake_due: AtomicBool::new(false),
+        };
+        let mut events = mio::Events::with_capacity(8);
+        let mut woken = |poll: &mut mio::Poll| {
+            poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+            events.iter().count()
+        };
+        let answer = |conn| Finished {
+            conn,
+            serial: 1,
+            outcome: Outcome::TaskDone,
+        };
+        completions.push_quietly(answer(1));
+        completions.push_quietly(answer(2));
+        assert_eq!(woken(&mut poll), 0, "queued quietly: not woken yet");
+        completions.wake_if_due();
+        assert_eq!(woken(&mut poll), 1, "woken once for both");
+        completions.wake_if_due();
+        assert_eq!(woken(&mut poll), 0, "nothing new: no second wake");
+        assert_eq!(lock(&completions.finished).len(), 2);
+        completions.push(answer(3));
+        assert_eq!(
+            woken(&mut poll),
+            0,
+            "the loop has not drained: no wake needed"
+        );
+        lock(&completions.finished).clear();
+        completions.push(answer(4));
+        assert_eq!(
+            woken(&mut poll),
+            1,
+            "pushed into an empty list: woken at once"
+        );
     }
 
     #[test]

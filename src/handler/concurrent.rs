@@ -125,8 +125,48 @@ pub enum WsReply {
 }
 
 /// Where a concurrent application sends its replies; cheap to clone and callable from any
-/// thread. The worker's event loop is woken for them.
-pub type Replies = Arc<dyn Fn(Ticket, Reply) + Send + Sync>;
+/// thread.
+///
+/// [`Replies::send`] only queues a reply; [`Replies::wake`] wakes the worker's event loop for
+/// what was queued since. An application on an event loop of its own sends the replies of one
+/// turn of its loop and then wakes the worker once: woken at each reply, the worker's thread
+/// would preempt the application's on its CPU mid-turn, a context switch there and back per
+/// reply.
+#[derive(Clone)]
+pub struct Replies {
+    send: Arc<dyn Fn(Ticket, Reply) + Send + Sync>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Replies {
+    /// Replies queued by `send` and the worker woken for them by `wake`.
+    pub fn new(
+        send: impl Fn(Ticket, Reply) + Send + Sync + 'static,
+        wake: impl Fn() + Send + Sync + 'static,
+    ) -> Replies {
+        Replies {
+            send: Arc::new(send),
+            wake: Arc::new(wake),
+        }
+    }
+
+    /// Queues `reply` for the request of `ticket`; the worker sees it once woken.
+    pub fn send(&self, ticket: Ticket, reply: Reply) {
+        (self.send)(ticket, reply);
+    }
+
+    /// Wakes the worker's event loop for the replies queued since the last wake (nothing when
+    /// there are none).
+    pub fn wake(&self) {
+        (self.wake)();
+    }
+}
+
+impl std::fmt::Debug for Replies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Replies")
+    }
+}
 
 /// An application that runs requests concurrently on its own event loop; see the module
 /// documentation for the conversation. Every method returns at once: it is called on the
@@ -134,6 +174,11 @@ pub type Replies = Arc<dyn Fn(Ticket, Reply) + Send + Sync>;
 pub trait Concurrent: Send + Sync {
     /// Starts serving, before the first request: `replies` is where the answers go.
     fn serve(&self, replies: Replies);
+
+    /// The worker's loop has handed over what one turn brought (it calls this before it waits
+    /// again): an application that holds back waking its own loop until now wakes it. The
+    /// other methods may leave that wake-up to this one.
+    fn wake(&self) {}
 
     /// A request to run; `begin` says whether its body is all in the request, still arriving
     /// (the application asks for it with [`Reply::WantBody`], a piece at a time, and gets each

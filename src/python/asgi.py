@@ -16,6 +16,7 @@ side sees only ASGI's messages.
 
 import asyncio
 import collections
+import functools
 import traceback
 
 # tine's log levels, as ``native.log`` takes them.
@@ -317,6 +318,10 @@ class _Request:
             if not streamed:
                 self.finished = True
                 self._wake()
+                # The worker is woken for the response once this turn of the loop is over
+                # (native.flush): yield to let it go now, before whatever the application
+                # does after its response.
+                await asyncio.sleep(0)
                 return
             if body:
                 self.pending = bytes(body)
@@ -691,6 +696,7 @@ class Server:
                 self.idle = asyncio.Event()
                 self.idle.set()
                 self.loop.add_reader(self.native.fileno(), self._wake)
+                self.native.defer_wakes(functools.partial(self.loop.call_soon, self.native.flush))
                 ok, message = self.loop.run_until_complete(self._startup())
             except BaseException as err:
                 ok, message = False, self.format_exception(err)
@@ -712,6 +718,8 @@ class Server:
             self.log(ERROR, f"closing the ASGI event loop:\n{self.format_exception(err)}")
         finally:
             self.loop.close()
+            # Replies whose flush the closed loop will not run.
+            self.native.flush()
 
     def _new_loop(self):
         if self.loop_kind in ("auto", "uvloop"):

@@ -81,7 +81,15 @@ struct Bridge {
     loop_thread: AtomicU64,
     /// Written when the inbox stops being empty; the asyncio loop reads it, then the inbox.
     wake: EventFd,
+    /// Messages went into an empty inbox since the eventfd was last written: the worker writes
+    /// it once it has handed over what one turn of its loop brought (`Concurrent::wake`).
+    wake_due: AtomicBool,
     replies: OnceLock<Replies>,
+    /// Schedules `native.flush` on the asyncio loop (`loop.call_soon`): the replies of one
+    /// turn of that loop wake the worker once, after the turn.
+    flusher: OnceLock<Py<PyAny>>,
+    /// A flush is scheduled and has not run yet.
+    flush_scheduled: AtomicBool,
     /// Where the asyncio thread says whether the application started (its lifespan startup).
     ready: Mutex<Option<mpsc::Sender<Result<(), String>>>>,
     /// The worker asked the loop to stop: its end is expected.
@@ -92,6 +100,7 @@ struct Bridge {
 }
 
 impl Bridge {
+    /// Queues `message` for the asyncio loop; the loop is woken for it by [`Bridge::wake_loop`].
     fn send(&self, message: ToLoop) {
         let was_empty = {
             let mut inbox = lock(&self.inbox);
@@ -103,16 +112,44 @@ impl Bridge {
             was_empty
         };
         // While the loop has not drained earlier messages, it will see this one too.
-        if was_empty && let Err(err) = self.wake.write(1) {
+        if was_empty {
+            self.wake_due.store(true, Ordering::Release);
+        }
+    }
+
+    /// Wakes the asyncio loop for the messages sent since it was last woken.
+    fn wake_loop(&self) {
+        if self.wake_due.swap(false, Ordering::AcqRel)
+            && let Err(err) = self.wake.write(1)
+        {
             log::error!("could not wake the ASGI event loop: {err}");
         }
     }
 
-    fn reply(&self, ticket: Ticket, reply: Reply) {
-        match self.replies.get() {
-            Some(replies) => replies(ticket, reply),
-            None => debug_assert!(false, "a reply before the worker served"),
+    /// Hands `reply` to the worker, whose loop is woken once the asyncio loop's turn is over
+    /// (or at once, before the flusher is set or when the loop cannot take it).
+    fn reply(&self, py: Python<'_>, ticket: Ticket, reply: Reply) {
+        let Some(replies) = self.replies.get() else {
+            debug_assert!(false, "a reply before the worker served");
+            return;
+        };
+        replies.send(ticket, reply);
+        if self.flush_scheduled.swap(true, Ordering::AcqRel) {
+            return;
         }
+        let scheduled = self
+            .flusher
+            .get()
+            .is_some_and(|flusher| flusher.call0(py).is_ok());
+        if !scheduled {
+            self.flush(replies);
+        }
+    }
+
+    /// Wakes the worker for the replies sent since the last flush.
+    fn flush(&self, replies: &Replies) {
+        self.flush_scheduled.store(false, Ordering::Release);
+        replies.wake();
     }
 
     /// Reports whether the application started, once: only the first report counts (the
@@ -149,7 +186,10 @@ impl Asgi {
             loop_thread: AtomicU64::new(0),
             wake: EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
                 .map_err(|err| format!("could not make the ASGI loop's eventfd: {err}"))?,
+            wake_due: AtomicBool::new(false),
             replies: OnceLock::new(),
+            flusher: OnceLock::new(),
+            flush_scheduled: AtomicBool::new(false),
             ready: Mutex::new(Some(ready)),
             stopping: AtomicBool::new(false),
             serving: AtomicBool::new(false),
@@ -259,6 +299,10 @@ impl Concurrent for Asgi {
         let _ = self.bridge.replies.set(replies);
     }
 
+    fn wake(&self) {
+        self.bridge.wake_loop();
+    }
+
     fn start(&self, ticket: Ticket, request: Request, begin: Begin) {
         self.bridge.send(ToLoop::Start(ticket, request, begin));
     }
@@ -312,6 +356,7 @@ impl Drop for Asgi {
         // loop; the worker bounds the whole by what is left of `graceful_timeout`.
         self.bridge.stopping.store(true, Ordering::Relaxed);
         self.bridge.send(ToLoop::Stop);
+        self.bridge.wake_loop();
         if let Some(thread) = lock(&self.thread).take() {
             let _ = thread.join();
         }
@@ -334,6 +379,20 @@ struct Native {
 
 #[pymethods]
 impl Native {
+    /// From now on the worker is woken for the replies of one turn of the asyncio loop once,
+    /// by `native.flush`, which `schedule` (`loop.call_soon`) is called with to run after the
+    /// turn.
+    fn defer_wakes(&self, schedule: Py<PyAny>) {
+        let _ = self.bridge.flusher.set(schedule);
+    }
+
+    /// Wakes the worker for the replies sent since the last flush.
+    fn flush(&self) {
+        if let Some(replies) = self.bridge.replies.get() {
+            self.bridge.flush(replies);
+        }
+    }
+
     /// The eventfd the loop watches.
     fn fileno(&self) -> i32 {
         self.bridge.wake.as_raw_fd()
@@ -360,8 +419,9 @@ impl Native {
                                 format_err(py, &err)
                             );
                             // Its promises, as asgi.py keeps them for the requests it runs.
-                            self.bridge.reply(ticket, Reply::Respond(server_error(500)));
-                            self.bridge.reply(ticket, Reply::Done);
+                            self.bridge
+                                .reply(py, ticket, Reply::Respond(server_error(500)));
+                            self.bridge.reply(py, ticket, Reply::Done);
                         }
                     }
                 }
@@ -399,8 +459,8 @@ impl Native {
     }
 
     /// The request's task is over: it no longer counts against the worker's concurrency.
-    fn task_done(&self, conn: usize, serial: u64) {
-        self.bridge.reply(Ticket { conn, serial }, Reply::Done);
+    fn task_done(&self, py: Python<'_>, conn: usize, serial: u64) {
+        self.bridge.reply(py, Ticket { conn, serial }, Reply::Done);
     }
 
     /// The response begins: `body` is its first chunk, or all of it when `more` is false.
@@ -408,6 +468,7 @@ impl Native {
     /// case for a whole body shorter than the application's `Content-Length`.
     fn respond(
         &self,
+        py: Python<'_>,
         conn: usize,
         serial: u64,
         status: u16,
@@ -430,43 +491,47 @@ impl Native {
             (true, None) => (response.with_stream(Box::new(Replied)), true),
         };
         self.bridge
-            .reply(Ticket { conn, serial }, Reply::Respond(response));
+            .reply(py, Ticket { conn, serial }, Reply::Respond(response));
         Ok(streamed)
     }
 
     /// The application waits for more of its request's body.
-    fn want_body(&self, conn: usize, serial: u64) {
-        self.bridge.reply(Ticket { conn, serial }, Reply::WantBody);
+    fn want_body(&self, py: Python<'_>, conn: usize, serial: u64) {
+        self.bridge
+            .reply(py, Ticket { conn, serial }, Reply::WantBody);
     }
 
     /// A response of the server's own: the application failed before its response began.
-    fn respond_error(&self, conn: usize, serial: u64, status: u16) {
+    fn respond_error(&self, py: Python<'_>, conn: usize, serial: u64, status: u16) {
         self.bridge.reply(
+            py,
             Ticket { conn, serial },
             Reply::Respond(server_error(status)),
         );
     }
 
     /// The next chunk of a streamed response, answering a `more`.
-    fn chunk(&self, conn: usize, serial: u64, body: &[u8]) {
+    fn chunk(&self, py: Python<'_>, conn: usize, serial: u64, body: &[u8]) {
         self.bridge
-            .reply(Ticket { conn, serial }, Reply::Chunk(body.to_vec()));
+            .reply(py, Ticket { conn, serial }, Reply::Chunk(body.to_vec()));
     }
 
     /// The end of a streamed response, answering a `more`.
-    fn end(&self, conn: usize, serial: u64) {
-        self.bridge.reply(Ticket { conn, serial }, Reply::End);
+    fn end(&self, py: Python<'_>, conn: usize, serial: u64) {
+        self.bridge.reply(py, Ticket { conn, serial }, Reply::End);
     }
 
     /// A streamed response that cannot be completed, answering a `more`.
-    fn failed(&self, conn: usize, serial: u64) {
-        self.bridge.reply(Ticket { conn, serial }, Reply::Failed);
+    fn failed(&self, py: Python<'_>, conn: usize, serial: u64) {
+        self.bridge
+            .reply(py, Ticket { conn, serial }, Reply::Failed);
     }
 
     /// The application accepts its WebSocket: the `101` goes out with `subprotocol` and
     /// `headers` (an iterable of `[name, value]` byte pairs).
     fn ws_accept(
         &self,
+        py: Python<'_>,
         conn: usize,
         serial: u64,
         subprotocol: Option<String>,
@@ -481,6 +546,7 @@ impl Native {
             )));
         }
         self.bridge.reply(
+            py,
             Ticket { conn, serial },
             Reply::WebSocket(WsReply::Accept {
                 subprotocol,
@@ -492,6 +558,7 @@ impl Native {
 
     /// The next message of a WebSocket (`str`: text, `bytes`: binary), answering a `more`.
     fn ws_send(&self, conn: usize, serial: u64, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = data.py();
         let message = if let Ok(text) = data.cast::<PyString>() {
             Message::Text(text.to_str()?.to_owned())
         } else if let Ok(bytes) = data.cast::<PyBytes>() {
@@ -503,6 +570,7 @@ impl Native {
             )));
         };
         self.bridge.reply(
+            py,
             Ticket { conn, serial },
             Reply::WebSocket(WsReply::Message(message)),
         );
@@ -515,8 +583,9 @@ impl Native {
     }
 
     /// The application closes its WebSocket with `code` and `reason`, answering a `more`.
-    fn ws_close(&self, conn: usize, serial: u64, code: u16, reason: String) {
+    fn ws_close(&self, py: Python<'_>, conn: usize, serial: u64, code: u16, reason: String) {
         self.bridge.reply(
+            py,
             Ticket { conn, serial },
             Reply::WebSocket(WsReply::Close { code, reason }),
         );
