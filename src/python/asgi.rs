@@ -468,7 +468,6 @@ impl Native {
     /// case for a whole body shorter than the application's `Content-Length`.
     fn respond(
         &self,
-        py: Python<'_>,
         conn: usize,
         serial: u64,
         status: u16,
@@ -476,6 +475,7 @@ impl Native {
         body: &[u8],
         more: bool,
     ) -> PyResult<bool> {
+        let py = headers.py();
         let (fields, length) = response_headers(headers)?;
         let mut response = Response::new(status);
         for (name, value) in fields {
