@@ -522,3 +522,5 @@ fn real_machine_never_exceeds_affinity() {
         );
     }
 }
+
+mod memory;
