@@ -1,7 +1,7 @@
 //! Unit tests of the memory side of `workers = "auto"`: the limit files over fixture cgroup
 //! trees, a process's size from fixture `/proc` files, the arithmetic, and the sentences.
 
-use super::{TempTree, mount, v2_tree};
+use super::{TempTree, v1_separate_tree, v2_tree};
 use crate::cpu::*;
 use std::path::PathBuf;
 
@@ -14,22 +14,6 @@ fn limit(bytes: u64, file: &'static str, dir: &str) -> MemoryLimit {
         file,
         dir: PathBuf::from(dir),
     }
-}
-
-/// The v1 layout of the machine tine is first deployed on, with its memory controller.
-fn v1_memory_tree(test: &str, cgroup_path: &str) -> TempTree {
-    let tree = TempTree::new(test);
-    tree.cgroup(&[
-        &format!("4:memory:{cgroup_path}"),
-        &format!("1:cpu:{cgroup_path}"),
-        &format!("0::{cgroup_path}"),
-    ]);
-    tree.mountinfo(&[
-        mount("/", "/sys/fs/cgroup/cpu", "cgroup", "rw,cpu"),
-        mount("/", "/sys/fs/cgroup/memory", "cgroup", "rw,memory"),
-        mount("/", "/sys/fs/cgroup/unified", "cgroup2", "rw"),
-    ]);
-    tree
 }
 
 #[test]
@@ -102,7 +86,7 @@ fn v2_memory_max_everywhere_is_no_limit() {
 
 #[test]
 fn v1_memory_limit_in_bytes() {
-    let tree = v1_memory_tree("v1_memory", "/system.slice/tine.service");
+    let tree = v1_separate_tree("v1_memory", "/system.slice/tine.service");
     tree.write(
         "/sys/fs/cgroup/memory/memory.limit_in_bytes",
         "9223372036854771712\n",
@@ -128,7 +112,7 @@ fn v1_memory_limit_in_bytes() {
 
 #[test]
 fn v1_memory_unlimited_and_missing_files_are_no_limit() {
-    let tree = v1_memory_tree("v1_memory_none", "/app");
+    let tree = v1_separate_tree("v1_memory_none", "/app");
     assert_eq!(detect_memory_under(&tree.root), None, "no files at all");
     tree.write(
         "/sys/fs/cgroup/memory/app/memory.limit_in_bytes",
