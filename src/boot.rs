@@ -10,6 +10,7 @@ use crate::cli::{self, Command, Mode, UsageError};
 use crate::config::{self, Config, HandlerKind, Interface, LoadError, Workers};
 use crate::error::Error;
 use crate::handler::{self, BuildError, Handler, HandlerFactory, WorkerInfo};
+use crate::master::sizing::Sizer;
 use crate::master::{Loaded, Master, MasterSetup};
 #[cfg(feature = "python")]
 use crate::python;
@@ -45,7 +46,7 @@ pub fn run(
     if let Mode::Status { json } = command.mode {
         return print_status(&command, &config, json);
     }
-    let workers = resolve_workers(&config);
+    let sizing = resolve_sizing(&config);
     match command.mode {
         Mode::CheckConfig => {
             let source = command.config.as_ref().map_or_else(
@@ -68,13 +69,14 @@ pub fn run(
             };
             println!(
                 "{source}: ok ({} workers × {} threads, {application}, listening on {})",
-                workers.count,
+                sizing.decide(None).workers,
                 config.server.threads,
                 binds.join(", ")
             );
             Ok(())
         }
         Mode::PrintConfig => {
+            let workers = sizing.decide(None);
             let why = workers.explanation.trim_start_matches("auto: ");
             if factory.is_none()
                 && let Some(python) = python_for(&config)
@@ -84,7 +86,7 @@ pub fn run(
                     Err(why) => println!("# python: {why}"),
                 }
             }
-            print!("{}", config.to_toml(Some((workers.count, why))));
+            print!("{}", config.to_toml(Some((workers.workers, why))));
             Ok(())
         }
         _ => {
@@ -93,7 +95,7 @@ pub fn run(
             if let Some(path) = command.config.take() {
                 command.config = Some(std::path::absolute(&path).unwrap_or(path));
             }
-            serve(&command, args, config, workers, factory)
+            serve(&command, args, config, sizing, factory)
         }
     }
 }
@@ -140,26 +142,17 @@ pub fn load_config(command: &Command) -> Result<Config, LoadError> {
     }
 }
 
-/// The worker count and how it was decided.
-#[derive(Debug, Clone)]
-struct WorkerCount {
-    count: usize,
-    explanation: String,
-}
-
-fn resolve_workers(config: &Config) -> WorkerCount {
-    match config.server.workers {
-        Workers::Fixed(n) => WorkerCount {
-            count: n.get(),
-            explanation: "set in the config or on the command line".to_owned(),
-        },
-        Workers::Auto => {
-            let budget = cpu::detect(sys::affinity_cpus());
-            WorkerCount {
-                count: budget.workers,
-                explanation: budget.explanation,
-            }
-        }
+/// What the worker count is worked out from: the `workers` key, the CPUs for `auto`, and the
+/// cgroup memory limit (which caps `auto` once a worker is measured, and is weighed against a
+/// fixed count only for a warning).
+fn resolve_sizing(config: &Config) -> cpu::Sizing {
+    let rule = match config.server.workers {
+        Workers::Fixed(n) => cpu::WorkerRule::Fixed(n.get()),
+        Workers::Auto => cpu::WorkerRule::Auto(cpu::detect(sys::affinity_cpus())),
+    };
+    cpu::Sizing {
+        rule,
+        memory: cpu::detect_memory(),
     }
 }
 
@@ -220,7 +213,7 @@ fn serve(
     command: &Command,
     args: Vec<OsString>,
     config: Config,
-    workers: WorkerCount,
+    sizing: cpu::Sizing,
     factory: Option<&dyn HandlerFactory>,
 ) -> Result<(), Error> {
     // The master forks its workers: a fork copies only the calling thread, so locks other
@@ -267,7 +260,14 @@ fn serve(
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
-    log::info!("workers: {} ({})", workers.count, workers.explanation);
+    // A preloading master's own size is a worker's: with a memory limit to weigh it against,
+    // the count waits until the application is imported; otherwise it is said here.
+    let preloading = factory.is_none()
+        && config.app.handler == HandlerKind::Python
+        && config.app.preload
+        && cfg!(feature = "python");
+    let sized =
+        (!(preloading && sizing.weighs_memory())).then(|| Sizer::start(sizing.clone(), false));
     if identity.is_unchanged() && sys::is_root() {
         log::warn!("running as root without [server] user: the application runs as root too");
     } else if identity.user.is_none() && sys::is_root() {
@@ -354,15 +354,15 @@ fn serve(
             python::preload(&config.app).map_err(Error::AppLoad)?;
         }
     }
+    let (sizer, workers) = match sized {
+        Some(sized) => sized,
+        None => Sizer::start(sizing, true),
+    };
     let factory = factory.unwrap_or(&Builtin);
     let reload = || -> Result<Loaded, LoadError> {
         let config = load_config(command)?;
-        let workers = resolve_workers(&config);
-        log::info!("workers: {} ({})", workers.count, workers.explanation);
-        Ok(Loaded {
-            config,
-            workers: workers.count,
-        })
+        let sizing = resolve_sizing(&config);
+        Ok(Loaded { config, sizing })
     };
     // The path the binary was started from: after a deploy it names the new build, which
     // is what an upgrade should run.
@@ -374,7 +374,8 @@ fn serve(
         .unwrap_or(exe);
     let master = Master::new(MasterSetup {
         config,
-        workers: workers.count,
+        workers,
+        sizer,
         listeners,
         factory,
         identity,

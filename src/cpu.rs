@@ -1,15 +1,19 @@
 //! The worker count for `workers = "auto"`: the CPUs usable by this process, from its affinity
-//! count, its cgroup CPU quota and its cpuset, on cgroup v1, v2 and hybrid hosts.
+//! count, its cgroup CPU quota and its cpuset, on cgroup v1, v2 and hybrid hosts; and, under a
+//! cgroup memory limit, how many workers of a measured size fit in it.
 //!
-//! Everything that reads files goes through [`detect_under`], so fixture trees can stand in for
-//! `/proc` and `/sys`; the parsers are pure. A missing, unreadable or malformed file never fails
-//! start-up: it only means that source sets no limit.
+//! Everything that reads files goes through [`detect_under`], [`detect_memory_under`] and
+//! [`process_size_under`], so fixture trees can stand in for `/proc` and `/sys`; the parsers
+//! are pure. A missing, unreadable or malformed file never fails start-up: it only means that
+//! source sets no limit.
 //!
-//! This file weighs the limits against each other and explains the choice; `parse.rs` holds
-//! the parsers of the kernel's files, and `cgroup.rs` finds this process's cgroup directories
-//! and reads the limits set in them.
+//! This file weighs the CPU limits against each other and explains the choice; `parse.rs`
+//! holds the parsers of the kernel's files, `cgroup.rs` finds this process's cgroup directories
+//! and reads the limits set in them, and `memory.rs` weighs the memory limit against the
+//! measured size of a worker ([`Sizing::decide`]).
 
 mod cgroup;
+mod memory;
 mod parse;
 
 use std::fs;
@@ -20,7 +24,13 @@ pub use parse::{
     parse_mountinfo, parse_proc_cgroup,
 };
 
-use cgroup::{cpuset_limit, locate, quota_limit};
+pub use memory::{
+    Decision, FIXED_EXPLANATION, Measured, MemoryLimit, ProcessSize, SizeMeasure, Sizing,
+    WorkerRule, parse_memory_limit, parse_smaps_rollup, parse_status_rss, process_size_under,
+    size_phrase, workers_fitting,
+};
+
+use cgroup::{Hierarchy, cpuset_limit, locate, memory_limit, quota_limit};
 
 /// How the worker count was decided, for the start-up log line and `--print-config`.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,15 +67,51 @@ pub fn detect(affinity_cpus: usize) -> CpuBudget {
 ///
 /// The explanation names paths as the process sees them, without `root`.
 pub fn detect_under(root: &Path, affinity_cpus: usize) -> CpuBudget {
-    let cgroups = read_trimmed(root, Path::new("/proc/self/cgroup"))
-        .map(|text| parse_proc_cgroup(&text))
-        .unwrap_or_default();
-    let mounts = read_trimmed(root, Path::new("/proc/self/mountinfo"))
-        .map(|text| parse_mountinfo(&text))
-        .unwrap_or_default();
-    let quota = locate(&cgroups, &mounts, "cpu").and_then(|h| quota_limit(root, &h));
-    let cpuset = locate(&cgroups, &mounts, "cpuset").and_then(|h| cpuset_limit(root, &h));
+    let layout = Layout::read(root);
+    let quota = layout.locate("cpu").and_then(|h| quota_limit(root, &h));
+    let cpuset = layout.locate("cpuset").and_then(|h| cpuset_limit(root, &h));
     budget(affinity_cpus, quota, cpuset)
+}
+
+/// The tightest cgroup memory limit over this process's cgroup and its ancestors, read from the
+/// real /proc and /sys; `None` when no cgroup sets one.
+pub fn detect_memory() -> Option<MemoryLimit> {
+    detect_memory_under(Path::new("/"))
+}
+
+/// Same as [`detect_memory`], with every absolute path looked up under `root`.
+pub fn detect_memory_under(root: &Path) -> Option<MemoryLimit> {
+    Layout::read(root)
+        .locate("memory")
+        .and_then(|h| memory_limit(root, &h))
+}
+
+/// The size of process `pid`, or of this process for `None` (see [`process_size_under`]).
+pub fn process_size(pid: Option<u32>) -> Option<ProcessSize> {
+    process_size_under(Path::new("/"), pid)
+}
+
+/// This process's cgroups and the mounts that show them.
+struct Layout {
+    cgroups: Vec<CgroupEntry>,
+    mounts: Vec<MountEntry>,
+}
+
+impl Layout {
+    fn read(root: &Path) -> Self {
+        Layout {
+            cgroups: read_trimmed(root, Path::new("/proc/self/cgroup"))
+                .map(|text| parse_proc_cgroup(&text))
+                .unwrap_or_default(),
+            mounts: read_trimmed(root, Path::new("/proc/self/mountinfo"))
+                .map(|text| parse_mountinfo(&text))
+                .unwrap_or_default(),
+        }
+    }
+
+    fn locate(&self, controller: &str) -> Option<Hierarchy> {
+        locate(&self.cgroups, &self.mounts, controller)
+    }
 }
 
 /// One source's limit and how to name it in the explanation.

@@ -1,12 +1,13 @@
-//! Where this process's cgroup files are, on v1, v2 and hybrid hosts, and the CPU limits they
-//! set: the quota and the cpuset, each the tightest from the process's cgroup up to the
-//! hierarchy's mount point.
+//! Where this process's cgroup files are, on v1, v2 and hybrid hosts, and the limits they set:
+//! the CPU quota, the cpuset and the memory limit, each the tightest from the process's cgroup
+//! up to the hierarchy's mount point.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 use super::{
-    CgroupEntry, Limit, MountEntry, parse_cfs, parse_cpu_list, parse_cpu_max, read_trimmed,
+    CgroupEntry, Limit, MemoryLimit, MountEntry, parse_cfs, parse_cpu_list, parse_cpu_max,
+    parse_memory_limit, read_trimmed,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +105,7 @@ fn relative_dir(mount_root: &Path, cgroup_path: &Path) -> Option<PathBuf> {
 }
 
 pub(super) fn quota_limit(root: &Path, hierarchy: &Hierarchy) -> Option<Limit> {
-    tightest(hierarchy, |dir| match hierarchy.version {
+    tightest_cpus(hierarchy, |dir| match hierarchy.version {
         CgroupVersion::V2 => {
             let raw = read_trimmed(root, &dir.join("cpu.max"))?;
             let quota = parse_cpu_max(&raw).ok().flatten()?;
@@ -134,7 +135,7 @@ pub(super) fn cpuset_limit(root: &Path, hierarchy: &Hierarchy) -> Option<Limit> 
         CgroupVersion::V2 => &["cpuset.cpus.effective"],
         CgroupVersion::V1 => &["cpuset.effective_cpus", "cpuset.cpus"],
     };
-    tightest(hierarchy, |dir| {
+    tightest_cpus(hierarchy, |dir| {
         files.iter().find_map(|file| {
             let raw = read_trimmed(root, &dir.join(file))?;
             let count = parse_cpu_list(&raw).ok().filter(|&count| count > 0)?;
@@ -150,15 +151,54 @@ pub(super) fn cpuset_limit(root: &Path, hierarchy: &Hierarchy) -> Option<Limit> 
     })
 }
 
-/// The smallest limit from the process's cgroup up to the mount point: a parent's limit
-/// binds all its children. On a tie the nearer cgroup is named.
-fn tightest(hierarchy: &Hierarchy, limit_at: impl Fn(&Path) -> Option<Limit>) -> Option<Limit> {
+/// The memory limit: v2 `memory.max` or `memory.high`, whichever is lower (`memory.high`
+/// throttles and reclaims rather than kills, but a server held there is as good as stopped);
+/// v1 `memory.limit_in_bytes`.
+pub(super) fn memory_limit(root: &Path, hierarchy: &Hierarchy) -> Option<MemoryLimit> {
+    let files: &[&'static str] = match hierarchy.version {
+        CgroupVersion::V2 => &["memory.max", "memory.high"],
+        CgroupVersion::V1 => &["memory.limit_in_bytes"],
+    };
+    tightest(
+        hierarchy,
+        |dir| {
+            // min_by_key keeps the first of equals: memory.max is named over an equal high.
+            files
+                .iter()
+                .filter_map(|&file| {
+                    let raw = read_trimmed(root, &dir.join(file))?;
+                    Some(MemoryLimit {
+                        bytes: parse_memory_limit(&raw).ok().flatten()?,
+                        file,
+                        dir: dir.to_path_buf(),
+                    })
+                })
+                .min_by_key(|limit| limit.bytes)
+        },
+        |limit| limit.bytes,
+    )
+}
+
+fn tightest_cpus(
+    hierarchy: &Hierarchy,
+    limit_at: impl Fn(&Path) -> Option<Limit>,
+) -> Option<Limit> {
+    tightest(hierarchy, limit_at, |limit| limit.cpus)
+}
+
+/// The smallest limit (by `size`) from the process's cgroup up to the mount point: a parent's
+/// limit binds all its children. On a tie the nearer cgroup is named.
+fn tightest<T, K: PartialOrd>(
+    hierarchy: &Hierarchy,
+    limit_at: impl Fn(&Path) -> Option<T>,
+    size: impl Fn(&T) -> K,
+) -> Option<T> {
     hierarchy
         .dirs()
         .iter()
         .filter_map(|dir| limit_at(dir))
         .fold(None, |best, limit| match best {
-            Some(best) if best.cpus <= limit.cpus => Some(best),
+            Some(best) if size(&best) <= size(&limit) => Some(best),
             _ => Some(limit),
         })
 }

@@ -1,6 +1,7 @@
 //! The parsers of the kernel's files that bound the CPUs: cgroup v2 `cpu.max`, v1
 //! `cpu.cfs_quota_us` and `cpu.cfs_period_us`, CPU lists like `0-3,6`, `/proc/self/cgroup`
-//! and `/proc/self/mountinfo`. Pure: they take the text, never a path.
+//! and `/proc/self/mountinfo`. Pure: they take the text, never a path. (The memory files'
+//! parsers are in `memory.rs`.)
 
 use std::ffi::OsString;
 use std::fmt;
@@ -33,6 +34,9 @@ pub enum ParseError {
     Cfs,
     /// A cpuset file is not a CPU list such as `0-3,6,8-9`.
     CpuList,
+    /// A memory limit file (`memory.max`, `memory.high`, `memory.limit_in_bytes`) is neither
+    /// `max` nor a number of bytes.
+    Memory,
 }
 
 impl fmt::Display for ParseError {
@@ -46,6 +50,7 @@ impl fmt::Display for ParseError {
                  or cpu.cfs_period_us is not a positive integer"
             }
             ParseError::CpuList => "not a CPU list such as \"0-3,6,8-9\"",
+            ParseError::Memory => "a memory limit is neither \"max\" nor a number of bytes",
         })
     }
 }

@@ -77,6 +77,7 @@ fn v1_separate_tree(test: &str, cgroup_path: &str) -> TempTree {
     tree.cgroup(&[
         &format!("9:name=systemd:{cgroup_path}"),
         &format!("8:pids:{cgroup_path}"),
+        &format!("4:memory:{cgroup_path}"),
         &format!("3:cpuset:{cgroup_path}"),
         &format!("2:cpuacct:{cgroup_path}"),
         &format!("1:cpu:{cgroup_path}"),
@@ -88,6 +89,7 @@ fn v1_separate_tree(test: &str, cgroup_path: &str) -> TempTree {
         mount("/", "/sys/fs/cgroup/cpuacct", "cgroup", "rw,cpuacct"),
         mount("/", "/sys/fs/cgroup/cpu", "cgroup", "rw,cpu"),
         mount("/", "/sys/fs/cgroup/cpuset", "cgroup", "rw,cpuset"),
+        mount("/", "/sys/fs/cgroup/memory", "cgroup", "rw,memory"),
         mount("/", "/sys/fs/cgroup/unified", "cgroup2", "rw"),
     ]);
     tree
@@ -522,3 +524,5 @@ fn real_machine_never_exceeds_affinity() {
         );
     }
 }
+
+mod memory;

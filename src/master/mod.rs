@@ -10,10 +10,12 @@
 //! - [`reload`]: SIGHUP, with its rules in the pure [`reload::ReloadState`].
 //! - [`upgrade`]: binary upgrades (SIGUSR2).
 //! - [`report`]: status, metrics, the service manager and the watchdog.
+//! - [`sizing`]: the worker count under a cgroup memory limit, from measured workers.
 
 pub mod ops;
 pub mod reload;
 pub mod report;
+pub mod sizing;
 mod supervise;
 pub mod table;
 pub mod upgrade;
@@ -37,6 +39,7 @@ use crate::protocol::{self, ReportDecoder, SCOREBOARD_CAPACITY, Scoreboard, Work
 use crate::status;
 use crate::sys;
 use reload::{Next, Reload};
+use sizing::Sizer;
 use table::WorkerTable;
 use upgrade::Upgrade;
 
@@ -196,8 +199,8 @@ impl Phase {
 pub struct Loaded {
     /// The validated config, command-line overrides applied.
     pub config: Config,
-    /// How many workers it asks for.
-    pub workers: usize,
+    /// What its worker count is worked out from.
+    pub sizing: crate::cpu::Sizing,
 }
 
 /// Re-reads the config; the error keeps every problem found.
@@ -209,6 +212,8 @@ pub struct MasterSetup<'a> {
     pub config: Config,
     /// How many workers to run.
     pub workers: usize,
+    /// How that count was decided, and whether a worker is still to be measured for it.
+    pub sizer: Sizer,
     /// The listening sockets, bound or inherited.
     pub listeners: Vec<Listener>,
     /// Builds the application in each worker.
@@ -254,6 +259,8 @@ pub struct Master<'a> {
     listeners: Vec<Listener>,
     factory: &'a dyn HandlerFactory,
     table: WorkerTable,
+    /// How the worker count is decided under a memory limit.
+    sizer: Sizer,
     /// What the master is doing.
     phase: Phase,
     scoreboard: Scoreboard,
@@ -275,6 +282,7 @@ impl<'a> Master<'a> {
         let MasterSetup {
             config,
             workers,
+            sizer,
             listeners,
             factory,
             identity,
@@ -335,6 +343,7 @@ impl<'a> Master<'a> {
             listeners,
             factory,
             table: WorkerTable::new(workers),
+            sizer,
             phase: Phase::Starting {
                 replaces: upgrade_from,
                 next: None,

@@ -145,6 +145,8 @@ pub struct Reload {
     pub old_config: Box<Config>,
     /// How many workers it ran.
     pub old_desired: usize,
+    /// How their count was decided.
+    pub old_sizer: Box<super::Sizer>,
 }
 
 impl Master<'_> {
@@ -169,10 +171,7 @@ impl Master<'_> {
                 return;
             }
         };
-        let Loaded {
-            mut config,
-            workers,
-        } = loaded;
+        let Loaded { mut config, sizing } = loaded;
         if preloads(&self.config) || preloads(&config) {
             // The application lives in this process: only a new master imports new code. It
             // starts as an upgrade does; this one serves until it is ready, and stays if it
@@ -232,6 +231,8 @@ impl Master<'_> {
             log::error!("reload: could not open the new error log: {err}; keeping the old one");
             config.log.error_log = self.config.log.error_log.clone();
         }
+        let old_sizer = self.sizer.clone();
+        let workers = self.sizer.reload(sizing);
         let old_config = std::mem::replace(&mut self.config, config);
         let old_desired = self.table.desired();
         self.tick = tick_for(&self.config);
@@ -244,6 +245,7 @@ impl Master<'_> {
             ),
             old_config: Box::new(old_config),
             old_desired,
+            old_sizer: Box::new(old_sizer),
         });
         log::info!("reload: starting {workers} workers with the new config");
     }
@@ -313,6 +315,7 @@ impl Master<'_> {
     fn rollback_reload(&mut self, reload: Reload, why: &str) {
         log::error!("reload failed: {why}; going back to the previous config");
         self.config = *reload.old_config;
+        self.sizer = *reload.old_sizer;
         crate::logging::set_level(self.config.log.level);
         self.tick = tick_for(&self.config);
         for pid in self.table.rollback_generation() {

@@ -133,6 +133,11 @@ impl Master<'_> {
                 && newly
             {
                 log::debug!("worker {slot} (pid {pid}) is ready");
+                // Before the reload's step: a generation started small to be measured must
+                // not look complete.
+                if let Some(count) = self.sizer.on_ready(slot, pid) {
+                    self.table.set_desired(count);
+                }
                 self.step_reload(ReloadEvent::NewWorkerReady);
             }
         }
