@@ -847,6 +847,7 @@ mod tests {
             serial: 1,
             work: Work::Discard(Box::new(Flag(tx))),
         });
+        pool.wake();
         let dropped_on = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_ne!(dropped_on, std::thread::current().id());
         pool.shutdown();
