@@ -2,7 +2,7 @@
 //! manager's status line and readiness, the watchdog, the warning that requests wait too
 //! long, and the counts behind them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::{Master, Phase, ops, table};
@@ -206,12 +206,12 @@ impl Master<'_> {
             threshold: self.config.server.queue_wait_warning,
             after: self.config.server.queue_wait_warning_after,
         };
-        let mut live = Vec::new();
+        let mut live = HashSet::new();
         for (slot, worker) in self.table.live() {
             if !worker.ready || worker.retiring {
                 continue;
             }
-            live.push(worker.pid);
+            live.insert(worker.pid);
             let view = self.scoreboard.view(worker.board);
             let watched = self.watch.workers.entry(worker.pid).or_default();
             let now_read = reading(&view, now);
