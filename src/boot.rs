@@ -43,8 +43,8 @@ pub fn run(
         )?;
         unix_options(&config).map_err(Error::Identity)?;
     }
-    if let Mode::Status { json } = command.mode {
-        return print_status(&command, &config, json);
+    if let Mode::Status { json, watch } = command.mode {
+        return print_status(&command, &config, json, watch);
     }
     let sizing = resolve_sizing(&config);
     match command.mode {
@@ -100,9 +100,11 @@ pub fn run(
     }
 }
 
-/// `tine status`: asks the running master over its control socket and prints the answer.
-fn print_status(command: &Command, config: &Config, json: bool) -> Result<(), Error> {
-    use std::io::{Read, Write};
+/// `tine status`: asks the running master over its control socket and prints the answer;
+/// with `watch`, again every second until interrupted (or until what reads the output is
+/// gone), redrawing the screen when the output is a terminal.
+fn print_status(command: &Command, config: &Config, json: bool, watch: bool) -> Result<(), Error> {
+    use std::io::{IsTerminal, Read, Write};
     let source = command.config.as_ref().map_or_else(
         || "the built-in defaults".to_owned(),
         |p| p.display().to_string(),
@@ -116,16 +118,43 @@ fn print_status(command: &Command, config: &Config, json: bool) -> Result<(), Er
         path: path.clone(),
         source,
     };
-    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(failed)?;
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .map_err(failed)?;
-    let request: &[u8] = if json { b"status json\n" } else { b"status\n" };
-    stream.write_all(request).map_err(failed)?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).map_err(failed)?;
-    print!("{answer}");
-    Ok(())
+    let ask = || -> Result<String, Error> {
+        let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(failed)?;
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .map_err(failed)?;
+        let request: &[u8] = if json { b"status json\n" } else { b"status\n" };
+        stream.write_all(request).map_err(failed)?;
+        let mut answer = String::new();
+        stream
+            .take(crate::status::MAX_ANSWER)
+            .read_to_string(&mut answer)
+            .map_err(failed)?;
+        Ok(answer)
+    };
+    if !watch {
+        print!("{}", ask()?);
+        return Ok(());
+    }
+    let redraw = !json && std::io::stdout().is_terminal();
+    let every = std::time::Duration::from_secs(1);
+    let mut next = std::time::Instant::now();
+    loop {
+        let frame = crate::status::watch_frame(&ask()?, redraw);
+        let mut out = std::io::stdout().lock();
+        if out
+            .write_all(frame.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            // Whatever read the output is gone (`| head`): nothing more to show.
+            return Ok(());
+        }
+        drop(out);
+        let now = std::time::Instant::now();
+        next = (next + every).max(now);
+        std::thread::sleep(next - now);
+    }
 }
 
 /// The file (or the defaults) with the command line's overrides applied; the file's checks

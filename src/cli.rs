@@ -19,7 +19,7 @@ tine - a pre-fork HTTP/1.1 application server
 
 USAGE:
     tine [OPTIONS] [APP]
-    tine status [-c FILE] [--json]
+    tine status [-c FILE] [--json] [--watch]
 
 ARGUMENTS:
     APP                 The Python application to serve (WSGI or ASGI, detected;
@@ -31,7 +31,8 @@ ARGUMENTS:
 COMMANDS:
     status              Ask the running master (through [server] control_socket)
                         for each worker's pid, slot, generation, age, state,
-                        requests, busy threads, oldest request and memory
+                        requests, requests/s and queue wait p90 over the last
+                        5 s, busy threads, oldest request and memory
 
 OPTIONS:
     -c, --config FILE   Read the TOML config FILE (without it: built-in defaults,
@@ -39,6 +40,7 @@ OPTIONS:
         --check-config  Validate the config, print a summary and exit
         --print-config  Print the effective config as TOML and exit
         --json          With status: print JSON instead of a table
+        --watch         With status: ask again every second until interrupted
     -V, --version       Print the version and exit
     -h, --help          Print this help and exit
 
@@ -180,6 +182,8 @@ pub enum Mode {
     Status {
         /// As JSON rather than a table.
         json: bool,
+        /// Again every second, until interrupted.
+        watch: bool,
     },
 }
 
@@ -330,6 +334,7 @@ const OTHER_FLAGS: &[&str] = &[
     "--check-config",
     "--print-config",
     "--json",
+    "--watch",
     "--version",
     "--help",
 ];
@@ -643,11 +648,21 @@ where
             "--print-config" => set_mode(&mut command, Mode::PrintConfig, name)?,
             "-V" | "--version" => command.mode = Mode::Version,
             "status" if command.mode == Mode::Serve => {
-                command.mode = Mode::Status { json: false };
+                command.mode = Mode::Status {
+                    json: false,
+                    watch: false,
+                };
             }
-            "--json" => match command.mode {
-                Mode::Status { .. } => command.mode = Mode::Status { json: true },
-                _ => return Err(UsageError("--json goes with the status command".to_owned())),
+            "--json" | "--watch" if inline.is_some() => {
+                return Err(UsageError(format!("{name} takes no value")));
+            }
+            "--json" | "--watch" => match &mut command.mode {
+                Mode::Status { json, watch } => {
+                    *if name == "--json" { json } else { watch } = true;
+                }
+                _ => {
+                    return Err(UsageError(format!("{name} goes with the status command")));
+                }
             },
             "-h" | "--help" => command.mode = Mode::Help,
             "-k" | "--worker-class" => {

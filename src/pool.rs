@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use crate::handler::{
     Begin, BodyStream, Handler, Replied, Replies, Reply, Request, Response, Ticket, WsReply,
 };
+use crate::protocol::scoreboard::QUEUE_WAITS;
 
 /// Work for the pool, tagged with the connection it belongs to.
 #[derive(Debug)]
@@ -412,6 +413,11 @@ fn run_thread(shared: &Shared, slot: usize) {
                 queue.idle -= 1;
             }
         };
+        if let Work::Request(request) = &job.work
+            && let Some(queued) = request.queued_at()
+        {
+            QUEUE_WAITS.record_since(queued);
+        }
         *lock(&shared.running[slot]) = Some((job.conn, job.serial, thread));
         let finished = run_job(&*shared.handler, job);
         *lock(&shared.running[slot]) = None;

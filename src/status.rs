@@ -2,12 +2,19 @@
 //! JSON for scripts, and the Prometheus text format for `/metrics`. Pure: the master gathers a
 //! [`Snapshot`] from its table, the scoreboard and /proc, and these functions only format it
 //! (and read the listen queues, a bounded part, from the /proc/net/tcp reader they are given).
+//!
+//! [`saturation`] keeps what the master needs to show the last seconds (requests per second,
+//! the queue wait's p90) and to warn when requests wait too long.
 
+pub mod saturation;
+
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::protocol::scoreboard::DURATION_BOUNDS_US;
+use crate::protocol::scoreboard::{DURATION_BOUNDS_US, QUEUE_WAIT_BOUNDS_US, QueueWait};
 use crate::text::json_string;
+use saturation::{Recent, p90_of};
 
 /// One worker, as the status shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +41,11 @@ pub struct WorkerStatus {
     pub oldest_request: Option<Duration>,
     /// Private memory in bytes, when it could be read.
     pub memory: Option<u64>,
+    /// What it did over the last seconds ([`saturation::WINDOW`]), once the master has
+    /// watched it that long.
+    pub recent: Option<Recent>,
+    /// How long its requests waited to be taken up, since it started.
+    pub queue_wait: QueueWait,
 }
 
 /// Counters that only grow: live workers' plus those of workers already gone.
@@ -108,15 +120,17 @@ impl Snapshot {
 }
 
 /// The `tine status` table's columns: heading and width. STATE, the only text, is aligned
-/// left, the rest right.
-const COLUMNS: [(&str, usize); 11] = [
+/// left, the rest right. REQ/S and QWAIT p90 are over the last seconds.
+const COLUMNS: [(&str, usize); 13] = [
     ("PID", 8),
     ("SLOT", 4),
     ("GEN", 4),
     ("AGE", 8),
     ("STATE", 10),
     ("REQUESTS", 10),
+    ("REQ/S", 7),
     ("BUSY", 5),
+    ("QWAIT p90", 9),
     ("CONNS", 6),
     ("WS", 5),
     ("OLDEST", 8),
@@ -124,7 +138,7 @@ const COLUMNS: [(&str, usize); 11] = [
 ];
 
 /// One line of the `tine status` table, its cells in [`COLUMNS`]' order.
-fn table_row(out: &mut String, cells: [&dyn std::fmt::Display; 11]) {
+fn table_row(out: &mut String, cells: [&dyn std::fmt::Display; 13]) {
     for (i, (cell, (heading, width))) in cells.into_iter().zip(COLUMNS).enumerate() {
         let gap = if i == 0 { "" } else { " " };
         let _ = if heading == "STATE" {
@@ -166,7 +180,10 @@ pub fn render_table(snapshot: &Snapshot) -> String {
                 &human(w.age),
                 &w.state,
                 &w.requests,
+                &w.recent
+                    .map_or_else(|| "-".to_owned(), |r| rate(r.per_second())),
                 &w.busy,
+                &wait_cell(w.recent.as_ref().and_then(Recent::p90)),
                 &w.connections,
                 &w.websockets,
                 &w.oldest_request.map_or_else(|| "-".to_owned(), human),
@@ -175,6 +192,16 @@ pub fn render_table(snapshot: &Snapshot) -> String {
         );
     }
     let memory: u64 = snapshot.workers.iter().filter_map(|w| w.memory).sum();
+    let recent: Vec<&Recent> = snapshot
+        .workers
+        .iter()
+        .filter_map(|w| w.recent.as_ref())
+        .collect();
+    let total_rate = if recent.is_empty() {
+        "-".to_owned()
+    } else {
+        rate(recent.iter().map(|r| r.per_second()).sum())
+    };
     table_row(
         &mut out,
         [
@@ -184,7 +211,9 @@ pub fn render_table(snapshot: &Snapshot) -> String {
             &"",
             &"",
             &snapshot.sum(|w| w.requests),
+            &total_rate,
             &snapshot.busy(),
+            &wait_cell(p90_of(recent)),
             &snapshot.sum(|w| w.connections),
             &snapshot.sum(|w| w.websockets),
             &"",
@@ -199,7 +228,7 @@ pub fn render_json(snapshot: &Snapshot) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "{{\"master_pid\":{},\"version\":{},\"phase\":{},\"uptime_seconds\":{},\"workers_desired\":{},\"threads\":{},\"requests\":{},\"busy\":{},\"workers\":[",
+        "{{\"master_pid\":{},\"version\":{},\"phase\":{},\"uptime_seconds\":{},\"workers_desired\":{},\"threads\":{},\"requests\":{},\"busy\":{},\"recent_seconds\":{},\"workers\":[",
         snapshot.master_pid,
         json_string(snapshot.version),
         json_string(snapshot.phase),
@@ -208,6 +237,7 @@ pub fn render_json(snapshot: &Snapshot) -> String {
         snapshot.threads,
         snapshot.totals.requests,
         snapshot.busy(),
+        saturation::WINDOW.as_secs(),
     );
     for (i, w) in snapshot.workers.iter().enumerate() {
         if i > 0 {
@@ -215,14 +245,19 @@ pub fn render_json(snapshot: &Snapshot) -> String {
         }
         let _ = write!(
             out,
-            "{{\"pid\":{},\"slot\":{},\"generation\":{},\"age_seconds\":{},\"state\":{},\"requests\":{},\"busy\":{},\"connections\":{},\"websockets\":{},\"oldest_request_ms\":{},\"memory_bytes\":{}}}",
+            "{{\"pid\":{},\"slot\":{},\"generation\":{},\"age_seconds\":{},\"state\":{},\"requests\":{},\"requests_per_second\":{},\"busy\":{},\"queue_wait_p90_seconds\":{},\"connections\":{},\"websockets\":{},\"oldest_request_ms\":{},\"memory_bytes\":{}}}",
             w.pid,
             w.slot,
             w.generation,
             w.age.as_secs(),
             json_string(w.state),
             w.requests,
+            w.recent
+                .map_or_else(|| "null".to_owned(), |r| format!("{:.1}", r.per_second())),
             w.busy,
+            w.recent
+                .and_then(|r| r.p90())
+                .map_or_else(|| "null".to_owned(), |d| seconds(d.as_micros() as u64)),
             w.connections,
             w.websockets,
             w.oldest_request
@@ -264,23 +299,35 @@ pub fn render_prometheus(snapshot: &Snapshot) -> String {
         "histogram",
         "Time from a request's hand-over to the pool to its response.",
     );
-    let mut cumulative = 0;
-    for (i, count) in snapshot.totals.duration_buckets.iter().enumerate() {
-        cumulative += count;
-        let le = DURATION_BOUNDS_US
-            .get(i)
-            .map_or_else(|| "+Inf".to_owned(), |us| seconds(*us));
-        let _ = writeln!(
-            out,
-            "tine_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+    histogram(
+        &mut out,
+        "tine_request_duration_seconds",
+        "",
+        &DURATION_BOUNDS_US,
+        &snapshot.totals.duration_buckets,
+        snapshot.totals.duration_sum_us,
+    );
+    metric(
+        &mut out,
+        "tine_queue_wait_seconds",
+        "histogram",
+        "Time a request waited between its hand-over to the application and the moment a \
+         pool thread (or an ASGI application's event loop) took it up, per live worker.",
+    );
+    let mut by_slot: BTreeMap<usize, QueueWait> = BTreeMap::new();
+    for w in &snapshot.workers {
+        by_slot.entry(w.slot).or_default().add(&w.queue_wait);
+    }
+    for (slot, wait) in &by_slot {
+        histogram(
+            &mut out,
+            "tine_queue_wait_seconds",
+            &format!("worker=\"{slot}\","),
+            &QUEUE_WAIT_BOUNDS_US,
+            &wait.buckets,
+            wait.sum_us,
         );
     }
-    let _ = writeln!(
-        out,
-        "tine_request_duration_seconds_sum {}",
-        seconds(snapshot.totals.duration_sum_us)
-    );
-    let _ = writeln!(out, "tine_request_duration_seconds_count {cumulative}");
     metric(
         &mut out,
         "tine_bodies_refused_total",
@@ -370,6 +417,24 @@ pub fn render_prometheus(snapshot: &Snapshot) -> String {
     out
 }
 
+/// The most `tine status` reads of one answer: a table of every worker the scoreboard can
+/// hold fits many times over.
+pub const MAX_ANSWER: u64 = 4 << 20;
+
+/// What `tine status --watch` prints of one `answer`: on a terminal (`redraw`), the screen
+/// cleared and the answer from its top left; elsewhere the answer and a blank line after it,
+/// so each refresh is one block.
+pub fn watch_frame(answer: &str, redraw: bool) -> String {
+    if redraw {
+        format!("\x1b[H\x1b[2J{answer}")
+    } else if answer.starts_with('{') {
+        // JSON: one object per line already.
+        answer.to_owned()
+    } else {
+        format!("{answer}\n")
+    }
+}
+
 /// The most a scrape reads of each of `/proc/net/tcp` and `/proc/net/tcp6`. The kernel makes
 /// those files as they are read, a line (150 bytes) a socket, under its socket-table locks; a
 /// busy server's run to tens of megabytes. Their listening sockets come first, so reading
@@ -444,6 +509,49 @@ pub fn proc_net_key(addr: std::net::SocketAddr) -> (String, u16) {
     (hex, addr.port())
 }
 
+/// The samples of one Prometheus histogram: cumulative buckets (`bounds` in microseconds, then
+/// `+Inf`) from per-bucket `counts`, its sum and its count. `labels` come first in every
+/// sample's braces, each followed by a comma.
+fn histogram(out: &mut String, name: &str, labels: &str, bounds: &[u64], counts: &[u64], sum: u64) {
+    let mut cumulative = 0;
+    for (i, count) in counts.iter().enumerate() {
+        cumulative += count;
+        let le = bounds
+            .get(i)
+            .map_or_else(|| "+Inf".to_owned(), |us| seconds(*us));
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {cumulative}");
+    }
+    let labels = labels.trim_end_matches(',');
+    let labels = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{labels} {}", seconds(sum));
+    let _ = writeln!(out, "{name}_count{labels} {cumulative}");
+}
+
+/// Requests per second for the table: a decimal below 100.
+fn rate(per_second: f64) -> String {
+    if per_second < 100.0 {
+        format!("{per_second:.1}")
+    } else {
+        format!("{per_second:.0}")
+    }
+}
+
+/// A queue wait for the table: tenths of a millisecond below 10 ms; `-` when nothing was taken
+/// up.
+fn wait_cell(wait: Option<Duration>) -> String {
+    match wait {
+        None => "-".to_owned(),
+        Some(d) if d < Duration::from_millis(10) => {
+            format!("{:.1}ms", d.as_secs_f64() * 1000.0)
+        }
+        Some(d) => human(d),
+    }
+}
+
 fn seconds(us: u64) -> String {
     let text = format!("{:.6}", us as f64 / 1e6);
     let text = text.trim_end_matches('0').trim_end_matches('.');
@@ -472,6 +580,11 @@ fn mebibytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `count` waits in `bucket`, each at its bound.
+    fn waits(bucket: usize, count: u64) -> QueueWait {
+        QueueWait::at_bound(bucket, count)
+    }
 
     fn sample() -> Snapshot {
         let mut totals = Totals {
@@ -503,6 +616,13 @@ mod tests {
                     websockets: 2,
                     oldest_request: Some(Duration::from_millis(250)),
                     memory: Some(3 << 20),
+                    recent: Some(Recent {
+                        span: Duration::from_secs(5),
+                        requests: 60,
+                        // Ten waits over 100 ms and up to 250 ms: a p90 of 235 ms.
+                        queue_wait: waits(8, 10),
+                    }),
+                    queue_wait: waits(8, 30),
                 },
                 WorkerStatus {
                     pid: 12,
@@ -516,6 +636,17 @@ mod tests {
                     websockets: 5,
                     oldest_request: None,
                     memory: None,
+                    recent: Some(Recent {
+                        span: Duration::from_secs(4),
+                        requests: 2,
+                        // 85 waits up to 0.5 ms, 5 up to 1 ms: a p90 of 476 us.
+                        queue_wait: {
+                            let mut both = waits(0, 85);
+                            both.add(&waits(1, 5));
+                            both
+                        },
+                    }),
+                    queue_wait: waits(0, 100),
                 },
             ],
             totals,
@@ -546,20 +677,61 @@ mod tests {
             lines.iter().all(|l| l.len() == lines[0].len()),
             "the columns line up:\n{table}"
         );
-        // Numbers are aligned right: a column's cell ends where its heading does.
-        let cell = |line: &str, heading: &str| {
-            let end = lines[0].find(&format!(" {heading}")).unwrap() + 1 + heading.len();
-            line[..end].rsplit(' ').next().unwrap().to_owned()
-        };
         assert!(lines[0].contains(" CONNS    WS "), "{table}");
-        let column = |heading| {
-            lines[1..]
-                .iter()
-                .map(|l| cell(l, heading))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(column("WS"), ["2", "5", "7"], "{table}");
-        assert_eq!(column("CONNS"), ["3", "6", "9"], "{table}");
+        assert_eq!(column(&table, "WS"), ["2", "5", "7"], "{table}");
+        assert_eq!(column(&table, "CONNS"), ["3", "6", "9"], "{table}");
+    }
+
+    /// The cells under `heading` (its last word) of every row of `table` below the headings.
+    /// Numbers are aligned right: a column's cell ends where its heading does.
+    fn column(table: &str, heading: &str) -> Vec<String> {
+        let lines: Vec<&str> = table.lines().skip(1).collect();
+        let end = lines[0].find(&format!(" {heading}")).unwrap() + 1 + heading.len();
+        lines[1..]
+            .iter()
+            .map(|line| line[..end].rsplit(' ').next().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_table_shows_the_last_seconds_rate_and_queue_wait() {
+        let mut snapshot = sample();
+        snapshot.workers.push(WorkerStatus {
+            pid: 13,
+            slot: 3,
+            recent: None,
+            ..snapshot.workers[1].clone()
+        });
+        let table = render_table(&snapshot);
+        let headings = table.lines().nth(1).unwrap();
+        assert!(headings.contains("  REQ/S ") && headings.contains(" QWAIT p90 "));
+        assert_eq!(
+            column(&table, "REQ/S"),
+            ["12.0", "0.5", "-", "12.5"],
+            "{table}"
+        );
+        // The total is the p90 of every worker's waits together: of 100 waits, the 90th is
+        // the fast worker's slowest, at the top of its (0.5 ms, 1 ms] bucket.
+        assert_eq!(
+            column(&table, "p90"),
+            ["235ms", "0.5ms", "-", "1.0ms"],
+            "{table}"
+        );
+        snapshot.workers.iter_mut().for_each(|w| w.recent = None);
+        let table = render_table(&snapshot);
+        let total = table.lines().last().unwrap();
+        assert_eq!(total.matches(" - ").count(), 2, "{table}");
+    }
+
+    #[test]
+    fn watch_frames_redraw_a_terminal_and_stack_elsewhere() {
+        let table = render_table(&sample());
+        let frame = watch_frame(&table, true);
+        assert!(frame.starts_with("\x1b[H\x1b[2J") && frame.ends_with(&table));
+        assert_eq!(watch_frame(&table, false), format!("{table}\n"));
+        let json = render_json(&sample());
+        assert_eq!(watch_frame(&json, false), json);
+        assert_eq!(json.lines().count(), 1, "one object per line");
     }
 
     #[test]
@@ -571,6 +743,15 @@ mod tests {
         assert!(json.contains("\"connections\":3,\"websockets\":2,"));
         assert!(json.contains("\"connections\":6,\"websockets\":5,"));
         assert!(json.contains("\"restarts\":{\"crashed\":1,\"hung\":0}"));
+        assert!(json.contains("\"recent_seconds\":5,"));
+        assert!(
+            json.contains(
+                "\"requests_per_second\":12.0,\"busy\":1,\"queue_wait_p90_seconds\":0.235,"
+            )
+        );
+        assert!(json.contains(
+            "\"requests_per_second\":0.5,\"busy\":0,\"queue_wait_p90_seconds\":0.000476,"
+        ));
         assert_eq!(json.matches('{').count(), json.matches('}').count());
         assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
     }
@@ -589,6 +770,42 @@ mod tests {
         assert!(text.contains("tine_up 1\n"));
         assert!(text.contains("tine_busy_threads 1\n"));
         assert!(text.contains("tine_bodies_refused_total 4\n"));
+    }
+
+    #[test]
+    fn prometheus_has_a_queue_wait_histogram_per_worker() {
+        let mut snapshot = sample();
+        // A worker of the next generation in slot 1 too: its counts join the slot's.
+        snapshot.workers.push(WorkerStatus {
+            pid: 14,
+            generation: 2,
+            queue_wait: waits(13, 2),
+            ..snapshot.workers[0].clone()
+        });
+        let text = render_prometheus(&snapshot);
+        for line in [
+            "\n# TYPE tine_queue_wait_seconds histogram\n",
+            "\ntine_queue_wait_seconds_bucket{worker=\"1\",le=\"0.0005\"} 0\n",
+            "\ntine_queue_wait_seconds_bucket{worker=\"1\",le=\"0.25\"} 30\n",
+            "\ntine_queue_wait_seconds_bucket{worker=\"1\",le=\"10\"} 32\n",
+            "\ntine_queue_wait_seconds_bucket{worker=\"1\",le=\"+Inf\"} 32\n",
+            "\ntine_queue_wait_seconds_sum{worker=\"1\"} 27.5\n",
+            "\ntine_queue_wait_seconds_count{worker=\"1\"} 32\n",
+            "\ntine_queue_wait_seconds_bucket{worker=\"2\",le=\"0.0005\"} 100\n",
+            "\ntine_queue_wait_seconds_count{worker=\"2\"} 100\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
+        assert_eq!(
+            text.matches("tine_queue_wait_seconds_count").count(),
+            2,
+            "{text}"
+        );
+        let mut empty = sample();
+        empty.workers.clear();
+        let text = render_prometheus(&empty);
+        assert!(text.contains("# TYPE tine_queue_wait_seconds histogram\n"));
+        assert!(!text.contains("tine_queue_wait_seconds_count"));
     }
 
     #[test]

@@ -468,12 +468,41 @@ fn modes() {
 fn the_status_command() {
     assert_eq!(
         parse_strs(&["status"]).unwrap().mode,
-        Mode::Status { json: false }
+        Mode::Status {
+            json: false,
+            watch: false
+        }
     );
     let command = parse_strs(&["status", "-c", "a.toml", "--json"]).unwrap();
-    assert_eq!(command.mode, Mode::Status { json: true });
+    assert_eq!(
+        command.mode,
+        Mode::Status {
+            json: true,
+            watch: false
+        }
+    );
     assert_eq!(command.config, Some(PathBuf::from("a.toml")));
     assert!(parse_strs(&["--json"]).is_err());
+    assert_eq!(
+        parse_strs(&["status", "--watch"]).unwrap().mode,
+        Mode::Status {
+            json: false,
+            watch: true
+        }
+    );
+    assert_eq!(
+        parse_strs(&["status", "--watch", "--json"]).unwrap().mode,
+        Mode::Status {
+            json: true,
+            watch: true
+        }
+    );
+    let error = parse_strs(&["--watch"]).unwrap_err().to_string();
+    assert!(
+        error.contains("--watch goes with the status command"),
+        "{error}"
+    );
+    assert!(parse_strs(&["status", "--watch=1"]).is_err());
 }
 
 #[test]

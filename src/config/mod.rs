@@ -51,6 +51,8 @@ pub const KEYS: &[&str] = &[
     "server.min_body_rate",
     "server.body_rate_grace",
     "server.request_timeout",
+    "server.queue_wait_warning",
+    "server.queue_wait_warning_after",
     "server.max_requests",
     "server.max_requests_jitter",
     "server.max_worker_memory",
@@ -171,6 +173,12 @@ pub struct Server {
     pub body_rate_grace: Duration,
     /// A request whose handler runs longer is answered 504 and its worker replaced; zero is off.
     pub request_timeout: Duration,
+    /// The master warns when a worker's requests wait this long at p90 to be taken up (for
+    /// `queue_wait_warning_after`); zero is off.
+    pub queue_wait_warning: Duration,
+    /// How long requests must keep waiting past `queue_wait_warning` before the warning;
+    /// zero is off.
+    pub queue_wait_warning_after: Duration,
     /// A worker is recycled after serving this many requests; zero is never.
     pub max_requests: u64,
     /// Up to this many extra requests, chosen at random per worker, so workers do not recycle
@@ -220,6 +228,8 @@ impl Default for Server {
             min_body_rate: 240,
             body_rate_grace: Duration::from_secs(5),
             request_timeout: Duration::ZERO,
+            queue_wait_warning: Duration::from_millis(100),
+            queue_wait_warning_after: Duration::from_secs(30),
             max_requests: 0,
             max_requests_jitter: 0,
             max_worker_memory: 0,

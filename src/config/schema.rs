@@ -199,6 +199,24 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 write: |c| toml_string(&format_duration(c.server.request_timeout)),
             },
             KeySpec {
+                name: "queue_wait_warning",
+                help: "Warn when a worker's requests wait this long at p90 for a free thread; \"0s\" is off.",
+                read: |v, c| {
+                    c.server.queue_wait_warning = read_duration(v, false)?;
+                    Ok(())
+                },
+                write: |c| toml_string(&format_duration(c.server.queue_wait_warning)),
+            },
+            KeySpec {
+                name: "queue_wait_warning_after",
+                help: "...when they keep waiting that long for this long; \"0s\" is off.",
+                read: |v, c| {
+                    c.server.queue_wait_warning_after = read_duration(v, false)?;
+                    Ok(())
+                },
+                write: |c| toml_string(&format_duration(c.server.queue_wait_warning_after)),
+            },
+            KeySpec {
                 name: "max_requests",
                 help: "Recycle a worker after this many requests; 0 is never.",
                 read: |v, c| {

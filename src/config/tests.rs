@@ -821,3 +821,34 @@ fn websocket_keys_are_read_written_back_and_checked() {
         ]
     );
 }
+
+#[test]
+fn queue_wait_warning_keys_are_read_written_back_and_checked() {
+    let defaults = Config::default();
+    assert_eq!(
+        defaults.server.queue_wait_warning,
+        Duration::from_millis(100)
+    );
+    assert_eq!(
+        defaults.server.queue_wait_warning_after,
+        Duration::from_secs(30)
+    );
+    let c = parse("[server]\nqueue_wait_warning = \"250ms\"\nqueue_wait_warning_after = \"1m\"\n");
+    assert_eq!(c.server.queue_wait_warning, Duration::from_millis(250));
+    assert_eq!(c.server.queue_wait_warning_after, Duration::from_secs(60));
+    assert_eq!(parse(&c.to_toml(None)), c);
+    let off = parse("[server]\nqueue_wait_warning = \"0s\"\nqueue_wait_warning_after = \"0s\"\n");
+    assert!(
+        off.server.queue_wait_warning.is_zero() && off.server.queue_wait_warning_after.is_zero()
+    );
+    assert_eq!(
+        errors("[server]\nqueue_wait_warning = 100\nqueue_wait_warning_after = \"soon\"\n"),
+        [
+            "t.toml:2:22: server.queue_wait_warning: expected a duration with a unit like \"30s\" \
+             or \"500ms\", found 100",
+            "t.toml:3:28: server.queue_wait_warning_after: invalid duration \"soon\": expected \
+             whole numbers each followed by a unit (ms, s, m or h), like \"30s\", \"500ms\" or \
+             \"1m30s\"",
+        ]
+    );
+}

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::config::BindAddr;
 use crate::forwarded::{Client, ForwardedHeader, Trusted};
@@ -114,6 +115,8 @@ pub struct Request {
     trusted: Option<Arc<[Trusted]>>,
     /// The header those proxies report the client in (`[server] forwarded_header`).
     forwarded_header: ForwardedHeader,
+    /// When the worker handed it to the application's runner, for its queue wait.
+    queued: Option<Instant>,
 }
 
 impl Request {
@@ -150,7 +153,18 @@ impl Request {
             listener: None,
             trusted: None,
             forwarded_header: ForwardedHeader::default(),
+            queued: None,
         }
+    }
+
+    /// Notes that the request is being handed to the application's runner now.
+    pub(crate) fn mark_queued(&mut self) {
+        self.queued = Some(Instant::now());
+    }
+
+    /// When the request was handed to the application's runner, if the worker said.
+    pub(crate) fn queued_at(&self) -> Option<Instant> {
+        self.queued
     }
 
     /// The method, e.g. `GET`.

@@ -268,6 +268,8 @@ pub struct Master<'a> {
     tick: Duration,
     last_status: String,
     last_status_at: Option<Instant>,
+    /// The workers' recent counters and episodes of waiting.
+    watch: report::Watch,
     // Master-only state, dropped in each child right after fork.
     poll: Option<Poll>,
     signals: Option<Signals>,
@@ -339,6 +341,7 @@ impl<'a> Master<'a> {
             tick,
             last_status: String::new(),
             last_status_at: None,
+            watch: report::Watch::default(),
             config,
             listeners,
             factory,
@@ -363,6 +366,7 @@ impl<'a> Master<'a> {
             self.watch_workers();
             self.reconcile()?;
             self.report_status();
+            self.watch_workers_load();
             self.watch_upgrade();
             if let Phase::Stopping(stop) = &mut self.phase {
                 if self.table.live_count() == 0 {

@@ -1,12 +1,41 @@
 //! What the master tells the outside: `tine status` and `/metrics` snapshots, the service
-//! manager's status line and readiness, the watchdog, and the counts behind them.
+//! manager's status line and readiness, the watchdog, the warning that requests wait too
+//! long, and the counts behind them.
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::{Master, Phase, ops, table};
 use crate::protocol::{RetireReason, SlotView, WorkerState};
 use crate::status;
+use crate::status::saturation::{Episode, History, Notice, Observation, Reading, WarnWhen};
 use crate::sys::{self, ExitHow};
+
+/// How often the master reads its workers' counters for the recent figures and the warning.
+const READ_EVERY: Duration = Duration::from_secs(1);
+
+/// What the master remembers of each live worker, by pid, to show its last seconds and to
+/// warn when its requests wait.
+#[derive(Debug, Default)]
+pub(super) struct Watch {
+    workers: HashMap<u32, Watched>,
+    last: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Watched {
+    history: History,
+    episode: Episode,
+}
+
+/// A reading of `view` taken at `at`.
+fn reading(view: &SlotView, at: Instant) -> Reading {
+    Reading {
+        at,
+        requests: view.requests,
+        queue_wait: view.queue_wait,
+    }
+}
 
 /// Why workers were replaced, as `/metrics` labels them.
 pub const RESTART_REASONS: [&str; 7] = [
@@ -48,6 +77,7 @@ impl Master<'_> {
     /// What `tine status` and `/metrics` show.
     pub(super) fn snapshot(&self) -> status::Snapshot {
         let now_ms = sys::monotonic_ms();
+        let now = Instant::now();
         let mut totals = self.retired.clone();
         let mut workers = Vec::new();
         for (slot, worker) in self.table.live() {
@@ -75,6 +105,12 @@ impl Master<'_> {
                 oldest_request: (view.oldest_request_ms > 0)
                     .then(|| Duration::from_millis(now_ms.saturating_sub(view.oldest_request_ms))),
                 memory: sys::private_memory_of(worker.pid).ok(),
+                recent: self
+                    .watch
+                    .workers
+                    .get(&worker.pid)
+                    .and_then(|w| w.history.recent(&reading(&view, now))),
+                queue_wait: view.queue_wait,
             });
         }
         workers.sort_by_key(|w| (w.slot, w.generation));
@@ -154,6 +190,46 @@ impl Master<'_> {
             };
             ops.answer(index, response, poll.registry());
         }
+    }
+
+    /// Reads every serving worker's counters, once a [`READ_EVERY`]: keeps them for the
+    /// recent figures of `tine status`, and logs a warning when a worker's requests have
+    /// waited longer than `[server] queue_wait_warning` at p90 for `queue_wait_warning_after`,
+    /// and a word when that is over.
+    pub(super) fn watch_workers_load(&mut self) {
+        let now = Instant::now();
+        if self.watch.last.is_some_and(|at| now - at < READ_EVERY) {
+            return;
+        }
+        self.watch.last = Some(now);
+        let when = WarnWhen {
+            threshold: self.config.server.queue_wait_warning,
+            after: self.config.server.queue_wait_warning_after,
+        };
+        let mut live = HashSet::new();
+        for (slot, worker) in self.table.live() {
+            if !worker.ready || worker.retiring {
+                continue;
+            }
+            live.insert(worker.pid);
+            let view = self.scoreboard.view(worker.board);
+            let watched = self.watch.workers.entry(worker.pid).or_default();
+            let now_read = reading(&view, now);
+            let p90 = watched.history.recent(&now_read).and_then(|r| r.p90());
+            watched.history.push(now_read);
+            let seen = Observation {
+                at: now,
+                p90,
+                busy: view.busy,
+                threads: view.threads,
+            };
+            match watched.episode.observe(seen, when) {
+                Some(notice @ Notice::Saturated { .. }) => log::warn!("{}", notice.message(slot)),
+                Some(notice @ Notice::Relieved { .. }) => log::info!("{}", notice.message(slot)),
+                None => {}
+            }
+        }
+        self.watch.workers.retain(|pid, _| live.contains(pid));
     }
 
     /// Tells the service manager how things stand, at most once a second and only on change.

@@ -4,14 +4,19 @@
 //!
 //! Apache httpd's scoreboard and unicorn's shared tick are the references: no syscall, no
 //! message, just stores the master reads when it looks.
+//!
+//! The queue-wait histogram is counted by the threads that pick requests up (pool threads, or
+//! an ASGI application's own loop) into this process's [`QUEUE_WAITS`], with atomic adds; the
+//! worker's loop copies it into the slot on each heartbeat, so the slot keeps one writer.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::sys::SharedMemory;
 
-/// Words per slot: four cache lines, so workers never share a line.
-const WORDS: usize = 32;
+/// Words per slot: six cache lines, so workers never share a line.
+const WORDS: usize = 48;
 const PID: usize = 0;
 const STATE: usize = 1;
 const HEARTBEAT: usize = 2;
@@ -25,7 +30,12 @@ const DURATION_SUM_US: usize = 13;
 const DURATION_BUCKETS: usize = 14;
 const BODIES_REFUSED: usize = 28;
 const WEBSOCKETS: usize = 29;
-const _: () = assert!(WEBSOCKETS < WORDS, "the last word must fit in the slot");
+const THREADS: usize = 30;
+const QUEUE_WAIT: usize = 31;
+const _: () = assert!(
+    QUEUE_WAIT + QUEUE_WAIT_WORDS <= WORDS,
+    "the last word must fit in the slot"
+);
 
 /// Upper bounds of the request duration histogram's buckets, in microseconds; a last bucket
 /// (`+Inf`) counts the rest. Prometheus-style, from 1 ms to 10 s.
@@ -33,6 +43,161 @@ pub const DURATION_BOUNDS_US: [u64; 13] = [
     1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
     5_000_000, 10_000_000,
 ];
+
+/// Upper bounds of the queue-wait histogram's buckets, in microseconds; a last bucket
+/// (`+Inf`) counts the rest. From 0.5 ms, which a request waits only on a busy pool, to 10 s.
+pub const QUEUE_WAIT_BOUNDS_US: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+
+/// Buckets of the queue-wait histogram: one per bound, then `+Inf`.
+pub const QUEUE_WAIT_BUCKETS: usize = QUEUE_WAIT_BOUNDS_US.len() + 1;
+
+/// Words of a queue-wait histogram: its buckets, then the sum of the waits in microseconds.
+const QUEUE_WAIT_WORDS: usize = QUEUE_WAIT_BUCKETS + 1;
+
+/// The bucket `value` falls in: the first whose upper bound (inclusive) it does not exceed, or
+/// `bounds.len()` (`+Inf`) past the last.
+pub fn bucket_of(bounds: &[u64], value: u64) -> usize {
+    bounds
+        .iter()
+        .position(|&bound| value <= bound)
+        .unwrap_or(bounds.len())
+}
+
+/// How long requests waited between their hand-over to the application's runner and the
+/// moment it took them up: a count per bucket ([`QUEUE_WAIT_BOUNDS_US`], then `+Inf`), not
+/// cumulative, and the sum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueWait {
+    /// Requests per bucket.
+    pub buckets: [u64; QUEUE_WAIT_BUCKETS],
+    /// The sum of the waits, in microseconds.
+    pub sum_us: u64,
+}
+
+impl QueueWait {
+    /// How many waits it counts.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// What was counted since `earlier`, a reading of the same counters. Counters only grow;
+    /// a bucket that went down means they started again (another process in the slot), and
+    /// then all of these are new.
+    pub fn since(&self, earlier: &QueueWait) -> QueueWait {
+        let restarted = self
+            .buckets
+            .iter()
+            .zip(earlier.buckets)
+            .any(|(now, then)| *now < then);
+        if restarted {
+            return *self;
+        }
+        QueueWait {
+            buckets: std::array::from_fn(|i| self.buckets[i] - earlier.buckets[i]),
+            sum_us: self.sum_us.saturating_sub(earlier.sum_us),
+        }
+    }
+
+    /// Adds `other`'s counts into these.
+    pub fn add(&mut self, other: &QueueWait) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
+            *mine += theirs;
+        }
+        self.sum_us += other.sum_us;
+    }
+
+    /// The `q` quantile (0 to 1) of the waits counted, `None` when there are none. Within a
+    /// bucket the waits are taken as spread evenly, as Prometheus's `histogram_quantile` does;
+    /// a quantile in the `+Inf` bucket is given as the last bound, a floor.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let count = self.count();
+        if count == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * count as f64;
+        let mut below = 0;
+        for (i, &in_bucket) in self.buckets.iter().enumerate() {
+            if in_bucket > 0 && (below + in_bucket) as f64 >= rank {
+                let Some(&upper) = QUEUE_WAIT_BOUNDS_US.get(i) else {
+                    break;
+                };
+                let lower = if i == 0 {
+                    0
+                } else {
+                    QUEUE_WAIT_BOUNDS_US[i - 1]
+                };
+                let share = ((rank - below as f64) / in_bucket as f64).clamp(0.0, 1.0);
+                let us = lower as f64 + (upper - lower) as f64 * share;
+                return Some(Duration::from_micros(us.round() as u64));
+            }
+            below += in_bucket;
+        }
+        Some(Duration::from_micros(
+            QUEUE_WAIT_BOUNDS_US[QUEUE_WAIT_BOUNDS_US.len() - 1],
+        ))
+    }
+}
+
+#[cfg(test)]
+impl QueueWait {
+    /// `count` waits in `bucket`, each at its bound (none past the last): for tests.
+    pub(crate) fn at_bound(bucket: usize, count: u64) -> QueueWait {
+        let mut wait = QueueWait::default();
+        wait.buckets[bucket] = count;
+        wait.sum_us = count * QUEUE_WAIT_BOUNDS_US.get(bucket).copied().unwrap_or(0);
+        wait
+    }
+}
+
+/// Queue waits counted in one process by any of its threads, until the worker's loop copies
+/// them into its slot ([`SlotHandle::queue_waits`]). Atomic adds, no lock.
+#[derive(Debug)]
+pub struct QueueWaits {
+    words: [AtomicU64; QUEUE_WAIT_WORDS],
+}
+
+impl QueueWaits {
+    /// Nothing counted yet.
+    pub const fn new() -> QueueWaits {
+        QueueWaits {
+            words: [const { AtomicU64::new(0) }; QUEUE_WAIT_WORDS],
+        }
+    }
+
+    /// Counts a request taken up now that was handed over at `queued`.
+    pub fn record_since(&self, queued: Instant) {
+        self.record(queued.elapsed());
+    }
+
+    /// Counts one wait.
+    pub fn record(&self, wait: Duration) {
+        let us = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
+        let bucket = bucket_of(&QUEUE_WAIT_BOUNDS_US, us);
+        self.words[bucket].fetch_add(1, Ordering::Relaxed);
+        self.words[QUEUE_WAIT_BUCKETS].fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// What has been counted so far.
+    pub fn read(&self) -> QueueWait {
+        QueueWait {
+            buckets: std::array::from_fn(|i| self.words[i].load(Ordering::Relaxed)),
+            sum_us: self.words[QUEUE_WAIT_BUCKETS].load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Default for QueueWaits {
+    fn default() -> Self {
+        QueueWaits::new()
+    }
+}
+
+/// This process's queue waits. Only a worker counts any (the master runs no request), from
+/// zero: it is forked from a master that never did.
+pub static QUEUE_WAITS: QueueWaits = QueueWaits::new();
 
 /// How many worker processes the scoreboard can track at once, old and new generations and
 /// retiring workers included.
@@ -140,6 +305,10 @@ pub struct SlotView {
     pub bodies_refused: u64,
     /// Open WebSockets: connections upgraded after their `101`, a part of `connections`.
     pub websockets: u64,
+    /// Its pool threads; 0 for a concurrent (ASGI) application, which runs on its own loop.
+    pub threads: u64,
+    /// How long its requests waited to be taken up, since it started.
+    pub queue_wait: QueueWait,
 }
 
 /// The shared table of slots.
@@ -196,6 +365,11 @@ impl Scoreboard {
             duration_buckets: std::array::from_fn(|i| load(DURATION_BUCKETS + i)),
             bodies_refused: load(BODIES_REFUSED),
             websockets: load(WEBSOCKETS),
+            threads: load(THREADS),
+            queue_wait: QueueWait {
+                buckets: std::array::from_fn(|i| load(QUEUE_WAIT + i)),
+                sum_us: load(QUEUE_WAIT + QUEUE_WAIT_BUCKETS),
+            },
         }
     }
 }
@@ -224,6 +398,20 @@ impl SlotHandle<'_> {
     /// Proves progress.
     pub fn beat(&self, now_ms: u64) {
         self.store(HEARTBEAT, now_ms);
+    }
+
+    /// Says how many pool threads run its application: 0 for a concurrent (ASGI) one.
+    pub fn threads(&self, threads: usize) {
+        self.store(THREADS, threads as u64);
+    }
+
+    /// Publishes the queue waits counted so far in this process.
+    pub fn queue_waits(&self, counted: &QueueWaits) {
+        let counted = counted.read();
+        for (i, count) in counted.buckets.into_iter().enumerate() {
+            self.store(QUEUE_WAIT + i, count);
+        }
+        self.store(QUEUE_WAIT + QUEUE_WAIT_BUCKETS, counted.sum_us);
     }
 
     /// Publishes how busy the worker is now.
@@ -257,11 +445,10 @@ impl SlotHandle<'_> {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         add(STATUS_CLASSES + class, 1);
         add(DURATION_SUM_US, duration_us);
-        let bucket = DURATION_BOUNDS_US
-            .iter()
-            .position(|&bound| duration_us <= bound)
-            .unwrap_or(DURATION_BOUNDS_US.len());
-        add(DURATION_BUCKETS + bucket, 1);
+        add(
+            DURATION_BUCKETS + bucket_of(&DURATION_BOUNDS_US, duration_us),
+            1,
+        );
     }
 
     /// Publishes how many request bodies the worker has refused for want of budget.
@@ -364,6 +551,89 @@ mod tests {
         assert_eq!(view.duration_buckets[13], 1, "20 s goes to +Inf");
         board.reset(0, 0);
         assert_eq!(board.view(0).status_classes, [0; 5]);
+    }
+
+    #[test]
+    fn queue_waits_are_counted_by_bucket_and_published_into_the_slot() {
+        let counted = QueueWaits::new();
+        counted.record(Duration::from_micros(300));
+        counted.record(Duration::from_micros(500));
+        counted.record(Duration::from_millis(30));
+        counted.record(Duration::from_secs(60));
+        let read = counted.read();
+        assert_eq!(read.buckets[0], 2, "300 us and 500 us are <= 0.5 ms");
+        assert_eq!(read.buckets[6], 1, "30 ms <= 50 ms");
+        assert_eq!(read.buckets[14], 1, "a minute goes to +Inf");
+        assert_eq!(read.count(), 4);
+        assert_eq!(read.sum_us, 300 + 500 + 30_000 + 60_000_000);
+
+        let board = Scoreboard::new().unwrap();
+        board.reset(2, 0);
+        let handle = board.handle(2);
+        handle.threads(4);
+        assert_eq!(
+            board.view(2).queue_wait,
+            QueueWait::default(),
+            "not yet published"
+        );
+        handle.queue_waits(&counted);
+        let view = board.view(2);
+        assert_eq!((view.queue_wait, view.threads), (read, 4));
+        assert_eq!(
+            board.view(3).queue_wait.count(),
+            0,
+            "neighbouring slots are untouched"
+        );
+        board.reset(2, 0);
+        assert_eq!(board.view(2).queue_wait, QueueWait::default());
+    }
+
+    fn waits(counts: &[(usize, u64)]) -> QueueWait {
+        let mut wait = QueueWait::default();
+        for &(bucket, count) in counts {
+            wait.add(&QueueWait::at_bound(bucket, count));
+        }
+        wait
+    }
+
+    #[test]
+    fn what_was_counted_since_an_earlier_reading() {
+        let before = waits(&[(0, 10), (3, 2)]);
+        let after = waits(&[(0, 15), (3, 2), (7, 4)]);
+        let recent = after.since(&before);
+        assert_eq!(recent, waits(&[(0, 5), (7, 4)]));
+        assert_eq!(recent.count(), 9);
+        // Another process took the slot: its counters started again from zero.
+        let restarted = waits(&[(1, 3)]);
+        assert_eq!(restarted.since(&after), restarted);
+        let mut both = before;
+        both.add(&recent);
+        assert_eq!(both, after);
+    }
+
+    #[test]
+    fn quantiles_are_interpolated_within_their_bucket() {
+        assert_eq!(QueueWait::default().quantile(0.9), None);
+        // Ten waits: nine at most 0.5 ms, one in (100 ms, 250 ms].
+        let wait = waits(&[(0, 9), (8, 1)]);
+        assert_eq!(wait.quantile(0.9), Some(Duration::from_micros(500)));
+        assert_eq!(wait.quantile(1.0), Some(Duration::from_millis(250)));
+        // A hundred waits spread evenly over (100 ms, 250 ms]: the 90th is at 235 ms.
+        let wait = waits(&[(8, 100)]);
+        assert_eq!(wait.quantile(0.9), Some(Duration::from_millis(235)));
+        assert_eq!(wait.quantile(0.5), Some(Duration::from_millis(175)));
+        // Past the last bound, the last bound is all that is known.
+        let wait = waits(&[(0, 1), (14, 9)]);
+        assert_eq!(wait.quantile(0.9), Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn buckets_take_their_upper_bound() {
+        assert_eq!(bucket_of(&QUEUE_WAIT_BOUNDS_US, 0), 0);
+        assert_eq!(bucket_of(&QUEUE_WAIT_BOUNDS_US, 501), 1);
+        assert_eq!(bucket_of(&QUEUE_WAIT_BOUNDS_US, 10_000_000), 13);
+        assert_eq!(bucket_of(&QUEUE_WAIT_BOUNDS_US, 10_000_001), 14);
+        assert_eq!(bucket_of(&DURATION_BOUNDS_US, 1_000), 0);
     }
 
     #[test]

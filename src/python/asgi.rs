@@ -34,6 +34,7 @@ use crate::handler::{
     RequestBody, Response, Ticket, Version, WsReply, percent_decode_bytes,
 };
 use crate::pool::lock;
+use crate::protocol::scoreboard::QUEUE_WAITS;
 use crate::websocket::Message;
 
 /// What the worker tells the asyncio loop.
@@ -409,6 +410,9 @@ impl Native {
             let kind = message.kind();
             match message {
                 ToLoop::Start(ticket, request, begin) => {
+                    if let Some(queued) = request.queued_at() {
+                        QUEUE_WAITS.record_since(queued);
+                    }
                     match scope(py, request, begin, &self.bridge.root_path) {
                         Ok((scope, body)) => {
                             list.append((kind, ticket.conn, ticket.serial, scope, body))?

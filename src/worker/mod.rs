@@ -41,6 +41,7 @@ use crate::http::{DateCache, RequestHead};
 use crate::listeners::{Listener, MioListener, Stream};
 use crate::logging::{self, Role};
 use crate::pool::{Finished, Job, Outcome, Pool, Work};
+use crate::protocol::scoreboard::QUEUE_WAITS;
 use crate::protocol::{self, WorkerIntent};
 use crate::protocol::{RetireReason, Scoreboard, SlotHandle};
 use crate::sys;
@@ -415,6 +416,7 @@ impl<'a> Worker<'a> {
     /// Publishes this worker's progress to the master.
     fn beat(&self) {
         self.board.beat(sys::monotonic_ms());
+        self.board.queue_waits(&QUEUE_WAITS);
     }
 
     /// Runs a transition of the connection at `index`, if it is open, and carries out the
@@ -559,7 +561,7 @@ impl<'a> Worker<'a> {
         if let Some(addr) = self.listener_addrs.get(conn.listener) {
             request = request.listener(Arc::clone(addr));
         }
-        let request = request.build();
+        let mut request = request.build();
         if self.access_log.is_some() {
             let text = |name: &str| {
                 request
@@ -579,6 +581,7 @@ impl<'a> Worker<'a> {
             });
         }
         self.admission.load.in_flight += 1;
+        request.mark_queued();
         match self.pool.handler().concurrent() {
             Some(concurrent) if begin != Begin::Whole => {
                 concurrent.start(

@@ -151,6 +151,7 @@ impl<'a> Worker<'a> {
             .set_accepting(true)
             .map_err(|e| WorkerError::Setup(SetupStep::WatchListeners, e))?;
         // The master counts the worker as up once it reads this.
+        worker.board.threads(if concurrent { 0 } else { threads });
         worker.board.ready(std::process::id());
         worker.beat();
         worker

@@ -255,3 +255,126 @@ fn check_with_prometheus_parser(text: &str) {
         output.stderr
     );
 }
+
+#[test]
+fn queue_wait_is_measured_shown_and_warned_about() {
+    // One thread, four clients that keep asking for 100 ms of its time: each request waits
+    // for the others'. A short threshold and period, so the warning comes within the test.
+    let server = TestServer::builder(
+        "workers = 1\nthreads = 1\nqueue_wait_warning = \"20ms\"\nqueue_wait_warning_after = \"1s\"",
+    )
+    .tables("[metrics]\nbind = \"127.0.0.1:0\"")
+    .control_socket()
+    .start();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            let mut stream = server.connect();
+            std::thread::spawn(move || {
+                let mut served = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    stream
+                        .write_all(b"GET /sleep?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n")
+                        .unwrap();
+                    assert_eq!(read_response(&mut stream).unwrap().status, 200);
+                    served += 1;
+                }
+                served
+            })
+        })
+        .collect();
+    let log = server.wait_log("requests waited");
+    let warning = log
+        .lines()
+        .find(|line| line.contains("requests waited"))
+        .unwrap();
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        warning.contains("worker 1: its one thread busy for ")
+            && warning.contains(" at p90 — consider more threads or workers"),
+        "{warning}"
+    );
+    assert_eq!(log.matches("requests waited").count(), 1, "once: {log}");
+
+    let text = metrics_get(&server.metrics_addr(), "/metrics").text();
+    let sample = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    let count = sample("tine_queue_wait_seconds_count{worker=\"1\"}");
+    let quick = sample("tine_queue_wait_seconds_bucket{worker=\"1\",le=\"0.025\"}");
+    assert!(
+        count > 0 && quick < count,
+        "some waited past 25 ms:\n{text}"
+    );
+    check_with_prometheus_parser(&text);
+
+    let dir = TempDir::new();
+    let path = server.dir().join("tine.toml");
+    let path = path.to_str().unwrap();
+    let (status, table, stderr) = run_tine(&dir, &["status", "-c", path]);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let heading = table.lines().nth(1).unwrap();
+    let row = table.lines().nth(2).unwrap();
+    let end = heading.find(" QWAIT p90").unwrap() + " QWAIT p90".len();
+    let cell = row[..end].rsplit(' ').next().unwrap();
+    assert!(
+        cell.ends_with("ms") || cell.ends_with('s'),
+        "a p90, not {cell:?}:\n{table}"
+    );
+    let json = server.status_json();
+    assert!(
+        json.contains("\"queue_wait_p90_seconds\":0.")
+            || json.contains("\"queue_wait_p90_seconds\":1"),
+        "{json}"
+    );
+
+    // `--watch` asks again every second; without a terminal each table is a block of its
+    // own, and it stops when its reader goes.
+    let mut watch = crate::util::Guarded::spawn(
+        Command::new(crate::util::tine_bin())
+            .args(["status", "--watch", "-c", path])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null()),
+    );
+    let mut out = std::io::BufReader::new(watch.child_mut().stdout.take().unwrap());
+    let mut tables = 0;
+    let mut seen = String::new();
+    while tables < 2 {
+        let mut line = String::new();
+        use std::io::BufRead;
+        assert!(out.read_line(&mut line).unwrap() > 0, "{seen}");
+        tables += usize::from(line.contains("QWAIT p90"));
+        seen.push_str(&line);
+    }
+    assert!(
+        !seen.contains('\x1b'),
+        "no screen control without a terminal: {seen}"
+    );
+    assert!(
+        seen.contains("\n\ntine "),
+        "a blank line between tables: {seen}"
+    );
+    drop(out);
+    let status = watch
+        .wait_within(WAIT)
+        .expect("--watch stops once its reader is gone");
+    assert!(status.success(), "{status:?}");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        assert!(client.join().unwrap() > 0);
+    }
+    // With the clients gone, the thread is free: the episode is over.
+    let log = server.wait_log("requests no longer wait");
+    let relief = log
+        .lines()
+        .find(|line| line.contains("requests no longer wait"))
+        .unwrap();
+    assert!(
+        relief.contains("INFO") && relief.contains("worker 1: "),
+        "{relief}"
+    );
+}

@@ -1,0 +1,565 @@
+//! Whether a worker keeps up, from readings of its counters the master takes about once a
+//! second: what it did over the last seconds ([`History`], [`Recent`]), and when its requests
+//! have waited too long for long enough to say so ([`Episode`], [`Notice`]). Pure: the master
+//! reads the scoreboard and the clock, and logs what these return.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::protocol::scoreboard::QueueWait;
+
+/// The span "recent" covers: `tine status` shows requests per second and the queue wait's
+/// p90 over about this long, and the warning judges the p90 over it.
+pub const WINDOW: Duration = Duration::from_secs(5);
+
+/// A span shorter than this says too little to show a rate or a p90 for.
+const SHORTEST: Duration = Duration::from_millis(500);
+
+/// The most readings a history keeps, whatever the master's pace.
+const MAX_READINGS: usize = 64;
+
+/// The quantile shown and judged.
+const P90: f64 = 0.9;
+
+/// One reading of a worker's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    /// When it was taken.
+    pub at: Instant,
+    /// Requests answered so far.
+    pub requests: u64,
+    /// Queue waits counted so far.
+    pub queue_wait: QueueWait,
+}
+
+/// What a worker did over a recent span: the difference between two readings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recent {
+    /// How long the span is.
+    pub span: Duration,
+    /// Requests answered in it.
+    pub requests: u64,
+    /// Queue waits of the requests taken up in it.
+    pub queue_wait: QueueWait,
+}
+
+impl Recent {
+    /// From `older` to `newer`; `None` when the span is too short to tell.
+    pub fn between(older: &Reading, newer: &Reading) -> Option<Recent> {
+        let span = newer.at.checked_duration_since(older.at)?;
+        (span >= SHORTEST).then(|| Recent {
+            span,
+            // A count that went down started again (another process).
+            requests: newer
+                .requests
+                .checked_sub(older.requests)
+                .unwrap_or(newer.requests),
+            queue_wait: newer.queue_wait.since(&older.queue_wait),
+        })
+    }
+
+    /// Requests answered per second.
+    pub fn per_second(&self) -> f64 {
+        self.requests as f64 / self.span.as_secs_f64()
+    }
+
+    /// The 90th percentile of the queue waits; `None` when no request was taken up.
+    pub fn p90(&self) -> Option<Duration> {
+        self.queue_wait.quantile(P90)
+    }
+}
+
+/// The p90 of the queue waits of several workers' recent spans taken together.
+pub fn p90_of<'a>(recent: impl IntoIterator<Item = &'a Recent>) -> Option<Duration> {
+    let mut all = QueueWait::default();
+    for recent in recent {
+        all.add(&recent.queue_wait);
+    }
+    all.quantile(P90)
+}
+
+/// A worker's readings over the last [`WINDOW`] and a little more.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    readings: VecDeque<Reading>,
+}
+
+impl History {
+    /// Adds the newest reading, and forgets those no longer needed: the oldest kept is the
+    /// newest that is at least [`WINDOW`] old.
+    pub fn push(&mut self, reading: Reading) {
+        self.readings.push_back(reading);
+        while self.readings.len() > MAX_READINGS
+            || self
+                .readings
+                .get(1)
+                .is_some_and(|next| reading.at.saturating_duration_since(next.at) >= WINDOW)
+        {
+            self.readings.pop_front();
+        }
+    }
+
+    /// What happened from the oldest reading kept to `now`.
+    pub fn recent(&self, now: &Reading) -> Option<Recent> {
+        Recent::between(self.readings.front()?, now)
+    }
+}
+
+/// When requests are said to wait too long: `[server] queue_wait_warning` and
+/// `queue_wait_warning_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarnWhen {
+    /// A p90 at least this long is too long; zero is off.
+    pub threshold: Duration,
+    /// For at least this long; zero is off.
+    pub after: Duration,
+}
+
+impl WarnWhen {
+    fn off(&self) -> bool {
+        self.threshold.is_zero() || self.after.is_zero()
+    }
+}
+
+/// What the master sees of a worker at one reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation {
+    /// When.
+    pub at: Instant,
+    /// The p90 of the queue waits over the recent span; `None` when no request was taken up.
+    pub p90: Option<Duration>,
+    /// Requests with its application now.
+    pub busy: u64,
+    /// Its pool threads; 0 for a concurrent (ASGI) application.
+    pub threads: u64,
+}
+
+impl Observation {
+    fn all_busy(&self) -> bool {
+        self.threads > 0 && self.busy >= self.threads
+    }
+}
+
+/// Where a worker stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Stand {
+    /// Its requests do not wait long.
+    #[default]
+    Calm,
+    /// They have waited too long since `since`, not yet for long enough to say so.
+    Waiting {
+        since: Instant,
+        /// Every thread was busy at every reading since.
+        all_busy: bool,
+    },
+    /// It was said.
+    Warned { since: Instant },
+}
+
+/// One worker's episodes of waiting: a warning once one has lasted
+/// [`WarnWhen::after`], and a word when it ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Episode {
+    stand: Stand,
+}
+
+/// What to log about a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// Its requests have waited too long for `lasted` (a warning).
+    Saturated {
+        /// How long, so far.
+        lasted: Duration,
+        /// The p90 now.
+        p90: Duration,
+        /// Its pool threads; 0 for a concurrent application.
+        threads: u64,
+        /// Every thread was busy at every reading of the episode.
+        all_busy: bool,
+    },
+    /// The episode a warning was about is over.
+    Relieved {
+        /// How long it lasted.
+        lasted: Duration,
+        /// The p90 now, if any request was taken up.
+        p90: Option<Duration>,
+    },
+}
+
+impl Episode {
+    /// Takes in a reading; says what to log, if anything: one warning per episode, once it
+    /// has lasted `when.after`, and one notice when a warned episode ends.
+    ///
+    /// A p90 at or over the threshold continues an episode, one under it ends it. No request
+    /// taken up over the span ends it when a thread is free (nothing waits), and changes
+    /// nothing when none is: the queue may be stuck behind long requests.
+    pub fn observe(&mut self, seen: Observation, when: WarnWhen) -> Option<Notice> {
+        if when.off() {
+            self.stand = Stand::Calm;
+            return None;
+        }
+        let over = match seen.p90 {
+            Some(p90) => p90 >= when.threshold,
+            None if seen.threads > 0 && seen.busy < seen.threads => false,
+            None => return None,
+        };
+        match (self.stand, over) {
+            (Stand::Calm, true) => {
+                self.stand = Stand::Waiting {
+                    since: seen.at,
+                    all_busy: seen.all_busy(),
+                };
+                // Sustained means seen again at a later reading.
+                None
+            }
+            (Stand::Waiting { since, all_busy }, true) => {
+                let all_busy = all_busy && seen.all_busy();
+                let lasted = seen.at.saturating_duration_since(since);
+                if lasted < when.after {
+                    self.stand = Stand::Waiting { since, all_busy };
+                    return None;
+                }
+                self.stand = Stand::Warned { since };
+                Some(Notice::Saturated {
+                    lasted,
+                    p90: seen.p90.unwrap_or_default(),
+                    threads: seen.threads,
+                    all_busy,
+                })
+            }
+            (Stand::Warned { .. }, true) | (Stand::Calm, false) => None,
+            (Stand::Waiting { .. }, false) => {
+                self.stand = Stand::Calm;
+                None
+            }
+            (Stand::Warned { since }, false) => {
+                self.stand = Stand::Calm;
+                Some(Notice::Relieved {
+                    lasted: seen.at.saturating_duration_since(since),
+                    p90: seen.p90,
+                })
+            }
+        }
+    }
+}
+
+impl Notice {
+    /// The log line, for the worker in `slot`.
+    pub fn message(&self, slot: usize) -> String {
+        match *self {
+            Notice::Saturated {
+                lasted,
+                p90,
+                threads,
+                all_busy: true,
+            } => format!(
+                "worker {slot}: {} busy for {}; requests waited {} at p90 — consider more \
+                 threads or workers",
+                if threads == 1 {
+                    "its one thread".to_owned()
+                } else {
+                    format!("all {threads} threads")
+                },
+                spoken(lasted),
+                spoken(p90)
+            ),
+            Notice::Saturated {
+                lasted,
+                p90,
+                threads,
+                ..
+            } if threads > 0 => format!(
+                "worker {slot}: requests waited {} at p90 for {} ({threads} threads) — \
+                 consider more threads or workers",
+                spoken(p90),
+                spoken(lasted)
+            ),
+            Notice::Saturated { lasted, p90, .. } => format!(
+                "worker {slot}: requests waited {} at p90 for {} before the application's \
+                 event loop took them — consider more workers, or look for blocking calls in \
+                 async code",
+                spoken(p90),
+                spoken(lasted)
+            ),
+            Notice::Relieved {
+                lasted,
+                p90: Some(p90),
+            } => format!(
+                "worker {slot}: requests no longer wait long ({} at p90 over the last {}), \
+                 after {}",
+                spoken(p90),
+                spoken(WINDOW),
+                spoken(lasted)
+            ),
+            Notice::Relieved { lasted, p90: None } => format!(
+                "worker {slot}: requests no longer wait (a thread is free), after {}",
+                spoken(lasted)
+            ),
+        }
+    }
+}
+
+/// `180 ms`, `2.5 s`, `30 s`: for a log line.
+fn spoken(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if d < Duration::from_secs(10) {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        format!("{} s", d.as_secs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `count` waits in `bucket`, each at its bound.
+    fn waits(bucket: usize, count: u64) -> QueueWait {
+        QueueWait::at_bound(bucket, count)
+    }
+
+    fn reading(start: Instant, ms: u64, requests: u64, queue_wait: QueueWait) -> Reading {
+        Reading {
+            at: start + Duration::from_millis(ms),
+            requests,
+            queue_wait,
+        }
+    }
+
+    #[test]
+    fn recent_is_the_difference_over_the_last_seconds() {
+        let start = Instant::now();
+        let mut history = History::default();
+        assert_eq!(history.recent(&reading(start, 0, 0, waits(0, 0))), None);
+        // A reading a second, 10 requests a second, the later ones waiting longer.
+        for second in 0..=10u64 {
+            let bucket = if second < 6 { 0 } else { 8 };
+            let mut counted = waits(0, 10 * second.min(6));
+            counted.add(&waits(bucket, 10 * second.saturating_sub(6)));
+            history.push(reading(start, second * 1000, 10 * second, counted));
+        }
+        assert!(history.readings.len() <= 6, "{:?}", history.readings.len());
+        let now = *history.readings.back().unwrap();
+        let recent = history.recent(&now).unwrap();
+        assert_eq!(
+            recent.span, WINDOW,
+            "from the reading 5 s before the newest"
+        );
+        assert_eq!(recent.requests, 50);
+        assert_eq!(recent.per_second(), 10.0);
+        // Seconds 5 to 10: ten fast waits, then forty in (100 ms, 250 ms].
+        assert_eq!(recent.queue_wait.count(), 50);
+        assert_eq!(recent.p90(), Some(Duration::from_micros(231_250)));
+        // Too short a span says nothing.
+        let mut fresh = History::default();
+        fresh.push(reading(start, 0, 0, waits(0, 0)));
+        assert_eq!(fresh.recent(&reading(start, 100, 5, waits(0, 5))), None);
+        let recent = fresh.recent(&reading(start, 500, 5, waits(0, 5))).unwrap();
+        assert_eq!((recent.requests, recent.per_second()), (5, 10.0));
+    }
+
+    #[test]
+    fn a_history_stays_bounded_whatever_the_pace() {
+        let start = Instant::now();
+        let mut history = History::default();
+        for ms in 0..1000 {
+            history.push(reading(start, ms, ms, waits(0, ms)));
+        }
+        assert_eq!(history.readings.len(), MAX_READINGS);
+    }
+
+    #[test]
+    fn p90_of_several_workers_counts_their_waits_together() {
+        let recent = |queue_wait| Recent {
+            span: WINDOW,
+            requests: 0,
+            queue_wait,
+        };
+        let slow = recent(waits(8, 10));
+        let fast = recent(waits(0, 90));
+        assert_eq!(p90_of([&slow, &fast]), Some(Duration::from_micros(500)));
+        assert_eq!(p90_of([&slow]), Some(Duration::from_micros(235_000)));
+        assert_eq!(p90_of([]), None);
+    }
+
+    const WHEN: WarnWhen = WarnWhen {
+        threshold: Duration::from_millis(100),
+        after: Duration::from_secs(3),
+    };
+
+    /// Feeds `episode` one observation a second from `start`, each `(p90 in ms, busy)`, with
+    /// four threads; returns what it said, by second.
+    fn feed(
+        episode: &mut Episode,
+        start: Instant,
+        seconds: std::ops::Range<u64>,
+        seen: impl Fn(u64) -> (Option<u64>, u64),
+    ) -> Vec<(u64, Notice)> {
+        seconds
+            .filter_map(|second| {
+                let (p90, busy) = seen(second);
+                let observation = Observation {
+                    at: start + Duration::from_secs(second),
+                    p90: p90.map(Duration::from_millis),
+                    busy,
+                    threads: 4,
+                };
+                episode.observe(observation, WHEN).map(|n| (second, n))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_warning_per_episode_once_it_lasted_and_one_word_when_it_ends() {
+        let start = Instant::now();
+        let mut episode = Episode::default();
+        // Calm, then waiting from second 2 to 9, then calm again.
+        let said = feed(&mut episode, start, 0..14, |s| match s {
+            2..=9 => (Some(180), 4),
+            _ => (Some(3), 1),
+        });
+        assert_eq!(
+            said,
+            [
+                (
+                    5,
+                    Notice::Saturated {
+                        lasted: Duration::from_secs(3),
+                        p90: Duration::from_millis(180),
+                        threads: 4,
+                        all_busy: true,
+                    }
+                ),
+                (
+                    10,
+                    Notice::Relieved {
+                        lasted: Duration::from_secs(8),
+                        p90: Some(Duration::from_millis(3)),
+                    }
+                ),
+            ]
+        );
+        assert_eq!(
+            said[0].1.message(3),
+            "worker 3: all 4 threads busy for 3.0 s; requests waited 180 ms at p90 — consider \
+             more threads or workers"
+        );
+        assert_eq!(
+            said[1].1.message(3),
+            "worker 3: requests no longer wait long (3 ms at p90 over the last 5.0 s), after \
+             8.0 s"
+        );
+    }
+
+    #[test]
+    fn an_episode_shorter_than_after_is_not_told() {
+        let start = Instant::now();
+        let mut episode = Episode::default();
+        // Over for three readings (two seconds), under, over again for two: never three
+        // seconds in a row.
+        let said = feed(&mut episode, start, 0..10, |s| match s {
+            1..=3 | 5..=6 => (Some(500), 4),
+            _ => (Some(50), 4),
+        });
+        assert_eq!(said, []);
+        assert_eq!(episode, Episode::default());
+    }
+
+    #[test]
+    fn a_stuck_queue_neither_starts_nor_ends_an_episode_and_a_free_thread_ends_it() {
+        let start = Instant::now();
+        let mut episode = Episode::default();
+        // Nothing taken up while every thread is busy: no news either way.
+        assert_eq!(feed(&mut episode, start, 0..5, |_| (None, 4)), []);
+        assert_eq!(episode, Episode::default());
+        let said = feed(&mut episode, start, 5..20, |s| match s {
+            5..=8 => (Some(150), 4),
+            9..=14 => (None, 6),
+            _ => (None, 2),
+        });
+        let seconds: Vec<u64> = said.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seconds, [8, 15], "{said:?}");
+        assert_eq!(
+            said[1].1,
+            Notice::Relieved {
+                lasted: Duration::from_secs(10),
+                p90: None
+            }
+        );
+        assert!(said[1].1.message(1).contains("a thread is free"));
+        let one = Notice::Saturated {
+            lasted: Duration::from_secs(2),
+            p90: Duration::from_millis(300),
+            threads: 1,
+            all_busy: true,
+        };
+        assert!(
+            one.message(1)
+                .starts_with("worker 1: its one thread busy for 2.0 s; requests waited 300 ms"),
+            "{}",
+            one.message(1)
+        );
+    }
+
+    #[test]
+    fn the_warning_says_whether_every_thread_was_busy_or_the_event_loop_was_late() {
+        let start = Instant::now();
+        let mut episode = Episode::default();
+        let said = feed(&mut episode, start, 0..4, |s| (Some(2500), 3 + s % 2));
+        let [(3, notice)] = said[..] else {
+            panic!("{said:?}");
+        };
+        assert_eq!(
+            notice.message(2),
+            "worker 2: requests waited 2.5 s at p90 for 3.0 s (4 threads) — consider more \
+             threads or workers"
+        );
+        let asgi = Notice::Saturated {
+            lasted: Duration::from_secs(45),
+            p90: Duration::from_millis(300),
+            threads: 0,
+            all_busy: false,
+        };
+        assert!(
+            asgi.message(1)
+                .starts_with("worker 1: requests waited 300 ms at p90 for 45 s before the application's event loop took them"),
+            "{}",
+            asgi.message(1)
+        );
+        // An ASGI worker with nothing taken up has no threads to be free: no news.
+        let mut episode = Episode::default();
+        let seen = Observation {
+            at: start,
+            p90: None,
+            busy: 0,
+            threads: 0,
+        };
+        assert_eq!(episode.observe(seen, WHEN), None);
+    }
+
+    #[test]
+    fn off_is_never_told_and_turning_it_off_forgets_the_episode() {
+        let start = Instant::now();
+        let mut episode = Episode::default();
+        let off = WarnWhen {
+            threshold: Duration::ZERO,
+            ..WHEN
+        };
+        for second in 0..10 {
+            let seen = Observation {
+                at: start + Duration::from_secs(second),
+                p90: Some(Duration::from_secs(5)),
+                busy: 4,
+                threads: 4,
+            };
+            assert_eq!(episode.observe(seen, off), None);
+            let never = WarnWhen {
+                after: Duration::ZERO,
+                ..WHEN
+            };
+            assert_eq!(episode.observe(seen, never), None);
+        }
+        assert_eq!(episode, Episode::default());
+    }
+}
