@@ -143,26 +143,22 @@ fn read_chunks(reader: &mut impl BufRead) -> io::Result<()> {
     }
 }
 
-/// What the run measured; the slots' counts in the order the slots were started.
+/// What the run measured.
 struct Load {
     seconds: f64,
+    /// The responses each slot got, in the order the slots were started.
     per_connection: Vec<u64>,
-    /// Each counted response's time from its request's write to its last byte, sorted.
-    latencies_us: Vec<u32>,
-    /// Responses with a status of 400 or more (they count in `per_connection` too).
-    status_errors: u64,
-    /// Errors by wrk's classes: connect, read, write, timeout.
-    errors: BTreeMap<&'static str, u64>,
-    /// The same errors by class and kind, to say what went wrong.
-    error_kinds: BTreeMap<String, u64>,
     /// Connections opened after each slot's first.
     reconnects: u64,
+    /// Every slot's together, the latencies sorted.
+    all: Slot,
 }
 
 impl Load {
     fn json(&self) -> String {
-        let requests: u64 = self.per_connection.iter().sum();
-        let class = |name| self.errors.get(name).copied().unwrap_or(0);
+        let all = &self.all;
+        let requests = all.responses;
+        let class = |name| all.errors.get(name).copied().unwrap_or(0);
         let counts: Vec<String> = self.per_connection.iter().map(u64::to_string).collect();
         format!(
             "{{\"mode\": \"http\", \"connections\": {}, \"seconds\": {:.3}, \"duration_us\": {}, \
@@ -177,32 +173,49 @@ impl Load {
             } else {
                 0.0
             },
-            percentile(&self.latencies_us, 50),
-            percentile(&self.latencies_us, 99),
+            percentile(&all.latencies_us, 50),
+            percentile(&all.latencies_us, 99),
             class("connect"),
             class("read"),
             class("write"),
             class("timeout"),
-            self.status_errors,
+            all.status_errors,
             self.reconnects,
-            json_counts(&self.error_kinds),
+            json_counts(&all.error_kinds),
             counts.join(", "),
         )
     }
 }
 
-/// One slot's share of a `Load`.
+/// What one slot (or, added up, every slot) measured.
 #[derive(Default)]
 struct Slot {
     responses: u64,
+    /// Each counted response's time from its request's write to its last byte.
     latencies_us: Vec<u32>,
+    /// Responses with a status of 400 or more (they count in `responses` too).
     status_errors: u64,
+    /// Errors by wrk's classes: connect, read, write, timeout.
     errors: BTreeMap<&'static str, u64>,
+    /// The same errors by class and kind, to say what went wrong.
     error_kinds: BTreeMap<String, u64>,
     connections: u64,
 }
 
 impl Slot {
+    fn add(&mut self, other: Slot) {
+        self.responses += other.responses;
+        self.latencies_us.extend(other.latencies_us);
+        self.status_errors += other.status_errors;
+        self.connections += other.connections;
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        for (k, v) in other.error_kinds {
+            *self.error_kinds.entry(k).or_default() += v;
+        }
+    }
+
     fn error(&mut self, class: &'static str, e: &io::Error) {
         let class = match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut if class == "read" => "timeout",
@@ -293,28 +306,18 @@ fn load(
     let mut run = Load {
         seconds,
         per_connection: Vec::with_capacity(connections),
-        latencies_us: Vec::new(),
-        status_errors: 0,
-        errors: BTreeMap::new(),
-        error_kinds: BTreeMap::new(),
         reconnects: 0,
+        all: Slot::default(),
     };
     for handle in handles {
         let one = handle
             .join()
             .map_err(|_| "a connection's thread panicked".to_string())?;
         run.per_connection.push(one.responses);
-        run.latencies_us.extend(one.latencies_us);
-        run.status_errors += one.status_errors;
         run.reconnects += one.connections.saturating_sub(1);
-        for (k, v) in one.errors {
-            *run.errors.entry(k).or_default() += v;
-        }
-        for (k, v) in one.error_kinds {
-            *run.error_kinds.entry(k).or_default() += v;
-        }
+        run.all.add(one);
     }
-    run.latencies_us.sort_unstable();
+    run.all.latencies_us.sort_unstable();
     Ok(run)
 }
 
@@ -524,8 +527,12 @@ mod tests {
         assert_eq!(counts[0], 0, "{}", run.json());
         assert!(counts[1] >= 4 && counts[2] >= 4, "{}", run.json());
         assert!(run.reconnects >= 2, "{}", run.json());
-        assert!(run.errors.is_empty(), "{}", run.json());
-        assert_eq!(run.latencies_us.len() as u64, counts.iter().sum::<u64>());
+        assert!(run.all.errors.is_empty(), "{}", run.json());
+        assert_eq!(
+            run.all.latencies_us.len() as u64,
+            counts.iter().sum::<u64>()
+        );
+        assert_eq!(run.all.responses, counts.iter().sum::<u64>());
         let json = run.json();
         assert!(json.contains("\"per_connection\": ["), "{json}");
         assert!(json.contains("\"status\": 0"), "{json}");
