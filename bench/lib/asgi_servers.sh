@@ -318,7 +318,7 @@ load_row() {
         "$(awk '{ print $1 + $2 }' "$dir/client-time")" "$BUSY_BEFORE" >>"$TMP/rows.tsv"
     printf '{"slots": %s, "db_cpu": %s}\n' "$([[ ${SLOTS:--} == - ]] && echo null || echo "$SLOTS")" "$db_cpu" >>"$TMP/rows.tsv"
     grep -E '^(Requests/sec|  Socket errors|  Non-2xx)' "$out" | sed 's/^/   /' >&2 || true
-    [[ $result == "{"* ]] && log "   $(printf '%s' "$result" | cut -c1-200)"
+    [[ $result == "{"* ]] && log "   $(sed -E 's/.*"requests_per_s": ([0-9.]+).*"p99_us": ([0-9]+).*/\1 requests\/s, p99 \2 µs/' <<<"$result")"
     return 0
 }
 
