@@ -757,12 +757,20 @@ def asgi_row(fields):
     return row
 
 
+def spread_numbers(counts):
+    """(MIN, MEDIAN, MAX, NONE) of the responses each connection got (NONE: how many got none),
+    or four Nones when there are no counts."""
+    if not counts:
+        return None, None, None, None
+    c = sorted(counts)
+    return c[0], c[len(c) // 2], c[-1], c.count(0)
+
+
 def spread(counts):
     """"MIN / MEDIAN / MAX (none: K)" of the responses each connection got, or "-"."""
     if not counts:
         return "-"
-    c = sorted(counts)
-    return f"{c[0]} / {c[len(c) // 2]} / {c[-1]} (none: {c.count(0)})"
+    return "{} / {} / {} (none: {})".format(*spread_numbers(counts))
 
 
 def run_rows(rows_path):
@@ -890,13 +898,11 @@ def grid_cells(grid_path):
         if r["outcome"] != "ok":
             failed.append((workers, threads, r))
             continue
-        c = sorted(r["per_connection"] or [])
         cells.append(dict(zip(GRID_COLUMNS, [
             r["scenario"], workers, threads, r["rps"], r["rps"] / r["ceiling"] if r["ceiling"] else None,
             r["p50"], r["p99"], r["status_errors"] + r["socket_errors"], r["cpu"], r["us_per_req"],
             r["per_cpu_s"],
-            r["pss"], c[0] if c else None, c[len(c) // 2] if c else None, c[-1] if c else None,
-            c.count(0) if c else None, r["db_cpu"]])))
+            r["pss"], *spread_numbers(r["per_connection"]), r["db_cpu"]])))
     return cells, failed
 
 
