@@ -91,71 +91,9 @@ trap 'exit 130' INT TERM
 UVICORN_ARGS=(--workers "$WORKERS" --loop uvloop --http httptools --no-access-log --log-level warning)
 GRANIAN_ARGS=(--interface asgi --workers "$WORKERS" --loop uvloop --no-ws --no-access-log --log-level warning)
 
-# --- one wrk run -------------------------------------------------------------------------------
-
-# check_path URL: "" when URL answers 200, else what it answered
-check_path() {
-    local code
-    code=$(curl -s -o "$TMP/check-body" -w '%{http_code}' --max-time 5 "$1") || true
-    [[ $code == 200 ]] && return 0
-    printf 'GET %s answered %s: %s' "${1#http://127.0.0.1:"$PORT"}" "${code:-nothing}" \
-        "$(head -c 200 "$TMP/check-body" 2>/dev/null | tr '\n\t' '  ')"
-}
-
-# scenario_row I SERVER DIR: one wrk run of scenario I against the running server, and one row
-# of rows.tsv (see probe.py asgi-render)
-scenario_row() {
-    local i=$1 server=$2 dir=$3 name=${NAMES[$1]} conns=${CONNS[$1]}
-    local url="http://127.0.0.1:$PORT${PATHS[$1]}" out="$dir/wrk-${NAMES[$1]}.txt" why
-    why=$(check_path "$url")
-    if [[ -n $why ]]; then
-        log "   $why"
-        failed_row "$name" "$server" "$why"
-        return
-    fi
-    wait_quiet
-    log "$name: $server, $conns connections, ${DURATION}s"
-    if ((WARMUP > 0)); then
-        timeout -k 5 $((WARMUP + 30)) wrk -t"$WRK_THREADS" -c"$conns" -d"${WARMUP}s" \
-            --timeout "${WRK_TIMEOUT}s" "$url" >/dev/null 2>&1 || true
-    fi
-    "${PROBE[@]}" snap "$SERVER_PID" >"$dir/before.json"
-    local busy_before busy_after TIMEFORMAT='%U %S' # bash's `time`: the CPU wrk (the client) used
-    busy_before=$(busy_ticks)
-    {
-        time timeout -k 5 $((DURATION + 30)) wrk -t"$WRK_THREADS" -c"$conns" -d"${DURATION}s" \
-            --timeout "${WRK_TIMEOUT}s" -s "$HERE/lib/report.lua" "$url" >"$out" 2>&1 || true
-    } 2>"$dir/wrk-time"
-    busy_after=$(busy_ticks)
-    if ! "${PROBE[@]}" snap "$SERVER_PID" >"$dir/after.json" 2>/dev/null; then
-        failed_row "$name" "$server" "the server exited during the run: $(log_tail "$dir/server.log")"
-        return
-    fi
-    local line cpu ctx per_proc pss
-    if ! line=$(grep '^BENCH_RESULT' "$out"); then
-        log "wrk gave no result for $name on $server:"
-        cat "$out" >&2
-        failed_row "$name" "$server" "wrk gave no result: $(log_tail "$out")"
-        return
-    fi
-    read -r cpu ctx per_proc < <("${PROBE[@]}" delta "$dir/before.json" "$dir/after.json")
-    sleep 0.5
-    read -r _ pss _ _ _ < <("${PROBE[@]}" pss "$SERVER_PID")
-    local procs=$((1 + $("${PROBE[@]}" workers "$SERVER_PID" | wc -l)))
-    # rows.tsv: scenario, server, outcome, then the BENCH_RESULT line's fields, connections, the
-    # sleep, server CPU s, context switches, per-process CPU s, total PSS KiB, processes, the
-    # machine's busy ticks over the run, ticks per second, wrk's own CPU s, the machine's busy %
-    # in the second before the warm-up
-    printf '%s\t' "$name" "$server" ok "${line#BENCH_RESULT }" "$conns" "${SLEEPS[$i]}" "$cpu" "$ctx" \
-        "$per_proc" "$pss" "$procs" "$((busy_after - busy_before))" "$CLK_TCK" \
-        "$(awk '{ print $1 + $2 }' "$dir/wrk-time")" >>"$TMP/rows.tsv"
-    printf '%s\n' "$BUSY_BEFORE" >>"$TMP/rows.tsv"
-    grep -E '^(Requests/sec|  Socket errors|  Non-2xx)' "$out" | sed 's/^/   /' >&2 || true
-}
-
 # --- the runs ----------------------------------------------------------------------------------
 
-run_scenarios scenario_row
+run_scenarios load_row
 
 # --- the table ---------------------------------------------------------------------------------
 

@@ -73,8 +73,6 @@ asgi_settings # DURATION, WARMUP, WORKERS, SERVERS, ONLY, QUIET_*, VENV, PYTHON,
 IDLE=${IDLE:-2000}
 IDLE_HOLD=${IDLE_HOLD:-6}
 RESULTS=${RESULTS:-$HERE/results/websocket-latest.md}
-WSLOAD_DIR=$ROOT/target/wsload
-WSLOAD=$WSLOAD_DIR/release/wsload
 START_TIMEOUT=30  # seconds a server may take to be ready
 STOP_TIMEOUT=10   # seconds between TERM and KILL
 CLIENT_TIMEOUT=10 # wsload --timeout: the longest wait for a handshake, an echo, a close answer
@@ -103,9 +101,7 @@ fi
 
 if [[ " $SERVERS " == *" tine "* ]]; then find_tine; fi
 
-log "cargo build --release bench/wsload"
-cargo build --release --quiet --manifest-path "$HERE/wsload/Cargo.toml" --target-dir "$WSLOAD_DIR" ||
-    die "building bench/wsload failed"
+build_wsload # WSLOAD
 
 # --- the virtualenv (bench/asgi.sh's, the same stamp) -----------------------------------------
 

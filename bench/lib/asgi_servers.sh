@@ -1,25 +1,30 @@
 # shellcheck shell=bash
-# bench/lib/asgi_servers.sh: what bench/asgi.sh and bench/websocket.sh share: their common
-# settings, their scenario lists, starting and stopping tine, uvicorn and granian on an ASGI
-# application, the virtualenv, and the run over applications and servers. Sourced after
+# bench/lib/asgi_servers.sh: what bench/asgi.sh, bench/websocket.sh and bench/wsgi.sh share:
+# their common settings, their scenario lists, starting and stopping tine, uvicorn, granian,
+# gunicorn and uWSGI on a Python application, the virtualenv, one measured run of a load client
+# (wrk or bench/wsload's http mode), and the run over applications and servers. Sourced after
 # bench/lib/common.sh, not run.
 #
-# The sourcing script sets, before it calls them: PORT's default (asgi_settings sets the other
-# shared ones), SCENARIOS (read_scenarios), TMP, UVICORN_ARGS and GRANIAN_ARGS (arrays: each
-# server's options but the app, host and port), START_TIMEOUT and STOP_TIMEOUT; optionally
-# MAX_CONNECTIONS, tine's [server] max_connections (else tine's default). SERVER_PID and
-# NOTIFY_PID are "" until a server or its READY=1 listener runs.
+# The sourcing script sets, before it calls them: PORT's default, and WORKERS's when it is not 2
+# (asgi_settings sets the other shared ones), SCENARIOS (read_scenarios), TMP, the arrays of
+# options of each server it runs but the app, host and port (UVICORN_ARGS, GRANIAN_ARGS,
+# GUNICORN_ARGS, UWSGI_ARGS), START_TIMEOUT and STOP_TIMEOUT; optionally KNOWN_SERVERS (the
+# servers SERVERS may name, default "tine uvicorn granian"), THREADS (tine's [server] threads,
+# else its default), MAX_CONNECTIONS (tine's [server] max_connections, else its default), and a
+# function prepare_server (see run_scenarios). SERVER_PID and NOTIFY_PID are "" until a server
+# or its READY=1 listener runs.
 
 SERVER_PID=""
 NOTIFY_PID=""
 
-# asgi_settings: the settings both scripts take (see their headers), with their defaults, each
-# checked; and the tools both need
+# asgi_settings: the settings the scripts take (see their headers), with their defaults, each
+# checked; and the tools they all need
 asgi_settings() {
     DURATION=${DURATION:-10}
     WARMUP=${WARMUP:-2}
     WORKERS=${WORKERS:-2}
-    SERVERS=${SERVERS:-tine uvicorn granian}
+    KNOWN_SERVERS=${KNOWN_SERVERS:-tine uvicorn granian}
+    SERVERS=${SERVERS:-$KNOWN_SERVERS}
     ONLY=${ONLY:-}
     QUIET_WAIT=${QUIET_WAIT:-10}
     QUIET_TOTAL=${QUIET_TOTAL:-45}
@@ -33,7 +38,7 @@ asgi_settings() {
     require_seconds WARMUP QUIET_WAIT QUIET_TOTAL
     local server
     for server in $SERVERS; do
-        [[ $server =~ ^(tine|uvicorn|granian)$ ]] || die "SERVERS: unknown server '$server' (tine, uvicorn, granian)"
+        [[ " $KNOWN_SERVERS " == *" $server "* ]] || die "SERVERS: unknown server '$server' ($KNOWN_SERVERS)"
     done
 }
 
@@ -61,6 +66,7 @@ write_tine_config() { # write_tine_config FILE APP
 bind = "127.0.0.1:$PORT"
 workers = $WORKERS
 graceful_timeout = "5s"
+${THREADS:+threads = $THREADS}
 ${MAX_CONNECTIONS:+max_connections = $MAX_CONNECTIONS}
 
 [log]
@@ -111,19 +117,19 @@ start_server() {
             fi
             NOTIFY_PID=""
             ;;
-        uvicorn)
-            printf '%q ' uvicorn --app-dir "$APPS" --host 127.0.0.1 --port "$PORT" "${UVICORN_ARGS[@]}" "$app" >"$dir/command"
-            (cd "$dir" && exec "$VENV/bin/uvicorn" --app-dir "$APPS" --host 127.0.0.1 --port "$PORT" \
-                "${UVICORN_ARGS[@]}" "$app") >"$dir/server.log" 2>&1 &
+        *)
+            local command
+            case $server in
+                uvicorn) command=(uvicorn --app-dir "$APPS" --host 127.0.0.1 --port "$PORT" "${UVICORN_ARGS[@]}" "$app") ;;
+                granian) command=(granian --working-dir "$APPS" --host 127.0.0.1 --port "$PORT" "${GRANIAN_ARGS[@]}" "$app") ;;
+                gunicorn) command=(gunicorn --chdir "$APPS" --bind "127.0.0.1:$PORT" "${GUNICORN_ARGS[@]}" "$app") ;;
+                uwsgi) command=(uwsgi --chdir "$APPS" --http11-socket "127.0.0.1:$PORT" "${UWSGI_ARGS[@]}" --module "$app") ;;
+                *) die "start_server: unknown server '$server'" ;;
+            esac
+            printf '%q ' "${command[@]}" >"$dir/command"
+            (cd "$dir" && exec "$VENV/bin/${command[0]}" "${command[@]:1}") >"$dir/server.log" 2>&1 &
             SERVER_PID=$!
             ;;
-        granian)
-            printf '%q ' granian --working-dir "$APPS" --host 127.0.0.1 --port "$PORT" "${GRANIAN_ARGS[@]}" "$app" >"$dir/command"
-            (cd "$dir" && exec "$VENV/bin/granian" --working-dir "$APPS" --host 127.0.0.1 --port "$PORT" \
-                "${GRANIAN_ARGS[@]}" "$app") >"$dir/server.log" 2>&1 &
-            SERVER_PID=$!
-            ;;
-        *) die "start_server: unknown server '$server'" ;;
     esac
     if ! wait_answer "$EPOCHREALTIME"; then
         not_ready "$dir" "did not answer within ${START_TIMEOUT} s"
@@ -170,23 +176,42 @@ stop_server_tree() {
     done
 }
 
-# asgi_venv MODULE...: makes the virtualenv VENV with tests/python/setup-venv (the tests' pinned
-# list), then installs bench/requirements-asgi.txt into it, unless its stamp says both are in
-# already; then checks that each MODULE imports
-asgi_venv() {
-    local requirements=$HERE/requirements-asgi.txt stamp=$VENV/.tine-bench-asgi want
+# bench_venv FILE...: makes the virtualenv VENV with tests/python/setup-venv (the tests' pinned
+# list), then installs each requirements FILE (a path under bench/) into it, unless its stamp
+# says it is in already
+bench_venv() {
+    local file requirements stamp name want
     log "virtualenv $VENV"
     "$ROOT/tests/python/setup-venv" "$VENV" "$PYTHON" || die "tests/python/setup-venv $VENV failed"
-    # The stamp records this list's hash and setup-venv's own stamp, so it is redone whenever
-    # either list or the Python changes (setup-venv then rebuilds the venv from scratch).
-    want="$(sha256sum <"$requirements" | cut -d' ' -f1) $(cat "$VENV/.tine-requirements")"
-    if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
-        log "installing ${requirements#"$ROOT"/} into $VENV"
-        (cd "$HERE" && "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-            -r "$requirements") || die "pip install -r ${requirements#"$ROOT"/} failed"
-        echo "$want" >"$stamp"
-    fi
+    for file in "$@"; do
+        requirements=$HERE/$file
+        # requirements-asgi.txt: .tine-bench-asgi; bookstore/requirements.txt:
+        # .tine-bench-bookstore-requirements
+        name=${file%.txt}
+        name=${name//requirements-/}
+        stamp=$VENV/.tine-bench-${name//\//-}
+        # The stamp records this list's hash and setup-venv's own stamp, so it is redone whenever
+        # either list or the Python changes (setup-venv then rebuilds the venv from scratch).
+        want="$(sha256sum <"$requirements" | cut -d' ' -f1) $(cat "$VENV/.tine-requirements")"
+        if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
+            log "installing bench/$file into $VENV"
+            (cd "$(dirname "$requirements")" && "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+                --no-input -r "$requirements") || die "pip install -r bench/$file failed"
+            echo "$want" >"$stamp"
+        fi
+    done
+}
+
+# venv_imports MODULE...: dies unless each MODULE imports in VENV
+venv_imports() {
     "$VENV/bin/python" -c "import $(IFS=,; echo "$*")" || die "$VENV lacks a package $BENCH_SCRIPT needs ($*)"
+}
+
+# asgi_venv MODULE...: the virtualenv with bench/requirements-asgi.txt, in which each MODULE
+# imports
+asgi_venv() {
+    bench_venv requirements-asgi.txt
+    venv_imports "$@"
 }
 
 asgi_versions() { # asgi_versions PACKAGE...: "uvicorn X, granian Y, ..." as installed in VENV
@@ -199,31 +224,138 @@ failed_row() { # failed_row SCENARIO SERVER WHY: a row of TMP/rows.tsv for a run
     printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$TMP/rows.tsv"
 }
 
+# build_wsload: builds bench/wsload (its own workspace, std only) into target/wsload; sets WSLOAD
+build_wsload() {
+    local dir=$ROOT/target/wsload
+    log "cargo build --release bench/wsload"
+    cargo build --release --quiet --manifest-path "$HERE/wsload/Cargo.toml" --target-dir "$dir" ||
+        die "building bench/wsload failed"
+    WSLOAD=$dir/release/wsload
+}
+
+# check_path URL: "" when URL answers 200, else what it answered
+check_path() {
+    local code
+    code=$(curl -s -o "$TMP/check-body" -w '%{http_code}' --max-time 5 "$1") || true
+    [[ $code == 200 ]] && return 0
+    printf 'GET %s answered %s: %s' "${1#http://127.0.0.1:"$PORT"}" "${code:-nothing}" \
+        "$(head -c 200 "$TMP/check-body" 2>/dev/null | tr '\n\t' '  ')"
+}
+
+# load_client CLIENT URL CONNECTIONS SECONDS: one run of a load client against URL, bounded:
+#   wrk        wrk -tWRK_THREADS with bench/lib/report.lua, which prints a BENCH_RESULT line
+#   wrk:FILE   the same with the Lua script FILE instead (it must print that line too)
+#   wsload     bench/wsload http (WSLOAD, see build_wsload), which prints one JSON object
+# each with WRK_TIMEOUT s as the longest wait for a response
+load_client() {
+    local client=$1 url=$2 conns=$3 seconds=$4 bound=$(($4 + 2 * WRK_TIMEOUT + 30))
+    case $client in
+        wsload)
+            timeout -k 5 "$bound" "$WSLOAD" http --url "$url" --connections "$conns" --duration "$seconds" \
+                --timeout "$WRK_TIMEOUT"
+            ;;
+        wrk | wrk:*)
+            local script=${client#wrk:}
+            [[ $client == wrk ]] && script=$HERE/lib/report.lua
+            timeout -k 5 "$bound" wrk -t"$WRK_THREADS" -c"$conns" -d"${seconds}s" --timeout "${WRK_TIMEOUT}s" \
+                -s "$script" "$url"
+            ;;
+        *) die "load_client: unknown client '$client'" ;;
+    esac
+}
+
+# load_row I SERVER DIR: a warm-up of WARMUP s and a measured run of DURATION s of scenario I
+# (NAMES, PATHS, CONNS, SLEEPS, and CLIENTS, whose entry is load_client's CLIENT, wrk when it has
+# none) against the running server, and one row of TMP/rows.tsv (see probe.py asgi_row). The row
+# notes SLOTS (requests the server runs at once at most, "-" for no limit but the connections)
+# and, when TREE_PIDS names processes (a database, say), the CPU seconds of their process trees
+# over the run.
+load_row() {
+    local i=$1 server=$2 dir=$3 name=${NAMES[$1]} conns=${CONNS[$1]} client=${CLIENTS[$1]:-wrk}
+    local url="http://127.0.0.1:$PORT${PATHS[$1]}" out="$dir/load-${NAMES[$1]}.txt" why
+    why=$(check_path "$url")
+    if [[ -n $why ]]; then
+        log "   $why"
+        failed_row "$name" "$server" "$why"
+        return
+    fi
+    wait_quiet
+    log "$name: $server, $conns connections, ${DURATION}s"
+    if ((WARMUP > 0)); then
+        load_client "$client" "$url" "$conns" "$WARMUP" >/dev/null 2>&1 || true
+    fi
+    "${PROBE[@]}" snap "$SERVER_PID" >"$dir/before.json"
+    local busy_before busy_after tree=() tree_before=0 tree_after=0 TIMEFORMAT='%U %S' # bash's `time`: the client's CPU
+    read -ra tree <<<"${TREE_PIDS:-}"
+    ((${#tree[@]} == 0)) || tree_before=$("${PROBE[@]}" ticks "${tree[@]}")
+    busy_before=$(busy_ticks)
+    { time load_client "$client" "$url" "$conns" "$DURATION" >"$out" 2>&1 || true; } 2>"$dir/client-time"
+    busy_after=$(busy_ticks)
+    ((${#tree[@]} == 0)) || tree_after=$("${PROBE[@]}" ticks "${tree[@]}")
+    if ! "${PROBE[@]}" snap "$SERVER_PID" >"$dir/after.json" 2>/dev/null; then
+        failed_row "$name" "$server" "the server exited during the run: $(log_tail "$dir/server.log")"
+        return
+    fi
+    local result cpu ctx per_proc pss db_cpu=null
+    if ! result=$(grep -m1 -E '^(BENCH_RESULT |\{)' "$out"); then
+        log "$client gave no result for $name on $server:"
+        cat "$out" >&2
+        failed_row "$name" "$server" "$client gave no result: $(log_tail "$out")"
+        return
+    fi
+    read -r cpu ctx per_proc < <("${PROBE[@]}" delta "$dir/before.json" "$dir/after.json")
+    sleep 0.5
+    read -r _ pss _ _ _ < <("${PROBE[@]}" pss "$SERVER_PID")
+    local procs=$((1 + $("${PROBE[@]}" workers "$SERVER_PID" | wc -l)))
+    ((${#tree[@]} == 0)) || db_cpu=$(awk -v a="$tree_before" -v b="$tree_after" 'BEGIN { printf "%.2f", b - a }')
+    # rows.tsv: scenario, server, outcome, then the client's result (the BENCH_RESULT line's
+    # fields, or wsload's JSON), connections, the sleep, server CPU s, context switches,
+    # per-process CPU s, total PSS KiB, processes, the machine's busy ticks over the run, ticks
+    # per second, the client's own CPU s, the machine's busy % in the second before the warm-up,
+    # and a JSON object of what only some scenarios have
+    printf '%s\t' "$name" "$server" ok "${result#BENCH_RESULT }" "$conns" "${SLEEPS[$i]}" "$cpu" "$ctx" \
+        "$per_proc" "$pss" "$procs" "$((busy_after - busy_before))" "$CLK_TCK" \
+        "$(awk '{ print $1 + $2 }' "$dir/client-time")" "$BUSY_BEFORE" >>"$TMP/rows.tsv"
+    printf '{"slots": %s, "db_cpu": %s}\n' "$([[ ${SLOTS:--} == - ]] && echo null || echo "$SLOTS")" "$db_cpu" >>"$TMP/rows.tsv"
+    grep -E '^(Requests/sec|  Socket errors|  Non-2xx)' "$out" | sed 's/^/   /' >&2 || true
+    [[ $result == "{"* ]] && log "   $(sed -E 's/.*"requests_per_s": ([0-9.]+).*"p99_us": ([0-9]+).*/\1 requests\/s, p99 \2 µs/' <<<"$result")"
+    return 0
+}
+
 # stop_started: stops the READY=1 listener and the server, each if it runs (for an EXIT trap)
 stop_started() {
     if [[ -n $NOTIFY_PID ]]; then kill "$NOTIFY_PID" 2>/dev/null || true; fi
     if [[ -n $SERVER_PID ]]; then stop_server_tree; fi
 }
 
-# run_scenarios ROW_FUNCTION: starts TMP/rows.tsv anew (it dies when something already answers
-# on PORT); then for each application of the scenarios (MODULES, one a scenario, in the order of
-# its first scenario) and each server of SERVERS on it before the next: starts the server in
-# TMP/SERVER-MODULE, calls ROW_FUNCTION I SERVER DIR for each scenario I of that application,
-# and stops it. A server that does not start gets a failed row (failed_row SCENARIO SERVER WHY)
-# for each of those scenarios instead. run_note then says when it began and how long it took.
+# run_scenarios ROW_FUNCTION: at its first call, starts TMP/rows.tsv and TMP/memory.tsv anew
+# (it dies when something already answers on PORT); then for each application of the scenarios
+# (MODULES, one a scenario, in the order of its first scenario) and each server of SERVERS on it
+# before the next: calls prepare_server SERVER APP when the script defines it (it sets what the
+# server needs for that application, or returns 1 when the server does not serve it: then the
+# pair is skipped), starts the server in TMP/SERVER-MODULE (RUN_TAG appended, when set), calls
+# ROW_FUNCTION I SERVER DIR for each scenario I of that application, and stops it. A line of
+# memory.tsv (application, server, PSS KiB of master and children 1 s after the start and after
+# the last scenario, processes) is written for each server that started. A server that does not
+# start gets a failed row (failed_row SCENARIO SERVER WHY) for each of those scenarios instead.
+# run_note then says when the first call began and how long it has taken.
 run_scenarios() {
-    local row=$1 order=() module app server dir i
-    : >"$TMP/rows.tsv"
-    port_busy && die "something already answers on 127.0.0.1:$PORT; set PORT to a free port"
-    LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
-    STARTED=$SECONDS
+    local row=$1 order=() module app server dir i idle after procs
+    if [[ -z ${STARTED:-} ]]; then
+        : >"$TMP/rows.tsv"
+        : >"$TMP/memory.tsv"
+        port_busy && die "something already answers on 127.0.0.1:$PORT; set PORT to a free port"
+        LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
+        STARTED=$SECONDS
+    fi
     for module in "${MODULES[@]}"; do
         [[ " ${order[*]} " == *" $module "* ]] || order+=("$module")
     done
     for app in "${order[@]}"; do
         for server in $SERVERS; do
-            dir="$TMP/$server-${app%%:*}"
-            log "starting $server ($app, $WORKERS workers)"
+            if declare -F prepare_server >/dev/null && ! prepare_server "$server" "$app"; then continue; fi
+            dir="$TMP/$server-${app%%:*}${RUN_TAG:-}"
+            log "starting $server ($app, $WORKERS workers${THREADS:+ × $THREADS threads})"
             port_busy && die "127.0.0.1:$PORT is still taken before starting $server"
             if ! start_server "$server" "$app" "$dir"; then
                 log "   $(cat "$dir/why")"
@@ -234,9 +366,13 @@ run_scenarios() {
                 continue
             fi
             sleep 1
+            read -r _ idle _ _ _ < <("${PROBE[@]}" pss "$SERVER_PID" 2>/dev/null) || idle=-
             for i in "${!MODULES[@]}"; do
                 if [[ ${MODULES[i]} == "$app" ]]; then "$row" "$i" "$server" "$dir"; fi
             done
+            if read -r _ after procs _ _ < <("${PROBE[@]}" pss "$SERVER_PID" 2>/dev/null); then
+                printf '%s\t%s\t%s\t%s\t%s\n' "$app" "$server" "$idle" "$after" "$((procs + 1))" >>"$TMP/memory.tsv"
+            fi
             stop_server_tree
         done
     done

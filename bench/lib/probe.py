@@ -12,6 +12,9 @@ Subcommands (each prints one line, or a table, to stdout):
   pss MASTER_PID              "MASTER_PSS_KIB TOTAL_PSS_KIB WORKERS MIN_WORKER_PSS_KIB
                               MAX_WORKER_PSS_KIB" of the master and its children.
   workers MASTER_PID          "PID:START_TIME" of each live child of the master, a line each.
+  ticks PID...                CPU seconds (user + system) used so far by each PID's process tree:
+                              its live processes, and those reaped (their parents' cutime and
+                              cstime); take it before and after a run and subtract.
   same PID:START_TIME...      the PIDs that are still the process started at START_TIME.
   notify SOCKET TIMEOUT_S     binds a unix datagram socket at SOCKET, waits for a datagram with
                               READY=1 and prints the wall-clock time it arrived (epoch seconds);
@@ -45,6 +48,14 @@ Subcommands (each prints one line, or a table, to stdout):
   asgi-render ROWS.tsv MARKDOWN_OUT [NOTE...]
                               bench/asgi.sh's tables (each server's numbers, then tine's ratio
                               to each peer), printed and written as Markdown.
+  wsgi-render ROWS.tsv MARKDOWN_OUT [NOTE...]
+                              bench/wsgi.sh's tables: asgi-render's, with each connection's
+                              share of the responses and the database's CPU where measured,
+                              then the memory of each server idle and after its runs (from
+                              memory.tsv beside ROWS.tsv).
+  grid-render GRID.tsv OUT_DIR [NOTE...]
+                              bench/wsgi.sh's grid (tine over workers x threads): writes
+                              OUT_DIR/wsgi-grid.tsv, .md and, when matplotlib imports, .png.
   ws-render ROWS.tsv MARKDOWN_OUT [NOTE...]
                               bench/websocket.sh's tables (echo runs, idle sockets, then tine's
                               ratio to each peer), printed and written as Markdown.
@@ -106,6 +117,35 @@ def ctx_switches(pid):
         except OSError:
             continue
     return total
+
+
+def tree(pid):
+    """pid and all its live descendants."""
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                parents.setdefault(int(stat_fields(name)[1]), []).append(int(name))
+            except (OSError, ValueError, IndexError):
+                continue
+    found, todo = [], [int(pid)]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(parents.get(p, []))
+    return found
+
+
+def cmd_ticks(*pids):
+    total = 0
+    for root in pids:
+        for pid in tree(root):
+            try:
+                # utime, stime, cutime, cstime: what it used, and what its reaped children did.
+                total += sum(int(x) for x in stat_fields(pid)[11:15])
+            except (OSError, ValueError):
+                continue
+    print(f"{total / CLK_TCK:.2f}")
 
 
 def cmd_snap(master):
@@ -597,7 +637,7 @@ def cmd_render(rows_path, mem_path, balance_path, idle_path, md_out, *meta):
 def write_markdown(md_out, title, meta, sections):
     """Prints the non-empty tables of sections ((heading, table) pairs) and writes them to md_out
     under title, with meta as a list of notes."""
-    print("\n\n".join(table for _, table in sections if table))
+    print("\n\n".join(f"## {heading}\n\n{table}" for heading, table in sections if table))
     with open(md_out, "w") as f:
         f.write(f"# {title}\n\n")
         for m in meta:
@@ -673,21 +713,30 @@ def other_cpu_note(measured, runs):
 
 
 def asgi_row(fields):
-    """One row of bench/asgi.sh's rows.tsv as a dict of numbers, or {"outcome": why} for a run
-    that did not happen. Fields: scenario, server, outcome, wrk's BENCH_RESULT key=value pairs,
-    connections, seconds each request sleeps (- for none), server CPU s, context switches, CPU s
-    per child process (CSV), master + children PSS KiB, processes, the machine's busy ticks over
-    the run, ticks per second, wrk's own CPU s, the machine's busy % in the second before the
-    warm-up (- when not looked at)."""
+    """One row of the rows.tsv of bench/asgi.sh and bench/wsgi.sh (bench/lib/asgi_servers.sh
+    load_row) as a dict of numbers, or {"outcome": why} for a run that did not happen. Fields:
+    scenario, server, outcome, the client's result (wrk's BENCH_RESULT key=value pairs, or
+    wsload http's JSON with the same keys and per_connection), connections, seconds each request
+    sleeps (- for none), server CPU s, context switches, CPU s per child process (CSV), master +
+    children PSS KiB, processes, the machine's busy ticks over the run, ticks per second, the
+    client's own CPU s, the machine's busy % in the second before the warm-up (- when not looked
+    at), and a JSON object: slots (requests the server runs at once at most, null for no limit
+    but the connections), db_cpu (the database's CPU s, null when not measured)."""
     row = {"scenario": fields[0], "server": fields[1], "outcome": fields[2]}
     if fields[2] != "ok":
         return row
-    (result, conns, sleep_s, cpu, ctx, per_proc, pss, procs, busy, tck, client, before) = fields[3:]
-    r = {k: int(v) for k, v in (kv.split("=", 1) for kv in result.split())}
+    (result, conns, sleep_s, cpu, ctx, per_proc, pss, procs, busy, tck, client, before) = fields[3:15]
+    extra = json.loads(fields[15]) if len(fields) > 15 else {}
+    if result.startswith("{"):
+        r = json.loads(result)
+    else:
+        r = {k: int(v) for k, v in (kv.split("=", 1) for kv in result.split())}
     n, cpu = r["requests"], float(cpu)
+    at_once = min(int(conns), extra["slots"]) if extra.get("slots") else int(conns)
+    db_cpu = extra.get("db_cpu")
     row.update(
         rps=n / (r["duration_us"] / 1e6) if r["duration_us"] else 0.0,
-        ceiling=int(conns) / float(sleep_s) if sleep_s != "-" else None,
+        ceiling=at_once / float(sleep_s) if sleep_s != "-" else None,
         p50=r["p50_us"] / 1000, p99=r["p99_us"] / 1000,
         status_errors=r["status"],
         socket_errors=r["connect"] + r["read"] + r["write"] + r["timeout"],
@@ -697,65 +746,244 @@ def asgi_row(fields):
         ctx_per_req=int(ctx) / n if n else None,
         per_proc=per_proc,
         pss=int(pss) / 1024, procs=int(procs),
-        # CPU the rest of the machine used meanwhile: neither the server nor wrk.
-        other=max(0.0, int(busy) / int(tck) - cpu - float(client)),
+        per_connection=r.get("per_connection"),
+        db_cpu=db_cpu,
+        # CPU the rest of the machine used meanwhile: neither the server, the client nor the
+        # database.
+        other=max(0.0, int(busy) / int(tck) - cpu - float(client) - (db_cpu or 0.0)),
         busy_before=before,
         seconds=r["duration_us"] / 1e6,
     )
     return row
 
 
-def cmd_asgi_render(rows_path, md_out, *meta):
-    """bench/asgi.sh's tables: each server's numbers per scenario, then tine's ratio to each
-    peer, with a note of how busy the rest of the machine was."""
+def spread_numbers(counts):
+    """(MIN, MEDIAN, MAX, NONE) of the responses each connection got (NONE: how many got none),
+    or four Nones when there are no counts."""
+    if not counts:
+        return None, None, None, None
+    c = sorted(counts)
+    return c[0], c[len(c) // 2], c[-1], c.count(0)
+
+
+def spread(counts):
+    """"MIN / MEDIAN / MAX (none: K)" of the responses each connection got, or "-"."""
+    if not counts:
+        return "-"
+    return "{} / {} / {} (none: {})".format(*spread_numbers(counts))
+
+
+def run_rows(rows_path):
+    """The rows of asgi_row, grouped by scenario, then server, each in the order it first ran."""
     rows = [asgi_row(f) for f in read_tsv(rows_path)]
-    # Grouped by scenario, then server, each in the order it first ran.
     order = {}
     for r in rows:
         order.setdefault(r["scenario"], len(order))
         order.setdefault(r["server"], len(order))
     rows.sort(key=lambda r: (order[r["scenario"]], order[r["server"]]))
+    return rows
 
+
+def runs_table(rows, extra=()):
+    """Each server's numbers per scenario; extra: (header, function of a measured row) columns
+    added before the last few."""
     table = []
     for r in rows:
         if r["outcome"] != "ok":
-            table.append([r["scenario"], r["server"]] + ["-"] * 13 + [r["outcome"]])
+            table.append([r["scenario"], r["server"]] + ["-"] * (13 + len(extra)) + [r["outcome"]])
             continue
         ceiling = f"{r['rps'] / r['ceiling']:.0%} of {r['ceiling']:,.0f}" if r["ceiling"] else "-"
         table.append([r["scenario"], r["server"], num(r["rps"], ",.0f"), ceiling,
                       num(r["p50"], ".2f"), num(r["p99"], ".2f"),
                       f"{r['status_errors']} / {r['socket_errors']}", num(r["cpu"], ".2f"),
                       num(r["us_per_req"], ".1f"), num(r["per_cpu_s"], ",.0f"),
-                      num(r["ctx_per_req"], ".2f"), f"{r['pss']:.1f} ({r['procs']})",
-                      num(r["other"], ".1f"), r["busy_before"], r["per_proc"], "ok"])
+                      num(r["ctx_per_req"], ".2f"), f"{r['pss']:.1f} ({r['procs']})"]
+                     + [f(r) for _, f in extra]
+                     + [num(r["other"], ".1f"), r["busy_before"], r["per_proc"], "ok"])
     header = ["scenario", "server", "requests/s", "of the ceiling", "p50 ms", "p99 ms",
               "errors ≥400 / socket", "server CPU s", "CPU µs/req", "requests per CPU-s",
-              "ctx sw/req", "PSS MiB (processes)", "other CPU s", "busy % before",
-              "CPU s per child", "outcome"]
-    main = markdown_table(header, table, right=set(range(2, 14)))
+              "ctx sw/req", "PSS MiB (processes)"] + [h for h, _ in extra] + [
+              "other CPU s", "busy % before", "CPU s per child", "outcome"]
+    return markdown_table(header, table, right=set(range(2, 14 + len(extra))))
 
+
+def ratios_table(rows):
+    """tine's ratio to each peer on each scenario both ran."""
     ratios = peer_ratios(rows, ["rps", "per_cpu_s", "p99", "pss"])
-    ratio_header = ["scenario", "peer", "requests/s: tine ÷ peer",
-                    "requests per CPU-s: tine ÷ peer", "p99: tine ÷ peer (lower is better)",
-                    "PSS: tine ÷ peer (lower is better)"]
-    ratio_table = markdown_table(ratio_header, ratios, right={2, 3, 4, 5}) if ratios else ""
+    header = ["scenario", "peer", "requests/s: tine ÷ peer",
+              "requests per CPU-s: tine ÷ peer", "p99: tine ÷ peer (lower is better)",
+              "PSS: tine ÷ peer (lower is better)"]
+    return markdown_table(header, ratios, right={2, 3, 4, 5}) if ratios else ""
 
+
+def busy_notes(rows, meta):
+    """meta, with notes on how busy the rest of the machine was during the measured rows."""
     measured = [r for r in rows if r["outcome"] == "ok"]
-    if measured:
-        cpus = len(os.sched_getaffinity(0))
-        worst = max(measured, key=lambda r: r["other"])
-        meta = list(meta) + [
-            f"{other_cpu_note(measured, 'runs')}; the most in one run "
-            f"{worst['other']:.1f} s ({worst['scenario']}, {worst['server']})"]
-        before = sorted(int(r["busy_before"]) for r in measured if r["busy_before"] != "-")
-        if before:
-            meta.append(f"the whole machine's CPU busy in the second before each scenario's warm-up "
-                        f"(no server under load): {before[0]}–{before[-1]}% of its {cpus} CPUs, "
-                        f"median {before[len(before) // 2]}%")
-    write_markdown(md_out, "ASGI: tine, uvicorn and granian", meta, [
-        ("Each server", main),
-        ("tine against each peer", ratio_table),
+    if not measured:
+        return list(meta)
+    cpus = len(os.sched_getaffinity(0))
+    worst = max(measured, key=lambda r: r["other"])
+    meta = list(meta) + [
+        f"{other_cpu_note(measured, 'runs')}; the most in one run "
+        f"{worst['other']:.1f} s ({worst['scenario']}, {worst['server']})"]
+    before = sorted(int(r["busy_before"]) for r in measured if r["busy_before"] != "-")
+    if before:
+        meta.append(f"the whole machine's CPU busy in the second before each scenario's warm-up "
+                    f"(no server under load): {before[0]}–{before[-1]}% of its {cpus} CPUs, "
+                    f"median {before[len(before) // 2]}%")
+    return meta
+
+
+def cmd_asgi_render(rows_path, md_out, *meta):
+    """bench/asgi.sh's tables: each server's numbers per scenario, then tine's ratio to each
+    peer, with a note of how busy the rest of the machine was."""
+    rows = run_rows(rows_path)
+    write_markdown(md_out, "ASGI: tine, uvicorn and granian", busy_notes(rows, meta), [
+        ("Each server", runs_table(rows)),
+        ("tine against each peer", ratios_table(rows)),
     ])
+
+
+def memory_table(memory_path):
+    """bench/wsgi.sh's memory table from run_scenarios' memory.tsv (application, server, PSS KiB
+    1 s after the start and after the last run, processes), with tine's ratio to each peer on
+    the same application."""
+    rows = read_tsv(memory_path)
+    tine = {r[0]: r for r in rows if r[1] == "tine"}
+    table = []
+    for app, server, idle, after, procs in rows:
+        ratios = ["-", "-"]
+        ref = tine.get(app)
+        if server != "tine" and ref:
+            ratios = [f"{int(ref[k]) / int(v):.2f}" if v.isdigit() and ref[k].isdigit() and int(v) else "-"
+                      for k, v in ((2, idle), (3, after))]
+        table.append([app, server, procs, mib(idle), mib(after)] + ratios)
+    header = ["application", "server", "processes", "PSS idle MiB", "PSS after its runs MiB",
+              "idle: tine ÷ peer", "after: tine ÷ peer"]
+    return markdown_table(header, table, right={2, 3, 4, 5, 6}) if table else ""
+
+
+def cmd_wsgi_render(rows_path, md_out, *meta):
+    """bench/wsgi.sh's tables: each server's numbers, tine's ratio to each peer, and memory (from
+    run_scenarios' memory.tsv beside rows_path)."""
+    memory_path = os.path.join(os.path.dirname(rows_path), "memory.tsv")
+    rows = run_rows(rows_path)
+    measured = [r for r in rows if r["outcome"] == "ok"]
+    extra = []
+    if any(r["per_connection"] for r in measured):
+        extra.append(("responses per connection min / median / max",
+                      lambda r: spread(r["per_connection"])))
+    if any(r["db_cpu"] is not None for r in measured):
+        extra.append(("PostgreSQL CPU s (server CPU ÷ it)",
+                      lambda r: "-" if r["db_cpu"] is None else
+                      f"{r['db_cpu']:.2f} ({r['cpu'] / r['db_cpu']:.1f})" if r["db_cpu"] else f"{r['db_cpu']:.2f}"))
+    write_markdown(md_out, "WSGI: tine, granian, uWSGI and gunicorn", busy_notes(rows, meta), [
+        ("Each server", runs_table(rows, extra)),
+        ("tine against each peer", ratios_table(rows)),
+        ("Memory: master + workers", memory_table(memory_path)),
+    ])
+
+
+GRID_COLUMNS = ["scenario", "workers", "threads", "requests_per_s", "of_ceiling", "p50_ms", "p99_ms",
+                "errors", "server_cpu_s", "cpu_us_per_req", "requests_per_cpu_s", "pss_mib", "conn_min",
+                "conn_median", "conn_max", "conn_none", "db_cpu_s"]
+
+
+def grid_cells(grid_path):
+    """bench/wsgi.sh's grid rows (workers, threads, then a rows.tsv row) as GRID_COLUMNS dicts
+    (None where there is no value), and the rows that did not run as (workers, threads, row)."""
+    cells, failed = [], []
+    for fields in read_tsv(grid_path):
+        workers, threads, r = int(fields[0]), int(fields[1]), asgi_row(fields[2:])
+        if r["outcome"] != "ok":
+            failed.append((workers, threads, r))
+            continue
+        cells.append(dict(zip(GRID_COLUMNS, [
+            r["scenario"], workers, threads, r["rps"], r["rps"] / r["ceiling"] if r["ceiling"] else None,
+            r["p50"], r["p99"], r["status_errors"] + r["socket_errors"], r["cpu"], r["us_per_req"],
+            r["per_cpu_s"],
+            r["pss"], *spread_numbers(r["per_connection"]), r["db_cpu"]])))
+    return cells, failed
+
+
+def cmd_grid_render(grid_path, out_dir, *meta):
+    """Writes the grid as TSV, as Markdown (per scenario: workers down, threads across, each
+    cell requests/s and p99) and, when matplotlib imports, as a PNG; prints the Markdown."""
+    cells, failed = grid_cells(grid_path)
+    os.makedirs(out_dir, exist_ok=True)
+    base = os.path.join(out_dir, "wsgi-grid")
+    with open(base + ".tsv", "w") as f:
+        f.write("\t".join(GRID_COLUMNS) + "\n")
+        for c in cells:
+            f.write("\t".join("" if c[k] is None else f"{c[k]:.3f}" if isinstance(c[k], float) else str(c[k])
+                              for k in GRID_COLUMNS) + "\n")
+    scenarios = list(dict.fromkeys(c["scenario"] for c in cells))
+    sections = []
+    for scenario in scenarios:
+        mine = {(c["workers"], c["threads"]): c for c in cells if c["scenario"] == scenario}
+        workers = sorted({w for w, _ in mine})
+        threads = sorted({t for _, t in mine})
+        best = max(mine.values(), key=lambda c: c["requests_per_s"])
+        table = []
+        for w in workers:
+            line = [f"{w}"]
+            for t in threads:
+                c = mine.get((w, t))
+                if c is None:
+                    line.append("-")
+                    continue
+                share = f", {c['of_ceiling']:.0%}" if c["of_ceiling"] is not None else ""
+                db = (f" · CPU s server {c['server_cpu_s']:.1f} / PostgreSQL {c['db_cpu_s']:.1f}"
+                      if c["db_cpu_s"] is not None else "")
+                mark = " **best**" if c is best else ""
+                line.append(f"{c['requests_per_s']:,.0f}{share} · p99 {c['p99_ms']:.0f} ms"
+                            f" · {c['errors']} err{db}{mark}")
+            table.append(line)
+        header = ["workers \\ threads"] + [f"{t}" for t in threads]
+        sections.append((f"{scenario}: requests/s (of the ceiling) · p99 · errors",
+                         markdown_table(header, table, right=set(range(1, len(threads) + 1)))))
+    if failed:
+        sections.append(("Cells that did not run", markdown_table(
+            ["scenario", "workers", "threads", "why"],
+            [[r["scenario"], w, t, r["outcome"]] for w, t, r in failed], right={1, 2})))
+    plot = grid_plot(cells, scenarios, base + ".png")
+    write_markdown(base + ".md", "tine over workers × threads", list(meta) + [plot], sections)
+
+
+def grid_plot(cells, scenarios, png):
+    """Draws requests/s and p99 against threads, a line per worker count, a column per scenario;
+    says what it wrote, or why it wrote nothing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        return f"no plot: matplotlib does not import here ({e})"
+    if not scenarios:
+        return "no plot: no cell ran"
+    fig, axes = plt.subplots(2, len(scenarios), figsize=(5 * len(scenarios), 7.5), squeeze=False)
+    for col, scenario in enumerate(scenarios):
+        mine = [c for c in cells if c["scenario"] == scenario]
+        for w in sorted({c["workers"] for c in mine}):
+            line = sorted((c for c in mine if c["workers"] == w), key=lambda c: c["threads"])
+            x = [c["threads"] for c in line]
+            for row, key in ((0, "requests_per_s"), (1, "p99_ms")):
+                axes[row][col].plot(x, [c[key] for c in line], marker="o", label=f"{w} worker{'s' if w > 1 else ''}")
+        for row, label in ((0, "requests/s"), (1, "p99 latency, ms")):
+            ax = axes[row][col]
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted({c["threads"] for c in mine}))
+            ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.set_xlabel("threads per worker")
+            ax.set_ylabel(label)
+            ax.grid(True, alpha=0.3)
+        axes[0][col].set_title(scenario)
+        axes[0][col].legend(fontsize="small")
+    fig.suptitle("tine, WSGI: workers × threads")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return f"plot: {os.path.basename(png)} (matplotlib {matplotlib.__version__})"
 
 
 def ws_row(fields):
@@ -852,6 +1080,9 @@ COMMANDS = {
     "render": cmd_render,
     "memory-render": cmd_memory_render,
     "asgi-render": cmd_asgi_render,
+    "wsgi-render": cmd_wsgi_render,
+    "grid-render": cmd_grid_render,
+    "ticks": cmd_ticks,
     "ws-render": cmd_ws_render,
 }
 

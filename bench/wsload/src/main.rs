@@ -1,4 +1,5 @@
-//! wsload: the WebSocket load client of bench/websocket.sh. Standard library only.
+//! wsload: the WebSocket load client of bench/websocket.sh, and the keep-alive HTTP client of
+//! bench/wsgi.sh that counts the responses of each connection. Standard library only.
 //!
 //! It speaks the client side of RFC 6455: the opening handshake (with the RFC's own sample key,
 //! so the server's `Sec-WebSocket-Accept` must be the RFC's sample answer), masked frames out,
@@ -8,6 +9,7 @@
 //! ```text
 //! wsload echo --url ws://127.0.0.1:PORT/ --connections C --duration S --size B
 //! wsload idle --url ws://127.0.0.1:PORT/ --connections N --hold S
+//! wsload http --url http://127.0.0.1:PORT/PATH --connections C --duration S
 //! ```
 //!
 //! `echo`: C connections, each sends a B-byte binary message, waits for its echo, checks it and
@@ -20,8 +22,12 @@
 //! object: how many completed the handshake, how many the server dropped while idle, how many
 //! got a close frame back.
 //!
-//! Options common to both: `--timeout S` (default 10): the longest wait for a connect, a
-//! handshake, an echo or a close answer; `--open-concurrency K` (default 128).
+//! `http`: C keep-alive connections (see the `http` module), each sending `GET PATH` requests
+//! back to back for S seconds; prints one JSON object with the responses each connection got.
+//!
+//! Options common to all: `--timeout S` (default 10): the longest wait for a connect, a
+//! handshake, an echo, a close answer or a response; `--open-concurrency K` (default 128,
+//! `idle` only).
 
 use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
@@ -33,6 +39,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+mod http;
 
 /// RFC 6455 §1.3's sample nonce, and the `Sec-WebSocket-Accept` a server must answer it with.
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -57,6 +65,7 @@ fn main() -> ExitCode {
     match parse(&args).and_then(|opts| match opts.mode {
         Mode::Echo => echo(&opts),
         Mode::Idle => idle(&opts),
+        Mode::Http => http::run(&opts),
     }) {
         Ok(json) => {
             println!("{json}");
@@ -75,6 +84,7 @@ fn main() -> ExitCode {
 enum Mode {
     Echo,
     Idle,
+    Http,
 }
 
 struct Opts {
@@ -100,12 +110,14 @@ struct Target {
 const USAGE: &str =
     "usage: wsload echo --url ws://127.0.0.1:PORT/PATH --connections C --duration S --size B
        wsload idle --url ws://127.0.0.1:PORT/PATH --connections N --hold S
-       (both: [--timeout S] [--open-concurrency K])";
+       wsload http --url http://127.0.0.1:PORT/PATH --connections C --duration S
+       (all: [--timeout S]; idle: [--open-concurrency K])";
 
 fn parse(args: &[String]) -> Result<Opts, String> {
     let mode = match args.first().map(String::as_str) {
         Some("echo") => Mode::Echo,
         Some("idle") => Mode::Idle,
+        Some("http") => Mode::Http,
         _ => return Err(USAGE.to_string()),
     };
     let mut values = BTreeMap::new();
@@ -146,10 +158,12 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     let (duration, size, hold) = match mode {
         Mode::Echo => (number("duration", None)?, number("size", None)?, 0),
         Mode::Idle => (0, 0, number("hold", None)?),
+        Mode::Http => (number("duration", None)?, 0, 0),
     };
+    let scheme = if mode == Mode::Http { "http" } else { "ws" };
     Ok(Opts {
         mode,
-        target: target(url)?,
+        target: target(url, scheme)?,
         connections: usize::try_from(number("connections", None)?).map_err(|e| e.to_string())?,
         duration: Duration::from_secs(duration),
         size: usize::try_from(size).map_err(|e| e.to_string())?,
@@ -160,11 +174,12 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     })
 }
 
-/// `ws://HOST:PORT/PATH` with HOST a loopback address (or `localhost`).
-fn target(url: &str) -> Result<Target, String> {
+/// `SCHEME://HOST:PORT/PATH` with HOST a loopback address (or `localhost`).
+fn target(url: &str, scheme: &str) -> Result<Target, String> {
     let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("--url must start with ws://, got {url:?}"))?;
+        .strip_prefix(scheme)
+        .and_then(|rest| rest.strip_prefix("://"))
+        .ok_or_else(|| format!("--url must start with {scheme}://, got {url:?}"))?;
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -432,6 +447,15 @@ fn json_string(s: &str) -> String {
     out
 }
 
+/// The `p`th percentile of `sorted` (ascending), 0 when it is empty.
+fn percentile(sorted: &[u32], p: usize) -> u32 {
+    if sorted.is_empty() {
+        0
+    } else {
+        sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+    }
+}
+
 /// Starts `n` threads, each running `body(index)`, and returns their handles.
 fn spawn_each<T: Send + 'static>(
     n: usize,
@@ -497,14 +521,7 @@ fn echo(opts: &Opts) -> Result<String, String> {
         }
     }
     all.latencies_us.sort_unstable();
-    let pct = |p: usize| {
-        let v = &all.latencies_us;
-        if v.is_empty() {
-            0
-        } else {
-            v[(v.len() * p / 100).min(v.len() - 1)]
-        }
-    };
+    let pct = |p| percentile(&all.latencies_us, p);
     let errors: u64 = all.errors.values().sum();
     Ok(format!(
         "{{\"mode\": \"echo\", \"connections\": {}, \"size\": {}, \"seconds\": {seconds:.3}, \
@@ -931,9 +948,15 @@ mod tests {
 
     #[test]
     fn only_loopback_urls_are_taken() {
-        assert_eq!(target("ws://127.0.0.1:9/x").unwrap().path, "/x");
-        assert_eq!(target("ws://[::1]:9").unwrap().path, "/");
-        assert!(target("ws://192.0.2.1:9/").is_err());
-        assert!(target("http://127.0.0.1:9/").is_err());
+        assert_eq!(target("ws://127.0.0.1:9/x", "ws").unwrap().path, "/x");
+        assert_eq!(target("ws://[::1]:9", "ws").unwrap().path, "/");
+        assert!(target("ws://192.0.2.1:9/", "ws").is_err());
+        assert!(target("http://127.0.0.1:9/", "ws").is_err());
+        assert_eq!(
+            target("http://127.0.0.1:9/sleep?n=1", "http").unwrap().path,
+            "/sleep?n=1"
+        );
+        assert!(target("ws://127.0.0.1:9/", "http").is_err());
+        assert!(target("http://192.0.2.1:9/", "http").is_err());
     }
 }
