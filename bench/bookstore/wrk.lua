@@ -17,6 +17,7 @@
 -- its database-bound case): max_offset sets how much of the load is the database's.
 --
 -- At the end it prints bench/lib/report.lua's BENCH_RESULT line (requests, p50, p99, errors).
+-- Concatenated with report.lua (as bench/wsgi.sh does), it works just the same.
 
 local settings = {}
 
@@ -73,6 +74,12 @@ request = function()
    return wrk.format("GET", path)
 end
 
--- done(), from the report hook the other bench scripts use, found beside this file's folder.
-local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
-dofile(here .. "../lib/report.lua")
+-- done(), from the report hook the other bench scripts use, bench/lib/report.lua, when it is
+-- beside this file's folder; a copy of this script elsewhere (bench/wsgi.sh appends report.lua
+-- to one) leaves done() to what follows it.
+local report = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "../lib/report.lua"
+local found = io.open(report)
+if found then
+   found:close()
+   dofile(report)
+end
