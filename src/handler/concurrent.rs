@@ -5,7 +5,12 @@
 //! side: it hands over a request ([`Concurrent::start`]), asks for a streamed response's next
 //! chunk when the connection has room for it ([`Concurrent::more`]), and says when the
 //! response is no longer wanted or the client left. The application answers through
-//! [`Replies`], which the worker reads on its loop as it reads the pool's answers.
+//! [`Replies`], which the worker reads on its loop as it reads the pool's answers. A reply is
+//! only queued by [`Replies::send`]: the application must call [`Replies::wake`] after it, at
+//! the latest when it is about to wait for more work, or the worker reads the reply only when
+//! something else wakes it. In the same way the worker calls [`Concurrent::wake`] after it has
+//! handed over what one round of its events brought, and an application that waits for its
+//! own wake-up until then must not sleep before it.
 //!
 //! The conversation for one request, in order:
 //!
