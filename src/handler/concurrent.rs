@@ -63,7 +63,7 @@ pub enum Begin {
     /// piece at a time.
     BodyFollows,
     /// A valid WebSocket opening handshake (RFC 6455 §4.2.1), offering `subprotocols`: the
-    /// application accepts it ([`Reply::Accept`]) or refuses it with a response.
+    /// application accepts it ([`WsReply::Accept`]) or refuses it with a response.
     WebSocket {
         /// The subprotocols the client offered, in its order.
         subprotocols: Vec<String>,
