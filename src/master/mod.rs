@@ -246,6 +246,10 @@ pub struct Master<'a> {
     start_dir: Option<PathBuf>,
     /// The pid file, if any: removed when the master exits, reclaimed from a failed upgrade.
     pidfile: Option<Pidfile>,
+    /// The new master of an upgrade abandoned while it was still starting: the pid file is
+    /// reclaimed from it once it has exited, since on its way out it removes the file if the
+    /// file names it (reclaimed before, the file could go with it).
+    abandoned_upgrade: Option<u32>,
     /// How often to send `WATCHDOG=1` (half of systemd's `WATCHDOG_USEC`), and when it was
     /// last sent.
     watchdog: Option<(Duration, Instant)>,
@@ -331,6 +335,7 @@ impl<'a> Master<'a> {
             args,
             start_dir,
             pidfile,
+            abandoned_upgrade: None,
             watchdog: report::watchdog_interval(upgrade_from).map(|every| (every, Instant::now())),
             ops: Some(ops),
             started: Instant::now(),

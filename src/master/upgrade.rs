@@ -91,6 +91,7 @@ impl Master<'_> {
         let _ = sys::sd_notify(&format!(
             "READY=1\nSTATUS=upgrade abandoned: the new master (pid {child}) was not ready in time; still serving"
         ));
+        self.abandoned_upgrade = Some(child);
         self.upgrade_ended();
     }
 
@@ -107,6 +108,11 @@ impl Master<'_> {
             }
             // It took over, then stopped: its business now.
             Phase::Stopping(stop) => stop.successor == Some(pid),
+            _ if self.abandoned_upgrade == Some(pid) => {
+                self.abandoned_upgrade = None;
+                self.reclaim_pidfile(pid);
+                true
+            }
             _ => false,
         }
     }
@@ -122,21 +128,29 @@ impl Master<'_> {
             {
                 log::error!("{err}; `tine status` cannot reach this master");
             }
-            if let Some(pidfile) = &self.pidfile {
-                match pidfile.reclaim_from(upgrade.child) {
-                    Ok(true) => log::info!(
-                        "pid file {} names this master again",
-                        pidfile.path().display()
-                    ),
-                    Ok(false) => {}
-                    Err(err) => log::error!(
-                        "could not write this master's pid back to {}: {}",
-                        pidfile.path().display(),
-                        crate::text::describe_io(&err)
-                    ),
-                }
+            if self.abandoned_upgrade != Some(upgrade.child) {
+                self.reclaim_pidfile(upgrade.child);
             }
             self.start_next(upgrade.next);
+        }
+    }
+
+    /// Writes this master's pid back into the pid file if `child`, a new master that did not
+    /// take over, left its own there.
+    fn reclaim_pidfile(&self, child: u32) {
+        if let Some(pidfile) = &self.pidfile {
+            match pidfile.reclaim_from(child) {
+                Ok(true) => log::info!(
+                    "pid file {} names this master again",
+                    pidfile.path().display()
+                ),
+                Ok(false) => {}
+                Err(err) => log::error!(
+                    "could not write this master's pid back to {}: {}",
+                    pidfile.path().display(),
+                    crate::text::describe_io(&err)
+                ),
+            }
         }
     }
 
