@@ -59,8 +59,9 @@ SERVER OPTIONS:
         --uds PATH      uvicorn's: listen on the unix socket PATH, as
                         --bind unix:PATH
     -w, --workers N     Worker processes: a positive number or \"auto\"
-                        (2 x cpus + 1, cgroup quotas and affinity honoured)
-                        (server.workers)
+                        (2 x cpus + 1, cgroup quotas and affinity honoured;
+                        under a cgroup memory limit, no more workers than fit
+                        in it) (server.workers)
     -t, --threads N     Pool threads per worker (server.threads); gunicorn's -t
                         is tine's --timeout
         --timeout DURATION

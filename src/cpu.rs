@@ -26,8 +26,8 @@ pub use parse::{
 
 pub use memory::{
     Decision, FIXED_EXPLANATION, Measured, MemoryLimit, ProcessSize, SizeMeasure, Sizing,
-    WorkerRule, parse_memory_limit, parse_smaps_rollup, parse_status_rss, process_size_under,
-    size_phrase, workers_fitting,
+    Unmeasured, WorkerRule, parse_memory_limit, parse_smaps_rollup, parse_status_rss,
+    process_size_under, size_phrase, workers_fitting,
 };
 
 use cgroup::{Hierarchy, cpuset_limit, locate, memory_limit, quota_limit};
@@ -87,7 +87,7 @@ pub fn detect_memory_under(root: &Path) -> Option<MemoryLimit> {
 }
 
 /// The size of process `pid`, or of this process for `None` (see [`process_size_under`]).
-pub fn process_size(pid: Option<u32>) -> Option<ProcessSize> {
+pub fn process_size(pid: Option<u32>) -> Result<ProcessSize, Unmeasured> {
     process_size_under(Path::new("/"), pid)
 }
 

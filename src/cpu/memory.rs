@@ -7,10 +7,10 @@
 //! headroom for what a worker grows by after it reported ready (its first requests, caches,
 //! copy-on-write pages of a preloaded master that reference counting dirties).
 
-use std::fmt;
 use std::path::{Path, PathBuf};
+use std::{fmt, fs, io};
 
-use super::{CpuBudget, ParseError, read_trimmed};
+use super::{CpuBudget, ParseError};
 
 /// A v1 limit at or above this is the kernel's "no limit" (it writes `PAGE_COUNTER_MAX` pages,
 /// 9223372036854771712 bytes with 4 KiB pages), whatever the page size.
@@ -87,26 +87,66 @@ pub fn parse_status_rss(text: &str) -> Option<u64> {
     kib_field(text, "VmRSS")
 }
 
+/// Why a process's size could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unmeasured {
+    /// The process has exited but is not reaped yet: its `/proc` directory is there but holds
+    /// no memory (`smaps_rollup` fails with `ESRCH`, `status` has no `VmRSS`).
+    Exited,
+    /// Its `/proc` directory is not there: the process is gone, or `/proc` hides it (mounted
+    /// with `hidepid=invisible`).
+    Missing,
+    /// A file of it could not be read (`/proc` mounted with `hidepid=noaccess`, …): which, and
+    /// the error.
+    Unreadable(String),
+}
+
+impl fmt::Display for Unmeasured {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unmeasured::Exited => f.write_str("it exited before it could be measured"),
+            Unmeasured::Missing => f.write_str("its /proc directory is not there"),
+            Unmeasured::Unreadable(why) => f.write_str(why),
+        }
+    }
+}
+
 /// The size of process `pid` (this process for `None`), with `/proc` looked up under `root`:
-/// its PSS, or its RSS where `smaps_rollup` cannot be read; `None` when neither can (the
-/// process is gone, or belongs to a user this one may not look at).
-pub fn process_size_under(root: &Path, pid: Option<u32>) -> Option<ProcessSize> {
+/// its PSS, or its RSS where `smaps_rollup` cannot be read; the reason when neither can.
+pub fn process_size_under(root: &Path, pid: Option<u32>) -> Result<ProcessSize, Unmeasured> {
     let dir = PathBuf::from(match pid {
         Some(pid) => format!("/proc/{pid}"),
         None => "/proc/self".to_owned(),
     });
-    let read = |file: &str| read_trimmed(root, &dir.join(file));
-    if let Some(bytes) = read("smaps_rollup").and_then(|text| parse_smaps_rollup(&text)) {
-        return Some(ProcessSize {
-            bytes,
-            measure: SizeMeasure::Pss,
-        });
+    let read = |file: &str| {
+        let path = dir.join(file);
+        fs::read(root.join(path.strip_prefix("/").unwrap_or(&path)))
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .map_err(|err| (path, err))
+    };
+    match read("smaps_rollup") {
+        Ok(text) => {
+            if let Some(bytes) = parse_smaps_rollup(&text) {
+                return Ok(ProcessSize {
+                    bytes,
+                    measure: SizeMeasure::Pss,
+                });
+            }
+        }
+        Err((_, err)) if err.raw_os_error() == Some(libc::ESRCH) => return Err(Unmeasured::Exited),
+        // Kernels before 4.14 have no smaps_rollup: the status file is the fallback.
+        Err(_) => {}
     }
-    let bytes = read("status").and_then(|text| parse_status_rss(&text))?;
-    Some(ProcessSize {
-        bytes,
-        measure: SizeMeasure::Rss,
-    })
+    match read("status") {
+        Ok(text) => parse_status_rss(&text)
+            .map(|bytes| ProcessSize {
+                bytes,
+                measure: SizeMeasure::Rss,
+            })
+            .ok_or(Unmeasured::Exited),
+        Err((_, err)) if err.kind() == io::ErrorKind::NotFound => Err(Unmeasured::Missing),
+        Err((path, err)) => Err(Unmeasured::Unreadable(format!("{}: {err}", path.display()))),
+    }
 }
 
 /// How many workers of `worker` bytes fit in `limit` bytes beside a master of `master` bytes,

@@ -323,6 +323,9 @@ impl Master<'_> {
         }
         // Old workers already retired for new ones that were up are started again.
         self.table.set_desired(reload.old_desired);
+        // A measurement the old generation still awaited: its workers' ready reports came
+        // while the reload held them aside, so one that is up is measured now.
+        self.size_from_ready_worker();
         self.close_unused_listeners();
         let _ = sys::sd_notify(&format!(
             "READY=1\nSTATUS=reload failed: {why}; still serving the previous config"

@@ -135,11 +135,29 @@ impl Master<'_> {
                 log::debug!("worker {slot} (pid {pid}) is ready");
                 // Before the reload's step: a generation started small to be measured must
                 // not look complete.
-                if let Some(count) = self.sizer.on_ready(slot, pid) {
-                    self.table.set_desired(count);
-                }
+                self.size_from(slot, pid);
                 self.step_reload(ReloadEvent::NewWorkerReady);
             }
+        }
+    }
+
+    /// Hands the sizer the worker `pid` of `slot`, which is ready: measured when the sizer
+    /// awaits a measurement, and the wanted count changed to what it gives.
+    fn size_from(&mut self, slot: usize, pid: u32) {
+        if let Some(count) = self.sizer.on_ready(slot, pid, self.table.desired()) {
+            self.table.set_desired(count);
+        }
+    }
+
+    /// Measures a worker that is already ready when the sizer awaits a measurement: after a
+    /// rollback, the restored generation's workers reported ready while the reload held them
+    /// aside, so none of them would report again.
+    pub(super) fn size_from_ready_worker(&mut self) {
+        if !self.sizer.awaits_measurement() {
+            return;
+        }
+        if let Some((slot, pid)) = self.table.first_ready() {
+            self.size_from(slot, pid);
         }
     }
 

@@ -145,13 +145,14 @@ impl WorkerTable {
         }
     }
 
-    /// Records that the worker `pid` is up; returns its slot if it is known.
+    /// Records that the worker `pid` is up; returns its slot if it is one of the current
+    /// generation's. A worker of the previous generation (one that reports while a reload
+    /// runs) is marked all the same, so a rollback gets it back as ready.
     pub fn mark_ready(&mut self, pid: u32) -> Option<usize> {
-        let index = self.index_of(pid)?;
-        if let Some(worker) = self.slots[index].worker.as_mut() {
+        if let Some(worker) = self.worker_mut(pid) {
             worker.ready = true;
         }
-        Some(index + 1)
+        self.index_of(pid).map(|index| index + 1)
     }
 
     /// Records that the worker `pid` was told to stop.
@@ -194,6 +195,16 @@ impl WorkerTable {
         self.index_of(pid)
             .and_then(|i| self.slots[i].worker)
             .is_some_and(|w| w.ready)
+    }
+
+    /// The lowest slot with a worker that reported ready and is not retiring, and its pid.
+    pub fn first_ready(&self) -> Option<(usize, u32)> {
+        self.slots.iter().enumerate().find_map(|(index, entry)| {
+            entry
+                .worker
+                .filter(|w| w.ready && !w.retiring)
+                .map(|w| (index + 1, w.pid))
+        })
     }
 
     /// Starts a new generation for a reload: every current worker moves to the previous
@@ -557,6 +568,26 @@ mod tests {
         assert_eq!(table.previous_count(), 0);
         let departure = table.exited(300, now).unwrap();
         assert!(departure.was_retiring);
+    }
+
+    #[test]
+    fn a_rollback_keeps_ready_reports_that_came_during_the_reload() {
+        let now = Instant::now();
+        let mut table = WorkerTable::new(1);
+        spawn_all(&mut table, now, 100);
+        assert_eq!(table.first_ready(), None, "not ready yet");
+        table.begin_generation();
+        assert_eq!(
+            table.mark_ready(100),
+            None,
+            "not of the current generation: the reload rules do not count it"
+        );
+        assert!(!table.is_ready(100));
+        table.spawned(1, 200, 1, now);
+        assert_eq!(table.first_ready(), None, "the new worker is not ready");
+        assert_eq!(table.rollback_generation(), vec![200]);
+        assert!(table.all_ready(), "the old worker is back, and it is up");
+        assert_eq!(table.first_ready(), Some((1, 100)), "to be measured");
     }
 
     #[test]

@@ -147,11 +147,14 @@ fn proc_sizes_parse() {
 #[test]
 fn process_size_prefers_pss_and_falls_back_to_rss() {
     let tree = TempTree::new("process_size");
-    assert_eq!(process_size_under(&tree.root, Some(42)), None);
+    assert_eq!(
+        process_size_under(&tree.root, Some(42)),
+        Err(Unmeasured::Missing)
+    );
     tree.write("/proc/42/status", "Name:\tpython\nVmRSS:\t 3072 kB\n");
     assert_eq!(
         process_size_under(&tree.root, Some(42)),
-        Some(ProcessSize {
+        Ok(ProcessSize {
             bytes: 3 * MIB,
             measure: SizeMeasure::Rss
         })
@@ -159,7 +162,7 @@ fn process_size_prefers_pss_and_falls_back_to_rss() {
     tree.write("/proc/42/smaps_rollup", SMAPS_ROLLUP);
     assert_eq!(
         process_size_under(&tree.root, Some(42)),
-        Some(ProcessSize {
+        Ok(ProcessSize {
             bytes: 410 * MIB,
             measure: SizeMeasure::Pss
         })
@@ -167,8 +170,47 @@ fn process_size_prefers_pss_and_falls_back_to_rss() {
     tree.write("/proc/self/status", "VmRSS:\t 1024 kB\n");
     assert_eq!(
         process_size_under(&tree.root, None).map(|size| size.bytes),
-        Some(MIB)
+        Ok(MIB)
     );
+}
+
+#[test]
+fn process_size_says_why_it_cannot_be_read() {
+    let tree = TempTree::new("process_size_why");
+    // An exited process not yet reaped: its status has no memory lines.
+    tree.write("/proc/7/status", "Name:\tpython\nState:\tZ (zombie)\n");
+    assert_eq!(
+        process_size_under(&tree.root, Some(7)),
+        Err(Unmeasured::Exited)
+    );
+    // A file that cannot be read (here a directory; hidepid gives EACCES): named, with why.
+    tree.write("/proc/8/status/x", "");
+    let Err(Unmeasured::Unreadable(why)) = process_size_under(&tree.root, Some(8)) else {
+        panic!("an unreadable status file");
+    };
+    assert!(why.starts_with("/proc/8/status: "), "{why}");
+}
+
+#[test]
+fn an_exited_child_is_told_from_a_reaped_one() {
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("start true");
+    let pid = child.id();
+    let status = format!("/proc/{pid}/status");
+    // Bounded wait for it to exit (a zombie until reaped).
+    let zombie = (0..500).any(|_| {
+        let state = std::fs::read_to_string(&status).unwrap_or_default();
+        if state.contains("State:\tZ") {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        false
+    });
+    assert!(zombie, "true did not exit within 5 s");
+    assert_eq!(process_size(Some(pid)), Err(Unmeasured::Exited));
+    child.wait().expect("reap true");
+    assert_eq!(process_size(Some(pid)), Err(Unmeasured::Missing));
 }
 
 #[test]
