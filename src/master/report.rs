@@ -193,9 +193,9 @@ impl Master<'_> {
     }
 
     /// Reads every serving worker's counters, once a [`READ_EVERY`]: keeps them for the
-    /// recent figures of `tine status`, and logs a warning when a worker's requests have
-    /// waited longer than `[server] queue_wait_warning` at p90 for `queue_wait_warning_after`,
-    /// and a word when that is over.
+    /// recent figures of `tine status`, and logs a warning when at least 10 % of a worker's
+    /// requests have waited longer than `[server] queue_wait_warning` (by the histogram's
+    /// bucket lower bounds) for `queue_wait_warning_after`, and a word when that is over.
     pub(super) fn watch_workers_load(&mut self) {
         let now = Instant::now();
         if self.watch.last.is_some_and(|at| now - at < READ_EVERY) {
@@ -215,13 +215,19 @@ impl Master<'_> {
             let view = self.scoreboard.view(worker.board);
             let watched = self.watch.workers.entry(worker.pid).or_default();
             let now_read = reading(&view, now);
-            let p90 = watched.history.recent(&now_read).and_then(|r| r.p90());
+            let recent = watched.history.recent(&now_read);
             watched.history.push(now_read);
             let seen = Observation {
                 at: now,
-                p90,
+                p90: recent.and_then(|r| r.p90()),
+                floor: recent.and_then(|r| r.p90_floor()),
                 busy: view.busy,
                 threads: view.threads,
+                capacity: if view.threads > 0 {
+                    view.threads
+                } else {
+                    self.config.app.max_concurrency as u64
+                },
             };
             match watched.episode.observe(seen, when) {
                 Some(notice @ Notice::Saturated { .. }) => log::warn!("{}", notice.message(slot)),
