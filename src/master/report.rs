@@ -48,9 +48,10 @@ pub const RESTART_REASONS: [&str; 7] = [
     "reload",
 ];
 
-/// A worker's counters as totals.
-fn totals_of(view: &SlotView) -> status::Totals {
+/// The counters of the worker in `slot` as totals.
+fn totals_of(view: &SlotView, slot: usize) -> status::Totals {
     status::Totals {
+        queue_waits: [(slot, view.queue_wait)].into(),
         requests: view.requests,
         status_classes: view.status_classes,
         duration_sum_us: view.duration_sum_us,
@@ -82,7 +83,7 @@ impl Master<'_> {
         let mut workers = Vec::new();
         for (slot, worker) in self.table.live() {
             let view = self.scoreboard.view(worker.board);
-            totals.add(&totals_of(&view));
+            totals.add(&totals_of(&view, slot));
             let state = if worker.retiring {
                 "stopping"
             } else if view.state == WorkerState::Retiring {
@@ -110,7 +111,6 @@ impl Master<'_> {
                     .workers
                     .get(&worker.pid)
                     .and_then(|w| w.history.recent(&reading(&view, now))),
-                queue_wait: view.queue_wait,
             });
         }
         workers.sort_by_key(|w| (w.slot, w.generation));
@@ -287,7 +287,7 @@ impl Master<'_> {
     /// Keeps a departed worker's counters in the totals and counts why it went.
     pub(super) fn count_departure(&mut self, departure: &table::Departure, how: ExitHow) {
         let view = self.scoreboard.view(departure.board);
-        self.retired.add(&totals_of(&view));
+        self.retired.add(&totals_of(&view, departure.slot));
         if matches!(self.phase, Phase::Stopping(_)) {
             return;
         }
