@@ -207,7 +207,10 @@ impl Master<'_> {
             after: self.config.server.queue_wait_warning_after,
         };
         let mut live = HashSet::new();
-        for (slot, worker) in self.table.live() {
+        // The listeners' accept queues: read once, and only when a worker is full.
+        let mut accept_queue = None;
+        let workers: Vec<_> = self.table.live().collect();
+        for (slot, worker) in workers {
             if !worker.ready || worker.retiring {
                 continue;
             }
@@ -217,7 +220,7 @@ impl Master<'_> {
             let now_read = reading(&view, now);
             let recent = watched.history.recent(&now_read);
             watched.history.push(now_read);
-            let seen = Observation {
+            let mut seen = Observation {
                 at: now,
                 p90: recent.and_then(|r| r.p90()),
                 floor: recent.and_then(|r| r.p90_floor()),
@@ -228,8 +231,15 @@ impl Master<'_> {
                 } else {
                     self.config.app.max_concurrency as u64
                 },
+                accept_queue: 0,
             };
-            match watched.episode.observe(seen, when) {
+            if seen.full() && !when.off() {
+                seen.accept_queue = *accept_queue.get_or_insert_with(|| {
+                    self.listen_queues().iter().map(|(_, depth)| depth).sum()
+                });
+            }
+            let episode = &mut self.watch.workers.entry(worker.pid).or_default().episode;
+            match episode.observe(seen, when) {
                 Some(notice @ Notice::Saturated { .. }) => log::warn!("{}", notice.message(slot)),
                 Some(notice @ Notice::Relieved { .. }) => log::info!("{}", notice.message(slot)),
                 None => {}

@@ -127,7 +127,8 @@ pub struct WarnWhen {
 }
 
 impl WarnWhen {
-    fn off(&self) -> bool {
+    /// Whether the warning is off.
+    pub fn off(&self) -> bool {
         self.threshold.is_zero() || self.after.is_zero()
     }
 }
@@ -147,11 +148,25 @@ pub struct Observation {
     pub threads: u64,
     /// How many requests it runs at once: its threads, or `[app] max_concurrency`.
     pub capacity: u64,
+    /// Connections waiting in the TCP listeners' accept queues (shared by every worker), as
+    /// /proc/net/tcp shows them; 0 when not read.
+    pub accept_queue: u64,
 }
 
 impl Observation {
     fn all_busy(&self) -> bool {
         self.threads > 0 && self.busy >= self.threads
+    }
+
+    /// Whether it runs all the requests it can.
+    pub fn full(&self) -> bool {
+        self.capacity > 0 && self.busy >= self.capacity
+    }
+
+    /// The connections waiting to be accepted while it is full: clients that open a
+    /// connection per request wait there, unseen by the queue-wait histogram.
+    fn backlog(&self) -> u64 {
+        if self.full() { self.accept_queue } else { 0 }
     }
 }
 
@@ -185,8 +200,11 @@ pub enum Notice {
     Saturated {
         /// How long, so far.
         lasted: Duration,
-        /// What at least 10 % of the recent waits exceeded ([`Recent::p90_floor`]).
-        floor: Duration,
+        /// What at least 10 % of the recent waits exceeded ([`Recent::p90_floor`]), when that
+        /// was past the threshold.
+        floor: Option<Duration>,
+        /// Connections waiting to be accepted while it was full; 0 when there were none.
+        backlog: u64,
         /// Its pool threads; 0 for a concurrent application.
         threads: u64,
         /// Every thread was busy at every reading of the episode.
@@ -207,19 +225,22 @@ impl Episode {
     /// Takes in a reading; says what to log, if anything: one warning per episode, once it
     /// has lasted `when.after`, and one notice when a warned episode ends.
     ///
-    /// At least 10 % of the span's waits past the threshold by their buckets' lower bounds
-    /// continues an episode, fewer ends it. No request taken up over the span ends it when
-    /// the worker runs fewer requests than it can (a thread is free, or an ASGI application
-    /// is under `max_concurrency`, idle included: nothing waits), and changes nothing when it
-    /// is full: the queue may be stuck behind long requests.
+    /// At least 10 % of the span's waits past the threshold by their buckets' lower bounds,
+    /// or connections in the accept queue while the worker is full, continues an episode;
+    /// neither ends it. No request taken up over the span ends it when the worker runs fewer
+    /// requests than it can (a thread is free, or an ASGI application is under
+    /// `max_concurrency`, idle included: nothing waits), and changes nothing when it is full
+    /// with no connection waiting: the queue may be stuck behind long requests.
     pub fn observe(&mut self, seen: Observation, when: WarnWhen) -> Option<Notice> {
         if when.off() {
             self.stand = Stand::Calm;
             return None;
         }
-        let over = match seen.floor {
-            Some(floor) => floor >= when.threshold,
-            None if seen.busy < seen.capacity => false,
+        let waits_over = seen.floor.map(|floor| floor >= when.threshold);
+        let over = match waits_over {
+            _ if seen.backlog() > 0 => true,
+            Some(over) => over,
+            None if !seen.full() => false,
             None => return None,
         };
         match (self.stand, over) {
@@ -241,7 +262,8 @@ impl Episode {
                 self.stand = Stand::Warned { since };
                 Some(Notice::Saturated {
                     lasted,
-                    floor: seen.floor.unwrap_or_default(),
+                    floor: seen.floor.filter(|_| waits_over == Some(true)),
+                    backlog: seen.backlog(),
                     threads: seen.threads,
                     all_busy,
                 })
@@ -270,37 +292,42 @@ impl Notice {
             Notice::Saturated {
                 lasted,
                 floor,
+                backlog,
                 threads,
-                all_busy: true,
-            } => format!(
-                "worker {slot}: {} busy for {}; requests waited {} or more at p90 — consider \
-                 more threads or workers",
-                if threads == 1 {
-                    "its one thread".to_owned()
+                all_busy,
+            } => {
+                let mut why = Vec::new();
+                if let Some(floor) = floor {
+                    why.push(format!("requests waited {} or more at p90", spoken(floor)));
+                }
+                if backlog > 0 {
+                    let s = if backlog == 1 { "" } else { "s" };
+                    why.push(format!("{backlog} connection{s} waiting to be accepted"));
+                }
+                let why = why.join(", ");
+                let lasted = spoken(lasted);
+                if threads == 0 {
+                    format!(
+                        "worker {slot}: {why} for {lasted} — consider more workers, a higher \
+                         max_concurrency, or look for blocking calls in async code"
+                    )
+                } else if all_busy {
+                    let busy = if threads == 1 {
+                        "its one thread".to_owned()
+                    } else {
+                        format!("all {threads} threads")
+                    };
+                    format!(
+                        "worker {slot}: {busy} busy for {lasted}; {why} — consider more threads \
+                         or workers"
+                    )
                 } else {
-                    format!("all {threads} threads")
-                },
-                spoken(lasted),
-                spoken(floor)
-            ),
-            Notice::Saturated {
-                lasted,
-                floor,
-                threads,
-                ..
-            } if threads > 0 => format!(
-                "worker {slot}: requests waited {} or more at p90 for {} ({threads} threads) \
-                 — consider more threads or workers",
-                spoken(floor),
-                spoken(lasted)
-            ),
-            Notice::Saturated { lasted, floor, .. } => format!(
-                "worker {slot}: requests waited {} or more at p90 for {} before the \
-                 application took them up — consider more workers, a higher max_concurrency, \
-                 or look for blocking calls in async code",
-                spoken(floor),
-                spoken(lasted)
-            ),
+                    format!(
+                        "worker {slot}: {why} for {lasted} ({threads} threads) — consider more \
+                         threads or workers"
+                    )
+                }
+            }
             Notice::Relieved {
                 lasted,
                 p90: Some(p90),
@@ -437,6 +464,7 @@ mod tests {
                     busy,
                     threads: 4,
                     capacity: 4,
+                    accept_queue: 0,
                 };
                 episode.observe(observation, WHEN).map(|n| (second, n))
             })
@@ -459,7 +487,8 @@ mod tests {
                     5,
                     Notice::Saturated {
                         lasted: Duration::from_secs(3),
-                        floor: Duration::from_millis(180),
+                        floor: Some(Duration::from_millis(180)),
+                        backlog: 0,
                         threads: 4,
                         all_busy: true,
                     }
@@ -525,7 +554,8 @@ mod tests {
         assert!(said[1].1.message(1).contains("a thread is free"));
         let one = Notice::Saturated {
             lasted: Duration::from_secs(2),
-            floor: Duration::from_millis(300),
+            floor: Some(Duration::from_millis(300)),
+            backlog: 0,
             threads: 1,
             all_busy: true,
         };
@@ -553,13 +583,15 @@ mod tests {
         );
         let asgi = Notice::Saturated {
             lasted: Duration::from_secs(45),
-            floor: Duration::from_millis(300),
+            floor: Some(Duration::from_millis(300)),
+            backlog: 0,
             threads: 0,
             all_busy: false,
         };
         assert!(
-            asgi.message(1)
-                .starts_with("worker 1: requests waited 300 ms or more at p90 for 45 s before the application took them up"),
+            asgi.message(1).starts_with(
+                "worker 1: requests waited 300 ms or more at p90 for 45 s — consider more workers"
+            ),
             "{}",
             asgi.message(1)
         );
@@ -592,6 +624,7 @@ mod tests {
                 busy: 4,
                 threads: 4,
                 capacity: 4,
+                accept_queue: 0,
             };
             assert!(seen.p90.is_none_or(|p90| p90 > when.threshold), "{seen:?}");
             said.extend(episode.observe(seen, when));
@@ -614,6 +647,7 @@ mod tests {
                 busy: 4,
                 threads: 4,
                 capacity: 4,
+                accept_queue: 0,
             };
             said.extend(episode.observe(seen, when));
         }
@@ -630,6 +664,60 @@ mod tests {
     }
 
     #[test]
+    fn connections_waiting_to_be_accepted_while_every_thread_is_busy_are_saturation_too() {
+        // Clients that open a connection per request: the histogram sees short waits (or
+        // none), the accept queue holds the rest.
+        let start = Instant::now();
+        let seen = |second, floor: Option<u64>, busy, accept_queue| Observation {
+            at: start + Duration::from_secs(second),
+            p90: floor.map(Duration::from_millis),
+            floor: floor.map(Duration::from_millis),
+            busy,
+            threads: 4,
+            capacity: 4,
+            accept_queue,
+        };
+        let mut episode = Episode::default();
+        let mut said = Vec::new();
+        for second in 0..4 {
+            let floor = (second % 2 == 0).then_some(1);
+            said.extend(episode.observe(seen(second, floor, 4, 7), WHEN));
+        }
+        let [notice] = said[..] else {
+            panic!("{said:?}");
+        };
+        assert_eq!(
+            notice.message(2),
+            "worker 2: all 4 threads busy for 3.0 s; 7 connections waiting to be accepted — \
+             consider more threads or workers"
+        );
+        // A free thread, or an empty queue, is not saturation: the episode ends.
+        assert!(matches!(
+            episode.observe(seen(4, Some(1), 4, 0), WHEN),
+            Some(Notice::Relieved { .. })
+        ));
+        let mut episode = Episode::default();
+        for second in 0..10 {
+            assert_eq!(episode.observe(seen(second, Some(1), 3, 9), WHEN), None);
+        }
+        assert_eq!(episode, Episode::default());
+        // Both, for an ASGI worker at max_concurrency.
+        let both = Notice::Saturated {
+            lasted: Duration::from_secs(30),
+            floor: Some(Duration::from_millis(250)),
+            backlog: 1,
+            threads: 0,
+            all_busy: false,
+        };
+        assert_eq!(
+            both.message(1),
+            "worker 1: requests waited 250 ms or more at p90, 1 connection waiting to be \
+             accepted for 30 s — consider more workers, a higher max_concurrency, or look for \
+             blocking calls in async code"
+        );
+    }
+
+    #[test]
     fn an_idle_asgi_worker_ends_its_episode() {
         let start = Instant::now();
         let at = |second| start + Duration::from_secs(second);
@@ -640,6 +728,7 @@ mod tests {
             busy,
             threads: 0,
             capacity: 100,
+            accept_queue: 0,
         };
         let mut episode = Episode::default();
         let mut said = Vec::new();
@@ -698,6 +787,7 @@ mod tests {
                 busy: 4,
                 threads: 4,
                 capacity: 4,
+                accept_queue: 0,
             };
             assert_eq!(episode.observe(seen, off), None);
             let never = WarnWhen {
