@@ -597,6 +597,40 @@ mod tests {
         );
     }
 
+    /// Feeds a fresh history and `episode`, over `seconds`, a hundred waits of `wait_ms` a
+    /// second, as the master reads them; returns what it said and the p90s it showed.
+    fn waits_of(
+        episode: &mut Episode,
+        when: WarnWhen,
+        seconds: u64,
+        wait_ms: u64,
+    ) -> (Vec<Notice>, Vec<Duration>) {
+        let start = Instant::now();
+        let mut history = History::default();
+        let counted = QueueWaits::new();
+        let (mut said, mut shown) = (Vec::new(), Vec::new());
+        for second in 0..seconds {
+            for _ in 0..100 {
+                counted.record(Duration::from_millis(wait_ms));
+            }
+            let now = reading(start, second * 1000, 100 * second, counted.read());
+            let recent = history.recent(&now);
+            history.push(now);
+            let seen = Observation {
+                at: now.at,
+                p90: recent.and_then(|r| r.p90()),
+                floor: recent.and_then(|r| r.p90_floor()),
+                busy: 4,
+                threads: 4,
+                capacity: 4,
+                accept_queue: 0,
+            };
+            shown.extend(seen.p90);
+            said.extend(episode.observe(seen, when));
+        }
+        (said, shown)
+    }
+
     #[test]
     fn the_warning_judges_bucket_lower_bounds_not_the_interpolated_p90() {
         // The reviewer's case: a hundred waits of 120 ms a second (all in (100 ms, 250 ms],
@@ -605,52 +639,15 @@ mod tests {
             threshold: Duration::from_millis(200),
             ..WHEN
         };
-        let start = Instant::now();
-        let mut history = History::default();
         let mut episode = Episode::default();
-        let mut counted = QueueWaits::new();
-        let mut said = Vec::new();
-        for second in 0..20 {
-            for _ in 0..100 {
-                counted.record(Duration::from_millis(120));
-            }
-            let now = reading(start, second * 1000, 100 * second, counted.read());
-            let recent = history.recent(&now);
-            history.push(now);
-            let seen = Observation {
-                at: now.at,
-                p90: recent.and_then(|r| r.p90()),
-                floor: recent.and_then(|r| r.p90_floor()),
-                busy: 4,
-                threads: 4,
-                capacity: 4,
-                accept_queue: 0,
-            };
-            assert!(seen.p90.is_none_or(|p90| p90 > when.threshold), "{seen:?}");
-            said.extend(episode.observe(seen, when));
-        }
+        let (said, shown) = waits_of(&mut episode, when, 20, 120);
         assert_eq!(said, []);
+        assert!(
+            !shown.is_empty() && shown.iter().all(|p90| *p90 > when.threshold),
+            "the p90 shown is still the interpolated one: {shown:?}"
+        );
         // Waits of 300 ms do warn, and say what is known: over 250 ms.
-        counted = QueueWaits::new();
-        history = History::default();
-        for second in 0..5 {
-            for _ in 0..100 {
-                counted.record(Duration::from_millis(300));
-            }
-            let now = reading(start, second * 1000, 100 * second, counted.read());
-            let recent = history.recent(&now);
-            history.push(now);
-            let seen = Observation {
-                at: now.at,
-                p90: recent.and_then(|r| r.p90()),
-                floor: recent.and_then(|r| r.p90_floor()),
-                busy: 4,
-                threads: 4,
-                capacity: 4,
-                accept_queue: 0,
-            };
-            said.extend(episode.observe(seen, when));
-        }
+        let (said, _) = waits_of(&mut episode, when, 5, 300);
         let [notice] = said[..] else {
             panic!("{said:?}");
         };
