@@ -44,8 +44,6 @@ pub struct WorkerStatus {
     /// What it did over the last seconds ([`saturation::WINDOW`]), once the master has
     /// watched it that long.
     pub recent: Option<Recent>,
-    /// How long its requests waited to be taken up, since it started.
-    pub queue_wait: QueueWait,
 }
 
 /// Counters that only grow: live workers' plus those of workers already gone.
@@ -61,6 +59,9 @@ pub struct Totals {
     pub duration_buckets: [u64; 14],
     /// Request bodies refused for want of body budget (`[limits] body_memory`, `body_disk`).
     pub bodies_refused: u64,
+    /// How long requests waited to be taken up, by worker slot: every worker that served in
+    /// the slot, gone or live.
+    pub queue_waits: BTreeMap<usize, QueueWait>,
 }
 
 impl Totals {
@@ -74,6 +75,9 @@ impl Totals {
         }
         for (mine, theirs) in self.duration_buckets.iter_mut().zip(other.duration_buckets) {
             *mine += theirs;
+        }
+        for (slot, wait) in &other.queue_waits {
+            self.queue_waits.entry(*slot).or_default().add(wait);
         }
     }
 }
@@ -312,13 +316,10 @@ pub fn render_prometheus(snapshot: &Snapshot) -> String {
         "tine_queue_wait_seconds",
         "histogram",
         "Time a request waited between its hand-over to the application and the moment a \
-         pool thread (or an ASGI application's event loop) took it up, per live worker.",
+         pool thread (or an ASGI application's task) took it up, per worker slot, every \
+         worker that served in it counted.",
     );
-    let mut by_slot: BTreeMap<usize, QueueWait> = BTreeMap::new();
-    for w in &snapshot.workers {
-        by_slot.entry(w.slot).or_default().add(&w.queue_wait);
-    }
-    for (slot, wait) in &by_slot {
+    for (slot, wait) in &snapshot.totals.queue_waits {
         histogram(
             &mut out,
             "tine_queue_wait_seconds",
@@ -593,6 +594,7 @@ mod tests {
             duration_sum_us: 1_500,
             duration_buckets: [0; 14],
             bodies_refused: 4,
+            queue_waits: [(1, waits(8, 30)), (2, waits(0, 100))].into(),
         };
         totals.duration_buckets[0] = 2;
         totals.duration_buckets[13] = 1;
@@ -622,7 +624,6 @@ mod tests {
                         // Ten waits over 100 ms and up to 250 ms: a p90 of 235 ms.
                         queue_wait: waits(8, 10),
                     }),
-                    queue_wait: waits(8, 30),
                 },
                 WorkerStatus {
                     pid: 12,
@@ -646,7 +647,6 @@ mod tests {
                             both
                         },
                     }),
-                    queue_wait: waits(0, 100),
                 },
             ],
             totals,
@@ -775,13 +775,13 @@ mod tests {
     #[test]
     fn prometheus_has_a_queue_wait_histogram_per_worker() {
         let mut snapshot = sample();
-        // A worker of the next generation in slot 1 too: its counts join the slot's.
-        snapshot.workers.push(WorkerStatus {
-            pid: 14,
-            generation: 2,
-            queue_wait: waits(13, 2),
-            ..snapshot.workers[0].clone()
-        });
+        // A worker gone from slot 1 counted two waits past 5 s: they stay in the slot's
+        // histogram, as a gone worker's requests stay in the request-duration histogram.
+        let gone = Totals {
+            queue_waits: [(1, waits(13, 2))].into(),
+            ..Totals::default()
+        };
+        snapshot.totals.add(&gone);
         let text = render_prometheus(&snapshot);
         for line in [
             "\n# TYPE tine_queue_wait_seconds histogram\n",
@@ -802,7 +802,7 @@ mod tests {
             "{text}"
         );
         let mut empty = sample();
-        empty.workers.clear();
+        empty.totals.queue_waits.clear();
         let text = render_prometheus(&empty);
         assert!(text.contains("# TYPE tine_queue_wait_seconds histogram\n"));
         assert!(!text.contains("tine_queue_wait_seconds_count"));

@@ -48,9 +48,10 @@ pub const RESTART_REASONS: [&str; 7] = [
     "reload",
 ];
 
-/// A worker's counters as totals.
-fn totals_of(view: &SlotView) -> status::Totals {
+/// The counters of the worker in `slot` as totals.
+fn totals_of(view: &SlotView, slot: usize) -> status::Totals {
     status::Totals {
+        queue_waits: [(slot, view.queue_wait)].into(),
         requests: view.requests,
         status_classes: view.status_classes,
         duration_sum_us: view.duration_sum_us,
@@ -82,7 +83,7 @@ impl Master<'_> {
         let mut workers = Vec::new();
         for (slot, worker) in self.table.live() {
             let view = self.scoreboard.view(worker.board);
-            totals.add(&totals_of(&view));
+            totals.add(&totals_of(&view, slot));
             let state = if worker.retiring {
                 "stopping"
             } else if view.state == WorkerState::Retiring {
@@ -110,7 +111,6 @@ impl Master<'_> {
                     .workers
                     .get(&worker.pid)
                     .and_then(|w| w.history.recent(&reading(&view, now))),
-                queue_wait: view.queue_wait,
             });
         }
         workers.sort_by_key(|w| (w.slot, w.generation));
@@ -193,9 +193,9 @@ impl Master<'_> {
     }
 
     /// Reads every serving worker's counters, once a [`READ_EVERY`]: keeps them for the
-    /// recent figures of `tine status`, and logs a warning when a worker's requests have
-    /// waited longer than `[server] queue_wait_warning` at p90 for `queue_wait_warning_after`,
-    /// and a word when that is over.
+    /// recent figures of `tine status`, and logs a warning when at least 10 % of a worker's
+    /// requests have waited longer than `[server] queue_wait_warning` (by the histogram's
+    /// bucket lower bounds) for `queue_wait_warning_after`, and a word when that is over.
     pub(super) fn watch_workers_load(&mut self) {
         let now = Instant::now();
         if self.watch.last.is_some_and(|at| now - at < READ_EVERY) {
@@ -207,7 +207,10 @@ impl Master<'_> {
             after: self.config.server.queue_wait_warning_after,
         };
         let mut live = HashSet::new();
-        for (slot, worker) in self.table.live() {
+        // The listeners' accept queues: read once, and only when a worker is full.
+        let mut accept_queue = None;
+        let workers: Vec<_> = self.table.live().collect();
+        for (slot, worker) in workers {
             if !worker.ready || worker.retiring {
                 continue;
             }
@@ -215,15 +218,28 @@ impl Master<'_> {
             let view = self.scoreboard.view(worker.board);
             let watched = self.watch.workers.entry(worker.pid).or_default();
             let now_read = reading(&view, now);
-            let p90 = watched.history.recent(&now_read).and_then(|r| r.p90());
+            let recent = watched.history.recent(&now_read);
             watched.history.push(now_read);
-            let seen = Observation {
+            let mut seen = Observation {
                 at: now,
-                p90,
+                p90: recent.and_then(|r| r.p90()),
+                floor: recent.and_then(|r| r.p90_floor()),
                 busy: view.busy,
                 threads: view.threads,
+                capacity: if view.threads > 0 {
+                    view.threads
+                } else {
+                    self.config.app.max_concurrency as u64
+                },
+                accept_queue: 0,
             };
-            match watched.episode.observe(seen, when) {
+            if seen.full() && !when.off() {
+                seen.accept_queue = *accept_queue.get_or_insert_with(|| {
+                    self.listen_queues().iter().map(|(_, depth)| depth).sum()
+                });
+            }
+            let episode = &mut self.watch.workers.entry(worker.pid).or_default().episode;
+            match episode.observe(seen, when) {
                 Some(notice @ Notice::Saturated { .. }) => log::warn!("{}", notice.message(slot)),
                 Some(notice @ Notice::Relieved { .. }) => log::info!("{}", notice.message(slot)),
                 None => {}
@@ -281,7 +297,7 @@ impl Master<'_> {
     /// Keeps a departed worker's counters in the totals and counts why it went.
     pub(super) fn count_departure(&mut self, departure: &table::Departure, how: ExitHow) {
         let view = self.scoreboard.view(departure.board);
-        self.retired.add(&totals_of(&view));
+        self.retired.add(&totals_of(&view, departure.slot));
         if matches!(self.phase, Phase::Stopping(_)) {
             return;
         }

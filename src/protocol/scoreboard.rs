@@ -139,6 +139,27 @@ impl QueueWait {
             QUEUE_WAIT_BOUNDS_US[QUEUE_WAIT_BOUNDS_US.len() - 1],
         ))
     }
+
+    /// A wait that at least `percent` % of the waits counted exceeded, as far as the buckets
+    /// tell, with nothing interpolated: the lower bound of the highest bucket that, with the
+    /// buckets above it, holds that share (zero for the first bucket). `None` when there are
+    /// none. Unlike [`QueueWait::quantile`], which spreads a bucket's waits over its width,
+    /// every wait counted in those buckets was longer than this.
+    pub fn floor(&self, percent: u64) -> Option<Duration> {
+        let count = self.count();
+        if count == 0 {
+            return None;
+        }
+        let mut above = 0;
+        for (i, &in_bucket) in self.buckets.iter().enumerate().rev() {
+            above += in_bucket;
+            if above > 0 && above * 100 >= percent * count {
+                let lower = i.checked_sub(1).map_or(0, |i| QUEUE_WAIT_BOUNDS_US[i]);
+                return Some(Duration::from_micros(lower));
+            }
+        }
+        Some(Duration::ZERO)
+    }
 }
 
 #[cfg(test)]
@@ -625,6 +646,24 @@ mod tests {
         // Past the last bound, the last bound is all that is known.
         let wait = waits(&[(0, 1), (14, 9)]);
         assert_eq!(wait.quantile(0.9), Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_floor_is_a_bucket_lower_bound_that_a_share_of_the_waits_exceeded() {
+        assert_eq!(QueueWait::default().floor(10), None);
+        // A hundred waits of 120 ms: all in (100 ms, 250 ms], so 100 ms is all that is known,
+        // where the interpolated p90 says 235 ms.
+        let wait = waits(&[(8, 100)]);
+        assert_eq!(wait.floor(10), Some(Duration::from_millis(100)));
+        // Ten of a hundred is enough, nine is not.
+        let wait = waits(&[(0, 90), (9, 10)]);
+        assert_eq!(wait.floor(10), Some(Duration::from_millis(250)));
+        let wait = waits(&[(0, 91), (9, 9)]);
+        assert_eq!(wait.floor(10), Some(Duration::ZERO));
+        // Spread over several buckets from the top down, and past the last bound.
+        let wait = waits(&[(0, 80), (8, 5), (10, 8), (14, 2)]);
+        assert_eq!(wait.floor(10), Some(Duration::from_millis(500)));
+        assert_eq!(wait.floor(2), Some(Duration::from_secs(10)));
     }
 
     #[test]

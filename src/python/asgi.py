@@ -48,6 +48,7 @@ class _Request:
         "inbound",
         "body_over",
         "task",
+        "handed_over",
         "status",
         "headers",
         "started",
@@ -80,6 +81,9 @@ class _Request:
         self.inbound = None
         self.body_over = not self.streamed
         self.task = None
+        # For a request that waits in Server.queued: when the worker handed it over, by the
+        # loop's clock (its queue wait is counted when it starts). None otherwise.
+        self.handed_over = None
         self.status = None
         self.headers = None
         # http.response.start was sent by the application.
@@ -756,7 +760,10 @@ class Server:
     # Messages from the worker.
 
     def _wake(self):
-        for message in self.native.take():
+        # How many requests may start now: take() counts their queue waits itself, and hands
+        # the others' waits so far to _start.
+        room = 0 if self.queued else max(0, self.max_concurrency - self.running)
+        for message in self.native.take(room):
             try:
                 self._handle(message)
             except Exception as err:
@@ -765,8 +772,8 @@ class Server:
     def _handle(self, message):
         kind = message[0]
         if kind == START:
-            _, conn, serial, scope, body = message
-            self._start(conn, serial, scope, body)
+            _, conn, serial, scope, body, waited = message
+            self._start(conn, serial, scope, body, waited)
             return
         if kind == STOP:
             if not self.stopping:
@@ -813,13 +820,15 @@ class Server:
         elif kind == MORE:
             self.native.failed(conn, serial)
 
-    def _start(self, conn, serial, scope, body):
+    def _start(self, conn, serial, scope, body, waited):
         if self.lifespan is not None and self.lifespan.state is not None:
             scope["state"] = self.lifespan.state.copy()
         if scope["type"] == "websocket":
             request = _WebSocket(self, conn, serial, scope)
         else:
             request = _Request(self, conn, serial, scope, body)
+        if waited is not None:
+            request.handed_over = self.loop.time() - waited
         # A new request on a keep-alive connection: the one before it is over for the worker.
         self.current[(conn, serial)] = request
         self.idle.clear()
@@ -829,6 +838,9 @@ class Server:
         self._run(request)
 
     def _run(self, request):
+        if request.handed_over is not None:
+            # It waited in the queue (or take() thought it would): its whole wait, now.
+            self.native.queue_waited(self.loop.time() - request.handed_over)
         self.running += 1
         try:
             request.task = self.loop.create_task(request.run())

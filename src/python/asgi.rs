@@ -400,22 +400,35 @@ impl Native {
     }
 
     /// The messages waiting, as tuples `(kind, conn, serial, ...)`; a request's are followed by
-    /// its scope and its body.
-    fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    /// its scope, its body and how long it has waited, in seconds.
+    ///
+    /// `room` is how many requests the application may start now (under `max_concurrency`):
+    /// the first `room` are taken up now, and their queue wait counted here, with `None` for
+    /// their wait; the others wait in asgi.py's queue, and it counts theirs
+    /// ([`Native::queue_waited`]) when it starts them.
+    fn take<'py>(&self, py: Python<'py>, room: usize) -> PyResult<Bound<'py, PyList>> {
         // The eventfd first, then the inbox: a message sent after the read wakes it again.
         let _ = self.bridge.wake.read();
         let messages = std::mem::take(&mut *lock(&self.bridge.inbox)).messages;
         let list = PyList::empty(py);
+        let mut room = room;
         for message in messages {
             let kind = message.kind();
             match message {
                 ToLoop::Start(ticket, request, begin) => {
-                    if let Some(queued) = request.queued_at() {
-                        QUEUE_WAITS.record_since(queued);
-                    }
+                    let queued = request.queued_at();
                     match scope(py, request, begin, &self.bridge.root_path) {
                         Ok((scope, body)) => {
-                            list.append((kind, ticket.conn, ticket.serial, scope, body))?
+                            let waited = match (queued, room) {
+                                (Some(queued), 0) => Some(queued.elapsed().as_secs_f64()),
+                                (Some(queued), _) => {
+                                    QUEUE_WAITS.record_since(queued);
+                                    None
+                                }
+                                (None, _) => None,
+                            };
+                            room = room.saturating_sub(1);
+                            list.append((kind, ticket.conn, ticket.serial, scope, body, waited))?
                         }
                         Err(err) => {
                             log::error!(
@@ -460,6 +473,12 @@ impl Native {
     /// `message`.
     fn ready(&self, ok: bool, message: String) {
         self.bridge.ready(if ok { Ok(()) } else { Err(message) });
+    }
+
+    /// A request that waited in asgi.py's queue ([`Native::take`]) was started after
+    /// `seconds` in all: counted in the worker's queue-wait histogram.
+    fn queue_waited(&self, seconds: f64) {
+        QUEUE_WAITS.record(Duration::try_from_secs_f64(seconds).unwrap_or_default());
     }
 
     /// The request's task is over: it no longer counts against the worker's concurrency.

@@ -18,8 +18,12 @@ const SHORTEST: Duration = Duration::from_millis(500);
 /// The most readings a history keeps, whatever the master's pace.
 const MAX_READINGS: usize = 64;
 
-/// The quantile shown and judged.
+/// The quantile shown.
 const P90: f64 = 0.9;
+
+/// The share of waits, in percent, that must have exceeded the threshold for a warning: the
+/// same 90th percentile, judged by bucket lower bounds rather than interpolated.
+const WARN_PERCENT: u64 = 10;
 
 /// One reading of a worker's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +71,12 @@ impl Recent {
     pub fn p90(&self) -> Option<Duration> {
         self.queue_wait.quantile(P90)
     }
+
+    /// A wait that at least 10 % of the waits exceeded, by bucket lower bounds: what the
+    /// warning judges ([`QueueWait::floor`]); `None` when no request was taken up.
+    pub fn p90_floor(&self) -> Option<Duration> {
+        self.queue_wait.floor(WARN_PERCENT)
+    }
 }
 
 /// The p90 of the queue waits of several workers' recent spans taken together.
@@ -109,14 +119,16 @@ impl History {
 /// `queue_wait_warning_after`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WarnWhen {
-    /// A p90 at least this long is too long; zero is off.
+    /// Too long, when at least 10 % of the waits were in buckets whose lower bound is at
+    /// least this; zero is off.
     pub threshold: Duration,
     /// For at least this long; zero is off.
     pub after: Duration,
 }
 
 impl WarnWhen {
-    fn off(&self) -> bool {
+    /// Whether the warning is off.
+    pub fn off(&self) -> bool {
         self.threshold.is_zero() || self.after.is_zero()
     }
 }
@@ -128,15 +140,33 @@ pub struct Observation {
     pub at: Instant,
     /// The p90 of the queue waits over the recent span; `None` when no request was taken up.
     pub p90: Option<Duration>,
+    /// What at least 10 % of those waits exceeded ([`Recent::p90_floor`]).
+    pub floor: Option<Duration>,
     /// Requests with its application now.
     pub busy: u64,
     /// Its pool threads; 0 for a concurrent (ASGI) application.
     pub threads: u64,
+    /// How many requests it runs at once: its threads, or `[app] max_concurrency`.
+    pub capacity: u64,
+    /// Connections waiting in the TCP listeners' accept queues (shared by every worker), as
+    /// /proc/net/tcp shows them; 0 when not read.
+    pub accept_queue: u64,
 }
 
 impl Observation {
     fn all_busy(&self) -> bool {
         self.threads > 0 && self.busy >= self.threads
+    }
+
+    /// Whether it runs all the requests it can.
+    pub fn full(&self) -> bool {
+        self.capacity > 0 && self.busy >= self.capacity
+    }
+
+    /// The connections waiting to be accepted while it is full: clients that open a
+    /// connection per request wait there, unseen by the queue-wait histogram.
+    fn backlog(&self) -> u64 {
+        if self.full() { self.accept_queue } else { 0 }
     }
 }
 
@@ -170,8 +200,11 @@ pub enum Notice {
     Saturated {
         /// How long, so far.
         lasted: Duration,
-        /// The p90 now.
-        p90: Duration,
+        /// What at least 10 % of the recent waits exceeded ([`Recent::p90_floor`]), when that
+        /// was past the threshold.
+        floor: Option<Duration>,
+        /// Connections waiting to be accepted while it was full; 0 when there were none.
+        backlog: u64,
         /// Its pool threads; 0 for a concurrent application.
         threads: u64,
         /// Every thread was busy at every reading of the episode.
@@ -183,6 +216,8 @@ pub enum Notice {
         lasted: Duration,
         /// The p90 now, if any request was taken up.
         p90: Option<Duration>,
+        /// Its pool threads; 0 for a concurrent application.
+        threads: u64,
     },
 }
 
@@ -190,17 +225,22 @@ impl Episode {
     /// Takes in a reading; says what to log, if anything: one warning per episode, once it
     /// has lasted `when.after`, and one notice when a warned episode ends.
     ///
-    /// A p90 at or over the threshold continues an episode, one under it ends it. No request
-    /// taken up over the span ends it when a thread is free (nothing waits), and changes
-    /// nothing when none is: the queue may be stuck behind long requests.
+    /// At least 10 % of the span's waits past the threshold by their buckets' lower bounds,
+    /// or connections in the accept queue while the worker is full, continues an episode;
+    /// neither ends it. No request taken up over the span ends it when the worker runs fewer
+    /// requests than it can (a thread is free, or an ASGI application is under
+    /// `max_concurrency`, idle included: nothing waits), and changes nothing when it is full
+    /// with no connection waiting: the queue may be stuck behind long requests.
     pub fn observe(&mut self, seen: Observation, when: WarnWhen) -> Option<Notice> {
         if when.off() {
             self.stand = Stand::Calm;
             return None;
         }
-        let over = match seen.p90 {
-            Some(p90) => p90 >= when.threshold,
-            None if seen.threads > 0 && seen.busy < seen.threads => false,
+        let waits_over = seen.floor.map(|floor| floor >= when.threshold);
+        let over = match waits_over {
+            _ if seen.backlog() > 0 => true,
+            Some(over) => over,
+            None if !seen.full() => false,
             None => return None,
         };
         match (self.stand, over) {
@@ -222,7 +262,8 @@ impl Episode {
                 self.stand = Stand::Warned { since };
                 Some(Notice::Saturated {
                     lasted,
-                    p90: seen.p90.unwrap_or_default(),
+                    floor: seen.floor.filter(|_| waits_over == Some(true)),
+                    backlog: seen.backlog(),
                     threads: seen.threads,
                     all_busy,
                 })
@@ -237,6 +278,7 @@ impl Episode {
                 Some(Notice::Relieved {
                     lasted: seen.at.saturating_duration_since(since),
                     p90: seen.p90,
+                    threads: seen.threads,
                 })
             }
         }
@@ -249,41 +291,47 @@ impl Notice {
         match *self {
             Notice::Saturated {
                 lasted,
-                p90,
+                floor,
+                backlog,
                 threads,
-                all_busy: true,
-            } => format!(
-                "worker {slot}: {} busy for {}; requests waited {} at p90 — consider more \
-                 threads or workers",
-                if threads == 1 {
-                    "its one thread".to_owned()
+                all_busy,
+            } => {
+                let mut why = Vec::new();
+                if let Some(floor) = floor {
+                    why.push(format!("requests waited {} or more at p90", spoken(floor)));
+                }
+                if backlog > 0 {
+                    let s = if backlog == 1 { "" } else { "s" };
+                    why.push(format!("{backlog} connection{s} waiting to be accepted"));
+                }
+                let why = why.join(", ");
+                let lasted = spoken(lasted);
+                if threads == 0 {
+                    format!(
+                        "worker {slot}: {why} for {lasted} — consider more workers, a higher \
+                         max_concurrency, or look for blocking calls in async code"
+                    )
+                } else if all_busy {
+                    let busy = if threads == 1 {
+                        "its one thread".to_owned()
+                    } else {
+                        format!("all {threads} threads")
+                    };
+                    format!(
+                        "worker {slot}: {busy} busy for {lasted}; {why} — consider more threads \
+                         or workers"
+                    )
                 } else {
-                    format!("all {threads} threads")
-                },
-                spoken(lasted),
-                spoken(p90)
-            ),
-            Notice::Saturated {
-                lasted,
-                p90,
-                threads,
-                ..
-            } if threads > 0 => format!(
-                "worker {slot}: requests waited {} at p90 for {} ({threads} threads) — \
-                 consider more threads or workers",
-                spoken(p90),
-                spoken(lasted)
-            ),
-            Notice::Saturated { lasted, p90, .. } => format!(
-                "worker {slot}: requests waited {} at p90 for {} before the application's \
-                 event loop took them — consider more workers, or look for blocking calls in \
-                 async code",
-                spoken(p90),
-                spoken(lasted)
-            ),
+                    format!(
+                        "worker {slot}: {why} for {lasted} ({threads} threads) — consider more \
+                         threads or workers"
+                    )
+                }
+            }
             Notice::Relieved {
                 lasted,
                 p90: Some(p90),
+                ..
             } => format!(
                 "worker {slot}: requests no longer wait long ({} at p90 over the last {}), \
                  after {}",
@@ -291,8 +339,17 @@ impl Notice {
                 spoken(WINDOW),
                 spoken(lasted)
             ),
-            Notice::Relieved { lasted, p90: None } => format!(
-                "worker {slot}: requests no longer wait (a thread is free), after {}",
+            Notice::Relieved {
+                lasted,
+                p90: None,
+                threads,
+            } => format!(
+                "worker {slot}: requests no longer wait ({}), after {}",
+                if threads > 0 {
+                    "a thread is free"
+                } else {
+                    "it runs fewer than max_concurrency"
+                },
                 spoken(lasted)
             ),
         }
@@ -313,6 +370,7 @@ fn spoken(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::scoreboard::QueueWaits;
 
     /// `count` waits in `bucket`, each at its bound.
     fn waits(bucket: usize, count: u64) -> QueueWait {
@@ -388,8 +446,8 @@ mod tests {
         after: Duration::from_secs(3),
     };
 
-    /// Feeds `episode` one observation a second from `start`, each `(p90 in ms, busy)`, with
-    /// four threads; returns what it said, by second.
+    /// Feeds `episode` one observation a second from `start`, each `(p90 in ms, busy)` (the
+    /// p90 taken as its floor too), with four threads; returns what it said, by second.
     fn feed(
         episode: &mut Episode,
         start: Instant,
@@ -402,8 +460,11 @@ mod tests {
                 let observation = Observation {
                     at: start + Duration::from_secs(second),
                     p90: p90.map(Duration::from_millis),
+                    floor: p90.map(Duration::from_millis),
                     busy,
                     threads: 4,
+                    capacity: 4,
+                    accept_queue: 0,
                 };
                 episode.observe(observation, WHEN).map(|n| (second, n))
             })
@@ -426,7 +487,8 @@ mod tests {
                     5,
                     Notice::Saturated {
                         lasted: Duration::from_secs(3),
-                        p90: Duration::from_millis(180),
+                        floor: Some(Duration::from_millis(180)),
+                        backlog: 0,
                         threads: 4,
                         all_busy: true,
                     }
@@ -436,14 +498,15 @@ mod tests {
                     Notice::Relieved {
                         lasted: Duration::from_secs(8),
                         p90: Some(Duration::from_millis(3)),
+                        threads: 4,
                     }
                 ),
             ]
         );
         assert_eq!(
             said[0].1.message(3),
-            "worker 3: all 4 threads busy for 3.0 s; requests waited 180 ms at p90 — consider \
-             more threads or workers"
+            "worker 3: all 4 threads busy for 3.0 s; requests waited 180 ms or more at p90 — \
+             consider more threads or workers"
         );
         assert_eq!(
             said[1].1.message(3),
@@ -484,19 +547,22 @@ mod tests {
             said[1].1,
             Notice::Relieved {
                 lasted: Duration::from_secs(10),
-                p90: None
+                p90: None,
+                threads: 4,
             }
         );
         assert!(said[1].1.message(1).contains("a thread is free"));
         let one = Notice::Saturated {
             lasted: Duration::from_secs(2),
-            p90: Duration::from_millis(300),
+            floor: Some(Duration::from_millis(300)),
+            backlog: 0,
             threads: 1,
             all_busy: true,
         };
         assert!(
-            one.message(1)
-                .starts_with("worker 1: its one thread busy for 2.0 s; requests waited 300 ms"),
+            one.message(1).starts_with(
+                "worker 1: its one thread busy for 2.0 s; requests waited 300 ms or more"
+            ),
             "{}",
             one.message(1)
         );
@@ -512,30 +578,194 @@ mod tests {
         };
         assert_eq!(
             notice.message(2),
-            "worker 2: requests waited 2.5 s at p90 for 3.0 s (4 threads) — consider more \
-             threads or workers"
+            "worker 2: requests waited 2.5 s or more at p90 for 3.0 s (4 threads) — consider \
+             more threads or workers"
         );
         let asgi = Notice::Saturated {
             lasted: Duration::from_secs(45),
-            p90: Duration::from_millis(300),
+            floor: Some(Duration::from_millis(300)),
+            backlog: 0,
             threads: 0,
             all_busy: false,
         };
         assert!(
-            asgi.message(1)
-                .starts_with("worker 1: requests waited 300 ms at p90 for 45 s before the application's event loop took them"),
+            asgi.message(1).starts_with(
+                "worker 1: requests waited 300 ms or more at p90 for 45 s — consider more workers"
+            ),
             "{}",
             asgi.message(1)
         );
-        // An ASGI worker with nothing taken up has no threads to be free: no news.
-        let mut episode = Episode::default();
-        let seen = Observation {
-            at: start,
-            p90: None,
-            busy: 0,
-            threads: 0,
+    }
+
+    /// Feeds a fresh history and `episode`, over `seconds`, a hundred waits of `wait_ms` a
+    /// second, as the master reads them; returns what it said and the p90s it showed.
+    fn waits_of(
+        episode: &mut Episode,
+        when: WarnWhen,
+        seconds: u64,
+        wait_ms: u64,
+    ) -> (Vec<Notice>, Vec<Duration>) {
+        let start = Instant::now();
+        let mut history = History::default();
+        let counted = QueueWaits::new();
+        let (mut said, mut shown) = (Vec::new(), Vec::new());
+        for second in 0..seconds {
+            for _ in 0..100 {
+                counted.record(Duration::from_millis(wait_ms));
+            }
+            let now = reading(start, second * 1000, 100 * second, counted.read());
+            let recent = history.recent(&now);
+            history.push(now);
+            let seen = Observation {
+                at: now.at,
+                p90: recent.and_then(|r| r.p90()),
+                floor: recent.and_then(|r| r.p90_floor()),
+                busy: 4,
+                threads: 4,
+                capacity: 4,
+                accept_queue: 0,
+            };
+            shown.extend(seen.p90);
+            said.extend(episode.observe(seen, when));
+        }
+        (said, shown)
+    }
+
+    #[test]
+    fn the_warning_judges_bucket_lower_bounds_not_the_interpolated_p90() {
+        // The reviewer's case: a hundred waits of 120 ms a second (all in (100 ms, 250 ms],
+        // an interpolated p90 of 235 ms) never reached a 200 ms threshold.
+        let when = WarnWhen {
+            threshold: Duration::from_millis(200),
+            ..WHEN
         };
-        assert_eq!(episode.observe(seen, WHEN), None);
+        let mut episode = Episode::default();
+        let (said, shown) = waits_of(&mut episode, when, 20, 120);
+        assert_eq!(said, []);
+        assert!(
+            !shown.is_empty() && shown.iter().all(|p90| *p90 > when.threshold),
+            "the p90 shown is still the interpolated one: {shown:?}"
+        );
+        // Waits of 300 ms do warn, and say what is known: over 250 ms.
+        let (said, _) = waits_of(&mut episode, when, 5, 300);
+        let [notice] = said[..] else {
+            panic!("{said:?}");
+        };
+        assert!(
+            notice
+                .message(1)
+                .contains("requests waited 250 ms or more at p90"),
+            "{}",
+            notice.message(1)
+        );
+    }
+
+    #[test]
+    fn connections_waiting_to_be_accepted_while_every_thread_is_busy_are_saturation_too() {
+        // Clients that open a connection per request: the histogram sees short waits (or
+        // none), the accept queue holds the rest.
+        let start = Instant::now();
+        let seen = |second, floor: Option<u64>, busy, accept_queue| Observation {
+            at: start + Duration::from_secs(second),
+            p90: floor.map(Duration::from_millis),
+            floor: floor.map(Duration::from_millis),
+            busy,
+            threads: 4,
+            capacity: 4,
+            accept_queue,
+        };
+        let mut episode = Episode::default();
+        let mut said = Vec::new();
+        for second in 0..4 {
+            let floor = (second % 2 == 0).then_some(1);
+            said.extend(episode.observe(seen(second, floor, 4, 7), WHEN));
+        }
+        let [notice] = said[..] else {
+            panic!("{said:?}");
+        };
+        assert_eq!(
+            notice.message(2),
+            "worker 2: all 4 threads busy for 3.0 s; 7 connections waiting to be accepted — \
+             consider more threads or workers"
+        );
+        // A free thread, or an empty queue, is not saturation: the episode ends.
+        assert!(matches!(
+            episode.observe(seen(4, Some(1), 4, 0), WHEN),
+            Some(Notice::Relieved { .. })
+        ));
+        let mut episode = Episode::default();
+        for second in 0..10 {
+            assert_eq!(episode.observe(seen(second, Some(1), 3, 9), WHEN), None);
+        }
+        assert_eq!(episode, Episode::default());
+        // Both, for an ASGI worker at max_concurrency.
+        let both = Notice::Saturated {
+            lasted: Duration::from_secs(30),
+            floor: Some(Duration::from_millis(250)),
+            backlog: 1,
+            threads: 0,
+            all_busy: false,
+        };
+        assert_eq!(
+            both.message(1),
+            "worker 1: requests waited 250 ms or more at p90, 1 connection waiting to be \
+             accepted for 30 s — consider more workers, a higher max_concurrency, or look for \
+             blocking calls in async code"
+        );
+    }
+
+    #[test]
+    fn an_idle_asgi_worker_ends_its_episode() {
+        let start = Instant::now();
+        let at = |second| start + Duration::from_secs(second);
+        let asgi = |second, floor: Option<u64>, busy| Observation {
+            at: at(second),
+            p90: floor.map(Duration::from_millis),
+            floor: floor.map(Duration::from_millis),
+            busy,
+            threads: 0,
+            capacity: 100,
+            accept_queue: 0,
+        };
+        let mut episode = Episode::default();
+        let mut said = Vec::new();
+        for second in 0..5 {
+            said.extend(episode.observe(asgi(second, Some(400), 100), WHEN));
+        }
+        // Nothing taken up while it runs all it may: no news.
+        said.extend(episode.observe(asgi(5, None, 100), WHEN));
+        assert_eq!(said.len(), 1, "{said:?}");
+        // Traffic stops: nothing running, nothing taken up.
+        let relieved = episode.observe(asgi(6, None, 0), WHEN).unwrap();
+        assert_eq!(
+            relieved.message(1),
+            "worker 1: requests no longer wait (it runs fewer than max_concurrency), after 6.0 s"
+        );
+        assert_eq!(episode, Episode::default());
+        // A pool worker with every thread idle ends it too.
+        let mut episode = Episode::default();
+        let pool = |second, floor: Option<u64>| Observation {
+            threads: 4,
+            capacity: 4,
+            ..asgi(second, floor, 0)
+        };
+        for second in 0..5 {
+            episode.observe(
+                Observation {
+                    busy: 4,
+                    ..pool(second, Some(400))
+                },
+                WHEN,
+            );
+        }
+        assert!(matches!(
+            episode.observe(pool(5, None), WHEN),
+            Some(Notice::Relieved {
+                p90: None,
+                threads: 4,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -550,8 +780,11 @@ mod tests {
             let seen = Observation {
                 at: start + Duration::from_secs(second),
                 p90: Some(Duration::from_secs(5)),
+                floor: Some(Duration::from_secs(5)),
                 busy: 4,
                 threads: 4,
+                capacity: 4,
+                accept_queue: 0,
             };
             assert_eq!(episode.observe(seen, off), None);
             let never = WarnWhen {

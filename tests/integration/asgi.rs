@@ -1640,6 +1640,63 @@ mod tine_only {
     }
 
     #[test]
+    fn a_request_queued_behind_max_concurrency_counts_its_whole_wait() {
+        // One request at a time, four keep-alive clients asking for 50 ms each: every request
+        // waits in asgi.py's queue for the ones before it, 50 ms or more.
+        let config = Spec::raw()
+            .app_lines("max_concurrency = 1")
+            .tine_config()
+            .tables("[metrics]\nbind = \"127.0.0.1:0\"");
+        let w = UnderTest::start_tine(config, state_with(&[]));
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let mut stream = w.connect();
+                std::thread::spawn(move || {
+                    for _ in 0..5 {
+                        stream
+                            .write_all(b"GET /sleep?ms=50 HTTP/1.1\r\nHost: t\r\n\r\n")
+                            .unwrap();
+                        let response = crate::util::read_response(&mut stream).unwrap();
+                        assert_eq!(response.status, 200, "{}", response.text());
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.join().unwrap();
+        }
+        assert_eq!(w.get_text("/peak"), "peak 1\n");
+        // The worker copies its counts into the scoreboard on its heartbeat: wait for all 21.
+        let server = w.tine();
+        let sample = |text: &str, name: &str| -> u64 {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let text = wait_until(
+            "the queue waits counted",
+            || {
+                let mut stream = crate::util::connect(server.metrics_addr());
+                stream
+                    .write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n")
+                    .unwrap();
+                crate::util::read_response(&mut stream).unwrap().text()
+            },
+            |text| sample(text, "tine_queue_wait_seconds_count{worker=\"1\"}") >= 21,
+        );
+        let count = sample(&text, "tine_queue_wait_seconds_count{worker=\"1\"}");
+        let quick = sample(
+            &text,
+            "tine_queue_wait_seconds_bucket{worker=\"1\",le=\"0.05\"}",
+        );
+        // Three of every four requests wait for one or more others; allow for scheduling.
+        assert!(
+            count - quick >= 10,
+            "{quick} of {count} waited 50 ms or less:\n{text}"
+        );
+    }
+
+    #[test]
     fn loop_auto_runs_uvloop_when_it_is_installed() {
         let w = start_tine(&Spec::raw().app_lines("loop = \"auto\""));
         assert_eq!(w.get_text("/loop"), "uvloop.Loop\n");
