@@ -90,6 +90,9 @@ impl Worker<'_> {
             self.admission.set_more_waiting(false);
             return;
         }
+        if self.admission.expire_claims(Instant::now()) {
+            self.update_accepting();
+        }
         if self.admission.take_more_waiting() {
             for index in 0..self.listeners.len() {
                 self.on_listener(index);
@@ -221,6 +224,7 @@ impl Worker<'_> {
             &self.settings,
         ));
         self.admission.load.live += 1;
+        self.admission.claim(index, Instant::now());
         self.update_accepting();
         // The client may already have sent its request; edge-triggered events for data that
         // arrived before registration are not guaranteed, so look now.

@@ -14,16 +14,27 @@
 //! comes back for more on the next turn of its loop, after the events already polled (which
 //! include the new connections' first requests) are handled.
 //!
+//! A connection just taken whose first request has not arrived yet holds a thread's place for
+//! [`CLAIM_FOR`] (a claim), until its request is handed to the application: a worker that woke
+//! first would otherwise take a whole burst of connections, one batch per turn of its loop,
+//! before their requests made it busy, and the other workers would get none of them (their
+//! requests then queue behind one worker's threads while the others' stay idle). A claim
+//! lapses after [`CLAIM_FOR`], so a client that connects and says nothing holds no place.
+//!
 //! A full worker still takes one waiting connection every [`ACCEPT_NUDGE`], so that when every
 //! worker is full the queued connections are not starved by the accepted keep-alive clients.
 //! When `accept` fails for want of descriptors or memory, the worker stops accepting for
 //! [`ACCEPT_BACKOFF`], nudge included, instead of retrying on every event.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// How long a full worker leaves connections in the kernel's queue before it takes one
 /// anyway (see [`Admission::nudge`]).
 pub(super) const ACCEPT_NUDGE: Duration = Duration::from_millis(50);
+/// How long a connection just taken holds a thread's place while its first request has not
+/// arrived (see the module documentation).
+pub(super) const CLAIM_FOR: Duration = Duration::from_millis(50);
 /// How long a worker stops accepting after `accept` failed with `EMFILE`, `ENFILE`, `ENOBUFS`
 /// or `ENOMEM` (nginx waits 500 ms too). The sweep turns accepting back on after it.
 pub(super) const ACCEPT_BACKOFF: Duration = Duration::from_millis(500);
@@ -61,6 +72,10 @@ pub(super) struct Admission {
     /// Whether chunk pulls count as work: with a pool each holds a thread; a concurrent
     /// application's requests count whole, from start to `TaskDone`, pulls included.
     pulls_count: bool,
+    /// Connections taken (slab index, when) whose first request has not been handed over yet,
+    /// oldest first; each holds a thread's place until [`CLAIM_FOR`] has passed. A closed
+    /// connection's claim goes before its slab index can be reused.
+    claims: VecDeque<(usize, Instant)>,
 }
 
 impl Admission {
@@ -74,6 +89,7 @@ impl Admission {
             backoff_until: None,
             more_waiting: false,
             pulls_count: true,
+            claims: VecDeque::new(),
         }
     }
 
@@ -102,9 +118,44 @@ impl Admission {
         self.load.live >= self.max_connections
     }
 
-    /// Whether the pool has a free thread, so that a connection taken now is served at once.
+    /// Jobs with the pool and the places claimed by connections just taken.
+    fn claimed(&self) -> usize {
+        self.busy() + self.claims.len()
+    }
+
+    /// Whether the pool has a free thread not claimed by a connection just taken, so that a
+    /// connection taken now is served at once.
     pub(super) fn pool_has_room(&self) -> bool {
-        self.busy() < self.threads
+        self.claimed() < self.threads
+    }
+
+    /// Connection `conn` was just taken at `now`: it holds a thread's place until its first
+    /// request is handed over or [`CLAIM_FOR`] has passed.
+    pub(super) fn claim(&mut self, conn: usize, now: Instant) {
+        self.claims.push_back((conn, now));
+    }
+
+    /// Connection `conn` handed over its first request, or closed: its claim, if it still
+    /// holds one, is over. A few entries at most: a worker stops taking connections once they
+    /// fill its threads.
+    pub(super) fn unclaim(&mut self, conn: usize) {
+        if let Some(at) = self.claims.iter().position(|&(c, _)| c == conn) {
+            self.claims.remove(at);
+        }
+    }
+
+    /// Drops the claims older than [`CLAIM_FOR`] at `now`; returns whether any lapsed, so the
+    /// worker weighs again whether it takes connections.
+    pub(super) fn expire_claims(&mut self, now: Instant) -> bool {
+        let before = self.claims.len();
+        while self
+            .claims
+            .front()
+            .is_some_and(|&(_, at)| now.duration_since(at) >= CLAIM_FOR)
+        {
+            self.claims.pop_front();
+        }
+        self.claims.len() != before
     }
 
     /// Whether there is room for another connection: a free thread, and a connection slot or an
@@ -116,7 +167,9 @@ impl Admission {
     /// How many connections to take on one readiness event: one per free thread, at least one,
     /// at most [`MAX_BATCH`].
     pub(super) fn batch(&self) -> usize {
-        self.threads.saturating_sub(self.busy()).clamp(1, MAX_BATCH)
+        self.threads
+            .saturating_sub(self.claimed())
+            .clamp(1, MAX_BATCH)
     }
 
     /// Decides, for a running worker whose load changed, whether it takes connections, and
@@ -185,12 +238,17 @@ impl Admission {
     /// How long the loop may sleep at `now`: `tick`; nothing when a listener may still hold
     /// connections and the worker has room; less when a nudge is due sooner.
     pub(super) fn wait(&self, now: Instant, tick: Duration) -> Duration {
-        match self.paused_since {
+        let wait = match self.paused_since {
             Some(since) => ACCEPT_NUDGE
                 .saturating_sub(now.duration_since(since))
                 .min(tick),
             None if self.more_waiting => Duration::ZERO,
             None => tick,
+        };
+        // A claim that lapses may give room back.
+        match self.claims.front() {
+            Some(&(_, at)) => wait.min(CLAIM_FOR.saturating_sub(now.duration_since(at))),
+            None => wait,
         }
     }
 }
@@ -270,6 +328,40 @@ mod tests {
             admission.load = load;
             assert_eq!(admission.batch(), batch, "{threads} {load:?}");
         }
+    }
+
+    #[test]
+    fn connections_just_taken_hold_a_thread_until_their_request_comes_or_the_claim_lapses() {
+        let start = Instant::now();
+        let tick = Duration::from_secs(1);
+        let mut admission = Admission::new(2, 10);
+        admission.load = load(2, 0, 0);
+        admission.claim(1, start);
+        assert_eq!(admission.batch(), 1, "one place left");
+        admission.claim(2, start);
+        assert!(
+            !admission.decide(start, false),
+            "both threads claimed: a burst waits for the other workers"
+        );
+        assert_eq!(
+            admission.busy(),
+            0,
+            "a claim is not work: status shows none"
+        );
+        // The first connection's request is handed over: it counts as work, not as a claim.
+        admission.load = load(2, 1, 0);
+        admission.unclaim(1);
+        assert!(!admission.pool_has_room());
+        // The other one never said anything: its claim lapses, and the loop wakes for it.
+        let later = start + CLAIM_FOR / 2;
+        assert_eq!(admission.wait(later, tick), CLAIM_FOR / 2);
+        assert!(!admission.expire_claims(later));
+        assert!(admission.expire_claims(start + CLAIM_FOR));
+        assert!(admission.decide(start + CLAIM_FOR, false));
+        // A connection closed before its request holds nothing either.
+        admission.claim(3, later);
+        admission.unclaim(3);
+        assert!(admission.pool_has_room());
     }
 
     #[test]

@@ -581,6 +581,7 @@ impl<'a> Worker<'a> {
             });
         }
         self.admission.load.in_flight += 1;
+        self.admission.unclaim(index);
         request.mark_queued();
         match self.pool.handler().concurrent() {
             Some(concurrent) if begin != Begin::Whole => {
@@ -811,6 +812,7 @@ impl<'a> Worker<'a> {
         // socket is never shared with another descriptor. One system call less per connection.
         self.free.push(index);
         self.admission.load.live -= 1;
+        self.admission.unclaim(index);
         self.update_accepting();
     }
 }
