@@ -322,10 +322,6 @@ class _Request:
             if not streamed:
                 self.finished = True
                 self._wake()
-                # The worker is woken for the response once this turn of the loop is over
-                # (native.flush): yield to let it go now, before whatever the application
-                # does after its response.
-                await asyncio.sleep(0)
                 return
             if body:
                 self.pending = bytes(body)
