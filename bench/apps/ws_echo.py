@@ -1,4 +1,5 @@
-"""A raw ASGI 3 WebSocket echo for bench/websocket.sh, the same application for every server:
+"""A raw ASGI 3 WebSocket echo for bench/websocket.sh and the Autobahn|Testsuite runner
+(tests/autobahn/serve.sh), the same application for every server:
 it accepts every WebSocket and sends each message back as it came (bytes as bytes, text as
 text) until the client goes away. A plain HTTP request (the bench's readiness probe) is answered
 `426 Upgrade Required`. It speaks the lifespan protocol too (nothing to do at startup or

@@ -5,7 +5,7 @@
 # echo endpoint at URL (e.g. ws://127.0.0.1:8000/), then summarizes its report.
 #
 # Cases: 1.* to 7.*, 9.* and 10.*; 12.* and 13.* (permessage-deflate) are excluded, as tine does
-# not negotiate compression. The testee must echo every message (tests/autobahn/echo.py) and
+# not negotiate compression. The testee must echo every message (bench/apps/ws_echo.py) and
 # take messages of 16 MiB (9.*).
 #
 # Verdict: one line per case whose behavior is not OK (with its behaviorClose), then the count

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # serve.sh tine|uvicorn [REPORT_DIR]
 #
-# Serves echo.py (messages up to 16 MiB) with tine or with uvicorn (its `websockets`
-# implementation, the reference) on 127.0.0.1 at a free port, waits until it accepts (at most
+# Serves bench/apps/ws_echo.py, the WebSocket bench's echo (messages up to 16 MiB), with tine
+# or with uvicorn (its `websockets` implementation, the reference) on 127.0.0.1 at a free port, waits until it accepts (at most
 # 30 s), runs run.sh against it, stops the server by its pid, and exits with run.sh's status.
 # The report goes to REPORT_DIR (default target/autobahn-report/SERVER), the server's log beside
 # it (SERVER.log). run.sh's environment variables (AUTOBAHN_CASES, ...) apply.
@@ -20,6 +20,7 @@ if [[ $# -lt 1 || $# -gt 2 || ( $server != tine && $server != uvicorn ) ]]; then
 fi
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
+apps=$root/bench/apps # ws_echo.py, the testee
 report_dir=${2:-$root/target/autobahn-report/$server}
 
 python=${AUTOBAHN_UVICORN_PYTHON:-}
@@ -61,8 +62,8 @@ workers = 1
 
 [app]
 handler = "python"
-app = "echo:app"
-pythonpath = ["$here"]
+app = "ws_echo:app"
+pythonpath = ["$apps"]
 
 [websocket]
 max_message = "16MiB"
@@ -72,21 +73,21 @@ else
     # websockets 17.4 fails a message of more than 4096 fragments with 1009 "too many
     # fragments", a guard against floods of tiny frames; Autobahn's 9.3.1 and 9.4.1 send 4 MiB
     # in fragments of 64 bytes, so the cap is raised out of their way for this run.
-    WEBSOCKETS_MAX_FRAGMENTS=1048576 "$python" -m uvicorn --app-dir "$here" echo:app \
+    WEBSOCKETS_MAX_FRAGMENTS=1048576 "$python" -m uvicorn --app-dir "$apps" ws_echo:app \
         --host 127.0.0.1 --port "$PORT" --ws websockets --ws-max-size 16777216 --lifespan on \
         --log-level warning >"$log" 2>&1 &
 fi
 SERVER_PID=$!
 trap 'stop_pid "$SERVER_PID" TERM 10 "$server"' EXIT
 
-# echo.py answers a plain GET with 426, which is enough to know the server is up.
+# ws_echo.py answers a plain GET with 426, which is enough to know the server is up.
 if ! wait_answer "$EPOCHREALTIME"; then
     echo "serve: $server (pid $SERVER_PID) did not answer on 127.0.0.1:$PORT" \
         "within $START_TIMEOUT s; its log:" >&2
     cat "$log" >&2
     exit 1
 fi
-echo "serve: $server (pid $SERVER_PID) serving echo:app on 127.0.0.1:$PORT" >&2
+echo "serve: $server (pid $SERVER_PID) serving ws_echo:app on 127.0.0.1:$PORT" >&2
 
 status=0
 "$here/run.sh" "ws://127.0.0.1:$PORT/" "$report_dir" || status=$?
