@@ -178,13 +178,13 @@ impl Master<'_> {
             let now = Instant::now();
             // A worker that recycled itself and exited before the master noticed: it is
             // still a recycle, not a crash (and no reason for a restart delay).
-            let recycled = self.table.live().any(|(_, w)| {
+            let recycled = self.table.live().find(|(_, w)| {
                 w.pid == pid
                     && !w.retiring
                     && self.scoreboard.view(w.board).state == WorkerState::Retiring
             });
-            if recycled {
-                self.table.detach(pid);
+            if let Some((slot, worker)) = recycled {
+                self.recycling(slot, &worker);
             }
             let Some(departure) = self.table.exited(pid, now) else {
                 log::debug!("reaped unknown child {pid} ({how})");
@@ -237,6 +237,22 @@ impl Master<'_> {
         }
     }
 
+    /// Worker `worker` in `slot` is recycling itself (its scoreboard says so, with why): logs
+    /// why and detaches it, so that its replacement starts. Whether the master notices it
+    /// while it finishes its requests or only once it has exited.
+    fn recycling(&mut self, slot: usize, worker: &table::WorkerProcess) {
+        let reason = self
+            .scoreboard
+            .view(worker.board)
+            .retire
+            .map_or_else(|| "it asked to".to_owned(), |r| r.to_string());
+        log::info!(
+            "worker {slot} (pid {}) is recycling: it {reason}; starting its replacement",
+            worker.pid
+        );
+        self.table.detach(worker.pid);
+    }
+
     /// Reads every worker's scoreboard slot: starts replacements for workers that are
     /// recycling themselves, and kills the ones whose heartbeat stopped.
     pub(super) fn watch_workers(&mut self) {
@@ -251,14 +267,7 @@ impl Master<'_> {
         for (slot, worker) in workers {
             let view = self.scoreboard.view(worker.board);
             if view.state == WorkerState::Retiring && !worker.retiring {
-                let reason = view
-                    .retire
-                    .map_or_else(|| "it asked to".to_owned(), |r| r.to_string());
-                log::info!(
-                    "worker {slot} (pid {}) is recycling: it {reason}; starting its replacement",
-                    worker.pid
-                );
-                self.table.detach(worker.pid);
+                self.recycling(slot, &worker);
             }
             let silent = Duration::from_millis(now_ms.saturating_sub(view.heartbeat_ms));
             // A worker still building its application (importing a large project) is not
