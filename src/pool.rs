@@ -328,6 +328,22 @@ impl Pool {
         }
     }
 
+    /// Takes back the request of `conn` with `serial` if it is still queued, no thread having
+    /// started it: its client has gone, and running it would only spend a thread on an answer
+    /// no one reads. Returns the request (it is dropped by the caller, on the loop: nothing of
+    /// the application's is in it yet), or `None` when a thread has it already or it is not
+    /// a request of this pool's.
+    pub fn withdraw(&self, conn: usize, serial: u64) -> Option<Request> {
+        let mut queue = lock(&self.shared.queue);
+        let at = queue.jobs.iter().position(|job| {
+            job.conn == conn && job.serial == serial && matches!(job.work, Work::Request(_))
+        })?;
+        match queue.jobs.remove(at)?.work {
+            Work::Request(request) => Some(request),
+            Work::NextChunk(_) | Work::Discard(_) => None,
+        }
+    }
+
     /// The handler the threads run.
     pub fn handler(&self) -> &dyn Handler {
         &*self.shared.handler
@@ -664,6 +680,39 @@ mod tests {
                 format!("/{conn}").as_bytes()
             );
         }
+        pool.shutdown();
+    }
+
+    #[test]
+    fn a_queued_request_is_withdrawn_but_not_one_a_thread_has_started() {
+        let (started, started_rx) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let (mut poll, pool) = pool_with(1, move |r: Request| {
+            if r.path() == "/hold" {
+                started.send(()).unwrap();
+                lock(&release_rx).recv().unwrap();
+            }
+            Response::text(200, r.path().to_owned())
+        });
+        pool.submit(request_job(1, 1, "/hold"));
+        pool.wake();
+        started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        pool.submit(request_job(2, 5, "/queued"));
+        pool.submit(request_job(3, 1, "/kept"));
+        assert!(pool.withdraw(1, 1).is_none(), "running: too late");
+        assert!(pool.withdraw(2, 4).is_none(), "another connection's serial");
+        let withdrawn = pool.withdraw(2, 5).expect("still queued");
+        assert_eq!(withdrawn.path(), "/queued");
+        assert!(pool.withdraw(2, 5).is_none(), "withdrawn once");
+        release.send(()).unwrap();
+        let mut done = wait_for(&mut poll, &pool, 2);
+        done.sort_by_key(|f| f.conn);
+        let paths: Vec<_> = done
+            .iter()
+            .map(|f| (f.conn, response_of(f).body_bytes().to_vec()))
+            .collect();
+        assert_eq!(paths, [(1, b"/hold".to_vec()), (3, b"/kept".to_vec())]);
         pool.shutdown();
     }
 

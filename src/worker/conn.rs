@@ -129,6 +129,10 @@ pub(super) enum Action {
     /// A response is ready: write it (see [`Conn::write`]). It comes after the response's
     /// `Log`, so the scoreboard and the access log have a response before its client does.
     Write,
+    /// The client left (or shut its side down) while its request waited for a pool thread:
+    /// take it back if no thread has started it, and then [`Conn::withdrawn`] closes the
+    /// connection.
+    Withdraw,
     /// The write budget (or the spill budget of a body being read) is spent with the socket
     /// still ready: continue after the poll.
     Backlog,
@@ -541,12 +545,19 @@ impl<S: Socket> Conn<S> {
             // of the stream may be noticed now.
             State::InApp(_) if self.body_wanted() => self.read_body(ctx),
             State::InApp(_) => {
-                if readable && ctx.settings.concurrent_app && self.stream.peer_closed() {
+                if !(readable && self.stream.peer_closed()) {
+                    return;
+                }
+                if ctx.settings.concurrent_app {
                     log::debug!(
                         "{} went away while its request was with the application",
                         peer_text(self.peer)
                     );
                     self.close(ctx);
+                } else {
+                    // A request no thread has started yet is taken back; one that runs is
+                    // answered (a client that only shut its side down still reads it).
+                    ctx.actions.push_back(Action::Withdraw);
                 }
             }
             State::Closed | State::Taken => {}
@@ -992,6 +1003,32 @@ impl<S: Socket> Conn<S> {
             }
         }
         self.close(ctx);
+    }
+
+    /// InApp → closed: the client left before a thread started its request, which the
+    /// worker took back from the pool. Logged as nginx logs a client that closed before its
+    /// answer: `499`, nothing sent.
+    pub(super) fn withdrawn(&mut self, ctx: &mut Ctx<'_>) {
+        let in_app = match self.take_state() {
+            State::InApp(in_app) => in_app,
+            other => {
+                debug_assert!(false, "withdrawn while not with the application");
+                self.state = other;
+                return;
+            }
+        };
+        log::debug!(
+            "{} went away before its request started; it was taken back from the queue",
+            peer_text(self.peer)
+        );
+        ctx.actions.push_back(Action::Log(Answer {
+            status: 499,
+            micros: in_app.since.elapsed().as_micros() as u64,
+            access: in_app.access,
+        }));
+        ctx.actions.push_back(Action::Sent(0));
+        self.state = State::Closed;
+        ctx.actions.push_back(Action::Close);
     }
 
     /// Any state → closed. A request still with the pool stays counted in flight until its

@@ -430,6 +430,11 @@ impl<'a> Worker<'a> {
                     Action::Write => {
                         self.step(index, &mut actions, Conn::write);
                     }
+                    Action::Withdraw => {
+                        if self.withdraw(index, serial) {
+                            self.step(index, &mut actions, Conn::withdrawn);
+                        }
+                    }
                     other => self.carry_out(index, serial, other),
                 }
             }
@@ -511,7 +516,7 @@ impl<'a> Worker<'a> {
             Action::Log(answer) => self.record(index, answer),
             Action::Sent(bytes) => self.log_access(index, bytes),
             Action::Gone => self.tell_app(index, serial, |app, ticket| app.gone(ticket)),
-            Action::Write => debug_assert!(false, "drive writes itself"),
+            Action::Write | Action::Withdraw => debug_assert!(false, "drive does these itself"),
             Action::Backlog => self.write_backlog.push((index, serial)),
             Action::Close => self.forget(index),
         }
@@ -733,6 +738,16 @@ impl<'a> Worker<'a> {
                 }
             }
         }
+    }
+
+    /// Takes the request of the connection at `index` back from the pool if no thread has
+    /// started it (its client left); returns whether it did.
+    fn withdraw(&mut self, index: usize, serial: u64) -> bool {
+        if self.pool.withdraw(index, serial).is_none() {
+            return false;
+        }
+        self.admission.load.in_flight -= 1;
+        true
     }
 
     /// Whether the connection at `index` is still the one with `serial`.

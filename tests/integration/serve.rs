@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use crate::util::{TestServer, read_response, read_response_head};
+use crate::util::{TestServer, read_response, read_response_head, wait_until};
 
 const ONE_WORKER: &str = "workers = 1\nthreads = 4\n";
 
@@ -284,4 +284,40 @@ fn a_slow_drip_head_gets_408() {
     let response = read_response(&mut stream).unwrap();
     assert_eq!(response.status, 408);
     assert_eq!(response.header("Connection"), Some("close"));
+}
+
+#[test]
+fn a_queued_request_whose_client_left_is_taken_back_and_logged_499() {
+    let dir = crate::util::TempDir::new();
+    let log = dir.path().join("access.log");
+    let server = TestServer::builder("workers = 1\nthreads = 1")
+        .tables(&format!(
+            "[log]\naccess_log = \"{}\"\naccess_log_format = \"{{target}} {{status}} {{bytes}}\"\n\
+             [app]\nhandler = \"demo\"",
+            log.display()
+        ))
+        .control_socket()
+        .start();
+    let send = |target: &str| {
+        let mut stream = server.connect();
+        stream
+            .write_all(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        stream
+    };
+    // The one thread is held for a minute; a second request queues behind it (the scoreboard
+    // counts both), and then its client leaves.
+    let _held = send("/sleep?ms=60000");
+    server.wait_busy(1);
+    let left = send("/sleep?ms=60000&left");
+    server.wait_busy(2);
+    drop(left);
+    // Taken back at once, not a minute later when the thread would have run it for no one.
+    server.wait_busy(1);
+    let text = wait_until(
+        "the 499 in the access log",
+        || std::fs::read_to_string(&log).unwrap_or_default(),
+        |text| !text.is_empty(),
+    );
+    assert_eq!(text, "/sleep?ms=60000&left 499 0\n");
 }

@@ -272,6 +272,7 @@ pub(super) fn names(actions: &[Action]) -> Vec<String> {
             Action::Log(answer) => format!("log {}", answer.status),
             Action::Backlog => "backlog".to_owned(),
             Action::Write => "write".to_owned(),
+            Action::Withdraw => "withdraw".to_owned(),
             Action::Close => "close".to_owned(),
             Action::Sent(_) => unreachable!("filtered out"),
         })

@@ -263,18 +263,34 @@ fn a_failed_read_closes() {
 }
 
 #[test]
-fn the_client_closing_while_in_the_application_is_noticed_after_the_response() {
+fn the_client_closing_while_its_request_runs_is_answered_and_then_closed() {
     let mut test = Test::new();
     test.dispatch_get("");
     test.close_input();
-    assert!(
-        test.event().is_empty(),
+    // The worker is asked to take the request back; a thread has started it, so it cannot.
+    assert_eq!(names(&test.event()), ["withdraw"]);
+    assert_eq!(
+        test.state(),
+        "in app",
         "nothing is read while the handler runs"
     );
-    assert_eq!(test.state(), "in app");
+    // A client that only shut its side down still reads the answer.
     let actions = test.respond(Response::text(200, "late"));
     assert_eq!(names(&actions), ["log 200", "close"]);
     assert!(test.received().ends_with("late"));
+}
+
+#[test]
+fn a_request_taken_back_before_it_started_is_logged_499_and_closed() {
+    let mut test = Test::new();
+    test.dispatch_get("");
+    test.close_input();
+    assert_eq!(names(&test.event()), ["withdraw"]);
+    let actions = test.run(Conn::withdrawn);
+    assert_eq!(names(&actions), ["log 499", "close"]);
+    assert!(matches!(actions[..], [_, Action::Sent(0), _]));
+    assert_eq!(test.received(), "");
+    assert_eq!(test.state(), "closed");
 }
 
 #[test]
