@@ -85,7 +85,8 @@ impl Worker<'_> {
 
     /// After the events of one poll: takes the connections a listener may still hold (a batch
     /// stopped at its size, or a deferral ran out; edge-triggered readiness does not report
-    /// them again), and, for a full worker, one waiting connection every [`ACCEPT_NUDGE`](super::admission::ACCEPT_NUDGE)
+    /// them again), and, for a full worker, one waiting connection every
+    /// [`ACCEPT_NUDGE`](super::admission::ACCEPT_NUDGE)
     /// (see [`Admission::nudge`](super::admission::Admission::nudge)).
     pub(super) fn accept_waiting(&mut self) {
         if self.phase != Phase::Running {
