@@ -25,9 +25,11 @@
 //! connections, as nginx's `least_conn`): a worker about to take one compares the connections
 //! it holds with what the other workers that take connections publish in the scoreboard, and
 //! when one of them holds fewer it defers: it leaves the waiting connections to the others,
-//! woken by the same readiness, for [`SPREAD_DEFER`] (see [`Admission::defers`]). Then it takes
-//! one whatever the others hold, and compares again for the next, so a slow or hung worker
-//! that looks least loaded delays a connection by the deferral, never more. Connections, not
+//! woken by the same readiness, for [`SPREAD_DEFER`] (see [`Admission::defers`]), comparing
+//! again at each readiness meanwhile (it takes at once when it has become the least loaded).
+//! When the deferral runs out it takes one whatever the others hold, and compares again for
+//! the next, so a slow or hung worker that looks least loaded delays a connection by the
+//! deferral, never more. Connections, not
 //! requests, are compared: keep-alive clients (a benchmark's, a proxy's upstream pool, a
 //! service's HTTP client) place a connection once and send all its requests there, so the
 //! connections a worker holds are the work it will get; its requests under way change with
@@ -244,29 +246,34 @@ impl Admission {
     }
 
     /// Whether the worker leaves the next waiting connection to the other workers at `now`:
-    /// it defers already, or another that takes connections holds fewer than it does
-    /// (`fewest_elsewhere`, asked only then), and it then defers for [`SPREAD_DEFER`]. Once
-    /// the deferral has run out, it takes the next connection whatever the others hold (they
-    /// had their chance), and compares again for the one after.
+    /// another that takes connections holds fewer than it does (`fewest_elsewhere`). The
+    /// first time, it defers for [`SPREAD_DEFER`]; each readiness within the deferral
+    /// compares again, so a worker that has become the least loaded (the others took
+    /// connections meanwhile) takes at once, and does not sit out the rest of the deferral
+    /// while everyone else does too. Once the deferral has run out, it takes the next
+    /// connection whatever the others hold (they had their chance), and compares again for the
+    /// one after.
     pub(super) fn defers(
         &mut self,
         now: Instant,
         fewest_elsewhere: impl FnOnce() -> Option<usize>,
     ) -> bool {
-        match self.spread {
-            Spread::Deferred(until) if now < until => true,
-            Spread::Deferred(_) | Spread::Due => {
-                self.spread = Spread::Even;
-                false
-            }
-            Spread::Even => {
-                let fewer = fewest_elsewhere().is_some_and(|fewest| fewest < self.load.live);
-                if fewer {
-                    self.spread = Spread::Deferred(now + SPREAD_DEFER);
-                }
-                fewer
-            }
+        let over = match self.spread {
+            Spread::Deferred(until) => now >= until,
+            Spread::Due => true,
+            Spread::Even => false,
+        };
+        if over {
+            self.spread = Spread::Even;
+            return false;
         }
+        let fewer = fewest_elsewhere().is_some_and(|fewest| fewest < self.load.live);
+        self.spread = match (fewer, self.spread) {
+            (false, _) => Spread::Even,
+            (true, Spread::Even) => Spread::Deferred(now + SPREAD_DEFER),
+            (true, deferred) => deferred,
+        };
+        fewer
     }
 
     /// Whether a deferral ran out at `now`: the loop then looks at the listeners again and
@@ -583,10 +590,11 @@ mod tests {
         let mut admission = Admission::new(4, 100);
         admission.load = load(1, 0, 0);
         assert!(admission.defers(start, fewer));
-        // While it lasts, the listener's events are left to the others, the board unread.
+        // While it lasts, each readiness compares again; its end does not move.
         let half = start + SPREAD_DEFER / 2;
         assert!(admission.defers(half, fewer));
-        assert_eq!(asked.get(), 1);
+        assert_eq!(asked.get(), 2);
+        assert_eq!(admission.spread, Spread::Deferred(start + SPREAD_DEFER));
         assert_eq!(
             admission.wait(half, tick),
             SPREAD_DEFER / 2,
@@ -604,14 +612,37 @@ mod tests {
             "no busy loop on a listener left"
         );
         assert!(!admission.defers(end, fewer));
-        assert_eq!(asked.get(), 1, "taken without looking");
+        assert_eq!(asked.get(), 2, "taken without looking");
         // The next one compares again.
         assert!(admission.defers(end, fewer));
-        assert_eq!(asked.get(), 2);
+        assert_eq!(asked.get(), 3);
         // An event after the end, before the loop looked, takes one as well.
         let later = end + SPREAD_DEFER;
         assert!(!admission.defers(later, fewer));
-        assert_eq!(asked.get(), 2);
+        assert_eq!(asked.get(), 3);
+    }
+
+    #[test]
+    fn a_deferring_worker_that_has_become_the_least_loaded_takes_at_once() {
+        // Every worker that deferred on one connection would otherwise sit out the deferral
+        // on the next ones too, while the one that took it defers in its turn: nobody would
+        // take connections for the length of a deferral, at every connection.
+        let start = Instant::now();
+        let mut admission = Admission::new(4, 100);
+        admission.load = load(2, 0, 0);
+        assert!(admission.defers(start, || Some(1)));
+        let soon = start + SPREAD_DEFER / 4;
+        assert!(!admission.defers(soon, || Some(2)), "a tie: it takes");
+        assert_eq!(admission.spread, Spread::Even);
+        assert!(
+            !admission.deferral_over(start + SPREAD_DEFER),
+            "no deferral left"
+        );
+        assert!(admission.defers(soon, || Some(0)));
+        assert!(
+            !admission.defers(soon, || None),
+            "the others stopped taking any"
+        );
     }
 
     #[test]
