@@ -5,6 +5,12 @@
 //! Apache httpd's scoreboard and unicorn's shared tick are the references: no syscall, no
 //! message, just stores the master reads when it looks.
 //!
+//! Workers read one another's slots too, for one thing: whether they take connections now and
+//! how many they hold (their *offer*), so that a worker that holds more than another lets it
+//! take the next connection (see `src/worker/admission.rs`). A word after the slots says how
+//! many of them were ever in use, so that reading the offers costs a few atomic loads per
+//! worker and not a pass over every slot.
+//!
 //! The queue-wait histogram is counted by the threads that pick requests up (pool threads, or
 //! an ASGI application's own loop) into this process's [`QUEUE_WAITS`], with atomic adds; the
 //! worker's loop copies it into the slot on each heartbeat, so the slot keeps one writer.
@@ -32,10 +38,10 @@ const BODIES_REFUSED: usize = 28;
 const WEBSOCKETS: usize = 29;
 const THREADS: usize = 30;
 const QUEUE_WAIT: usize = 31;
-const _: () = assert!(
-    QUEUE_WAIT + QUEUE_WAIT_WORDS <= WORDS,
-    "the last word must fit in the slot"
-);
+/// 0 while the worker takes no connections (starting, full, backing off, stopping), else one
+/// more than the connections it holds.
+const OFFER: usize = QUEUE_WAIT + QUEUE_WAIT_WORDS;
+const _: () = assert!(OFFER < WORDS, "the last word must fit in the slot");
 
 /// Upper bounds of the request duration histogram's buckets, in microseconds; a last bucket
 /// (`+Inf`) counts the rest. Prometheus-style, from 1 ms to 10 s.
@@ -224,6 +230,14 @@ pub static QUEUE_WAITS: QueueWaits = QueueWaits::new();
 /// retiring workers included.
 pub const CAPACITY: usize = 4096;
 
+/// Where, after the slots, the word that bounds the slots ever in use lies: one more than
+/// the highest slot that ever offered to take connections.
+const SLOTS_IN_USE: usize = CAPACITY * WORDS;
+
+/// A slot whose heartbeat is older than this offers nothing, whatever it says: its worker
+/// died or hangs, and its slot was not taken again yet. Workers beat at least once a second.
+const OFFER_STALE_MS: u64 = 3_000;
+
 /// What a worker says about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerState {
@@ -342,7 +356,7 @@ impl Scoreboard {
     /// Maps a scoreboard of [`CAPACITY`] slots; do this before forking any worker.
     pub fn new() -> io::Result<Scoreboard> {
         Ok(Scoreboard {
-            memory: SharedMemory::new(CAPACITY * WORDS)?,
+            memory: SharedMemory::new(SLOTS_IN_USE + 1)?,
         })
     }
 
@@ -439,6 +453,39 @@ impl SlotHandle<'_> {
     pub fn load(&self, busy: usize, connections: usize) {
         self.store(BUSY, busy as u64);
         self.store(CONNECTIONS, connections as u64);
+    }
+
+    /// Publishes whether the worker takes connections now, and then how many it holds
+    /// (`None`: it takes none), for the other workers to compare with theirs.
+    pub fn offer(&self, taking: Option<usize>) {
+        self.store(OFFER, taking.map_or(0, |live| live as u64 + 1));
+        if taking.is_some() {
+            let in_use = &self.board.memory.words()[SLOTS_IN_USE];
+            let needed = self.slot as u64 + 1;
+            // Read first: the word is shared by every worker and changes only as the
+            // scoreboard first fills.
+            if in_use.load(Ordering::Relaxed) < needed {
+                in_use.fetch_max(needed, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// The fewest connections held by another worker that takes connections now, by what
+    /// the slots in use say at `now_ms` (monotonic); `None` when no other worker takes any.
+    /// A slot whose heartbeat is [`OFFER_STALE_MS`] old does not count.
+    pub fn fewest_elsewhere(&self, now_ms: u64) -> Option<usize> {
+        let board = self.board;
+        let in_use = board.memory.words()[SLOTS_IN_USE].load(Ordering::Acquire);
+        let in_use = usize::try_from(in_use).unwrap_or(CAPACITY).min(CAPACITY);
+        (0..in_use)
+            .filter(|&slot| slot != self.slot)
+            .filter_map(|slot| {
+                let offer = board.word(slot, OFFER).load(Ordering::Acquire);
+                let beat = board.word(slot, HEARTBEAT).load(Ordering::Acquire);
+                (offer > 0 && now_ms.saturating_sub(beat) < OFFER_STALE_MS)
+                    .then(|| usize::try_from(offer - 1).unwrap_or(usize::MAX))
+            })
+            .min()
     }
 
     /// Publishes how many of its connections are WebSockets now (upgraded, after their
@@ -552,6 +599,48 @@ mod tests {
         );
         board.reset(7, 0);
         assert_eq!(board.view(7).websockets, 0);
+    }
+
+    #[test]
+    fn a_worker_reads_what_the_others_that_take_connections_hold() {
+        let board = Scoreboard::new().unwrap();
+        let now = 100_000;
+        for slot in 0..4 {
+            board.reset(slot, now);
+        }
+        let [a, b, c, d] = [0, 1, 2, 3].map(|slot| board.handle(slot));
+        assert_eq!(
+            a.fewest_elsewhere(now),
+            None,
+            "nobody takes connections yet"
+        );
+        a.offer(Some(3));
+        assert_eq!(a.fewest_elsewhere(now), None, "its own slot does not count");
+        assert_eq!(b.fewest_elsewhere(now), Some(3));
+        c.offer(Some(1));
+        d.offer(Some(0));
+        d.offer(None);
+        assert_eq!(
+            a.fewest_elsewhere(now),
+            Some(1),
+            "a worker that is full offers nothing"
+        );
+        assert_eq!(c.fewest_elsewhere(now), Some(3));
+        b.offer(Some(0));
+        assert_eq!(
+            a.fewest_elsewhere(now),
+            Some(0),
+            "none held is an offer too"
+        );
+        // A worker whose heartbeat stopped (dead or hung) offers nothing.
+        let later = now + OFFER_STALE_MS;
+        a.beat(later);
+        c.beat(later);
+        assert_eq!(a.fewest_elsewhere(later), Some(1), "b's heartbeat is stale");
+        // A slot taken again offers nothing until its new worker says so.
+        board.reset(2, later);
+        assert_eq!(a.fewest_elsewhere(later), None);
+        assert_eq!(board.view(2).connections, 0);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Taking connections: the listeners' registration as [`Admission`](super::admission::Admission)
-//! decides it, accepting in batches, an idle connection giving way at `max_connections`, and a
-//! new connection's first read.
+//! decides it, accepting in batches, each connection left to a worker that holds fewer when
+//! one does (the offers read from the scoreboard), an idle connection giving way at
+//! `max_connections`, and a new connection's first read.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use mio::{Interest, Token};
 use super::conn::Conn;
 use super::{FIRST_CONN, FIRST_LISTENER, Phase, Worker};
 use crate::listeners::Stream;
+use crate::sys;
 
 /// What one `accept` came to.
 enum Took {
@@ -82,18 +84,19 @@ impl Worker<'_> {
     }
 
     /// After the events of one poll: takes the connections a listener may still hold (a batch
-    /// stopped at its size; edge-triggered readiness does not report them again), and, for a
-    /// full worker, one waiting connection every [`ACCEPT_NUDGE`](super::admission::ACCEPT_NUDGE)
+    /// stopped at its size, or a deferral ran out; edge-triggered readiness does not report
+    /// them again), and, for a full worker, one waiting connection every
+    /// [`ACCEPT_NUDGE`](super::admission::ACCEPT_NUDGE)
     /// (see [`Admission::nudge`](super::admission::Admission::nudge)).
     pub(super) fn accept_waiting(&mut self) {
         if self.phase != Phase::Running {
-            self.admission.set_more_waiting(false);
+            self.admission.stand_down();
             return;
         }
         if self.admission.expire_claims(Instant::now()) {
             self.update_accepting();
         }
-        if self.admission.take_more_waiting() {
+        if self.admission.take_more_waiting() || self.admission.deferral_over(Instant::now()) {
             for index in 0..self.listeners.len() {
                 self.on_listener(index);
             }
@@ -114,7 +117,16 @@ impl Worker<'_> {
         }
     }
 
+    /// Registers the listeners with the loop, or takes them off, and publishes the worker's
+    /// offer (whether it takes connections, and how many it holds) for the other workers.
     pub(super) fn set_accepting(&mut self, on: bool) -> io::Result<()> {
+        let registered = self.register_listeners(on);
+        self.board
+            .offer(self.accepting.then_some(self.admission.load.live));
+        registered
+    }
+
+    fn register_listeners(&mut self, on: bool) -> io::Result<()> {
         if self.accepting == on {
             return Ok(());
         }
@@ -135,11 +147,20 @@ impl Worker<'_> {
 
     /// The listener is readable: takes up to one batch of connections
     /// ([`Admission::batch`](super::admission::Admission::batch)); when it may hold more, the
-    /// loop comes back for them after handling what it has polled.
+    /// loop comes back for them after handling what it has polled. Before each, it leaves the
+    /// connection to a worker that holds fewer, if one takes connections
+    /// ([`Admission::defers`](super::admission::Admission::defers)); the loop comes back
+    /// when the deferral runs out.
     pub(super) fn on_listener(&mut self, index: usize) {
         let mut left = self.admission.batch();
+        let board = self.board;
         while left > 0 {
             if !self.accepting {
+                return;
+            }
+            if self.admission.defers(Instant::now(), || {
+                board.fewest_elsewhere(sys::monotonic_ms())
+            }) {
                 return;
             }
             match self.take_one(index) {

@@ -21,6 +21,22 @@
 //! requests then queue behind one worker's threads while the others' stay idle). A claim
 //! lapses after [`CLAIM_FOR`], so a client that connects and says nothing holds no place.
 //!
+//! Among the workers with room, connections go to the one that holds the fewest (least
+//! connections, as nginx's `least_conn`): a worker about to take one compares the connections
+//! it holds with what the other workers that take connections publish in the scoreboard, and
+//! when one of them holds fewer it defers: it leaves the waiting connections to the others,
+//! woken by the same readiness, for [`SPREAD_DEFER`] (see [`Admission::defers`]), comparing
+//! again at each readiness meanwhile (it takes at once when it has become the least loaded).
+//! When the deferral runs out it takes one whatever the others hold, and compares again for
+//! the next, so a slow or hung worker that looks least loaded delays a connection by the
+//! deferral, never more. Connections, not
+//! requests, are compared: keep-alive clients (a benchmark's, a proxy's upstream pool, a
+//! service's HTTP client) place a connection once and send all its requests there, so the
+//! connections a worker holds are the work it will get; its requests under way change with
+//! every one of them, and a worker whose threads are all busy takes none anyway. A worker
+//! with no other taking connections (`workers = 1`, or the others full or stopping) takes as
+//! if alone.
+//!
 //! A full worker still takes one waiting connection every [`ACCEPT_NUDGE`], so that when every
 //! worker is full the queued connections are not starved by the accepted keep-alive clients.
 //! When `accept` fails for want of descriptors or memory, the worker stops accepting for
@@ -38,6 +54,11 @@ pub(super) const CLAIM_FOR: Duration = Duration::from_millis(50);
 /// How long a worker stops accepting after `accept` failed with `EMFILE`, `ENFILE`, `ENOBUFS`
 /// or `ENOMEM` (nginx waits 500 ms too). The sweep turns accepting back on after it.
 pub(super) const ACCEPT_BACKOFF: Duration = Duration::from_millis(500);
+/// How long a worker that holds more connections than another one that takes connections
+/// leaves the waiting connections to the others (see [`Admission::defers`]): ample for a
+/// worker's loop to answer the readiness of a listener they all watch, short beside any
+/// request.
+pub(super) const SPREAD_DEFER: Duration = Duration::from_millis(2);
 
 /// What a worker holds, as far as taking more is concerned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,6 +74,17 @@ pub(super) struct Load {
 /// The most connections one readiness event takes: a concurrent application's worker has room
 /// for many requests, and would otherwise swallow a burst the other workers could share.
 const MAX_BATCH: usize = 16;
+
+/// Where a worker stands in spreading connections over the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spread {
+    /// It takes a connection unless another worker that takes connections holds fewer.
+    Even,
+    /// Another worker held fewer: the waiting connections are the others' until then.
+    Deferred(Instant),
+    /// The deferral ran out: it takes the next connection whatever the others hold.
+    Due,
+}
 
 /// A worker's load and limits, and since when it has been full.
 #[derive(Debug)]
@@ -76,6 +108,8 @@ pub(super) struct Admission {
     /// oldest first; each holds a thread's place until [`CLAIM_FOR`] has passed. A closed
     /// connection's claim goes before its slab index can be reused.
     claims: VecDeque<(usize, Instant)>,
+    /// Whether it leaves waiting connections to a worker that holds fewer.
+    spread: Spread,
 }
 
 impl Admission {
@@ -90,6 +124,7 @@ impl Admission {
             more_waiting: false,
             pulls_count: true,
             claims: VecDeque::new(),
+            spread: Spread::Even,
         }
     }
 
@@ -186,7 +221,7 @@ impl Admission {
         if room {
             self.paused_since = None;
         } else {
-            self.more_waiting = false;
+            self.stand_down();
             if self.paused_since.is_none() {
                 self.paused_since = Some(now);
             }
@@ -199,7 +234,58 @@ impl Admission {
     pub(super) fn back_off(&mut self, now: Instant) {
         self.backoff_until = Some(now + ACCEPT_BACKOFF);
         self.paused_since = None;
+        self.stand_down();
+    }
+
+    /// The worker takes no connections for now (full, backing off or stopping): it forgets
+    /// that a listener may hold more and any deferral; registering the listeners again
+    /// reports what they hold.
+    pub(super) fn stand_down(&mut self) {
         self.more_waiting = false;
+        self.spread = Spread::Even;
+    }
+
+    /// Whether the worker leaves the next waiting connection to the other workers at `now`:
+    /// another that takes connections holds fewer than it does (`fewest_elsewhere`). The
+    /// first time, it defers for [`SPREAD_DEFER`]; each readiness within the deferral
+    /// compares again, so a worker that has become the least loaded (the others took
+    /// connections meanwhile) takes at once, and does not sit out the rest of the deferral
+    /// while everyone else does too. Once the deferral has run out, it takes the next
+    /// connection whatever the others hold (they had their chance), and compares again for the
+    /// one after.
+    pub(super) fn defers(
+        &mut self,
+        now: Instant,
+        fewest_elsewhere: impl FnOnce() -> Option<usize>,
+    ) -> bool {
+        let over = match self.spread {
+            Spread::Deferred(until) => now >= until,
+            Spread::Due => true,
+            Spread::Even => false,
+        };
+        if over {
+            self.spread = Spread::Even;
+            return false;
+        }
+        let fewer = fewest_elsewhere().is_some_and(|fewest| fewest < self.load.live);
+        self.spread = match (fewer, self.spread) {
+            (false, _) => Spread::Even,
+            (true, Spread::Even) => Spread::Deferred(now + SPREAD_DEFER),
+            (true, deferred) => deferred,
+        };
+        fewer
+    }
+
+    /// Whether a deferral ran out at `now`: the loop then looks at the listeners again and
+    /// takes a connection they still hold (see [`Admission::defers`]). Once per deferral.
+    pub(super) fn deferral_over(&mut self, now: Instant) -> bool {
+        match self.spread {
+            Spread::Deferred(until) if now >= until => {
+                self.spread = Spread::Due;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Notes whether a listener may still hold connections after a batch (see
@@ -236,7 +322,8 @@ impl Admission {
     }
 
     /// How long the loop may sleep at `now`: `tick`; nothing when a listener may still hold
-    /// connections and the worker has room; less when a nudge is due sooner.
+    /// connections and the worker has room; less when a nudge, the end of a deferral or a
+    /// claim's lapse is due sooner.
     pub(super) fn wait(&self, now: Instant, tick: Duration) -> Duration {
         let wait = match self.paused_since {
             Some(since) => ACCEPT_NUDGE
@@ -244,6 +331,10 @@ impl Admission {
                 .min(tick),
             None if self.more_waiting => Duration::ZERO,
             None => tick,
+        };
+        let wait = match self.spread {
+            Spread::Deferred(until) => wait.min(until.saturating_duration_since(now)),
+            Spread::Even | Spread::Due => wait,
         };
         // A claim that lapses may give room back.
         match self.claims.front() {
@@ -454,6 +545,137 @@ mod tests {
         assert_eq!(admission.wait(start + ms(20), ms(1000)), ms(30));
         assert_eq!(admission.wait(start + ms(20), ms(10)), ms(10));
         assert_eq!(admission.wait(start + ms(80), ms(1000)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_worker_takes_a_connection_unless_another_taking_connections_holds_fewer() {
+        // (connections held, the fewest another worker taking connections holds) -> defers.
+        let table = [
+            (0, None, false),
+            (5, None, false),
+            (0, Some(0), false),
+            (2, Some(2), false),
+            (1, Some(3), false),
+            (1, Some(0), true),
+            (4, Some(3), true),
+            (100, Some(99), true),
+        ];
+        for (live, fewest, defers) in table {
+            let start = Instant::now();
+            let mut admission = Admission::new(4, 100);
+            admission.load = load(live, 0, 0);
+            assert_eq!(
+                admission.defers(start, || fewest),
+                defers,
+                "{live} {fewest:?}"
+            );
+            let spread = if defers {
+                Spread::Deferred(start + SPREAD_DEFER)
+            } else {
+                Spread::Even
+            };
+            assert_eq!(admission.spread, spread, "{live} {fewest:?}");
+        }
+    }
+
+    #[test]
+    fn a_deferral_delays_one_connection_by_its_length_and_no_more() {
+        let start = Instant::now();
+        let tick = Duration::from_secs(1);
+        let asked = std::cell::Cell::new(0);
+        let fewer = || {
+            asked.set(asked.get() + 1);
+            Some(0)
+        };
+        let mut admission = Admission::new(4, 100);
+        admission.load = load(1, 0, 0);
+        assert!(admission.defers(start, fewer));
+        // While it lasts, each readiness compares again; its end does not move.
+        let half = start + SPREAD_DEFER / 2;
+        assert!(admission.defers(half, fewer));
+        assert_eq!(asked.get(), 2);
+        assert_eq!(admission.spread, Spread::Deferred(start + SPREAD_DEFER));
+        assert_eq!(
+            admission.wait(half, tick),
+            SPREAD_DEFER / 2,
+            "wakes at its end"
+        );
+        assert!(!admission.deferral_over(half));
+        // Over: the loop looks at the listeners once, and takes one whatever the others hold.
+        let end = start + SPREAD_DEFER;
+        assert_eq!(admission.wait(end, tick), Duration::ZERO);
+        assert!(admission.deferral_over(end));
+        assert!(!admission.deferral_over(end), "once");
+        assert_eq!(
+            admission.wait(end, tick),
+            tick,
+            "no busy loop on a listener left"
+        );
+        assert!(!admission.defers(end, fewer));
+        assert_eq!(asked.get(), 2, "taken without looking");
+        // The next one compares again.
+        assert!(admission.defers(end, fewer));
+        assert_eq!(asked.get(), 3);
+        // An event after the end, before the loop looked, takes one as well.
+        let later = end + SPREAD_DEFER;
+        assert!(!admission.defers(later, fewer));
+        assert_eq!(asked.get(), 3);
+    }
+
+    #[test]
+    fn a_deferring_worker_that_has_become_the_least_loaded_takes_at_once() {
+        // Every worker that deferred on one connection would otherwise sit out the deferral
+        // on the next ones too, while the one that took it defers in its turn: nobody would
+        // take connections for the length of a deferral, at every connection.
+        let start = Instant::now();
+        let mut admission = Admission::new(4, 100);
+        admission.load = load(2, 0, 0);
+        assert!(admission.defers(start, || Some(1)));
+        let soon = start + SPREAD_DEFER / 4;
+        assert!(!admission.defers(soon, || Some(2)), "a tie: it takes");
+        assert_eq!(admission.spread, Spread::Even);
+        assert!(
+            !admission.deferral_over(start + SPREAD_DEFER),
+            "no deferral left"
+        );
+        assert!(admission.defers(soon, || Some(0)));
+        assert!(
+            !admission.defers(soon, || None),
+            "the others stopped taking any"
+        );
+    }
+
+    #[test]
+    fn a_worker_that_stops_taking_connections_forgets_its_deferral() {
+        let start = Instant::now();
+        let tick = Duration::from_secs(1);
+        let end = start + SPREAD_DEFER;
+        // (how it stops) for a worker deferring, then for one whose deferral just ran out.
+        let stops: [fn(&mut Admission); 3] = [
+            |a| {
+                a.load = load(4, 4, 0);
+                assert!(!a.decide(Instant::now(), false), "full");
+            },
+            |a| a.back_off(Instant::now()),
+            Admission::stand_down,
+        ];
+        for stop in stops {
+            for over in [false, true] {
+                let mut admission = Admission::new(4, 100);
+                admission.load = load(1, 0, 0);
+                assert!(admission.defers(start, || Some(0)));
+                if over {
+                    assert!(admission.deferral_over(end));
+                }
+                stop(&mut admission);
+                assert_eq!(admission.spread, Spread::Even);
+                assert!(!admission.deferral_over(end));
+                assert!(
+                    admission.wait(start, tick) > SPREAD_DEFER,
+                    "no wake-up for it"
+                );
+            }
+        }
     }
 
     #[test]

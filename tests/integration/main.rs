@@ -18,6 +18,7 @@ mod python;
 mod reference;
 mod reload;
 mod serve;
+mod spread;
 mod static_files;
 mod supervise;
 mod trust;
