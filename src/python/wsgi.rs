@@ -4,8 +4,9 @@
 //! response iterable until the first non-empty chunk (or its end): only then do the status and
 //! headers go out, so an application that calls `start_response` lazily, or again with
 //! `exc_info` before any body, gets its own status. A list or tuple leaves Python in one
-//! crossing; any other iterable is pulled one chunk at a time, when the client has taken the
-//! previous one, on a pool thread with the GIL. Its `close()` is called exactly once: after the
+//! crossing, and so does an iterable whose first chunk holds its whole `Content-Length` (a
+//! Flask response's); any other iterable is pulled one chunk at a time, when the client has
+//! taken the previous one, on a pool thread with the GIL. Its `close()` is called exactly once: after the
 //! last chunk, or when the response is dropped (the client left, the request timed out, the
 //! iterable raised).
 //!

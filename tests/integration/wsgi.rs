@@ -1009,6 +1009,37 @@ mod pep3333 {
     }
 
     #[test]
+    fn an_iterable_whose_content_length_is_out_is_closed_once() {
+        let w = start(&Spec::validated());
+        // The first chunk ("chunk0 ", 7 bytes) is the whole Content-Length, as a Flask
+        // response's is; then one that needs the second chunk too.
+        for (tag, cl, body, produced) in
+            [("whole", 7, "chunk0 ", 1), ("two", 14, "chunk0 chunk1 ", 2)]
+        {
+            let mut stream = w.connect();
+            stream
+                .write_all(
+                    format!("GET /close?tag={tag}&n=3&cl={cl} HTTP/1.1\r\nHost: test\r\n\r\n")
+                        .as_bytes(),
+                )
+                .unwrap();
+            let response = read_response_any(&mut stream, false).unwrap();
+            assert_eq!(response.status, 200, "{tag}");
+            assert_eq!(
+                response.header("Content-Length"),
+                Some(cl.to_string().as_str())
+            );
+            assert_eq!(response.text(), body, "{tag}");
+            assert_nothing_more(&w, stream, &response, &format!("after /close?tag={tag}"));
+            w.expect_count(&format!("close-{tag}"), 1);
+            if w.is_tine() {
+                // gunicorn advances the iterable to its end whatever the length.
+                assert_eq!(w.count(&format!("produced-{tag}")), produced, "{tag}");
+            }
+        }
+    }
+
+    #[test]
     fn close_is_called_once_when_the_client_leaves_mid_stream() {
         let w = start(&Spec::validated());
         let mut stream = w.connect();

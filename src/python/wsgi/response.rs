@@ -59,7 +59,13 @@ pub(super) fn respond(
             }
         }
     }
-    if ended {
+    // The first chunk holds the whole `Content-Length` (a Flask or werkzeug response, whose
+    // iterable yields its body at once): the response is complete. The iterable is closed
+    // now, in this crossing, without advancing it again, as the worker would once that length
+    // was out; a stream would cost two more trips to a pool thread and the GIL (one to take
+    // the chunk, one to drop the stream).
+    let complete = (start.borrow(py).content_length).is_some_and(|n| first.len() as u64 >= n);
+    if ended || complete {
         iterable.close(py, false);
         return finish(py, start, BodyOut::Bytes(first));
     }

@@ -304,9 +304,14 @@ class Closing:
 
 
 def close_route(environ, start_response):
+    """?n= chunks `chunkI `, counted in produced-TAG, close() in close-TAG; ?cl= sends a
+    Content-Length."""
     q = query(environ)
     n = int(q.get("n", "3"))
-    start_response("200 OK", [("Content-Type", "text/plain")])
+    headers = [("Content-Type", "text/plain")]
+    if "cl" in q:
+        headers.append(("Content-Length", q["cl"]))
+    start_response("200 OK", headers)
     return Closing(q["tag"], [b"chunk%d " % i for i in range(n)])
 
 
