@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
 use super::input::FileWrapper;
-use super::iterable::{Advancing, Iterable, WsgiStream, advance, chunk_bytes};
+use super::iterable::{Advancing, ITER, Iterable, WsgiStream, advance, builtin, chunk_bytes};
 use super::start_response::StartResponse;
 use crate::handler::{AbortStream, BodyStream, FileRegion, Response};
 
@@ -44,7 +44,7 @@ pub(super) fn respond(
         iterable.close(py, false);
         return finish(py, start, BodyOut::File(region));
     }
-    let iterator = iterable.run(py, &py.import("builtins")?.getattr("iter")?, &[result])?;
+    let iterator = iterable.run(py, builtin(py, &ITER, "iter")?, &[result])?;
     let mut first = std::mem::take(&mut start.borrow_mut(py).written);
     let mut ended = false;
     // Advance until a non-empty chunk (or the end): only then are the headers final. A HEAD
