@@ -27,6 +27,7 @@ mod start_response;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use pyo3::{ffi, intern};
 
 use super::interp::{format_err, support};
@@ -42,7 +43,8 @@ use start_response::StartResponse;
 /// A WSGI application, served from every pool thread of one worker.
 pub struct Wsgi {
     app: Py<PyAny>,
-    errors: Py<Errors>,
+    /// What every request's `environ` starts as a copy of ([`environ::template`]).
+    template: Py<PyDict>,
     file_wrapper: Py<PyAny>,
     /// `contextvars.Context`: each request runs in a fresh one.
     context: Py<PyAny>,
@@ -72,7 +74,10 @@ impl Wsgi {
         };
         let script_name = script_name.trim_end_matches('/').to_owned();
         let errors = Py::new(py, Errors).map_err(|e| format_err(py, &e))?;
-        let file_wrapper = py.get_type::<FileWrapper>().into_any().unbind();
+        let file_wrapper = py.get_type::<FileWrapper>().into_any();
+        let template = environ::template(py, &script_name, errors.bind(py), &file_wrapper)
+            .map_err(|e| format_err(py, &e))?
+            .unbind();
         let context = py
             .import("contextvars")
             .and_then(|m| m.getattr("Context"))
@@ -80,8 +85,8 @@ impl Wsgi {
             .unbind();
         Ok(Wsgi {
             app: application,
-            errors,
-            file_wrapper,
+            template,
+            file_wrapper: file_wrapper.unbind(),
             context,
             script_name,
             advancing: Arc::default(),

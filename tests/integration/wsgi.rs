@@ -711,6 +711,34 @@ mod pep3333 {
     }
 
     #[test]
+    fn an_environ_changed_by_the_application_is_not_the_next_request_s() {
+        let w = start(&Spec::validated());
+        for _ in 0..3 {
+            assert_eq!(w.get_ok("/mutate-environ").text(), "mutated");
+            let env = Environ::parse(&w.get_ok("/environ").text());
+            assert_eq!(env.str("SCRIPT_NAME"), "");
+            assert_eq!(env.repr("wsgi.multithread", "bool"), "True");
+            assert!(env.has("SERVER_SOFTWARE"), "{:?}", env.0);
+            assert!(!env.has("tine.test.added"), "{:?}", env.0);
+        }
+    }
+
+    #[test]
+    fn header_fields_differing_only_in_case_are_joined() {
+        let w = start(&Spec::validated());
+        let response = w.send(
+            b"GET /environ HTTP/1.1\r\nHost: test\r\naccept: text/plain\r\n\
+              X-Case: a\r\nAccept: text/html\r\nx-case: b\r\nX-CASE: c\r\n\
+              Connection: close\r\n\r\n",
+        );
+        assert_eq!(response.status, 200);
+        let env = Environ::parse(&response.text());
+        assert_eq!(env.str("HTTP_ACCEPT"), "text/plain,text/html");
+        assert_eq!(env.str("HTTP_X_CASE"), "a,b,c");
+        assert_eq!(env.str("HTTP_HOST"), "test");
+    }
+
+    #[test]
     fn environ_has_content_type_and_length_only_when_the_request_does() {
         let w = start(&Spec::validated());
         let with_body = w.post("/environ", "text/plain; charset=utf-8", b"hello");

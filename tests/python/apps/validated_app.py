@@ -531,6 +531,15 @@ def pids_route(environ, start_response):
     return text(start_response, "import_pid %d\npid %d\n" % (IMPORT_PID, os.getpid()))
 
 
+def mutate_environ_route(environ, start_response):
+    """Changes, adds and deletes environ keys: the next request's environ must not show it."""
+    environ["SCRIPT_NAME"] = "/mutated"
+    environ["wsgi.multithread"] = False
+    environ["tine.test.added"] = "added"
+    del environ["SERVER_SOFTWARE"]
+    return text(start_response, "mutated")
+
+
 def raise_before_route(environ, start_response):
     raise RuntimeError(MARK_BEFORE)
 
@@ -543,6 +552,7 @@ ROUTES = {
     "/close": close_route,
     "/slowstream": slowstream_route,
     "/raise-before": raise_before_route,
+    "/mutate-environ": mutate_environ_route,
     "/raise-after": raise_after_route,
     "/excinfo-replace": excinfo_replace_route,
     "/excinfo-after-sent": excinfo_after_sent_route,
