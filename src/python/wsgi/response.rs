@@ -1,7 +1,7 @@
 //! What the application returned, turned into tine's response: a list or tuple as one body, a
 //! `wsgi.file_wrapper` around a regular file as a file region the event loop sends with
-//! `sendfile(2)`, any other iterable as a stream; framed by the application's
-//! `Content-Length` when it gave one.
+//! `sendfile(2)`, any other iterable as a stream (or as one body, when its first chunk holds
+//! the whole `Content-Length`); framed by the application's `Content-Length` when it gave one.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, BorrowedFd};
