@@ -4,8 +4,9 @@
 //! response iterable until the first non-empty chunk (or its end): only then do the status and
 //! headers go out, so an application that calls `start_response` lazily, or again with
 //! `exc_info` before any body, gets its own status. A list or tuple leaves Python in one
-//! crossing; any other iterable is pulled one chunk at a time, when the client has taken the
-//! previous one, on a pool thread with the GIL. Its `close()` is called exactly once: after the
+//! crossing, and so does an iterable whose first chunk holds its whole `Content-Length` (a
+//! Flask response's); any other iterable is pulled one chunk at a time, when the client has
+//! taken the previous one, on a pool thread with the GIL. Its `close()` is called exactly once: after the
 //! last chunk, or when the response is dropped (the client left, the request timed out, the
 //! iterable raised).
 //!
@@ -26,6 +27,7 @@ mod start_response;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use pyo3::{ffi, intern};
 
 use super::interp::{format_err, support};
@@ -41,7 +43,8 @@ use start_response::StartResponse;
 /// A WSGI application, served from every pool thread of one worker.
 pub struct Wsgi {
     app: Py<PyAny>,
-    errors: Py<Errors>,
+    /// What every request's `environ` starts as a copy of ([`environ::template`]).
+    template: Py<PyDict>,
     file_wrapper: Py<PyAny>,
     /// `contextvars.Context`: each request runs in a fresh one.
     context: Py<PyAny>,
@@ -71,7 +74,10 @@ impl Wsgi {
         };
         let script_name = script_name.trim_end_matches('/').to_owned();
         let errors = Py::new(py, Errors).map_err(|e| format_err(py, &e))?;
-        let file_wrapper = py.get_type::<FileWrapper>().into_any().unbind();
+        let file_wrapper = py.get_type::<FileWrapper>().into_any();
+        let template = environ::template(py, &script_name, errors.bind(py), &file_wrapper)
+            .map_err(|e| format_err(py, &e))?
+            .unbind();
         let context = py
             .import("contextvars")
             .and_then(|m| m.getattr("Context"))
@@ -79,8 +85,8 @@ impl Wsgi {
             .unbind();
         Ok(Wsgi {
             app: application,
-            errors,
-            file_wrapper,
+            template,
+            file_wrapper: file_wrapper.unbind(),
             context,
             script_name,
             advancing: Arc::default(),

@@ -711,6 +711,34 @@ mod pep3333 {
     }
 
     #[test]
+    fn an_environ_changed_by_the_application_is_not_the_next_request_s() {
+        let w = start(&Spec::validated());
+        for _ in 0..3 {
+            assert_eq!(w.get_ok("/mutate-environ").text(), "mutated");
+            let env = Environ::parse(&w.get_ok("/environ").text());
+            assert_eq!(env.str("SCRIPT_NAME"), "");
+            assert_eq!(env.repr("wsgi.multithread", "bool"), "True");
+            assert!(env.has("SERVER_SOFTWARE"), "{:?}", env.0);
+            assert!(!env.has("tine.test.added"), "{:?}", env.0);
+        }
+    }
+
+    #[test]
+    fn header_fields_differing_only_in_case_are_joined() {
+        let w = start(&Spec::validated());
+        let response = w.send(
+            b"GET /environ HTTP/1.1\r\nHost: test\r\naccept: text/plain\r\n\
+              X-Case: a\r\nAccept: text/html\r\nx-case: b\r\nX-CASE: c\r\n\
+              Connection: close\r\n\r\n",
+        );
+        assert_eq!(response.status, 200);
+        let env = Environ::parse(&response.text());
+        assert_eq!(env.str("HTTP_ACCEPT"), "text/plain,text/html");
+        assert_eq!(env.str("HTTP_X_CASE"), "a,b,c");
+        assert_eq!(env.str("HTTP_HOST"), "test");
+    }
+
+    #[test]
     fn environ_has_content_type_and_length_only_when_the_request_does() {
         let w = start(&Spec::validated());
         let with_body = w.post("/environ", "text/plain; charset=utf-8", b"hello");
@@ -1006,6 +1034,37 @@ mod pep3333 {
             w.send(b"HEAD /close?tag=head HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
         assert_eq!(head.status, 200);
         w.expect_count("close-head", 1);
+    }
+
+    #[test]
+    fn an_iterable_whose_content_length_is_out_is_closed_once() {
+        let w = start(&Spec::validated());
+        // The first chunk ("chunk0 ", 7 bytes) is the whole Content-Length, as a Flask
+        // response's is; then one that needs the second chunk too.
+        for (tag, cl, body, produced) in
+            [("whole", 7, "chunk0 ", 1), ("two", 14, "chunk0 chunk1 ", 2)]
+        {
+            let mut stream = w.connect();
+            stream
+                .write_all(
+                    format!("GET /close?tag={tag}&n=3&cl={cl} HTTP/1.1\r\nHost: test\r\n\r\n")
+                        .as_bytes(),
+                )
+                .unwrap();
+            let response = read_response_any(&mut stream, false).unwrap();
+            assert_eq!(response.status, 200, "{tag}");
+            assert_eq!(
+                response.header("Content-Length"),
+                Some(cl.to_string().as_str())
+            );
+            assert_eq!(response.text(), body, "{tag}");
+            assert_nothing_more(&w, stream, &response, &format!("after /close?tag={tag}"));
+            w.expect_count(&format!("close-{tag}"), 1);
+            if w.is_tine() {
+                // gunicorn advances the iterable to its end whatever the length.
+                assert_eq!(w.count(&format!("produced-{tag}")), produced, "{tag}");
+            }
+        }
     }
 
     #[test]

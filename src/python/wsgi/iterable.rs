@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use pyo3::exceptions::{PyStopIteration, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyTuple};
 
 use super::start_response::StartResponse;
@@ -51,11 +52,11 @@ impl Iterable {
         f: &Bound<'py, PyAny>,
         args: &[&Bound<'py, PyAny>],
     ) -> PyResult<Bound<'py, PyAny>> {
-        let mut call = vec![f.clone()];
-        call.extend(args.iter().map(|a| (*a).clone()));
-        self.context
-            .bind(py)
-            .call_method1(intern!(py, "run"), PyTuple::new(py, call)?)
+        let mut call = Vec::with_capacity(1 + args.len());
+        call.push(f);
+        call.extend_from_slice(args);
+        let call = PyTuple::new(py, call)?;
+        self.context.bind(py).call_method1(intern!(py, "run"), call)
     }
 
     /// Calls `close()`, if the iterable has one, unless it has been called: from the thread
@@ -107,14 +108,27 @@ impl Drop for AdvancingGuard<'_> {
     }
 }
 
+/// `builtins.iter`, once looked up.
+pub(super) static ITER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// `builtins.next`, once looked up.
+static NEXT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The builtin function `name`, looked up once in `cell` rather than imported per request.
+pub(super) fn builtin<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyAny>> {
+    cell.import(py, "builtins", name)
+}
+
 /// The iterator's next chunk, in the request's context; `None` at its end.
 pub(super) fn advance(
     py: Python<'_>,
     iterable: &Iterable,
     iterator: &Bound<'_, PyAny>,
 ) -> PyResult<Option<Vec<u8>>> {
-    let next = iterator.getattr(intern!(py, "__next__"))?;
-    match iterable.run(py, &next, &[]) {
+    match iterable.run(py, builtin(py, &NEXT, "next")?, &[iterator]) {
         Ok(item) => Ok(Some(chunk_bytes(&item)?.to_vec())),
         Err(err) if err.is_instance_of::<PyStopIteration>(py) => Ok(None),
         Err(err) => Err(err),

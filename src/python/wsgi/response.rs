@@ -1,7 +1,7 @@
 //! What the application returned, turned into tine's response: a list or tuple as one body, a
 //! `wsgi.file_wrapper` around a regular file as a file region the event loop sends with
-//! `sendfile(2)`, any other iterable as a stream; framed by the application's
-//! `Content-Length` when it gave one.
+//! `sendfile(2)`, any other iterable as a stream (or as one body, when its first chunk holds
+//! the whole `Content-Length`); framed by the application's `Content-Length` when it gave one.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
 use super::input::FileWrapper;
-use super::iterable::{Advancing, Iterable, WsgiStream, advance, chunk_bytes};
+use super::iterable::{Advancing, ITER, Iterable, WsgiStream, advance, builtin, chunk_bytes};
 use super::start_response::StartResponse;
 use crate::handler::{AbortStream, BodyStream, FileRegion, Response};
 
@@ -44,7 +44,7 @@ pub(super) fn respond(
         iterable.close(py, false);
         return finish(py, start, BodyOut::File(region));
     }
-    let iterator = iterable.run(py, &py.import("builtins")?.getattr("iter")?, &[result])?;
+    let iterator = iterable.run(py, builtin(py, &ITER, "iter")?, &[result])?;
     let mut first = std::mem::take(&mut start.borrow_mut(py).written);
     let mut ended = false;
     // Advance until a non-empty chunk (or the end): only then are the headers final. A HEAD
@@ -59,7 +59,13 @@ pub(super) fn respond(
             }
         }
     }
-    if ended {
+    // The first chunk holds the whole `Content-Length` (a Flask or werkzeug response, whose
+    // iterable yields its body at once): the response is complete. The iterable is closed
+    // now, in this crossing, without advancing it again, as the worker would once that length
+    // was out; a stream would cost two more trips to a pool thread and the GIL (one to take
+    // the chunk, one to drop the stream).
+    let complete = (start.borrow(py).content_length).is_some_and(|n| first.len() as u64 >= n);
+    if ended || complete {
         iterable.close(py, false);
         return finish(py, start, BodyOut::Bytes(first));
     }

@@ -98,7 +98,8 @@ fn parse_status(status: &Bound<'_, PyAny>) -> PyResult<(u16, String)> {
                 repr(status)
             ))
         })?
-        .to_string();
+        .to_string_lossy()
+        .into_owned();
     let bytes = text.as_bytes();
     let well_formed = bytes.len() >= 4
         && bytes[..3].iter().all(u8::is_ascii_digit)
@@ -145,8 +146,10 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderFields, Option<u
                 repr(pair)
             )));
         };
-        let name = name.to_string();
-        let value = value.to_string();
+        // `to_string_lossy`: what `to_string` gives, without a call of `str()` and a
+        // formatter.
+        let name = name.to_string_lossy().into_owned();
+        let value = value.to_string_lossy();
         let Some(value_bytes) = value
             .chars()
             .map(|c| u8::try_from(u32::from(c)).ok())

@@ -304,9 +304,14 @@ class Closing:
 
 
 def close_route(environ, start_response):
+    """?n= chunks `chunkI `, counted in produced-TAG, close() in close-TAG; ?cl= sends a
+    Content-Length."""
     q = query(environ)
     n = int(q.get("n", "3"))
-    start_response("200 OK", [("Content-Type", "text/plain")])
+    headers = [("Content-Type", "text/plain")]
+    if "cl" in q:
+        headers.append(("Content-Length", q["cl"]))
+    start_response("200 OK", headers)
     return Closing(q["tag"], [b"chunk%d " % i for i in range(n)])
 
 
@@ -526,6 +531,15 @@ def pids_route(environ, start_response):
     return text(start_response, "import_pid %d\npid %d\n" % (IMPORT_PID, os.getpid()))
 
 
+def mutate_environ_route(environ, start_response):
+    """Changes, adds and deletes environ keys: the next request's environ must not show it."""
+    environ["SCRIPT_NAME"] = "/mutated"
+    environ["wsgi.multithread"] = False
+    environ["tine.test.added"] = "added"
+    del environ["SERVER_SOFTWARE"]
+    return text(start_response, "mutated")
+
+
 def raise_before_route(environ, start_response):
     raise RuntimeError(MARK_BEFORE)
 
@@ -538,6 +552,7 @@ ROUTES = {
     "/close": close_route,
     "/slowstream": slowstream_route,
     "/raise-before": raise_before_route,
+    "/mutate-environ": mutate_environ_route,
     "/raise-after": raise_after_route,
     "/excinfo-replace": excinfo_replace_route,
     "/excinfo-after-sent": excinfo_after_sent_route,
