@@ -22,6 +22,8 @@
 #   WORKERS=5, THREADS=4  every server's worker processes and threads per worker
 #   REQUESTS=2000         warm-up requests, spread over ROUTES in turn
 #   CONCURRENCY=          warm-up requests under way at once (default WORKERS x THREADS)
+#   CONFIGS="tine|lazy tine|preload gunicorn|lazy gunicorn|preload"
+#                         the configurations to measure (server|mode), in this order
 #   SETTLE=2              seconds to wait after the workers are up, and after the warm-up,
 #                         before measuring
 #   PORT=18081            the port every server listens on, one at a time
@@ -53,8 +55,11 @@ APP=djsite.wsgi:application
 # Django routes that answer a GET without a body or a query the client must supply; /redirect
 # answers 302.
 ROUTES=(/ /target /redirect /cookie/read "/stream?n=20" /file)
-# server | mode: the four configurations, in the order they run
-CONFIGS=("tine|lazy" "tine|preload" "gunicorn|lazy" "gunicorn|preload")
+# server|mode: the configurations, in the order they run
+read -ra CONFIGS <<<"${CONFIGS:-tine|lazy tine|preload gunicorn|lazy gunicorn|preload}"
+for config in "${CONFIGS[@]}"; do
+    [[ $config =~ ^(tine|gunicorn)\|(lazy|preload)$ ]] || die "CONFIGS: '$config' is not SERVER|MODE (tine or gunicorn, lazy or preload)"
+done
 
 require_tools python3 curl cargo timeout
 require_counts WORKERS THREADS REQUESTS
