@@ -8,6 +8,9 @@ and bench/memory.sh after their runs, and by hand on any running server:
                                                   WHO is master or worker, a worker's figure the
                                                   mean over the workers) for render
   python3 bench/lib/smaps.py render BREAKDOWN.tsv the tables of such lines, one column pair a LABEL
+  python3 bench/lib/smaps.py check                checks the kinds given to a made-up layout (each
+                                                  kind's rule, and the near misses), exits 1 on a
+                                                  wrong one
 
 Kinds of mapping (a mapping's kind is decided by its path, its permissions and its neighbours,
 so the anonymous kinds are a reading of the layout, not something the kernel labels):
@@ -186,8 +189,49 @@ def cmd_render(path):
     print(section(path)[1])
 
 
+def cmd_check():
+    mib1 = 1 << 20
+    exe = "/usr/bin/tine"
+
+    def m(start, size, perms, path="", want=None):
+        return {"start": start, "end": start + size, "perms": perms, "path": path, "want": want}
+
+    layout = [
+        m(0x5500_0000_0000, 0x1000, "r--p", exe, "server binary"),
+        m(0x5500_0001_0000, 0x21000, "rw-p", "[heap]", "[heap]"),
+        # A glibc arena: at a 64 MiB boundary, its reserved rest right above it.
+        m(0x7f00_0000_0000, 0x21000, "rw-p", want="malloc arenas"),
+        m(0x7f00_0002_1000, ARENA_ALIGN - 0x21000, "---p", want="other anonymous"),
+        # The same off the boundary is not one.
+        m(0x7f00_1000_1000, 0x21000, "rw-p", want="other anonymous"),
+        m(0x7f00_1002_2000, 0x1000, "---p", want="other anonymous"),
+        # A thread's stack right above its guard page, then one with a gap below it.
+        m(0x7f00_2000_0000, 0x1000, "---p", want="other anonymous"),
+        m(0x7f00_2000_1000, 2 * mib1, "rw-p", want="thread stacks"),
+        m(0x7f00_3000_0000, 0x1000, "---p", want="other anonymous"),
+        m(0x7f00_3000_2000, 2 * mib1, "rw-p", want="other anonymous"),
+        m(0x7f00_4000_0000, mib1, "rw-p", want="other anonymous"),
+        m(0x7f00_5000_0000, 0x1000, "r-xp", "/usr/lib/libpython3.11.so.1.0", "libpython"),
+        m(0x7f00_5001_0000, 0x1000, "r-xp", "/venv/lib/python3.11/site-packages/x.cpython-311.so",
+          "python extensions"),
+        m(0x7f00_5002_0000, 0x1000, "r-xp", "/usr/lib/python3.11/lib-dynload/_ssl.cpython-311.so",
+          "python extensions"),
+        m(0x7f00_5003_0000, 0x1000, "r-xp", "/usr/lib/x86_64-linux-gnu/libc.so.6", "other libraries"),
+        m(0x7f00_5004_0000, 0x1000, "r--p", "/usr/lib/locale/C.utf8/LC_CTYPE", "other files"),
+        m(0x7f00_5005_0000, 0x1000, "r-xp", "[vdso]", "other anonymous"),
+        m(0x7ffc_0000_0000, 0x21000, "rw-p", "[stack]", "main stack"),
+    ]
+    wrong = [(hex(x["start"]), x["perms"], x["path"], kind_of(layout, i, exe), x["want"])
+             for i, x in enumerate(layout) if kind_of(layout, i, exe) != x["want"]]
+    for start, perms, path, got, want in wrong:
+        print(f"{start} {perms} {path or '(anonymous)'}: {got}, should be {want}")
+    if wrong:
+        sys.exit(1)
+    print(f"smaps.py check: the {len(layout)} mappings got their kinds")
+
+
 if __name__ == "__main__":
-    commands = {"show": cmd_show, "tsv": cmd_tsv, "render": cmd_render}
+    commands = {"show": cmd_show, "tsv": cmd_tsv, "render": cmd_render, "check": cmd_check}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     commands[sys.argv[1]](*sys.argv[2:])
