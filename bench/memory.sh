@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/memory.sh: the memory of the Django test site (tests/python/apps/djsite) served by tine
 # and by gunicorn, each with the application imported in every worker (lazy) and imported once
-# in the master before the workers are forked (preload). Prints one table.
+# in the master before the workers are forked (preload). Prints one table, and where each one's
+# memory goes by kind of mapping.
 #
 # Builds tine (cargo build --release), makes the virtualenv with Django and gunicorn
 # (tests/python/setup-venv, from PyPI; nothing to do when it is up to date), then for each of
@@ -9,8 +10,11 @@
 # starts the server on 127.0.0.1:$PORT in its own temp dir, waits until it answers and all its
 # workers are up, sums the PSS (/proc/PID/smaps_rollup) of the master and its workers, warms it
 # with a fixed number of requests over a few Django routes (each on a new connection, so every
-# worker gets its share), sums the PSS again, and stops it by its pid (TERM, then KILL after
-# 10 s; a worker left behind is killed by its own pid). The table is also written as Markdown to
+# worker gets its share), sums the PSS again, breaks it down by kind of mapping
+# (bench/lib/smaps.py: the master's and a mean worker's PSS in the binary, libpython, the heap,
+# glibc's arenas, thread stacks, ...; a worker's private dirty pages against those it still
+# shares), and stops it by its pid (TERM, then KILL after 10 s; a worker left behind is killed by
+# its own pid). The table is also written as Markdown to
 # bench/results/memory-latest.md.
 #
 # Usage: bench/memory.sh         (see "Benchmarks" in README.md)
@@ -18,6 +22,8 @@
 #   WORKERS=5, THREADS=4  every server's worker processes and threads per worker
 #   REQUESTS=2000         warm-up requests, spread over ROUTES in turn
 #   CONCURRENCY=          warm-up requests under way at once (default WORKERS x THREADS)
+#   CONFIGS="tine|lazy tine|preload gunicorn|lazy gunicorn|preload"
+#                         the configurations to measure (server|mode), in this order
 #   SETTLE=2              seconds to wait after the workers are up, and after the warm-up,
 #                         before measuring
 #   PORT=18081            the port every server listens on, one at a time
@@ -49,8 +55,11 @@ APP=djsite.wsgi:application
 # Django routes that answer a GET without a body or a query the client must supply; /redirect
 # answers 302.
 ROUTES=(/ /target /redirect /cookie/read "/stream?n=20" /file)
-# server | mode: the four configurations, in the order they run
-CONFIGS=("tine|lazy" "tine|preload" "gunicorn|lazy" "gunicorn|preload")
+# server|mode: the configurations, in the order they run
+read -ra CONFIGS <<<"${CONFIGS:-tine|lazy tine|preload gunicorn|lazy gunicorn|preload}"
+for config in "${CONFIGS[@]}"; do
+    [[ $config =~ ^(tine|gunicorn)\|(lazy|preload)$ ]] || die "CONFIGS: '$config' is not SERVER|MODE (tine or gunicorn, lazy or preload)"
+done
 
 require_tools python3 curl cargo timeout
 require_counts WORKERS THREADS REQUESTS
@@ -209,12 +218,15 @@ measure() {
     read -r master total n low high <<<"$result"
     ((n == WORKERS)) || status="$n of $WORKERS workers when measured ($status)"
     log "   PSS: total $((total / 1024)) MiB, master $((master / 1024)) MiB, $n workers"
+    python3 "$HERE/lib/smaps.py" tsv "$server $mode" "$SERVER_PID" >>"$TMP/breakdown.tsv" 2>/dev/null ||
+        log "   no breakdown by kind of mapping: the master exited"
     stop_all
     printf '%s\t' "$server" "$mode" "$shape" "$status" "$answers" "$cpu" "$before" "$total" "$master" "$low" >>"$TMP/rows.tsv"
     printf '%s\n' "$high" >>"$TMP/rows.tsv"
 }
 
 : >"$TMP/rows.tsv"
+: >"$TMP/breakdown.tsv"
 for config in "${CONFIGS[@]}"; do
     measure "${config%%|*}" "${config#*|}"
 done
@@ -228,5 +240,6 @@ meta=(
     "gunicorn: -k gthread -w $WORKERS --threads $THREADS --chdir tests/python/apps ${GUNICORN_EXTRA[*]} [--preload] $APP"
     "after all workers are up and ${SETTLE} s: PSS before the warm-up; then $REQUESTS GET requests, each on a new connection, $CONCURRENCY at a time, over ${ROUTES[*]} in turn; after ${SETTLE} s more: PSS from /proc/PID/smaps_rollup of the master and each worker"
     "per-worker PSS = (total − master) / workers; ratio = tine's total PSS / gunicorn's in the same mode"
+    "by kind of mapping: bench/lib/smaps.py on /proc/PID/smaps right after the PSS above; a worker's figures are the mean of the workers'"
 )
 write_results memory-render "${meta[@]}"

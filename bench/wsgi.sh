@@ -2,7 +2,8 @@
 # bench/wsgi.sh: tine's WSGI side by side with granian, uWSGI and gunicorn, all with the same
 # workers × threads, on a plain WSGI application and on Flask; tine's ASGI with uvicorn and
 # granian on an I/O-bound ASGI application; and, when bench/bookstore/ is there, the bookstore
-# API on PostgreSQL. Prints one table, tine's ratio to each peer, and the servers' memory.
+# API on PostgreSQL. Prints one table, tine's ratio to each peer, and the servers' memory (with,
+# on wsgi_hello, where it goes by kind of mapping).
 #
 # Builds tine (cargo build --release) and the load client bench/wsload (target/wsload), makes the
 # virtualenv as bench/asgi.sh does (tests/python/setup-venv, then bench/requirements-asgi.txt
@@ -11,9 +12,11 @@
 # wsgi-cpu loop to about CPU_MS ms (once, printed), then for each application in bench/apps/ and
 # each server that speaks its interface in turn: starts the server on 127.0.0.1:$PORT in its own
 # temp dir, waits until it is ready, takes the PSS of its master and workers, checks that each
-# scenario's path answers 200, runs the scenarios against it, takes the PSS again, and stops it by
-# its pid (TERM, then KILL after 10 s; a worker left behind is killed by its own pid). Writes the
-# tables as Markdown to bench/results/wsgi-latest.md.
+# scenario's path answers 200, runs the scenarios against it, takes the PSS again (on wsgi_hello
+# also its breakdown by kind of mapping, bench/lib/smaps.py: the master's and a mean worker's PSS
+# in the binary, libpython, the heap, glibc's arenas, thread stacks, ...), and stops it by its pid
+# (TERM, then KILL after 10 s; a worker left behind is killed by its own pid). Writes the tables
+# as Markdown to bench/results/wsgi-latest.md.
 #
 # Scenarios (the applications are in bench/apps/):
 #   wsgi-hello-64    wsgi_hello:app GET /, `Hello, World!`; wrk, 64 connections
@@ -35,6 +38,9 @@
 #   tine      [server] workers, threads; [app] handler = "python", loop = "auto";
 #             [log] access_log = ""; ready when it sends READY=1 to the NOTIFY_SOCKET this
 #             script listens on
+#   tine-preload  the same with [app] preload = true: the application imported once in the
+#             master before it forks, as uWSGI does by default (WSGI applications only; its
+#             throughput is in the first table, its memory beside tine's in the memory table)
 #   granian   WSGI: --interface wsgi --workers W --blocking-threads T --no-access-log
 #             --log-level warning; ASGI: --interface asgi --workers W --loop uvloop --no-ws ...
 #   uWSGI     --http11-socket --master --processes W --threads T --die-on-term --disable-logging
@@ -46,6 +52,10 @@
 # wsgi-sleep-100, wsgi-cpu-8 and bookstore-64, writing bench/grid/wsgi-grid.tsv, .md and .png
 # (the plot with the virtualenv's matplotlib).
 #
+# Memory alone (issue 16's target 7: tine's PSS against uWSGI's, lazy and preloaded), in about a
+# minute: ONLY=wsgi-hello SERVERS="tine tine-preload uwsgi" DURATION=2 bench/wsgi.sh (its
+# throughput then is not a result).
+#
 # Usage: bench/wsgi.sh [grid]     (see "Benchmarks" in README.md)
 # Environment:
 #   DURATION=10        seconds per scenario
@@ -54,7 +64,7 @@
 #   THREADS=4          threads per worker of every WSGI server
 #   WRK_THREADS=2      wrk -t
 #   PORT=18084         the port every server listens on, one at a time
-#   SERVERS="tine granian uwsgi gunicorn uvicorn"
+#   SERVERS="tine tine-preload granian uwsgi gunicorn uvicorn"
 #                      the servers to run, in this order (each only on the applications whose
 #                      interface it speaks)
 #   ONLY=REGEX         run only the scenarios whose name matches (e.g. ONLY=sleep)
@@ -91,7 +101,7 @@ esac
 PORT=${PORT:-18084}
 WORKERS=${WORKERS:-5}
 THREADS=${THREADS:-4}
-KNOWN_SERVERS="tine granian uwsgi gunicorn uvicorn"
+KNOWN_SERVERS="tine tine-preload granian uwsgi gunicorn uvicorn"
 asgi_settings # DURATION, WARMUP, WORKERS, SERVERS, ONLY, QUIET_*, VENV, PYTHON, APPS
 WRK_THREADS=${WRK_THREADS:-2}
 CPU_MS=${CPU_MS:-1}
@@ -109,6 +119,7 @@ BOOKSTORE_START_TIMEOUT=900 # seconds bench/bookstore/setup.sh start may take (i
 BOOKSTORE_SETUP=$HERE/bookstore/setup.sh
 BOOKSTORE_APP=app:app     # bench/bookstore/app.py
 ASGI_APPS=" asgi_sleep:app "
+BREAKDOWN_APP=wsgi_hello:app # run_scenarios writes its memory by kind of mapping
 
 need wrk wrk
 require_counts THREADS WRK_THREADS BOOKSTORE_CONNS
@@ -119,7 +130,7 @@ for n in $GRID_WORKERS $GRID_THREADS; do
 done
 if [[ -n $GRID ]]; then SERVERS=tine; fi
 
-if [[ " $SERVERS " == *" tine "* ]]; then find_tine; fi
+if [[ " $SERVERS " == *" tine "* || " $SERVERS " == *" tine-preload "* ]]; then find_tine; fi
 build_wsload
 
 # --- the virtualenv ----------------------------------------------------------------------------
@@ -230,7 +241,7 @@ prepare_server() {
     local server=$1 app=$2 interface=wsgi
     [[ $ASGI_APPS == *" $app "* ]] && interface=asgi
     case $interface-$server in
-        wsgi-uvicorn | asgi-uwsgi | asgi-gunicorn) return 1 ;;
+        wsgi-uvicorn | asgi-uwsgi | asgi-gunicorn | asgi-tine-preload) return 1 ;;
         wsgi-granian) GRANIAN_ARGS=("${GRANIAN_WSGI[@]}") ;;
         asgi-granian) GRANIAN_ARGS=("${GRANIAN_ASGI[@]}") ;;
     esac
@@ -280,12 +291,12 @@ meta=(
     "$(run_note)"
     "$versions"
     "every server with WORKERS=$WORKERS worker processes × THREADS=$THREADS threads ($NCPU CPUs here), on 127.0.0.1:$PORT, access log off"
-    "tine: [server] workers = $WORKERS, threads = $THREADS; [app] handler = \"python\", app, pythonpath = [bench/apps], virtualenv = $(basename "$VENV"), loop = \"auto\"; [log] level = \"warn\", access_log = \"\""
+    "tine: [server] workers = $WORKERS, threads = $THREADS; [app] handler = \"python\", app, pythonpath = [bench/apps], virtualenv = $(basename "$VENV"), loop = \"auto\"; [log] level = \"warn\", access_log = \"\"; tine-preload: the same and [app] preload = true (WSGI only)"
     "granian --working-dir bench/apps ${GRANIAN_WSGI[*]} APP; for ASGI ${GRANIAN_ASGI[*]}"
     "uwsgi --chdir bench/apps --http11-socket 127.0.0.1:$PORT ${UWSGI_ARGS[*]/#$VENV/$(basename "$VENV")} --module APP (the application imported once in the master, uWSGI's default)"
     "gunicorn --chdir bench/apps ${GUNICORN_ARGS[*]} APP"
     "uvicorn --app-dir bench/apps ${UVICORN_ARGS[*]} APP"
     "${scenario_notes[@]}"
-    "memory: PSS (/proc/PID/smaps_rollup) of master + workers 1 s after the server was ready, and after the last run on that application"
+    "memory: PSS (/proc/PID/smaps_rollup) of master + workers 1 s after the server was ready, and after the last run on that application; by kind of mapping (bench/lib/smaps.py, /proc/PID/smaps) after the last run on wsgi_hello"
 )
 write_results wsgi-render "${meta[@]}"

@@ -44,7 +44,9 @@ Subcommands (each prints one line, or a table, to stdout):
   render ROWS.tsv MEM.tsv BALANCE.tsv IDLE.tsv MARKDOWN_OUT
                               prints the result tables and writes them as Markdown.
   memory-render ROWS.tsv MARKDOWN_OUT [NOTE...]
-                              bench/memory.sh's table, printed and written as Markdown.
+                              bench/memory.sh's table, printed and written as Markdown, and
+                              the memory by kind of mapping (breakdown.tsv beside ROWS.tsv,
+                              bench/lib/smaps.py's lines) when there is any.
   asgi-render ROWS.tsv MARKDOWN_OUT [NOTE...]
                               bench/asgi.sh's tables (each server's numbers, then tine's ratio
                               to each peer), printed and written as Markdown.
@@ -52,7 +54,8 @@ Subcommands (each prints one line, or a table, to stdout):
                               bench/wsgi.sh's tables: asgi-render's, with each connection's
                               share of the responses and the database's CPU where measured,
                               then the memory of each server idle and after its runs (from
-                              memory.tsv beside ROWS.tsv).
+                              memory.tsv beside ROWS.tsv), and the memory by kind of mapping
+                              (breakdown.tsv beside it, bench/lib/smaps.py's lines).
   grid-render GRID.tsv OUT_DIR [NOTE...]
                               bench/wsgi.sh's grid (tine over workers x threads): writes
                               OUT_DIR/wsgi-grid.tsv, .md and, when matplotlib imports, .png.
@@ -651,6 +654,13 @@ def mib(kib):
     return f"{int(kib) / 1024:.1f}" if kib not in ("", "-") else "-"
 
 
+def breakdown_section(rows_path):
+    """(heading, tables) of the memory by kind of mapping in breakdown.tsv beside rows_path
+    (bench/lib/smaps.py tsv lines), ("", "") when there is none."""
+    import smaps  # bench/lib/smaps.py, beside this file; it imports this module
+    return smaps.section(os.path.join(os.path.dirname(rows_path), "breakdown.tsv"))
+
+
 def cmd_memory_render(rows_path, md_out, *meta):
     """bench/memory.sh's table. rows: server, mode, workers x threads, what happened ("ok" or
     why not), warm-up answers "OK/ERRORS", workers' CPU s in the warm-up, then KiB: total PSS
@@ -676,7 +686,8 @@ def cmd_memory_render(rows_path, md_out, *meta):
               "ratio to gunicorn same mode", "warm-up ok/errors", "workers' CPU s in warm-up",
               "outcome"]
     write_markdown(md_out, "WSGI memory: tine and gunicorn on the Django test site", meta,
-                   [("PSS after the warm-up", markdown_table(header, table, right=set(range(2, 10))))])
+                   [("PSS after the warm-up", markdown_table(header, table, right=set(range(2, 10)))),
+                    breakdown_section(rows_path)])
 
 
 def num(x, spec):
@@ -685,14 +696,14 @@ def num(x, spec):
 
 
 def peer_ratios(rows, keys):
-    """tine's ratio to each peer: for each measured row of another server on a scenario tine
-    also measured, [scenario, peer] and then tine's value ÷ the peer's for each of keys, "-"
-    where either has none or the peer's is 0."""
+    """tine's ratio to each peer: for each measured row of another server (tine-preload, tine
+    itself, is not a peer) on a scenario tine also measured, [scenario, peer] and then tine's
+    value ÷ the peer's for each of keys, "-" where either has none or the peer's is 0."""
     ok = {(r["scenario"], r["server"]): r for r in rows if r["outcome"] == "ok"}
     ratios = []
     for r in rows:
         tine = ok.get((r["scenario"], "tine"))
-        if r["server"] == "tine" or r["outcome"] != "ok" or tine is None:
+        if r["server"] in TINES or r["outcome"] != "ok" or tine is None:
             continue
         cells = [r["scenario"], r["server"]]
         for key in keys:
@@ -844,23 +855,29 @@ def cmd_asgi_render(rows_path, md_out, *meta):
     ])
 
 
+TINES = ("tine", "tine-preload")  # tine's own rows: tine, and tine with [app] preload = true
+
+
 def memory_table(memory_path):
     """bench/wsgi.sh's memory table from run_scenarios' memory.tsv (application, server, PSS KiB
     1 s after the start and after the last run, processes), with tine's ratio to each peer on
-    the same application."""
+    the same application (and tine-preload's, when it ran)."""
     rows = read_tsv(memory_path)
-    tine = {r[0]: r for r in rows if r[1] == "tine"}
+    variants = [t for t in TINES if any(r[1] == t for r in rows)] or ["tine"]
+    refs = {(r[0], r[1]): r for r in rows if r[1] in TINES}
     table = []
     for app, server, idle, after, procs in rows:
-        ratios = ["-", "-"]
-        ref = tine.get(app)
-        if server != "tine" and ref:
-            ratios = [f"{int(ref[k]) / int(v):.2f}" if v.isdigit() and ref[k].isdigit() and int(v) else "-"
-                      for k, v in ((2, idle), (3, after))]
+        ratios = []
+        for variant in variants:
+            ref = refs.get((app, variant))
+            ratios += [f"{int(ref[k]) / int(v):.2f}"
+                       if server not in TINES and ref and v.isdigit() and ref[k].isdigit() and int(v) else "-"
+                       for k, v in ((2, idle), (3, after))]
         table.append([app, server, procs, mib(idle), mib(after)] + ratios)
-    header = ["application", "server", "processes", "PSS idle MiB", "PSS after its runs MiB",
-              "idle: tine ÷ peer", "after: tine ÷ peer"]
-    return markdown_table(header, table, right={2, 3, 4, 5, 6}) if table else ""
+    header = ["application", "server", "processes", "PSS idle MiB", "PSS after its runs MiB"]
+    for variant in variants:
+        header += [f"idle: {variant} ÷ peer", f"after: {variant} ÷ peer"]
+    return markdown_table(header, table, right=set(range(2, len(header)))) if table else ""
 
 
 def cmd_wsgi_render(rows_path, md_out, *meta):
@@ -881,6 +898,7 @@ def cmd_wsgi_render(rows_path, md_out, *meta):
         ("Each server", runs_table(rows, extra)),
         ("tine against each peer", ratios_table(rows)),
         ("Memory: master + workers", memory_table(memory_path)),
+        breakdown_section(rows_path),
     ])
 
 

@@ -336,6 +336,10 @@ pub(super) fn preloaded() -> Option<&'static Py<PyAny>> {
     PRELOADED.get()
 }
 
+/// The standard modules a worker imports as it builds its handler, which a preloading master
+/// imports before it forks.
+const WORKER_IMPORTS: &[&str] = &["contextvars", "inspect"];
+
 /// Imports the application in the master, before any worker is forked: its modules are then
 /// shared copy-on-write (after `gc.freeze()`, so the collector does not touch their pages).
 /// Refused when the import started threads: a fork copies only the forking thread, so locks
@@ -357,6 +361,12 @@ pub fn preload(app: &App) -> Result<(), String> {
                 app.app.as_deref().unwrap_or("the application"),
                 others.join(", ")
             ));
+        }
+        // What every worker imports as it starts (`looks_asgi` in support.py: inspect; the WSGI
+        // handler: contextvars), imported here instead: once, shared, rather than each worker
+        // writing its own copy of the modules and into the master's interned strings.
+        for module in WORKER_IMPORTS {
+            py.import(*module).map_err(|err| format_err(py, &err))?;
         }
         py.import("gc")
             .and_then(|gc| gc.call_method0("freeze"))

@@ -141,12 +141,15 @@ def run_atexit():
 def looks_asgi(app):
     """Whether ``app`` is an ASGI application: a coroutine function, or an object whose
     ``__call__`` is one (Starlette, FastAPI, Django's ASGIHandler). A class is not: ASGI 2
-    applications are not served."""
-    import asyncio
+    applications are not served. asyncio's own test (which also knows functions asgiref marks as
+    coroutines) only when the application has imported asyncio: importing it here would cost a
+    WSGI worker some 4 MiB (asyncio, ssl, libcrypto) that it never uses."""
     import inspect
 
+    asyncio = sys.modules.get("asyncio")
+
     def coroutine(fn):
-        return inspect.iscoroutinefunction(fn) or asyncio.iscoroutinefunction(fn)
+        return inspect.iscoroutinefunction(fn) or (asyncio is not None and asyncio.iscoroutinefunction(fn))
 
     if inspect.isclass(app):
         return False
