@@ -29,7 +29,9 @@
 //! again at each readiness meanwhile (it takes at once when it has become the least loaded).
 //! When the deferral runs out it takes one whatever the others hold, and compares again for
 //! the next, so a slow or hung worker that looks least loaded delays a connection by the
-//! deferral, never more. Connections, not
+//! deferral, never more. Only while it holds fewer connections than it runs requests at once
+//! (its threads, at most [`MAX_BATCH`]; see `Admission::spreads`): beyond that every worker
+//! queues anyway, and deferring would only move each new connection off the CPU it is on. Connections, not
 //! requests, are compared: keep-alive clients (a benchmark's, a proxy's upstream pool, a
 //! service's HTTP client) place a connection once and send all its requests there, so the
 //! connections a worker holds are the work it will get; its requests under way change with
@@ -110,6 +112,66 @@ pub(super) struct Admission {
     claims: VecDeque<(usize, Instant)>,
     /// Whether it leaves waiting connections to a worker that holds fewer.
     spread: Spread,
+    /// Whether its clients keep their connections for several requests, which is when
+    /// spreading connections pays.
+    reuse: Reuse,
+}
+
+/// How many requests the worker's connections carried when they closed: where each carries
+/// one (a proxy without upstream keep-alive, `Connection: close` clients), where a connection
+/// goes does not decide where later requests go, and spreading connections only moves work off
+/// the CPU that took it.
+#[derive(Debug, Clone, Copy)]
+struct Reuse {
+    /// Connections closed since the window began.
+    closed: u32,
+    /// The requests they carried, each counted up to [`REUSE_CAP`].
+    requests: u32,
+    /// When the last one closed.
+    last_close: Option<Instant>,
+    /// What the last whole window found: connections carried two requests or more on average.
+    /// At first, and after a second with none closed, they count as reused, so that a burst
+    /// of keep-alive connections (which do not close) is spread.
+    reused: bool,
+}
+
+/// A window of [`Reuse`] ends after this many connections closed.
+const REUSE_WINDOW: u32 = 64;
+/// A connection counts at most this many requests in [`Reuse`], so that a few long-lived ones
+/// do not outweigh many that carried one each.
+const REUSE_CAP: u32 = 16;
+/// With no connection closed for this long, the ones open are the clients' own to keep.
+const REUSE_QUIET: Duration = Duration::from_secs(1);
+
+impl Reuse {
+    fn new() -> Reuse {
+        Reuse {
+            closed: 0,
+            requests: 0,
+            last_close: None,
+            reused: true,
+        }
+    }
+
+    /// A connection that carried `requests` closed at `now`.
+    fn closed(&mut self, requests: u32, now: Instant) {
+        self.closed += 1;
+        self.requests += requests.min(REUSE_CAP);
+        self.last_close = Some(now);
+        if self.closed >= REUSE_WINDOW {
+            self.reused = self.requests >= 2 * self.closed;
+            self.closed = 0;
+            self.requests = 0;
+        }
+    }
+
+    /// Whether connections are kept for several requests, at `now`.
+    fn reused(&self, now: Instant) -> bool {
+        self.reused
+            || self
+                .last_close
+                .is_none_or(|at| now.duration_since(at) >= REUSE_QUIET)
+    }
 }
 
 impl Admission {
@@ -125,6 +187,7 @@ impl Admission {
             pulls_count: true,
             claims: VecDeque::new(),
             spread: Spread::Even,
+            reuse: Reuse::new(),
         }
     }
 
@@ -168,6 +231,21 @@ impl Admission {
     /// request is handed over or [`CLAIM_FOR`] has passed.
     pub(super) fn claim(&mut self, conn: usize, now: Instant) {
         self.claims.push_back((conn, now));
+    }
+
+    /// Connection `conn` handed a request to the application: it is in flight, and the
+    /// connection's claim, if it still held one, is over.
+    pub(super) fn hand_over(&mut self, conn: usize) {
+        self.load.in_flight += 1;
+        self.unclaim(conn);
+    }
+
+    /// Connection `conn` closed at `now`, having carried `requests`: its claim, if it still
+    /// held one, is over, and its requests tell whether clients keep their connections.
+    pub(super) fn closed(&mut self, conn: usize, requests: u32, now: Instant) {
+        self.load.live -= 1;
+        self.unclaim(conn);
+        self.reuse.closed(requests, now);
     }
 
     /// Connection `conn` handed over its first request, or closed: its claim, if it still
@@ -267,13 +345,26 @@ impl Admission {
             self.spread = Spread::Even;
             return false;
         }
-        let fewer = fewest_elsewhere().is_some_and(|fewest| fewest < self.load.live);
+        let fewer =
+            self.spreads(now) && fewest_elsewhere().is_some_and(|fewest| fewest < self.load.live);
         self.spread = match (fewer, self.spread) {
             (false, _) => Spread::Even,
             (true, Spread::Even) => Spread::Deferred(now + SPREAD_DEFER),
             (true, deferred) => deferred,
         };
         fewer
+    }
+
+    /// Whether where a connection goes matters at `now`: its clients keep their connections
+    /// for several requests (see [`Reuse`]), and it holds fewer connections than it runs
+    /// requests at once (its threads; at most [`MAX_BATCH`] for a concurrent application). Up
+    /// to there, a connection placed on a worker that already holds more queues its requests
+    /// behind the others' while another worker's threads idle. Beyond it, every worker's
+    /// requests queue anyway and one whose threads are all busy takes none (claims included),
+    /// and leaving each new connection to another worker only moves the work off the CPU it
+    /// is on.
+    fn spreads(&self, now: Instant) -> bool {
+        self.load.live < self.threads.min(MAX_BATCH) && self.reuse.reused(now)
     }
 
     /// Whether a deferral ran out at `now`: the loop then looks at the listeners again and
@@ -549,32 +640,38 @@ mod tests {
 
     #[test]
     fn a_worker_takes_a_connection_unless_another_taking_connections_holds_fewer() {
-        // (connections held, the fewest another worker taking connections holds) -> defers.
+        // (threads, connections held, the fewest another worker taking connections holds)
+        // -> defers.
         let table = [
-            (0, None, false),
-            (5, None, false),
-            (0, Some(0), false),
-            (2, Some(2), false),
-            (1, Some(3), false),
-            (1, Some(0), true),
-            (4, Some(3), true),
-            (100, Some(99), true),
+            (4, 0, None, false),
+            (4, 3, None, false),
+            (4, 0, Some(0), false),
+            (4, 2, Some(2), false),
+            (4, 1, Some(3), false),
+            (4, 1, Some(0), true),
+            (4, 3, Some(2), true),
+            // As many connections as threads, or more: the requests queue wherever they go.
+            (4, 4, Some(3), false),
+            (4, 100, Some(0), false),
+            // A concurrent application's hundreds of places: compared up to a batch.
+            (1000, 15, Some(14), true),
+            (1000, 16, Some(0), false),
         ];
-        for (live, fewest, defers) in table {
+        for (threads, live, fewest, defers) in table {
             let start = Instant::now();
-            let mut admission = Admission::new(4, 100);
+            let mut admission = Admission::new(threads, 1000);
             admission.load = load(live, 0, 0);
             assert_eq!(
                 admission.defers(start, || fewest),
                 defers,
-                "{live} {fewest:?}"
+                "{threads} {live} {fewest:?}"
             );
             let spread = if defers {
                 Spread::Deferred(start + SPREAD_DEFER)
             } else {
                 Spread::Even
             };
-            assert_eq!(admission.spread, spread, "{live} {fewest:?}");
+            assert_eq!(admission.spread, spread, "{threads} {live} {fewest:?}");
         }
     }
 
@@ -620,6 +717,44 @@ mod tests {
         let later = end + SPREAD_DEFER;
         assert!(!admission.defers(later, fewer));
         assert_eq!(asked.get(), 3);
+    }
+
+    #[test]
+    fn connections_that_carry_one_request_each_are_not_spread() {
+        let start = Instant::now();
+        let mut admission = Admission::new(4, 1000);
+        admission.load = load(3 * REUSE_WINDOW as usize + 10, 0, 0);
+        let spreads = |admission: &Admission, at| {
+            let mut probe = Admission::new(4, 1000);
+            probe.reuse = admission.reuse;
+            probe.load = load(1, 0, 0);
+            probe.spreads(at)
+        };
+        assert!(spreads(&admission, start), "at first, as if kept alive");
+        // A window of connections that closed after one request each.
+        for conn in 0..REUSE_WINDOW as usize - 1 {
+            admission.closed(conn, 1, start);
+        }
+        assert!(spreads(&admission, start), "the window is not whole yet");
+        admission.closed(99, 1, start);
+        assert!(!spreads(&admission, start));
+        assert!(!spreads(&admission, start + REUSE_QUIET / 2));
+        // None closed for a while: the connections open are kept.
+        assert!(spreads(&admission, start + REUSE_QUIET));
+        // Two requests a connection on average (one long-lived counts up to the cap).
+        for conn in 0..REUSE_WINDOW as usize - 1 {
+            admission.closed(conn, 1, start);
+        }
+        admission.closed(99, 1000, start);
+        assert!(
+            !spreads(&admission, start),
+            "63 + 16 requests for 64 connections"
+        );
+        for conn in 0..REUSE_WINDOW as usize {
+            admission.closed(conn, 2, start);
+        }
+        assert!(spreads(&admission, start), "two each");
+        assert_eq!(admission.load.live, 10, "each close counted");
     }
 
     #[test]

@@ -331,6 +331,8 @@ pub(super) struct Conn<S> {
     body_in: Option<BodyIn>,
     /// The connection became a WebSocket (it stays true once it is closed).
     upgraded: bool,
+    /// Requests it handed to the application.
+    requests: u32,
 }
 
 impl<S: Socket> Conn<S> {
@@ -359,7 +361,13 @@ impl<S: Socket> Conn<S> {
             spare: OutQueue::default(),
             body_in: None,
             upgraded: false,
+            requests: 0,
         }
+    }
+
+    /// How many requests the connection handed to the application.
+    pub(super) fn requests(&self) -> u32 {
+        self.requests
     }
 
     /// Takes the state out for a transition, which must put the next one in.
@@ -861,6 +869,7 @@ impl<S: Socket> Conn<S> {
     /// → InApp, for the request `head`: the keep-alive decision, and what the response will
     /// need to know of the request.
     fn enter_app(&mut self, head: &RequestHead, ctx: &mut Ctx<'_>) {
+        self.requests = self.requests.saturating_add(1);
         self.decide_keep_alive(
             KeepAlive::Dispatched {
                 client: head.keep_alive,

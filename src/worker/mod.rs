@@ -585,8 +585,7 @@ impl<'a> Worker<'a> {
                 referer: text("Referer"),
             });
         }
-        self.admission.load.in_flight += 1;
-        self.admission.unclaim(index);
+        self.admission.hand_over(index);
         request.mark_queued();
         match self.pool.handler().concurrent() {
             Some(concurrent) if begin != Begin::Whole => {
@@ -819,6 +818,7 @@ impl<'a> Worker<'a> {
             self.websockets -= 1;
             self.board.websockets(self.websockets);
         }
+        let requests = conn.requests();
         drop(conn);
         if let Some(response) = self.responses.get_mut(index) {
             *response = None;
@@ -826,8 +826,7 @@ impl<'a> Worker<'a> {
         // No deregister: closing the socket (dropping `conn`) takes it out of epoll, and the
         // socket is never shared with another descriptor. One system call less per connection.
         self.free.push(index);
-        self.admission.load.live -= 1;
-        self.admission.unclaim(index);
+        self.admission.closed(index, requests, Instant::now());
         self.update_accepting();
     }
 }
