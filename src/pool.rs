@@ -339,7 +339,14 @@ impl Pool {
             job.conn == conn && job.serial == serial && matches!(job.work, Work::Request(_))
         })?;
         match queue.jobs.remove(at)?.work {
-            Work::Request(request) => Some(request),
+            Work::Request(request) => {
+                // It waited for a thread as long as it was there: the queue wait counts it,
+                // or the longest waits (of clients that gave up) would not show.
+                if let Some(queued) = request.queued_at() {
+                    QUEUE_WAITS.record_since(queued);
+                }
+                Some(request)
+            }
             Work::NextChunk(_) | Work::Discard(_) => None,
         }
     }

@@ -191,6 +191,8 @@ impl Master<'_> {
                 continue;
             };
             self.count_departure(&departure, how);
+            // Its slot may offer connections still (it died without saying otherwise).
+            self.scoreboard.withdraw_offer(departure.board);
             let slot = departure.slot;
             let lived = format_lifetime(departure.lived);
             let expected = departure.was_retiring && how == ExitHow::Code(0);

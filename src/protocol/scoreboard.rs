@@ -374,6 +374,13 @@ impl Scoreboard {
         self.word(slot, HEARTBEAT).store(now_ms, Ordering::Release);
     }
 
+    /// The worker in `slot` is gone (reaped): it takes no connections, whatever it last
+    /// said, so the other workers stop leaving connections to it at once rather than when its
+    /// heartbeat is stale.
+    pub fn withdraw_offer(&self, slot: usize) {
+        self.word(slot, OFFER).store(0, Ordering::Release);
+    }
+
     /// A worker's handle on its own slot.
     pub fn handle(&self, slot: usize) -> SlotHandle<'_> {
         SlotHandle { board: self, slot }
@@ -458,7 +465,13 @@ impl SlotHandle<'_> {
     /// Publishes whether the worker takes connections now, and then how many it holds
     /// (`None`: it takes none), for the other workers to compare with theirs.
     pub fn offer(&self, taking: Option<usize>) {
-        self.store(OFFER, taking.map_or(0, |live| live as u64 + 1));
+        let offer = taking.map_or(0, |live| live as u64 + 1);
+        let word = self.board.word(self.slot, OFFER);
+        // Published on every change of the worker's load, about twice a request, and read by
+        // every other worker: a store only when it changes keeps the line shared.
+        if word.load(Ordering::Relaxed) != offer {
+            word.store(offer, Ordering::Release);
+        }
         if taking.is_some() {
             let in_use = &self.board.memory.words()[SLOTS_IN_USE];
             let needed = self.slot as u64 + 1;
@@ -639,6 +652,11 @@ mod tests {
         assert_eq!(a.fewest_elsewhere(later), Some(1), "b's heartbeat is stale");
         // A slot taken again offers nothing until its new worker says so.
         board.reset(2, later);
+        assert_eq!(a.fewest_elsewhere(later), None);
+        // A worker reaped offers nothing from then on.
+        c.offer(Some(1));
+        assert_eq!(a.fewest_elsewhere(later), Some(1));
+        board.withdraw_offer(2);
         assert_eq!(a.fewest_elsewhere(later), None);
         assert_eq!(board.view(2).connections, 0);
     }

@@ -84,7 +84,8 @@ enum Spread {
     Even,
     /// Another worker held fewer: the waiting connections are the others' until then.
     Deferred(Instant),
-    /// The deferral ran out: it takes the next connection whatever the others hold.
+    /// The deferral ran out: it takes the next connection whatever the others hold, from
+    /// whichever listener has one.
     Due,
 }
 
@@ -153,8 +154,12 @@ impl Reuse {
         }
     }
 
-    /// A connection that carried `requests` closed at `now`.
+    /// A connection that carried `requests` closed at `now`. One that carried none (a
+    /// balancer's TCP health check, a browser's preconnect) says nothing about reuse.
     fn closed(&mut self, requests: u32, now: Instant) {
+        if requests == 0 {
+            return;
+        }
         self.closed += 1;
         self.requests += requests.min(REUSE_CAP);
         self.last_close = Some(now);
@@ -231,6 +236,10 @@ impl Admission {
     /// request is handed over or [`CLAIM_FOR`] has passed.
     pub(super) fn claim(&mut self, conn: usize, now: Instant) {
         self.claims.push_back((conn, now));
+        if self.spread == Spread::Due {
+            // The connection a deferral that ran out was for: the next one compares again.
+            self.spread = Spread::Even;
+        }
     }
 
     /// Connection `conn` handed a request to the application: it is in flight, and the
@@ -336,14 +345,15 @@ impl Admission {
         now: Instant,
         fewest_elsewhere: impl FnOnce() -> Option<usize>,
     ) -> bool {
-        let over = match self.spread {
-            Spread::Deferred(until) => now >= until,
-            Spread::Due => true,
-            Spread::Even => false,
-        };
-        if over {
-            self.spread = Spread::Even;
-            return false;
+        match self.spread {
+            // Until a connection is taken: a pass over several listeners takes from whichever
+            // holds one, and none of them starts a new deferral.
+            Spread::Due => return false,
+            Spread::Deferred(until) if now >= until => {
+                self.spread = Spread::Due;
+                return false;
+            }
+            Spread::Deferred(_) | Spread::Even => {}
         }
         let fewer =
             self.spreads(now) && fewest_elsewhere().is_some_and(|fewest| fewest < self.load.live);
@@ -710,7 +720,12 @@ mod tests {
         );
         assert!(!admission.defers(end, fewer));
         assert_eq!(asked.get(), 2, "taken without looking");
-        // The next one compares again.
+        // A second listener in the same pass (the first had none): it takes, too.
+        assert!(!admission.defers(end, fewer));
+        assert_eq!(asked.get(), 2);
+        assert_eq!(admission.wait(end, tick), tick, "no new deferral");
+        // Once one is taken, the next compares again.
+        admission.claim(7, end);
         assert!(admission.defers(end, fewer));
         assert_eq!(asked.get(), 3);
         // An event after the end, before the loop looked, takes one as well.
@@ -723,7 +738,7 @@ mod tests {
     fn connections_that_carry_one_request_each_are_not_spread() {
         let start = Instant::now();
         let mut admission = Admission::new(4, 1000);
-        admission.load = load(3 * REUSE_WINDOW as usize + 10, 0, 0);
+        admission.load = load(4 * REUSE_WINDOW as usize + 10, 0, 0);
         let spreads = |admission: &Admission, at| {
             let mut probe = Admission::new(4, 1000);
             probe.reuse = admission.reuse;
@@ -754,6 +769,12 @@ mod tests {
             admission.closed(conn, 2, start);
         }
         assert!(spreads(&admission, start), "two each");
+        // Health checks (connections that carried nothing) count for nothing.
+        for conn in 0..REUSE_WINDOW as usize {
+            admission.closed(conn, 0, start + REUSE_QUIET);
+        }
+        assert!(spreads(&admission, start), "the verdict stands");
+        assert_eq!(admission.reuse.closed, 0);
         assert_eq!(admission.load.live, 10, "each close counted");
     }
 

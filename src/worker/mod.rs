@@ -352,11 +352,13 @@ impl<'a> Worker<'a> {
         self.phase = Phase::Stopping {
             deadline: Instant::now() + self.graceful_timeout,
         };
+        // First, so the other workers stop leaving connections to this one (its offer goes)
+        // while the application hears of the stop.
+        let _ = self.set_accepting(false);
         self.tell_application_stopping();
         if self.ws_on_stop == crate::config::OnStop::Close {
             self.close_websockets();
         }
-        let _ = self.set_accepting(false);
         self.listeners.clear();
         let idle_wait = self.settings.idle_wait();
         let now = Instant::now();

@@ -128,6 +128,11 @@ pub(super) fn finish(
     drop(state);
     Ok(match (body, length) {
         (BodyOut::Bytes(mut bytes), Some(n)) if n < bytes.len() as u64 => {
+            log::warn!(
+                "a WSGI response's body ({} bytes) went past the Content-Length its application \
+                 set ({n}); the rest was cut off",
+                bytes.len()
+            );
             bytes.truncate(n as usize);
             response.with_body(bytes)
         }
