@@ -19,7 +19,9 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::{Opts, Target, json_counts, kind, percentile, protocol_error, spawn_each};
+use crate::{
+    Opts, Target, json_counts, kind, micros_since, percentile, protocol_error, spawn_each,
+};
 
 /// The longest response head accepted.
 const MAX_HEAD: usize = 64 << 10;
@@ -376,10 +378,7 @@ fn slot(
         }
         match response {
             Ok(response) => {
-                let us = sent.elapsed().as_micros();
-                stats
-                    .latencies_us
-                    .push(u32::try_from(us).unwrap_or(u32::MAX));
+                stats.latencies_us.push(micros_since(sent));
                 stats.responses += 1;
                 if response.status >= 400 {
                     stats.status_errors += 1;

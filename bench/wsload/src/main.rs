@@ -447,6 +447,11 @@ fn json_string(s: &str) -> String {
     out
 }
 
+/// Microseconds since `sent`, as the latency lists keep them (saturating at `u32::MAX`).
+fn micros_since(sent: Instant) -> u32 {
+    u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX)
+}
+
 /// The `p`th percentile of `sorted` (ascending), 0 when it is empty.
 fn percentile(sorted: &[u32], p: usize) -> u32 {
     if sorted.is_empty() {
@@ -593,10 +598,7 @@ fn echo_connection(
             .and_then(|()| conn.recv(&mut echoed));
         match round {
             Ok(opcode) => {
-                let us = sent.elapsed().as_micros();
-                stats
-                    .latencies_us
-                    .push(u32::try_from(us).unwrap_or(u32::MAX));
+                stats.latencies_us.push(micros_since(sent));
                 stats.messages += 1;
                 if opcode != OP_BINARY || echoed != payload {
                     stats.mismatches += 1;
