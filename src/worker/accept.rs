@@ -93,16 +93,17 @@ impl Worker<'_> {
             self.admission.stand_down();
             return;
         }
-        if self.admission.expire_claims(Instant::now()) {
+        // One clock read for the round's checks.
+        let now = Instant::now();
+        if self.admission.expire_claims(now) {
             self.update_accepting();
         }
-        if self.admission.take_more_waiting() || self.admission.deferral_over(Instant::now()) {
+        if self.admission.take_more_waiting() || self.admission.deferral_over(now) {
             for index in 0..self.listeners.len() {
                 self.on_listener(index);
             }
             return;
         }
-        let now = Instant::now();
         if !self.admission.nudge_due(now) {
             return;
         }
