@@ -13,6 +13,10 @@ use mio::{Interest, Registry, Token};
 use crate::config::BindAddr;
 use crate::sys;
 
+pub mod tls;
+
+use tls::TlsStream;
+
 /// A bound, listening socket as the master holds it, with the config address it serves.
 #[derive(Debug)]
 pub struct Listener {
@@ -208,6 +212,8 @@ pub enum Stream {
     Tcp(mio::net::TcpStream),
     /// Over a Unix socket.
     Unix(mio::net::UnixStream),
+    /// TLS over one of the others (`[tls]`).
+    Tls(Box<TlsStream>),
 }
 
 impl Read for Stream {
@@ -215,6 +221,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -224,6 +231,7 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
         }
     }
 
@@ -231,6 +239,7 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write_vectored(bufs),
             Stream::Unix(s) => s.write_vectored(bufs),
+            Stream::Tls(s) => s.write_vectored(bufs),
         }
     }
 
@@ -240,16 +249,85 @@ impl Write for Stream {
 }
 
 impl Stream {
-    /// Stops further writes, so the client sees a clean end of the response stream before close.
-    pub fn shutdown_write(&self) {
+    /// Wraps a stream just accepted in TLS with `config`; the handshake happens in its reads
+    /// and writes.
+    ///
+    /// # Errors
+    ///
+    /// What rustls says when it cannot start a connection with `config`.
+    pub fn into_tls(
+        self,
+        config: &std::sync::Arc<rustls::ServerConfig>,
+    ) -> Result<Stream, rustls::Error> {
+        Ok(Stream::Tls(Box::new(TlsStream::new(self, config)?)))
+    }
+
+    /// Whether the connection is over TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Stops further writes, so the client sees a clean end of the response stream before
+    /// close; over TLS, a `close_notify` goes first.
+    pub fn shutdown_write(&mut self) {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
             Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Tls(s) => {
+                s.shutdown_write();
+                Ok(())
+            }
         };
+    }
+
+    /// The descriptor of the socket itself (below TLS).
+    pub fn socket_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+            Stream::Tls(s) => s.raw().socket_fd(),
+        }
+    }
+
+    /// Writes what TLS holds of earlier writes: `Ok(true)` once nothing is left (always, for
+    /// a plain socket), `Ok(false)` while the socket is full.
+    ///
+    /// # Errors
+    ///
+    /// The socket's, when writing to it failed.
+    pub fn flush_pending(&mut self) -> io::Result<bool> {
+        match self {
+            Stream::Tls(s) => s.flush_pending(),
+            Stream::Tcp(_) | Stream::Unix(_) => Ok(true),
+        }
     }
 }
 
-/// Registers whichever socket the enum holds; both enums below are plain unions of mio types.
+impl Source for TlsStream {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        self.raw_mut().register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        self.raw_mut().reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        self.raw_mut().deregister(registry)
+    }
+}
+
+/// Registers whichever socket the enum holds (for TLS, the socket below it).
 macro_rules! delegate_source {
     ($type:ident: $($variant:ident),+) => {
         impl Source for $type {
@@ -285,4 +363,4 @@ macro_rules! delegate_source {
 }
 
 delegate_source!(MioListener: Tcp, Unix);
-delegate_source!(Stream: Tcp, Unix);
+delegate_source!(Stream: Tcp, Unix, Tls);
