@@ -289,10 +289,15 @@ impl TlsStream {
         Ok(true)
     }
 
-    /// Ends the TLS session (`close_notify`, best effort), then stops further writes.
-    pub fn shutdown_write(&mut self) {
+    /// Ends the TLS session: `close_notify`, written if the socket takes it now.
+    pub fn close_notify(&mut self) {
         self.conn.send_close_notify();
         let _ = self.flush_pending();
+    }
+
+    /// Ends the TLS session (`close_notify`, best effort), then stops further writes.
+    pub fn shutdown_write(&mut self) {
+        self.close_notify();
         self.raw.shutdown_write();
     }
 

@@ -998,6 +998,7 @@ impl<S: Socket> Conn<S> {
         } else {
             // The request was read in full and nothing followed it: no reset can overtake the
             // response, so close now (the close sends the FIN) rather than wait for the client.
+            self.stream.close_notify();
             self.close(ctx);
         }
     }

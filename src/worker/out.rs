@@ -45,6 +45,10 @@ pub(super) trait Socket: Read + Write {
     fn flush_pending(&mut self) -> io::Result<bool> {
         Ok(true)
     }
+    /// Before a clean close after a whole response: says the session ends (TLS's
+    /// `close_notify`, best effort), so a client can tell the end from a cut. Nothing for a
+    /// plain socket, whose FIN says it.
+    fn close_notify(&mut self) {}
 }
 
 impl Socket for Stream {
@@ -68,6 +72,12 @@ impl Socket for Stream {
 
     fn flush_pending(&mut self) -> io::Result<bool> {
         Stream::flush_pending(self)
+    }
+
+    fn close_notify(&mut self) {
+        if let Stream::Tls(tls) = self {
+            tls.close_notify();
+        }
     }
 }
 
