@@ -187,6 +187,14 @@ pub enum MioListener {
 }
 
 impl MioListener {
+    /// The socket the event loop registers.
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            MioListener::Tcp(listener) => listener,
+            MioListener::Unix(listener) => listener,
+        }
+    }
+
     /// Accepts one connection; `WouldBlock` when the queue is empty. TCP streams get
     /// `TCP_NODELAY`, since responses are written whole and Nagle would only delay them.
     pub fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
@@ -262,6 +270,15 @@ impl Stream {
         Ok(Stream::Tls(Box::new(TlsStream::new(self, config)?)))
     }
 
+    /// The socket the event loop registers: for TLS, the one below it.
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            Stream::Tcp(stream) => stream,
+            Stream::Unix(stream) => stream,
+            Stream::Tls(tls) => tls.raw_mut().source(),
+        }
+    }
+
     /// Whether the connection is over TLS.
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
@@ -303,33 +320,10 @@ impl Stream {
     }
 }
 
-impl Source for TlsStream {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.raw_mut().register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.raw_mut().reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.raw_mut().deregister(registry)
-    }
-}
-
-/// Registers whichever socket the enum holds (for TLS, the socket below it).
+/// Registers the socket each type's `source()` names: both enums are unions of mio
+/// types (a TLS stream's socket being the one below it).
 macro_rules! delegate_source {
-    ($type:ident: $($variant:ident),+) => {
+    ($($type:ident),+) => {$(
         impl Source for $type {
             fn register(
                 &mut self,
@@ -337,9 +331,7 @@ macro_rules! delegate_source {
                 token: Token,
                 interests: Interest,
             ) -> io::Result<()> {
-                match self {
-                    $($type::$variant(inner) => inner.register(registry, token, interests),)+
-                }
+                self.source().register(registry, token, interests)
             }
 
             fn reregister(
@@ -348,19 +340,14 @@ macro_rules! delegate_source {
                 token: Token,
                 interests: Interest,
             ) -> io::Result<()> {
-                match self {
-                    $($type::$variant(inner) => inner.reregister(registry, token, interests),)+
-                }
+                self.source().reregister(registry, token, interests)
             }
 
             fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-                match self {
-                    $($type::$variant(inner) => inner.deregister(registry),)+
-                }
+                self.source().deregister(registry)
             }
         }
-    };
+    )+};
 }
 
-delegate_source!(MioListener: Tcp, Unix);
-delegate_source!(Stream: Tcp, Unix, Tls);
+delegate_source!(MioListener, Stream);

@@ -194,13 +194,7 @@ impl Master<'_> {
         // Read again even when the paths are the same: a renewed certificate is the point.
         let tls = match crate::listeners::tls::load(&config.tls) {
             Ok(tls) => tls,
-            Err(err) => {
-                log::error!("reload failed: {err}; still serving with the previous config");
-                let _ = sys::sd_notify(&format!(
-                    "READY=1\nSTATUS=reload failed: {err}; still serving the previous config"
-                ));
-                return;
-            }
+            Err(err) => return refused(&err),
         };
         let new = match crate::listeners::bind_missing(
             &config.server.bind,
@@ -210,13 +204,7 @@ impl Master<'_> {
             &self.unix,
         ) {
             Ok(new) => new,
-            Err(err) => {
-                log::error!("reload failed: {err}; still serving with the previous config");
-                let _ = sys::sd_notify(&format!(
-                    "READY=1\nSTATUS=reload failed: {err}; still serving the previous config"
-                ));
-                return;
-            }
+            Err(err) => return refused(&err),
         };
         for listener in &new {
             if let Ok(addr) = listener.local_addr() {
@@ -367,6 +355,14 @@ impl Master<'_> {
             keep
         });
     }
+}
+
+/// A reload that could not begin (`why`): logged, and told to systemd; nothing changed.
+fn refused(why: &dyn std::fmt::Display) {
+    log::error!("reload failed: {why}; still serving with the previous config");
+    let _ = sys::sd_notify(&format!(
+        "READY=1\nSTATUS=reload failed: {why}; still serving the previous config"
+    ));
 }
 
 /// Tells a worker of the previous generation to finish what it has and exit.

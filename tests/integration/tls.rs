@@ -15,7 +15,7 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-use crate::util::{TestServer, WAIT, connect, toml_string};
+use crate::util::{Builder, TempDir, TestServer, WAIT, connect, toml_string};
 
 /// The tests' own CA, which signs the server's certificates and the clients'.
 struct Ca {
@@ -119,9 +119,58 @@ impl Files {
     }
 }
 
-/// A directory for the files, beside the server's own.
-fn files_dir() -> crate::util::TempDir {
-    crate::util::TempDir::new()
+/// What every test starts from: a CA, a directory, and a server certificate the CA issued,
+/// written there.
+struct Setup {
+    ca: Ca,
+    first: Issued,
+    files: Files,
+    dir: TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let ca = Ca::new("tine test CA");
+        let dir = TempDir::new();
+        let first = ca.issue(false);
+        let files = Files::write(dir.path(), &first);
+        Setup {
+            ca,
+            first,
+            files,
+            dir,
+        }
+    }
+
+    /// A server with `server` as its `[server]` keys, `tables` before `[tls]`, and
+    /// `tls_extra` in it.
+    fn builder(&self, server: &str, tables: &str, tls_extra: &str) -> Builder {
+        TestServer::builder(server).tables(&format!("{tables}{}", self.files.table(tls_extra)))
+    }
+
+    /// A client that trusts the CA and presents no certificate.
+    fn client(&self) -> Arc<ClientConfig> {
+        self.ca.client(None)
+    }
+}
+
+/// Reads a response head, byte by byte, so what follows stays to be read.
+fn read_head(stream: &mut impl Read) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Sends `request` and reads everything up to the end of the stream.
+fn exchange(stream: &mut (impl Read + Write), request: &[u8]) -> std::io::Result<Vec<u8>> {
+    stream.write_all(request)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    Ok(raw)
 }
 
 /// A TLS connection to `addr`, its handshake done.
@@ -192,26 +241,16 @@ fn served_certificate(addr: SocketAddr, config: &Arc<ClientConfig>) -> Certifica
 
 #[test]
 fn a_handshake_negotiates_http_1_1_and_the_request_is_served() {
-    let ca = Ca::new("tine test CA");
-    let dir = files_dir();
-    let files = Files::write(dir.path(), &ca.issue(false));
-    let server = TestServer::builder("workers = 1")
-        .tables(&files.table(""))
-        .start();
-    let client = ca.client(None);
-    let mut stream = handshake(server.addr, &client);
+    let setup = Setup::new();
+    let server = setup.builder("workers = 1", "", "").start();
+    let mut stream = handshake(server.addr, &setup.client());
     assert_eq!(stream.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
     // Two requests on one connection, the second closing it.
     stream
         .write_all(b"GET /bytes?n=100000 HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8];
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"), "{head:?}");
+    let head = read_head(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     let mut body = vec![0u8; 100_000];
     stream.read_exact(&mut body).unwrap();
     let answer = get_over(&mut stream, "/");
@@ -221,7 +260,7 @@ fn a_handshake_negotiates_http_1_1_and_the_request_is_served() {
     assert!(
         log.contains(&format!(
             "TLS on every listener with the certificate in {} (2 certificates in its chain)",
-            files.cert.display()
+            setup.files.cert.display()
         )),
         "{log}"
     );
@@ -229,18 +268,14 @@ fn a_handshake_negotiates_http_1_1_and_the_request_is_served() {
 
 #[test]
 fn plain_http_on_the_tls_port_is_answered_400_in_clear_text() {
-    let ca = Ca::new("tine test CA");
-    let dir = files_dir();
-    let files = Files::write(dir.path(), &ca.issue(false));
-    let server = TestServer::builder("workers = 1")
-        .tables(&files.table(""))
-        .start();
-    let mut plain = connect(server.addr);
-    plain
-        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut answer = String::new();
-    plain.read_to_string(&mut answer).unwrap();
+    let setup = Setup::new();
+    let server = setup.builder("workers = 1", "", "").start();
+    let answer = exchange(
+        &mut connect(server.addr),
+        b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
     assert!(
         answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
         "{answer}"
@@ -250,46 +285,38 @@ fn plain_http_on_the_tls_port_is_answered_400_in_clear_text() {
         "{answer}"
     );
     // And TLS still works.
-    assert_eq!(get(server.addr, &ca.client(None), "/").status, 200);
+    assert_eq!(get(server.addr, &setup.client(), "/").status, 200);
 }
 
 #[test]
 fn static_files_go_out_encrypted_whole() {
-    let ca = Ca::new("tine test CA");
-    let dir = files_dir();
-    let files = Files::write(dir.path(), &ca.issue(false));
-    let root = dir.path().join("root");
+    let setup = Setup::new();
+    let root = setup.dir.path().join("root");
     std::fs::create_dir(&root).unwrap();
     // Larger than a write budget, and not a multiple of a TLS record.
     let big: Vec<u8> = (0..3_000_017u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(root.join("big.bin"), &big).unwrap();
     std::fs::write(root.join("hello.txt"), "hello, world\n").unwrap();
-    let server = TestServer::builder("workers = 1")
-        .tables(&format!(
-            "[app]\nhandler = \"static\"\nroot = {}\n{}",
-            toml_string(&root.to_string_lossy()),
-            files.table("")
-        ))
-        .start();
-    let client = ca.client(None);
-    let small = get(server.addr, &client, "/hello.txt");
-    assert_eq!(small.text(), "hello, world\n");
+    let app = format!(
+        "[app]\nhandler = \"static\"\nroot = {}\n",
+        toml_string(&root.to_string_lossy())
+    );
+    let server = setup.builder("workers = 1", &app, "").start();
+    let client = setup.client();
+    assert_eq!(
+        get(server.addr, &client, "/hello.txt").text(),
+        "hello, world\n"
+    );
     let answer = get(server.addr, &client, "/big.bin");
     assert_eq!(answer.status, 200, "{}", answer.head);
     assert_eq!(answer.body.len(), big.len());
     assert!(answer.body == big, "the bytes arrive as they are on disk");
-    let range = {
-        let mut stream = handshake(server.addr, &client);
-        stream
-            .write_all(
-                b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\nRange: bytes=1000000-1000009\r\n\
-                  Connection: close\r\n\r\n",
-            )
-            .unwrap();
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).unwrap();
-        raw
-    };
+    let range = exchange(
+        &mut handshake(server.addr, &client),
+        b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\nRange: bytes=1000000-1000009\r\n\
+          Connection: close\r\n\r\n",
+    )
+    .unwrap();
     assert!(
         range.starts_with(b"HTTP/1.1 206 "),
         "{:?}",
@@ -300,19 +327,14 @@ fn static_files_go_out_encrypted_whole() {
 
 #[test]
 fn a_hup_serves_a_renewed_certificate_to_new_connections() {
-    let ca = Ca::new("tine test CA");
-    let dir = files_dir();
-    let first = ca.issue(false);
-    let files = Files::write(dir.path(), &first);
-    let mut server = TestServer::builder("workers = 2")
-        .tables(&files.table(""))
-        .start();
-    let client = ca.client(None);
-    assert_eq!(served_certificate(server.addr, &client), first.der);
+    let setup = Setup::new();
+    let mut server = setup.builder("workers = 2", "", "").start();
+    let client = setup.client();
+    assert_eq!(served_certificate(server.addr, &client), setup.first.der);
     let old_workers = server.workers();
-    let renewed = ca.issue(false);
-    assert_ne!(renewed.der, first.der);
-    files.replace(&renewed);
+    let renewed = setup.ca.issue(false);
+    assert_ne!(renewed.der, setup.first.der);
+    setup.files.replace(&renewed);
     server.signal(Signal::SIGHUP);
     let status = server.wait_for_notify("READY=1");
     assert!(!status.contains("failed"), "{status}\n{}", server.log());
@@ -333,65 +355,48 @@ fn a_hup_serves_a_renewed_certificate_to_new_connections() {
 
 #[test]
 fn a_hup_with_a_broken_certificate_changes_nothing() {
-    let ca = Ca::new("tine test CA");
-    let dir = files_dir();
-    let first = ca.issue(false);
-    let files = Files::write(dir.path(), &first);
-    let mut server = TestServer::builder("workers = 2")
-        .tables(&files.table(""))
-        .start();
-    let client = ca.client(None);
+    let setup = Setup::new();
+    let files = &setup.files;
+    let mut server = setup.builder("workers = 2", "", "").start();
+    let client = setup.client();
     let workers = server.workers();
-    // A renewal gone wrong: a new key beside the old certificate.
-    std::fs::write(&files.key, ca.issue(false).key_pem).unwrap();
-    server.signal(Signal::SIGHUP);
-    let status = server.wait_for_notify("READY=1");
-    assert!(status.contains("STATUS=reload failed"), "{status}");
-    let log = server.log();
-    assert!(
-        log.contains(&format!(
-            "reload failed: tls.key {}: the key does not match the certificate in tls.cert {}",
-            files.key.display(),
-            files.cert.display()
-        )),
-        "{log}"
+    // A renewal gone wrong: a new key beside the old certificate; then a file gone.
+    std::fs::write(&files.key, setup.ca.issue(false).key_pem).unwrap();
+    let mismatch = format!(
+        "reload failed: tls.key {}: the key does not match the certificate in tls.cert {}",
+        files.key.display(),
+        files.cert.display()
     );
-    assert_eq!(server.workers(), workers, "nothing changed");
-    assert_eq!(served_certificate(server.addr, &client), first.der);
-    // A file that is gone is no better.
-    std::fs::remove_file(&files.cert).unwrap();
-    server.signal(Signal::SIGHUP);
-    let status = server.wait_for_notify("READY=1");
-    assert!(status.contains("STATUS=reload failed"), "{status}");
-    assert!(
-        server.log().contains(&format!(
-            "tls.cert {}: could not read it: no such file or directory",
-            files.cert.display()
-        )),
-        "{}",
-        server.log()
+    let gone = format!(
+        "reload failed: tls.cert {}: could not read it: no such file or directory",
+        files.cert.display()
     );
-    assert_eq!(server.workers(), workers);
+    for (logged, broken) in [(mismatch, false), (gone, true)] {
+        if broken {
+            std::fs::remove_file(&files.cert).unwrap();
+        }
+        server.signal(Signal::SIGHUP);
+        let status = server.wait_for_notify("READY=1");
+        assert!(status.contains("STATUS=reload failed"), "{status}");
+        let log = server.log();
+        assert!(log.contains(&logged), "{log}");
+        assert_eq!(server.workers(), workers, "nothing changed");
+        assert_eq!(served_certificate(server.addr, &client), setup.first.der);
+    }
     assert_eq!(get(server.addr, &client, "/").status, 200);
 }
 
 #[test]
 fn a_start_with_a_bad_certificate_fails_and_says_which_file() {
-    let ca = Ca::new("tine test CA");
-    let dir = files_dir();
-    let files = Files::write(dir.path(), &ca.issue(false));
-    std::fs::write(&files.cert, "").unwrap();
-    let mut server = TestServer::builder("workers = 1")
-        .tables(&files.table(""))
-        .unready()
-        .start();
-    let status = server.wait_exit();
-    assert!(!status.success());
+    let setup = Setup::new();
+    std::fs::write(&setup.files.cert, "").unwrap();
+    let mut server = setup.builder("workers = 1", "", "").unready().start();
+    assert!(!server.wait_exit().success());
     let log = server.log();
     assert!(
         log.contains(&format!(
             "tls.cert {}: holds no certificate",
-            files.cert.display()
+            setup.files.cert.display()
         )),
         "{log}"
     );
@@ -399,21 +404,19 @@ fn a_start_with_a_bad_certificate_fails_and_says_which_file() {
 
 #[test]
 fn a_handshake_that_stalls_is_closed_after_header_timeout() {
-    let ca = Ca::new("tine test CA");
-    let dir = files_dir();
-    let files = Files::write(dir.path(), &ca.issue(false));
-    let server = TestServer::builder("workers = 1\nheader_timeout = \"1s\"")
-        .tables(&files.table(""))
+    let setup = Setup::new();
+    let server = setup
+        .builder("workers = 1\nheader_timeout = \"1s\"", "", "")
         .start();
     // Half of a real ClientHello, then nothing.
     let name = ServerName::try_from("localhost").unwrap();
-    let mut hello = ClientConnection::new(ca.client(None), name).unwrap();
+    let mut hello = ClientConnection::new(setup.client(), name).unwrap();
     let mut bytes = Vec::new();
     hello.write_tls(&mut bytes).unwrap();
     let mut stalled = connect(server.addr);
     stalled.write_all(&bytes[..bytes.len() / 2]).unwrap();
     // Meanwhile others are served.
-    assert_eq!(get(server.addr, &ca.client(None), "/").status, 200);
+    assert_eq!(get(server.addr, &setup.client(), "/").status, 200);
     let mut rest = Vec::new();
     match stalled.read_to_end(&mut rest) {
         Ok(_) => {}
@@ -428,32 +431,27 @@ fn a_handshake_that_stalls_is_closed_after_header_timeout() {
 
 #[test]
 fn with_a_ca_only_clients_with_a_certificate_it_signed_are_served() {
-    let ca = Ca::new("tine test CA");
-    let dir = files_dir();
-    let files = Files::write(dir.path(), &ca.issue(false));
-    std::fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap();
-    let server = TestServer::builder("workers = 1")
-        .tables(&files.table(&format!(
-            "ca = {}\n",
-            toml_string(&dir.path().join("ca.pem").to_string_lossy())
-        )))
-        .arg("--log-level")
-        .arg("debug")
+    let setup = Setup::new();
+    let ca_file = setup.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &setup.ca.pem).unwrap();
+    let server = setup
+        .builder(
+            "workers = 1",
+            "[log]\nlevel = \"debug\"\n",
+            &format!("ca = {}\n", toml_string(&ca_file.to_string_lossy())),
+        )
         .start();
-    let with = ca.client(Some(&ca.issue(true)));
+    let with = setup.ca.client(Some(&setup.ca.issue(true)));
     assert_eq!(get(server.addr, &with, "/").status, 200);
     // Without a certificate, and with one another CA signed: refused in the handshake.
     let other = Ca::new("another CA");
-    for client in [ca.client(None), ca.client(Some(&other.issue(true)))] {
+    for client in [setup.client(), setup.ca.client(Some(&other.issue(true)))] {
         let name = ServerName::try_from("localhost").unwrap();
         let conn = ClientConnection::new(client, name).unwrap();
-        let mut stream = StreamOwned::new(conn, connect(server.addr));
-        let refused = stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .and_then(|()| {
-                let mut raw = Vec::new();
-                stream.read_to_end(&mut raw).map(|_| raw)
-            });
+        let refused = exchange(
+            &mut StreamOwned::new(conn, connect(server.addr)),
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        );
         assert!(refused.is_err(), "served: {refused:?}");
     }
     server.wait_log("TLS handshake failed");
@@ -464,38 +462,39 @@ fn with_a_ca_only_clients_with_a_certificate_it_signed_are_served() {
     );
 }
 
+/// A server for the Python application `module:app` whose source is `code`, written beside
+/// the certificates.
+#[cfg(feature = "python")]
+fn python(setup: &Setup, handler: &str, module: &str, code: &str) -> TestServer {
+    std::fs::write(setup.dir.path().join(format!("{module}.py")), code).unwrap();
+    let app = format!(
+        "[app]\nhandler = \"{handler}\"\napp = \"{module}:app\"\npythonpath = [{}]\n",
+        toml_string(&setup.dir.path().to_string_lossy())
+    );
+    setup.builder("workers = 1", &app, "").start()
+}
+
 #[cfg(feature = "python")]
 #[test]
 fn a_python_application_sees_https() {
-    let ca = Ca::new("tine test CA");
-    let dir = files_dir();
-    let files = Files::write(dir.path(), &ca.issue(false));
-    std::fs::write(
-        dir.path().join("scheme_app.py"),
+    let setup = Setup::new();
+    let server = python(
+        &setup,
+        "wsgi",
+        "scheme_app",
         "def app(environ, start_response):\n\
          \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
          \x20   return [environ['wsgi.url_scheme'].encode()]\n",
-    )
-    .unwrap();
-    let server = TestServer::builder("workers = 1")
-        .tables(&format!(
-            "[app]\nhandler = \"wsgi\"\napp = \"scheme_app:app\"\npythonpath = [{}]\n{}",
-            toml_string(&dir.path().to_string_lossy()),
-            files.table("")
-        ))
-        .start();
-    let client = ca.client(None);
+    );
+    let client = setup.client();
     assert_eq!(get(server.addr, &client, "/").text(), "https");
     // A trusted proxy's word keeps its meaning (127.0.0.1 is trusted by default).
-    let mut stream = handshake(server.addr, &client);
-    stream
-        .write_all(
-            b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-Proto: http\r\n\
-              Connection: close\r\n\r\n",
-        )
-        .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
+    let raw = exchange(
+        &mut handshake(server.addr, &client),
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-Proto: http\r\n\
+          Connection: close\r\n\r\n",
+    )
+    .unwrap();
     assert!(
         raw.ends_with(b"\r\n\r\nhttp"),
         "{:?}",
@@ -506,19 +505,18 @@ fn a_python_application_sees_https() {
 #[cfg(feature = "python")]
 #[test]
 fn an_asgi_websocket_over_tls_is_wss() {
-    let ca = Ca::new("tine test CA");
-    let dir = files_dir();
-    let files = Files::write(dir.path(), &ca.issue(false));
-    std::fs::write(
-        dir.path().join("wss_app.py"),
+    let setup = Setup::new();
+    let server = python(
+        &setup,
+        "asgi",
+        "wss_app",
         "async def app(scope, receive, send):\n\
          \x20   if scope['type'] == 'lifespan':\n\
          \x20       while True:\n\
          \x20           message = await receive()\n\
-         \x20           if message['type'] == 'lifespan.startup':\n\
-         \x20               await send({'type': 'lifespan.startup.complete'})\n\
-         \x20           else:\n\
-         \x20               await send({'type': 'lifespan.shutdown.complete'})\n\
+         \x20           kind = message['type'].replace('lifespan.', '')\n\
+         \x20           await send({'type': f'lifespan.{kind}.complete'})\n\
+         \x20           if kind == 'shutdown':\n\
          \x20               return\n\
          \x20   if scope['type'] == 'http':\n\
          \x20       await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n\
@@ -529,16 +527,8 @@ fn an_asgi_websocket_over_tls_is_wss() {
          \x20   message = await receive()\n\
          \x20   await send({'type': 'websocket.send', 'text': scope['scheme'] + ' ' + message['text']})\n\
          \x20   await send({'type': 'websocket.close', 'code': 1000})\n",
-    )
-    .unwrap();
-    let server = TestServer::builder("workers = 1")
-        .tables(&format!(
-            "[app]\nhandler = \"asgi\"\napp = \"wss_app:app\"\nloop = \"asyncio\"\npythonpath = [{}]\n{}",
-            toml_string(&dir.path().to_string_lossy()),
-            files.table("")
-        ))
-        .start();
-    let client = ca.client(None);
+    );
+    let client = setup.client();
     assert_eq!(get(server.addr, &client, "/").text(), "https");
     let mut stream = handshake(server.addr, &client);
     stream
@@ -547,17 +537,8 @@ fn an_asgi_websocket_over_tls_is_wss() {
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         )
         .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8];
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101 "),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let head = read_head(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
     // A masked text frame, "hi".
     let mask = [1u8, 2, 3, 4];
     let mut frame = vec![0x81, 0x80 | 2];
