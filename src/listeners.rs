@@ -306,16 +306,15 @@ impl Stream {
         }
     }
 
-    /// Writes what TLS holds of earlier writes: `Ok(true)` once nothing is left (always, for
-    /// a plain socket), `Ok(false)` while the socket is full.
+    /// Writes what TLS holds of earlier writes; a plain socket holds nothing back.
     ///
     /// # Errors
     ///
     /// The socket's, when writing to it failed.
-    pub fn flush_pending(&mut self) -> io::Result<bool> {
+    pub fn flush_pending(&mut self) -> io::Result<tls::Flushed> {
         match self {
             Stream::Tls(s) => s.flush_pending(),
-            Stream::Tcp(_) | Stream::Unix(_) => Ok(true),
+            Stream::Tcp(_) | Stream::Unix(_) => Ok(tls::Flushed::NOTHING_HELD),
         }
     }
 }

@@ -11,7 +11,8 @@
 //!   no more plaintext: [`TlsStream::read`] goes on reading and decrypting until the caller's
 //!   buffer is full or the socket says `WouldBlock` or ends;
 //! - ciphertext rustls could not hand to the kernel is flushed by
-//!   [`TlsStream::flush_pending`], which says whether any is left; a write is refused
+//!   [`TlsStream::flush_pending`], which says how much went and whether any is left (the
+//!   former counts as a write's progress, for `body_timeout`); a write is refused
 //!   (`WouldBlock`) while any is, so rustls holds at most one write's worth
 //!   ([`BUFFER_LIMIT`]) for a slow client.
 
@@ -45,6 +46,23 @@ Content-Length: 46\r\n\
 Connection: close\r\n\
 \r\n\
 The plain HTTP request was sent to HTTPS port\n";
+
+/// What a flush of the ciphertext rustls holds did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flushed {
+    /// Bytes written to the socket.
+    pub bytes: usize,
+    /// Whether none is left.
+    pub all: bool,
+}
+
+impl Flushed {
+    /// A plain socket's: it holds nothing back.
+    pub const NOTHING_HELD: Flushed = Flushed {
+        bytes: 0,
+        all: true,
+    };
+}
 
 /// The TLS config built from `[tls]`, with what the log says about it.
 #[derive(Debug, Clone)]
@@ -270,23 +288,33 @@ impl TlsStream {
         self.conn.alpn_protocol()
     }
 
-    /// Writes the ciphertext rustls holds to the socket: `Ok(true)` once none is left,
-    /// `Ok(false)` when the socket is full with some left (a writable event comes for it).
+    /// Writes the ciphertext rustls holds to the socket, until none is left or the socket is
+    /// full (a writable event comes then): how many bytes went, and whether any are left.
     ///
     /// # Errors
     ///
     /// The socket's, when writing to it failed.
-    pub fn flush_pending(&mut self) -> io::Result<bool> {
+    pub fn flush_pending(&mut self) -> io::Result<Flushed> {
+        let mut flushed = Flushed {
+            bytes: 0,
+            all: false,
+        };
         while self.conn.wants_write() {
             match self.conn.write_tls(&mut self.raw) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Ok(n) => flushed.bytes += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(flushed),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => return Err(err),
             }
         }
-        Ok(true)
+        flushed.all = true;
+        Ok(flushed)
+    }
+
+    /// Flushes, and says whether everything is out.
+    fn flushed_all(&mut self) -> io::Result<bool> {
+        self.flush_pending().map(|flushed| flushed.all)
     }
 
     /// Ends the TLS session: `close_notify`, written if the socket takes it now.
@@ -309,7 +337,7 @@ impl TlsStream {
     /// `WouldBlock` while earlier ciphertext waits for the socket; the file's or the socket's
     /// errors.
     pub fn send_file(&mut self, file: &File, offset: &mut u64, count: usize) -> io::Result<usize> {
-        if !self.flush_pending()? {
+        if !self.flushed_all()? {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let mut chunk = [0u8; FILE_CHUNK];
@@ -419,14 +447,14 @@ impl Write for TlsStream {
     /// Encrypts what rustls's buffer takes of `bufs`, once the ciphertext of earlier writes is
     /// in the kernel; `WouldBlock` until then.
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        if !self.flush_pending()? {
+        if !self.flushed_all()? {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         self.encrypt(bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match self.flush_pending()? {
+        match self.flushed_all()? {
             true => Ok(()),
             false => Err(io::ErrorKind::WouldBlock.into()),
         }

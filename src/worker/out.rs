@@ -13,6 +13,7 @@ use super::peer_text;
 use crate::handler::BodyStream;
 use crate::http;
 use crate::listeners::Stream;
+use crate::listeners::tls::Flushed;
 use crate::sys;
 
 /// Most bytes one connection writes before the loop turns to other connections; a client that
@@ -39,11 +40,11 @@ pub(super) trait Socket: Read + Write {
     /// Whether the client closed its side or reset the connection; bytes it sent before
     /// stay to be read.
     fn peer_closed(&self) -> bool;
-    /// Writes what the socket holds back of earlier writes (TLS's ciphertext): `Ok(true)` once
-    /// every byte written is in the kernel, `Ok(false)` while some waits for the socket to
-    /// take it (a writable event comes then). A plain socket holds nothing back.
-    fn flush_pending(&mut self) -> io::Result<bool> {
-        Ok(true)
+    /// Writes what the socket holds back of earlier writes (TLS's ciphertext): how many bytes
+    /// went, and whether every byte written is now in the kernel (else a writable event comes
+    /// when the socket takes more). A plain socket holds nothing back.
+    fn flush_pending(&mut self) -> io::Result<Flushed> {
+        Ok(Flushed::NOTHING_HELD)
     }
     /// Before a clean close after a whole response: says the session ends (TLS's
     /// `close_notify`, best effort), so a client can tell the end from a cut. Nothing for a
@@ -70,7 +71,7 @@ impl Socket for Stream {
         sys::peer_closed(self.socket_fd())
     }
 
-    fn flush_pending(&mut self) -> io::Result<bool> {
+    fn flush_pending(&mut self) -> io::Result<Flushed> {
         Stream::flush_pending(self)
     }
 
@@ -341,16 +342,22 @@ impl Output {
         let mut pull = None;
         let mut progressed = false;
         let step = loop {
-            if self.is_sent() {
-                // Done only once every byte is in the kernel: TLS may hold the last ones.
-                match socket.flush_pending() {
-                    Ok(true) => break WriteStep::Done,
-                    Ok(false) => break WriteStep::Waiting,
-                    Err(err) => {
-                        log::debug!("write to {}: {err}", peer_text(peer));
-                        break WriteStep::Close;
-                    }
+            // What TLS holds of earlier writes goes first; its bytes are progress too. The
+            // response is done only once every byte is in the kernel.
+            let flushed = match socket.flush_pending() {
+                Ok(flushed) => flushed,
+                Err(err) => {
+                    log::debug!("write to {}: {err}", peer_text(peer));
+                    break WriteStep::Close;
                 }
+            };
+            progressed |= flushed.bytes > 0;
+            if self.is_sent() {
+                break if flushed.all {
+                    WriteStep::Done
+                } else {
+                    WriteStep::Waiting
+                };
             }
             if pull.is_none() {
                 pull = self.producer_to_pull();
@@ -554,9 +561,12 @@ mod tests {
             false
         }
 
-        fn flush_pending(&mut self) -> io::Result<bool> {
+        fn flush_pending(&mut self) -> io::Result<Flushed> {
             self.pending = self.pending.saturating_sub(1);
-            Ok(self.pending == 0)
+            Ok(Flushed {
+                bytes: 1,
+                all: self.pending == 0,
+            })
         }
     }
 
@@ -568,7 +578,8 @@ mod tests {
                 max: 100,
                 got: Vec::new(),
             },
-            pending: 2,
+            // One flush before the head is written, one after: both leave some behind.
+            pending: 3,
         };
         let first = out.write(&mut socket, None);
         assert!(first.progressed);
