@@ -410,6 +410,8 @@ impl Read for TlsStream {
     /// rustls are drained. `Ok(0)` is the end of the stream, with or without `close_notify`.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut filled = 0;
+        // The bytes decrypted first: a failure comes again with the next read.
+        let failed = |filled: usize, err: io::Error| if filled > 0 { Ok(filled) } else { Err(err) };
         loop {
             while filled < buf.len() {
                 match self.conn.reader().read(&mut buf[filled..]) {
@@ -420,7 +422,7 @@ impl Read for TlsStream {
                     // The socket ended without close_notify: an end all the same (HTTP frames
                     // its own messages, so no truncation goes unnoticed).
                     Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
-                    Err(err) => return Err(err),
+                    Err(err) => return failed(filled, err),
                 }
             }
             if filled == buf.len() {
@@ -429,11 +431,13 @@ impl Read for TlsStream {
             match self.conn.read_tls(&mut self.raw) {
                 // At the end too: what rustls still holds is taken on the next turn, then the
                 // reader says the stream is over.
-                Ok(_) => self.process()?,
+                Ok(_) => {
+                    if let Err(err) = self.process() {
+                        return failed(filled, err);
+                    }
+                }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                // The bytes first: a failure comes again with the next read.
-                Err(_) if filled > 0 => return Ok(filled),
-                Err(err) => return Err(err),
+                Err(err) => return failed(filled, err),
             }
         }
     }
