@@ -95,6 +95,17 @@ SERVER OPTIONS:
                         either from uvicorn_worker) is --interface asgi; tine
                         has no other worker classes and refuses them
 
+TLS OPTIONS (every --bind listener serves HTTPS; the master reads the files,
+on every reload too):
+        --certfile FILE, --ssl-certfile FILE
+                        The certificate chain, PEM, own certificate first
+                        (tls.cert)
+        --keyfile FILE, --ssl-keyfile FILE
+                        Its private key, PEM, unencrypted (tls.key)
+        --ca-certs FILE, --ssl-ca-certs FILE
+                        Require client certificates signed by these CA
+                        certificates, PEM (tls.ca)
+
 PYTHON APPLICATION OPTIONS:
         --pythonpath DIRS
                         Comma-separated directories put first in sys.path;
@@ -282,6 +293,9 @@ pub(crate) const KEY_FLAGS: &[KeyFlag] = &[
         "server.forwarded_allow_ips",
         Form::List,
     ),
+    flag(None, "--certfile", "tls.cert", Form::Text).also("--ssl-certfile"),
+    flag(None, "--keyfile", "tls.key", Form::Text).also("--ssl-keyfile"),
+    flag(None, "--ca-certs", "tls.ca", Form::Text).also("--ssl-ca-certs"),
     flag(None, "--pythonpath", "app.pythonpath", Form::List),
     flag(None, "--app-dir", "app.pythonpath", Form::Item),
     flag(None, "--preload", "app.preload", Form::True),
@@ -374,8 +388,23 @@ pub(crate) const REFUSED_UVICORN_FLAGS: &[(&[&str], &str)] = &[
         "tine has one HTTP/1.1 implementation, its own; there is none to choose",
     ),
     (
-        &["--ssl-*"],
-        "tine does not terminate TLS; put a TLS proxy (nginx, haproxy) in front of it",
+        &["--ssl-keyfile-password"],
+        "tine reads unencrypted keys only: decrypt it (openssl pkey -in KEY -out PLAIN) and \
+         make it readable by root alone; the master reads it before the workers switch user",
+    ),
+    (
+        &["--ssl-version"],
+        "tine speaks TLS 1.2 and 1.3 (rustls), the client choosing; there is no older one to \
+         choose",
+    ),
+    (
+        &["--ssl-ciphers"],
+        "tine uses rustls's cipher suites, all of them current; there are no others to choose",
+    ),
+    (
+        &["--ssl-cert-reqs"],
+        "tine requires client certificates when --ca-certs (--ssl-ca-certs) is given, and \
+         asks for none otherwise",
     ),
     (
         &["--proxy-headers"],

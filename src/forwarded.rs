@@ -29,7 +29,8 @@
 //! - The scheme: with `X-Forwarded-For`, `https` when the last value of `X-Forwarded-Proto`
 //!   (every line, as one list) is `https`; with `Forwarded`, when the `proto=` of the last
 //!   element the walk read is `https` (each element read was added by a trusted proxy, and
-//!   says how that proxy was reached). Otherwise, and from an untrusted peer, `http`.
+//!   says how that proxy was reached). Otherwise, and from an untrusted peer, the scheme of the
+//!   connection itself: `https` over TLS, else `http`.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -175,12 +176,14 @@ pub struct Hop {
 }
 
 /// Works out the client from the peer address and the request's header fields (name, value),
-/// by the rule in the [module documentation](self).
+/// by the rule in the [module documentation](self); `direct` is the connection's own scheme
+/// (`https` over TLS, else `http`).
 pub fn client<'a>(
     peer: Option<IpAddr>,
     fields: impl IntoIterator<Item = (&'a str, &'a [u8]), IntoIter: Clone>,
     trusted: &[Trusted],
     header: ForwardedHeader,
+    direct: &'static str,
 ) -> Client {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|t| t.contains(ip));
     let peer_ip = match peer {
@@ -188,7 +191,7 @@ pub fn client<'a>(
         addr => {
             return Client {
                 addr,
-                scheme: "http",
+                scheme: direct,
             };
         }
     };
@@ -213,7 +216,7 @@ pub fn client<'a>(
     }
     Client {
         addr: Some(addr),
-        scheme: scheme.unwrap_or("http"),
+        scheme: scheme.unwrap_or(direct),
     }
 }
 
@@ -409,7 +412,7 @@ mod tests {
         header: ForwardedHeader,
     ) -> Client {
         let fields = fields.iter().map(|(name, value)| (*name, value.as_bytes()));
-        client(Some(ip(peer)), fields, &nets(trusted), header)
+        client(Some(ip(peer)), fields, &nets(trusted), header, "http")
     }
 
     /// The answer naming `addr` and `scheme`.
@@ -443,6 +446,7 @@ mod tests {
             [("X-Forwarded-For", &b"1.1.1.1"[..])],
             &nets(&["*"]),
             XForwardedFor,
+            "http",
         );
         assert_eq!(
             c,
@@ -452,6 +456,31 @@ mod tests {
             },
             "no peer (a unix socket)"
         );
+    }
+
+    #[test]
+    fn over_tls_the_scheme_is_https_unless_a_trusted_proxy_says_otherwise() {
+        let over_tls = |peer: &str, fields: &[(&str, &str)], header| {
+            let fields = fields.iter().map(|(name, value)| (*name, value.as_bytes()));
+            client(
+                Some(ip(peer)),
+                fields,
+                &nets(&["127.0.0.1"]),
+                header,
+                "https",
+            )
+        };
+        let claims = [("X-Forwarded-Proto", "http")];
+        assert_eq!(
+            over_tls("203.0.113.9", &claims, XForwardedFor).scheme,
+            "https"
+        );
+        assert_eq!(over_tls("127.0.0.1", &[], XForwardedFor).scheme, "https");
+        assert_eq!(over_tls("127.0.0.1", &claims, XForwardedFor).scheme, "http");
+        let forwarded = [("Forwarded", "for=198.51.100.7")];
+        assert_eq!(over_tls("127.0.0.1", &forwarded, Forwarded).scheme, "https");
+        let forwarded = [("Forwarded", "for=198.51.100.7;proto=http")];
+        assert_eq!(over_tls("127.0.0.1", &forwarded, Forwarded).scheme, "http");
     }
 
     #[test]
@@ -659,7 +688,13 @@ mod tests {
             );
         }
         let bytes = [("X-Forwarded-For", &b"6.6.6.6, 1.2.3.\xff"[..])];
-        let c = client(Some(ip("127.0.0.1")), bytes, &nets(&trusted), XForwardedFor);
+        let c = client(
+            Some(ip("127.0.0.1")),
+            bytes,
+            &nets(&trusted),
+            XForwardedFor,
+            "http",
+        );
         assert_eq!(c.addr, Some(ip("127.0.0.1")), "not UTF-8");
         for value in [
             "for=6.6.6.6, for=1.2.3.4;for=5.6.7.8",

@@ -13,6 +13,10 @@ use mio::{Interest, Registry, Token};
 use crate::config::BindAddr;
 use crate::sys;
 
+pub mod tls;
+
+use tls::TlsStream;
+
 /// A bound, listening socket as the master holds it, with the config address it serves.
 #[derive(Debug)]
 pub struct Listener {
@@ -183,6 +187,14 @@ pub enum MioListener {
 }
 
 impl MioListener {
+    /// The socket the event loop registers.
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            MioListener::Tcp(listener) => listener,
+            MioListener::Unix(listener) => listener,
+        }
+    }
+
     /// Accepts one connection; `WouldBlock` when the queue is empty. TCP streams get
     /// `TCP_NODELAY`, since responses are written whole and Nagle would only delay them.
     pub fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
@@ -208,6 +220,8 @@ pub enum Stream {
     Tcp(mio::net::TcpStream),
     /// Over a Unix socket.
     Unix(mio::net::UnixStream),
+    /// TLS over one of the others (`[tls]`).
+    Tls(Box<TlsStream>),
 }
 
 impl Read for Stream {
@@ -215,6 +229,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -224,6 +239,7 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
         }
     }
 
@@ -231,6 +247,7 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write_vectored(bufs),
             Stream::Unix(s) => s.write_vectored(bufs),
+            Stream::Tls(s) => s.write_vectored(bufs),
         }
     }
 
@@ -240,18 +257,72 @@ impl Write for Stream {
 }
 
 impl Stream {
-    /// Stops further writes, so the client sees a clean end of the response stream before close.
-    pub fn shutdown_write(&self) {
+    /// Wraps a stream just accepted in TLS with `config`; the handshake happens in its reads
+    /// and writes.
+    ///
+    /// # Errors
+    ///
+    /// What rustls says when it cannot start a connection with `config`.
+    pub fn into_tls(
+        self,
+        config: &std::sync::Arc<rustls::ServerConfig>,
+    ) -> Result<Stream, rustls::Error> {
+        Ok(Stream::Tls(Box::new(TlsStream::new(self, config)?)))
+    }
+
+    /// The socket the event loop registers: for TLS, the one below it.
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            Stream::Tcp(stream) => stream,
+            Stream::Unix(stream) => stream,
+            Stream::Tls(tls) => tls.raw_mut().source(),
+        }
+    }
+
+    /// Whether the connection is over TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Stops further writes, so the client sees a clean end of the response stream before
+    /// close; over TLS, a `close_notify` goes first.
+    pub fn shutdown_write(&mut self) {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
             Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Tls(s) => {
+                s.shutdown_write();
+                Ok(())
+            }
         };
+    }
+
+    /// The descriptor of the socket itself (below TLS).
+    pub fn socket_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+            Stream::Tls(s) => s.raw().socket_fd(),
+        }
+    }
+
+    /// Writes what TLS holds of earlier writes; a plain socket holds nothing back.
+    ///
+    /// # Errors
+    ///
+    /// The socket's, when writing to it failed.
+    pub fn flush_pending(&mut self) -> io::Result<tls::Flushed> {
+        match self {
+            Stream::Tls(s) => s.flush_pending(),
+            Stream::Tcp(_) | Stream::Unix(_) => Ok(tls::Flushed::NOTHING_HELD),
+        }
     }
 }
 
-/// Registers whichever socket the enum holds; both enums below are plain unions of mio types.
+/// Registers the socket each type's `source()` names: both enums are unions of mio
+/// types (a TLS stream's socket being the one below it).
 macro_rules! delegate_source {
-    ($type:ident: $($variant:ident),+) => {
+    ($($type:ident),+) => {$(
         impl Source for $type {
             fn register(
                 &mut self,
@@ -259,9 +330,7 @@ macro_rules! delegate_source {
                 token: Token,
                 interests: Interest,
             ) -> io::Result<()> {
-                match self {
-                    $($type::$variant(inner) => inner.register(registry, token, interests),)+
-                }
+                self.source().register(registry, token, interests)
             }
 
             fn reregister(
@@ -270,19 +339,14 @@ macro_rules! delegate_source {
                 token: Token,
                 interests: Interest,
             ) -> io::Result<()> {
-                match self {
-                    $($type::$variant(inner) => inner.reregister(registry, token, interests),)+
-                }
+                self.source().reregister(registry, token, interests)
             }
 
             fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-                match self {
-                    $($type::$variant(inner) => inner.deregister(registry),)+
-                }
+                self.source().deregister(registry)
             }
         }
-    };
+    )+};
 }
 
-delegate_source!(MioListener: Tcp, Unix);
-delegate_source!(Stream: Tcp, Unix);
+delegate_source!(MioListener, Stream);

@@ -357,9 +357,9 @@ fn flag_values_are_checked_as_their_keys_are() {
             "--reload: tine does not watch files; reload with `kill -HUP <master pid>`",
         ),
         (
-            &["--ssl-keyfile", "k.pem"],
-            "--ssl-keyfile: tine does not terminate TLS; put a TLS proxy (nginx, haproxy) in \
-             front of it",
+            &["--ssl-ciphers", "ALL"],
+            "--ssl-ciphers: tine uses rustls's cipher suites, all of them current; there are \
+             no others to choose",
         ),
         (
             &["--proxy-headers"],
@@ -739,7 +739,7 @@ fn every_refused_uvicorn_flag_says_what_tine_does_instead() {
         .iter()
         .flat_map(|(flags, instead)| flags.iter().map(move |flag| (flag, instead)));
     for (flag, instead) in every.clone() {
-        let name = flag.replace('*', "certfile");
+        let name = flag.replace('*', "dir");
         assert_eq!(usage_error(&[&name]), format!("{name}: {instead}"));
         assert_eq!(
             usage_error(&[&format!("{name}=x")]),
@@ -754,7 +754,7 @@ fn every_refused_uvicorn_flag_says_what_tine_does_instead() {
         ("--reload-delay", "tine does not watch files"),
         ("--ws-max-queue", "tine holds at most one message"),
         ("--ws", "tine has one WebSocket implementation"),
-        ("--ssl-certfile", "tine does not terminate TLS"),
+        ("--ssl-version", "tine speaks TLS 1.2 and 1.3"),
     ] {
         assert!(usage_error(&[flag, "1"]).starts_with(&format!("{flag}: {instead}")));
     }
@@ -789,4 +789,28 @@ fn uvicorns_websocket_flags_set_the_websocket_section() {
     assert_eq!(seconds_as_duration("0.0001"), "0ms");
     assert_eq!(seconds_as_duration("1m"), "1m");
     assert_eq!(seconds_as_duration("1.5s"), "1.5s");
+}
+
+#[test]
+fn tls_flags_set_the_tls_section_by_gunicorns_and_uvicorns_names() {
+    let c = config_from(&[
+        "--certfile",
+        "c.pem",
+        "--keyfile",
+        "k.pem",
+        "--ca-certs",
+        "ca.pem",
+    ]);
+    assert_eq!(c.tls.cert, Some(PathBuf::from("c.pem")));
+    assert_eq!(c.tls.key, Some(PathBuf::from("k.pem")));
+    assert_eq!(c.tls.ca, Some(PathBuf::from("ca.pem")));
+    let u = config_from(&[
+        "--ssl-certfile",
+        "c.pem",
+        "--ssl-keyfile",
+        "k.pem",
+        "--ssl-ca-certs",
+        "ca.pem",
+    ]);
+    assert_eq!(u.tls, c.tls);
 }

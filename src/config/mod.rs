@@ -1,7 +1,8 @@
 //! tine's configuration: the `Config` type and its defaults, loading it from a TOML file
 //! with a diagnostic for every problem at `FILE:LINE:COLUMN`, and writing it back as TOML.
 //!
-//! The file has five sections, `[server]`, `[limits]`, `[log]`, `[metrics]` and `[app]`; any
+//! The file has seven sections, `[server]`, `[limits]`, `[log]`, `[metrics]`, `[app]`,
+//! `[websocket]` and `[tls]`; any
 //! section or key left out takes its default, so an empty file is a valid config.
 //! `config/tine.toml` is the documented example and lists every key at its default.
 //!
@@ -102,6 +103,9 @@ pub const KEYS: &[&str] = &[
     "websocket.ping_interval",
     "websocket.ping_timeout",
     "websocket.on_stop",
+    "tls.cert",
+    "tls.key",
+    "tls.ca",
 ];
 
 /// Largest `server.backlog`: the kernel stores the backlog in 16 bits.
@@ -138,6 +142,8 @@ pub struct Config {
     pub app: App,
     /// `[websocket]`: the WebSockets of an ASGI application.
     pub websocket: WebSocket,
+    /// `[tls]`: TLS on every listener of `[server] bind`.
+    pub tls: Tls,
 }
 
 /// `[server]`: where to listen, how many processes and threads, and timeouts.
@@ -477,6 +483,21 @@ impl Default for App {
 pub struct Metrics {
     /// The address; `None` serves no metrics.
     pub bind: Option<std::net::SocketAddr>,
+}
+
+/// `[tls]`: the certificate every listener of `[server] bind` serves TLS with. The files are
+/// PEM, read by the master (at start and on each reload) before the workers switch user, so
+/// a key only root may read works; relative paths are taken from the directory tine runs in
+/// (after `[server] chdir`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// The certificate chain, the server's own certificate first; `None` serves plain HTTP.
+    /// Set with `key` or not at all.
+    pub cert: Option<PathBuf>,
+    /// The private key of `cert` (PKCS#8, PKCS#1 RSA or SEC1 EC, unencrypted).
+    pub key: Option<PathBuf>,
+    /// CA certificates: when set, clients must present a certificate one of them signed.
+    pub ca: Option<PathBuf>,
 }
 
 /// `[websocket]`: the WebSockets of an ASGI application.

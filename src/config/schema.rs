@@ -731,6 +731,38 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
             },
         ],
     },
+    SectionSpec {
+        name: "tls",
+        keys: &[
+            KeySpec {
+                name: "cert",
+                help: "PEM certificate chain (own certificate first): every bind listener serves TLS; \"\" serves plain HTTP.",
+                read: |v, c| {
+                    c.tls.cert = optional_path(v)?;
+                    Ok(())
+                },
+                write: |c| optional_path_toml(c.tls.cert.as_ref()),
+            },
+            KeySpec {
+                name: "key",
+                help: "PEM private key of cert (unencrypted; the master reads it, so it may be root's alone).",
+                read: |v, c| {
+                    c.tls.key = optional_path(v)?;
+                    Ok(())
+                },
+                write: |c| optional_path_toml(c.tls.key.as_ref()),
+            },
+            KeySpec {
+                name: "ca",
+                help: "PEM CA certificates: clients must present a certificate they signed; \"\" asks for none.",
+                read: |v, c| {
+                    c.tls.ca = optional_path(v)?;
+                    Ok(())
+                },
+                write: |c| optional_path_toml(c.tls.ca.as_ref()),
+            },
+        ],
+    },
 ];
 
 #[cfg(test)]

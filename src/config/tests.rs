@@ -852,3 +852,38 @@ fn queue_wait_warning_keys_are_read_written_back_and_checked() {
         ]
     );
 }
+
+#[test]
+fn tls_cert_and_key_go_together_and_ca_needs_them() {
+    assert_eq!(Config::default().tls, Tls::default());
+    let c = parse("[tls]\ncert = \"/etc/c.pem\"\nkey = \"k.pem\"\nca = \"ca.pem\"\n");
+    assert_eq!(c.tls.cert, Some(PathBuf::from("/etc/c.pem")));
+    assert_eq!(c.tls.key, Some(PathBuf::from("k.pem")));
+    assert_eq!(c.tls.ca, Some(PathBuf::from("ca.pem")));
+    assert_eq!(parse(&c.to_toml(None)), c);
+    let both = "set both (the certificate chain and its private key), or neither to serve \
+                plain HTTP";
+    assert_eq!(
+        errors("[tls]\ncert = \"c.pem\"\n"),
+        [format!(
+            "t.toml:2:8: tls.cert: tls.cert is set but tls.key is not: {both}"
+        )]
+    );
+    assert_eq!(
+        errors("[tls]\nkey = \"k.pem\"\n"),
+        [format!(
+            "t.toml:2:7: tls.key: tls.key is set but tls.cert is not: {both}"
+        )]
+    );
+    assert_eq!(
+        errors("[tls]\nca = \"ca.pem\"\n"),
+        [
+            "t.toml:2:6: tls.ca: tls.ca verifies client certificates, which needs TLS: set \
+          tls.cert and tls.key too"
+        ]
+    );
+    assert_eq!(
+        errors("[tls]\ncert = 1\n"),
+        ["t.toml:2:8: tls.cert: expected a string (\"\" for none), found 1"]
+    );
+}

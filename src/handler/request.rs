@@ -115,6 +115,8 @@ pub struct Request {
     trusted: Option<Arc<[Trusted]>>,
     /// The header those proxies report the client in (`[server] forwarded_header`).
     forwarded_header: ForwardedHeader,
+    /// It came over TLS: its scheme is `https` unless a trusted proxy says otherwise.
+    tls: bool,
     /// When the worker handed it to the application's runner, for its queue wait.
     queued: Option<Instant>,
 }
@@ -153,6 +155,7 @@ impl Request {
             listener: None,
             trusted: None,
             forwarded_header: ForwardedHeader::default(),
+            tls: false,
             queued: None,
         }
     }
@@ -361,6 +364,7 @@ impl Request {
             self.headers.iter(),
             self.trusted.as_deref().unwrap_or_default(),
             self.forwarded_header,
+            if self.tls { "https" } else { "http" },
         )
     }
 
@@ -369,8 +373,8 @@ impl Request {
         self.client().addr
     }
 
-    /// `http`, or `https` when a trusted proxy says the client used it (see
-    /// [`Request::client`]).
+    /// `https` for a request that came over TLS, else `http`, unless a trusted proxy says
+    /// which the client used (see [`Request::client`]).
     pub fn scheme(&self) -> &'static str {
         self.client().scheme
     }
@@ -448,6 +452,20 @@ impl RequestBuilder {
     /// Sets the proxies whose forwarding headers are believed (see [`Request::client`]).
     pub fn trusted(mut self, trusted: Arc<[Trusted]>) -> Self {
         self.request.trusted = Some(trusted);
+        self
+    }
+
+    /// Marks the request as received over TLS: its [`Request::scheme`] is `https` unless a
+    /// trusted proxy says otherwise.
+    ///
+    /// ```
+    /// use tine::handler::Request;
+    ///
+    /// assert_eq!(Request::builder("GET", "/").build().scheme(), "http");
+    /// assert_eq!(Request::builder("GET", "/").tls(true).build().scheme(), "https");
+    /// ```
+    pub fn tls(mut self, tls: bool) -> Self {
+        self.request.tls = tls;
         self
     }
 

@@ -33,6 +33,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
 use crate::handler::HandlerFactory;
+use crate::listeners::tls::{self, TlsError};
 use crate::listeners::{Listener, UnixOptions};
 use crate::pidfile::Pidfile;
 use crate::protocol::{self, ReportDecoder, SCOREBOARD_CAPACITY, Scoreboard, WorkerIntent};
@@ -87,6 +88,8 @@ pub enum MasterError {
     ScoreboardFull,
     /// The control socket or the metrics address could not be opened.
     Ops(ops::OpsError),
+    /// A `[tls]` file could not be used.
+    Tls(TlsError),
 }
 
 impl fmt::Display for MasterError {
@@ -107,6 +110,7 @@ impl fmt::Display for MasterError {
                 "worker {slot} failed to start (exit code {code}; its error is logged above), so no worker can; stopped"
             ),
             MasterError::Ops(err) => write!(f, "{err}"),
+            MasterError::Tls(err) => write!(f, "{err}"),
             MasterError::ScoreboardFull => write!(
                 f,
                 "no free scoreboard slot: {} worker processes at once is the most tine tracks",
@@ -261,6 +265,8 @@ pub struct Master<'a> {
     /// Replacements by reason, in [`RESTART_REASONS`] order.
     restarts: [u64; RESTART_REASONS.len()],
     listeners: Vec<Listener>,
+    /// `[tls]`, read from its files: the workers forked serve every connection with it.
+    tls: Option<tls::Loaded>,
     factory: &'a dyn HandlerFactory,
     table: WorkerTable,
     /// How the worker count is decided under a memory limit.
@@ -300,6 +306,11 @@ impl<'a> Master<'a> {
             start_dir,
             pidfile,
         } = setup;
+        // First: a certificate that cannot be served stops tine before anything else starts.
+        let tls = tls::load(&config.tls).map_err(MasterError::Tls)?;
+        if let Some(tls) = &tls {
+            log::info!("{}", tls.describe());
+        }
         let setup =
             |step: &'static str| move |source: io::Error| MasterError::Setup { step, source };
         let poll = Poll::new().map_err(setup("create the event loop"))?;
@@ -349,6 +360,7 @@ impl<'a> Master<'a> {
             watch: report::Watch::default(),
             config,
             listeners,
+            tls,
             factory,
             table: WorkerTable::new(workers),
             sizer,

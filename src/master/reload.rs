@@ -143,6 +143,8 @@ pub struct Reload {
     pub state: ReloadState,
     /// The config to return to if the new workers cannot start.
     pub old_config: Box<Config>,
+    /// The TLS config that goes with it.
+    pub old_tls: Option<crate::listeners::tls::Loaded>,
     /// How many workers it ran.
     pub old_desired: usize,
     /// How their count was decided.
@@ -189,6 +191,11 @@ impl Master<'_> {
         for key in keep_restart_only_settings(&self.config, &mut config) {
             log::warn!("reload: {key} changed, which takes a restart; keeping the old value");
         }
+        // Read again even when the paths are the same: a renewed certificate is the point.
+        let tls = match crate::listeners::tls::load(&config.tls) {
+            Ok(tls) => tls,
+            Err(err) => return refused(&err),
+        };
         let new = match crate::listeners::bind_missing(
             &config.server.bind,
             &self.listeners,
@@ -197,13 +204,7 @@ impl Master<'_> {
             &self.unix,
         ) {
             Ok(new) => new,
-            Err(err) => {
-                log::error!("reload failed: {err}; still serving with the previous config");
-                let _ = sys::sd_notify(&format!(
-                    "READY=1\nSTATUS=reload failed: {err}; still serving the previous config"
-                ));
-                return;
-            }
+            Err(err) => return refused(&err),
         };
         for listener in &new {
             if let Ok(addr) = listener.local_addr() {
@@ -233,6 +234,12 @@ impl Master<'_> {
         }
         let old_sizer = self.sizer.clone();
         let workers = self.sizer.reload(sizing);
+        match &tls {
+            Some(tls) => log::info!("reload: {}", tls.describe()),
+            None if self.tls.is_some() => log::info!("reload: TLS off, serving plain HTTP"),
+            None => {}
+        }
+        let old_tls = std::mem::replace(&mut self.tls, tls);
         let old_config = std::mem::replace(&mut self.config, config);
         let old_desired = self.table.desired();
         self.tick = tick_for(&self.config);
@@ -244,6 +251,7 @@ impl Master<'_> {
                 reload_limit(self.config.server.timeout),
             ),
             old_config: Box::new(old_config),
+            old_tls,
             old_desired,
             old_sizer: Box::new(old_sizer),
         });
@@ -315,6 +323,7 @@ impl Master<'_> {
     fn rollback_reload(&mut self, reload: Reload, why: &str) {
         log::error!("reload failed: {why}; going back to the previous config");
         self.config = *reload.old_config;
+        self.tls = reload.old_tls;
         self.sizer = *reload.old_sizer;
         crate::logging::set_level(self.config.log.level);
         self.tick = tick_for(&self.config);
@@ -346,6 +355,14 @@ impl Master<'_> {
             keep
         });
     }
+}
+
+/// A reload that could not begin (`why`): logged, and told to systemd; nothing changed.
+fn refused(why: &dyn std::fmt::Display) {
+    log::error!("reload failed: {why}; still serving with the previous config");
+    let _ = sys::sd_notify(&format!(
+        "READY=1\nSTATUS=reload failed: {why}; still serving the previous config"
+    ));
 }
 
 /// Tells a worker of the previous generation to finish what it has and exit.

@@ -2,6 +2,7 @@
 //! ones that hang or never finish starting.
 
 use std::io::{self, Read};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::reload::ReloadEvent;
@@ -107,6 +108,7 @@ impl Master<'_> {
                     scoreboard: &self.scoreboard,
                     board,
                     identity: &self.identity,
+                    tls: self.tls.as_ref().map(|tls| Arc::clone(&tls.config)),
                 })
             }
         }

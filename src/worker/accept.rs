@@ -193,6 +193,16 @@ impl Worker<'_> {
         };
         match listener.accept() {
             Ok((stream, peer)) => {
+                let stream = match &self.tls {
+                    None => stream,
+                    Some(config) => match stream.into_tls(config) {
+                        Ok(stream) => stream,
+                        Err(err) => {
+                            log::error!("could not begin TLS with a new connection: {err}");
+                            return Took::Skipped;
+                        }
+                    },
+                };
                 if let Some(idle) = to_close {
                     log::debug!("at max_connections: closing the connection idle longest");
                     self.drive(idle, Conn::close);

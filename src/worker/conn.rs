@@ -534,6 +534,9 @@ impl<S: Socket> Conn<S> {
             // New bytes (or the end): worth a read once the connection reads again.
             self.unread = true;
         }
+        // What TLS could not write before (a handshake's answer, the end of a response) goes
+        // out whatever the state; a failure shows at the state's own next read or write.
+        let _ = self.stream.flush_pending();
         match self.state {
             State::Reading(_) => self.read(ctx),
             State::Writing(_) => {
@@ -995,6 +998,7 @@ impl<S: Socket> Conn<S> {
         } else {
             // The request was read in full and nothing followed it: no reset can overtake the
             // response, so close now (the close sends the FIN) rather than wait for the client.
+            self.stream.close_notify();
             self.close(ctx);
         }
     }

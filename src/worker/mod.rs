@@ -97,6 +97,8 @@ pub struct WorkerContext<'a> {
     pub board: usize,
     /// The user and group to switch to before any application code runs.
     pub identity: &'a sys::Identity,
+    /// `[tls]`, loaded by the master: every connection accepted is served over TLS with it.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Runs a worker until it is told to stop; never returns.
@@ -182,6 +184,8 @@ struct Worker<'a> {
     dates: DateCache,
     /// What every connection goes by.
     settings: Settings,
+    /// Every connection accepted is wrapped in TLS with this (`[tls]`).
+    tls: Option<Arc<rustls::ServerConfig>>,
     /// `[limits] body_memory` and `body_disk`: what the bodies being received may hold.
     budget: Rc<BodyBudget>,
     /// By connection index: the response being written, kept from its `Log` (when the
@@ -564,6 +568,7 @@ impl<'a> Worker<'a> {
             .peer(conn.peer)
             .trusted(Arc::clone(&self.trusted))
             .forwarded_header(self.forwarded_header)
+            .tls(conn.stream.is_tls())
             .body_parts(body);
         if let Some(addr) = self.listener_addrs.get(conn.listener) {
             request = request.listener(Arc::clone(addr));

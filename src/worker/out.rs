@@ -7,13 +7,13 @@ use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::os::fd::AsFd;
 use std::time::Instant;
 
 use super::peer_text;
 use crate::handler::BodyStream;
 use crate::http;
 use crate::listeners::Stream;
+use crate::listeners::tls::Flushed;
 use crate::sys;
 
 /// Most bytes one connection writes before the loop turns to other connections; a client that
@@ -32,34 +32,53 @@ const MAX_BUFFERS: usize = 64;
 /// A client connection's socket, as the connection's state machine uses it: a socket in the
 /// worker, a scripted stream in tests.
 pub(super) trait Socket: Read + Write {
-    /// Stops further writes, so the client sees a clean end of the response before the close.
-    fn shutdown_write(&self);
+    /// Stops further writes, so the client sees a clean end of the response before the close
+    /// (over TLS, after a `close_notify`).
+    fn shutdown_write(&mut self);
     /// Sends up to `count` bytes of `file` from `offset`, advancing it, as `sendfile` does.
     fn send_file(&mut self, file: &File, offset: &mut u64, count: usize) -> io::Result<usize>;
     /// Whether the client closed its side or reset the connection; bytes it sent before
     /// stay to be read.
     fn peer_closed(&self) -> bool;
+    /// Writes what the socket holds back of earlier writes (TLS's ciphertext): how many bytes
+    /// went, and whether every byte written is now in the kernel (else a writable event comes
+    /// when the socket takes more). A plain socket holds nothing back.
+    fn flush_pending(&mut self) -> io::Result<Flushed> {
+        Ok(Flushed::NOTHING_HELD)
+    }
+    /// Before a clean close after a whole response: says the session ends (TLS's
+    /// `close_notify`, best effort), so a client can tell the end from a cut. Nothing for a
+    /// plain socket, whose FIN says it.
+    fn close_notify(&mut self) {}
 }
 
 impl Socket for Stream {
-    fn shutdown_write(&self) {
+    fn shutdown_write(&mut self) {
         Stream::shutdown_write(self);
     }
 
     fn send_file(&mut self, file: &File, offset: &mut u64, count: usize) -> io::Result<usize> {
-        let fd = match &*self {
-            Stream::Tcp(stream) => stream.as_fd(),
-            Stream::Unix(stream) => stream.as_fd(),
-        };
-        sys::sendfile(fd, file, offset, count)
+        match self {
+            // Encrypted in the loop: the kernel cannot encrypt for rustls.
+            Stream::Tls(tls) => tls.send_file(file, offset, count),
+            Stream::Tcp(_) | Stream::Unix(_) => {
+                sys::sendfile(self.socket_fd(), file, offset, count)
+            }
+        }
     }
 
     fn peer_closed(&self) -> bool {
-        let fd = match self {
-            Stream::Tcp(stream) => stream.as_fd(),
-            Stream::Unix(stream) => stream.as_fd(),
-        };
-        sys::peer_closed(fd)
+        sys::peer_closed(self.socket_fd())
+    }
+
+    fn flush_pending(&mut self) -> io::Result<Flushed> {
+        Stream::flush_pending(self)
+    }
+
+    fn close_notify(&mut self) {
+        if let Stream::Tls(tls) = self {
+            tls.close_notify();
+        }
     }
 }
 
@@ -323,8 +342,22 @@ impl Output {
         let mut pull = None;
         let mut progressed = false;
         let step = loop {
+            // What TLS holds of earlier writes goes first; its bytes are progress too. The
+            // response is done only once every byte is in the kernel.
+            let flushed = match socket.flush_pending() {
+                Ok(flushed) => flushed,
+                Err(err) => {
+                    log::debug!("write to {}: {err}", peer_text(peer));
+                    break WriteStep::Close;
+                }
+            };
+            progressed |= flushed.bytes > 0;
             if self.is_sent() {
-                break WriteStep::Done;
+                break if flushed.all {
+                    WriteStep::Done
+                } else {
+                    WriteStep::Waiting
+                };
             }
             if pull.is_none() {
                 pull = self.producer_to_pull();
@@ -493,6 +526,70 @@ mod tests {
             }
             assert_eq!(out.got, b"head\r\nbody!", "max {max}");
         }
+    }
+
+    /// A socket that, like TLS, holds back the bytes written until `pending` flushes are done.
+    struct HoldsBack {
+        inner: Trickle,
+        pending: usize,
+    }
+
+    impl Read for HoldsBack {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    }
+
+    impl Write for HoldsBack {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.inner.write(buf)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Socket for HoldsBack {
+        fn shutdown_write(&mut self) {}
+
+        fn send_file(&mut self, _: &File, _: &mut u64, _: usize) -> io::Result<usize> {
+            unreachable!("no file here")
+        }
+
+        fn peer_closed(&self) -> bool {
+            false
+        }
+
+        fn flush_pending(&mut self) -> io::Result<Flushed> {
+            self.pending = self.pending.saturating_sub(1);
+            Ok(Flushed {
+                bytes: 1,
+                all: self.pending == 0,
+            })
+        }
+    }
+
+    #[test]
+    fn a_response_is_done_only_once_the_socket_holds_nothing_back() {
+        let mut out = Output::new(OutQueue::default(), b"HTTP/1.1 200 OK\r\n\r\n".to_vec());
+        let mut socket = HoldsBack {
+            inner: Trickle {
+                max: 100,
+                got: Vec::new(),
+            },
+            // One flush before the head is written, one after: both leave some behind.
+            pending: 3,
+        };
+        let first = out.write(&mut socket, None);
+        assert!(first.progressed);
+        assert_eq!(
+            first.step,
+            WriteStep::Waiting,
+            "queued, not yet in the kernel"
+        );
+        assert_eq!(out.write(&mut socket, None).step, WriteStep::Done);
+        assert_eq!(socket.inner.got, b"HTTP/1.1 200 OK\r\n\r\n");
     }
 
     #[test]

@@ -130,6 +130,7 @@ impl<'a> Worker<'a> {
                     ping_timeout: websocket.ping_timeout,
                 },
             },
+            tls: context.tls,
             ws_on_stop: websocket.on_stop,
             websockets: 0,
             websockets_closed: false,

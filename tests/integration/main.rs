@@ -21,6 +21,7 @@ mod serve;
 mod spread;
 mod static_files;
 mod supervise;
+mod tls;
 mod trust;
 #[cfg(feature = "python")]
 mod upgrade_abandon;

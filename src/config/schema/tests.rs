@@ -121,7 +121,7 @@ fn key_in_the_wrong_section_names_its_section() {
         [
             "t.toml:1:1: unknown key threads at the top level (threads belongs in [server])",
             "t.toml:2:1: unknown key foo at the top level; every key belongs in a section: \
-                 [server], [limits], [log], [metrics], [app], [websocket]",
+                 [server], [limits], [log], [metrics], [app], [websocket], [tls]",
         ]
     );
 }
@@ -133,10 +133,10 @@ fn unknown_section() {
         ["t.toml:1:2: unknown section [sever] (did you mean \"server\"?)"]
     );
     assert_eq!(
-        errors("[tls]\ncert = \"x\"\n[[route]]\n"),
+        errors("[proxy]\ncert = \"x\"\n[[route]]\n"),
         [
-            "t.toml:1:2: unknown section [tls]; sections are [server], [limits], [log], [metrics], [app], [websocket]",
-            "t.toml:3:3: unknown section [route]; sections are [server], [limits], [log], [metrics], [app], [websocket]",
+            "t.toml:1:2: unknown section [proxy]; sections are [server], [limits], [log], [metrics], [app], [websocket], [tls]",
+            "t.toml:3:3: unknown section [route]; sections are [server], [limits], [log], [metrics], [app], [websocket], [tls]",
         ]
     );
     let errs = errors("[server.tls]\n");

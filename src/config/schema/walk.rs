@@ -78,6 +78,7 @@ pub(crate) fn check_across(doc: &DeTable<'_>, config: &Config, problems: &mut Ve
             ),
         });
     }
+    tls_keys_go_together(doc, config, problems);
     // A budget smaller than one body would refuse that body on an idle worker.
     let limits = &config.limits;
     let budgets = [
@@ -102,6 +103,35 @@ pub(crate) fn check_across(doc: &DeTable<'_>, config: &Config, problems: &mut Ve
                 ),
             });
         }
+    }
+}
+
+/// `[tls]`: `cert` and `key` go together, and `ca` verifies clients of a TLS listener only.
+fn tls_keys_go_together(doc: &DeTable<'_>, config: &Config, problems: &mut Vec<Problem>) {
+    let tls = &config.tls;
+    let problem = |key: &str, message: &str| Problem {
+        offset: value_offset(doc, "tls", key),
+        key: Some(format!("tls.{key}")),
+        message: message.to_owned(),
+    };
+    match (&tls.cert, &tls.key) {
+        (Some(_), None) => problems.push(problem(
+            "cert",
+            "tls.cert is set but tls.key is not: set both (the certificate chain and its \
+             private key), or neither to serve plain HTTP",
+        )),
+        (None, Some(_)) => problems.push(problem(
+            "key",
+            "tls.key is set but tls.cert is not: set both (the certificate chain and its \
+             private key), or neither to serve plain HTTP",
+        )),
+        _ => {}
+    }
+    if tls.ca.is_some() && tls.cert.is_none() && tls.key.is_none() {
+        problems.push(problem(
+            "ca",
+            "tls.ca verifies client certificates, which needs TLS: set tls.cert and tls.key too",
+        ));
     }
 }
 

@@ -553,7 +553,8 @@ impl<S: Socket> Conn<S> {
             WriteStep::Paused => ctx.actions.push_back(Action::Backlog),
             WriteStep::Done | WriteStep::Waiting => {}
         }
-        if up.out.is_sent()
+        // Done, not only queued: over TLS the close frame may still be with rustls.
+        if written.step == WriteStep::Done
             && up.close_sent.is_some()
             && (up.drop_after_close || up.close_received.is_some())
         {

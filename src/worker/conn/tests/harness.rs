@@ -80,7 +80,7 @@ impl Write for Mem {
 }
 
 impl Socket for Mem {
-    fn shutdown_write(&self) {
+    fn shutdown_write(&mut self) {
         self.shut.set(true);
     }
 
