@@ -16,8 +16,9 @@ def main() -> None:
     if not os.access(program, os.X_OK):
         sys.exit(
             f"python -m tine: the tine program is missing from {scripts} "
-            f"(looked for {program}); reinstall the package: "
-            f"{sys.executable} -m pip install --force-reinstall tine"
+            f"(looked for {program}); reinstall tine into this environment: "
+            f"{sys.executable} -m pip install --force-reinstall PATH/TO/tine-VERSION.whl "
+            f"(or `pip install .` in tine's checkout)"
         )
     try:
         os.execv(program, [program, *sys.argv[1:]])
