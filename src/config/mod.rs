@@ -399,7 +399,8 @@ pub struct App {
     /// from the directory tine runs in (after `[server] chdir`).
     pub pythonpath: Vec<PathBuf>,
     /// `python`: the virtual environment whose packages the application imports; `None` means
-    /// the `VIRTUAL_ENV` environment variable's, if it is set (resolved at start-up).
+    /// the `VIRTUAL_ENV` environment variable's, if it is set, else the one tine is installed in
+    /// (resolved at start-up).
     pub virtualenv: Option<PathBuf>,
     /// `python`: environment variables set for the application, in the file's order. Names are
     /// not empty and hold no `=` or NUL; values hold no NUL.

@@ -548,7 +548,7 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
             },
             KeySpec {
                 name: "virtualenv",
-                help: "python: the virtual environment to import from; \"\" is $VIRTUAL_ENV's, if set.",
+                help: "python: the virtual environment to import from; \"\" is $VIRTUAL_ENV's, if set, else the one tine is installed in.",
                 read: |v, c| {
                     c.app.virtualenv = optional_path(v)?;
                     Ok(())

@@ -2,7 +2,7 @@
 //! fork protocol for preload, and the Python-side helpers every other part uses.
 
 use std::cell::Cell;
-use std::ffi::{CStr, CString};
+use std::ffi::{CStr, CString, OsStr};
 use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use pyo3::types::PyModule;
 use super::BUILT_WITH;
 use crate::config::App;
 
-/// A virtualenv tine was asked to use.
+/// A virtualenv tine was asked to use, or found itself installed in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Venv {
     /// Its directory.
@@ -25,23 +25,87 @@ pub struct Venv {
     pub python: PathBuf,
     /// The Python version it was made for (`major.minor`), from its `pyvenv.cfg`.
     pub version: String,
+    /// What named it.
+    pub source: VenvSource,
 }
 
-/// The virtualenv `app` asks for: `[app] virtualenv`, else the `VIRTUAL_ENV` environment
-/// variable; checked to be one, made for the Python tine embeds.
+impl Venv {
+    /// `virtualenv DIR: WHY`, for the start-up log and `--print-config`.
+    pub fn describe(&self) -> String {
+        format!("virtualenv {}: {}", self.dir.display(), self.source.why())
+    }
+}
+
+/// What named the virtualenv tine uses, strongest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VenvSource {
+    /// `[app] virtualenv` (or `--virtualenv`).
+    Config,
+    /// The `VIRTUAL_ENV` environment variable, as activating a virtualenv sets it.
+    Environment,
+    /// The running program is `VENV/bin/tine` and `VENV/pyvenv.cfg` exists: `pip install tine`
+    /// put it there.
+    Installed,
+}
+
+impl VenvSource {
+    /// The setting that named it, as an error message starts.
+    fn setting(self) -> &'static str {
+        match self {
+            VenvSource::Config => "app.virtualenv",
+            VenvSource::Environment => "VIRTUAL_ENV",
+            VenvSource::Installed => "the virtualenv tine is installed in",
+        }
+    }
+
+    /// Why it is used, as the log says it.
+    fn why(self) -> &'static str {
+        match self {
+            VenvSource::Config => "from app.virtualenv",
+            VenvSource::Environment => "from VIRTUAL_ENV",
+            VenvSource::Installed => "the virtualenv tine is installed in",
+        }
+    }
+}
+
+/// Which virtualenv to use: `explicit` (`[app] virtualenv`), else `environment` (the value of
+/// `VIRTUAL_ENV`, unless empty), else the one the program at `exe` is installed in (`exe` is
+/// `VENV/bin/tine` and `is_venv(VENV)`), else none.
+fn choose_venv(
+    explicit: Option<&Path>,
+    environment: Option<&OsStr>,
+    exe: Option<&Path>,
+    is_venv: impl Fn(&Path) -> bool,
+) -> Option<(PathBuf, VenvSource)> {
+    if let Some(dir) = explicit {
+        return Some((dir.to_path_buf(), VenvSource::Config));
+    }
+    if let Some(dir) = environment.filter(|dir| !dir.is_empty()) {
+        return Some((PathBuf::from(dir), VenvSource::Environment));
+    }
+    let installed = exe?.parent()?.parent()?;
+    is_venv(installed).then(|| (installed.to_path_buf(), VenvSource::Installed))
+}
+
+/// The virtualenv `app` runs in (`choose_venv` says which); checked to be one, made for the
+/// Python tine embeds.
 pub fn venv_for(app: &App) -> Result<Option<Venv>, String> {
-    let (dir, source) = match &app.virtualenv {
-        Some(dir) => (dir.clone(), "app.virtualenv"),
-        None => match std::env::var_os("VIRTUAL_ENV") {
-            Some(dir) if !dir.is_empty() => (PathBuf::from(dir), "VIRTUAL_ENV"),
-            _ => return Ok(None),
-        },
+    let environment = std::env::var_os("VIRTUAL_ENV");
+    let exe = std::env::current_exe().ok();
+    let Some((dir, source)) = choose_venv(
+        app.virtualenv.as_deref(),
+        environment.as_deref(),
+        exe.as_deref(),
+        |dir| dir.join("pyvenv.cfg").is_file(),
+    ) else {
+        return Ok(None);
     };
+    let setting = source.setting();
     let dir = std::path::absolute(&dir).unwrap_or(dir);
     let cfg = dir.join("pyvenv.cfg");
     let text = std::fs::read_to_string(&cfg).map_err(|err| {
         format!(
-            "{source}: {} is not a virtualenv: could not read {}: {}",
+            "{setting}: {} is not a virtualenv: could not read {}: {}",
             dir.display(),
             cfg.display(),
             crate::text::describe_io(&err)
@@ -49,14 +113,14 @@ pub fn venv_for(app: &App) -> Result<Option<Venv>, String> {
     })?;
     let version = pyvenv_version(&text).ok_or_else(|| {
         format!(
-            "{source}: {} names no Python version (no `version` line), so tine cannot tell \
+            "{setting}: {} names no Python version (no `version` line), so tine cannot tell \
              whether it fits",
             cfg.display()
         )
     })?;
     if version != BUILT_WITH.version {
         return Err(format!(
-            "{source}: the virtualenv {} was made for Python {version}, but this tine embeds \
+            "{setting}: the virtualenv {} was made for Python {version}, but this tine embeds \
              Python {} ({}); recreate the virtualenv with that Python, or build tine with \
              PYO3_PYTHON=python{version}",
             dir.display(),
@@ -70,7 +134,7 @@ pub fn venv_for(app: &App) -> Result<Option<Venv>, String> {
         .find(|path| path.exists())
         .ok_or_else(|| {
             format!(
-                "{source}: the virtualenv {} has no bin/python",
+                "{setting}: the virtualenv {} has no bin/python",
                 dir.display()
             )
         })?;
@@ -78,6 +142,7 @@ pub fn venv_for(app: &App) -> Result<Option<Venv>, String> {
         dir,
         python,
         version,
+        source,
     }))
 }
 
@@ -184,7 +249,7 @@ pub fn ensure_started(app: &App) -> Result<&'static Interpreter, String> {
         started.version, started.library, started.prefix
     );
     if let Some(venv) = &started.venv {
-        line.push_str(&format!("; virtualenv {}", venv.dir.display()));
+        line.push_str(&format!("; {}", venv.describe()));
     }
     line.push(')');
     log::info!("{line}");
@@ -444,6 +509,43 @@ mod tests {
         assert_eq!(pyvenv_version(uv).as_deref(), Some("3.12"));
         assert_eq!(pyvenv_version("home = /x\n"), None);
         assert_eq!(pyvenv_version("version = three\n"), None);
+    }
+
+    #[test]
+    fn the_virtualenv_named_first_wins_then_the_one_tine_is_installed_in() {
+        let installed = Path::new("/srv/app/.venv");
+        let is_venv = |dir: &Path| dir == installed;
+        let exe = Path::new("/srv/app/.venv/bin/tine");
+        let elsewhere = Path::new("/usr/local/bin/tine");
+        let explicit = Path::new("/srv/other");
+        let active = OsStr::new("/home/me/.venv");
+        let chosen = |explicit, environment, exe| {
+            choose_venv(explicit, environment, exe, is_venv)
+                .map(|(dir, source)| (dir.display().to_string(), source))
+        };
+        let named = |dir: &str, source| Some((dir.to_owned(), source));
+        // [app] virtualenv over everything.
+        assert_eq!(
+            chosen(Some(explicit), Some(active), Some(exe)),
+            named("/srv/other", VenvSource::Config)
+        );
+        // VIRTUAL_ENV over the virtualenv tine is installed in; an empty one says nothing.
+        assert_eq!(
+            chosen(None, Some(active), Some(exe)),
+            named("/home/me/.venv", VenvSource::Environment)
+        );
+        assert_eq!(
+            chosen(None, Some(OsStr::new("")), Some(exe)),
+            named("/srv/app/.venv", VenvSource::Installed)
+        );
+        assert_eq!(
+            chosen(None, None, Some(exe)),
+            named("/srv/app/.venv", VenvSource::Installed)
+        );
+        // A tine outside a virtualenv (cargo's, /usr/local/bin's), or of unknown path: none.
+        assert_eq!(chosen(None, None, Some(elsewhere)), None);
+        assert_eq!(chosen(None, None, Some(Path::new("/tine"))), None);
+        assert_eq!(chosen(None, None, None), None);
     }
 
     #[test]

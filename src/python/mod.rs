@@ -6,8 +6,9 @@
 //! default) or once in the master before the workers are forked (`[app] preload`), using the
 //! fork protocol CPython provides for that.
 //!
-//! A virtualenv (`[app] virtualenv`, else `VIRTUAL_ENV`) is honoured the way its own `python`
-//! would see it: the interpreter starts as `VENV/bin/python`, so `sys.prefix` is the virtualenv
+//! A virtualenv (`[app] virtualenv`, else `VIRTUAL_ENV`, else the one whose `bin/` holds the
+//! running `tine`, as `pip install` puts it there) is honoured the way its own `python` would see
+//! it: the interpreter starts as `VENV/bin/python`, so `sys.prefix` is the virtualenv
 //! and its `site-packages` are on `sys.path`.
 //!
 //! Only the pool threads and the import run Python; the event loop never takes the GIL. Each
@@ -27,8 +28,8 @@ use crate::config::{App, Interface};
 use crate::handler::{BuildError, Handler};
 pub use asgi::Asgi;
 pub use interp::{
-    Interpreter, Venv, after_fork_child, after_fork_parent, before_fork, ensure_started, preload,
-    venv_for,
+    Interpreter, Venv, VenvSource, after_fork_child, after_fork_parent, before_fork,
+    ensure_started, preload, venv_for,
 };
 pub use wsgi::Wsgi;
 
@@ -155,7 +156,7 @@ pub fn describe(app: &crate::config::App) -> Result<String, String> {
         BUILT_WITH.version, BUILT_WITH.executable, BUILT_WITH.libdir
     );
     if let Some(venv) = venv {
-        text.push_str(&format!("; virtualenv {}", venv.dir.display()));
+        text.push_str(&format!("; {}", venv.describe()));
     }
     Ok(text)
 }
