@@ -29,6 +29,7 @@ pub use bind::BindAddr;
 pub use diag::{Diagnostic, Diagnostics, LoadError};
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 
+pub(crate) use bind::unix_proxy_protocol;
 pub(crate) use diag::suggest;
 pub(crate) use schema::{toml_array, toml_string};
 
@@ -145,6 +146,10 @@ pub struct Config {
 pub struct Server {
     /// Addresses to listen on; never empty and without duplicates.
     pub bind: Vec<BindAddr>,
+    /// The addresses of `bind` whose connections begin with a PROXY protocol header (v1 or
+    /// v2), written in the file as a `bind` entry `{ address = "...", proxy_protocol = true }`;
+    /// TCP addresses only, in `bind`'s order.
+    pub proxy_protocol: Vec<BindAddr>,
     /// Pending-connection queue length for each listening socket, 1 to 65535.
     pub backlog: u32,
     /// Number of worker processes.
@@ -215,6 +220,7 @@ impl Default for Server {
                 [127, 0, 0, 1],
                 8000,
             )))],
+            proxy_protocol: Vec::new(),
             backlog: 2048,
             workers: Workers::Auto,
             threads: NonZeroUsize::new(4).expect("4 is not zero"),
