@@ -39,6 +39,13 @@ pub(super) trait Socket: Read + Write {
     /// Whether the client closed its side or reset the connection; bytes it sent before
     /// stay to be read.
     fn peer_closed(&self) -> bool;
+    /// Copies what the socket beneath has to read into `buf`, leaving it there (`MSG_PEEK`):
+    /// the PROXY protocol header, which comes before anything else (a TLS handshake too).
+    /// `Ok(0)` is the end of the stream.
+    fn peek(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Reads from the socket beneath, past any layer over it (TLS): for taking the PROXY
+    /// header's bytes, and only those, off the connection.
+    fn read_raw(&mut self, buf: &mut [u8]) -> io::Result<usize>;
 }
 
 impl Socket for Stream {
@@ -47,19 +54,30 @@ impl Socket for Stream {
     }
 
     fn send_file(&mut self, file: &File, offset: &mut u64, count: usize) -> io::Result<usize> {
-        let fd = match &*self {
-            Stream::Tcp(stream) => stream.as_fd(),
-            Stream::Unix(stream) => stream.as_fd(),
-        };
-        sys::sendfile(fd, file, offset, count)
+        sys::sendfile(raw_fd(self), file, offset, count)
     }
 
     fn peer_closed(&self) -> bool {
-        let fd = match self {
-            Stream::Tcp(stream) => stream.as_fd(),
-            Stream::Unix(stream) => stream.as_fd(),
-        };
-        sys::peer_closed(fd)
+        sys::peer_closed(raw_fd(self))
+    }
+
+    fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        sys::peek(raw_fd(self), buf)
+    }
+
+    fn read_raw(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(stream) => stream.read(buf),
+            Stream::Unix(stream) => stream.read(buf),
+        }
+    }
+}
+
+/// The descriptor of the socket beneath a [`Stream`].
+fn raw_fd(stream: &Stream) -> std::os::fd::BorrowedFd<'_> {
+    match stream {
+        Stream::Tcp(stream) => stream.as_fd(),
+        Stream::Unix(stream) => stream.as_fd(),
     }
 }
 
