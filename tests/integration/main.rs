@@ -12,6 +12,7 @@ mod edges;
 mod forwarded;
 mod listeners;
 mod operate;
+mod proxy_protocol;
 #[cfg(feature = "python")]
 mod python;
 #[cfg(feature = "python")]
