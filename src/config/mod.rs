@@ -46,6 +46,7 @@ pub const KEYS: &[&str] = &[
     "server.timeout",
     "server.boot_timeout",
     "server.graceful_timeout",
+    "server.drain_delay",
     "server.keepalive",
     "server.header_timeout",
     "server.body_timeout",
@@ -165,6 +166,9 @@ pub struct Server {
     pub boot_timeout: Duration,
     /// How long workers may finish in-flight requests on shutdown or restart.
     pub graceful_timeout: Duration,
+    /// On SIGTERM, how long the master answers `/healthz` with 503 while the workers keep
+    /// accepting and serving, before the graceful stop; zero stops at once.
+    pub drain_delay: Duration,
     /// How long an idle keep-alive connection stays open; zero disables keep-alive.
     pub keepalive: Duration,
     /// A request head must arrive in full within this; never zero.
@@ -228,6 +232,7 @@ impl Default for Server {
             timeout: Duration::from_secs(30),
             boot_timeout: Duration::from_secs(120),
             graceful_timeout: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
             keepalive: Duration::from_secs(75),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),

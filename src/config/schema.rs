@@ -166,6 +166,15 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                 write: |c| toml_string(&format_duration(c.server.graceful_timeout)),
             },
             KeySpec {
+                name: "drain_delay",
+                help: "On SIGTERM, how long /healthz answers 503 while workers keep serving, before the graceful stop.",
+                read: |v, c| {
+                    c.server.drain_delay = read_duration(v, false)?;
+                    Ok(())
+                },
+                write: |c| toml_string(&format_duration(c.server.drain_delay)),
+            },
+            KeySpec {
                 name: "keepalive",
                 help: "How long an idle keep-alive connection is kept open; \"0s\" disables.",
                 read: |v, c| {

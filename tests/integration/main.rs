@@ -8,6 +8,7 @@ mod attacks;
 mod budget;
 mod cgroup;
 mod cli;
+mod drain;
 mod edges;
 mod forwarded;
 mod listeners;
