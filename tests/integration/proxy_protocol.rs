@@ -191,3 +191,28 @@ fn the_client_is_remote_addr_and_remote_port() {
     let response = read_response(&mut stream).unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
     assert_eq!(response.text(), "2001:db8::7 40001", "{}", server.log());
 }
+
+#[test]
+fn a_reload_turns_it_on_for_the_new_workers_on_the_same_socket() {
+    let server = TestServer::start("workers = 1");
+    assert_eq!(server.get("/").status, 200);
+    // The same address, written as a table: the socket is kept, the new workers expect the
+    // header.
+    std::fs::write(
+        server.dir().join("tine.toml"),
+        "[server]\nbind = [{ address = \"127.0.0.1:0\", proxy_protocol = true }]\nworkers = 1\n",
+    )
+    .unwrap();
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    server.wait_log("reload complete");
+    assert_eq!(exchange(&server, GET), b"", "{}", server.log());
+    let response = exchange(
+        &server,
+        &[&b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 443\r\n"[..], GET].concat(),
+    );
+    assert!(
+        response.starts_with(b"HTTP/1.1 200 "),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+}
