@@ -1,7 +1,8 @@
 //! Taking connections: the listeners' registration as [`Admission`](super::admission::Admission)
 //! decides it, accepting in batches, each connection left to a worker that holds fewer when
 //! one does (the offers read from the scoreboard), an idle connection giving way at
-//! `max_connections`, and a new connection's first read.
+//! `max_connections`, a new connection's first read, and refusing a PROXY protocol listener's
+//! connections from peers not trusted to send the header.
 
 use std::io;
 use std::net::SocketAddr;
@@ -264,9 +265,7 @@ impl Worker<'_> {
         // arrived before registration are not guaranteed, so look now.
         self.drive(index, Conn::read);
     }
-}
 
-impl Worker<'_> {
     /// Whether `peer` may send a PROXY header: it is in `[server] forwarded_allow_ips`, as
     /// for forwarded headers (a unix socket's peer, which has no address, is not).
     fn trusts(&self, peer: Option<SocketAddr>) -> bool {
