@@ -134,21 +134,36 @@ enum V1Family {
     Unknown,
 }
 
+/// How a v1 line's bytes so far end.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LineEnd {
+    /// With its CRLF.
+    Crlf,
+    /// Not yet: the CRLF may still come.
+    Open,
+    /// With a CR or LF out of place.
+    Broken,
+    /// Without a CRLF in 107 bytes.
+    TooLong,
+}
+
 fn parse_v1(bytes: &[u8]) -> Result<Status, Invalid> {
     let window = &bytes[..bytes.len().min(MAX_V1)];
-    let (line, complete) = match window.iter().position(|&b| b == b'\r' || b == b'\n') {
-        Some(at) if window[at] == b'\n' => return Err(Invalid::V1Syntax),
+    let (line, end) = match window.iter().position(|&b| b == b'\r' || b == b'\n') {
+        Some(at) if window[at] == b'\n' => (&window[..at], LineEnd::Broken),
         Some(at) => match window.get(at + 1) {
-            Some(b'\n') => (&window[..at], true),
-            Some(_) => return Err(Invalid::V1Syntax),
+            Some(b'\n') => (&window[..at], LineEnd::Crlf),
+            Some(_) => (&window[..at], LineEnd::Broken),
             // The CR is the last byte so far; the LF may follow (a CR at byte 107 cannot).
-            None if at + 1 < MAX_V1 => (&window[..at], false),
-            None => return Err(Invalid::V1TooLong),
+            None if at + 1 < MAX_V1 => (&window[..at], LineEnd::Open),
+            None => (&window[..at], LineEnd::TooLong),
         },
-        None if window.len() >= MAX_V1 => return Err(Invalid::V1TooLong),
-        None => (window, false),
+        None if window.len() >= MAX_V1 => (window, LineEnd::TooLong),
+        None => (window, LineEnd::Open),
     };
-    // Every token but the last so far is whole; so is the last once the CRLF is in.
+    // The tokens are judged first, so that the first bad byte decides the reason, whatever
+    // follows it. Every token but the last so far is whole; so is the last once the CRLF is in.
+    let complete = end == LineEnd::Crlf;
     let tokens: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
     let mut family = None;
     for (index, token) in tokens.iter().enumerate() {
@@ -168,8 +183,11 @@ fn parse_v1(bytes: &[u8]) -> Result<Status, Invalid> {
             _ => return Err(Invalid::V1Syntax),
         }
     }
-    if !complete {
-        return Ok(Status::Partial);
+    match end {
+        LineEnd::Crlf => {}
+        LineEnd::Open => return Ok(Status::Partial),
+        LineEnd::Broken => return Err(Invalid::V1Syntax),
+        LineEnd::TooLong => return Err(Invalid::V1TooLong),
     }
     let source = match family {
         Some(V1Family::Unknown) => None,

@@ -229,3 +229,63 @@ fn every_reason_reads_as_a_sentence() {
             .contains(&MAX_HEADER.to_string())
     );
 }
+
+/// The fuzz target's properties (fuzz/fuzz_targets/proxy_protocol.rs) over valid headers
+/// mutated at random, a fixed sequence: complete and partial answers hold for every prefix,
+/// and a refusal holds, for the same reason, whatever follows.
+#[test]
+fn mutated_headers_keep_the_parsers_promises() {
+    let mut x: u64 = 0x1234_5678_9abc_def1;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let seeds: Vec<Vec<u8>> = valid().into_iter().map(|(b, _)| b).collect();
+    for round in 0..20_000 {
+        let mut data = seeds[(next() as usize) % seeds.len()].clone();
+        for _ in 0..(next() % 8) {
+            let at = (next() as usize) % (data.len() + 1);
+            match next() % 3 {
+                0 if at < data.len() => data[at] = next() as u8,
+                1 => data.insert(
+                    at,
+                    b"0123456789.: \r\nPROXYTCPUNKNOWN6f"[(next() % 32) as usize],
+                ),
+                _ if at < data.len() => {
+                    data.remove(at);
+                }
+                _ => {}
+            }
+        }
+        let answer = parse(&data);
+        match answer {
+            Ok(Status::Complete(h)) => {
+                assert!(
+                    h.len <= data.len() && h.len <= MAX_HEADER,
+                    "{round} {data:?}"
+                );
+                assert_eq!(parse(&data[..h.len]), answer, "{data:?}");
+                for cut in 0..h.len {
+                    assert_eq!(parse(&data[..cut]), Ok(Status::Partial), "{data:?} {cut}");
+                }
+            }
+            Ok(Status::Partial) => {
+                for cut in 0..data.len() {
+                    assert_eq!(parse(&data[..cut]), Ok(Status::Partial), "{data:?} {cut}");
+                }
+            }
+            Err(reason) => {
+                let mut longer = data.clone();
+                longer.extend_from_slice(b" 1\r\n");
+                assert_eq!(
+                    parse(&longer),
+                    Err(reason),
+                    "{:?}",
+                    String::from_utf8_lossy(&data)
+                );
+            }
+        }
+    }
+}
