@@ -58,6 +58,10 @@ SERVER OPTIONS:
                         is given)
         --uds PATH      uvicorn's: listen on the unix socket PATH, as
                         --bind unix:PATH
+        --proxy-protocol
+                        Every --bind (or server.bind) address expects a PROXY
+                        protocol header (v1 or v2) from a balancer in
+                        forwarded_allow_ips, as gunicorn's flag
     -w, --workers N     Worker processes: a positive number or \"auto\"
                         (2 x cpus + 1, cgroup quotas and affinity honoured;
                         under a cgroup memory limit, no more workers than fit
@@ -338,6 +342,7 @@ pub(crate) const KEY_FLAGS: &[KeyFlag] = &[
 const OTHER_FLAGS: &[&str] = &[
     "--config",
     "--bind",
+    "--proxy-protocol",
     "--workers",
     "--threads",
     "--env",
@@ -514,6 +519,8 @@ fn seconds_as_duration(arg: &str) -> String {
 pub struct Overrides {
     /// `--bind`, in order; empty means "use the file's".
     pub bind: Vec<BindAddr>,
+    /// `--proxy-protocol`: every address of `bind` expects a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// `--workers`.
     pub workers: Option<Workers>,
     /// `--threads`.
@@ -533,6 +540,11 @@ impl Overrides {
     pub(crate) fn apply(&self, config: &mut Config) {
         if !self.bind.is_empty() {
             config.server.bind = self.bind.clone();
+            // The file's PROXY protocol listeners went with its addresses.
+            config.server.proxy_protocol.clear();
+        }
+        if self.proxy_protocol {
+            config.server.proxy_protocol = config.server.bind.clone();
         }
         if let Some(workers) = self.workers {
             config.server.workers = workers;
@@ -650,6 +662,10 @@ where
                 command.overrides.bind.push(addr);
                 listen.bind.get_or_insert_with(|| name.to_owned());
             }
+            "--proxy-protocol" if inline.is_some() => {
+                return Err(UsageError(format!("{name} takes no value")));
+            }
+            "--proxy-protocol" => command.overrides.proxy_protocol = true,
             "--host" => listen.host = Some(utf8(value(name)?, name)?),
             "--port" => listen.port = Some(utf8(value(name)?, name)?),
             "--uds" => listen.uds = Some(utf8(value(name)?, name)?),
@@ -732,6 +748,18 @@ where
     }
     if factory {
         call_factory(&mut command.overrides)?;
+    }
+    if command.overrides.proxy_protocol
+        && let Some(unix) = command
+            .overrides
+            .bind
+            .iter()
+            .find(|b| matches!(b, BindAddr::Unix(_)))
+    {
+        return Err(UsageError(format!(
+            "--proxy-protocol: {}",
+            crate::config::unix_proxy_protocol(&unix.to_string())
+        )));
     }
     Ok(command)
 }

@@ -39,6 +39,7 @@ pub mod master;
 pub mod pidfile;
 pub mod pool;
 pub mod protocol;
+pub mod proxy_protocol;
 #[cfg(feature = "python")]
 pub mod python;
 pub mod status;

@@ -108,7 +108,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Whether the server takes connections (for `/healthz`).
+    /// Whether the server takes connections and wants more (for `/healthz`): not while it
+    /// drains before a stop (`[server] drain_delay`), when it serves on but wants a balancer
+    /// to send no more.
     pub fn healthy(&self) -> bool {
         matches!(self.phase, "running" | "reloading")
     }
@@ -652,6 +654,23 @@ mod tests {
             totals,
             restarts: vec![("crashed", 1), ("hung", 0)],
             listen_queues: vec![("127.0.0.1:8000".to_owned(), 4)],
+        }
+    }
+
+    #[test]
+    fn only_a_serving_master_is_healthy() {
+        for (phase, healthy) in [
+            ("starting", false),
+            ("running", true),
+            ("reloading", true),
+            // SIGTERM with drain_delay: the workers serve on, the balancer is told to leave.
+            ("draining", false),
+            ("stopping", false),
+        ] {
+            let snapshot = Snapshot { phase, ..sample() };
+            assert_eq!(snapshot.healthy(), healthy, "{phase}");
+            let up = format!("tine_up {}\n", u8::from(healthy));
+            assert!(render_prometheus(&snapshot).contains(&up), "{phase}");
         }
     }
 

@@ -814,3 +814,38 @@ fn tls_flags_set_the_tls_section_by_gunicorns_and_uvicorns_names() {
     ]);
     assert_eq!(u.tls, c.tls);
 }
+
+#[test]
+fn proxy_protocol_turns_on_for_every_bind() {
+    let proxied = |args: &[&str]| -> Vec<String> {
+        config_from(args)
+            .server
+            .proxy_protocol
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    assert_eq!(proxied(&[]), Vec::<String>::new());
+    assert_eq!(proxied(&["--proxy-protocol"]), ["127.0.0.1:8000"]);
+    assert_eq!(
+        proxied(&["-b", "0.0.0.0:80", "--proxy-protocol", "--bind", "[::]:80"]),
+        ["0.0.0.0:80", "[::]:80"]
+    );
+    // --bind replaces the file's addresses, and with them its PROXY listeners.
+    let command = parse_strs(&["--bind", "0.0.0.0:81"]).unwrap();
+    let mut config = Config::from_toml_str(
+        "t.toml",
+        "[server]\nbind = { address = \"0.0.0.0:80\", proxy_protocol = true }\n",
+    )
+    .unwrap();
+    command.overrides.apply(&mut config);
+    assert!(config.server.proxy_protocol.is_empty());
+    assert_eq!(
+        usage_error(&["--proxy-protocol=yes"]),
+        "--proxy-protocol takes no value"
+    );
+    assert!(
+        usage_error(&["--uds", "/run/t.sock", "--proxy-protocol"])
+            .starts_with("--proxy-protocol: proxy_protocol on \"unix:/run/t.sock\": "),
+    );
+}

@@ -55,6 +55,16 @@ impl FromStr for BindAddr {
     }
 }
 
+/// Why a unix socket cannot take PROXY protocol headers, for the file and the command line.
+pub(crate) fn unix_proxy_protocol(address: &str) -> String {
+    format!(
+        "proxy_protocol on {}: a PROXY header is believed only from a peer in \
+         forwarded_allow_ips, and a unix socket's peer has no address; listen on TCP for the \
+         balancer, or leave proxy_protocol off",
+        quote(address)
+    )
+}
+
 fn parse_unix(path: &str) -> Result<BindAddr, String> {
     if path.is_empty() {
         return Err("the unix socket path is empty; write it after \"unix:\", \

@@ -30,6 +30,7 @@ pub use bind::BindAddr;
 pub use diag::{Diagnostic, Diagnostics, LoadError};
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 
+pub(crate) use bind::unix_proxy_protocol;
 pub(crate) use diag::suggest;
 pub(crate) use schema::{toml_array, toml_string};
 
@@ -46,6 +47,7 @@ pub const KEYS: &[&str] = &[
     "server.timeout",
     "server.boot_timeout",
     "server.graceful_timeout",
+    "server.drain_delay",
     "server.keepalive",
     "server.header_timeout",
     "server.body_timeout",
@@ -151,6 +153,10 @@ pub struct Config {
 pub struct Server {
     /// Addresses to listen on; never empty and without duplicates.
     pub bind: Vec<BindAddr>,
+    /// The addresses of `bind` whose connections begin with a PROXY protocol header (v1 or
+    /// v2), written in the file as a `bind` entry `{ address = "...", proxy_protocol = true }`;
+    /// TCP addresses only, in `bind`'s order.
+    pub proxy_protocol: Vec<BindAddr>,
     /// Pending-connection queue length for each listening socket, 1 to 65535.
     pub backlog: u32,
     /// Number of worker processes.
@@ -166,6 +172,9 @@ pub struct Server {
     pub boot_timeout: Duration,
     /// How long workers may finish in-flight requests on shutdown or restart.
     pub graceful_timeout: Duration,
+    /// On SIGTERM, how long the master answers `/healthz` with 503 while the workers keep
+    /// accepting and serving, before the graceful stop; zero stops at once.
+    pub drain_delay: Duration,
     /// How long an idle keep-alive connection stays open; zero disables keep-alive.
     pub keepalive: Duration,
     /// A request head must arrive in full within this; never zero.
@@ -221,6 +230,7 @@ impl Default for Server {
                 [127, 0, 0, 1],
                 8000,
             )))],
+            proxy_protocol: Vec::new(),
             backlog: 2048,
             workers: Workers::Auto,
             threads: NonZeroUsize::new(4).expect("4 is not zero"),
@@ -228,6 +238,7 @@ impl Default for Server {
             timeout: Duration::from_secs(30),
             boot_timeout: Duration::from_secs(120),
             graceful_timeout: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
             keepalive: Duration::from_secs(75),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),

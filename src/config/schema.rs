@@ -70,12 +70,33 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
         keys: &[
             KeySpec {
                 name: "bind",
-                help: "Addresses to listen on: \"IP:PORT\", \"[IPv6]:PORT\" or \"unix:PATH\".",
+                help: "Addresses to listen on: \"IP:PORT\", \"[IPv6]:PORT\" or \"unix:PATH\"; { address = \"IP:PORT\", proxy_protocol = true } for a PROXY protocol listener.",
                 read: |v, c| {
-                    c.server.bind = read_bind(v)?;
+                    let binds = read_bind(v)?;
+                    c.server.proxy_protocol = binds
+                        .iter()
+                        .filter(|(_, proxy)| *proxy)
+                        .map(|(addr, _)| addr.clone())
+                        .collect();
+                    c.server.bind = binds.into_iter().map(|(addr, _)| addr).collect();
                     Ok(())
                 },
-                write: |c| toml_array(c.server.bind.iter().map(ToString::to_string)),
+                write: |c| {
+                    let entries: Vec<String> = c
+                        .server
+                        .bind
+                        .iter()
+                        .map(|addr| {
+                            let address = toml_string(&addr.to_string());
+                            if c.server.proxy_protocol.contains(addr) {
+                                format!("{{ address = {address}, proxy_protocol = true }}")
+                            } else {
+                                address
+                            }
+                        })
+                        .collect();
+                    format!("[{}]", entries.join(", "))
+                },
             },
             KeySpec {
                 name: "backlog",
@@ -143,6 +164,15 @@ pub(crate) const SCHEMA: &[SectionSpec] = &[
                     Ok(())
                 },
                 write: |c| toml_string(&format_duration(c.server.graceful_timeout)),
+            },
+            KeySpec {
+                name: "drain_delay",
+                help: "On SIGTERM, how long /healthz answers 503 while workers keep serving, before the graceful stop.",
+                read: |v, c| {
+                    c.server.drain_delay = read_duration(v, false)?;
+                    Ok(())
+                },
+                write: |c| toml_string(&format_duration(c.server.drain_delay)),
             },
             KeySpec {
                 name: "keepalive",

@@ -139,8 +139,17 @@ enum Phase {
     Reloading(Reload),
     /// Serving while a new master starts (SIGUSR2).
     Upgrading(Upgrade),
+    /// SIGTERM came with `[server] drain_delay`: `/healthz` answers 503 while the workers
+    /// serve on, until the graceful stop begins.
+    Draining(Drain),
     /// Stopping: the workers are told, and the master exits once they are gone.
     Stopping(Stop),
+}
+
+/// A drain under way: the graceful stop it leads to begins at `until`.
+#[derive(Debug)]
+struct Drain {
+    until: Instant,
 }
 
 /// A stop under way.
@@ -181,6 +190,7 @@ impl Phase {
             Phase::Starting { .. } => "starting",
             Phase::Running | Phase::Upgrading(_) => "running",
             Phase::Reloading(_) => "reloading",
+            Phase::Draining(_) => "draining",
             Phase::Stopping(_) => "stopping",
         }
     }
@@ -385,6 +395,11 @@ impl<'a> Master<'a> {
             self.report_status();
             self.watch_workers_load();
             self.watch_upgrade();
+            if let Phase::Draining(drain) = &self.phase
+                && Instant::now() >= drain.until
+            {
+                self.begin_stop(StopKind::Graceful("drain_delay over"));
+            }
             if let Phase::Stopping(stop) = &mut self.phase {
                 if self.table.live_count() == 0 {
                     let failure = stop.failure.take();
@@ -450,10 +465,14 @@ impl<'a> Master<'a> {
         if let Some(at) = self.table.next_restart() {
             timeout = timeout.min(at.saturating_duration_since(now));
         }
-        if let Phase::Stopping(stop) = &self.phase
-            && !stop.killed
-        {
-            timeout = timeout.min(stop.deadline.saturating_duration_since(now));
+        match &self.phase {
+            Phase::Stopping(stop) if !stop.killed => {
+                timeout = timeout.min(stop.deadline.saturating_duration_since(now));
+            }
+            Phase::Draining(drain) => {
+                timeout = timeout.min(drain.until.saturating_duration_since(now));
+            }
+            _ => {}
         }
         timeout
     }
@@ -467,6 +486,15 @@ impl<'a> Master<'a> {
                     log::info!("upgrade: the new master (pid {child}) has taken over");
                     let _ = sys::sd_notify(&format!("MAINPID={child}"));
                     self.begin_stop(StopKind::HandedOver(child));
+                }
+                Phase::Draining(_) => {
+                    log::info!("SIGTERM again: the drain ends now");
+                    self.begin_stop(StopKind::Graceful("SIGTERM"));
+                }
+                Phase::Running | Phase::Reloading(_)
+                    if !self.config.server.drain_delay.is_zero() =>
+                {
+                    self.begin_drain();
                 }
                 _ => self.begin_stop(StopKind::Graceful("SIGTERM")),
             },
@@ -529,6 +557,9 @@ impl<'a> Master<'a> {
         };
         match &mut self.phase {
             Phase::Stopping(_) => {}
+            Phase::Draining(_) => {
+                log::info!("{signal} ignored: draining before the stop");
+            }
             Phase::Running => self.start_next(Some(next)),
             Phase::Starting { next: pending, .. } => {
                 log::info!("{signal}: runs once every worker is up");
@@ -557,6 +588,23 @@ impl<'a> Master<'a> {
             Some(Next::Reload) => self.begin_reload(),
             Some(Next::Upgrade) => self.begin_upgrade(),
         }
+    }
+
+    /// SIGTERM with `drain_delay`: `/healthz` turns 503 (the phase says `draining`) while
+    /// the workers keep serving; the graceful stop begins when the delay is over. A reload
+    /// under way is left where it is: its workers serve the drain like the others.
+    fn begin_drain(&mut self) {
+        let delay = self.config.server.drain_delay;
+        self.phase = Phase::Draining(Drain {
+            until: Instant::now() + delay,
+        });
+        let delay = crate::config::format_duration(delay);
+        log::info!(
+            "SIGTERM: draining for {delay} before stopping (drain_delay): /healthz answers 503"
+        );
+        let _ = sys::sd_notify(&format!(
+            "STOPPING=1\nSTATUS=draining for {delay} before stopping"
+        ));
     }
 
     fn begin_stop(&mut self, kind: StopKind) {

@@ -605,6 +605,19 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
         .map_err(io::Error::from)
 }
 
+/// Copies what `socket` has to read into `buf` without taking it (`recv` with `MSG_PEEK`):
+/// the same bytes are there for the next read. `Ok(0)` is the end of the stream;
+/// `WouldBlock` when nothing has come.
+pub fn peek(socket: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    use nix::sys::socket::{MsgFlags, recv};
+    recv(
+        socket.as_raw_fd(),
+        buf,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)
+}
+
 /// Whether the peer of `socket` has closed its side (or reset the connection): a peek finds
 /// the end of the stream. Bytes waiting to be read are left where they are.
 pub fn peer_closed(socket: std::os::fd::BorrowedFd<'_>) -> bool {

@@ -1,11 +1,12 @@
 //! Taking connections: the listeners' registration as [`Admission`](super::admission::Admission)
 //! decides it, accepting in batches, each connection left to a worker that holds fewer when
 //! one does (the offers read from the scoreboard), an idle connection giving way at
-//! `max_connections`, and a new connection's first read.
+//! `max_connections`, a new connection's first read, and refusing a PROXY protocol listener's
+//! connections from peers not trusted to send the header.
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::{Interest, Token};
 
@@ -233,6 +234,19 @@ impl Worker<'_> {
         peer: Option<SocketAddr>,
         listener: usize,
     ) {
+        let proxy_protocol = self
+            .listener_info
+            .get(listener)
+            .is_some_and(|info| info.proxy_protocol);
+        if proxy_protocol && !self.trusts(peer) {
+            self.untrusted_proxies.refused(peer, || {
+                self.listener_info
+                    .get(listener)
+                    .map_or_else(String::new, |info| info.addr.to_string())
+            });
+            // Dropping the stream closes it: nothing is read from it, nothing written.
+            return;
+        }
         let index = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
@@ -248,19 +262,65 @@ impl Worker<'_> {
             return;
         }
         self.next_serial += 1;
-        self.conns[index] = Some(Conn::new(
-            stream,
-            peer,
-            listener,
-            self.next_serial,
-            &self.settings,
-        ));
+        let conn = Conn::new(stream, peer, listener, self.next_serial, &self.settings);
+        self.conns[index] = Some(if proxy_protocol {
+            conn.expecting_proxy_header()
+        } else {
+            conn
+        });
         self.admission.load.live += 1;
         self.admission.claim(index, Instant::now());
         self.update_accepting();
         // The client may already have sent its request; edge-triggered events for data that
         // arrived before registration are not guaranteed, so look now.
         self.drive(index, Conn::read);
+    }
+
+    /// Whether `peer` may send a PROXY header: it is in `[server] forwarded_allow_ips`, as
+    /// for forwarded headers (a unix socket's peer, which has no address, is not).
+    fn trusts(&self, peer: Option<SocketAddr>) -> bool {
+        peer.is_some_and(|peer| self.trusted.iter().any(|t| t.contains(peer.ip())))
+    }
+}
+
+/// How often, at most, connections refused for an untrusted PROXY peer are logged.
+const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
+
+/// Connections refused on PROXY protocol listeners because their peer is not trusted: the
+/// first is logged at once, the rest at most every [`REFUSALS_LOGGED_EVERY`], counted.
+#[derive(Debug, Default)]
+pub(super) struct Refusals {
+    /// When the last warning went out.
+    logged: Option<Instant>,
+    /// Refused since then, not yet logged.
+    unlogged: u64,
+}
+
+impl Refusals {
+    /// Counts a refusal of `peer`, and warns when one is due; `listener` names the listener.
+    fn refused(&mut self, peer: Option<SocketAddr>, listener: impl FnOnce() -> String) {
+        self.unlogged += 1;
+        let now = Instant::now();
+        if self
+            .logged
+            .is_some_and(|at| now.duration_since(at) < REFUSALS_LOGGED_EVERY)
+        {
+            return;
+        }
+        let others = match self.unlogged - 1 {
+            0 => String::new(),
+            n => format!(" ({n} more such connections since the last warning)"),
+        };
+        log::warn!(
+            "closed a connection from {} on the PROXY protocol listener {}: the peer is not in \
+             [server] forwarded_allow_ips, so its PROXY header would not be believed{others}; \
+             add the load balancer's address to forwarded_allow_ips, or have clients connect \
+             through the balancer",
+            super::peer_text(peer),
+            listener()
+        );
+        self.logged = Some(now);
+        self.unlogged = 0;
     }
 }
 

@@ -20,6 +20,7 @@ use crate::handler::{BodyStream, RequestBody};
 use crate::http::{self, DateCache, Decoded, Decoder, HttpError, RequestHead, Version};
 use crate::websocket::{Message, handshake};
 use body_in::BodyIn;
+use proxy_header::ProxyWait;
 use upgraded::Upgraded;
 pub(super) use upgraded::{WsSettings, WsTimer};
 
@@ -169,6 +170,9 @@ enum State {
     Taken,
     /// The end: the worker forgets the connection.
     Closed,
+    /// On a `proxy_protocol` listener, before anything else: waiting for the PROXY header
+    /// (see `proxy_header.rs`).
+    ProxyHeader(ProxyWait),
     /// Waiting for, or reading, a request.
     Reading(Reading),
     /// The request is with the application.
@@ -288,6 +292,8 @@ pub(super) enum Expired {
     SlowBody,
     /// A WebSocket's timer ran out.
     WebSocket(WsTimer),
+    /// The PROXY header did not arrive within `header_timeout`.
+    ProxyHeader,
 }
 
 /// What decides whether the connection stays open after the response being written.
@@ -365,6 +371,15 @@ impl<S: Socket> Conn<S> {
         }
     }
 
+    /// A connection on a `proxy_protocol` listener: it reads its PROXY header before
+    /// anything else, within the `header_timeout` its first request has.
+    pub(super) fn expecting_proxy_header(mut self) -> Self {
+        if let State::Reading(reading) = &self.state {
+            self.state = State::ProxyHeader(ProxyWait::new(reading.since, reading.deadline));
+        }
+        self
+    }
+
     /// How many requests the connection handed to the application.
     pub(super) fn requests(&self) -> u32 {
         self.requests
@@ -399,6 +414,7 @@ impl<S: Socket> Conn<S> {
             State::Reading(reading) => {
                 reading.decoder.is_idle() && !request_begun(self.pending_input())
             }
+            State::ProxyHeader(wait) => wait.is_idle(),
             _ => false,
         }
     }
@@ -408,6 +424,7 @@ impl<S: Socket> Conn<S> {
     pub(super) fn idle_since(&self) -> Option<Instant> {
         match &self.state {
             State::Reading(reading) if self.is_idle() => Some(reading.since),
+            State::ProxyHeader(wait) if wait.is_idle() => Some(wait.since),
             _ => None,
         }
     }
@@ -432,9 +449,16 @@ impl<S: Socket> Conn<S> {
         if !self.is_idle() {
             return;
         }
-        if let State::Reading(reading) = &mut self.state {
-            let last_active = reading.deadline.checked_sub(idle_wait).unwrap_or(now);
-            reading.deadline = reading.deadline.min((last_active + DRAIN_IDLE).max(now));
+        match &mut self.state {
+            State::Reading(reading) => {
+                let last_active = reading.deadline.checked_sub(idle_wait).unwrap_or(now);
+                reading.deadline = reading.deadline.min((last_active + DRAIN_IDLE).max(now));
+            }
+            // Nothing has come since it was accepted: a header on its way has a moment.
+            State::ProxyHeader(wait) => {
+                wait.deadline = wait.deadline.min((wait.since + DRAIN_IDLE).max(now));
+            }
+            _ => {}
         }
     }
 
@@ -491,6 +515,9 @@ impl<S: Socket> Conn<S> {
             });
         }
         let deadline = match &self.state {
+            State::ProxyHeader(wait) => {
+                return (now >= wait.deadline).then_some(Expired::ProxyHeader);
+            }
             State::Reading(reading) => reading.deadline,
             State::Writing(writing) => writing.deadline,
             State::Lingering { until } => *until,
@@ -521,6 +548,12 @@ impl<S: Socket> Conn<S> {
                 );
             }
             Expired::SlowBody => self.body_timed_out(ctx),
+            Expired::ProxyHeader => {
+                self.proxy_header_failed(
+                    "its PROXY header did not arrive within header_timeout",
+                    ctx,
+                );
+            }
             Expired::WebSocket(timer) => self.ws_timer(timer, ctx),
             Expired::Idle | Expired::Stalled | Expired::Request(_) | Expired::Stream(_) => {
                 self.close(ctx);
@@ -538,7 +571,7 @@ impl<S: Socket> Conn<S> {
         // out whatever the state; a failure shows at the state's own next read or write.
         let _ = self.stream.flush_pending();
         match self.state {
-            State::Reading(_) => self.read(ctx),
+            State::Reading(_) | State::ProxyHeader(_) => self.read(ctx),
             State::Writing(_) => {
                 self.write(ctx);
                 if self.body_wanted() {
@@ -578,6 +611,9 @@ impl<S: Socket> Conn<S> {
     /// Decodes what is buffered, reading more until a request is complete or the socket has
     /// nothing more for now.
     pub(super) fn read(&mut self, ctx: &mut Ctx<'_>) {
+        if !self.read_proxy_header(ctx) {
+            return;
+        }
         let settings = *ctx.settings;
         let mut spills = 0;
         loop {
@@ -1064,7 +1100,7 @@ impl<S: Socket> Conn<S> {
             }
             State::InApp(_) => ctx.actions.push_back(Action::Gone),
             State::Upgraded(up) => Self::ws_closed(up, ctx),
-            State::Reading(_) | State::Lingering { .. } | State::Taken => {}
+            State::Reading(_) | State::ProxyHeader(_) | State::Lingering { .. } | State::Taken => {}
         }
         self.state = State::Closed;
         ctx.actions.push_back(Action::Close);
@@ -1104,6 +1140,7 @@ fn request_begun(pending: &[u8]) -> bool {
 }
 
 mod body_in;
+mod proxy_header;
 mod respond;
 mod upgraded;
 

@@ -169,9 +169,12 @@ struct Worker<'a> {
     report: std::fs::File,
     signals: Signals,
     listeners: Vec<MioListener>,
-    /// Each listener's address, by the same index, for the requests it brings in; kept when
-    /// the listeners themselves are dropped at a stop.
-    listener_addrs: Vec<Arc<BindAddr>>,
+    /// What the worker knows of each listener, by the same index; kept when the listeners
+    /// themselves are dropped at a stop.
+    listener_info: Vec<ListenerInfo>,
+    /// Connections refused on `proxy_protocol` listeners for coming from a peer not in
+    /// `forwarded_allow_ips`, which a flood would otherwise turn into a flood of warnings.
+    untrusted_proxies: accept::Refusals,
     /// Whether the listeners are registered with the loop.
     accepting: bool,
     /// The load that decides whether to take connections.
@@ -570,8 +573,8 @@ impl<'a> Worker<'a> {
             .forwarded_header(self.forwarded_header)
             .tls(conn.stream.is_tls())
             .body_parts(body);
-        if let Some(addr) = self.listener_addrs.get(conn.listener) {
-            request = request.listener(Arc::clone(addr));
+        if let Some(info) = self.listener_info.get(conn.listener) {
+            request = request.listener(Arc::clone(&info.addr));
         }
         let mut request = request.build();
         if self.access_log.is_some() {
@@ -838,21 +841,35 @@ impl<'a> Worker<'a> {
     }
 }
 
-/// Takes over the listening sockets this worker serves, with each one's address by the same
-/// index.
+/// What a worker knows of one of its listeners.
+struct ListenerInfo {
+    /// The address bound, for the requests it brings in.
+    addr: Arc<BindAddr>,
+    /// Its connections begin with a PROXY protocol header (`[server] bind`'s
+    /// `proxy_protocol`, in this worker's config: a reload that changes it changes it for the
+    /// new workers, on the same socket).
+    proxy_protocol: bool,
+}
+
+/// Takes over the listening sockets this worker serves, with what it knows of each by the
+/// same index; `proxy_protocol` lists the configured addresses that take PROXY headers.
 fn take_listeners(
     owned: Vec<Listener>,
-) -> Result<(Vec<MioListener>, Vec<Arc<BindAddr>>), WorkerError> {
+    proxy_protocol: &[BindAddr],
+) -> Result<(Vec<MioListener>, Vec<ListenerInfo>), WorkerError> {
     let mut listeners = Vec::with_capacity(owned.len());
-    let mut listener_addrs = Vec::with_capacity(owned.len());
+    let mut info = Vec::with_capacity(owned.len());
     for listener in owned {
         let addr = listener
             .local_addr()
             .map_err(|e| WorkerError::Setup(SetupStep::ListenerAddress, e))?;
-        listener_addrs.push(Arc::new(addr));
+        info.push(ListenerInfo {
+            addr: Arc::new(addr),
+            proxy_protocol: proxy_protocol.iter().any(|p| listener.serves(p)),
+        });
         listeners.push(listener.into_mio());
     }
-    Ok((listeners, listener_addrs))
+    Ok((listeners, info))
 }
 
 fn peer_text(peer: Option<SocketAddr>) -> String {

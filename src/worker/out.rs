@@ -50,6 +50,13 @@ pub(super) trait Socket: Read + Write {
     /// `close_notify`, best effort), so a client can tell the end from a cut. Nothing for a
     /// plain socket, whose FIN says it.
     fn close_notify(&mut self) {}
+    /// Copies what the socket beneath has to read into `buf`, leaving it there (`MSG_PEEK`):
+    /// the PROXY protocol header, which comes before anything else (a TLS handshake too).
+    /// `Ok(0)` is the end of the stream.
+    fn peek(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Reads from the socket beneath, past any layer over it (TLS): for taking the PROXY
+    /// header's bytes, and only those, off the connection.
+    fn read_raw(&mut self, buf: &mut [u8]) -> io::Result<usize>;
 }
 
 impl Socket for Stream {
@@ -78,6 +85,19 @@ impl Socket for Stream {
     fn close_notify(&mut self) {
         if let Stream::Tls(tls) = self {
             tls.close_notify();
+        }
+    }
+
+    fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        sys::peek(self.socket_fd(), buf)
+    }
+
+    fn read_raw(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(stream) => stream.read(buf),
+            Stream::Unix(stream) => stream.read(buf),
+            // The PROXY header comes before the handshake: read past rustls.
+            Stream::Tls(tls) => tls.raw_mut().read_raw(buf),
         }
     }
 }
@@ -559,6 +579,14 @@ mod tests {
 
         fn peer_closed(&self) -> bool {
             false
+        }
+
+        fn peek(&self, _: &mut [u8]) -> io::Result<usize> {
+            unreachable!("no PROXY header here")
+        }
+
+        fn read_raw(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            unreachable!("no PROXY header here")
         }
 
         fn flush_pending(&mut self) -> io::Result<Flushed> {

@@ -62,7 +62,8 @@ impl<'a> Worker<'a> {
         let pool = Pool::start(threads, handler, waker, &format!("w{}", context.slot))
             .map_err(|e| WorkerError::Setup(SetupStep::Pool, e))?;
 
-        let (listeners, listener_addrs) = take_listeners(context.listeners)?;
+        let (listeners, listener_info) =
+            take_listeners(context.listeners, &config.server.proxy_protocol)?;
         let server = &config.server;
         let max_requests = (server.max_requests > 0)
             .then(|| server.max_requests + jitter(server.max_requests_jitter));
@@ -101,7 +102,8 @@ impl<'a> Worker<'a> {
             report,
             signals,
             listeners,
-            listener_addrs,
+            listener_info,
+            untrusted_proxies: super::accept::Refusals::default(),
             accepting: false,
             admission: if concurrent {
                 Admission::concurrent(capacity, server.max_connections.get())

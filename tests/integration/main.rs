@@ -8,10 +8,12 @@ mod attacks;
 mod budget;
 mod cgroup;
 mod cli;
+mod drain;
 mod edges;
 mod forwarded;
 mod listeners;
 mod operate;
+mod proxy_protocol;
 #[cfg(feature = "python")]
 mod python;
 #[cfg(feature = "python")]

@@ -81,13 +81,15 @@ pub(super) fn read_workers(value: &Spanned<DeValue<'_>>) -> Result<Workers, Bad>
     }
 }
 
-pub(super) fn read_bind(value: &Spanned<DeValue<'_>>) -> Result<Vec<BindAddr>, Bads> {
+/// `[server] bind`: one entry or a list of them, each a string or an inline table
+/// `{ address = "...", proxy_protocol = true }`; every address with whether it expects a
+/// PROXY protocol header.
+pub(super) fn read_bind(value: &Spanned<DeValue<'_>>) -> Result<Vec<(BindAddr, bool)>, Bads> {
     let items = match value.get_ref() {
-        DeValue::String(s) => {
-            return s
-                .parse::<BindAddr>()
-                .map(|addr| vec![addr])
-                .map_err(|e| bad(value, e).into());
+        DeValue::String(_) | DeValue::Table(_) => {
+            return read_bind_entry(value)
+                .map(|(entry, _)| vec![entry])
+                .map_err(Bads::from);
         }
         DeValue::Array(items) if items.is_empty() => {
             return Err(expected(value, "at least one address").into());
@@ -102,17 +104,14 @@ pub(super) fn read_bind(value: &Spanned<DeValue<'_>>) -> Result<Vec<BindAddr>, B
         }
     };
     // Each accepted address with its spelling, since "[0::1]:8000" duplicates "[::1]:8000".
-    let mut seen: Vec<(BindAddr, &str)> = Vec::with_capacity(items.len());
+    let mut seen: Vec<((BindAddr, bool), &str)> = Vec::with_capacity(items.len());
     let mut bads = Vec::new();
     for item in items {
-        let DeValue::String(written) = item.get_ref() else {
-            bads.push(expected(item, "an address string like \"127.0.0.1:8000\""));
-            continue;
-        };
-        match written.parse::<BindAddr>() {
-            Ok(addr) => match seen.iter().find(|(earlier, _)| *earlier == addr) {
+        match read_bind_entry(item) {
+            Ok((entry, written)) => match seen.iter().find(|((earlier, _), _)| *earlier == entry.0)
+            {
                 Some((_, first)) => {
-                    let same = if first == written {
+                    let same = if *first == written {
                         String::new()
                     } else {
                         format!(" the same address as {} listed before;", quote(first))
@@ -125,16 +124,76 @@ pub(super) fn read_bind(value: &Spanned<DeValue<'_>>) -> Result<Vec<BindAddr>, B
                         ),
                     ));
                 }
-                None => seen.push((addr, written)),
+                None => seen.push((entry, written)),
             },
-            Err(e) => bads.push(bad(item, e)),
+            Err(b) => bads.push(b),
         }
     }
     if bads.is_empty() {
-        Ok(seen.into_iter().map(|(addr, _)| addr).collect())
+        Ok(seen.into_iter().map(|(entry, _)| entry).collect())
     } else {
         Err(Bads(bads))
     }
+}
+
+/// The keys a `bind` entry written as a table accepts.
+const BIND_ENTRY_KEYS: &str = "address, proxy_protocol";
+
+/// One `bind` entry: the address and whether it expects a PROXY header, with the address as
+/// written.
+fn read_bind_entry<'v>(item: &'v Spanned<DeValue<'_>>) -> Result<((BindAddr, bool), &'v str), Bad> {
+    let (address, proxy_protocol) = match item.get_ref() {
+        DeValue::String(_) => (item, false),
+        DeValue::Table(table) => {
+            let mut address = None;
+            let mut proxy_protocol = false;
+            for (name, value) in table {
+                match name.get_ref().as_ref() {
+                    "address" => address = Some(value),
+                    "proxy_protocol" => proxy_protocol = read_bool(value)?,
+                    other => {
+                        return Err(Bad {
+                            offset: name.span().start,
+                            message: format!(
+                                "unknown key {} in a bind entry; a bind entry accepts {BIND_ENTRY_KEYS}",
+                                quote(other)
+                            ),
+                        });
+                    }
+                }
+            }
+            let address = address.ok_or_else(|| {
+                bad(
+                    item,
+                    "a bind entry written as a table needs its address, like \
+                     { address = \"0.0.0.0:8001\", proxy_protocol = true }"
+                        .to_owned(),
+                )
+            })?;
+            (address, proxy_protocol)
+        }
+        _ => {
+            return Err(expected(
+                item,
+                "an address string like \"127.0.0.1:8000\", or a table like \
+                 { address = \"0.0.0.0:8001\", proxy_protocol = true }",
+            ));
+        }
+    };
+    let DeValue::String(written) = address.get_ref() else {
+        return Err(expected(
+            address,
+            "an address string like \"127.0.0.1:8000\"",
+        ));
+    };
+    let addr = written.parse::<BindAddr>().map_err(|e| bad(address, e))?;
+    if proxy_protocol && matches!(addr, BindAddr::Unix(_)) {
+        return Err(bad(
+            address,
+            crate::config::bind::unix_proxy_protocol(written),
+        ));
+    }
+    Ok(((addr, proxy_protocol), written))
 }
 
 pub(super) fn read_duration(value: &Spanned<DeValue<'_>>, positive: bool) -> Result<Duration, Bad> {

@@ -372,7 +372,8 @@ fn bad_bind_addresses_are_each_reported() {
             "t.toml:2:9: server.bind: invalid address \"127.0.0.1\": missing port, like \
                  \"127.0.0.1:8000\"; accepted forms: \"IP:PORT\" like \"127.0.0.1:8000\", \
                  \"[IPv6]:PORT\" like \"[::1]:8000\", or \"unix:PATH\"",
-            "t.toml:2:36: server.bind: expected an address string like \"127.0.0.1:8000\", found 80",
+            "t.toml:2:36: server.bind: expected an address string like \"127.0.0.1:8000\", or a \
+                 table like { address = \"0.0.0.0:8001\", proxy_protocol = true }, found 80",
             "t.toml:2:40: server.bind: invalid address \"unix:\": the unix socket path is empty; \
                  write it after \"unix:\", like \"unix:/run/tine.sock\"",
         ]
@@ -386,6 +387,54 @@ fn bad_bind_addresses_are_each_reported() {
     assert_eq!(
         error_for("server", "bind", "[]"),
         "t.toml:2:8: server.bind: expected at least one address, found an empty array"
+    );
+}
+
+#[test]
+fn bind_entries_may_be_tables_that_turn_on_the_proxy_protocol() {
+    let text = "[server]\nbind = [\"127.0.0.1:8000\", { address = \"0.0.0.0:8001\", \
+                proxy_protocol = true }, { address = \"[::1]:8002\", proxy_protocol = false }]\n";
+    let config = Config::from_toml_str("t.toml", text).unwrap();
+    let addrs: Vec<String> = config.server.bind.iter().map(ToString::to_string).collect();
+    assert_eq!(addrs, ["127.0.0.1:8000", "0.0.0.0:8001", "[::1]:8002"]);
+    assert_eq!(
+        config.server.proxy_protocol,
+        ["0.0.0.0:8001".parse::<crate::config::BindAddr>().unwrap()]
+    );
+    let written = config.to_toml(None);
+    assert!(
+        written.contains(
+            "\nbind = [\"127.0.0.1:8000\", { address = \"0.0.0.0:8001\", proxy_protocol = true }, \
+             \"[::1]:8002\"]\n"
+        ),
+        "{written}"
+    );
+    assert_eq!(Config::from_toml_str("t.toml", &written).unwrap(), config);
+    let single = "[server]\nbind = { address = \"127.0.0.1:9\", proxy_protocol = true }\n";
+    let config = Config::from_toml_str("t.toml", single).unwrap();
+    assert_eq!(config.server.proxy_protocol, config.server.bind);
+}
+
+#[test]
+fn bad_bind_tables_say_what_a_table_takes() {
+    assert_eq!(
+        errors(
+            "[server]\nbind = [{ address = \"127.0.0.1:1\", proxy = true }, { proxy_protocol = true }, \
+             { address = \"127.0.0.1:2\", proxy_protocol = \"yes\" }, \
+             { address = \"unix:/run/t.sock\", proxy_protocol = true }, 8]\n"
+        ),
+        [
+            "t.toml:2:36: server.bind: unknown key \"proxy\" in a bind entry; a bind entry \
+             accepts address, proxy_protocol",
+            "t.toml:2:52: server.bind: a bind entry written as a table needs its address, like \
+             { address = \"0.0.0.0:8001\", proxy_protocol = true }",
+            "t.toml:2:123: server.bind: expected true or false, found \"yes\"",
+            "t.toml:2:144: server.bind: proxy_protocol on \"unix:/run/t.sock\": a PROXY header is \
+             believed only from a peer in forwarded_allow_ips, and a unix socket's peer has no \
+             address; listen on TCP for the balancer, or leave proxy_protocol off",
+            "t.toml:2:189: server.bind: expected an address string like \"127.0.0.1:8000\", or \
+             a table like { address = \"0.0.0.0:8001\", proxy_protocol = true }, found 8",
+        ]
     );
 }
 

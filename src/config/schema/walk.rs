@@ -10,7 +10,7 @@ use super::write::is_bare_key;
 use super::{Bads, SCHEMA, SectionSpec};
 use crate::config::diag::{Problem, describe, suggest};
 use crate::config::units::{format_size, quote};
-use crate::config::{Config, HandlerKind, Interface};
+use crate::config::{BindAddr, Config, HandlerKind, Interface};
 
 /// Checks `doc` against the schema, storing good values into `config` and every problem
 /// into `problems`.
@@ -79,6 +79,17 @@ pub(crate) fn check_across(doc: &DeTable<'_>, config: &Config, problems: &mut Ve
         });
     }
     tls_keys_go_together(doc, config, problems);
+    // `--proxy-protocol` turns it on for every bind, the file's unix sockets too (the file's
+    // own entries are checked as they are read).
+    for addr in &config.server.proxy_protocol {
+        if let BindAddr::Unix(_) = addr {
+            problems.push(Problem {
+                offset: value_offset(doc, "server", "bind"),
+                key: Some("server.bind".to_owned()),
+                message: crate::config::bind::unix_proxy_protocol(&addr.to_string()),
+            });
+        }
+    }
     // A budget smaller than one body would refuse that body on an idle worker.
     let limits = &config.limits;
     let budgets = [

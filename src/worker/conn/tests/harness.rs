@@ -54,6 +54,18 @@ impl Read for Mem {
 }
 
 impl Mem {
+    /// Nothing to read yet, and room for any write.
+    fn empty() -> Mem {
+        Mem {
+            input: VecDeque::new(),
+            written: Vec::new(),
+            max_write: usize::MAX,
+            write_room: usize::MAX,
+            write_fails: false,
+            shut: Cell::new(false),
+        }
+    }
+
     /// How much the next write may take, or why it takes nothing.
     pub(super) fn room(&self, want: usize) -> io::Result<usize> {
         if self.write_fails {
@@ -96,6 +108,32 @@ impl Socket for Mem {
     fn peer_closed(&self) -> bool {
         matches!(self.input.back(), Some(Input::Eof | Input::Fail))
     }
+
+    /// Every byte scripted before the next end or failure, as a socket's buffer holds them.
+    fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut n = 0;
+        for input in &self.input {
+            match input {
+                Input::Bytes(bytes) => {
+                    let take = bytes.len().min(buf.len() - n);
+                    buf[n..n + take].copy_from_slice(&bytes[..take]);
+                    n += take;
+                }
+                Input::Eof => return Ok(n),
+                Input::Fail if n == 0 => return Err(io::ErrorKind::ConnectionReset.into()),
+                Input::Fail => return Ok(n),
+            }
+        }
+        if n == 0 {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    }
+
+    fn read_raw(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read(buf)
+    }
 }
 
 /// A connection over [`Mem`] and what its transitions need.
@@ -134,22 +172,28 @@ impl Test {
     }
 
     pub(super) fn with(settings: Settings) -> Test {
-        let mem = Mem {
-            input: VecDeque::new(),
-            written: Vec::new(),
-            max_write: usize::MAX,
-            write_room: usize::MAX,
-            write_fails: false,
-            shut: Cell::new(false),
-        };
         Test {
-            conn: Conn::new(mem, None, 0, 1, &settings),
+            conn: Conn::new(Mem::empty(), None, 0, 1, &settings),
             settings,
             scratch: vec![0; 64 * 1024],
             dates: DateCache::new(),
             stopping: false,
             budget: BodyBudget::new(u64::MAX, u64::MAX),
         }
+    }
+
+    /// A connection from `peer` on a `proxy_protocol` listener.
+    pub(super) fn proxied(peer: &str) -> Test {
+        let mut test = Test::new();
+        test.conn = Conn::new(
+            Mem::empty(),
+            Some(peer.parse().unwrap()),
+            0,
+            1,
+            &test.settings,
+        )
+        .expecting_proxy_header();
+        test
     }
 
     pub(super) fn send(&mut self, bytes: &[u8]) {
@@ -217,6 +261,7 @@ impl Test {
             State::Closed => "closed",
             State::Taken => "taken",
             State::Reading(_) => "reading",
+            State::ProxyHeader(_) => "proxy header",
             State::InApp(_) => "in app",
             State::Writing(_) => "writing",
             State::Lingering { .. } => "lingering",

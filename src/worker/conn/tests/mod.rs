@@ -4,6 +4,7 @@
 mod body_in;
 mod budget;
 mod harness;
+mod proxy_header;
 mod reading;
 mod websocket;
 mod writing;
