@@ -1,0 +1,167 @@
+//! tine behind nginx, configured by `deploy/nginx/tine.conf` itself (its ports, upstream and
+//! static root changed in a temporary copy): the application sees the client's address from
+//! nginx's X-Forwarded-For and the scheme nginx set, not what the client claimed, and nginx
+//! serves `/static/` from disk. Skipped (a failure under `TINE_REQUIRE_ALL_TESTS`) where nginx
+//! is not installed.
+
+use std::io::Write;
+use std::net::{Ipv6Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::util::{
+    Config, Guarded, Response, TempDir, TestServer, connect, read_response, skip, wait_until,
+};
+
+/// nginx's binary: on the PATH, or where Debian puts it (/usr/sbin, not on every PATH).
+fn nginx_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join("nginx"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A port free on both [::1] and 127.0.0.1 at the time of asking, for nginx's two `listen`
+/// lines (nginx cannot be told to take port 0 and say which it got).
+fn free_port() -> u16 {
+    (0..100)
+        .find_map(|_| {
+            let v6 = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).ok()?;
+            let port = v6.local_addr().ok()?.port();
+            TcpListener::bind(("127.0.0.1", port)).ok().map(|_| port)
+        })
+        .expect("a port free on [::1] and 127.0.0.1")
+}
+
+/// `text` with `from` replaced by `to`, which must occur exactly once: a change to the deploy
+/// config that this test no longer matches fails here, by name, instead of testing something
+/// else.
+fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(
+        text.matches(from).count(),
+        1,
+        "deploy/nginx/tine.conf should hold {from:?} once"
+    );
+    text.replacen(from, to, 1)
+}
+
+/// nginx running deploy/nginx/tine.conf in front of `upstream`, on [::1]:PORT and
+/// 127.0.0.1:PORT, serving /static/ from `static_root`; killed with its workers when dropped.
+struct Nginx {
+    addr: SocketAddr,
+    _process: Guarded,
+    _dir: TempDir,
+}
+
+impl Nginx {
+    fn start(binary: &PathBuf, upstream: SocketAddr, static_root: &std::path::Path) -> Nginx {
+        let dir = TempDir::new();
+        let port = free_port();
+        let site = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx/tine.conf"),
+        )
+        .expect("read deploy/nginx/tine.conf");
+        let site = replace_once(
+            &site,
+            "server 127.0.0.1:8000;",
+            &format!("server {upstream};"),
+        );
+        let site = replace_once(&site, "listen 80;", &format!("listen 127.0.0.1:{port};"));
+        let site = replace_once(&site, "listen [::]:80;", &format!("listen [::1]:{port};"));
+        let site = replace_once(
+            &site,
+            "alias /srv/app/static/;",
+            &format!("alias {}/;", static_root.display()),
+        );
+        let site_path = dir.write("tine.conf", &site);
+        let main = format!(
+            "daemon off;\nerror_log {dir}/error.log info;\npid {dir}/nginx.pid;\nevents {{}}\n\
+             http {{ access_log off; include {site}; }}\n",
+            dir = dir.path().display(),
+            site = site_path.display()
+        );
+        let main_path = dir.write("nginx.conf", &main);
+        let process = Guarded::spawn(
+            Command::new(binary)
+                .arg("-e")
+                .arg("stderr")
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&main_path)
+                .stdin(Stdio::null()),
+        );
+        let addr = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+        wait_until(
+            "nginx accepting connections",
+            || std::net::TcpStream::connect(addr).is_ok(),
+            |up| *up,
+        );
+        Nginx {
+            addr,
+            _process: process,
+            _dir: dir,
+        }
+    }
+
+    /// `raw` (a whole request) on a connection of its own; the response.
+    fn request(&self, raw: &str) -> Response {
+        let mut stream = connect(self.addr);
+        stream.write_all(raw.as_bytes()).unwrap();
+        read_response(&mut stream).expect("a response from nginx")
+    }
+}
+
+#[test]
+fn through_nginx_the_application_sees_the_clients_address_and_nginxs_scheme() {
+    let Some(binary) = nginx_binary() else {
+        skip("behind_nginx: nginx is not installed (Debian: apt-get install nginx-light)");
+        return;
+    };
+    // tine with its defaults for forwarded headers: nginx connects from 127.0.0.1, which
+    // forwarded_allow_ips trusts, as it would on one host.
+    let tine = TestServer::start(Config::new("workers = 1").tables(&format!(
+        "[app]\nhandler = \"python\"\napp = \"hello:app\"\npythonpath = [{:?}]\n",
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/python")
+            .display()
+            .to_string()
+    )));
+    let statics = TempDir::new();
+    statics.write("hello.txt", "static, from nginx\n");
+    let nginx = Nginx::start(&binary, tine.addr, statics.path());
+
+    // The client (at ::1, an address tine does not trust) claims to be another client, and to
+    // have come over https: nginx appends the address it saw and sets the scheme it spoke.
+    let response = nginx.request(
+        "GET /environ HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 203.0.113.9\r\n\
+         X-Forwarded-Proto: https\r\nConnection: close\r\n\r\n",
+    );
+    let environ = response.text();
+    assert_eq!(response.status, 200, "{environ}");
+    for (key, value) in [
+        ("REMOTE_ADDR", "::1"),
+        ("wsgi.url_scheme", "http"),
+        ("HTTP_X_FORWARDED_FOR", "203.0.113.9, ::1"),
+        ("HTTP_X_FORWARDED_PROTO", "http"),
+        ("HTTP_HOST", "example.com"),
+    ] {
+        assert!(
+            environ.contains(&format!("\"{key}\": \"{value}\"")),
+            "{key} should be {value:?} in the environ tine gave the application:\n{environ}"
+        );
+    }
+
+    // The upstream connections are kept alive: nginx sends no `Connection: close` of its own.
+    assert!(
+        !environ.contains("\"HTTP_CONNECTION\""),
+        "nginx should send no Connection header to tine:\n{environ}"
+    );
+
+    let file = nginx.request(
+        "GET /static/hello.txt HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(file.status, 200);
+    assert_eq!(file.text(), "static, from nginx\n");
+}
