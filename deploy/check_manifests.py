@@ -46,6 +46,8 @@ def load(directory):
 
 
 def one(resources, kind, problems):
+    """The (file name, resource) of the only resource of `kind`; (None, None), with a problem
+    noted, when there is not exactly one."""
     found = resources.get(kind, [])
     if len(found) != 1:
         problems.append(f"deploy/kubernetes: {len(found)} {kind} resources; exactly one expected")
@@ -130,13 +132,17 @@ def check(directory, toml_out):
             f"[server] bind in {config_file} ({sorted(bind_ports)}); make them the same"
         )
 
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
-    mounted = [
-        v for m in container.get("volumeMounts", [])
-        if (v := volumes.get(m["name"])) and v.get("configMap", {}).get("name")
-        == config_map["metadata"]["name"] and m["mountPath"] == "/etc/tine"
-    ]
-    if not mounted:
+    config_volumes = {
+        volume["name"]
+        for volume in pod.get("volumes", [])
+        if volume.get("configMap", {}).get("name") == config_map["metadata"]["name"]
+    }
+    mount_paths = {
+        mount["mountPath"]
+        for mount in container.get("volumeMounts", [])
+        if mount["name"] in config_volumes
+    }
+    if "/etc/tine" not in mount_paths:
         problems.append(
             f"{deploy_file}: the ConfigMap {config_map['metadata']['name']} is not mounted at "
             "/etc/tine, where the image's CMD reads tine.toml"
