@@ -113,6 +113,12 @@ impl Nginx {
     }
 }
 
+/// The string value of `key` in the JSON object examples/python/hello.py's /environ answers.
+fn environ_value(environ: &str, key: &str) -> Option<String> {
+    let rest = environ.split(&format!("\"{key}\": \"")).nth(1)?;
+    rest.split('"').next().map(str::to_owned)
+}
+
 #[test]
 fn through_nginx_the_application_sees_the_clients_address_and_nginxs_scheme() {
     let Some(binary) = nginx_binary() else {
@@ -153,10 +159,25 @@ fn through_nginx_the_application_sees_the_clients_address_and_nginxs_scheme() {
         );
     }
 
-    // The upstream connections are kept alive: nginx sends no `Connection: close` of its own.
+    // Upstream keep-alive: nginx sends no Connection header of its own, and requests that
+    // came on separate client connections reach tine on one connection, from one port of
+    // nginx's (REMOTE_PORT is the peer's port; the one nginx worker keeps one idle connection).
     assert!(
         !environ.contains("\"HTTP_CONNECTION\""),
         "nginx should send no Connection header to tine:\n{environ}"
+    );
+    let ports: Vec<String> = (0..3)
+        .map(|_| {
+            let environ = nginx
+                .request("GET /environ HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+                .text();
+            environ_value(&environ, "REMOTE_PORT")
+                .unwrap_or_else(|| panic!("no REMOTE_PORT in {environ}"))
+        })
+        .collect();
+    assert!(
+        ports.iter().all(|port| *port == ports[0]),
+        "nginx should have reused one connection to tine, but came from ports {ports:?}"
     );
 
     let file = nginx.request(
