@@ -1,16 +1,17 @@
 //! tine behind nginx, configured by `deploy/nginx/tine.conf` itself (its ports, upstream and
 //! static root changed in a temporary copy): the application sees the client's address from
-//! nginx's X-Forwarded-For and the scheme nginx set, not what the client claimed, and nginx
-//! serves `/static/` from disk. Skipped (a failure under `TINE_REQUIRE_ALL_TESTS`) where nginx
-//! is not installed.
-
-use std::io::Write;
+//! nginx's X-Forwarded-For and the scheme nginx set, not what the client claimed; requests
+//! reach tine over a kept-alive connection; a WebSocket passes through; nginx serves
+//! `/static/` from disk. Skipped (a failure under `TINE_REQUIRE_ALL_TESTS`) where nginx is not
+//! installed.
+use std::io::{Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::util::{
-    Config, Guarded, Response, TempDir, TestServer, connect, read_response, skip, wait_until,
+    Config, Guarded, Response, TempDir, TestServer, WAIT, connect, python_apps, read_response,
+    read_response_head, skip, wait_until,
 };
 
 /// nginx's binary: on the PATH, or where Debian puts it (/usr/sbin, not on every PATH).
@@ -185,4 +186,81 @@ fn through_nginx_the_application_sees_the_clients_address_and_nginxs_scheme() {
     );
     assert_eq!(file.status, 200);
     assert_eq!(file.text(), "static, from nginx\n");
+}
+
+/// Reads one unmasked server frame whose payload is under 126 bytes: (first byte, payload).
+fn read_small_frame(stream: &mut std::net::TcpStream) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).expect("a frame's head");
+    assert!(
+        head[1] < 126,
+        "an unmasked frame under 126 bytes expected: {head:?}"
+    );
+    let mut payload = vec![0u8; usize::from(head[1])];
+    stream.read_exact(&mut payload).expect("a frame's payload");
+    (head[0], payload)
+}
+
+/// One masked client frame with FIN and `opcode`, its payload under 126 bytes.
+fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x80 | opcode, 0x80 | u8::try_from(payload.len()).unwrap()];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+#[test]
+fn a_websocket_passes_through_nginx() {
+    let Some(binary) = nginx_binary() else {
+        skip("behind_nginx: nginx is not installed (Debian: apt-get install nginx-light)");
+        return;
+    };
+    let state = TempDir::new();
+    let tine = TestServer::builder(Config::new("workers = 1").tables(&format!(
+        "[app]\nhandler = \"python\"\napp = \"ws_app:app\"\npythonpath = [{:?}]\n",
+        python_apps().display().to_string()
+    )))
+    .env("TINE_TEST_STATE", state.path())
+    .start();
+    let statics = TempDir::new();
+    let nginx = Nginx::start(&binary, tine.addr, statics.path());
+
+    let mut stream = connect(nginx.addr);
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    // RFC 6455's example key, whose accept value its section 1.3 gives.
+    stream
+        .write_all(
+            b"GET /echo HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    let response = read_response_head(&mut stream).expect("the handshake's response");
+    assert_eq!(
+        response.status,
+        101,
+        "{response:?}; tine's log:\n{}",
+        tine.log()
+    );
+    assert_eq!(
+        response.header("Sec-WebSocket-Accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+
+    stream
+        .write_all(&masked_frame(0x1, b"through nginx"))
+        .unwrap();
+    assert_eq!(
+        read_small_frame(&mut stream),
+        (0x81, b"through nginx".to_vec())
+    );
+
+    // A close with 1000 is answered with a close, and the connection ends.
+    stream
+        .write_all(&masked_frame(0x8, &1000u16.to_be_bytes()))
+        .unwrap();
+    let (first, payload) = read_small_frame(&mut stream);
+    assert_eq!(first, 0x88, "a close frame expected: {payload:?}");
+    assert_eq!(payload.get(..2), Some(&1000u16.to_be_bytes()[..]));
 }
