@@ -4,6 +4,7 @@
 //! reach tine over a kept-alive connection; a WebSocket passes through; nginx serves
 //! `/static/` from disk. Skipped (a failure under `TINE_REQUIRE_ALL_TESTS`) where nginx is not
 //! installed.
+
 use std::io::{Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
