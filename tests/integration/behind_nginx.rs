@@ -137,7 +137,12 @@ fn through_nginx_the_application_sees_the_clients_address_and_nginxs_scheme() {
             .to_string()
     )));
     let statics = TempDir::new();
-    statics.write("hello.txt", "static, from nginx\n");
+    let file = statics.write("hello.txt", "static, from nginx\n");
+    // nginx's workers run as nobody when the test runs as root: readable whatever the umask.
+    for (path, mode) in [(statics.path(), 0o755), (file.as_path(), 0o644)] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("make the static root readable");
+    }
     let nginx = Nginx::start(&binary, tine.addr, statics.path());
 
     // The client (at ::1, an address tine does not trust) claims to be another client, and to
