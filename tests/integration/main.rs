@@ -5,6 +5,8 @@ mod app;
 #[cfg(feature = "python")]
 mod asgi;
 mod attacks;
+#[cfg(feature = "python")]
+mod behind_nginx;
 mod budget;
 mod cgroup;
 mod cli;
