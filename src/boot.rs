@@ -42,6 +42,10 @@ pub fn run(
             config.server.group.as_deref(),
         )?;
         unix_options(&config).map_err(Error::Identity)?;
+        // The certificate and key as the start (and a reload) would read them: under systemd,
+        // `ExecReload` runs this first, so a broken renewal fails `systemctl reload`.
+        crate::listeners::tls::load(&config.tls)
+            .map_err(|err| Error::Master(crate::master::MasterError::Tls(err)))?;
     }
     if let Mode::Status { json, watch } = command.mode {
         return print_status(&command, &config, json, watch);
@@ -358,9 +362,22 @@ fn serve(
         } else {
             ""
         };
+        // What a client must speak there: TLS (`[tls]`), a PROXY header first.
+        let tls = config.tls.cert.is_some();
+        let proxy = if server.proxy_protocol.contains(&listener.bind) {
+            " (PROXY protocol)"
+        } else {
+            ""
+        };
         match listener.local_addr() {
-            Ok(config::BindAddr::Tcp(addr)) => log::info!("listening on http://{addr}{how}"),
-            Ok(addr) => log::info!("listening on {addr}{how}"),
+            Ok(config::BindAddr::Tcp(addr)) => {
+                let scheme = if tls { "https" } else { "http" };
+                log::info!("listening on {scheme}://{addr}{proxy}{how}");
+            }
+            Ok(addr) => {
+                let tls = if tls { " (TLS)" } else { "" };
+                log::info!("listening on {addr}{tls}{proxy}{how}");
+            }
             Err(err) => log::warn!("listening on a socket whose address is unknown: {err}"),
         }
     }

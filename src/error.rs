@@ -88,6 +88,8 @@ impl Error {
             | Error::Control { .. }
             | Error::ErrorLog { .. } => EXIT_OS,
             Error::Master(MasterError::BootFailed { .. }) => EXIT_INTERNAL,
+            // The `[tls]` files are configuration, as the file naming them is.
+            Error::Master(MasterError::Tls(_)) => EXIT_USAGE,
             Error::Master(_) => EXIT_OS,
         }
     }

@@ -554,3 +554,73 @@ fn an_asgi_websocket_over_tls_is_wss() {
     stream.read_exact(&mut header).unwrap();
     assert_eq!(header[0], 0x88, "then a close frame");
 }
+
+/// On a `proxy_protocol` listener the balancer's PROXY header comes before the TLS handshake,
+/// here in the same write as the ClientHello: the header is taken off the socket and no byte
+/// more, the handshake goes on, and the client it names is the one logged.
+#[test]
+fn a_proxy_header_before_the_handshake_names_the_client() {
+    let setup = Setup::new();
+    let access = setup.dir.path().join("access.log");
+    let server = setup
+        .builder(
+            "workers = 1",
+            &format!(
+                "[log]\naccess_log = {}\naccess_log_format = \"{{remote}}\"\n",
+                toml_string(&access.to_string_lossy())
+            ),
+            "",
+        )
+        .arg("--proxy-protocol")
+        .start();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = ClientConnection::new(setup.client(), name).unwrap();
+    let mut first = b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 443\r\n".to_vec();
+    conn.write_tls(&mut first).unwrap();
+    let mut sock = connect(server.addr);
+    sock.write_all(&first).unwrap();
+    let mut stream = StreamOwned::new(conn, sock);
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .unwrap_or_else(|e| panic!("handshake after the PROXY header: {e}"));
+    }
+    let answer = get_over(&mut stream, "/");
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    let logged = crate::util::wait_until(
+        "the request in the access log",
+        || std::fs::read_to_string(&access).unwrap_or_default(),
+        |text| !text.is_empty(),
+    );
+    assert_eq!(logged.trim(), "203.0.113.7");
+    let log = server.log();
+    assert!(
+        log.contains(&format!(
+            "listening on https://{} (PROXY protocol)",
+            server.addr
+        )),
+        "{log}"
+    );
+}
+
+/// `--check-config` reads the certificate and key as a start would, so `systemctl reload`
+/// (whose unit runs it before the HUP) fails on a renewal that went wrong.
+#[test]
+fn check_config_reads_the_tls_files() {
+    let setup = Setup::new();
+    let config = setup.dir.path().join("tine.toml");
+    std::fs::write(&config, setup.files.table("")).unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let (status, stdout, stderr) =
+        crate::util::run_tine(&setup.dir, &["--check-config", "-c", &config]);
+    assert!(status.success(), "{stdout}{stderr}");
+    // A renewal that wrote a new certificate, but not its key.
+    std::fs::write(&setup.files.cert, setup.ca.issue(false).chain_pem).unwrap();
+    let (status, _, stderr) = crate::util::run_tine(&setup.dir, &["--check-config", "-c", &config]);
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("the key does not match the certificate"),
+        "{stderr}"
+    );
+}

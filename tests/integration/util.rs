@@ -527,9 +527,15 @@ impl TestServer {
         let log = self.log();
         let line = log
             .lines()
-            .find_map(|line| line.split("listening on http://").nth(1))
+            .find_map(|line| {
+                let (_, rest) = line.split_once("listening on ")?;
+                rest.strip_prefix("http://")
+                    .or_else(|| rest.strip_prefix("https://"))
+            })
             .unwrap_or_else(|| panic!("no listening line in log:\n{log}"));
-        line.trim().parse().expect("listening address")
+        // The address, then maybe what it takes ("(PROXY protocol)") and where it came from.
+        let addr = line.split_whitespace().next().unwrap_or_default();
+        addr.parse().expect("listening address")
     }
 
     pub fn signal(&self, signal: Signal) {
