@@ -567,9 +567,13 @@ impl<S: Socket> Conn<S> {
             // New bytes (or the end): worth a read once the connection reads again.
             self.unread = true;
         }
-        // What TLS could not write before (a handshake's answer, the end of a response) goes
-        // out whatever the state; a failure shows at the state's own next read or write.
-        let _ = self.stream.flush_pending();
+        // What TLS could not write before (a handshake's answer, a close_notify) goes out in
+        // states that write nothing of their own; a failure shows at their next read. Writing
+        // and Upgraded flush in their own writes, which count the bytes as progress (for
+        // body_timeout and the WebSocket's write clock): flushed here, those would be lost.
+        if !matches!(self.state, State::Writing(_) | State::Upgraded(_)) {
+            let _ = self.stream.flush_pending();
+        }
         match self.state {
             State::Reading(_) | State::ProxyHeader(_) => self.read(ctx),
             State::Writing(_) => {

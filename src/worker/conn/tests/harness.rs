@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::super::*;
 use crate::handler::Response;
 use crate::http::DateCache;
+use crate::listeners::tls::Flushed;
 
 /// What the client side of the in-memory socket does next when read from.
 pub(super) enum Input {
@@ -29,6 +30,11 @@ pub(super) struct Mem {
     pub(super) write_room: usize,
     pub(super) write_fails: bool,
     pub(super) shut: Cell<bool>,
+    /// Like TLS: written bytes are held (`held`) until [`Socket::flush_pending`] lets them
+    /// out, `flush_room` bytes at most; no write is taken while any are held.
+    pub(super) holds_back: bool,
+    pub(super) held: usize,
+    pub(super) flush_room: usize,
 }
 
 impl Read for Mem {
@@ -63,6 +69,9 @@ impl Mem {
             write_room: usize::MAX,
             write_fails: false,
             shut: Cell::new(false),
+            holds_back: false,
+            held: 0,
+            flush_room: 0,
         }
     }
 
@@ -80,7 +89,13 @@ impl Mem {
 
 impl Write for Mem {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.held > 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         let n = self.room(buf.len())?;
+        if self.holds_back {
+            self.held = n;
+        }
         self.write_room -= n;
         self.written.extend_from_slice(&buf[..n]);
         Ok(n)
@@ -133,6 +148,16 @@ impl Socket for Mem {
 
     fn read_raw(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.read(buf)
+    }
+
+    fn flush_pending(&mut self) -> io::Result<Flushed> {
+        let bytes = self.held.min(self.flush_room);
+        self.held -= bytes;
+        self.flush_room -= bytes;
+        Ok(Flushed {
+            bytes,
+            all: self.held == 0,
+        })
     }
 }
 

@@ -1,7 +1,7 @@
 //! Writing: responses of every kind, streams, files, the write budget, and how writing ends.
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::harness::*;
 use crate::handler::{FileRegion, Response};
@@ -260,4 +260,37 @@ fn a_response_cut_short_says_what_went_out() {
     let actions = test.run(Conn::write);
     assert_eq!(names(&actions), ["close"]);
     assert_eq!(sent(&actions), [body_out as u64]);
+}
+
+/// Over TLS a slow client drains what rustls holds a little at a time: each bit flushed on a
+/// writable event is progress and restarts the write clock (`body_timeout`), as a plain
+/// socket's writes do; else a slow download would be cut while bytes still reach it.
+#[test]
+fn ciphertext_flushed_on_a_writable_event_restarts_the_write_clock() {
+    let mut test = Test::new();
+    test.conn.stream.holds_back = true;
+    test.conn.stream.max_write = 64 * 1024;
+    test.dispatch_get("");
+    test.respond(Response::new(200).with_body(vec![b'x'; 512 * 1024]));
+    // The head goes out whole; the body's first 64 KiB then wait with "TLS".
+    test.conn.stream.flush_room = test.conn.stream.held;
+    test.event();
+    assert_eq!(test.conn.stream.held, 64 * 1024);
+    let before = Instant::now();
+    let State::Writing(writing) = &mut test.conn.state else {
+        panic!("not writing: {}", test.state());
+    };
+    writing.deadline = before;
+    let held = test.conn.stream.held;
+    // The writable event: the kernel takes 10 KiB of what "TLS" holds.
+    test.conn.stream.flush_room = 10 * 1024;
+    test.event();
+    assert_eq!(test.conn.stream.held, held - 10 * 1024);
+    let State::Writing(writing) = &test.conn.state else {
+        panic!("not writing: {}", test.state());
+    };
+    assert!(
+        writing.deadline > before,
+        "bytes reached the client, but the write clock did not restart"
+    );
 }
