@@ -194,6 +194,11 @@ impl Worker<'_> {
         };
         match listener.accept() {
             Ok((stream, peer)) => {
+                // Refused before anything else: an untrusted peer must not make an idle
+                // client give way, nor cost a TLS session.
+                if self.refuses_untrusted(peer, index) {
+                    return Took::Skipped;
+                }
                 let stream = match &self.tls {
                     None => stream,
                     Some(config) => match stream.into_tls(config) {
@@ -234,19 +239,7 @@ impl Worker<'_> {
         peer: Option<SocketAddr>,
         listener: usize,
     ) {
-        let proxy_protocol = self
-            .listener_info
-            .get(listener)
-            .is_some_and(|info| info.proxy_protocol);
-        if proxy_protocol && !self.trusts(peer) {
-            self.untrusted_proxies.refused(peer, || {
-                self.listener_info
-                    .get(listener)
-                    .map_or_else(String::new, |info| info.addr.to_string())
-            });
-            // Dropping the stream closes it: nothing is read from it, nothing written.
-            return;
-        }
+        let proxy_protocol = self.takes_proxy_header(listener);
         let index = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
@@ -274,6 +267,29 @@ impl Worker<'_> {
         // The client may already have sent its request; edge-triggered events for data that
         // arrived before registration are not guaranteed, so look now.
         self.drive(index, Conn::read);
+    }
+
+    /// Whether the listener at `listener` has `proxy_protocol` on.
+    fn takes_proxy_header(&self, listener: usize) -> bool {
+        self.listener_info
+            .get(listener)
+            .is_some_and(|info| info.proxy_protocol)
+    }
+
+    /// On a PROXY protocol listener, whether a connection from `peer` is refused because
+    /// `peer` is not trusted to send the header; counted and (at most every
+    /// [`REFUSALS_LOGGED_EVERY`]) logged. The caller drops the stream, which closes it:
+    /// nothing is read from it, nothing written.
+    fn refuses_untrusted(&mut self, peer: Option<SocketAddr>, listener: usize) -> bool {
+        if !self.takes_proxy_header(listener) || self.trusts(peer) {
+            return false;
+        }
+        self.untrusted_proxies.refused(peer, || {
+            self.listener_info
+                .get(listener)
+                .map_or_else(String::new, |info| info.addr.to_string())
+        });
+        true
     }
 
     /// Whether `peer` may send a PROXY header: it is in `[server] forwarded_allow_ips`, as

@@ -154,6 +154,62 @@ fn a_peer_not_in_forwarded_allow_ips_is_closed_at_once() {
     );
 }
 
+/// A connection to `server` from `source` (another loopback address than 127.0.0.1, which
+/// the tests' servers trust).
+fn connect_from(source: std::net::Ipv4Addr, server: &TestServer) -> TcpStream {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(source, 0)),
+    )
+    .unwrap();
+    let std::net::SocketAddr::V4(addr) = server.addr else {
+        panic!("the test server listens on IPv4");
+    };
+    connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::from(addr),
+    )
+    .unwrap();
+    let stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(crate::util::WAIT)).unwrap();
+    stream
+}
+
+/// At `max_connections`, an idle connection gives way to a new one; not to one refused
+/// because its peer may not send a PROXY header, which would otherwise let anyone who reaches
+/// the port close a real client's connection with each connect.
+#[test]
+fn an_untrusted_peer_does_not_make_an_idle_client_give_way() {
+    let dir = TempDir::new();
+    let server = proxied(
+        &dir,
+        "max_connections = 1\nforwarded_allow_ips = [\"127.0.0.1\"]",
+    )
+    .start();
+    let header = b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 443\r\n";
+    let keep_alive = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut idle = server.connect();
+    idle.write_all(&[&header[..], keep_alive].concat()).unwrap();
+    let first = read_response(&mut idle).unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    assert_eq!(first.status, 200);
+    let mut untrusted = connect_from(std::net::Ipv4Addr::new(127, 0, 0, 2), &server);
+    untrusted.write_all(&[&header[..], GET].concat()).unwrap();
+    assert_eq!(read_to_close(&mut untrusted), b"");
+    server.wait_log("is not in [server] forwarded_allow_ips");
+    idle.write_all(GET).unwrap();
+    let second = read_response(&mut idle)
+        .unwrap_or_else(|e| panic!("the idle client lost its connection: {e}\n{}", server.log()));
+    assert_eq!(second.status, 200);
+}
+
 #[test]
 fn without_proxy_protocol_a_proxy_line_is_a_bad_request() {
     let server = TestServer::start("workers = 1");
