@@ -491,9 +491,18 @@ impl<'a> Master<'a> {
                     log::info!("SIGTERM again: the drain ends now");
                     self.begin_stop(StopKind::Graceful("SIGTERM"));
                 }
-                Phase::Running | Phase::Reloading(_)
-                    if !self.config.server.drain_delay.is_zero() =>
-                {
+                Phase::Running if !self.config.server.drain_delay.is_zero() => {
+                    self.begin_drain();
+                }
+                Phase::Reloading(_) if !self.config.server.drain_delay.is_zero() => {
+                    // The reload is given up: its workers would otherwise be restarted (or
+                    // waited for) through the drain, beside the generation they replace.
+                    let Phase::Reloading(reload) =
+                        std::mem::replace(&mut self.phase, Phase::Running)
+                    else {
+                        unreachable!("matched above");
+                    };
+                    self.rollback_reload(reload, "SIGTERM came before it was complete");
                     self.begin_drain();
                 }
                 _ => self.begin_stop(StopKind::Graceful("SIGTERM")),
@@ -592,7 +601,7 @@ impl<'a> Master<'a> {
 
     /// SIGTERM with `drain_delay`: `/healthz` turns 503 (the phase says `draining`) while
     /// the workers keep serving; the graceful stop begins when the delay is over. A reload
-    /// under way is left where it is: its workers serve the drain like the others.
+    /// under way was rolled back first: the previous generation serves the drain.
     fn begin_drain(&mut self) {
         let delay = self.config.server.drain_delay;
         self.phase = Phase::Draining(Drain {

@@ -320,7 +320,7 @@ impl Master<'_> {
     }
 
     /// Puts the previous generation back after the new one failed to start.
-    fn rollback_reload(&mut self, reload: Reload, why: &str) {
+    pub(super) fn rollback_reload(&mut self, reload: Reload, why: &str) {
         log::error!("reload failed: {why}; going back to the previous config");
         self.config = *reload.old_config;
         self.tls = reload.old_tls;

@@ -75,3 +75,39 @@ fn sigint_during_the_drain_stops_fast() {
     server.wait_exit();
     server.wait_log("SIGINT/SIGQUIT: fast stop");
 }
+
+/// SIGTERM while a reload's workers are still starting: the reload is rolled back (its
+/// workers would otherwise be restarted and waited for through the drain) and the previous
+/// generation serves the drain.
+#[cfg(feature = "python")]
+#[test]
+fn a_sigterm_during_a_reload_rolls_it_back_then_drains() {
+    let dir = crate::util::TempDir::new();
+    dir.write(
+        "slow_import.py",
+        "import time\ntime.sleep(600)\n\n\ndef app(environ, start_response):\n    \
+         start_response('200 OK', [])\n    return [b'never']\n",
+    );
+    let server_keys = "workers = 1\ndrain_delay = \"1s\"\ngraceful_timeout = \"2s\"";
+    let metrics = "[metrics]\nbind = \"127.0.0.1:0\"\n";
+    let mut server = TestServer::builder(server_keys)
+        .tables(metrics)
+        .control_socket()
+        .start();
+    server.rewrite_config(crate::util::Config::new(server_keys).tables(&format!(
+        "{metrics}[app]\nhandler = \"python\"\napp = \"slow_import:app\"\npythonpath = [{}]\n",
+        crate::util::toml_string(&dir.path().to_string_lossy())
+    )));
+    server.signal(Signal::SIGHUP);
+    server.wait_log("reload: starting 1 workers with the new config");
+    server.signal(Signal::SIGTERM);
+    server.wait_log("reload failed: SIGTERM came before it was complete");
+    server.wait_for_notify("STOPPING=1");
+    assert_eq!(healthz(&server).status, 503);
+    // The previous generation (the demo handler) serves the drain.
+    let answer = server.get("/");
+    assert_eq!(answer.status, 200, "{}", server.log());
+    assert_eq!(answer.text(), "Hello, World!");
+    let status = server.wait_exit();
+    assert!(status.success(), "{status}; log:\n{}", server.log());
+}
