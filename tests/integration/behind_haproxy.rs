@@ -159,6 +159,7 @@ fn proxied_tine(server: &str) -> Builder {
         .tables("[metrics]\nbind = \"127.0.0.1:0\"\n")
 }
 
+/// HAProxy's binary; `None`, the test skipped, where it is not installed.
 fn haproxy_binary() -> Option<PathBuf> {
     let binary = sbin_binary("haproxy");
     if binary.is_none() {
