@@ -6,47 +6,14 @@
 //! installed.
 
 use std::io::{Read, Write};
-use std::net::{Ipv6Addr, SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::Path;
 
+use crate::balancer::{DeployFile, environ_value, free_port, hello_app, sbin_binary, start_nginx};
 use crate::util::{
     Config, Guarded, Response, TempDir, TestServer, WAIT, connect, python_apps, read_response,
-    read_response_head, skip, wait_until,
+    read_response_head, skip,
 };
-
-/// nginx's binary: on the PATH, or where Debian puts it (/usr/sbin, not on every PATH).
-fn nginx_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join("nginx"))
-        .find(|candidate| candidate.is_file())
-}
-
-/// A port free on both [::1] and 127.0.0.1 at the time of asking, for nginx's two `listen`
-/// lines (nginx cannot be told to take port 0 and say which it got).
-fn free_port() -> u16 {
-    (0..100)
-        .find_map(|_| {
-            let v6 = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).ok()?;
-            let port = v6.local_addr().ok()?.port();
-            TcpListener::bind(("127.0.0.1", port)).ok().map(|_| port)
-        })
-        .expect("a port free on [::1] and 127.0.0.1")
-}
-
-/// `text` with `from` replaced by `to`, which must occur exactly once: a change to the deploy
-/// config that this test no longer matches fails here, by name, instead of testing something
-/// else.
-fn replace_once(text: &str, from: &str, to: &str) -> String {
-    assert_eq!(
-        text.matches(from).count(),
-        1,
-        "deploy/nginx/tine.conf should hold {from:?} once"
-    );
-    text.replacen(from, to, 1)
-}
 
 /// nginx running deploy/nginx/tine.conf in front of `upstream`, on [::1]:PORT and
 /// 127.0.0.1:PORT, serving /static/ from `static_root`; killed with its workers when dropped.
@@ -57,49 +24,24 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start(binary: &PathBuf, upstream: SocketAddr, static_root: &std::path::Path) -> Nginx {
+    fn start(binary: &Path, upstream: SocketAddr, static_root: &Path) -> Nginx {
         let dir = TempDir::new();
         let port = free_port();
-        let site = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx/tine.conf"),
-        )
-        .expect("read deploy/nginx/tine.conf");
-        let site = replace_once(
-            &site,
-            "server 127.0.0.1:8000;",
-            &format!("server {upstream};"),
-        );
-        let site = replace_once(&site, "listen 80;", &format!("listen 127.0.0.1:{port};"));
-        let site = replace_once(&site, "listen [::]:80;", &format!("listen [::1]:{port};"));
-        let site = replace_once(
-            &site,
-            "alias /srv/app/static/;",
-            &format!("alias {}/;", static_root.display()),
-        );
-        let site_path = dir.write("tine.conf", &site);
-        let main = format!(
-            "daemon off;\nerror_log {dir}/error.log info;\npid {dir}/nginx.pid;\nevents {{}}\n\
-             http {{ access_log off; include {site}; }}\n",
-            dir = dir.path().display(),
-            site = site_path.display()
-        );
-        let main_path = dir.write("nginx.conf", &main);
-        let process = Guarded::spawn(
-            Command::new(binary)
-                .arg("-e")
-                .arg("stderr")
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-c")
-                .arg(&main_path)
-                .stdin(Stdio::null()),
-        );
+        let site = DeployFile::read("nginx/tine.conf")
+            .replace("server 127.0.0.1:8000;", &format!("server {upstream};"))
+            .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
+            .replace("listen [::]:80;", &format!("listen [::1]:{port};"))
+            .replace(
+                "alias /srv/app/static/;",
+                &format!("alias {}/;", static_root.display()),
+            )
+            .write_to(&dir);
         let addr = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
-        wait_until(
-            "nginx accepting connections",
-            || std::net::TcpStream::connect(addr).is_ok(),
-            |up| *up,
+        let main = format!(
+            "events {{}}\nhttp {{ access_log off; include {}; }}\n",
+            site.display()
         );
+        let process = start_nginx(binary, &dir, &main, addr);
         Nginx {
             addr,
             _process: process,
@@ -115,27 +57,15 @@ impl Nginx {
     }
 }
 
-/// The string value of `key` in the JSON object examples/python/hello.py's /environ answers.
-fn environ_value(environ: &str, key: &str) -> Option<String> {
-    let rest = environ.split(&format!("\"{key}\": \"")).nth(1)?;
-    rest.split('"').next().map(str::to_owned)
-}
-
 #[test]
 fn through_nginx_the_application_sees_the_clients_address_and_nginxs_scheme() {
-    let Some(binary) = nginx_binary() else {
+    let Some(binary) = sbin_binary("nginx") else {
         skip("behind_nginx: nginx is not installed (Debian: apt-get install nginx-light)");
         return;
     };
     // tine with its defaults for forwarded headers: nginx connects from 127.0.0.1, which
     // forwarded_allow_ips trusts, as it would on one host.
-    let tine = TestServer::start(Config::new("workers = 1").tables(&format!(
-        "[app]\nhandler = \"python\"\napp = \"hello:app\"\npythonpath = [{:?}]\n",
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("examples/python")
-            .display()
-            .to_string()
-    )));
+    let tine = TestServer::start(Config::new("workers = 1").tables(&hello_app()));
     let statics = TempDir::new();
     let file = statics.write("hello.txt", "static, from nginx\n");
     // nginx's workers run as nobody when the test runs as root: readable whatever the umask.
@@ -218,7 +148,7 @@ fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn a_websocket_passes_through_nginx() {
-    let Some(binary) = nginx_binary() else {
+    let Some(binary) = sbin_binary("nginx") else {
         skip("behind_nginx: nginx is not installed (Debian: apt-get install nginx-light)");
         return;
     };

@@ -5,8 +5,12 @@ mod app;
 #[cfg(feature = "python")]
 mod asgi;
 mod attacks;
+mod balancer;
+mod behind_haproxy;
 #[cfg(feature = "python")]
 mod behind_nginx;
+#[cfg(feature = "python")]
+mod behind_nginx_stream;
 mod budget;
 mod cgroup;
 mod cli;
