@@ -8,9 +8,10 @@
 //!   the family named, ports from 0 to 65535 without signs or leading zeros.
 //! - **v2** is binary: a 12-byte signature, a version-and-command byte (version 2; `LOCAL`, a
 //!   balancer's own connection such as a health check, or `PROXY`), a family byte, a 16-bit
-//!   length, then the addresses and optional TLVs, which are skipped. TCP over IPv4 or IPv6
-//!   names a source; `UNSPEC`, `UNIX` and UDP name none. A header longer than
-//!   [`MAX_HEADER`] is refused.
+//!   length, then the addresses and optional TLVs. TCP over IPv4 or IPv6 names a source;
+//!   `UNSPEC`, `UNIX` and UDP name none. Of the TLVs only `PP2_TYPE_SSL` is read (a client
+//!   that came over TLS to a balancer that terminated it); the rest are skipped. A header
+//!   longer than [`MAX_HEADER`] is refused.
 //!
 //! Bytes that rule a header out are refused as soon as they are seen: an HTTP request on a
 //! PROXY listener is refused at its first byte, not after 107 of them.
@@ -51,6 +52,9 @@ pub struct Header {
     pub source: Option<SocketAddr>,
     /// 1 or 2.
     pub version: u8,
+    /// The balancer took the client's connection over TLS, and says so (v2's `PP2_TYPE_SSL`
+    /// TLV with its `PP2_CLIENT_SSL` flag): the client's scheme is `https`.
+    pub tls: bool,
 }
 
 /// Why the bytes are not a PROXY header.
@@ -202,6 +206,7 @@ fn parse_v1(bytes: &[u8]) -> Result<Status, Invalid> {
         len: line.len() + 2,
         source,
         version: 1,
+        tls: false,
     }))
 }
 
@@ -314,11 +319,45 @@ fn parse_v2(bytes: &[u8]) -> Result<Status, Invalid> {
         // UNSPEC, UNIX, and UDP over either family: no TCP client to name.
         _ => None,
     };
+    let tls = !local && client_tls(block.get(address_len(family)..).unwrap_or_default());
     Ok(Status::Complete(Header {
         len,
         source,
         version: 2,
+        tls,
     }))
+}
+
+/// The `PP2_TYPE_SSL` TLV's type, and its `client` field's flag for a connection the client
+/// made over TLS.
+const PP2_TYPE_SSL: u8 = 0x20;
+const PP2_CLIENT_SSL: u8 = 0x01;
+
+/// How many bytes of a v2 block the addresses of `family` take; the TLVs follow.
+fn address_len(family: u8) -> usize {
+    match family >> 4 {
+        1 => 12,
+        2 => 36,
+        3 => 216,
+        _ => 0,
+    }
+}
+
+/// Whether the TLVs say the client's connection was TLS. The TLVs are the balancer's extras:
+/// one cut short ends the walk without making the header invalid.
+fn client_tls(mut tlvs: &[u8]) -> bool {
+    while let [kind, high, low, rest @ ..] = tlvs {
+        let Some(value) = rest.get(..usize::from(u16::from_be_bytes([*high, *low]))) else {
+            return false;
+        };
+        if *kind == PP2_TYPE_SSL {
+            return value
+                .first()
+                .is_some_and(|client| client & PP2_CLIENT_SSL != 0);
+        }
+        tlvs = &rest[value.len()..];
+    }
+    false
 }
 
 #[cfg(test)]

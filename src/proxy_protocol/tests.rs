@@ -289,3 +289,32 @@ fn mutated_headers_keep_the_parsers_promises() {
         }
     }
 }
+
+/// HAProxy's `send-proxy-v2-ssl` after terminating TLS: a `PP2_TYPE_SSL` TLV whose `client`
+/// field has `PP2_CLIENT_SSL`; found among other TLVs, and only in a whole one.
+#[test]
+fn the_ssl_tlv_says_the_client_came_over_tls() {
+    // PP2_TYPE_ALPN "h2", then PP2_TYPE_SSL: client = SSL | CERT_CONN, verify = 0, and a
+    // sub-TLV (PP2_SUBTYPE_SSL_VERSION "TLSv1.3").
+    let alpn = [0x01, 0x00, 0x02, b'h', b'2'];
+    let mut ssl = vec![0x20, 0x00, 0x0f, 0x03, 0, 0, 0, 0, 0x21, 0x00, 0x07];
+    ssl.extend_from_slice(b"TLSv1.3");
+    let header = complete(&v2_tcp4(
+        [203, 0, 113, 7],
+        40000,
+        &[&alpn[..], &ssl].concat(),
+    ));
+    assert!(header.tls);
+    assert_eq!(header.source, addr("203.0.113.7:40000"));
+    // A plain connection to the balancer: client = 0.
+    let plain = [0x20, 0x00, 0x05, 0x00, 0, 0, 0, 0];
+    assert!(!complete(&v2_tcp4([203, 0, 113, 7], 40000, &plain)).tls);
+    // No TLV, a TLV cut short, v1: not TLS.
+    assert!(!complete(&v2_tcp4([203, 0, 113, 7], 40000, &[])).tls);
+    assert!(!complete(&v2_tcp4([203, 0, 113, 7], 40000, &ssl[..6])).tls);
+    assert!(!complete(b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n").tls);
+    // LOCAL: the balancer's own connection, whatever its TLVs say.
+    let mut local = v2_tcp4([203, 0, 113, 7], 40000, &ssl);
+    local[12] = 0x20;
+    assert!(!complete(&local).tls);
+}

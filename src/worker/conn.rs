@@ -339,6 +339,9 @@ pub(super) struct Conn<S> {
     upgraded: bool,
     /// Requests it handed to the application.
     requests: u32,
+    /// The balancer in front took the client's connection over TLS, its PROXY header says:
+    /// the scheme is `https`, as on a TLS listener.
+    pub(super) balancer_tls: bool,
 }
 
 impl<S: Socket> Conn<S> {
@@ -368,6 +371,7 @@ impl<S: Socket> Conn<S> {
             body_in: None,
             upgraded: false,
             requests: 0,
+            balancer_tls: false,
         }
     }
 

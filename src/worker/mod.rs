@@ -571,7 +571,7 @@ impl<'a> Worker<'a> {
             .peer(conn.peer)
             .trusted(Arc::clone(&self.trusted))
             .forwarded_header(self.forwarded_header)
-            .tls(conn.stream.is_tls())
+            .tls(conn.stream.is_tls() || conn.balancer_tls)
             .body_parts(body);
         if let Some(info) = self.listener_info.get(conn.listener) {
             request = request.listener(Arc::clone(&info.addr));

@@ -272,3 +272,37 @@ fn a_reload_turns_it_on_for_the_new_workers_on_the_same_socket() {
         String::from_utf8_lossy(&response)
     );
 }
+
+/// HAProxy terminating TLS and sending `send-proxy-v2-ssl`: the `PP2_TYPE_SSL` TLV says the
+/// client came over TLS, so the application sees `https`, as behind a TLS listener; without
+/// it, `http`.
+#[cfg(feature = "python")]
+#[test]
+fn a_v2_header_that_says_the_client_came_over_tls_makes_the_scheme_https() {
+    let dir = TempDir::new();
+    dir.write(
+        "echo_scheme.py",
+        "def app(environ, start_response):\n    \
+             start_response('200 OK', [('Content-Type', 'text/plain')])\n    \
+             return [environ['wsgi.url_scheme'].encode()]\n",
+    );
+    let server = proxied(&dir, "")
+        .tables(&format!(
+            "[app]\nhandler = \"python\"\napp = \"echo_scheme:app\"\npythonpath = [{:?}]",
+            dir.path().display().to_string()
+        ))
+        .start();
+    // PP2_TYPE_SSL, 5 bytes: client = PP2_CLIENT_SSL, verify = 0.
+    let ssl_tlv = [0x20, 0x00, 0x05, 0x01, 0, 0, 0, 0];
+    for (tlvs, scheme) in [(&ssl_tlv[..], "https"), (&[][..], "http")] {
+        let mut header = v2_tcp4([198, 51, 100, 9], 40002);
+        header.extend_from_slice(tlvs);
+        let block = u16::try_from(header.len() - 16).unwrap();
+        header[14..16].copy_from_slice(&block.to_be_bytes());
+        let mut stream = server.connect();
+        stream.write_all(&[&header[..], GET].concat()).unwrap();
+        let response =
+            read_response(&mut stream).unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+        assert_eq!(response.text(), scheme, "{}", server.log());
+    }
+}

@@ -40,7 +40,7 @@ impl ProxyWait {
 enum Peeked {
     /// The header is whole: its client (if it names one) and how many bytes of it are still
     /// in the socket.
-    Whole(Option<std::net::SocketAddr>, usize),
+    Whole(proxy_protocol::Header, usize),
     /// Part of it: this many more bytes, all the socket has.
     Part(usize),
     /// Nothing for now.
@@ -69,7 +69,7 @@ impl<S: Socket> Conn<S> {
                         wait.got.extend_from_slice(&ctx.scratch[..n]);
                     }
                 }
-                Peeked::Whole(source, rest) => {
+                Peeked::Whole(header, rest) => {
                     if !self.take_raw(rest, ctx.scratch) {
                         self.proxy_header_failed("the read failed", ctx);
                         return false;
@@ -78,9 +78,10 @@ impl<S: Socket> Conn<S> {
                         return false;
                     };
                     let left = wait.deadline.saturating_duration_since(Instant::now());
-                    if let Some(source) = source {
+                    if let Some(source) = header.source {
                         self.peer = Some(source);
                     }
+                    self.balancer_tls = header.tls;
                     self.state = Reading::waiting(ctx.settings, left);
                     // What follows the header may have come with it.
                     self.unread = true;
@@ -139,7 +140,7 @@ fn peek(stream: &impl Socket, wait: &ProxyWait, scratch: &mut [u8]) -> Peeked {
     bytes.extend_from_slice(&room[..n]);
     match proxy_protocol::parse(&bytes) {
         Ok(Status::Partial) => Peeked::Part(n),
-        Ok(Status::Complete(header)) => Peeked::Whole(header.source, header.len - have),
+        Ok(Status::Complete(header)) => Peeked::Whole(header, header.len - have),
         Err(invalid) => Peeked::Over(invalid.to_string()),
     }
 }
