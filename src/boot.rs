@@ -44,7 +44,8 @@ pub fn run(
         unix_options(&config).map_err(Error::Identity)?;
         // The certificate and key as the start (and a reload) would read them: under systemd,
         // `ExecReload` runs this first, so a broken renewal fails `systemctl reload`.
-        crate::listeners::tls::load(&config.tls)
+        let tls = config.tls.from_dir(config.server.chdir.as_deref());
+        crate::listeners::tls::load(&tls)
             .map_err(|err| Error::Master(crate::master::MasterError::Tls(err)))?;
     }
     if let Mode::Status { json, watch } = command.mode {

@@ -512,6 +512,22 @@ pub struct Tls {
     pub ca: Option<PathBuf>,
 }
 
+impl Tls {
+    /// The files as the master reads them once it is in `chdir` (`[server] chdir`): a
+    /// relative path is taken from there.
+    pub fn from_dir(&self, chdir: Option<&std::path::Path>) -> Tls {
+        let resolve = |path: &Option<PathBuf>| match (chdir, path) {
+            (Some(dir), Some(path)) => Some(dir.join(path)),
+            _ => path.clone(),
+        };
+        Tls {
+            cert: resolve(&self.cert),
+            key: resolve(&self.key),
+            ca: resolve(&self.ca),
+        }
+    }
+}
+
 /// `[websocket]`: the WebSockets of an ASGI application.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebSocket {

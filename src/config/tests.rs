@@ -887,3 +887,20 @@ fn tls_cert_and_key_go_together_and_ca_needs_them() {
         ["t.toml:2:8: tls.cert: expected a string (\"\" for none), found 1"]
     );
 }
+
+#[test]
+fn tls_files_are_taken_from_chdir_as_the_master_reads_them() {
+    let tls = Tls {
+        cert: Some(PathBuf::from("certs/fullchain.pem")),
+        key: Some(PathBuf::from("/etc/tine/key.pem")),
+        ca: None,
+    };
+    let moved = tls.from_dir(Some(std::path::Path::new("/srv/app")));
+    assert_eq!(
+        moved.cert,
+        Some(PathBuf::from("/srv/app/certs/fullchain.pem"))
+    );
+    assert_eq!(moved.key, Some(PathBuf::from("/etc/tine/key.pem")));
+    assert_eq!(moved.ca, None);
+    assert_eq!(tls.from_dir(None), tls);
+}

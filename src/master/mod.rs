@@ -494,7 +494,9 @@ impl<'a> Master<'a> {
                 Phase::Running if !self.config.server.drain_delay.is_zero() => {
                     self.begin_drain();
                 }
-                Phase::Reloading(_) if !self.config.server.drain_delay.is_zero() => {
+                // The generation serving is the previous one: its config says whether to
+                // drain (the reload's is not in force until it completes).
+                Phase::Reloading(reload) if !reload.old_config.server.drain_delay.is_zero() => {
                     // The reload is given up: its workers would otherwise be restarted (or
                     // waited for) through the drain, beside the generation they replace.
                     let Phase::Reloading(reload) =

@@ -85,10 +85,10 @@ fn a_sigterm_during_a_reload_rolls_it_back_then_drains() {
     let dir = crate::util::TempDir::new();
     dir.write(
         "slow_import.py",
-        "import time\ntime.sleep(600)\n\n\ndef app(environ, start_response):\n    \
+        "import time\ntime.sleep(3)\n\n\ndef app(environ, start_response):\n    \
          start_response('200 OK', [])\n    return [b'never']\n",
     );
-    let server_keys = "workers = 1\ndrain_delay = \"1s\"\ngraceful_timeout = \"2s\"";
+    let server_keys = "workers = 1\ndrain_delay = \"10m\"";
     let metrics = "[metrics]\nbind = \"127.0.0.1:0\"\n";
     let mut server = TestServer::builder(server_keys)
         .tables(metrics)
@@ -108,6 +108,18 @@ fn a_sigterm_during_a_reload_rolls_it_back_then_drains() {
     let answer = server.get("/");
     assert_eq!(answer.status, 200, "{}", server.log());
     assert_eq!(answer.text(), "Hello, World!");
+    // The reload's worker was told to stop: it exits once its import is over, without
+    // serving, while the drain goes on.
+    let log = server.wait_log("importing slow_import:app");
+    let pid = log
+        .lines()
+        .find(|line| line.contains("importing slow_import:app"))
+        .and_then(|line| line.split('[').nth(1)?.split(']').next())
+        .unwrap()
+        .to_owned();
+    server.wait_log(&format!("(pid {pid}) exited"));
+    assert_eq!(healthz(&server).status, 503, "still draining");
+    server.signal(Signal::SIGTERM);
     let status = server.wait_exit();
     assert!(status.success(), "{status}; log:\n{}", server.log());
 }

@@ -29,6 +29,20 @@ fn v2_tcp4(ip: [u8; 4], port: u16) -> Vec<u8> {
     v2(0x21, 0x11, &block)
 }
 
+/// `header` (a v2 one) with `tlvs` appended, its length updated.
+#[cfg(feature = "python")]
+fn with_tlvs(mut header: Vec<u8>, tlvs: &[u8]) -> Vec<u8> {
+    header.extend_from_slice(tlvs);
+    let block = u16::try_from(header.len() - 16).unwrap();
+    header[14..16].copy_from_slice(&block.to_be_bytes());
+    header
+}
+
+/// `PP2_TYPE_SSL`, 5 bytes: `client` = `PP2_CLIENT_SSL`, `verify` = 0 (HAProxy's
+/// `send-proxy-v2-ssl` for a client that came over TLS).
+#[cfg(feature = "python")]
+const SSL_TLV: [u8; 8] = [0x20, 0x00, 0x05, 0x01, 0, 0, 0, 0];
+
 /// A one-worker server whose listener takes PROXY headers, with an access log of `{remote}`
 /// lines in `dir`; `server` adds `[server]` keys.
 fn proxied(dir: &TempDir, server: &str) -> Builder {
@@ -292,17 +306,44 @@ fn a_v2_header_that_says_the_client_came_over_tls_makes_the_scheme_https() {
             dir.path().display().to_string()
         ))
         .start();
-    // PP2_TYPE_SSL, 5 bytes: client = PP2_CLIENT_SSL, verify = 0.
-    let ssl_tlv = [0x20, 0x00, 0x05, 0x01, 0, 0, 0, 0];
-    for (tlvs, scheme) in [(&ssl_tlv[..], "https"), (&[][..], "http")] {
-        let mut header = v2_tcp4([198, 51, 100, 9], 40002);
-        header.extend_from_slice(tlvs);
-        let block = u16::try_from(header.len() - 16).unwrap();
-        header[14..16].copy_from_slice(&block.to_be_bytes());
+    for (tlvs, scheme) in [(&SSL_TLV[..], "https"), (&[][..], "http")] {
+        let header = with_tlvs(v2_tcp4([198, 51, 100, 9], 40002), tlvs);
         let mut stream = server.connect();
         stream.write_all(&[&header[..], GET].concat()).unwrap();
         let response =
             read_response(&mut stream).unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
         assert_eq!(response.text(), scheme, "{}", server.log());
     }
+}
+
+/// The same for an ASGI application: the client the header names is the scope's `client`,
+/// and the TLS TLV its `scheme`.
+#[cfg(feature = "python")]
+#[test]
+fn an_asgi_application_sees_the_client_and_scheme_the_header_gives() {
+    let dir = TempDir::new();
+    dir.write(
+        "echo_scope.py",
+        "async def app(scope, receive, send):\n    \
+             host, port = scope['client']\n    \
+             body = f\"{host} {port} {scope['scheme']}\".encode()\n    \
+             await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n    \
+             await send({'type': 'http.response.body', 'body': body})\n",
+    );
+    let server = proxied(&dir, "")
+        .tables(&format!(
+            "[app]\nhandler = \"python\"\napp = \"echo_scope:app\"\npythonpath = [{:?}]",
+            dir.path().display().to_string()
+        ))
+        .start();
+    let header = with_tlvs(v2_tcp4([198, 51, 100, 9], 40002), &SSL_TLV);
+    let mut stream = server.connect();
+    stream.write_all(&[&header[..], GET].concat()).unwrap();
+    let response = read_response(&mut stream).unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    assert_eq!(
+        response.text(),
+        "198.51.100.9 40002 https",
+        "{}",
+        server.log()
+    );
 }

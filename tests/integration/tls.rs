@@ -623,4 +623,19 @@ fn check_config_reads_the_tls_files() {
         stderr.contains("the key does not match the certificate"),
         "{stderr}"
     );
+    // Relative paths are taken from [server] chdir, where the master reads them, whatever
+    // directory the check runs in (systemd's ExecStartPre runs in /).
+    Files::write(setup.dir.path(), &setup.first);
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nchdir = {}\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n",
+            toml_string(&setup.dir.path().to_string_lossy())
+        ),
+    )
+    .unwrap();
+    let elsewhere = crate::util::TempDir::new();
+    let (status, stdout, stderr) =
+        crate::util::run_tine(&elsewhere, &["--check-config", "-c", &config]);
+    assert!(status.success(), "{stdout}{stderr}");
 }
