@@ -82,6 +82,12 @@ impl std::fmt::Display for Trusted {
     }
 }
 
+/// Whether `ip` is in one of the `trusted` networks (`[server] forwarded_allow_ips`): a peer
+/// whose forwarded headers, or PROXY protocol header, are believed.
+pub fn trusts(trusted: &[Trusted], ip: IpAddr) -> bool {
+    trusted.iter().any(|t| t.contains(ip))
+}
+
 impl Trusted {
     /// Whether `ip` is inside this network.
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -185,7 +191,7 @@ pub fn client<'a>(
     header: ForwardedHeader,
     direct: &'static str,
 ) -> Client {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|t| t.contains(ip));
+    let is_trusted = |ip: IpAddr| trusts(trusted, ip);
     let peer_ip = match peer {
         Some(ip) if is_trusted(ip) => ip,
         addr => {

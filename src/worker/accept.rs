@@ -295,7 +295,7 @@ impl Worker<'_> {
     /// Whether `peer` may send a PROXY header: it is in `[server] forwarded_allow_ips`, as
     /// for forwarded headers (a unix socket's peer, which has no address, is not).
     fn trusts(&self, peer: Option<SocketAddr>) -> bool {
-        peer.is_some_and(|peer| self.trusted.iter().any(|t| t.contains(peer.ip())))
+        peer.is_some_and(|peer| crate::forwarded::trusts(&self.trusted, peer.ip()))
     }
 }
 

@@ -135,10 +135,15 @@ fn peek(stream: &impl Socket, wait: &ProxyWait, scratch: &mut [u8]) -> Peeked {
             Err(err) => return Peeked::Over(format!("the read failed: {err}")),
         }
     };
-    let mut bytes = Vec::with_capacity(have + n);
-    bytes.extend_from_slice(&wait.got);
-    bytes.extend_from_slice(&room[..n]);
-    match proxy_protocol::parse(&bytes) {
+    // Most headers come whole in the first segment: judged where they were peeked.
+    let joined;
+    let bytes = if have == 0 {
+        &room[..n]
+    } else {
+        joined = [&wait.got[..], &room[..n]].concat();
+        &joined[..]
+    };
+    match proxy_protocol::parse(bytes) {
         Ok(Status::Partial) => Peeked::Part(n),
         Ok(Status::Complete(header)) => Peeked::Whole(header, header.len - have),
         Err(invalid) => Peeked::Over(invalid.to_string()),
